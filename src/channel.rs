@@ -1,0 +1,294 @@
+//! One user's channel: the broadcast ring its connections read, and the replay window behind it.
+//!
+//! Publishing and subscribing on a channel take its one mutex, briefly and never across an
+//! `.await`. Under it a publish assigns the next sequence number, appends the frame to the
+//! window and sends it on the ring; a subscribe joins the ring and reads the window. Because
+//! both happen under the same lock, a resuming subscriber sees every event exactly once: those
+//! up to the moment it joined in the window, those after it on the ring.
+//!
+//! The window is a `VecDeque` of the same [`Bytes`] the ring carries, so keeping history costs
+//! one reference per event and nothing at all until the first publish.
+//!
+//! A channel is created by the registry on first subscribe and is *idle* when its last receiver
+//! is dropped. An idle channel is queued for removal after the retention; removal marks it
+//! `closed` under the lock, so a subscriber that raced with it retries on a fresh channel
+//! instead of joining one that is gone.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::encode::Payload;
+use crate::event_id::{EventId, next_epoch};
+use crate::registry::Shared;
+use crate::subscription::ResetReason;
+use crate::user_id::UserId;
+
+/// What travels on a user's broadcast ring.
+#[derive(Debug, Clone)]
+pub(crate) enum Slot {
+    /// A published event's finished frame.
+    Event { seq: u64, frame: Bytes },
+    /// Wakes receivers so they see that the channel was disconnected; see [`UserChannel::kick`].
+    Kick,
+}
+
+pub(crate) struct UserChannel {
+    pub(crate) user: UserId,
+    pub(crate) epoch: u64,
+    sender: broadcast::Sender<Slot>,
+    /// Bumped by every [`kick`](Self::kick); a subscription ends when it differs from the value it
+    /// joined with. Checked on a `Kick` slot and after a lag, which may have overwritten one.
+    kicks: AtomicU64,
+    state: Mutex<State>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+struct State {
+    /// Sequence number of the last event published; 0 before the first.
+    head: u64,
+    window: VecDeque<Retained>,
+    window_bytes: usize,
+    /// The channel has at least one receiver.
+    active: bool,
+    /// When the channel last became idle.
+    idle_since: Instant,
+    /// The channel has an entry in the registry's idle queue.
+    queued: bool,
+    /// Removed from the registry: nobody may join it any more.
+    closed: bool,
+}
+
+struct Retained {
+    seq: u64,
+    at: Instant,
+    frame: Bytes,
+}
+
+/// What a new receiver starts with.
+pub(crate) struct Joined {
+    pub(crate) receiver: broadcast::Receiver<Slot>,
+    /// The position the subscription starts from: frames after it are delivered.
+    pub(crate) position: u64,
+    /// Frames from the window to deliver before live ones.
+    pub(crate) replay: Vec<(u64, Bytes)>,
+    pub(crate) reset: Option<ResetReason>,
+    pub(crate) kicks: u64,
+}
+
+/// Why a channel refused a receiver.
+pub(crate) enum JoinRefused {
+    /// The channel was removed meanwhile: look the user up again.
+    Closed,
+    TooManyConnections,
+    ShuttingDown,
+}
+
+impl UserChannel {
+    /// A new, idle channel. The caller queues it for expiry so that it cannot leak if the
+    /// subscribe that created it fails.
+    pub(crate) fn new(user: UserId, shared: Arc<Shared>) -> Self {
+        let (sender, _) = broadcast::channel(shared.config.capacity.clamp(1, 1 << 20));
+        Self {
+            user,
+            epoch: next_epoch(),
+            sender,
+            kicks: AtomicU64::new(0),
+            state: Mutex::new(State {
+                head: 0,
+                window: VecDeque::new(),
+                window_bytes: 0,
+                active: false,
+                idle_since: Instant::now(),
+                queued: true,
+                closed: false,
+            }),
+            shared,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent in a way that
+        // matters more than losing the channel would, so a poisoned lock is used as is.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn receiver_count(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
+    /// Publishes a frame: the next sequence number, the window, then the ring. Returns `None`
+    /// when the channel was removed meanwhile (the event then has nobody to reach).
+    pub(crate) fn publish(&self, payload: Payload) -> Option<(EventId, usize)> {
+        let config = &self.shared.config;
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        state.head += 1;
+        let seq = state.head;
+        let id = EventId::new(self.epoch, seq);
+        let frame = payload.finish(&id);
+        let now = Instant::now();
+        if config.replay_events > 0 {
+            let len = frame.len();
+            state.window.push_back(Retained {
+                seq,
+                at: now,
+                frame: frame.clone(),
+            });
+            state.window_bytes += len;
+            self.shared.buffered_added(len);
+        }
+        self.evict(&mut state, now);
+        let receivers = self.sender.send(Slot::Event { seq, frame }).unwrap_or(0);
+        Some((id, receivers))
+    }
+
+    /// Drops what the window may no longer keep: over the count, over the bytes, or too old.
+    fn evict(&self, state: &mut State, now: Instant) {
+        let config = &self.shared.config;
+        while let Some(oldest) = state.window.front() {
+            let over = state.window.len() > config.replay_events
+                || state.window_bytes > config.replay_bytes
+                || now.saturating_duration_since(oldest.at) > config.replay_age;
+            if !over {
+                break;
+            }
+            let len = oldest.frame.len();
+            state.window.pop_front();
+            state.window_bytes -= len;
+            self.shared.buffered_removed(len);
+        }
+    }
+
+    /// Adds a receiver, and reads the window when resuming from `last_event_id`.
+    pub(crate) fn join(&self, last_event_id: Option<&str>) -> Result<Joined, JoinRefused> {
+        let config = &self.shared.config;
+        let mut state = self.lock();
+        if state.closed {
+            return Err(JoinRefused::Closed);
+        }
+        // Checked under the channel lock, which shutdown also takes to kick the channel: a
+        // receiver either is refused here or is kicked.
+        if self.shared.is_shutting_down() {
+            return Err(JoinRefused::ShuttingDown);
+        }
+        if self.sender.receiver_count() >= config.max_connections_per_user {
+            return Err(JoinRefused::TooManyConnections);
+        }
+        let receiver = self.sender.subscribe();
+        if !state.active {
+            state.active = true;
+            self.shared.user_became_active();
+        }
+        self.evict(&mut state, Instant::now());
+        let head = state.head;
+        let mut joined = Joined {
+            receiver,
+            position: head,
+            replay: Vec::new(),
+            reset: None,
+            kicks: self.kicks.load(Ordering::Acquire),
+        };
+        let Some(raw) = last_event_id else {
+            return Ok(joined);
+        };
+        let oldest = state.window.front().map_or(head + 1, |r| r.seq);
+        joined.reset = match EventId::parse(raw) {
+            None => Some(ResetReason::Malformed),
+            Some(id) if id.epoch() != self.epoch => Some(ResetReason::Stale),
+            Some(id) if id.seq() > head => Some(ResetReason::Unknown),
+            Some(id) if id.seq() + 1 < oldest => Some(ResetReason::Expired),
+            Some(id) => {
+                joined.position = id.seq();
+                joined.replay = Self::frames_between(&state, id.seq(), u64::MAX);
+                None
+            }
+        };
+        Ok(joined)
+    }
+
+    /// The window's frames with `after < seq < before`.
+    fn frames_between(state: &State, after: u64, before: u64) -> Vec<(u64, Bytes)> {
+        let start = state.window.partition_point(|r| r.seq <= after);
+        state
+            .window
+            .range(start..)
+            .take_while(|r| r.seq < before)
+            .map(|r| (r.seq, r.frame.clone()))
+            .collect()
+    }
+
+    /// The frames a lagging receiver missed, `after < seq < before`, that the window still has.
+    pub(crate) fn backfill(&self, after: u64, before: u64) -> Vec<(u64, Bytes)> {
+        let mut state = self.lock();
+        self.evict(&mut state, Instant::now());
+        Self::frames_between(&state, after, before)
+    }
+
+    /// Drops a receiver under the lock, so that the count is exact when this returns and the
+    /// channel is queued for expiry if it was the last.
+    pub(crate) fn leave_with(self: &Arc<Self>, drop_receiver: impl FnOnce()) {
+        let mut state = self.lock();
+        drop_receiver();
+        if state.active && self.sender.receiver_count() == 0 {
+            state.active = false;
+            state.idle_since = Instant::now();
+            self.shared.user_became_idle();
+            if !state.queued {
+                state.queued = true;
+                self.shared.queue_idle(self, state.idle_since);
+            }
+        }
+    }
+
+    /// Ends every subscription on the channel; the channel itself, with its window and epoch,
+    /// stays, so the clients resume where they were.
+    pub(crate) fn kick(&self) {
+        let _state = self.lock();
+        self.kicks.fetch_add(1, Ordering::AcqRel);
+        let _ = self.sender.send(Slot::Kick);
+    }
+
+    pub(crate) fn kicked_since(&self, kicks: u64) -> bool {
+        self.kicks.load(Ordering::Acquire) != kicks
+    }
+
+    /// Called by the sweeper for a queued channel once its deadline passed. Closes the channel
+    /// and returns `true` when it has been idle for the whole retention; otherwise re-queues it
+    /// if it is idle again, or forgets it if it is active.
+    pub(crate) fn expire(self: &Arc<Self>, now: Instant) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        if state.active {
+            state.queued = false;
+            return false;
+        }
+        let deadline = state.idle_since + self.shared.config.retention;
+        if deadline > now {
+            self.shared.queue_idle(self, state.idle_since);
+            return false;
+        }
+        state.closed = true;
+        state.queued = false;
+        self.shared.buffered_removed(state.window_bytes);
+        state.window = VecDeque::new();
+        state.window_bytes = 0;
+        true
+    }
+
+    /// Bytes and frames held by the window.
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.window_bytes, state.window.len())
+    }
+}

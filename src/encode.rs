@@ -1,0 +1,182 @@
+//! Turning an event into its frame, once.
+//!
+//! An event becomes a [`Payload`]: its `event:` line (if it has a name) and its `data:` lines,
+//! encoded once per publish. The channel then appends the event's `id:` line and shares the
+//! finished frame, as [`Bytes`](bytes::Bytes), with every receiver: fan-out costs a reference
+//! count, never a serialisation or a copy.
+//!
+//! [`ToSse`] says how an event is encoded. Every `serde::Serialize` type implements it already
+//! (compact JSON data, no event name, the shape of the replaced crate's frames); [`Named`] adds an
+//! SSE event name to one, and a type of your own can implement [`ToSse`] by hand.
+
+use serde::Serialize;
+
+use crate::error::{EncodeError, PublishError};
+use crate::frame::{check_event_name, write_data_lines};
+
+/// An event that knows its SSE encoding: an optional event name and its data.
+///
+/// Implemented for every [`Serialize`] type as compact JSON with no name, so clients dispatch on
+/// the JSON itself (`"type": "TEXT_MESSAGE_CONTENT"`), as with the replaced crate.
+pub trait ToSse {
+    /// The SSE `event:` name; `None` (the default) means clients receive a `message` event.
+    fn event_name(&self) -> Option<&str> {
+        None
+    }
+
+    /// Writes the event's data, UTF-8 text of any shape: line breaks are encoded as the standard
+    /// requires.
+    fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+}
+
+impl<T: Serialize + ?Sized> ToSse for T {
+    fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        serde_json::to_writer(out, self).map_err(Into::into)
+    }
+}
+
+/// A serde event sent under an SSE event name, for clients that listen with
+/// `addEventListener(name, ...)`.
+///
+/// ```
+/// use sse_hub::{Named, Payload};
+///
+/// let payload = Payload::encode(&Named::new("price", &serde_json::json!({"eur": 3})))?;
+/// assert_eq!(payload.as_bytes(), b"event: price\ndata: {\"eur\":3}\n");
+/// # Ok::<(), sse_hub::PublishError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Named<T> {
+    name: std::borrow::Cow<'static, str>,
+    event: T,
+}
+
+impl<T> Named<T> {
+    /// Sends `event` under `name`. A name holding CR, LF or NUL is refused when published.
+    pub fn new(name: impl Into<std::borrow::Cow<'static, str>>, event: T) -> Self {
+        Self {
+            name: name.into(),
+            event,
+        }
+    }
+
+    /// The wrapped event.
+    pub fn event(&self) -> &T {
+        &self.event
+    }
+}
+
+impl<T: Serialize> ToSse for Named<T> {
+    fn event_name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.event.write_data(out)
+    }
+}
+
+/// An event encoded once: its `event:` and `data:` lines, waiting for the `id:` line that the
+/// channel assigns when it is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    head: Vec<u8>,
+}
+
+/// Room for `id: {16 hex}-{20 digits}\n\n`, so appending the id never reallocates.
+const ID_LINE_RESERVE: usize = 48;
+
+impl Payload {
+    /// Encodes an event.
+    pub fn encode<E: ToSse + ?Sized>(event: &E) -> Result<Self, PublishError> {
+        Self::build(event.event_name(), |out| event.write_data(out))
+    }
+
+    /// Encodes data given as text, under an optional event name.
+    pub fn from_text(event_name: Option<&str>, data: &str) -> Result<Self, PublishError> {
+        Self::build(event_name, |out| {
+            out.extend_from_slice(data.as_bytes());
+            Ok(())
+        })
+    }
+
+    /// Encodes `write`'s output as data. The data is written straight into the frame; only when
+    /// it holds a line break (never, for serde_json's compact output) is it split into lines.
+    pub(crate) fn build(
+        event_name: Option<&str>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<Self, PublishError> {
+        let mut head = Vec::with_capacity(256);
+        if let Some(name) = event_name {
+            check_event_name(name)?;
+            crate::frame::write_field(&mut head, "event", name);
+        }
+        let line_start = head.len();
+        head.extend_from_slice(b"data: ");
+        let data_start = head.len();
+        write(&mut head).map_err(PublishError::Encode)?;
+        let data = std::str::from_utf8(&head[data_start..]).map_err(|_| PublishError::NotUtf8)?;
+        if data.bytes().any(|b| b == b'\r' || b == b'\n') {
+            let data = data.to_owned();
+            head.truncate(line_start);
+            write_data_lines(&mut head, &data);
+        } else {
+            head.push(b'\n');
+        }
+        head.reserve_exact(ID_LINE_RESERVE);
+        Ok(Self { head })
+    }
+
+    /// The encoded `event:` and `data:` lines.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// The size of the frame once its id line is added, at most.
+    pub fn frame_len(&self) -> usize {
+        self.head.len() + ID_LINE_RESERVE
+    }
+
+    /// Finishes the frame with its id line and the blank line that dispatches it.
+    pub(crate) fn finish(mut self, id: &dyn std::fmt::Display) -> bytes::Bytes {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.head, "id: {id}\n\n");
+        bytes::Bytes::from(self.head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_events_are_compact_json_data() {
+        let payload = Payload::encode(&serde_json::json!({"type": "X", "text": "a\nb"})).unwrap();
+        assert_eq!(
+            payload.as_bytes(),
+            b"data: {\"text\":\"a\\nb\",\"type\":\"X\"}\n"
+        );
+    }
+
+    #[test]
+    fn text_with_breaks_is_split() {
+        let payload = Payload::from_text(None, "a\r\nb").unwrap();
+        assert_eq!(payload.as_bytes(), b"data: a\ndata: b\n");
+    }
+
+    #[test]
+    fn bad_names_and_bad_bytes_are_errors() {
+        assert!(matches!(
+            Payload::from_text(Some("a\nb"), "x"),
+            Err(PublishError::Frame(_))
+        ));
+        assert!(matches!(
+            Payload::build(None, |out| {
+                out.push(0xff);
+                Ok(())
+            }),
+            Err(PublishError::NotUtf8)
+        ));
+    }
+}

@@ -1,0 +1,76 @@
+//! The typed errors of sse-hub. Every input a caller passes is checked; none of it panics.
+
+/// The error a [`ToSse`](crate::ToSse) implementation returns when it cannot write its data.
+pub type EncodeError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A frame field that cannot be put on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// An `id` containing CR, LF (it would end the line) or NUL (clients ignore it).
+    #[error("an SSE id must not contain CR, LF or NUL")]
+    Id,
+    /// An `event` name containing CR, LF or NUL.
+    #[error("an SSE event name must not contain CR, LF or NUL")]
+    EventName,
+    /// A comment containing CR, LF or NUL.
+    #[error("an SSE comment must not contain CR, LF or NUL")]
+    Comment,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The user already has [`Config::max_connections_per_user`](crate::Config) connections on
+    /// this channel. Over HTTP: `429 Too Many Requests`.
+    #[error("the user already has {max} connections on this channel")]
+    TooManyConnections {
+        /// The configured limit.
+        max: usize,
+    },
+    /// The broadcaster holds [`Config::max_channels`](crate::Config) user channels and none has
+    /// expired. Over HTTP: `503 Service Unavailable`.
+    #[error("the broadcaster is at its limit of {max} user channels")]
+    AtCapacity {
+        /// The configured limit.
+        max: usize,
+    },
+    /// [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) was called. Over HTTP: `503`.
+    #[error("the broadcaster is shutting down")]
+    ShuttingDown,
+}
+
+/// Why an event was not published. When `broadcast` returns an error, no connection received
+/// the event and nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event's [`ToSse`](crate::ToSse) implementation failed (for serde types, the
+    /// serialisation error).
+    #[error("the event could not be encoded: {0}")]
+    Encode(#[source] EncodeError),
+    /// The event's data is not UTF-8, which SSE requires.
+    #[error("the event data is not UTF-8")]
+    NotUtf8,
+    /// The event's name cannot be put on the wire.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The encoded frame is larger than [`Config::max_frame_bytes`](crate::Config).
+    #[error("the encoded frame is {size} bytes, over the limit of {max}")]
+    FrameTooLarge {
+        /// The size of the encoded frame.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) was called.
+    #[error("the broadcaster is shutting down")]
+    ShuttingDown,
+}
+
+impl From<serde_json::Error> for PublishError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Encode(Box::new(error))
+    }
+}

@@ -1,0 +1,139 @@
+//! Live events to the right users, fast, in bounded memory.
+//!
+//! sse-hub delivers the events a backend publishes for a user to every Server-Sent Events
+//! connection of that user, and to nobody else, without losing any silently.
+//!
+//! # The model
+//!
+//! A [`Broadcaster`] is a registry of *user channels* for one event type. Each user channel is
+//! one [`tokio::sync::broadcast`] channel; each connection of the user is one of its receivers,
+//! a [`Subscription`]. A user's connection set *is* the channel's receiver count: there is no
+//! map of per-connection senders to keep in sync.
+//!
+//! ```text
+//!   broadcast(&alice, &event)
+//!        │ encode once: `event:` + `data:` lines          Broadcaster<E>
+//!        ▼                                                ┌──────────────────────────────┐
+//!   Payload ──► alice's channel: seq + `id:` ──► Bytes ──►│ alice: ring (16 slots) ──► tab 1, tab 2
+//!                              └─► replay window          │ bob:   ring            ──► phone
+//!                                                         └──────────────────────────────┘
+//! ```
+//!
+//! An event is encoded to its SSE frame **once** per publish; the frame, [`bytes::Bytes`], is
+//! shared by every receiver, so fan-out costs a reference count per connection.
+//!
+//! [`EventRouter`] sends one event to the channels that carry it: AG-UI and A2A events to their
+//! own channel and, wrapped, to the aggregated context channel. [`SseResponse`] serves a
+//! subscription over axum with heartbeats, `Last-Event-ID` resume and clean shutdown.
+//!
+//! # Event ids and resume
+//!
+//! Every event gets an [`EventId`], the channel's epoch and a sequence number, sent as the SSE
+//! `id:`. A client that reconnects sends it back as `Last-Event-ID`;
+//! [`Broadcaster::subscribe_from`] then replays what it missed from the channel's *replay
+//! window* and continues live, with no duplicate and no gap. An id that cannot be resumed
+//! (garbage, from an earlier channel, or older than the window) starts the stream with a `reset`
+//! control event instead; it is never an error to the client.
+//!
+//! # Lagging
+//!
+//! The broadcast ring is small ([`Config::capacity`], 16 slots by default), because tokio
+//! preallocates it for every user. A connection that falls further behind *lags*: what happens
+//! then is the [`LagPolicy`]. By default it is back-filled from the replay window and loses
+//! nothing while it stays within it; beyond the window, and with the other policies, every loss
+//! is counted ([`Stats`], the metrics) and signalled in-band with a `lagged` control event.
+//! A slow client never makes the server grow: the ring and the window are the only buffers.
+//!
+//! # Closing and retention
+//!
+//! Dropping a subscription removes the connection at once: counts are exact when `drop`
+//! returns. When a user's last connection goes, the channel (its epoch and its window) is kept
+//! for [`Config::retention`], 30 s by default, so a reload or a reconnect loses nothing; then
+//! it is removed. A subscribe that races with the removal lands on a fresh channel, never on the
+//! removed one. [`Broadcaster::disconnect_user`] ends a user's streams but keeps the channel;
+//! [`Broadcaster::shutdown`] ends every stream and refuses new ones.
+//!
+//! # Memory
+//!
+//! Everything is bounded by the [`Config`]. With `C` = [`capacity`](Config::capacity) rounded
+//! up to a power of two, `F` = [`max_frame_bytes`](Config::max_frame_bytes), `W` =
+//! [`replay_bytes`](Config::replay_bytes), `N` = [`replay_events`](Config::replay_events) and `U`
+//! = [`max_channels`](Config::max_channels):
+//!
+//! * an idle user channel costs about `64·C + 500` bytes (the preallocated ring, the channel and
+//!   its map entry): about 1.5 KB with the defaults;
+//! * the frames a channel holds are at most `W` in its window (this is what
+//!   [`Stats::buffered_bytes`] accounts, so `buffered_bytes ≤ U·W`) plus the `C` newest frames
+//!   the ring may still reference after the window let them go, `C·F`; the window's index costs
+//!   `48·N` bytes more at most;
+//! * a connection costs about 250 bytes, plus `48·N` while it back-fills after a lag.
+//!
+//! So the worst case is `U·(64·C + 500 + W + C·F + 48·N) + connections·(250 + 48·N)` bytes,
+//! whatever clients do. A stalled client costs nothing beyond this: its receiver pins at most
+//! the `C` frames of the ring.
+//!
+//! # Example
+//!
+//! ```
+//! use sse_hub::{EventRouter, UserId, models::AgUiEvent};
+//! use tokio_stream::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let router = EventRouter::default();
+//! let alice = UserId::from("alice");
+//! let mut tab = router.context().subscribe(&alice)?;
+//!
+//! let event: AgUiEvent = serde_json::from_str(
+//!     r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"}"#,
+//! )?;
+//! let routed = router.route_agui(&alice, &event)?;
+//! assert_eq!(routed.get("context").unwrap().receivers, 1);
+//!
+//! let frame = tab.next().await.unwrap();
+//! let text = std::str::from_utf8(frame.bytes())?;
+//! assert!(text.starts_with(r#"data: {"protocol":"agui","event":{"type":"TEXT_MESSAGE_CONTENT""#));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+mod channel;
+mod config;
+mod encode;
+mod error;
+mod event_id;
+mod frame;
+pub mod metrics;
+pub mod models;
+mod registry;
+mod router;
+pub mod sse;
+mod subscription;
+mod user_id;
+
+use std::time::Duration;
+
+pub use config::{Config, LagPolicy};
+pub use encode::{Named, Payload, ToSse};
+pub use error::{EncodeError, FrameError, PublishError, SubscribeError};
+pub use event_id::{EventId, MAX_EVENT_ID_LEN};
+pub use frame::SseFrame;
+pub use registry::{Broadcaster, Published, Stats};
+pub use router::{
+    A2A_BROADCASTER, A2ABroadcaster, AGUI_BROADCASTER, ANALYTICS_BROADCASTER, AgUiBroadcaster,
+    AnalyticsBroadcaster, CONTEXT_BROADCASTER, Channel, ContextBroadcaster, EventRouter, Route,
+    Routed, RouterStats, UnknownChannel,
+};
+pub use sse::{Heartbeat, LastEventId, SseConfig, SseResponse};
+pub use subscription::{
+    EndReason, Frame, FrameKind, LAGGED_EVENT, RESET_EVENT, ResetReason, Subscription,
+};
+pub use user_id::UserId;
+
+/// How long a stream may stay idle before a heartbeat is sent, as in the replaced crate.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The data of the `heartbeat` event, as in the replaced crate.
+pub const HEARTBEAT_JSON: &str = r#"{"type":"heartbeat"}"#;

@@ -1,0 +1,123 @@
+//! Metrics, through the [`metrics`] facade: the application installs the exporter it wants.
+//!
+//! Every metric carries the label `channel` (the broadcaster's [`Config::name`](crate::Config));
+//! none carries the user, whose cardinality is unbounded. Handles are registered when a
+//! broadcaster is created, so install the recorder first. The README lists every metric.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+use crate::subscription::ResetReason;
+
+/// Events published.
+pub const EVENTS_PUBLISHED: &str = "sse_hub_events_published_total";
+/// Frames delivered to connections (flushed in batches per subscription).
+pub const FRAMES_DELIVERED: &str = "sse_hub_frames_delivered_total";
+/// Times a subscription fell behind the ring.
+pub const LAG_EVENTS: &str = "sse_hub_lag_events_total";
+/// Events lost to lagging subscriptions and signalled with `lagged`.
+pub const EVENTS_MISSED: &str = "sse_hub_events_missed_total";
+/// Events lagging subscriptions recovered from the replay window.
+pub const EVENTS_RECOVERED: &str = "sse_hub_events_recovered_total";
+/// Resumes that started with `reset`, by `reason`.
+pub const RESETS: &str = "sse_hub_resets_total";
+/// Subscribes refused, by `reason`: `too_many_connections`, `at_capacity`, `shutting_down`.
+pub const SUBSCRIBES_REJECTED: &str = "sse_hub_subscribes_rejected_total";
+/// Events whose encoding failed (nothing was sent).
+pub const ENCODE_FAILURES: &str = "sse_hub_encode_failures_total";
+/// Open connections (gauge).
+pub const CONNECTIONS: &str = "sse_hub_connections";
+/// User channels held, connected or retained (gauge).
+pub const USER_CHANNELS: &str = "sse_hub_user_channels";
+/// Bytes held by replay windows (gauge).
+pub const BUFFERED_BYTES: &str = "sse_hub_buffered_bytes";
+/// Time to publish one event to all of a user's connections, in seconds (histogram).
+pub const PUBLISH_SECONDS: &str = "sse_hub_publish_seconds";
+
+pub(crate) struct Metrics {
+    published: Counter,
+    delivered: Counter,
+    lag_events: Counter,
+    missed: Counter,
+    recovered: Counter,
+    resets: [Counter; 4],
+    rejected: [Counter; 3],
+    encode_failures: Counter,
+    pub(crate) connections: Gauge,
+    pub(crate) channels: Gauge,
+    pub(crate) buffered_bytes: Gauge,
+    publish_seconds: Histogram,
+}
+
+const REJECT_REASONS: [&str; 3] = ["too_many_connections", "at_capacity", "shutting_down"];
+const RESET_REASONS: [ResetReason; 4] = [
+    ResetReason::Malformed,
+    ResetReason::Stale,
+    ResetReason::Expired,
+    ResetReason::Unknown,
+];
+
+impl Metrics {
+    pub(crate) fn new(channel: &str) -> Self {
+        let channel = channel.to_owned();
+        let label = || metrics::Label::new("channel", channel.clone());
+        Self {
+            published: counter!(EVENTS_PUBLISHED, vec![label()]),
+            delivered: counter!(FRAMES_DELIVERED, vec![label()]),
+            lag_events: counter!(LAG_EVENTS, vec![label()]),
+            missed: counter!(EVENTS_MISSED, vec![label()]),
+            recovered: counter!(EVENTS_RECOVERED, vec![label()]),
+            resets: RESET_REASONS.map(|r| {
+                counter!(
+                    RESETS,
+                    vec![label(), metrics::Label::new("reason", r.as_str())]
+                )
+            }),
+            rejected: REJECT_REASONS.map(|r| {
+                counter!(
+                    SUBSCRIBES_REJECTED,
+                    vec![label(), metrics::Label::new("reason", r)]
+                )
+            }),
+            encode_failures: counter!(ENCODE_FAILURES, vec![label()]),
+            connections: gauge!(CONNECTIONS, vec![label()]),
+            channels: gauge!(USER_CHANNELS, vec![label()]),
+            buffered_bytes: gauge!(BUFFERED_BYTES, vec![label()]),
+            publish_seconds: histogram!(PUBLISH_SECONDS, vec![label()]),
+        }
+    }
+
+    pub(crate) fn published(&self, _receivers: usize, took: Duration) {
+        self.published.increment(1);
+        self.publish_seconds.record(took.as_secs_f64());
+    }
+
+    pub(crate) fn delivered(&self, frames: u64) {
+        self.delivered.increment(frames);
+    }
+
+    pub(crate) fn lagged(&self, missed: u64) {
+        self.lag_events.increment(1);
+        self.missed.increment(missed);
+    }
+
+    pub(crate) fn recovered(&self, events: u64) {
+        self.recovered.increment(events);
+    }
+
+    pub(crate) fn reset(&self, reason: ResetReason) {
+        let at = RESET_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        self.resets[at].increment(1);
+    }
+
+    pub(crate) fn rejected(&self, reason: &str) {
+        if let Some(at) = REJECT_REASONS.iter().position(|r| *r == reason) {
+            self.rejected[at].increment(1);
+        }
+    }
+
+    pub(crate) fn encode_failed(&self) {
+        self.encode_failures.increment(1);
+    }
+}

@@ -1,0 +1,439 @@
+//! [`EventRouter`]: one event to the channels that should carry it.
+//!
+//! The four standard agent channels, with the routing of the crate sse-hub replaces:
+//!
+//! | event | [`Channel::AgUi`] | [`Channel::A2A`] | [`Channel::Context`] | [`Channel::Analytics`] |
+//! |---|---|---|---|---|
+//! | [`AgUiEvent`] | event | | wrapped | |
+//! | [`A2AEvent`] | | event | wrapped | |
+//! | [`SystemEvent`] | | | wrapped | |
+//! | [`AnalyticsEvent`] | | | | event |
+//!
+//! *Wrapped* is the [`ContextEvent`] form `{"protocol":"agui"|"a2a"|"system","event":{...}}`, so
+//! one aggregated stream per tab carries everything about the user's contexts (browsers allow
+//! only six HTTP/1.1 connections per origin). The inner event is serialised once; each target's
+//! frame is built from that one serialisation. Every target's frame is checked against its
+//! channel's limits before any is published, so an event goes to all its targets or to none.
+//!
+//! Event types of your own get routes the same way: implement [`Route`] for them, publishing
+//! to the standard channels or to broadcasters of your own with
+//! [`Broadcaster::broadcast_payload`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::encode::Payload;
+use crate::error::{PublishError, SubscribeError};
+use crate::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemEvent};
+use crate::registry::{Broadcaster, Published, Stats};
+use crate::sse::LastEventId;
+use crate::user_id::UserId;
+
+/// The broadcaster of AG-UI events.
+pub type AgUiBroadcaster = Broadcaster<AgUiEvent>;
+/// The broadcaster of agent-to-agent events.
+pub type A2ABroadcaster = Broadcaster<A2AEvent>;
+/// The broadcaster of the aggregated context stream.
+pub type ContextBroadcaster = Broadcaster<ContextEvent>;
+/// The broadcaster of analytics events.
+pub type AnalyticsBroadcaster = Broadcaster<AnalyticsEvent>;
+
+/// The process-wide AG-UI broadcaster, for drop-in use in place of the replaced crate's static.
+pub static AGUI_BROADCASTER: LazyLock<AgUiBroadcaster> =
+    LazyLock::new(|| Broadcaster::new(Config::named(Channel::AgUi.as_str())));
+/// The process-wide A2A broadcaster.
+pub static A2A_BROADCASTER: LazyLock<A2ABroadcaster> =
+    LazyLock::new(|| Broadcaster::new(Config::named(Channel::A2A.as_str())));
+/// The process-wide context broadcaster.
+pub static CONTEXT_BROADCASTER: LazyLock<ContextBroadcaster> =
+    LazyLock::new(|| Broadcaster::new(Config::named(Channel::Context.as_str())));
+/// The process-wide analytics broadcaster.
+pub static ANALYTICS_BROADCASTER: LazyLock<AnalyticsBroadcaster> =
+    LazyLock::new(|| Broadcaster::new(Config::named(Channel::Analytics.as_str())));
+
+/// One of the four standard agent channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// AG-UI events: `"agui"`.
+    AgUi,
+    /// Agent-to-agent events: `"a2a"`.
+    A2A,
+    /// The aggregated context stream: `"context"`.
+    Context,
+    /// Analytics events: `"analytics"`.
+    Analytics,
+}
+
+impl Channel {
+    /// All four, in this order.
+    pub const ALL: [Channel; 4] = [Self::AgUi, Self::A2A, Self::Context, Self::Analytics];
+
+    /// The channel's name: in URLs, metrics labels and tracing fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AgUi => "agui",
+            Self::A2A => "a2a",
+            Self::Context => "context",
+            Self::Analytics => "analytics",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of the four standard channels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown channel {0:?}: expected agui, a2a, context or analytics")]
+pub struct UnknownChannel(pub String);
+
+impl FromStr for Channel {
+    type Err = UnknownChannel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownChannel(s.to_owned()))
+    }
+}
+
+/// What a route call reached: one entry per target channel, in routing order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Routed {
+    targets: Vec<(Cow<'static, str>, Published)>,
+}
+
+impl Routed {
+    /// Records what a publish to `channel` did; for [`Route`] implementations.
+    pub fn push(&mut self, channel: impl Into<Cow<'static, str>>, published: Published) {
+        self.targets.push((channel.into(), published));
+    }
+
+    /// What the publish to `channel` did, if it was a target.
+    pub fn get(&self, channel: &str) -> Option<Published> {
+        self.targets
+            .iter()
+            .find(|(c, _)| c == channel)
+            .map(|(_, p)| *p)
+    }
+
+    /// Every target and what it reached.
+    pub fn targets(&self) -> impl Iterator<Item = (&str, Published)> {
+        self.targets.iter().map(|(c, p)| (&**c, *p))
+    }
+
+    /// Connections reached across all targets.
+    pub fn receivers(&self) -> usize {
+        self.targets.iter().map(|(_, p)| p.receivers).sum()
+    }
+}
+
+/// An event type that knows which channels it goes to. Implemented by the four standard event
+/// types; implement it for your own to route them through [`EventRouter::route`].
+///
+/// ```
+/// use serde::Serialize;
+/// use sse_hub::{EventRouter, Payload, PublishError, Route, Routed, UserId};
+///
+/// /// A notification shown in the UI and logged in analytics.
+/// #[derive(Serialize)]
+/// struct Toast { text: String }
+///
+/// impl Route for Toast {
+///     fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
+///         let payload = Payload::encode(self)?;
+///         let mut routed = Routed::default();
+///         routed.push("agui", router.agui().broadcast_payload(user, payload.clone())?);
+///         routed.push("analytics", router.analytics().broadcast_payload(user, payload)?);
+///         Ok(routed)
+///     }
+/// }
+///
+/// let router = EventRouter::default();
+/// let routed = router.route(&UserId::from("alice"), &Toast { text: "hi".into() })?;
+/// assert_eq!(routed.receivers(), 0);
+/// # Ok::<(), PublishError>(())
+/// ```
+pub trait Route {
+    /// Publishes `self` for `user` to its channels.
+    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError>;
+}
+
+impl Route for AgUiEvent {
+    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
+        router.route_agui(user, self)
+    }
+}
+
+impl Route for A2AEvent {
+    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
+        router.route_a2a(user, self)
+    }
+}
+
+impl Route for SystemEvent {
+    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
+        router.route_system(user, self)
+    }
+}
+
+impl Route for AnalyticsEvent {
+    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
+        router.route_analytics(user, self)
+    }
+}
+
+/// The four standard channels and the routing between them. Cheap to clone; construct one and
+/// inject it, or use [`EventRouter::global`] over the process-wide statics.
+#[derive(Debug, Clone)]
+pub struct EventRouter {
+    agui: AgUiBroadcaster,
+    a2a: A2ABroadcaster,
+    context: ContextBroadcaster,
+    analytics: AnalyticsBroadcaster,
+}
+
+impl Default for EventRouter {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
+}
+
+/// Stats of the four channels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouterStats {
+    /// The AG-UI channel.
+    pub agui: Stats,
+    /// The A2A channel.
+    pub a2a: Stats,
+    /// The context channel.
+    pub context: Stats,
+    /// The analytics channel.
+    pub analytics: Stats,
+}
+
+impl EventRouter {
+    /// Four new broadcasters sharing `config`, each under its channel's name.
+    pub fn new(config: Config) -> Self {
+        let named = |channel: Channel| {
+            let mut config = config.clone();
+            config.name = Cow::Borrowed(channel.as_str());
+            config
+        };
+        Self {
+            agui: Broadcaster::new(named(Channel::AgUi)),
+            a2a: Broadcaster::new(named(Channel::A2A)),
+            context: Broadcaster::new(named(Channel::Context)),
+            analytics: Broadcaster::new(named(Channel::Analytics)),
+        }
+    }
+
+    /// A router over broadcasters you configured one by one.
+    pub fn from_broadcasters(
+        agui: AgUiBroadcaster,
+        a2a: A2ABroadcaster,
+        context: ContextBroadcaster,
+        analytics: AnalyticsBroadcaster,
+    ) -> Self {
+        Self {
+            agui,
+            a2a,
+            context,
+            analytics,
+        }
+    }
+
+    /// The router over the process-wide statics ([`AGUI_BROADCASTER`] and the others).
+    pub fn global() -> &'static EventRouter {
+        static GLOBAL: LazyLock<EventRouter> = LazyLock::new(|| {
+            EventRouter::from_broadcasters(
+                AGUI_BROADCASTER.clone(),
+                A2A_BROADCASTER.clone(),
+                CONTEXT_BROADCASTER.clone(),
+                ANALYTICS_BROADCASTER.clone(),
+            )
+        });
+        &GLOBAL
+    }
+
+    /// The AG-UI broadcaster.
+    pub fn agui(&self) -> &AgUiBroadcaster {
+        &self.agui
+    }
+
+    /// The A2A broadcaster.
+    pub fn a2a(&self) -> &A2ABroadcaster {
+        &self.a2a
+    }
+
+    /// The context broadcaster.
+    pub fn context(&self) -> &ContextBroadcaster {
+        &self.context
+    }
+
+    /// The analytics broadcaster.
+    pub fn analytics(&self) -> &AnalyticsBroadcaster {
+        &self.analytics
+    }
+
+    /// Routes any event that implements [`Route`].
+    pub fn route<R: Route + ?Sized>(
+        &self,
+        user: &UserId,
+        event: &R,
+    ) -> Result<Routed, PublishError> {
+        event.route(self, user)
+    }
+
+    /// AG-UI event: to the AG-UI channel, and wrapped to the context channel.
+    pub fn route_agui(&self, user: &UserId, event: &AgUiEvent) -> Result<Routed, PublishError> {
+        self.route_with_context(user, event, &self.agui, "agui")
+    }
+
+    /// A2A event: to the A2A channel, and wrapped to the context channel.
+    pub fn route_a2a(&self, user: &UserId, event: &A2AEvent) -> Result<Routed, PublishError> {
+        self.route_with_context(user, event, &self.a2a, "a2a")
+    }
+
+    /// System event: wrapped, to the context channel only.
+    pub fn route_system(&self, user: &UserId, event: &SystemEvent) -> Result<Routed, PublishError> {
+        let json = serde_json::to_vec(event)?;
+        let wrapped = wrap(&json, "system")?;
+        self.context.check_payload(&wrapped)?;
+        let mut routed = Routed::default();
+        routed.push(
+            Channel::Context.as_str(),
+            self.context.broadcast_payload(user, wrapped)?,
+        );
+        Ok(routed)
+    }
+
+    /// Analytics event: to the analytics channel only.
+    pub fn route_analytics(
+        &self,
+        user: &UserId,
+        event: &AnalyticsEvent,
+    ) -> Result<Routed, PublishError> {
+        let mut routed = Routed::default();
+        routed.push(
+            Channel::Analytics.as_str(),
+            self.analytics.broadcast(user, event)?,
+        );
+        Ok(routed)
+    }
+
+    fn route_with_context<E: Serialize>(
+        &self,
+        user: &UserId,
+        event: &E,
+        primary: &Broadcaster<E>,
+        protocol: &'static str,
+    ) -> Result<Routed, PublishError> {
+        let json = serde_json::to_vec(event)?;
+        let direct = Payload::build(None, |out| {
+            out.extend_from_slice(&json);
+            Ok(())
+        })?;
+        let wrapped = wrap(&json, protocol)?;
+        primary.check_payload(&direct)?;
+        self.context.check_payload(&wrapped)?;
+        let mut routed = Routed::default();
+        routed.push(protocol, primary.broadcast_payload(user, direct)?);
+        routed.push(
+            Channel::Context.as_str(),
+            self.context.broadcast_payload(user, wrapped)?,
+        );
+        Ok(routed)
+    }
+
+    /// Subscribes `user` to `channel` (resuming from `last_event_id`) and serves it as SSE.
+    pub fn sse_response(
+        &self,
+        channel: Channel,
+        user: &UserId,
+        last_event_id: &LastEventId,
+    ) -> Result<axum::response::Response, SubscribeError> {
+        use axum::response::IntoResponse;
+        Ok(match channel {
+            Channel::AgUi => self.agui.sse_response(user, last_event_id)?.into_response(),
+            Channel::A2A => self.a2a.sse_response(user, last_event_id)?.into_response(),
+            Channel::Context => self
+                .context
+                .sse_response(user, last_event_id)?
+                .into_response(),
+            Channel::Analytics => self
+                .analytics
+                .sse_response(user, last_event_id)?
+                .into_response(),
+        })
+    }
+
+    /// Ends `user`'s open streams on `channel`; see [`Broadcaster::disconnect_user`].
+    pub fn disconnect_user(&self, channel: Channel, user: &UserId) -> usize {
+        match channel {
+            Channel::AgUi => self.agui.disconnect_user(user),
+            Channel::A2A => self.a2a.disconnect_user(user),
+            Channel::Context => self.context.disconnect_user(user),
+            Channel::Analytics => self.analytics.disconnect_user(user),
+        }
+    }
+
+    /// Connections `user` has open on `channel`.
+    pub fn connection_count(&self, channel: Channel, user: &UserId) -> usize {
+        match channel {
+            Channel::AgUi => self.agui.connection_count(user),
+            Channel::A2A => self.a2a.connection_count(user),
+            Channel::Context => self.context.connection_count(user),
+            Channel::Analytics => self.analytics.connection_count(user),
+        }
+    }
+
+    /// Connections open on all four channels.
+    pub fn total_connections(&self) -> usize {
+        self.agui.total_connections()
+            + self.a2a.total_connections()
+            + self.context.total_connections()
+            + self.analytics.total_connections()
+    }
+
+    /// Snapshots of the four channels' stats.
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            agui: self.agui.stats(),
+            a2a: self.a2a.stats(),
+            context: self.context.stats(),
+            analytics: self.analytics.stats(),
+        }
+    }
+
+    /// Shuts all four channels down; see [`Broadcaster::shutdown`].
+    pub fn shutdown(&self) {
+        self.agui.shutdown();
+        self.a2a.shutdown();
+        self.context.shutdown();
+        self.analytics.shutdown();
+    }
+}
+
+/// The context channel's frame for an inner event already serialised as `json`: the same bytes
+/// as serialising [`ContextEvent`], without serialising the event again.
+fn wrap(json: &[u8], protocol: &str) -> Result<Payload, PublishError> {
+    Payload::build(None, |out| {
+        out.extend_from_slice(b"{\"protocol\":\"");
+        out.extend_from_slice(protocol.as_bytes());
+        out.extend_from_slice(b"\",\"event\":");
+        out.extend_from_slice(json);
+        out.push(b'}');
+        Ok(())
+    })
+}

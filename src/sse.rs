@@ -1,0 +1,345 @@
+//! Serving subscriptions over HTTP with axum.
+//!
+//! A [`Subscription`] becomes an SSE response through [`SseResponse`] (or in one call through
+//! [`Broadcaster::sse_response`]). The body is the subscription's stream of shared frames,
+//! written as they come, with no re-encoding and no copy:
+//!
+//! * Headers: `Content-Type: text/event-stream`, `Cache-Control: no-cache` and
+//!   `X-Accel-Buffering: no` (so nginx does not buffer the stream). Never compress this
+//!   response: compression buffers it.
+//! * The first bytes go out at once: the `retry:` hint and a priming `id:` (the subscription's
+//!   [start id](Subscription::start_id)), so clients and proxies see the stream open, and a
+//!   client that reconnects before its first event still resumes without loss.
+//! * After every idle [`SseConfig::heartbeat_interval`] a heartbeat goes out: by default the
+//!   replaced crate's `event: heartbeat` with data [`HEARTBEAT_JSON`](crate::HEARTBEAT_JSON), or a
+//!   comment line, or nothing. It keeps proxies from cutting idle connections and finds dead
+//!   peers: a failed write ends the response, which drops the subscription, and the user's
+//!   connection count falls at once.
+//! * When the broadcaster shuts down, each stream ends after a last `retry:` hint with jitter, so
+//!   clients do not all come back at the same moment; the response then completes and axum's
+//!   graceful shutdown is not held up.
+//!
+//! The client's position comes in with the [`LastEventId`] extractor: the `Last-Event-ID`
+//! header, or the `last_event_id` query parameter, which a browser's first `EventSource`
+//! request uses since it cannot set headers.
+//!
+//! Errors become statuses with a JSON body `{"error": code, "message": text}`:
+//! [`SubscribeError::TooManyConnections`] is `429`, [`SubscribeError::AtCapacity`] and
+//! [`SubscribeError::ShuttingDown`] are `503`.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{PublishError, SubscribeError};
+use crate::event_id::MAX_EVENT_ID_LEN;
+use crate::frame::SseFrame;
+use crate::registry::Broadcaster;
+use crate::subscription::{EndReason, Subscription};
+use crate::user_id::UserId;
+use crate::{HEARTBEAT_INTERVAL, HEARTBEAT_JSON};
+
+/// What a heartbeat looks like on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Heartbeat {
+    /// `event: heartbeat` with data [`HEARTBEAT_JSON`], as the replaced crate sent. Clients see it
+    /// only if they listen for `heartbeat`.
+    #[default]
+    Event,
+    /// A comment line, `: heartbeat`, which clients never see.
+    Comment,
+    /// No heartbeat. Idle connections may then be cut by proxies, and dead peers are found only
+    /// when an event is written.
+    Off,
+}
+
+/// How subscriptions are served over HTTP.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SseConfig {
+    /// The heartbeat's form. Default [`Heartbeat::Event`].
+    pub heartbeat: Heartbeat,
+    /// Idle time after which a heartbeat is sent. Default [`HEARTBEAT_INTERVAL`] (15 s).
+    pub heartbeat_interval: Duration,
+    /// The reconnection delay sent as `retry:` when the stream opens; `None` leaves the
+    /// client's default (about 3 s in browsers). Default 1 s.
+    pub retry: Option<Duration>,
+    /// On shutdown, each stream ends with `retry:` set to a random delay up to this, so that
+    /// clients do not reconnect all at once; `None` sends no hint. Default 5 s.
+    pub shutdown_retry_jitter: Option<Duration>,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Heartbeat::Event,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            retry: Some(Duration::from_secs(1)),
+            shutdown_retry_jitter: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl SseConfig {
+    fn heartbeat_frame(&self) -> Option<Bytes> {
+        match self.heartbeat {
+            Heartbeat::Event => Some(Bytes::from(format!(
+                "event: heartbeat\ndata: {HEARTBEAT_JSON}\n\n"
+            ))),
+            Heartbeat::Comment => Some(Bytes::from_static(b": heartbeat\n\n")),
+            Heartbeat::Off => None,
+        }
+    }
+}
+
+/// A subscription as an SSE response. See the [module docs](self).
+#[derive(Debug)]
+pub struct SseResponse<E> {
+    subscription: Subscription<E>,
+    config: SseConfig,
+}
+
+impl<E> SseResponse<E> {
+    /// Serves `subscription` with `config`.
+    pub fn new(subscription: Subscription<E>, config: SseConfig) -> Self {
+        Self {
+            subscription,
+            config,
+        }
+    }
+
+    /// The body stream alone, for serving it some other way.
+    pub fn into_stream(self) -> SseBody<E> {
+        SseBody::new(self.subscription, self.config)
+    }
+}
+
+impl<E: 'static> IntoResponse for SseResponse<E> {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from_stream(self.into_stream()));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        response
+    }
+}
+
+/// The body of an [`SseResponse`]: the opening frame, the subscription's frames with heartbeats
+/// between them, and on shutdown a last `retry:` hint.
+pub struct SseBody<E> {
+    subscription: Subscription<E>,
+    opening: Option<Bytes>,
+    heartbeat: Option<(Bytes, Duration, Pin<Box<Sleep>>)>,
+    /// Frames were written since the heartbeat timer was last armed.
+    active: bool,
+    shutdown_retry_jitter: Option<Duration>,
+    done: bool,
+}
+
+impl<E> SseBody<E> {
+    fn new(subscription: Subscription<E>, config: SseConfig) -> Self {
+        let start = subscription.start_id().to_string();
+        let mut frame = SseFrame::new().id(&start);
+        if let Some(retry) = config.retry {
+            frame = frame.retry(retry);
+        }
+        // An id of ours never holds CR, LF or NUL, so this cannot fail.
+        let opening = frame.encode().ok();
+        let heartbeat = config.heartbeat_frame().map(|bytes| {
+            let interval = config.heartbeat_interval.max(Duration::from_millis(1));
+            (bytes, interval, Box::pin(tokio::time::sleep(interval)))
+        });
+        Self {
+            subscription,
+            opening,
+            heartbeat,
+            active: false,
+            shutdown_retry_jitter: config.shutdown_retry_jitter,
+            done: false,
+        }
+    }
+
+    fn closing_frame(&self) -> Option<Bytes> {
+        if self.subscription.end_reason() != Some(EndReason::Shutdown) {
+            return None;
+        }
+        let jitter = self.shutdown_retry_jitter?;
+        let delay = Duration::from_millis(fastrand::u64(0..=jitter.as_millis() as u64));
+        SseFrame::new().retry(delay).encode().ok()
+    }
+}
+
+impl<E> Stream for SseBody<E> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(opening) = this.opening.take() {
+            return Poll::Ready(Some(Ok(opening)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.subscription).poll_next(cx) {
+            Poll::Ready(Some(frame)) => {
+                this.active = true;
+                return Poll::Ready(Some(Ok(frame.into_bytes())));
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(this.closing_frame().map(Ok));
+            }
+            Poll::Pending => {}
+        }
+        let Some((bytes, interval, sleep)) = this.heartbeat.as_mut() else {
+            return Poll::Pending;
+        };
+        // Rather than re-arm the timer on every frame, re-arm it when it fires after activity:
+        // the stream is idle once a whole interval passes with nothing written.
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            sleep.as_mut().reset(Instant::now() + *interval);
+            if std::mem::take(&mut this.active) {
+                continue;
+            }
+            return Poll::Ready(Some(Ok(bytes.clone())));
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for SseBody<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseBody")
+            .field("subscription", &self.subscription)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<E> Broadcaster<E> {
+    /// Subscribes (resuming from `last_event_id`) and serves the subscription as an SSE
+    /// response, in one call: what an axum handler returns.
+    ///
+    /// ```
+    /// use axum::{Router, extract::{Path, State}, response::IntoResponse, routing::get};
+    /// use sse_hub::{Broadcaster, LastEventId, UserId};
+    ///
+    /// async fn stream(
+    ///     State(hub): State<Broadcaster<serde_json::Value>>,
+    ///     Path(user): Path<String>,
+    ///     last_event_id: LastEventId,
+    /// ) -> impl IntoResponse {
+    ///     hub.sse_response(&UserId::from(user), &last_event_id)
+    /// }
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/events/{user}", get(stream))
+    ///     .with_state(Broadcaster::new(Default::default()));
+    /// ```
+    pub fn sse_response(
+        &self,
+        user: &UserId,
+        last_event_id: &LastEventId,
+    ) -> Result<SseResponse<E>, SubscribeError> {
+        let subscription = self.subscribe_from(user, last_event_id.as_deref())?;
+        Ok(SseResponse::new(subscription, self.config().sse.clone()))
+    }
+}
+
+/// The client's last event id: the `Last-Event-ID` header, or else the `last_event_id` query
+/// parameter. Never rejects a request: a missing or empty value is `None`, and a value that is
+/// not valid UTF-8 or is too long is kept (cut short) so that the subscription answers it with a
+/// `reset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastEventId(pub Option<String>);
+
+/// The query parameter [`LastEventId`] falls back to.
+pub const LAST_EVENT_ID_QUERY: &str = "last_event_id";
+
+impl LastEventId {
+    /// The id, if the client sent one.
+    pub fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Reads it from request parts.
+    pub fn from_parts(parts: &Parts) -> Self {
+        let header = parts
+            .headers
+            .get("last-event-id")
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        let query = || {
+            form_urlencoded::parse(parts.uri.query()?.as_bytes())
+                .find(|(key, _)| key == LAST_EVENT_ID_QUERY)
+                .map(|(_, value)| value.into_owned())
+        };
+        let value = header.or_else(query).filter(|v| !v.is_empty());
+        Self(value.map(|mut v| {
+            // One byte past the longest valid id keeps it invalid without keeping it all.
+            if v.len() > MAX_EVENT_ID_LEN {
+                let mut end = MAX_EVENT_ID_LEN + 1;
+                while !v.is_char_boundary(end) {
+                    end += 1;
+                }
+                v.truncate(end);
+            }
+            v
+        }))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(parts))
+    }
+}
+
+/// The JSON body of an error response: `{"error": code, "message": text}`.
+pub fn error_response(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message.to_string() });
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for SubscribeError {
+    fn into_response(self) -> Response {
+        let (status, code) = match self {
+            Self::TooManyConnections { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_connections")
+            }
+            Self::AtCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        };
+        error_response(status, code, self)
+    }
+}
+
+impl IntoResponse for PublishError {
+    fn into_response(self) -> Response {
+        let (status, code) = match self {
+            Self::FrameTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "frame_too_large"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::Encode(_) | Self::NotUtf8 | Self::Frame(_) => {
+                (StatusCode::BAD_REQUEST, "unencodable_event")
+            }
+        };
+        error_response(status, code, self)
+    }
+}

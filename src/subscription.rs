@@ -1,0 +1,387 @@
+//! [`Subscription`]: one connection's stream of frames, with resume and the lag policy.
+//!
+//! A subscription reads its user's broadcast ring through tokio-stream's `BroadcastStream`
+//! and yields [`Frame`]s: published events, each with its [`EventId`], and two control events.
+//!
+//! | event | data | when |
+//! |---|---|---|
+//! | `lagged` | `{"type":"lagged","missed":N}` | N events were lost to this connection: it fell behind further than the policy could recover |
+//! | `reset` | `{"type":"reset","reason":R}` | first, when the `Last-Event-ID` it resumed from cannot be resumed; R is one of the [`ResetReason`] strings |
+//!
+//! Control frames carry no `id:`, so the client's last event id stays on the last event it
+//! really received.
+//!
+//! # Gaps
+//!
+//! Every event carries its sequence number, so a subscription notices a gap by itself: the next
+//! event is not the one after the last it delivered. A gap appears when the receiver fell more
+//! than the ring's capacity behind (tokio reports `Lagged` and skips to the oldest event it
+//! still has). What follows depends on the [`LagPolicy`]:
+//!
+//! * `Recover` takes the missing events from the replay window and delivers them in order before
+//!   the next one. If the window has dropped some of them, a `lagged` frame counting those comes
+//!   first.
+//! * `Notify` yields a `lagged` frame counting the gap, then goes on with the next event.
+//! * `Disconnect` yields the `lagged` frame and ends, without the next event: the client's last
+//!   event id is the last event it got, so its reconnect resumes from the window.
+//!
+//! Events the ring still delivers after a replay are skipped by sequence number, so nothing is
+//! ever delivered twice.
+//!
+//! # Ending
+//!
+//! A subscription ends when its user is disconnected
+//! ([`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user)), when the broadcaster
+//! shuts down, or after a lag under `Disconnect`; [`Subscription::end_reason`] says which.
+//! Dropping a subscription removes the connection at once: the counts are exact when `drop`
+//! returns.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::channel::{Joined, Slot, UserChannel};
+use crate::config::LagPolicy;
+use crate::event_id::EventId;
+use crate::user_id::UserId;
+
+/// The SSE event name of the control event that signals lost events.
+pub const LAGGED_EVENT: &str = "lagged";
+/// The SSE event name of the control event that signals a `Last-Event-ID` that cannot be resumed.
+pub const RESET_EVENT: &str = "reset";
+
+/// Why a resume started with a `reset`. The strings are the `reason` in the control event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResetReason {
+    /// `"malformed"`: the id is not one sse-hub issues (garbage, or too long).
+    Malformed,
+    /// `"stale"`: the id comes from an earlier channel of this user (it expired, or the server
+    /// restarted), so its position means nothing now.
+    Stale,
+    /// `"expired"`: the events after the id have left the replay window.
+    Expired,
+    /// `"unknown"`: the id is ahead of anything the channel published.
+    Unknown,
+}
+
+impl ResetReason {
+    /// The reason as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Stale => "stale",
+            Self::Expired => "expired",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// What a [`Frame`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A published event.
+    Event(EventId),
+    /// `missed` events were lost to this subscription.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+    /// The subscription could not resume from the client's id and continues live.
+    Reset(ResetReason),
+}
+
+/// One frame a subscription yields: its kind and its encoded SSE bytes, shared with every other
+/// receiver of the same event.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    kind: FrameKind,
+    bytes: Bytes,
+}
+
+impl Frame {
+    fn event(seq: u64, epoch: u64, bytes: Bytes) -> Self {
+        Self {
+            kind: FrameKind::Event(EventId::new(epoch, seq)),
+            bytes,
+        }
+    }
+
+    fn lagged(missed: u64) -> Self {
+        let data = format!("{{\"type\":\"lagged\",\"missed\":{missed}}}");
+        Self::control(FrameKind::Lagged { missed }, LAGGED_EVENT, &data)
+    }
+
+    fn reset(reason: ResetReason) -> Self {
+        let data = format!("{{\"type\":\"reset\",\"reason\":\"{}\"}}", reason.as_str());
+        Self::control(FrameKind::Reset(reason), RESET_EVENT, &data)
+    }
+
+    fn control(kind: FrameKind, name: &str, data: &str) -> Self {
+        let mut bytes = Vec::with_capacity(data.len() + 32);
+        crate::frame::write_field(&mut bytes, "event", name);
+        crate::frame::write_field(&mut bytes, "data", data);
+        bytes.push(b'\n');
+        Self {
+            kind,
+            bytes: Bytes::from(bytes),
+        }
+    }
+
+    /// What the frame is.
+    pub fn kind(&self) -> FrameKind {
+        self.kind
+    }
+
+    /// The event id, for an event frame.
+    pub fn id(&self) -> Option<EventId> {
+        match self.kind {
+            FrameKind::Event(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The encoded frame, ready for the wire.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The encoded frame.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+/// Why a subscription's stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called.
+    Disconnected,
+    /// The broadcaster shut down.
+    Shutdown,
+    /// It fell behind under [`LagPolicy::Disconnect`].
+    Lagged,
+}
+
+/// One connection's stream of [`Frame`]s for a user. See the [module docs](self).
+///
+/// Dropping it closes the connection: the user's connection count falls before `drop`
+/// returns.
+pub struct Subscription<E> {
+    channel: Arc<UserChannel>,
+    /// `None` only while dropping.
+    live: Option<BroadcastStream<Slot>>,
+    /// Frames to yield before reading the ring again: a reset, a replay, a back-fill.
+    pending: VecDeque<Frame>,
+    /// The sequence number of the last event delivered (or replayed into `pending`).
+    position: u64,
+    start: EventId,
+    policy: LagPolicy,
+    kicks: u64,
+    ended: Option<EndReason>,
+    delivered: u64,
+    _event: PhantomData<fn() -> E>,
+}
+
+/// Frames counted locally before they are added to the shared metric, so that fan-out does not
+/// make every receiver write one shared counter per frame.
+const DELIVERED_FLUSH: u64 = 256;
+
+impl<E> Subscription<E> {
+    pub(crate) fn new(channel: Arc<UserChannel>, joined: Joined, policy: LagPolicy) -> Self {
+        let epoch = channel.epoch;
+        let mut pending =
+            VecDeque::with_capacity(joined.replay.len() + usize::from(joined.reset.is_some()));
+        if let Some(reason) = joined.reset {
+            pending.push_back(Frame::reset(reason));
+        }
+        let position = joined
+            .replay
+            .last()
+            .map_or(joined.position, |(seq, _)| *seq);
+        pending.extend(
+            joined
+                .replay
+                .into_iter()
+                .map(|(seq, bytes)| Frame::event(seq, epoch, bytes)),
+        );
+        Self {
+            start: EventId::new(epoch, joined.position),
+            channel,
+            live: Some(BroadcastStream::new(joined.receiver)),
+            pending,
+            position,
+            policy,
+            kicks: joined.kicks,
+            ended: None,
+            delivered: 0,
+            _event: PhantomData,
+        }
+    }
+
+    /// Overrides the broadcaster's [`LagPolicy`] for this subscription.
+    pub fn with_lag_policy(mut self, policy: LagPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The user this subscription belongs to.
+    pub fn user(&self) -> &UserId {
+        &self.channel.user
+    }
+
+    /// The position the subscription started from: the id the client resumed from, or, for a
+    /// fresh or reset subscription, the id of the channel's last event when it joined. Sent to
+    /// the client as a priming `id:` so that even a client that got no event yet resumes
+    /// without loss.
+    pub fn start_id(&self) -> EventId {
+        self.start
+    }
+
+    /// Why the stream ended, once it has.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.ended
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        self.ended = Some(reason);
+    }
+
+    fn kicked(&self) -> Option<EndReason> {
+        self.channel.kicked_since(self.kicks).then(|| {
+            if self.channel.shared.is_shutting_down() {
+                EndReason::Shutdown
+            } else {
+                EndReason::Disconnected
+            }
+        })
+    }
+
+    /// Handles the event `seq` arriving after a gap (`seq > position + 1`).
+    fn fill_gap(&mut self, seq: u64, frame: Bytes) {
+        let shared = &self.channel.shared;
+        let epoch = self.channel.epoch;
+        let gap = seq - self.position - 1;
+        shared.lag_events.fetch_add(1, Ordering::Relaxed);
+        let mut missed = gap;
+        if self.policy == LagPolicy::Recover {
+            let recovered = self.channel.backfill(self.position, seq);
+            missed = recovered
+                .first()
+                .map_or(gap, |(first, _)| first - self.position - 1);
+            let count = recovered.len() as u64;
+            shared.events_recovered.fetch_add(count, Ordering::Relaxed);
+            shared.metrics.recovered(count);
+            if missed > 0 {
+                self.pending.push_back(Frame::lagged(missed));
+            }
+            self.pending.extend(
+                recovered
+                    .into_iter()
+                    .map(|(s, b)| Frame::event(s, epoch, b)),
+            );
+        } else {
+            self.pending.push_back(Frame::lagged(missed));
+        }
+        shared.events_missed.fetch_add(missed, Ordering::Relaxed);
+        shared.metrics.lagged(missed);
+        tracing::debug!(channel = %shared.config.name, user = %self.channel.user, gap, missed, policy = ?self.policy, "subscription lagged");
+        if self.policy == LagPolicy::Disconnect {
+            self.end(EndReason::Lagged);
+            return;
+        }
+        self.pending.push_back(Frame::event(seq, epoch, frame));
+        self.position = seq;
+    }
+
+    fn count_delivered(&mut self) {
+        self.delivered += 1;
+        if self.delivered == DELIVERED_FLUSH {
+            self.channel.shared.metrics.delivered(self.delivered);
+            self.delivered = 0;
+        }
+    }
+}
+
+impl<E> Stream for Subscription<E> {
+    type Item = Frame;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(frame) = this.pending.pop_front() {
+                if matches!(frame.kind, FrameKind::Event(_)) {
+                    this.count_delivered();
+                }
+                return Poll::Ready(Some(frame));
+            }
+            if this.ended.is_some() {
+                return Poll::Ready(None);
+            }
+            let Some(live) = this.live.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(live).poll_next(cx)) {
+                Some(Ok(Slot::Event { seq, frame })) => {
+                    if seq <= this.position {
+                        continue;
+                    }
+                    if seq == this.position + 1 {
+                        this.position = seq;
+                        this.count_delivered();
+                        return Poll::Ready(Some(Frame::event(seq, this.channel.epoch, frame)));
+                    }
+                    this.fill_gap(seq, frame);
+                }
+                // A kick may have been overwritten while lagging; the next event shows the gap.
+                Some(Ok(Slot::Kick)) | Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
+                    if let Some(reason) = this.kicked() {
+                        this.end(reason);
+                    }
+                }
+                // The sender is gone: the channel was removed, which needs no receivers, so
+                // this cannot happen to a live subscription; end quietly all the same.
+                None => this.end(EndReason::Disconnected),
+            }
+        }
+    }
+}
+
+impl<E> Drop for Subscription<E> {
+    fn drop(&mut self) {
+        if self.delivered > 0 {
+            self.channel.shared.metrics.delivered(self.delivered);
+        }
+        if let Some(live) = self.live.take() {
+            // BroadcastStream cannot give its receiver back; dropping it drops the receiver,
+            // which the channel must see under its lock to count exactly.
+            self.channel.leave_with(move || drop(live));
+        }
+        self.channel.shared.connection_closed();
+    }
+}
+
+impl<E> std::fmt::Debug for Subscription<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("user", &self.channel.user)
+            .field("position", &EventId::new(self.channel.epoch, self.position))
+            .field("pending", &self.pending.len())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync(s: Subscription<()>) -> impl Send + Sync + Unpin {
+    s
+}
