@@ -83,7 +83,7 @@ pub struct Payload {
     head: Vec<u8>,
 }
 
-/// Room for `id: {16 hex}-{20 digits}\n\n`, so appending the id never reallocates.
+/// Room for `id: {20 digits}-{20 digits}\n\n`, so appending the id never reallocates.
 const ID_LINE_RESERVE: usize = 48;
 
 impl Payload {

@@ -2,7 +2,8 @@
 //!
 //! Every frame published on a user channel gets an [`EventId`]: the channel's *epoch* and a
 //! sequence number that starts at 1 and grows by one per event. On the wire it is the opaque
-//! string `{epoch:016x}-{seq}`, which contains no CR, LF or NUL and so is always a valid SSE
+//! string `{epoch}-{seq}`, both in decimal (the shape of a Redis stream id, so that
+//! ids issued through a Redis backplane look and parse the same), which contains no CR, LF or NUL and so is always a valid SSE
 //! `id:` value.
 //!
 //! The epoch is drawn anew whenever a user's channel is created (first subscribe, or after the
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The longest `Last-Event-ID` value worth parsing; anything longer is malformed.
 ///
-/// Our ids are at most 16 + 1 + 20 bytes; the bound keeps hostile headers from costing more
+/// Our ids are at most 20 + 1 + 20 bytes; the bound keeps hostile headers from costing more
 /// than a glance.
 pub const MAX_EVENT_ID_LEN: usize = 64;
 
@@ -48,28 +49,27 @@ impl EventId {
         self.seq
     }
 
-    /// Parses the wire form. `None` for anything that is not exactly `{hex}-{decimal}` within
+    /// Parses the wire form. `None` for anything that is not exactly `{decimal}-{decimal}` within
     /// [`MAX_EVENT_ID_LEN`] bytes: a client's id is untrusted input.
     pub fn parse(s: &str) -> Option<Self> {
         if s.len() > MAX_EVENT_ID_LEN {
             return None;
         }
         let (epoch, seq) = s.split_once('-')?;
-        let all_hex = !epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_hexdigit());
-        let all_digits = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
-        if !all_hex || !all_digits {
-            return None;
-        }
+        let number = |s: &str| {
+            let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if digits { s.parse::<u64>().ok() } else { None }
+        };
         Some(Self {
-            epoch: u64::from_str_radix(epoch, 16).ok()?,
-            seq: seq.parse().ok()?,
+            epoch: number(epoch)?,
+            seq: number(seq)?,
         })
     }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}-{}", self.epoch, self.seq)
+        write!(f, "{}-{}", self.epoch, self.seq)
     }
 }
 
@@ -91,8 +91,8 @@ mod tests {
 
     #[test]
     fn round_trips_through_its_wire_form() {
-        let id = EventId::new(0xdead_beef, 42);
-        assert_eq!(id.to_string(), "00000000deadbeef-42");
+        let id = EventId::new(u64::MAX, 42);
+        assert_eq!(id.to_string(), "18446744073709551615-42");
         assert_eq!(EventId::parse(&id.to_string()), Some(id));
     }
 
