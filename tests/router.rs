@@ -1,0 +1,195 @@
+//! The router: which channels each event reaches, the context wrapping, and all-or-nothing
+//! publishing.
+
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+use sse_hub::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemEvent};
+use sse_hub::{
+    AGUI_BROADCASTER, Channel, Config, EventRouter, Frame, PublishError, Subscription, UserId,
+};
+use tokio_stream::StreamExt;
+
+fn data(frame: &Frame) -> Value {
+    let text = std::str::from_utf8(frame.bytes()).unwrap();
+    let line = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    serde_json::from_str(line).unwrap()
+}
+
+fn ready<E>(sub: &mut Subscription<E>) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Some(Some(frame)) = sub.next().now_or_never() {
+        frames.push(data(&frame));
+    }
+    frames
+}
+
+struct Tabs {
+    agui: Subscription<AgUiEvent>,
+    a2a: Subscription<A2AEvent>,
+    context: Subscription<ContextEvent>,
+    analytics: Subscription<AnalyticsEvent>,
+}
+
+impl Tabs {
+    fn open(router: &EventRouter, user: &UserId) -> Self {
+        Self {
+            agui: router.agui().subscribe(user).unwrap(),
+            a2a: router.a2a().subscribe(user).unwrap(),
+            context: router.context().subscribe(user).unwrap(),
+            analytics: router.analytics().subscribe(user).unwrap(),
+        }
+    }
+
+    /// What each channel received, in the order agui, a2a, context, analytics.
+    fn received(&mut self) -> [Vec<Value>; 4] {
+        [
+            ready(&mut self.agui),
+            ready(&mut self.a2a),
+            ready(&mut self.context),
+            ready(&mut self.analytics),
+        ]
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> T {
+    serde_json::from_str(json).unwrap()
+}
+
+#[tokio::test]
+async fn agui_goes_to_agui_and_wrapped_to_context() {
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let mut tabs = Tabs::open(&router, &alice);
+    let mut bob = Tabs::open(&router, &UserId::from("bob"));
+    let event: AgUiEvent =
+        parse(r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"}"#);
+
+    let routed = router.route_agui(&alice, &event).unwrap();
+    assert_eq!(routed.get("agui").unwrap().receivers, 1);
+    assert_eq!(routed.get("context").unwrap().receivers, 1);
+    assert_eq!(routed.receivers(), 2);
+    assert_eq!(
+        routed.targets().map(|(c, _)| c).collect::<Vec<_>>(),
+        ["agui", "context"]
+    );
+
+    let inner = json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"});
+    let [agui, a2a, context, analytics] = tabs.received();
+    assert_eq!(agui, [inner.clone()]);
+    assert_eq!(context, [json!({"protocol": "agui", "event": inner})]);
+    assert_eq!(
+        context[0],
+        serde_json::to_value(ContextEvent::from(event)).unwrap()
+    );
+    assert!(a2a.is_empty() && analytics.is_empty());
+    assert!(
+        bob.received().iter().all(Vec::is_empty),
+        "only alice's connections"
+    );
+}
+
+#[tokio::test]
+async fn a2a_goes_to_a2a_and_wrapped_to_context() {
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let mut tabs = Tabs::open(&router, &alice);
+    let json =
+        r#"{"type":"TASK_STATUS_UPDATE","taskId":"t-1","contextId":"c-1","state":"working"}"#;
+    let event: A2AEvent = parse(json);
+    let routed = router.route(&alice, &event).unwrap();
+    assert_eq!(
+        routed.targets().map(|(c, _)| c).collect::<Vec<_>>(),
+        ["a2a", "context"]
+    );
+    let inner: Value = parse(json);
+    let [agui, a2a, context, analytics] = tabs.received();
+    assert_eq!(a2a, [inner.clone()]);
+    assert_eq!(context, [json!({"protocol": "a2a", "event": inner})]);
+    assert!(agui.is_empty() && analytics.is_empty());
+}
+
+#[tokio::test]
+async fn system_goes_to_context_only_and_analytics_to_analytics_only() {
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let mut tabs = Tabs::open(&router, &alice);
+
+    let system = r#"{"type":"CONTEXT_CREATED","contextId":"c-1","name":"Demo"}"#;
+    let routed = router
+        .route_system(&alice, &parse::<SystemEvent>(system))
+        .unwrap();
+    assert_eq!(
+        routed.targets().map(|(c, _)| c).collect::<Vec<_>>(),
+        ["context"]
+    );
+    let [agui, a2a, context, analytics] = tabs.received();
+    assert_eq!(
+        context,
+        [json!({"protocol": "system", "event": parse::<Value>(system)})]
+    );
+    assert!(agui.is_empty() && a2a.is_empty() && analytics.is_empty());
+
+    let view = r#"{"type":"PAGE_VIEW","session_id":"s-1","page":"/home"}"#;
+    let routed = router
+        .route_analytics(&alice, &parse::<AnalyticsEvent>(view))
+        .unwrap();
+    assert_eq!(
+        routed.targets().map(|(c, _)| c).collect::<Vec<_>>(),
+        ["analytics"]
+    );
+    let [agui, a2a, context, analytics] = tabs.received();
+    assert_eq!(analytics, [parse::<Value>(view)]);
+    assert!(agui.is_empty() && a2a.is_empty() && context.is_empty());
+}
+
+#[tokio::test]
+async fn an_event_too_large_for_one_target_goes_to_none() {
+    let mut config = Config::default();
+    config.max_frame_bytes = 200;
+    let router = EventRouter::new(config);
+    let alice = UserId::from("alice");
+    let mut tabs = Tabs::open(&router, &alice);
+    // Fits the AG-UI channel's limit, but not once wrapped for the context channel.
+    let delta = "x".repeat(100);
+    let event: AgUiEvent = parse(&format!(
+        r#"{{"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"{delta}"}}"#
+    ));
+    let err = router.route_agui(&alice, &event).unwrap_err();
+    assert!(
+        matches!(err, PublishError::FrameTooLarge { max: 200, .. }),
+        "{err}"
+    );
+    assert!(tabs.received().iter().all(Vec::is_empty));
+}
+
+#[tokio::test]
+async fn the_global_router_is_the_statics() {
+    let user = UserId::from("global-router-test");
+    let mut tab = AGUI_BROADCASTER.subscribe(&user).unwrap();
+    let event: AgUiEvent = parse(r#"{"type":"RUN_STARTED","threadId":"t-1","runId":"r-1"}"#);
+    let routed = EventRouter::global().route_agui(&user, &event).unwrap();
+    assert_eq!(routed.get("agui").unwrap().receivers, 1);
+    assert_eq!(
+        ready(&mut tab),
+        [json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r-1"})]
+    );
+    assert_eq!(EventRouter::global().agui().name(), "agui");
+}
+
+#[test]
+fn channel_names_parse_and_print() {
+    for channel in Channel::ALL {
+        assert_eq!(channel.as_str().parse::<Channel>().unwrap(), channel);
+    }
+    assert_eq!("nope".parse::<Channel>().unwrap_err().0, "nope");
+    let router = EventRouter::default();
+    assert_eq!(
+        [
+            router.agui().name(),
+            router.a2a().name(),
+            router.context().name(),
+            router.analytics().name()
+        ],
+        ["agui", "a2a", "context", "analytics"]
+    );
+}
