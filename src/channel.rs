@@ -125,7 +125,7 @@ impl UserChannel {
 
     /// Publishes a frame: the next sequence number, the window, then the ring. Returns `None`
     /// when the channel was removed meanwhile (the event then has nobody to reach).
-    pub(crate) fn publish(&self, payload: Payload) -> Option<(EventId, usize)> {
+    pub(crate) fn publish(&self, payload: Payload, now: Instant) -> Option<(EventId, usize)> {
         let config = &self.shared.config;
         let mut state = self.lock();
         if state.closed {
@@ -135,7 +135,6 @@ impl UserChannel {
         let seq = state.head;
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(&id);
-        let now = Instant::now();
         if config.replay_events > 0 {
             let len = frame.len();
             state.window.push_back(Retained {

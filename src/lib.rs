@@ -137,3 +137,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The data of the `heartbeat` event, as in the replaced crate.
 pub const HEARTBEAT_JSON: &str = r#"{"type":"heartbeat"}"#;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -370,7 +370,7 @@ impl<E> Broadcaster<E> {
                 receivers: 0,
             });
         };
-        let published = match channel.publish(payload) {
+        let published = match channel.publish(payload, started) {
             Some((id, receivers)) => Published {
                 id: Some(id),
                 receivers,

@@ -107,8 +107,9 @@ impl FromStr for Channel {
     }
 }
 
-/// What a route call reached: one entry per target channel, in routing order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What a route call reached: one entry per target channel, in routing order. Serialises as a
+/// map from channel name to [`Published`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routed {
     targets: Vec<(Cow<'static, str>, Published)>,
 }
@@ -135,6 +136,17 @@ impl Routed {
     /// Connections reached across all targets.
     pub fn receivers(&self) -> usize {
         self.targets.iter().map(|(_, p)| p.receivers).sum()
+    }
+}
+
+impl Serialize for Routed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.targets.len()))?;
+        for (channel, published) in &self.targets {
+            map.serialize_entry(channel, published)?;
+        }
+        map.end()
     }
 }
 
