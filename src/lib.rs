@@ -126,9 +126,10 @@ pub use router::{
     AnalyticsBroadcaster, CONTEXT_BROADCASTER, Channel, ContextBroadcaster, EventRouter, Route,
     Routed, RouterStats, UnknownChannel,
 };
-pub use sse::{Heartbeat, LastEventId, SseConfig, SseResponse};
+pub use sse::{Heartbeat, LastEventId, SseConfig, SseResponse, standard_keep_alive};
 pub use subscription::{
-    EndReason, Frame, FrameKind, LAGGED_EVENT, RESET_EVENT, ResetReason, Subscription,
+    ConnectionGuard, EndReason, Frame, FrameKind, LAGGED_EVENT, RESET_EVENT, ResetReason,
+    Subscription,
 };
 pub use user_id::UserId;
 

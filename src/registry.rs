@@ -291,6 +291,8 @@ impl<E> Broadcaster<E> {
                         tracing::debug!(channel = %shared.config.name, user = %user, reason = reason.as_str(), "resume reset");
                     } else if last_event_id.is_some() {
                         tracing::debug!(channel = %shared.config.name, user = %user, replayed = joined.replay.len(), "resumed");
+                    } else {
+                        tracing::trace!(channel = %shared.config.name, user = %user, "subscribed");
                     }
                     return Ok(Subscription::new(channel, joined, shared.config.lag_policy));
                 }
@@ -427,6 +429,11 @@ impl<E> Broadcaster<E> {
             .filter(|entry| entry.value().receiver_count() > 0)
             .map(|entry| entry.key().clone())
             .collect()
+    }
+
+    /// `(users with a connection, open connections)`, as the replaced crate reported them.
+    pub fn connection_info(&self) -> (usize, usize) {
+        (self.user_count(), self.total_connections())
     }
 
     /// A snapshot of the counters.

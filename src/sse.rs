@@ -102,6 +102,20 @@ impl SseConfig {
     }
 }
 
+/// The replaced crate's keep-alive for axum's own `Sse` responses: every
+/// [`HEARTBEAT_INTERVAL`] of idle, an `event: heartbeat` with data [`HEARTBEAT_JSON`].
+/// [`SseResponse`] needs none of this (its heartbeats come from [`SseConfig`]); it is here for
+/// handlers that still serve `axum::response::Sse`.
+pub fn standard_keep_alive() -> axum::response::sse::KeepAlive {
+    axum::response::sse::KeepAlive::new()
+        .interval(HEARTBEAT_INTERVAL)
+        .event(
+            axum::response::sse::Event::default()
+                .event("heartbeat")
+                .data(HEARTBEAT_JSON),
+        )
+}
+
 /// A subscription as an SSE response. See the [module docs](self).
 #[derive(Debug)]
 pub struct SseResponse<E> {

@@ -192,6 +192,10 @@ pub struct Subscription<E> {
     _event: PhantomData<fn() -> E>,
 }
 
+/// The replaced crate's name for the RAII handle of a connection: a [`Subscription`] is that
+/// guard, and dropping it unregisters the connection, synchronously.
+pub type ConnectionGuard<E> = Subscription<E>;
+
 /// Frames counted locally before they are added to the shared metric, so that fan-out does not
 /// make every receiver write one shared counter per frame.
 const DELIVERED_FLUSH: u64 = 256;
