@@ -28,13 +28,31 @@ use crate::registry::Shared;
 use crate::subscription::ResetReason;
 use crate::user_id::UserId;
 
-/// What travels on a user's broadcast ring.
+/// What travels on a user's broadcast ring: a published event's sequence number and finished
+/// frame, or, with sequence number 0 (events start at 1), a *kick* that wakes receivers so they
+/// see that the channel was disconnected (see [`UserChannel::kick`]).
+///
+/// A struct rather than an enum so that tokio's preallocated slot stays as small as an
+/// `Option<Bytes>` and a `u64`: the ring is the idle cost of every user.
 #[derive(Debug, Clone)]
-pub(crate) enum Slot {
-    /// A published event's finished frame.
-    Event { seq: u64, frame: Bytes },
-    /// Wakes receivers so they see that the channel was disconnected; see [`UserChannel::kick`].
-    Kick,
+pub(crate) struct Slot {
+    pub(crate) seq: u64,
+    pub(crate) frame: Bytes,
+}
+
+impl Slot {
+    const KICK_SEQ: u64 = 0;
+
+    fn kick() -> Self {
+        Self {
+            seq: Self::KICK_SEQ,
+            frame: Bytes::new(),
+        }
+    }
+
+    pub(crate) fn is_kick(&self) -> bool {
+        self.seq == Self::KICK_SEQ
+    }
 }
 
 pub(crate) struct UserChannel {
@@ -146,7 +164,7 @@ impl UserChannel {
             self.shared.buffered_added(len);
         }
         self.evict(&mut state, now);
-        let receivers = self.sender.send(Slot::Event { seq, frame }).unwrap_or(0);
+        let receivers = self.sender.send(Slot { seq, frame }).unwrap_or(0);
         Some((id, receivers))
     }
 
@@ -253,7 +271,7 @@ impl UserChannel {
     pub(crate) fn kick(&self) {
         let _state = self.lock();
         self.kicks.fetch_add(1, Ordering::AcqRel);
-        let _ = self.sender.send(Slot::Kick);
+        let _ = self.sender.send(Slot::kick());
     }
 
     pub(crate) fn kicked_since(&self, kicks: u64) -> bool {
@@ -289,5 +307,15 @@ impl UserChannel {
     pub(crate) fn buffered(&self) -> (usize, usize) {
         let state = self.lock();
         (state.window_bytes, state.window.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slot;
+
+    #[test]
+    fn a_ring_slot_costs_no_more_than_a_bytes_and_a_sequence_number() {
+        assert_eq!(std::mem::size_of::<Option<Slot>>(), 40);
     }
 }

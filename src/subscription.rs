@@ -335,7 +335,8 @@ impl<E> Stream for Subscription<E> {
                 return Poll::Ready(None);
             };
             match ready!(Pin::new(live).poll_next(cx)) {
-                Some(Ok(Slot::Event { seq, frame })) => {
+                Some(Ok(slot)) if !slot.is_kick() => {
+                    let Slot { seq, frame } = slot;
                     if seq <= this.position {
                         continue;
                     }
@@ -346,8 +347,8 @@ impl<E> Stream for Subscription<E> {
                     }
                     this.fill_gap(seq, frame);
                 }
-                // A kick may have been overwritten while lagging; the next event shows the gap.
-                Some(Ok(Slot::Kick)) | Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
+                // A kick, or a lag (which may have overwritten a kick; the next event shows the gap).
+                Some(Ok(_)) | Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
                     if let Some(reason) = this.kicked() {
                         this.end(reason);
                     }
