@@ -153,8 +153,13 @@ impl UserChannel {
         let seq = state.head;
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(&id);
-        if config.replay_events > 0 {
-            let len = frame.len();
+        let len = frame.len();
+        // A frame larger than the whole window is only sent, never kept.
+        let keep = config.replay_events > 0 && len <= config.replay_bytes;
+        // Room is made before the frame is added, so that the accounted bytes never exceed the
+        // window's bound, not even for a moment.
+        self.evict(&mut state, now, if keep { (1, len) } else { (0, 0) });
+        if keep {
             state.window.push_back(Retained {
                 seq,
                 at: now,
@@ -163,17 +168,17 @@ impl UserChannel {
             state.window_bytes += len;
             self.shared.buffered_added(len);
         }
-        self.evict(&mut state, now);
         let receivers = self.sender.send(Slot { seq, frame }).unwrap_or(0);
         Some((id, receivers))
     }
 
-    /// Drops what the window may no longer keep: over the count, over the bytes, or too old.
-    fn evict(&self, state: &mut State, now: Instant) {
+    /// Drops what the window may no longer keep: over the count, over the bytes, or too old,
+    /// counting `incoming` (events, bytes) about to be added.
+    fn evict(&self, state: &mut State, now: Instant, incoming: (usize, usize)) {
         let config = &self.shared.config;
         while let Some(oldest) = state.window.front() {
-            let over = state.window.len() > config.replay_events
-                || state.window_bytes > config.replay_bytes
+            let over = state.window.len() + incoming.0 > config.replay_events
+                || state.window_bytes + incoming.1 > config.replay_bytes
                 || now.saturating_duration_since(oldest.at) > config.replay_age;
             if !over {
                 break;
@@ -205,7 +210,7 @@ impl UserChannel {
             state.active = true;
             self.shared.user_became_active();
         }
-        self.evict(&mut state, Instant::now());
+        self.evict(&mut state, Instant::now(), (0, 0));
         let head = state.head;
         let mut joined = Joined {
             receiver,
@@ -246,7 +251,7 @@ impl UserChannel {
     /// The frames a lagging receiver missed, `after < seq < before`, that the window still has.
     pub(crate) fn backfill(&self, after: u64, before: u64) -> Vec<(u64, Bytes)> {
         let mut state = self.lock();
-        self.evict(&mut state, Instant::now());
+        self.evict(&mut state, Instant::now(), (0, 0));
         Self::frames_between(&state, after, before)
     }
 

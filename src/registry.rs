@@ -111,14 +111,16 @@ impl Shared {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
+    // Gauges move by deltas, not by setting a value read before: concurrent changes could
+    // otherwise be applied out of order and leave a gauge stale.
     pub(crate) fn buffered_added(&self, bytes: usize) {
-        let total = self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.metrics.buffered_bytes.set(total as f64);
+        self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.metrics.buffered_bytes.increment(bytes as f64);
     }
 
     pub(crate) fn buffered_removed(&self, bytes: usize) {
-        let total = self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
-        self.metrics.buffered_bytes.set(total as f64);
+        self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.metrics.buffered_bytes.decrement(bytes as f64);
     }
 
     pub(crate) fn user_became_active(&self) {
@@ -130,13 +132,13 @@ impl Shared {
     }
 
     pub(crate) fn connection_opened(&self) {
-        let now = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        self.metrics.connections.set(now as f64);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.increment(1.0);
     }
 
     pub(crate) fn connection_closed(&self) {
-        let now = self.connections.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.metrics.connections.set(now as f64);
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections.decrement(1.0);
     }
 
     pub(crate) fn queue_idle(&self, channel: &Arc<UserChannel>, idle_since: Instant) {
@@ -327,10 +329,10 @@ impl<E> Broadcaster<E> {
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                             (n < max).then_some(n + 1)
                         });
-                let Ok(before) = reserved else {
+                let Ok(_) = reserved else {
                     return Err(SubscribeError::AtCapacity { max });
                 };
-                shared.metrics.channels.set((before + 1) as f64);
+                shared.metrics.channels.increment(1.0);
                 let channel = Arc::new(UserChannel::new(user.clone(), shared.clone()));
                 // Queued at birth, so that a channel whose first subscribe fails still expires.
                 shared.queue_idle(&channel, Instant::now());
@@ -510,8 +512,8 @@ impl<E> Broadcaster<E> {
                 .is_some();
             if gone {
                 removed += 1;
-                let left = shared.channels.fetch_sub(1, Ordering::Relaxed) - 1;
-                shared.metrics.channels.set(left as f64);
+                shared.channels.fetch_sub(1, Ordering::Relaxed);
+                shared.metrics.channels.decrement(1.0);
             }
         }
         if removed > 0 {
