@@ -172,7 +172,7 @@ impl Shared {
 }
 
 /// What a publish did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Published {
     /// The event's id on the user's channel; `None` when the user has no channel (no
     /// connection, and none within the retention), so there was nobody to deliver it to or to
@@ -368,21 +368,15 @@ impl<E> Broadcaster<E> {
         if shared.sweep_is_due(started) {
             self.sweep();
         }
-        let Some(channel) = self.channel(user) else {
-            return Ok(Published {
-                id: None,
-                receivers: 0,
-            });
-        };
-        let published = match channel.publish(payload, started) {
+        // A user without a channel (no connection, none retained) is published to all the same:
+        // the event reaches nobody and is counted.
+        let channel = self.channel(user);
+        let published = match channel.and_then(|c| c.publish(payload, started)) {
             Some((id, receivers)) => Published {
                 id: Some(id),
                 receivers,
             },
-            None => Published {
-                id: None,
-                receivers: 0,
-            },
+            None => Published::default(),
         };
         shared.published.fetch_add(1, Ordering::Relaxed);
         shared

@@ -96,6 +96,15 @@ impl fmt::Display for Channel {
 #[error("unknown channel {0:?}: expected agui, a2a, context or analytics")]
 pub struct UnknownChannel(pub String);
 
+/// Parsed from the name, so that an axum handler can take `Path<Channel>`; anything else is an
+/// error that lists the four names.
+impl<'de> serde::Deserialize<'de> for Channel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Channel {
     type Err = UnknownChannel;
 

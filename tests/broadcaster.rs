@@ -90,6 +90,7 @@ async fn publishing_to_a_user_without_connections_reaches_nobody() {
         .unwrap();
     assert_eq!(published.receivers, 0);
     assert_eq!(published.id, None);
+    assert_eq!(hub.stats().published, 1, "counted all the same");
 }
 
 #[tokio::test]

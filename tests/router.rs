@@ -75,7 +75,7 @@ async fn agui_goes_to_agui_and_wrapped_to_context() {
 
     let inner = json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"});
     let [agui, a2a, context, analytics] = tabs.received();
-    assert_eq!(agui, [inner.clone()]);
+    assert_eq!(agui, vec![inner.clone()]);
     assert_eq!(context, [json!({"protocol": "agui", "event": inner})]);
     assert_eq!(
         context[0],
@@ -103,7 +103,7 @@ async fn a2a_goes_to_a2a_and_wrapped_to_context() {
     );
     let inner: Value = parse(json);
     let [agui, a2a, context, analytics] = tabs.received();
-    assert_eq!(a2a, [inner.clone()]);
+    assert_eq!(a2a, vec![inner.clone()]);
     assert_eq!(context, [json!({"protocol": "a2a", "event": inner})]);
     assert!(agui.is_empty() && analytics.is_empty());
 }
@@ -182,6 +182,14 @@ fn channel_names_parse_and_print() {
         assert_eq!(channel.as_str().parse::<Channel>().unwrap(), channel);
     }
     assert_eq!("nope".parse::<Channel>().unwrap_err().0, "nope");
+    let from_json: Channel = serde_json::from_str("\"context\"").unwrap();
+    assert_eq!(from_json, Channel::Context);
+    let err = serde_json::from_str::<Channel>("\"nope\"").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected agui, a2a, context or analytics"),
+        "{err}"
+    );
     let router = EventRouter::default();
     assert_eq!(
         [
