@@ -144,7 +144,6 @@ impl UserChannel {
     /// Publishes a frame: the next sequence number, the window, then the ring. Returns `None`
     /// when the channel was removed meanwhile (the event then has nobody to reach).
     pub(crate) fn publish(&self, payload: Payload, now: Instant) -> Option<(EventId, usize)> {
-        let config = &self.shared.config;
         let mut state = self.lock();
         if state.closed {
             return None;
@@ -153,12 +152,32 @@ impl UserChannel {
         let seq = state.head;
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(&id);
+        let receivers = self.append(&mut state, seq, frame, now);
+        Some((id, receivers))
+    }
+
+    /// Publishes a frame that a backplane finished with its own `id:` line: the next local
+    /// sequence number (for the ring, the window and gap detection), the window, then the ring.
+    /// Returns `None` when the channel was removed meanwhile.
+    pub(crate) fn publish_frame(&self, frame: Bytes, now: Instant) -> Option<usize> {
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        state.head += 1;
+        let seq = state.head;
+        Some(self.append(&mut state, seq, frame, now))
+    }
+
+    /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.
+    fn append(&self, state: &mut State, seq: u64, frame: Bytes, now: Instant) -> usize {
+        let config = &self.shared.config;
         let len = frame.len();
         // A frame larger than the whole window is only sent, never kept.
         let keep = config.replay_events > 0 && len <= config.replay_bytes;
         // Room is made before the frame is added, so that the accounted bytes never exceed the
         // window's bound, not even for a moment.
-        self.evict(&mut state, now, if keep { (1, len) } else { (0, 0) });
+        self.evict(state, now, if keep { (1, len) } else { (0, 0) });
         if keep {
             state.window.push_back(Retained {
                 seq,
@@ -168,8 +187,7 @@ impl UserChannel {
             state.window_bytes += len;
             self.shared.buffered_added(len);
         }
-        let receivers = self.sender.send(Slot { seq, frame }).unwrap_or(0);
-        Some((id, receivers))
+        self.sender.send(Slot { seq, frame }).unwrap_or(0)
     }
 
     /// Drops what the window may no longer keep: over the count, over the bytes, or too old,

@@ -42,7 +42,7 @@ pub enum SubscribeError {
 }
 
 /// Why an event was not published. When `broadcast` returns an error, no connection received
-/// the event and nothing was stored.
+/// the event and nothing was stored, except with [`PublishError::Backplane`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
@@ -67,6 +67,12 @@ pub enum PublishError {
     /// [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) was called.
     #[error("the broadcaster is shutting down")]
     ShuttingDown,
+    /// The [backplane](crate::backplane) could not take the event. Unlike the other errors,
+    /// this node's own connections *did* receive it, without an id (so their last event id stays
+    /// valid); the other nodes and the shared history did not, and the loss is counted in
+    /// [`Stats::backplane_failures`](crate::Stats::backplane_failures). Over HTTP: `503`.
+    #[error("the event did not reach the backplane: {0}")]
+    Backplane(#[source] crate::backplane::BackplaneError),
 }
 
 impl From<serde_json::Error> for PublishError {

@@ -99,6 +99,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+pub mod backplane;
 mod channel;
 mod config;
 mod encode;

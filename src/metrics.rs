@@ -34,6 +34,12 @@ pub const USER_CHANNELS: &str = "sse_hub_user_channels";
 pub const BUFFERED_BYTES: &str = "sse_hub_buffered_bytes";
 /// Time to publish one event to all of a user's connections, in seconds (histogram).
 pub const PUBLISH_SECONDS: &str = "sse_hub_publish_seconds";
+/// Events that could not go through the backplane: delivered to the publishing node's
+/// connections only, without an id. Registered only for broadcasters with a backplane.
+pub const BACKPLANE_FAILURES: &str = "sse_hub_backplane_failures_total";
+/// 1 while the Redis backplane is connected, 0 otherwise (gauge, without labels: one backplane
+/// serves every channel of a node).
+pub const BACKPLANE_CONNECTED: &str = "sse_hub_backplane_connected";
 
 pub(crate) struct Metrics {
     published: Counter,
@@ -48,6 +54,8 @@ pub(crate) struct Metrics {
     pub(crate) channels: Gauge,
     pub(crate) buffered_bytes: Gauge,
     publish_seconds: Histogram,
+    /// Registered only for a broadcaster with a backplane.
+    backplane_failures: Option<Counter>,
 }
 
 const REJECT_REASONS: [&str; 3] = ["too_many_connections", "at_capacity", "shutting_down"];
@@ -85,6 +93,7 @@ impl Metrics {
             channels: gauge!(USER_CHANNELS, vec![label()]),
             buffered_bytes: gauge!(BUFFERED_BYTES, vec![label()]),
             publish_seconds: histogram!(PUBLISH_SECONDS, vec![label()]),
+            backplane_failures: None,
         }
     }
 
@@ -119,5 +128,18 @@ impl Metrics {
 
     pub(crate) fn encode_failed(&self) {
         self.encode_failures.increment(1);
+    }
+
+    /// Registers the backplane's metric too.
+    pub(crate) fn with_backplane(mut self, channel: &str) -> Self {
+        let label = metrics::Label::new("channel", channel.to_owned());
+        self.backplane_failures = Some(counter!(BACKPLANE_FAILURES, vec![label]));
+        self
+    }
+
+    pub(crate) fn backplane_failed(&self) {
+        if let Some(counter) = &self.backplane_failures {
+            counter.increment(1);
+        }
     }
 }

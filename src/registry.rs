@@ -18,11 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::backplane::{Backplane, LocalChannels, Remote};
 use crate::channel::{JoinRefused, UserChannel};
 use crate::config::Config;
 use crate::encode::{Payload, ToSse};
@@ -79,10 +81,56 @@ impl<E> std::fmt::Debug for Broadcaster<E> {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     channels: DashMap<UserId, Arc<UserChannel>>,
     shared: Arc<Shared>,
     sweeper_running: AtomicBool,
+    /// The backplane shared with other nodes; `None` in single-node mode.
+    backplane: Option<Arc<dyn Backplane>>,
+    /// This broadcaster as the backplane sees it.
+    local: LocalChannels,
+}
+
+impl Inner {
+    /// Publishes a frame the backplane delivered to the user's local channel, if there is one.
+    pub(crate) fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize {
+        let started = Instant::now();
+        let Some(channel) = self.channels.get(user).map(|c| c.value().clone()) else {
+            return 0;
+        };
+        let receivers = channel.publish_frame(frame, started).unwrap_or(0);
+        self.shared.published.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.published(receivers, started.elapsed());
+        receivers
+    }
+
+    /// Counts an event that could not go through the backplane.
+    pub(crate) fn backplane_failed(&self) {
+        self.shared
+            .backplane_failures
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.backplane_failed();
+    }
+
+    /// Ends the user's local streams, keeping the channel.
+    pub(crate) fn kick_user(&self, user: &UserId) -> usize {
+        let Some(channel) = self.channels.get(user).map(|c| c.value().clone()) else {
+            return 0;
+        };
+        let open = channel.receiver_count();
+        channel.kick();
+        open
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(backplane) = &self.backplane {
+            for entry in self.channels.iter() {
+                backplane.channel_removed(&self.shared.config.name, entry.key());
+            }
+        }
+    }
 }
 
 /// What every channel of a broadcaster shares: the config, the counters and the idle queue.
@@ -99,6 +147,7 @@ pub(crate) struct Shared {
     pub(crate) events_missed: AtomicU64,
     pub(crate) events_recovered: AtomicU64,
     pub(crate) resets: AtomicU64,
+    backplane_failures: AtomicU64,
     idle: Mutex<VecDeque<(Instant, Weak<UserChannel>)>>,
     /// When the front of the idle queue is due, in milliseconds since `started`; `u64::MAX`
     /// when the queue is empty. Lets the hot paths skip the sweep with one relaxed load.
@@ -205,6 +254,10 @@ pub struct Stats {
     /// Subscriptions that started with a `reset` because their `Last-Event-ID` could not be
     /// resumed.
     pub resets: u64,
+    /// Events published on this node that could not go through the
+    /// [backplane](crate::backplane): delivered to this node's connections only, without an
+    /// id, and in no history.
+    pub backplane_failures: u64,
 }
 
 impl<E> Broadcaster<E> {
@@ -213,32 +266,60 @@ impl<E> Broadcaster<E> {
     /// Install the `metrics` recorder, if any, before creating broadcasters: their metric
     /// handles are registered here.
     pub fn new(config: Config) -> Self {
-        let metrics = Metrics::new(&config.name);
+        Self::build(config, None)
+    }
+
+    /// A broadcaster whose user channels are shared with the other nodes through `backplane`:
+    /// see the [`backplane`](crate::backplane) module for the model, and for what changes in
+    /// publish and subscribe.
+    pub fn with_backplane(config: Config, backplane: Arc<dyn Backplane>) -> Self {
+        Self::build(config, Some(backplane))
+    }
+
+    pub(crate) fn build(config: Config, backplane: Option<Arc<dyn Backplane>>) -> Self {
+        let mut metrics = Metrics::new(&config.name);
+        if backplane.is_some() {
+            metrics = metrics.with_backplane(&config.name);
+        }
         let started = Instant::now();
-        Self {
-            inner: Arc::new(Inner {
-                channels: DashMap::new(),
-                shared: Arc::new(Shared {
-                    config,
-                    metrics,
-                    shutting_down: AtomicBool::new(false),
-                    channels: AtomicUsize::new(0),
-                    active_users: AtomicUsize::new(0),
-                    connections: AtomicUsize::new(0),
-                    buffered_bytes: AtomicUsize::new(0),
-                    published: AtomicU64::new(0),
-                    lag_events: AtomicU64::new(0),
-                    events_missed: AtomicU64::new(0),
-                    events_recovered: AtomicU64::new(0),
-                    resets: AtomicU64::new(0),
-                    idle: Mutex::new(VecDeque::new()),
-                    next_due_ms: AtomicU64::new(u64::MAX),
-                    started,
-                }),
-                sweeper_running: AtomicBool::new(false),
+        let name = config.name.clone();
+        let history_len = config.replay_events;
+        let inner = Arc::new_cyclic(|weak| Inner {
+            local: LocalChannels::new(&name, history_len, weak.clone()),
+            backplane: backplane.clone(),
+            channels: DashMap::new(),
+            shared: Arc::new(Shared {
+                config,
+                metrics,
+                shutting_down: AtomicBool::new(false),
+                channels: AtomicUsize::new(0),
+                active_users: AtomicUsize::new(0),
+                connections: AtomicUsize::new(0),
+                buffered_bytes: AtomicUsize::new(0),
+                published: AtomicU64::new(0),
+                lag_events: AtomicU64::new(0),
+                events_missed: AtomicU64::new(0),
+                events_recovered: AtomicU64::new(0),
+                resets: AtomicU64::new(0),
+                backplane_failures: AtomicU64::new(0),
+                idle: Mutex::new(VecDeque::new()),
+                next_due_ms: AtomicU64::new(u64::MAX),
+                started,
             }),
+            sweeper_running: AtomicBool::new(false),
+        });
+        if let Some(backplane) = &backplane {
+            backplane.attach(inner.local.clone());
+        }
+        Self {
+            inner,
             _event: PhantomData,
         }
+    }
+
+    /// The backplane this broadcaster shares its channels through, if any.
+    pub fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+        self.inner.backplane.as_ref()
     }
 
     /// The configuration it was created with.
@@ -277,6 +358,12 @@ impl<E> Broadcaster<E> {
         }
         self.maybe_sweep();
         self.ensure_sweeper();
+        // With a backplane, the client's id is a position in the shared history, not in the
+        // local window: the local join starts live, and the subscription catches up remotely.
+        let local_last_event_id = match self.inner.backplane {
+            None => last_event_id,
+            Some(_) => None,
+        };
         loop {
             let channel = match self.channel(user) {
                 Some(channel) => channel,
@@ -284,19 +371,28 @@ impl<E> Broadcaster<E> {
                     .create_channel(user)
                     .map_err(|e| refused(e, "at_capacity"))?,
             };
-            match channel.join(last_event_id) {
+            match channel.join(local_last_event_id) {
                 Ok(joined) => {
                     shared.connection_opened();
                     if let Some(reason) = joined.reset {
                         shared.resets.fetch_add(1, Ordering::Relaxed);
                         shared.metrics.reset(reason);
                         tracing::debug!(channel = %shared.config.name, user = %user, reason = reason.as_str(), "resume reset");
-                    } else if last_event_id.is_some() {
+                    } else if local_last_event_id.is_some() {
                         tracing::debug!(channel = %shared.config.name, user = %user, replayed = joined.replay.len(), "resumed");
                     } else {
                         tracing::trace!(channel = %shared.config.name, user = %user, "subscribed");
                     }
-                    return Ok(Subscription::new(channel, joined, shared.config.lag_policy));
+                    let subscription = Subscription::new(channel, joined, shared.config.lag_policy);
+                    return Ok(match &self.inner.backplane {
+                        None => subscription,
+                        Some(backplane) => subscription.with_remote(Remote::new(
+                            backplane,
+                            &shared.config.name,
+                            user,
+                            last_event_id,
+                        )),
+                    });
                 }
                 Err(JoinRefused::Closed) => continue,
                 Err(JoinRefused::ShuttingDown) => {
@@ -337,6 +433,9 @@ impl<E> Broadcaster<E> {
                 // Queued at birth, so that a channel whose first subscribe fails still expires.
                 shared.queue_idle(&channel, Instant::now());
                 entry.insert(channel.clone());
+                if let Some(backplane) = &self.inner.backplane {
+                    backplane.channel_created(&shared.config.name, user);
+                }
                 Ok(channel)
             }
         }
@@ -367,6 +466,9 @@ impl<E> Broadcaster<E> {
         let started = Instant::now();
         if shared.sweep_is_due(started) {
             self.sweep();
+        }
+        if let Some(backplane) = &self.inner.backplane {
+            return queue_on_backplane(backplane, &self.inner.local, user, &payload);
         }
         // A user without a channel (no connection, none retained) is published to all the same:
         // the event reaches nobody and is counted.
@@ -447,6 +549,7 @@ impl<E> Broadcaster<E> {
             events_missed: shared.events_missed.load(Ordering::Relaxed),
             events_recovered: shared.events_recovered.load(Ordering::Relaxed),
             resets: shared.resets.load(Ordering::Relaxed),
+            backplane_failures: shared.backplane_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -508,6 +611,9 @@ impl<E> Broadcaster<E> {
                 removed += 1;
                 shared.channels.fetch_sub(1, Ordering::Relaxed);
                 shared.metrics.channels.decrement(1.0);
+                if let Some(backplane) = &self.inner.backplane {
+                    backplane.channel_removed(&shared.config.name, &channel.user);
+                }
             }
         }
         if removed > 0 {
@@ -575,5 +681,84 @@ impl<E> Broadcaster<E> {
                 (entry.key().clone(), bytes, frames)
             })
             .collect()
+    }
+}
+
+/// The sync publish of backplane mode: queues the event and returns at once, with no id.
+/// Only a refusal to queue is an error; the backplane has then delivered the event locally.
+fn queue_on_backplane(
+    backplane: &Arc<dyn Backplane>,
+    local: &LocalChannels,
+    user: &UserId,
+    payload: &Payload,
+) -> Result<Published, PublishError> {
+    let mut outcome = backplane.publish(local, user, Bytes::copy_from_slice(payload.as_bytes()));
+    // The publish is queued by the call; one poll reports a refusal to queue, which is ready at
+    // once. Dropping the future does not cancel the publish.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match outcome.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(error)) => Err(PublishError::Backplane(error)),
+        std::task::Poll::Ready(Ok(published)) => Ok(published),
+        std::task::Poll::Pending => Ok(Published {
+            id: None,
+            receivers: 0,
+        }),
+    }
+}
+
+/// Publishing and subscribing that wait for the [backplane](crate::backplane). Without a
+/// backplane they are the sync methods.
+impl<E> Broadcaster<E> {
+    /// Encodes `event` once and publishes it to every connection of `user` on every node.
+    ///
+    /// With a backplane, this waits for it: the result has the event's id in the shared
+    /// history, and `receivers` counts the *nodes* that received it (each delivers it to its
+    /// own connections); no id means that nothing was stored, since no node serves the user
+    /// and the user has no history. When
+    /// the backplane is unreachable the error is [`PublishError::Backplane`], and this node's
+    /// connections still received the event, without an id (the loss is counted in
+    /// [`Stats::backplane_failures`]). Without a backplane, this is [`broadcast`](Self::broadcast).
+    pub async fn broadcast_async(&self, user: &UserId, event: &E) -> Result<Published, PublishError>
+    where
+        E: ToSse,
+    {
+        let payload =
+            Payload::encode(event).inspect_err(|_| self.inner.shared.metrics.encode_failed())?;
+        self.broadcast_payload_async(user, payload).await
+    }
+
+    /// [`broadcast_async`](Self::broadcast_async) for an already encoded event.
+    pub async fn broadcast_payload_async(
+        &self,
+        user: &UserId,
+        payload: Payload,
+    ) -> Result<Published, PublishError> {
+        let Some(backplane) = &self.inner.backplane else {
+            return self.broadcast_payload(user, payload);
+        };
+        self.check_payload(&payload)?;
+        self.maybe_sweep();
+        let head = Bytes::copy_from_slice(payload.as_bytes());
+        backplane
+            .publish(&self.inner.local, user, head)
+            .await
+            .map_err(PublishError::Backplane)
+    }
+
+    /// Subscribes a connection that may resume, and returns once it is caught up: with a
+    /// backplane, once the node listens to the user's live events and the history after
+    /// `last_event_id` has been read, so that [`Subscription::start_id`] is final and a `reset`
+    /// or the replay are its first frames. If the backplane cannot be reached in time, the
+    /// subscription is *degraded*: live local events only, ended as soon as the backplane is
+    /// back (see the [backplane docs](crate::backplane#faults)). Without a backplane, this is
+    /// [`subscribe_from`](Self::subscribe_from).
+    pub async fn subscribe_async(
+        &self,
+        user: &UserId,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription<E>, SubscribeError> {
+        let mut subscription = self.subscribe_from(user, last_event_id)?;
+        std::future::poll_fn(|cx| subscription.poll_caught_up(cx)).await;
+        Ok(subscription)
     }
 }

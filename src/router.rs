@@ -22,10 +22,11 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 
+use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::encode::Payload;
 use crate::error::{PublishError, SubscribeError};
@@ -188,11 +189,35 @@ impl Serialize for Routed {
 pub trait Route {
     /// Publishes `self` for `user` to its channels.
     fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError>;
+
+    /// Publishes `self` for `user` to its channels, waiting for the
+    /// [backplane](crate::backplane) if there is one, so that the ids and the errors are
+    /// reported (see [`Broadcaster::broadcast_async`]). The four standard event types
+    /// implement it; the default calls [`route`](Self::route), which with a backplane queues
+    /// the events and reports no ids.
+    fn route_async<'a>(
+        &'a self,
+        router: &'a EventRouter,
+        user: &'a UserId,
+    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a
+    where
+        Self: Sized + Sync,
+    {
+        async move { self.route(router, user) }
+    }
 }
 
 impl Route for AgUiEvent {
     fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
         router.route_agui(user, self)
+    }
+
+    fn route_async<'a>(
+        &'a self,
+        router: &'a EventRouter,
+        user: &'a UserId,
+    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
+        router.route_agui_async(user, self)
     }
 }
 
@@ -200,17 +225,41 @@ impl Route for A2AEvent {
     fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
         router.route_a2a(user, self)
     }
+
+    fn route_async<'a>(
+        &'a self,
+        router: &'a EventRouter,
+        user: &'a UserId,
+    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
+        router.route_a2a_async(user, self)
+    }
 }
 
 impl Route for SystemEvent {
     fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
         router.route_system(user, self)
     }
+
+    fn route_async<'a>(
+        &'a self,
+        router: &'a EventRouter,
+        user: &'a UserId,
+    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
+        router.route_system_async(user, self)
+    }
 }
 
 impl Route for AnalyticsEvent {
     fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
         router.route_analytics(user, self)
+    }
+
+    fn route_async<'a>(
+        &'a self,
+        router: &'a EventRouter,
+        user: &'a UserId,
+    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
+        router.route_analytics_async(user, self)
     }
 }
 
@@ -246,16 +295,27 @@ pub struct RouterStats {
 impl EventRouter {
     /// Four new broadcasters sharing `config`, each under its channel's name.
     pub fn new(config: Config) -> Self {
+        Self::build(config, None)
+    }
+
+    /// Four new broadcasters sharing `config` and the `backplane`, so that routers on several
+    /// nodes behave as one: see the [`backplane`](crate::backplane) module. Publish with
+    /// [`route_async`](Self::route_async) to get the ids and the errors.
+    pub fn with_backplane(config: Config, backplane: Arc<dyn Backplane>) -> Self {
+        Self::build(config, Some(backplane))
+    }
+
+    fn build(config: Config, backplane: Option<Arc<dyn Backplane>>) -> Self {
         let named = |channel: Channel| {
             let mut config = config.clone();
             config.name = Cow::Borrowed(channel.as_str());
             config
         };
         Self {
-            agui: Broadcaster::new(named(Channel::AgUi)),
-            a2a: Broadcaster::new(named(Channel::A2A)),
-            context: Broadcaster::new(named(Channel::Context)),
-            analytics: Broadcaster::new(named(Channel::Analytics)),
+            agui: Broadcaster::build(named(Channel::AgUi), backplane.clone()),
+            a2a: Broadcaster::build(named(Channel::A2A), backplane.clone()),
+            context: Broadcaster::build(named(Channel::Context), backplane.clone()),
+            analytics: Broadcaster::build(named(Channel::Analytics), backplane),
         }
     }
 
@@ -443,6 +503,89 @@ impl EventRouter {
         self.a2a.shutdown();
         self.context.shutdown();
         self.analytics.shutdown();
+    }
+}
+
+/// Routing that waits for the [backplane](crate::backplane), if there is one.
+impl EventRouter {
+    /// Routes any event that implements [`Route`], waiting for the backplane so that the
+    /// result has the events' ids (see [`Broadcaster::broadcast_async`]). If the backplane
+    /// cannot take the event, the error is [`PublishError::Backplane`], after every target
+    /// channel was tried: this node's connections received the event on all of them, without
+    /// an id. Without a backplane this is [`route`](Self::route).
+    pub async fn route_async<R: Route + Sync>(
+        &self,
+        user: &UserId,
+        event: &R,
+    ) -> Result<Routed, PublishError> {
+        event.route_async(self, user).await
+    }
+
+    async fn route_agui_async(
+        &self,
+        user: &UserId,
+        event: &AgUiEvent,
+    ) -> Result<Routed, PublishError> {
+        self.route_with_context_async(user, event, &self.agui, "agui")
+            .await
+    }
+
+    async fn route_a2a_async(
+        &self,
+        user: &UserId,
+        event: &A2AEvent,
+    ) -> Result<Routed, PublishError> {
+        self.route_with_context_async(user, event, &self.a2a, "a2a")
+            .await
+    }
+
+    async fn route_system_async(
+        &self,
+        user: &UserId,
+        event: &SystemEvent,
+    ) -> Result<Routed, PublishError> {
+        let json = serde_json::to_vec(event)?;
+        let wrapped = wrap(&json, "system")?;
+        let mut routed = Routed::default();
+        let published = self.context.broadcast_payload_async(user, wrapped).await?;
+        routed.push(Channel::Context.as_str(), published);
+        Ok(routed)
+    }
+
+    async fn route_analytics_async(
+        &self,
+        user: &UserId,
+        event: &AnalyticsEvent,
+    ) -> Result<Routed, PublishError> {
+        let mut routed = Routed::default();
+        let published = self.analytics.broadcast_async(user, event).await?;
+        routed.push(Channel::Analytics.as_str(), published);
+        Ok(routed)
+    }
+
+    async fn route_with_context_async<E: Serialize>(
+        &self,
+        user: &UserId,
+        event: &E,
+        primary: &Broadcaster<E>,
+        protocol: &'static str,
+    ) -> Result<Routed, PublishError> {
+        let json = serde_json::to_vec(event)?;
+        let direct = Payload::build(None, |out| {
+            out.extend_from_slice(&json);
+            Ok(())
+        })?;
+        let wrapped = wrap(&json, protocol)?;
+        primary.check_payload(&direct)?;
+        self.context.check_payload(&wrapped)?;
+        // Both targets are tried even if the first fails, so that a backplane failure delivers
+        // the event locally on both, as the sync route would.
+        let direct = primary.broadcast_payload_async(user, direct).await;
+        let wrapped = self.context.broadcast_payload_async(user, wrapped).await;
+        let mut routed = Routed::default();
+        routed.push(protocol, direct?);
+        routed.push(Channel::Context.as_str(), wrapped?);
+        Ok(routed)
     }
 }
 

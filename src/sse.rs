@@ -9,7 +9,9 @@
 //!   response: compression buffers it.
 //! * The first bytes go out at once: the `retry:` hint and a priming `id:` (the subscription's
 //!   [start id](Subscription::start_id)), so clients and proxies see the stream open, and a
-//!   client that reconnects before its first event still resumes without loss.
+//!   client that reconnects before its first event still resumes without loss. (With a
+//!   [backplane](crate::backplane), once the subscription has caught up with the shared history,
+//!   a bounded wait.)
 //! * After every idle [`SseConfig::heartbeat_interval`] a heartbeat goes out: by default the
 //!   replaced crate's `event: heartbeat` with data [`HEARTBEAT_JSON`](crate::HEARTBEAT_JSON), or a
 //!   comment line, or nothing. It keeps proxies from cutting idle connections and finds dead
@@ -29,7 +31,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -156,7 +158,10 @@ impl<E: 'static> IntoResponse for SseResponse<E> {
 /// between them, and on shutdown a last `retry:` hint.
 pub struct SseBody<E> {
     subscription: Subscription<E>,
-    opening: Option<Bytes>,
+    /// The opening frame was sent. It is built when first polled: with a backplane, the
+    /// subscription must have caught up first, since the priming id is its start id.
+    opened: bool,
+    retry: Option<Duration>,
     heartbeat: Option<(Bytes, Duration, Pin<Box<Sleep>>)>,
     /// Frames were written since the heartbeat timer was last armed.
     active: bool,
@@ -166,25 +171,38 @@ pub struct SseBody<E> {
 
 impl<E> SseBody<E> {
     fn new(subscription: Subscription<E>, config: SseConfig) -> Self {
-        let start = subscription.start_id().to_string();
-        let mut frame = SseFrame::new().id(&start);
-        if let Some(retry) = config.retry {
-            frame = frame.retry(retry);
-        }
-        // An id of ours never holds CR, LF or NUL, so this cannot fail.
-        let opening = frame.encode().ok();
         let heartbeat = config.heartbeat_frame().map(|bytes| {
             let interval = config.heartbeat_interval.max(Duration::from_millis(1));
             (bytes, interval, Box::pin(tokio::time::sleep(interval)))
         });
         Self {
             subscription,
-            opening,
+            opened: false,
+            retry: config.retry,
             heartbeat,
             active: false,
             shutdown_retry_jitter: config.shutdown_retry_jitter,
             done: false,
         }
+    }
+
+    /// The `retry:` hint and the priming `id:` (not for a degraded backplane subscription,
+    /// whose client keeps its own last event id).
+    fn opening_frame(&self) -> Option<Bytes> {
+        let primes = self.subscription.primes();
+        if !primes && self.retry.is_none() {
+            return None;
+        }
+        let start = self.subscription.start_id().to_string();
+        let mut frame = SseFrame::new();
+        if primes {
+            frame = frame.id(&start);
+        }
+        if let Some(retry) = self.retry {
+            frame = frame.retry(retry);
+        }
+        // An id of ours never holds CR, LF or NUL, so this cannot fail.
+        frame.encode().ok()
     }
 
     fn closing_frame(&self) -> Option<Bytes> {
@@ -202,8 +220,13 @@ impl<E> Stream for SseBody<E> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(opening) = this.opening.take() {
-            return Poll::Ready(Some(Ok(opening)));
+        if !this.opened {
+            // Ready at once without a backplane.
+            ready!(this.subscription.poll_caught_up(cx));
+            this.opened = true;
+            if let Some(opening) = this.opening_frame() {
+                return Poll::Ready(Some(Ok(opening)));
+            }
         }
         if this.done {
             return Poll::Ready(None);
@@ -350,6 +373,7 @@ impl IntoResponse for PublishError {
         let (status, code) = match self {
             Self::FrameTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "frame_too_large"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable"),
             Self::Encode(_) | Self::NotUtf8 | Self::Frame(_) => {
                 (StatusCode::BAD_REQUEST, "unencodable_event")
             }

@@ -48,6 +48,7 @@ use futures_core::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::backplane::Remote;
 use crate::channel::{Joined, Slot, UserChannel};
 use crate::config::LagPolicy;
 use crate::event_id::EventId;
@@ -108,7 +109,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    fn event(seq: u64, epoch: u64, bytes: Bytes) -> Self {
+    pub(crate) fn event(seq: u64, epoch: u64, bytes: Bytes) -> Self {
         Self {
             kind: FrameKind::Event(EventId::new(epoch, seq)),
             bytes,
@@ -189,6 +190,9 @@ pub struct Subscription<E> {
     kicks: u64,
     ended: Option<EndReason>,
     delivered: u64,
+    /// The backplane side: catch-up, ids from the frames, skip at the seam. `None` in
+    /// single-node mode.
+    remote: Option<Box<Remote>>,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -228,8 +232,46 @@ impl<E> Subscription<E> {
             kicks: joined.kicks,
             ended: None,
             delivered: 0,
+            remote: None,
             _event: PhantomData,
         }
+    }
+
+    /// Makes this a backplane subscription, which catches up with the shared history when
+    /// first polled.
+    pub(crate) fn with_remote(mut self, remote: Remote) -> Self {
+        self.remote = Some(Box::new(remote));
+        self
+    }
+
+    /// Drives the backplane catch-up, if any, to its end: then the start id is final and the
+    /// `reset` or replay frames are pending. Ready at once in single-node mode.
+    pub(crate) fn poll_caught_up(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(remote) = self.remote.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Some(caught) = ready!(remote.poll_catch_up(cx)) else {
+            return Poll::Ready(());
+        };
+        let shared = &self.channel.shared;
+        self.start = caught.start;
+        if let Some(reason) = caught.reset {
+            shared.resets.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.reset(reason);
+            tracing::debug!(channel = %shared.config.name, user = %self.channel.user, reason = reason.as_str(), "resume reset");
+            self.pending.push_back(Frame::reset(reason));
+        }
+        if caught.degraded {
+            tracing::warn!(channel = %shared.config.name, user = %self.channel.user, "backplane unreachable: live local events only until it is back");
+        }
+        self.pending.extend(caught.replay);
+        Poll::Ready(())
+    }
+
+    /// Whether the SSE stream should open with the start id as a priming `id:`; not for a
+    /// degraded backplane subscription, whose client keeps its own last event id.
+    pub(crate) fn primes(&self) -> bool {
+        self.remote.as_ref().is_none_or(|remote| remote.primes())
     }
 
     /// Overrides the broadcaster's [`LagPolicy`] for this subscription.
@@ -288,10 +330,11 @@ impl<E> Subscription<E> {
             if missed > 0 {
                 self.pending.push_back(Frame::lagged(missed));
             }
+            let remote = &mut self.remote;
             self.pending.extend(
                 recovered
                     .into_iter()
-                    .map(|(s, b)| Frame::event(s, epoch, b)),
+                    .filter_map(|(s, b)| event_frame(remote, epoch, s, b)),
             );
         } else {
             self.pending.push_back(Frame::lagged(missed));
@@ -303,7 +346,8 @@ impl<E> Subscription<E> {
             self.end(EndReason::Lagged);
             return;
         }
-        self.pending.push_back(Frame::event(seq, epoch, frame));
+        self.pending
+            .extend(event_frame(&mut self.remote, epoch, seq, frame));
         self.position = seq;
     }
 
@@ -321,6 +365,9 @@ impl<E> Stream for Subscription<E> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let this = self.get_mut();
+        if this.remote.is_some() {
+            ready!(this.poll_caught_up(cx));
+        }
         loop {
             if let Some(frame) = this.pending.pop_front() {
                 if matches!(frame.kind, FrameKind::Event(_)) {
@@ -342,8 +389,12 @@ impl<E> Stream for Subscription<E> {
                     }
                     if seq == this.position + 1 {
                         this.position = seq;
+                        let epoch = this.channel.epoch;
+                        let Some(frame) = event_frame(&mut this.remote, epoch, seq, frame) else {
+                            continue;
+                        };
                         this.count_delivered();
-                        return Poll::Ready(Some(Frame::event(seq, this.channel.epoch, frame)));
+                        return Poll::Ready(Some(frame));
                     }
                     this.fill_gap(seq, frame);
                 }
@@ -358,6 +409,20 @@ impl<E> Stream for Subscription<E> {
                 None => this.end(EndReason::Disconnected),
             }
         }
+    }
+}
+
+/// The frame yielded for the event `seq` of the local channel; with a backplane, its id is the
+/// one on its `id:` line, and `None` skips a frame already replayed.
+fn event_frame(
+    remote: &mut Option<Box<Remote>>,
+    epoch: u64,
+    seq: u64,
+    bytes: Bytes,
+) -> Option<Frame> {
+    match remote {
+        None => Some(Frame::event(seq, epoch, bytes)),
+        Some(remote) => remote.frame(bytes),
     }
 }
 
