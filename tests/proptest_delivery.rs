@@ -550,11 +550,13 @@ fn run_case(case: Case) -> Result<Tally, TestCaseError> {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async move {
+    // Unconstrained: the whole case is one poll, and tokio's cooperative budget would otherwise
+    // make the broadcast receiver return `Pending` after 128 reads.
+    runtime.block_on(tokio::task::unconstrained(async move {
         let mut harness = Harness::new(case);
         harness.run()?;
         Ok(harness.tally)
-    })
+    }))
 }
 
 proptest! {
@@ -631,6 +633,11 @@ fn a_known_sequence_passes_the_model() {
         },
         Read { client: 0 },
     ];
+    // More reads than tokio's cooperative budget allows in one poll.
+    let many = (0..300)
+        .flat_map(|_| [Publish { user: 0, count: 1 }, Read { client: 0 }])
+        .collect::<Vec<_>>();
+    let ops = [ops, many].concat();
     for retain in [false, true] {
         let case = Case {
             users: 2,
