@@ -30,6 +30,8 @@ pub const ENCODE_FAILURES: &str = "sse_hub_encode_failures_total";
 pub const CONNECTIONS: &str = "sse_hub_connections";
 /// User channels held, connected or retained (gauge).
 pub const USER_CHANNELS: &str = "sse_hub_user_channels";
+/// User channels without a connection, kept for the retention (gauge).
+pub const RETAINED_CHANNELS: &str = "sse_hub_retained_channels";
 /// Bytes held by replay windows (gauge).
 pub const BUFFERED_BYTES: &str = "sse_hub_buffered_bytes";
 /// Time to publish one event to all of a user's connections, in seconds (histogram).
@@ -52,6 +54,7 @@ pub(crate) struct Metrics {
     encode_failures: Counter,
     pub(crate) connections: Gauge,
     pub(crate) channels: Gauge,
+    pub(crate) retained_channels: Gauge,
     pub(crate) buffered_bytes: Gauge,
     publish_seconds: Histogram,
     /// Registered only for a broadcaster with a backplane.
@@ -91,6 +94,7 @@ impl Metrics {
             encode_failures: counter!(ENCODE_FAILURES, vec![label()]),
             connections: gauge!(CONNECTIONS, vec![label()]),
             channels: gauge!(USER_CHANNELS, vec![label()]),
+            retained_channels: gauge!(RETAINED_CHANNELS, vec![label()]),
             buffered_bytes: gauge!(BUFFERED_BYTES, vec![label()]),
             publish_seconds: histogram!(PUBLISH_SECONDS, vec![label()]),
             backplane_failures: None,

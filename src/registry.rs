@@ -174,10 +174,12 @@ impl Shared {
 
     pub(crate) fn user_became_active(&self) {
         self.active_users.fetch_add(1, Ordering::Relaxed);
+        self.metrics.retained_channels.decrement(1.0);
     }
 
     pub(crate) fn user_became_idle(&self) {
         self.active_users.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.retained_channels.increment(1.0);
     }
 
     pub(crate) fn connection_opened(&self) {
@@ -429,6 +431,8 @@ impl<E> Broadcaster<E> {
                     return Err(SubscribeError::AtCapacity { max });
                 };
                 shared.metrics.channels.increment(1.0);
+                // Born idle: retained until its first subscriber joins.
+                shared.metrics.retained_channels.increment(1.0);
                 let channel = Arc::new(UserChannel::new(user.clone(), shared.clone()));
                 // Queued at birth, so that a channel whose first subscribe fails still expires.
                 shared.queue_idle(&channel, Instant::now());
@@ -611,6 +615,7 @@ impl<E> Broadcaster<E> {
                 removed += 1;
                 shared.channels.fetch_sub(1, Ordering::Relaxed);
                 shared.metrics.channels.decrement(1.0);
+                shared.metrics.retained_channels.decrement(1.0);
                 if let Some(backplane) = &self.inner.backplane {
                     backplane.channel_removed(&shared.config.name, &channel.user);
                 }

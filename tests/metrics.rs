@@ -19,15 +19,15 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
 use sse_hub::metrics::{
     BUFFERED_BYTES, CONNECTIONS, ENCODE_FAILURES, EVENTS_MISSED, EVENTS_PUBLISHED,
-    EVENTS_RECOVERED, FRAMES_DELIVERED, LAG_EVENTS, PUBLISH_SECONDS, RESETS, SUBSCRIBES_REJECTED,
-    USER_CHANNELS,
+    EVENTS_RECOVERED, FRAMES_DELIVERED, LAG_EVENTS, PUBLISH_SECONDS, RESETS, RETAINED_CHANNELS,
+    SUBSCRIBES_REJECTED, USER_CHANNELS,
 };
 use sse_hub::{
     Broadcaster, Config, Frame, FrameKind, LagPolicy, Named, PublishError, SubscribeError,
     Subscription, UserId,
 };
 
-const ALL_METRICS: [&str; 12] = [
+const ALL_METRICS: [&str; 13] = [
     EVENTS_PUBLISHED,
     FRAMES_DELIVERED,
     LAG_EVENTS,
@@ -38,6 +38,7 @@ const ALL_METRICS: [&str; 12] = [
     ENCODE_FAILURES,
     CONNECTIONS,
     USER_CHANNELS,
+    RETAINED_CHANNELS,
     BUFFERED_BYTES,
     PUBLISH_SECONDS,
 ];
@@ -185,8 +186,8 @@ fn every_metric_is_registered_at_creation_labelled_by_channel_only() {
                 0
             );
         }
-        // 10 plain series plus 4 reset reasons and 3 rejection reasons.
-        assert_eq!(probe.seen.len(), 10 + 4 + 3, "{:?}", probe.seen);
+        // 11 plain series plus 4 reset reasons and 3 rejection reasons.
+        assert_eq!(probe.seen.len(), 11 + 4 + 3, "{:?}", probe.seen);
 
         // Exercise everything with users whose ids must never show up as a label.
         let users: Vec<UserId> = (0..5)
@@ -575,6 +576,7 @@ fn gauges_follow_connections_channels_and_buffered_bytes() {
         probe.take();
         assert_eq!(probe.gauge(CONNECTIONS, "gauges"), 3.0);
         assert_eq!(probe.gauge(USER_CHANNELS, "gauges"), 2.0);
+        assert_eq!(probe.gauge(RETAINED_CHANNELS, "gauges"), 0.0);
 
         // Buffered bytes: exactly the frames the windows hold.
         let mut sizes = Vec::new();
@@ -599,11 +601,13 @@ fn gauges_follow_connections_channels_and_buffered_bytes() {
         assert_eq!(hub.stats().connections, 0);
         // Retained, not yet swept: the channels and alice's window stay.
         assert_eq!(hub.stats().retained_channels, 2);
+        assert_eq!(probe.gauge(RETAINED_CHANNELS, "gauges"), 2.0);
         assert_eq!(hub.stats().buffered_bytes, held);
 
         assert_eq!(hub.sweep(), 2);
         probe.take();
         assert_eq!(probe.gauge(USER_CHANNELS, "gauges"), 0.0);
+        assert_eq!(probe.gauge(RETAINED_CHANNELS, "gauges"), 0.0);
         assert_eq!(probe.gauge(BUFFERED_BYTES, "gauges"), 0.0);
         assert_eq!(hub.stats().buffered_bytes, 0);
     });
