@@ -8,6 +8,15 @@
 //! ADDR=127.0.0.1:0 cargo run --example server   # any free port
 //! ```
 //!
+//! With `REDIS_URL` (and the `redis` feature), servers that share the Redis behave as one: an
+//! event published on either reaches the user's streams on both, and a stream resumes on
+//! either with the `Last-Event-ID` the other gave (see [`sse_hub::backplane`]):
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3000 cargo run --features redis --example server
+//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3001 cargo run --features redis --example server
+//! ```
+//!
 //! The first line the server prints on standard output is `listening on http://HOST:PORT`, with
 //! the real port (tools that start it with port 0 read it from there); logs go to standard
 //! error (`RUST_LOG=debug` for more). Open the address in a browser: pick a user and a channel,
@@ -170,7 +179,7 @@ async fn run() -> Result<(), String> {
         }
     });
 
-    let router = EventRouter::new(Config::default());
+    let router = router_from_env().await?;
     let app = App {
         router: router.clone(),
         metrics,
@@ -328,10 +337,10 @@ async fn publish(
     })?;
     let router = &app.router;
     let routed = match channel {
-        Channel::AgUi => route::<AgUiEvent>(router, &user, channel, &body),
-        Channel::A2A => route::<A2AEvent>(router, &user, channel, &body),
-        Channel::Context => route::<SystemEvent>(router, &user, channel, &body),
-        Channel::Analytics => route::<AnalyticsEvent>(router, &user, channel, &body),
+        Channel::AgUi => route::<AgUiEvent>(router, &user, channel, &body).await,
+        Channel::A2A => route::<A2AEvent>(router, &user, channel, &body).await,
+        Channel::Context => route::<SystemEvent>(router, &user, channel, &body).await,
+        Channel::Analytics => route::<AnalyticsEvent>(router, &user, channel, &body).await,
     }?;
     // Every route of a channel's own event type publishes to that channel.
     let (id, receivers) = routed
@@ -345,15 +354,56 @@ async fn publish(
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
-/// Parses `body` as an event of type `E` and routes it for `user`.
-fn route<E: DeserializeOwned + Route>(
+/// Parses `body` as an event of type `E` and routes it for `user`. With a backplane this waits
+/// for Redis, so that the answer has the event's id (a Redis outage is `503`, and the event
+/// still reached this server's own streams).
+async fn route<E: DeserializeOwned + Route + Sync>(
     router: &EventRouter,
     user: &UserId,
     channel: Channel,
     body: &[u8],
 ) -> Result<Routed, Refusal> {
     let event: E = serde_json::from_slice(body).map_err(|e| invalid_event(channel, body, &e))?;
-    router.route(user, &event).map_err(Refusal::Publish)
+    router
+        .route_async(user, &event)
+        .await
+        .map_err(Refusal::Publish)
+}
+
+/// The router: on its own, or, with `REDIS_URL` set, sharing its channels with every server on
+/// that Redis.
+async fn router_from_env() -> Result<EventRouter, String> {
+    let Some(url) = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        return Ok(EventRouter::new(Config::default()));
+    };
+    #[cfg(feature = "redis")]
+    {
+        use sse_hub::backplane::{RedisBackplane, RedisConfig};
+        let backplane = RedisBackplane::new(RedisConfig::new(url))
+            .map_err(|e| format!("cannot use REDIS_URL: {e}"))?;
+        if backplane.wait_connected(Duration::from_secs(5)).await {
+            tracing::info!("sharing events with every server on the same Redis (REDIS_URL)");
+        } else {
+            tracing::warn!(
+                "Redis (REDIS_URL) is not reachable yet: serving, and connecting in the background"
+            );
+        }
+        Ok(EventRouter::with_backplane(
+            Config::default(),
+            Arc::new(backplane),
+        ))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err(
+            "REDIS_URL is set, but this build has no Redis support: run it with --features redis"
+                .to_owned(),
+        )
+    }
 }
 
 /// The `400` for a body that is not an event of `channel`'s type, saying what is wrong.
