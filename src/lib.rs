@@ -111,7 +111,7 @@ pub mod models;
 mod registry;
 mod router;
 pub mod sse;
-mod subscription;
+pub mod subscription;
 mod user_id;
 
 use std::time::Duration;

@@ -594,7 +594,8 @@ impl<E> Broadcaster<E> {
 
     /// Removes the retained channels whose retention has passed, and returns how many.
     ///
-    /// This runs by itself (see the [module docs](self)); call it to make removal happen now,
+    /// This runs by itself: lazily on subscribes and publishes once something is due, and in one
+    /// sweeper task per broadcaster while a tokio runtime runs. Call it to make removal happen now,
     /// in a test with paused time for instance.
     pub fn sweep(&self) -> usize {
         let shared = &self.inner.shared;

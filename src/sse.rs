@@ -13,7 +13,7 @@
 //!   [backplane](crate::backplane), once the subscription has caught up with the shared history,
 //!   a bounded wait.)
 //! * After every idle [`SseConfig::heartbeat_interval`] a heartbeat goes out: by default the
-//!   replaced crate's `event: heartbeat` with data [`HEARTBEAT_JSON`](crate::HEARTBEAT_JSON), or a
+//!   replaced crate's `event: heartbeat` with data [`HEARTBEAT_JSON`], or a
 //!   comment line, or nothing. It keeps proxies from cutting idle connections and finds dead
 //!   peers: a failed write ends the response, which drops the subscription, and the user's
 //!   connection count falls at once.
