@@ -1361,13 +1361,14 @@ fn main() {
         0.0
     };
     println!(
-        "summary design={} policy={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
+        "summary design={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
         if in_process {
             o.design.as_str()
         } else {
             "external"
         },
         o.policy,
+        o.capacity,
         o.connections,
         o.users,
         o.rate,
