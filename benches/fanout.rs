@@ -123,7 +123,7 @@ fn fanout(c: &mut Criterion) {
                     while let Some(frame) = subscription.next().await {
                         black_box(&frame);
                         count += 1;
-                        if count % BATCH == 0 {
+                        if count.is_multiple_of(BATCH) {
                             round.received();
                         }
                     }
@@ -163,7 +163,7 @@ fn fanout(c: &mut Criterion) {
                     while let Ok(frame) = rx.recv().await {
                         black_box(&frame);
                         count += 1;
-                        if count % BATCH == 0 {
+                        if count.is_multiple_of(BATCH) {
                             round.received();
                         }
                     }
@@ -203,7 +203,7 @@ fn fanout(c: &mut Criterion) {
                         black_box(&event);
                         drop(event);
                         count += 1;
-                        if count % BATCH == 0 {
+                        if count.is_multiple_of(BATCH) {
                             round.received();
                         }
                     }

@@ -347,10 +347,10 @@ impl Histogram {
             let Some((i, c)) = part.split_once(':') else {
                 continue;
             };
-            if let (Ok(i), Ok(c)) = (i.parse::<usize>(), c.parse::<u64>()) {
-                if i < BUCKETS {
-                    self.counts[i] += c;
-                }
+            if let (Ok(i), Ok(c)) = (i.parse::<usize>(), c.parse::<u64>())
+                && i < BUCKETS
+            {
+                self.counts[i] += c;
             }
         }
     }

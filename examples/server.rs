@@ -117,7 +117,8 @@ use serde_json::json;
 use sse_hub::models::{A2AEvent, AgUiEvent, AnalyticsEvent, SystemEvent};
 use sse_hub::sse::error_response;
 use sse_hub::{
-    Channel, Config, EventRouter, LastEventId, PublishError, Route, Routed, SubscribeError, UserId,
+    Channel, Config, EventRouter, LastEventId, PublishError, Route, Routed, StallTimeout,
+    SubscribeError, UserId,
 };
 use tokio::sync::Notify;
 
@@ -217,6 +218,9 @@ async fn run() -> Result<(), String> {
             draining.notify_one();
         }
     };
+    // A client that stops reading is closed once its writes make no progress for twice the
+    // heartbeat interval, so it cannot keep its slot or hold up the shutdown.
+    let listener = StallTimeout::new(listener, 2 * sse_hub::HEARTBEAT_INTERVAL);
     let server = axum::serve(listener, routes(app))
         .with_graceful_shutdown(shutdown)
         .into_future();

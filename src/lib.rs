@@ -66,11 +66,15 @@
 //!   [`Stats::buffered_bytes`] accounts, so `buffered_bytes ≤ U·W`) plus the `C` newest frames
 //!   the ring may still reference after the window let them go, `C·F`; the window's index costs
 //!   `48·N` bytes more at most;
-//! * a connection costs about 250 bytes, plus `48·N` while it back-fills after a lag.
+//! * a connection costs about 250 bytes, plus `48·N` while it back-fills after a lag; served
+//!   over HTTP, add hyper's write queue, up to 16 frames (`16·F`) for a connection whose client
+//!   does not read.
 //!
-//! So the worst case is `U·(64·C + 500 + W + C·F + 48·N) + connections·(250 + 48·N)` bytes,
-//! whatever clients do. A stalled client costs nothing beyond this: its receiver pins at most
-//! the `C` frames of the ring.
+//! So the worst case is `U·(64·C + 500 + W + C·F + 48·N) + connections·(250 + 48·N + 16·F)`
+//! bytes, whatever clients do (kernel socket buffers come on top). Inside the library a
+//! stalled client pins at most the `C` frames of the ring; over HTTP, serve through
+//! [`StallTimeout`] so that a connection whose writes make no progress is closed, and with it
+//! everything it held.
 //!
 //! # Example
 //!
@@ -106,6 +110,7 @@ mod encode;
 mod error;
 mod event_id;
 mod frame;
+pub mod listener;
 pub mod metrics;
 pub mod models;
 mod registry;
@@ -121,6 +126,7 @@ pub use encode::{Named, Payload, ToSse};
 pub use error::{EncodeError, FrameError, PublishError, SubscribeError};
 pub use event_id::{EventId, MAX_EVENT_ID_LEN};
 pub use frame::SseFrame;
+pub use listener::StallTimeout;
 pub use registry::{Broadcaster, Published, Stats};
 pub use router::{
     A2A_BROADCASTER, A2ABroadcaster, AGUI_BROADCASTER, ANALYTICS_BROADCASTER, AgUiBroadcaster,

@@ -559,7 +559,8 @@ impl<E> Broadcaster<E> {
 
     /// Ends every open stream of `user`. The channel, its window and its epoch stay, so clients
     /// that reconnect with their `Last-Event-ID` lose nothing. Returns how many connections were
-    /// open.
+    /// open. A stream whose client stopped reading ends when its connection's writes time out
+    /// (see [`StallTimeout`](crate::StallTimeout)).
     pub fn disconnect_user(&self, user: &UserId) -> usize {
         let Some(channel) = self.channel(user) else {
             return 0;
@@ -572,8 +573,10 @@ impl<E> Broadcaster<E> {
 
     /// Ends every open stream and refuses new subscribes and publishes from now on.
     ///
-    /// Streams end as soon as they are next polled, which for an idle HTTP stream is at once: a
-    /// server's graceful shutdown is not held up by them.
+    /// Streams end as soon as they are next polled, which for an idle or reading HTTP client is
+    /// at once: a server's graceful shutdown is not held up by them. A client that stopped
+    /// reading is not polled; serve through [`StallTimeout`](crate::StallTimeout) so that its
+    /// connection closes too.
     pub fn shutdown(&self) {
         let shared = &self.inner.shared;
         if shared.shutting_down.swap(true, Ordering::SeqCst) {

@@ -20,6 +20,9 @@
 //! * When the broadcaster shuts down, each stream ends after a last `retry:` hint with jitter, so
 //!   clients do not all come back at the same moment; the response then completes and axum's
 //!   graceful shutdown is not held up.
+//! * A client that stops reading fills its socket, and then hyper stops polling the body, so
+//!   nothing above can end it: serve through [`StallTimeout`](crate::StallTimeout), which closes
+//!   a connection whose writes make no progress.
 //!
 //! The client's position comes in with the [`LastEventId`] extractor: the `Last-Event-ID`
 //! header, or the `last_event_id` query parameter, which a browser's first `EventSource`
