@@ -352,7 +352,12 @@ impl<E> Broadcaster<E> {
         let shared = &self.inner.shared;
         let refused = |error: SubscribeError, reason: &'static str| {
             shared.metrics.rejected(reason);
-            tracing::debug!(channel = %shared.config.name, user = %user, %error, "subscribe refused");
+            // A full registry is an operational alarm; a user over their cap is routine.
+            if matches!(error, SubscribeError::AtCapacity { .. }) {
+                tracing::warn!(channel = %shared.config.name, user = %user, %error, "subscribe refused");
+            } else {
+                tracing::debug!(channel = %shared.config.name, user = %user, %error, "subscribe refused");
+            }
             error
         };
         if shared.is_shutting_down() {
@@ -500,12 +505,16 @@ impl<E> Broadcaster<E> {
         }
         let max = shared.config.max_frame_bytes;
         if payload.frame_len() > max {
-            return Err(PublishError::FrameTooLarge {
-                size: payload.frame_len(),
-                max,
-            });
+            let size = payload.frame_len();
+            tracing::debug!(channel = %shared.config.name, size, max, "publish refused: frame too large");
+            return Err(PublishError::FrameTooLarge { size, max });
         }
         Ok(())
+    }
+
+    /// Counts an event of this channel whose encoding failed elsewhere (the router's).
+    pub(crate) fn count_encode_failure(&self) {
+        self.inner.shared.metrics.encode_failed();
     }
 
     /// Connections `user` has open.

@@ -388,9 +388,7 @@ impl EventRouter {
 
     /// System event: wrapped, to the context channel only.
     pub fn route_system(&self, user: &UserId, event: &SystemEvent) -> Result<Routed, PublishError> {
-        let json = serde_json::to_vec(event)?;
-        let wrapped = wrap(&json, "system")?;
-        self.context.check_payload(&wrapped)?;
+        let wrapped = self.system_payload(event)?;
         let mut routed = Routed::default();
         routed.push(
             Channel::Context.as_str(),
@@ -420,14 +418,7 @@ impl EventRouter {
         primary: &Broadcaster<E>,
         protocol: &'static str,
     ) -> Result<Routed, PublishError> {
-        let json = serde_json::to_vec(event)?;
-        let direct = Payload::build(None, |out| {
-            out.extend_from_slice(&json);
-            Ok(())
-        })?;
-        let wrapped = wrap(&json, protocol)?;
-        primary.check_payload(&direct)?;
-        self.context.check_payload(&wrapped)?;
+        let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
         let mut routed = Routed::default();
         routed.push(protocol, primary.broadcast_payload(user, direct)?);
         routed.push(
@@ -435,6 +426,34 @@ impl EventRouter {
             self.context.broadcast_payload(user, wrapped)?,
         );
         Ok(routed)
+    }
+
+    /// Serialises `event` once into the primary channel's payload and the context channel's
+    /// wrapped one, both checked against their channel's limits before either is published.
+    fn payloads_with_context<E: Serialize>(
+        &self,
+        event: &E,
+        primary: &Broadcaster<E>,
+        protocol: &'static str,
+    ) -> Result<(Payload, Payload), PublishError> {
+        let json = serde_json::to_vec(event).inspect_err(|_| primary.count_encode_failure())?;
+        let direct = Payload::build(None, |out| {
+            out.extend_from_slice(&json);
+            Ok(())
+        })?;
+        let wrapped = wrap(&json, protocol)?;
+        primary.check_payload(&direct)?;
+        self.context.check_payload(&wrapped)?;
+        Ok((direct, wrapped))
+    }
+
+    /// A system event's payload for the context channel, checked against its limits.
+    fn system_payload(&self, event: &SystemEvent) -> Result<Payload, PublishError> {
+        let json =
+            serde_json::to_vec(event).inspect_err(|_| self.context.count_encode_failure())?;
+        let wrapped = wrap(&json, "system")?;
+        self.context.check_payload(&wrapped)?;
+        Ok(wrapped)
     }
 
     /// Subscribes `user` to `channel` (resuming from `last_event_id`) and serves it as SSE.
@@ -544,8 +563,7 @@ impl EventRouter {
         user: &UserId,
         event: &SystemEvent,
     ) -> Result<Routed, PublishError> {
-        let json = serde_json::to_vec(event)?;
-        let wrapped = wrap(&json, "system")?;
+        let wrapped = self.system_payload(event)?;
         let mut routed = Routed::default();
         let published = self.context.broadcast_payload_async(user, wrapped).await?;
         routed.push(Channel::Context.as_str(), published);
@@ -570,14 +588,7 @@ impl EventRouter {
         primary: &Broadcaster<E>,
         protocol: &'static str,
     ) -> Result<Routed, PublishError> {
-        let json = serde_json::to_vec(event)?;
-        let direct = Payload::build(None, |out| {
-            out.extend_from_slice(&json);
-            Ok(())
-        })?;
-        let wrapped = wrap(&json, protocol)?;
-        primary.check_payload(&direct)?;
-        self.context.check_payload(&wrapped)?;
+        let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
         // Both targets are tried even if the first fails, so that a backplane failure delivers
         // the event locally on both, as the sync route would.
         let direct = primary.broadcast_payload_async(user, direct).await;
