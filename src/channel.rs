@@ -151,7 +151,7 @@ impl UserChannel {
         state.head += 1;
         let seq = state.head;
         let id = EventId::new(self.epoch, seq);
-        let frame = payload.finish(&id);
+        let frame = payload.finish(id);
         let receivers = self.append(&mut state, seq, frame, now);
         Some((id, receivers))
     }

@@ -12,6 +12,7 @@
 use serde::Serialize;
 
 use crate::error::{EncodeError, PublishError};
+use crate::event_id::EventId;
 use crate::frame::{check_event_name, write_data_lines};
 
 /// An event that knows its SSE encoding: an optional event name and its data.
@@ -100,31 +101,34 @@ impl Payload {
         })
     }
 
-    /// Encodes `write`'s output as data. The data is written straight into the frame; only when
-    /// it holds a line break (never, for serde_json's compact output) is it split into lines.
+    /// Encodes `write`'s output as data.
+    ///
+    /// The data is written into a scratch buffer kept per thread, checked (UTF-8, and a fast
+    /// scan for line breaks, which serde_json's compact output never holds), and copied once
+    /// into a frame allocated at its exact size plus room for the id line: one allocation per
+    /// frame, and the bytes the window accounts are the bytes the frame holds.
     pub(crate) fn build(
         event_name: Option<&str>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<Self, PublishError> {
-        let mut head = Vec::with_capacity(256);
         if let Some(name) = event_name {
             check_event_name(name)?;
-            crate::frame::write_field(&mut head, "event", name);
         }
-        let line_start = head.len();
-        head.extend_from_slice(b"data: ");
-        let data_start = head.len();
-        write(&mut head).map_err(PublishError::Encode)?;
-        let data = std::str::from_utf8(&head[data_start..]).map_err(|_| PublishError::NotUtf8)?;
-        if data.bytes().any(|b| b == b'\r' || b == b'\n') {
-            let data = data.to_owned();
-            head.truncate(line_start);
-            write_data_lines(&mut head, &data);
-        } else {
-            head.push(b'\n');
-        }
-        head.reserve_exact(ID_LINE_RESERVE);
-        Ok(Self { head })
+        with_scratch(|data| {
+            write(data).map_err(PublishError::Encode)?;
+            let text = std::str::from_utf8(data).map_err(|_| PublishError::NotUtf8)?;
+            let name_len = event_name.map_or(0, |name| name.len() + 8);
+            let mut head = Vec::with_capacity(name_len + text.len() + 8 + ID_LINE_RESERVE);
+            if let Some(name) = event_name {
+                crate::frame::write_field(&mut head, "event", name);
+            }
+            if memchr::memchr2(b'\r', b'\n', data).is_some() {
+                write_data_lines(&mut head, text);
+            } else {
+                crate::frame::write_field(&mut head, "data", text);
+            }
+            Ok(Self { head })
+        })
     }
 
     /// The encoded `event:` and `data:` lines.
@@ -138,12 +142,39 @@ impl Payload {
     }
 
     /// Finishes the frame with its id line and the blank line that dispatches it.
-    pub(crate) fn finish(mut self, id: &dyn std::fmt::Display) -> bytes::Bytes {
-        use std::io::Write;
-        // Writing into a Vec cannot fail.
-        let _ = write!(self.head, "id: {id}\n\n");
+    pub(crate) fn finish(mut self, id: EventId) -> bytes::Bytes {
+        let mut digits = itoa::Buffer::new();
+        self.head.extend_from_slice(b"id: ");
+        self.head
+            .extend_from_slice(digits.format(id.epoch()).as_bytes());
+        self.head.push(b'-');
+        self.head
+            .extend_from_slice(digits.format(id.seq()).as_bytes());
+        self.head.extend_from_slice(b"\n\n");
         bytes::Bytes::from(self.head)
     }
+}
+
+/// Scratch buffers above this size are not kept for the next event.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Runs `f` with this thread's empty scratch buffer, or a fresh one if it is in use (an encoder
+/// that publishes while encoding).
+fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            let result = f(&mut scratch);
+            if scratch.capacity() > SCRATCH_KEEP {
+                *scratch = Vec::new();
+            }
+            result
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 #[cfg(test)]
