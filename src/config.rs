@@ -44,7 +44,7 @@ pub struct Config {
     pub name: Cow<'static, str>,
     /// Slots of each user's broadcast ring, rounded up to a power of two and at least 1. tokio
     /// preallocates every slot (about 56 bytes each) when the channel is created, so this is the
-    /// idle cost of a user: the default, 16, costs about 1 KB. Events beyond it are not lost: a
+    /// idle cost of a user: the default, 8, costs 512 bytes (64 per slot). Events beyond it are not lost: a
     /// receiver that falls this far behind recovers from the replay window ([`LagPolicy`]).
     pub capacity: usize,
     /// Events kept per user channel for resume and lag recovery. Default 256.
@@ -86,7 +86,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             name: Cow::Borrowed("events"),
-            capacity: 16,
+            capacity: 8,
             replay_events: 256,
             replay_bytes: 256 * 1024,
             replay_age: Duration::from_secs(120),

@@ -14,7 +14,7 @@
 //!   broadcast(&alice, &event)
 //!        │ encode once: `event:` + `data:` lines          Broadcaster<E>
 //!        ▼                                                ┌──────────────────────────────┐
-//!   Payload ──► alice's channel: seq + `id:` ──► Bytes ──►│ alice: ring (16 slots) ──► tab 1, tab 2
+//!   Payload ──► alice's channel: seq + `id:` ──► Bytes ──►│ alice: ring (8 slots)  ──► tab 1, tab 2
 //!                              └─► replay window          │ bob:   ring            ──► phone
 //!                                                         └──────────────────────────────┘
 //! ```
@@ -37,7 +37,7 @@
 //!
 //! # Lagging
 //!
-//! The broadcast ring is small ([`Config::capacity`], 16 slots by default), because tokio
+//! The broadcast ring is small ([`Config::capacity`], 8 slots by default), because tokio
 //! preallocates it for every user. A connection that falls further behind *lags*: what happens
 //! then is the [`LagPolicy`]. By default it is back-filled from the replay window and loses
 //! nothing while it stays within it; beyond the window, and with the other policies, every loss
@@ -60,8 +60,8 @@
 //! [`replay_bytes`](Config::replay_bytes), `N` = [`replay_events`](Config::replay_events) and `U`
 //! = [`max_channels`](Config::max_channels):
 //!
-//! * an idle user channel costs about `64·C + 500` bytes (the preallocated ring, the channel and
-//!   its map entry): about 1.5 KB with the defaults;
+//! * an idle user channel costs about `64·C + 500` bytes at most (the preallocated ring, tokio's
+//!   channel state, the channel and its map entry): under 1 KB with the defaults;
 //! * the frames a channel holds are at most `W` in its window (this is what
 //!   [`Stats::buffered_bytes`] accounts, so `buffered_bytes ≤ U·W`) plus the `C` newest frames
 //!   the ring may still reference after the window let them go, `C·F`; the window's index costs
