@@ -170,6 +170,9 @@ pub struct SseBody<E> {
     active: bool,
     shutdown_retry_jitter: Option<Duration>,
     done: bool,
+    /// The connection's span: everything logged while the stream is polled carries its channel
+    /// and user.
+    span: tracing::Span,
 }
 
 impl<E> SseBody<E> {
@@ -178,8 +181,14 @@ impl<E> SseBody<E> {
             let interval = config.heartbeat_interval.max(Duration::from_millis(1));
             (bytes, interval, Box::pin(tokio::time::sleep(interval)))
         });
+        let span = tracing::debug_span!(
+            "sse_stream",
+            channel = %subscription.channel_name(),
+            user = %subscription.user(),
+        );
         Self {
             subscription,
+            span,
             opened: false,
             retry: config.retry,
             heartbeat,
@@ -223,6 +232,7 @@ impl<E> Stream for SseBody<E> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let _entered = this.span.enter();
         if !this.opened {
             // Ready at once without a backplane.
             ready!(this.subscription.poll_caught_up(cx));
@@ -241,6 +251,7 @@ impl<E> Stream for SseBody<E> {
             }
             Poll::Ready(None) => {
                 this.done = true;
+                tracing::debug!(reason = ?this.subscription.end_reason(), "stream ended");
                 return Poll::Ready(this.closing_frame().map(Ok));
             }
             Poll::Pending => {}
@@ -259,6 +270,15 @@ impl<E> Stream for SseBody<E> {
                 continue;
             }
             return Poll::Ready(Some(Ok(bytes.clone())));
+        }
+    }
+}
+
+impl<E> Drop for SseBody<E> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _entered = self.span.enter();
+            tracing::trace!("client gone: the connection closed before the stream ended");
         }
     }
 }

@@ -285,6 +285,11 @@ impl<E> Subscription<E> {
         &self.channel.user
     }
 
+    /// The name of the broadcaster it belongs to.
+    pub fn channel_name(&self) -> &str {
+        &self.channel.shared.config.name
+    }
+
     /// The position the subscription started from: the id the client resumed from, or, for a
     /// fresh or reset subscription, the id of the channel's last event when it joined. Sent to
     /// the client as a priming `id:` so that even a client that got no event yet resumes
