@@ -791,11 +791,27 @@ async fn the_connection_count_falls_when_clients_disconnect() {
 
 // 10. Graceful shutdown with many idle clients.
 
+/// Lets this process hold a few thousand sockets: the soft descriptor limit may be 1 024.
+fn raise_descriptor_limit() {
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_with_500_idle_clients_is_prompt_and_ends_every_stream_with_retry() {
-    const TASKS: usize = 5;
-    const PER_TASK: usize = 100;
-    const USERS: usize = 100;
+async fn graceful_shutdown_with_2000_idle_clients_is_prompt_and_ends_every_stream_with_retry() {
+    const TASKS: usize = 10;
+    const PER_TASK: usize = 200;
+    const USERS: usize = 200;
+    raise_descriptor_limit();
     let hub = json_hub(Config::default());
     let server = TestServer::start(router(hub.clone())).await;
 
@@ -828,7 +844,7 @@ async fn graceful_shutdown_with_500_idle_clients_is_prompt_and_ends_every_stream
         }));
     }
     drop(ready);
-    bounded("500 open streams", Duration::from_secs(30), async {
+    bounded("2000 open streams", Duration::from_secs(30), async {
         for _ in 0..TASKS {
             all_ready.recv().await.unwrap();
         }
