@@ -68,7 +68,10 @@ pub enum ResetReason {
     /// `"stale"`: the id comes from an earlier channel of this user (it expired, or the server
     /// restarted), so its position means nothing now.
     Stale,
-    /// `"expired"`: the events after the id have left the replay window.
+    /// `"expired"`: some of the events after the id have left the replay window. The
+    /// subscription continues live from the newest event; the ones the window still holds are
+    /// not replayed, since they would follow a gap of unknown size. A client that must not miss
+    /// anything reloads its state from its source of truth on `reset`.
     Expired,
     /// `"unknown"`: the id is ahead of anything the channel published.
     Unknown,
@@ -177,6 +180,10 @@ pub enum EndReason {
 ///
 /// Dropping it closes the connection: the user's connection count falls before `drop`
 /// returns.
+///
+/// It is a `tokio::sync::broadcast` receiver underneath, so it takes part in tokio's
+/// cooperative scheduling: polled in a loop without ever yielding (with `now_or_never`, say), it
+/// returns `Pending` after a budget of reads even with frames waiting; `.await` it instead.
 pub struct Subscription<E> {
     channel: Arc<UserChannel>,
     /// `None` only while dropping.
