@@ -15,7 +15,7 @@
 //! instead of joining one that is gone.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -61,7 +61,7 @@ pub(crate) struct UserChannel {
     sender: broadcast::Sender<Slot>,
     /// Bumped by every [`kick`](Self::kick); a subscription ends when it differs from the value it
     /// joined with. Checked on a `Kick` slot and after a lag, which may have overwritten one.
-    kicks: AtomicU64,
+    kicks: AtomicU32,
     state: Mutex<State>,
     pub(crate) shared: Arc<Shared>,
 }
@@ -95,7 +95,7 @@ pub(crate) struct Joined {
     /// Frames from the window to deliver before live ones.
     pub(crate) replay: Vec<(u64, Bytes)>,
     pub(crate) reset: Option<ResetReason>,
-    pub(crate) kicks: u64,
+    pub(crate) kicks: u32,
 }
 
 /// Why a channel refused a receiver.
@@ -115,7 +115,7 @@ impl UserChannel {
             user,
             epoch: next_epoch(),
             sender,
-            kicks: AtomicU64::new(0),
+            kicks: AtomicU32::new(0),
             state: Mutex::new(State {
                 head: 0,
                 window: VecDeque::new(),
@@ -297,7 +297,7 @@ impl UserChannel {
         let _ = self.sender.send(Slot::kick());
     }
 
-    pub(crate) fn kicked_since(&self, kicks: u64) -> bool {
+    pub(crate) fn kicked_since(&self, kicks: u32) -> bool {
         self.kicks.load(Ordering::Acquire) != kicks
     }
 

@@ -192,11 +192,14 @@ pub struct Subscription<E> {
     pending: VecDeque<Frame>,
     /// The sequence number of the last event delivered (or replayed into `pending`).
     position: u64,
-    start: EventId,
+    /// The local sequence number the subscription started from; with a backplane the start id
+    /// is the remote's.
+    start: u64,
     policy: LagPolicy,
-    kicks: u64,
+    /// Fields kept small: this struct is most of what an extra connection costs.
+    kicks: u32,
     ended: Option<EndReason>,
-    delivered: u64,
+    delivered: u32,
     /// The backplane side: catch-up, ids from the frames, skip at the seam. `None` in
     /// single-node mode.
     remote: Option<Box<Remote>>,
@@ -209,7 +212,7 @@ pub type ConnectionGuard<E> = Subscription<E>;
 
 /// Frames counted locally before they are added to the shared metric, so that fan-out does not
 /// make every receiver write one shared counter per frame.
-const DELIVERED_FLUSH: u64 = 256;
+const DELIVERED_FLUSH: u32 = 256;
 
 impl<E> Subscription<E> {
     pub(crate) fn new(channel: Arc<UserChannel>, joined: Joined, policy: LagPolicy) -> Self {
@@ -230,7 +233,7 @@ impl<E> Subscription<E> {
                 .map(|(seq, bytes)| Frame::event(seq, epoch, bytes)),
         );
         Self {
-            start: EventId::new(epoch, joined.position),
+            start: joined.position,
             channel,
             live: Some(BroadcastStream::new(joined.receiver)),
             pending,
@@ -260,8 +263,8 @@ impl<E> Subscription<E> {
         let Some(caught) = ready!(remote.poll_catch_up(cx)) else {
             return Poll::Ready(());
         };
+        remote.start = Some(caught.start);
         let shared = &self.channel.shared;
-        self.start = caught.start;
         if let Some(reason) = caught.reset {
             shared.resets.fetch_add(1, Ordering::Relaxed);
             shared.metrics.reset(reason);
@@ -302,7 +305,11 @@ impl<E> Subscription<E> {
     /// the client as a priming `id:` so that even a client that got no event yet resumes
     /// without loss.
     pub fn start_id(&self) -> EventId {
-        self.start
+        let local = || EventId::new(self.channel.epoch, self.start);
+        self.remote
+            .as_ref()
+            .and_then(|r| r.start)
+            .unwrap_or_else(local)
     }
 
     /// Why the stream ended, once it has.
@@ -366,7 +373,10 @@ impl<E> Subscription<E> {
     fn count_delivered(&mut self) {
         self.delivered += 1;
         if self.delivered == DELIVERED_FLUSH {
-            self.channel.shared.metrics.delivered(self.delivered);
+            self.channel
+                .shared
+                .metrics
+                .delivered(u64::from(self.delivered));
             self.delivered = 0;
         }
     }
@@ -441,7 +451,10 @@ fn event_frame(
 impl<E> Drop for Subscription<E> {
     fn drop(&mut self) {
         if self.delivered > 0 {
-            self.channel.shared.metrics.delivered(self.delivered);
+            self.channel
+                .shared
+                .metrics
+                .delivered(u64::from(self.delivered));
         }
         if let Some(live) = self.live.take() {
             // BroadcastStream cannot give its receiver back; dropping it drops the receiver,
@@ -466,4 +479,13 @@ impl<E> std::fmt::Debug for Subscription<E> {
 #[allow(dead_code)]
 fn _assert_send_sync(s: Subscription<()>) -> impl Send + Sync + Unpin {
     s
+}
+
+#[cfg(test)]
+mod tests {
+    /// Most of what an extra connection costs; BENCHMARKS.md measures the whole.
+    #[test]
+    fn a_subscription_stays_small() {
+        assert!(std::mem::size_of::<super::Subscription<()>>() <= 96);
+    }
 }

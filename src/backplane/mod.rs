@@ -286,6 +286,8 @@ pub(crate) struct Remote {
     /// The id of the last event delivered: the client's last event id.
     last_id: EventId,
     primes: bool,
+    /// The subscription's start id, once caught up.
+    pub(crate) start: Option<EventId>,
 }
 
 impl Remote {
@@ -302,6 +304,7 @@ impl Remote {
             skip_through: None,
             last_id: EventId::new(0, 0),
             primes: true,
+            start: None,
         }
     }
 
