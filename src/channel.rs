@@ -173,11 +173,14 @@ impl UserChannel {
     fn append(&self, state: &mut State, seq: u64, frame: Bytes, now: Instant) -> usize {
         let config = &self.shared.config;
         let len = frame.len();
-        // A frame larger than the whole window is only sent, never kept.
+        // A frame larger than the whole window is only sent, never kept; the window is emptied
+        // then, since it must hold a run of consecutive events: one with a hole in it would let
+        // a resume or a back-fill skip the big event without a `reset` or a `lagged`.
         let keep = config.replay_events > 0 && len <= config.replay_bytes;
         // Room is made before the frame is added, so that the accounted bytes never exceed the
         // window's bound, not even for a moment.
-        self.evict(state, now, if keep { (1, len) } else { (0, 0) });
+        let incoming = if keep { (1, len) } else { (usize::MAX, 0) };
+        self.evict(state, now, incoming);
         if keep {
             state.window.push_back(Retained {
                 seq,
@@ -195,7 +198,7 @@ impl UserChannel {
     fn evict(&self, state: &mut State, now: Instant, incoming: (usize, usize)) {
         let config = &self.shared.config;
         while let Some(oldest) = state.window.front() {
-            let over = state.window.len() + incoming.0 > config.replay_events
+            let over = state.window.len().saturating_add(incoming.0) > config.replay_events
                 || state.window_bytes + incoming.1 > config.replay_bytes
                 || now.saturating_duration_since(oldest.at) > config.replay_age;
             if !over {
@@ -313,7 +316,7 @@ impl UserChannel {
             state.queued = false;
             return false;
         }
-        let deadline = state.idle_since + self.shared.config.retention;
+        let deadline = self.shared.expiry(state.idle_since);
         if deadline > now {
             self.shared.queue_idle(self, state.idle_since);
             return false;

@@ -12,7 +12,8 @@
 //! subscribes and publishes once something is due, by a single sweeper task per broadcaster
 //! when a tokio runtime is running, and by [`Broadcaster::sweep`].
 
-use std::collections::VecDeque;
+use std::cmp::{Ordering as Order, Reverse};
+use std::collections::BinaryHeap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -150,7 +151,8 @@ pub(crate) struct Shared {
     pub(crate) events_recovered: AtomicU64,
     pub(crate) resets: AtomicU64,
     backplane_failures: AtomicU64,
-    idle: Mutex<VecDeque<(Instant, Weak<UserChannel>)>>,
+    /// Idle channels by expiry, soonest first: at most one entry per channel.
+    idle: Mutex<BinaryHeap<Reverse<Due>>>,
     /// When the front of the idle queue is due, in milliseconds since `started`; `u64::MAX`
     /// when the queue is empty. Lets the hot paths skip the sweep with one relaxed load.
     next_due_ms: AtomicU64,
@@ -195,12 +197,27 @@ impl Shared {
     }
 
     pub(crate) fn queue_idle(&self, channel: &Arc<UserChannel>, idle_since: Instant) {
-        let due = idle_since + self.config.retention;
+        let due = self.expiry(idle_since);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.is_empty() {
-            self.next_due_ms.store(self.millis(due), Ordering::Relaxed);
-        }
-        idle.push_back((due, Arc::downgrade(channel)));
+        idle.push(Reverse(Due(due, Arc::downgrade(channel))));
+        self.store_next_due(&idle);
+    }
+
+    fn store_next_due(&self, idle: &BinaryHeap<Reverse<Due>>) {
+        let next = idle
+            .peek()
+            .map_or(u64::MAX, |Reverse(Due(due, _))| self.millis(*due));
+        self.next_due_ms.store(next, Ordering::Relaxed);
+    }
+
+    /// When a channel idle since `idle_since` expires; a retention too long to add (one that
+    /// means "keep forever") gives a date about a century away.
+    pub(crate) fn expiry(&self, idle_since: Instant) -> Instant {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        idle_since
+            .checked_add(self.config.retention)
+            .or_else(|| idle_since.checked_add(CENTURY))
+            .unwrap_or(idle_since)
     }
 
     fn millis(&self, at: Instant) -> u64 {
@@ -214,13 +231,35 @@ impl Shared {
     /// Pops the next due entry of the idle queue.
     fn pop_due(&self, now: Instant) -> Option<Weak<UserChannel>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let popped = match idle.front() {
-            Some((due, _)) if *due <= now => idle.pop_front().map(|(_, channel)| channel),
+        let popped = match idle.peek() {
+            Some(Reverse(Due(due, _))) if *due <= now => idle.pop().map(|Reverse(Due(_, c))| c),
             _ => None,
         };
-        let next = idle.front().map_or(u64::MAX, |(due, _)| self.millis(*due));
-        self.next_due_ms.store(next, Ordering::Relaxed);
+        self.store_next_due(&idle);
         popped
+    }
+}
+
+/// An idle channel's entry in the expiry queue, ordered by its due time alone.
+struct Due(Instant, Weak<UserChannel>);
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Order> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Order {
+        self.0.cmp(&other.0)
     }
 }
 
@@ -306,7 +345,7 @@ impl<E> Broadcaster<E> {
                 events_recovered: AtomicU64::new(0),
                 resets: AtomicU64::new(0),
                 backplane_failures: AtomicU64::new(0),
-                idle: Mutex::new(VecDeque::new()),
+                idle: Mutex::new(BinaryHeap::new()),
                 next_due_ms: AtomicU64::new(u64::MAX),
                 started,
             }),
@@ -664,16 +703,19 @@ impl<E> Broadcaster<E> {
         let weak = Arc::downgrade(&self.inner);
         let period = (self.inner.shared.config.retention / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(5));
-        runtime.spawn(async move {
-            struct Running(Weak<Inner>);
-            impl Drop for Running {
-                fn drop(&mut self) {
-                    if let Some(inner) = self.0.upgrade() {
-                        inner.sweeper_running.store(false, Ordering::Release);
-                    }
+        struct Running(Weak<Inner>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if let Some(inner) = self.0.upgrade() {
+                    inner.sweeper_running.store(false, Ordering::Release);
                 }
             }
-            let _running = Running(weak.clone());
+        }
+        // Made before the spawn and moved into the task, so that the flag is cleared even if the
+        // runtime drops the task before ever polling it.
+        let running = Running(weak.clone());
+        runtime.spawn(async move {
+            let _running = running;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -419,12 +419,13 @@ impl EventRouter {
         protocol: &'static str,
     ) -> Result<Routed, PublishError> {
         let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
+        // Both targets are tried even if the first fails (a full backplane queue, say, after
+        // which the event was still delivered locally), so that no target is skipped.
+        let direct = primary.broadcast_payload(user, direct);
+        let wrapped = self.context.broadcast_payload(user, wrapped);
         let mut routed = Routed::default();
-        routed.push(protocol, primary.broadcast_payload(user, direct)?);
-        routed.push(
-            Channel::Context.as_str(),
-            self.context.broadcast_payload(user, wrapped)?,
-        );
+        routed.push(protocol, direct?);
+        routed.push(Channel::Context.as_str(), wrapped?);
         Ok(routed)
     }
 

@@ -338,7 +338,11 @@ impl<E> Subscription<E> {
         let gap = seq - self.position - 1;
         shared.lag_events.fetch_add(1, Ordering::Relaxed);
         let mut missed = gap;
-        if self.policy == LagPolicy::Recover {
+        // While a backplane subscription still skips what its catch-up replayed, the frames
+        // the ring overwrote may be ones the client already has: take them from the window
+        // through the skip rather than count them lost, whatever the policy.
+        let skipping = self.remote.as_ref().is_some_and(|r| r.skipping());
+        if self.policy == LagPolicy::Recover || skipping {
             let recovered = self.channel.backfill(self.position, seq);
             missed = recovered
                 .first()
@@ -361,7 +365,7 @@ impl<E> Subscription<E> {
         shared.events_missed.fetch_add(missed, Ordering::Relaxed);
         shared.metrics.lagged(missed);
         tracing::debug!(channel = %shared.config.name, user = %self.channel.user, gap, missed, policy = ?self.policy, "subscription lagged");
-        if self.policy == LagPolicy::Disconnect {
+        if self.policy == LagPolicy::Disconnect && missed > 0 {
             self.end(EndReason::Lagged);
             return;
         }

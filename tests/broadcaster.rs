@@ -675,3 +675,71 @@ fn many_tasks_subscribing_dropping_and_publishing_leave_nothing_behind() {
         (0, 0, 0, 0)
     );
 }
+
+/// An event larger than the whole window is sent but cannot be kept: the window is emptied
+/// rather than left with a hole, so a resume or a back-fill across it is signalled.
+#[tokio::test]
+async fn an_event_too_big_for_the_window_is_never_skipped_silently() {
+    let mut config = lag_config(LagPolicy::Recover);
+    config.replay_bytes = 1000;
+    let hub = hub(config);
+    let alice = UserId::from("alice");
+    let big = json!({ "n": 2, "pad": "x".repeat(1200) });
+
+    // Resume across it: a reset, not a replay that jumps from 1 to 3.
+    let mut tab = hub.subscribe(&alice).unwrap();
+    publish_n(&hub, &alice, 1..=1);
+    let first = ready(&mut tab)[0].id().unwrap();
+    drop(tab);
+    hub.broadcast(&alice, &big).unwrap();
+    publish_n(&hub, &alice, 3..=3);
+    let mut back = hub
+        .subscribe_from(&alice, Some(&first.to_string()))
+        .unwrap();
+    assert_eq!(summary(&ready(&mut back)), ["reset expired"]);
+
+    // Lag across it: the back-fill says what it could not recover.
+    let mut slow = hub.subscribe(&alice).unwrap();
+    hub.broadcast(&alice, &json!({ "n": 4, "pad": "x".repeat(1200) }))
+        .unwrap();
+    publish_n(&hub, &alice, 5..=12);
+    let got = summary(&ready(&mut slow));
+    assert_eq!(got[0], "lagged 1", "{got:?}");
+    assert_eq!(got[1..], numbers(5..=12)[..]);
+}
+
+#[tokio::test]
+async fn a_retention_of_forever_is_kept_not_a_panic() {
+    let mut config = Config::default();
+    config.retention = Duration::MAX;
+    let hub = hub(config);
+    let alice = UserId::from("alice");
+    drop(hub.subscribe(&alice).unwrap());
+    assert_eq!(hub.sweep(), 0);
+    assert_eq!(hub.stats().retained_channels, 1);
+    assert_eq!(hub.subscribe(&alice).unwrap().user(), &alice);
+}
+
+/// A channel re-queued for its later expiry is removed on time, not after channels queued
+/// meanwhile with later deadlines.
+#[tokio::test(start_paused = true)]
+async fn expiry_follows_each_channels_own_deadline() {
+    let mut config = Config::default();
+    config.retention = Duration::from_secs(10);
+    let hub = hub(config);
+    let (a, b) = (UserId::from("a"), UserId::from("b"));
+    let tab = hub.subscribe(&a).unwrap(); // a's channel is queued at birth, due at 10 s
+    tokio::time::advance(Duration::from_secs(5)).await;
+    drop(tab); // idle from 5 s: really due at 15 s
+    tokio::time::advance(Duration::from_millis(4900)).await;
+    drop(hub.subscribe(&b).unwrap()); // b: idle from 9.9 s, due at 19.9 s
+    tokio::time::advance(Duration::from_millis(200)).await;
+    hub.sweep(); // at 10.1 s: a is not due yet and goes back in the queue, due at 15 s
+    assert_eq!(hub.stats().retained_channels, 2);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    hub.sweep(); // at 16.1 s: a is gone, b stays
+    assert_eq!(hub.stats().retained_channels, 1);
+    assert_eq!(hub.connection_info(), (0, 0));
+    let mut b_again = hub.subscribe_from(&b, None).unwrap();
+    assert!(ready(&mut b_again).is_empty());
+}

@@ -378,6 +378,11 @@ impl Remote {
     /// The frame a subscription yields for a frame of its local channel, or `None` to skip it.
     /// A frame without an `id:` line (delivered while the backplane was unreachable) reports
     /// the last id delivered, which is still the client's last event id after it.
+    /// Live frames up to the last replayed id are still being skipped.
+    pub(crate) fn skipping(&self) -> bool {
+        self.skip_through.is_some()
+    }
+
     pub(crate) fn frame(&mut self, bytes: Bytes) -> Option<Frame> {
         let Some(id) = frame_id(&bytes) else {
             return Some(Frame::event(
