@@ -24,6 +24,9 @@
 //!   nothing above can end it: serve through [`StallTimeout`](crate::StallTimeout), which closes
 //!   a connection whose writes make no progress.
 //!
+//! The body's heartbeat uses tokio's timer, so serve it on a runtime with time enabled (as
+//! `#[tokio::main]` builds it).
+//!
 //! The client's position comes in with the [`LastEventId`] extractor: the `Last-Event-ID`
 //! header, or the `last_event_id` query parameter, which a browser's first `EventSource`
 //! request uses since it cannot set headers.
