@@ -95,15 +95,19 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The user's channel, cloned out so that no map lock is held while it is used.
+    fn channel(&self, user: &UserId) -> Option<Arc<UserChannel>> {
+        self.channels.get(user).map(|c| c.value().clone())
+    }
+
     /// Publishes a frame the backplane delivered to the user's local channel, if there is one.
     pub(crate) fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize {
         let started = Instant::now();
-        let Some(channel) = self.channels.get(user).map(|c| c.value().clone()) else {
+        let Some(channel) = self.channel(user) else {
             return 0;
         };
         let receivers = channel.publish_frame(frame, started).unwrap_or(0);
-        self.shared.published.fetch_add(1, Ordering::Relaxed);
-        self.shared.metrics.published(receivers, started.elapsed());
+        self.shared.count_published(receivers, started);
         receivers
     }
 
@@ -117,7 +121,7 @@ impl Inner {
 
     /// Ends the user's local streams, keeping the channel.
     pub(crate) fn kick_user(&self, user: &UserId) -> usize {
-        let Some(channel) = self.channels.get(user).map(|c| c.value().clone()) else {
+        let Some(channel) = self.channel(user) else {
             return 0;
         };
         let open = channel.receiver_count();
@@ -174,6 +178,12 @@ impl Shared {
     pub(crate) fn buffered_removed(&self, bytes: usize) {
         self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.metrics.buffered_bytes.decrement(bytes as f64);
+    }
+
+    /// Counts an accepted publish that reached `receivers`, begun at `started`.
+    fn count_published(&self, receivers: usize, started: Instant) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.metrics.published(receivers, started.elapsed());
     }
 
     pub(crate) fn user_became_active(&self) {
@@ -458,7 +468,7 @@ impl<E> Broadcaster<E> {
     }
 
     fn channel(&self, user: &UserId) -> Option<Arc<UserChannel>> {
-        self.inner.channels.get(user).map(|c| c.value().clone())
+        self.inner.channel(user)
     }
 
     fn create_channel(&self, user: &UserId) -> Result<Arc<UserChannel>, SubscribeError> {
@@ -530,10 +540,7 @@ impl<E> Broadcaster<E> {
             },
             None => Published::default(),
         };
-        shared.published.fetch_add(1, Ordering::Relaxed);
-        shared
-            .metrics
-            .published(published.receivers, started.elapsed());
+        shared.count_published(published.receivers, started);
         Ok(published)
     }
 
@@ -612,11 +619,7 @@ impl<E> Broadcaster<E> {
     /// open. A stream whose client stopped reading ends when its connection's writes time out
     /// (see [`StallTimeout`](crate::StallTimeout)).
     pub fn disconnect_user(&self, user: &UserId) -> usize {
-        let Some(channel) = self.channel(user) else {
-            return 0;
-        };
-        let open = channel.receiver_count();
-        channel.kick();
+        let open = self.inner.kick_user(user);
         tracing::debug!(channel = %self.name(), user = %user, open, "user disconnected");
         open
     }
