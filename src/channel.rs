@@ -24,8 +24,9 @@ use tokio::time::Instant;
 
 use crate::encode::Payload;
 use crate::event_id::{EventId, next_epoch};
-use crate::registry::Shared;
-use crate::subscription::ResetReason;
+use crate::expiry::ExpiryQueue;
+use crate::reason::ResetReason;
+use crate::shared::Shared;
 use crate::user_id::UserId;
 
 /// What travels on a user's broadcast ring: a published event's sequence number and finished
@@ -64,6 +65,8 @@ pub(crate) struct UserChannel {
     kicks: AtomicU32,
     state: Mutex<State>,
     pub(crate) shared: Arc<Shared>,
+    /// Where the channel queues itself when its last receiver leaves.
+    expiry: Arc<ExpiryQueue<UserChannel>>,
 }
 
 struct State {
@@ -109,7 +112,11 @@ pub(crate) enum JoinRefused {
 impl UserChannel {
     /// A new, idle channel. The caller queues it for expiry so that it cannot leak if the
     /// subscribe that created it fails.
-    pub(crate) fn new(user: UserId, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        user: UserId,
+        shared: Arc<Shared>,
+        expiry: Arc<ExpiryQueue<UserChannel>>,
+    ) -> Self {
         let (sender, _) = broadcast::channel(shared.config.capacity.clamp(1, 1 << 20));
         Self {
             user,
@@ -126,6 +133,7 @@ impl UserChannel {
                 closed: false,
             }),
             shared,
+            expiry,
         }
     }
 
@@ -287,7 +295,7 @@ impl UserChannel {
             self.shared.user_became_idle();
             if !state.queued {
                 state.queued = true;
-                self.shared.queue_idle(self, state.idle_since);
+                self.expiry.push(self, state.idle_since);
             }
         }
     }
@@ -316,9 +324,9 @@ impl UserChannel {
             state.queued = false;
             return false;
         }
-        let deadline = self.shared.expiry(state.idle_since);
+        let deadline = self.expiry.expiry(state.idle_since);
         if deadline > now {
-            self.shared.queue_idle(self, state.idle_since);
+            self.expiry.push(self, state.idle_since);
             return false;
         }
         state.closed = true;

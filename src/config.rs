@@ -3,7 +3,13 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::sse::SseConfig;
+use bytes::Bytes;
+
+/// How long a stream may stay idle before a heartbeat is sent, as in the replaced crate.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The data of the `heartbeat` event, as in the replaced crate.
+pub const HEARTBEAT_JSON: &str = r#"{"type":"heartbeat"}"#;
 
 /// What a [`Broadcaster`](crate::Broadcaster) does when a subscription falls behind the channel.
 ///
@@ -96,6 +102,59 @@ impl Default for Config {
             retention: Duration::from_secs(30),
             lag_policy: LagPolicy::Recover,
             sse: SseConfig::default(),
+        }
+    }
+}
+
+/// What a heartbeat looks like on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Heartbeat {
+    /// `event: heartbeat` with data [`HEARTBEAT_JSON`], as the replaced crate sent. Clients see it
+    /// only if they listen for `heartbeat`.
+    #[default]
+    Event,
+    /// A comment line, `: heartbeat`, which clients never see.
+    Comment,
+    /// No heartbeat. Idle connections may then be cut by proxies, and dead peers are found only
+    /// when an event is written.
+    Off,
+}
+
+/// How subscriptions are served over HTTP.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SseConfig {
+    /// The heartbeat's form. Default [`Heartbeat::Event`].
+    pub heartbeat: Heartbeat,
+    /// Idle time after which a heartbeat is sent. Default [`HEARTBEAT_INTERVAL`] (15 s).
+    pub heartbeat_interval: Duration,
+    /// The reconnection delay sent as `retry:` when the stream opens; `None` leaves the
+    /// client's default (about 3 s in browsers). Default 1 s.
+    pub retry: Option<Duration>,
+    /// On shutdown, each stream ends with `retry:` set to a random delay up to this, so that
+    /// clients do not reconnect all at once; `None` sends no hint. Default 5 s.
+    pub shutdown_retry_jitter: Option<Duration>,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Heartbeat::Event,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            retry: Some(Duration::from_secs(1)),
+            shutdown_retry_jitter: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl SseConfig {
+    pub(crate) fn heartbeat_frame(&self) -> Option<Bytes> {
+        match self.heartbeat {
+            Heartbeat::Event => Some(Bytes::from(format!(
+                "event: heartbeat\ndata: {HEARTBEAT_JSON}\n\n"
+            ))),
+            Heartbeat::Comment => Some(Bytes::from_static(b": heartbeat\n\n")),
+            Heartbeat::Off => None,
         }
     }
 }

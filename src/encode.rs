@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::{EncodeError, PublishError};
 use crate::event_id::EventId;
-use crate::frame::{check_event_name, write_data_lines};
+use crate::wire::{check_event_name, write_data_lines};
 
 /// An event that knows its SSE encoding: an optional event name and its data.
 ///
@@ -120,12 +120,12 @@ impl Payload {
             let name_len = event_name.map_or(0, |name| name.len() + 8);
             let mut head = Vec::with_capacity(name_len + text.len() + 8 + ID_LINE_RESERVE);
             if let Some(name) = event_name {
-                crate::frame::write_field(&mut head, "event", name);
+                crate::wire::write_field(&mut head, "event", name);
             }
             if memchr::memchr2(b'\r', b'\n', data).is_some() {
                 write_data_lines(&mut head, text);
             } else {
-                crate::frame::write_field(&mut head, "data", text);
+                crate::wire::write_field(&mut head, "data", text);
             }
             Ok(Self { head })
         })

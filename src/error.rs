@@ -72,11 +72,29 @@ pub enum PublishError {
     /// valid); the other nodes and the shared history did not, and the loss is counted in
     /// [`Stats::backplane_failures`](crate::Stats::backplane_failures). Over HTTP: `503`.
     #[error("the event did not reach the backplane: {0}")]
-    Backplane(#[source] crate::backplane::BackplaneError),
+    Backplane(#[source] BackplaneError),
 }
 
 impl From<serde_json::Error> for PublishError {
     fn from(error: serde_json::Error) -> Self {
         Self::Encode(Box::new(error))
     }
+}
+
+/// Why the backplane could not do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackplaneError {
+    /// The backplane is not connected (it reconnects by itself).
+    #[error("the backplane is not connected")]
+    Disconnected,
+    /// The node's queue of publishes waiting for the backplane is full.
+    #[error("the backplane's publish queue is full")]
+    Overloaded,
+    /// The backplane did not answer in time.
+    #[error("the backplane did not answer in time")]
+    Timeout,
+    /// The backplane answered with an error.
+    #[error("backplane error: {0}")]
+    Failed(String),
 }

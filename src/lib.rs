@@ -109,23 +109,25 @@ mod config;
 mod encode;
 mod error;
 mod event_id;
+mod expiry;
 mod frame;
 pub mod listener;
 pub mod metrics;
 pub mod models;
+mod reason;
 mod registry;
 mod router;
+mod shared;
 pub mod sse;
+mod stats;
 pub mod subscription;
 mod user_id;
+mod wire;
 
-use std::time::Duration;
-
-pub use config::{Config, LagPolicy};
+pub use config::{Config, HEARTBEAT_INTERVAL, HEARTBEAT_JSON, Heartbeat, LagPolicy, SseConfig};
 pub use encode::{Named, Payload, ToSse};
 pub use error::{EncodeError, FrameError, PublishError, SubscribeError};
 pub use event_id::{EventId, MAX_EVENT_ID_LEN};
-pub use frame::SseFrame;
 pub use listener::StallTimeout;
 pub use registry::{Broadcaster, Published, Stats};
 pub use router::{
@@ -133,18 +135,13 @@ pub use router::{
     AnalyticsBroadcaster, CONTEXT_BROADCASTER, Channel, ContextBroadcaster, EventRouter, Route,
     Routed, RouterStats, UnknownChannel,
 };
-pub use sse::{Heartbeat, LastEventId, SseConfig, SseResponse, standard_keep_alive};
+pub use sse::{LastEventId, SseResponse, standard_keep_alive};
 pub use subscription::{
     ConnectionGuard, EndReason, Frame, FrameKind, LAGGED_EVENT, RESET_EVENT, ResetReason,
     Subscription,
 };
 pub use user_id::UserId;
-
-/// How long a stream may stay idle before a heartbeat is sent, as in the replaced crate.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
-
-/// The data of the `heartbeat` event, as in the replaced crate.
-pub const HEARTBEAT_JSON: &str = r#"{"type":"heartbeat"}"#;
+pub use wire::SseFrame;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

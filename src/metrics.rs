@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-use crate::subscription::ResetReason;
+use crate::reason::ResetReason;
 
 /// Events published.
 pub const EVENTS_PUBLISHED: &str = "sse_hub_events_published_total";

@@ -12,27 +12,26 @@
 //! subscribes and publishes once something is due, by a single sweeper task per broadcaster
 //! when a tokio runtime is running, and by [`Broadcaster::sweep`].
 
-use std::cmp::{Ordering as Order, Reverse};
-use std::collections::BinaryHeap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::backplane::{Backplane, LocalChannels, Remote};
+use crate::backplane::{Backplane, LocalChannels, LocalDelivery};
 use crate::channel::{JoinRefused, UserChannel};
 use crate::config::Config;
 use crate::encode::{Payload, ToSse};
 use crate::error::{PublishError, SubscribeError};
-use crate::event_id::EventId;
+use crate::expiry::ExpiryQueue;
 use crate::metrics::Metrics;
-use crate::subscription::Subscription;
+use crate::shared::Shared;
+pub use crate::stats::{Published, Stats};
+use crate::subscription::{Remote, Subscription};
 use crate::user_id::UserId;
 
 /// A registry of per-user broadcast channels for events of type `E`.
@@ -87,6 +86,7 @@ pub(crate) struct Inner {
     /// lookup is on every publish, and SipHash was 12-20 % of the publish path in profiles.
     channels: DashMap<UserId, Arc<UserChannel>, foldhash::fast::RandomState>,
     shared: Arc<Shared>,
+    expiry: Arc<ExpiryQueue<UserChannel>>,
     sweeper_running: AtomicBool,
     /// The backplane shared with other nodes; `None` in single-node mode.
     backplane: Option<Arc<dyn Backplane>>,
@@ -99,9 +99,10 @@ impl Inner {
     fn channel(&self, user: &UserId) -> Option<Arc<UserChannel>> {
         self.channels.get(user).map(|c| c.value().clone())
     }
+}
 
-    /// Publishes a frame the backplane delivered to the user's local channel, if there is one.
-    pub(crate) fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize {
+impl LocalDelivery for Inner {
+    fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize {
         let started = Instant::now();
         let Some(channel) = self.channel(user) else {
             return 0;
@@ -111,16 +112,14 @@ impl Inner {
         receivers
     }
 
-    /// Counts an event that could not go through the backplane.
-    pub(crate) fn backplane_failed(&self) {
+    fn count_backplane_failure(&self) {
         self.shared
             .backplane_failures
             .fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.backplane_failed();
     }
 
-    /// Ends the user's local streams, keeping the channel.
-    pub(crate) fn kick_user(&self, user: &UserId) -> usize {
+    fn kick_user(&self, user: &UserId) -> usize {
         let Some(channel) = self.channel(user) else {
             return 0;
         };
@@ -138,179 +137,6 @@ impl Drop for Inner {
             }
         }
     }
-}
-
-/// What every channel of a broadcaster shares: the config, the counters and the idle queue.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) metrics: Metrics,
-    shutting_down: AtomicBool,
-    channels: AtomicUsize,
-    active_users: AtomicUsize,
-    connections: AtomicUsize,
-    buffered_bytes: AtomicUsize,
-    published: AtomicU64,
-    pub(crate) lag_events: AtomicU64,
-    pub(crate) events_missed: AtomicU64,
-    pub(crate) events_recovered: AtomicU64,
-    pub(crate) resets: AtomicU64,
-    backplane_failures: AtomicU64,
-    /// Idle channels by expiry, soonest first: at most one entry per channel.
-    idle: Mutex<BinaryHeap<Reverse<Due>>>,
-    /// When the front of the idle queue is due, in milliseconds since `started`; `u64::MAX`
-    /// when the queue is empty. Lets the hot paths skip the sweep with one relaxed load.
-    next_due_ms: AtomicU64,
-    started: Instant,
-}
-
-impl Shared {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    // Gauges move by deltas, not by setting a value read before: concurrent changes could
-    // otherwise be applied out of order and leave a gauge stale.
-    pub(crate) fn buffered_added(&self, bytes: usize) {
-        self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.metrics.buffered_bytes.increment(bytes as f64);
-    }
-
-    pub(crate) fn buffered_removed(&self, bytes: usize) {
-        self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.metrics.buffered_bytes.decrement(bytes as f64);
-    }
-
-    /// Counts an accepted publish that reached `receivers`, begun at `started`.
-    fn count_published(&self, receivers: usize, started: Instant) {
-        self.published.fetch_add(1, Ordering::Relaxed);
-        self.metrics.published(receivers, started.elapsed());
-    }
-
-    pub(crate) fn user_became_active(&self) {
-        self.active_users.fetch_add(1, Ordering::Relaxed);
-        self.metrics.retained_channels.decrement(1.0);
-    }
-
-    pub(crate) fn user_became_idle(&self) {
-        self.active_users.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.retained_channels.increment(1.0);
-    }
-
-    pub(crate) fn connection_opened(&self) {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        self.metrics.connections.increment(1.0);
-    }
-
-    pub(crate) fn connection_closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.connections.decrement(1.0);
-    }
-
-    pub(crate) fn queue_idle(&self, channel: &Arc<UserChannel>, idle_since: Instant) {
-        let due = self.expiry(idle_since);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.push(Reverse(Due(due, Arc::downgrade(channel))));
-        self.store_next_due(&idle);
-    }
-
-    fn store_next_due(&self, idle: &BinaryHeap<Reverse<Due>>) {
-        let next = idle
-            .peek()
-            .map_or(u64::MAX, |Reverse(Due(due, _))| self.millis(*due));
-        self.next_due_ms.store(next, Ordering::Relaxed);
-    }
-
-    /// When a channel idle since `idle_since` expires; a retention too long to add (one that
-    /// means "keep forever") gives a date about a century away.
-    pub(crate) fn expiry(&self, idle_since: Instant) -> Instant {
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-        idle_since
-            .checked_add(self.config.retention)
-            .or_else(|| idle_since.checked_add(CENTURY))
-            .unwrap_or(idle_since)
-    }
-
-    fn millis(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.started).as_millis() as u64
-    }
-
-    fn sweep_is_due(&self, now: Instant) -> bool {
-        self.next_due_ms.load(Ordering::Relaxed) <= self.millis(now)
-    }
-
-    /// Pops the next due entry of the idle queue.
-    fn pop_due(&self, now: Instant) -> Option<Weak<UserChannel>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let popped = match idle.peek() {
-            Some(Reverse(Due(due, _))) if *due <= now => idle.pop().map(|Reverse(Due(_, c))| c),
-            _ => None,
-        };
-        self.store_next_due(&idle);
-        popped
-    }
-}
-
-/// An idle channel's entry in the expiry queue, ordered by its due time alone.
-struct Due(Instant, Weak<UserChannel>);
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for Due {}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<Order> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> Order {
-        self.0.cmp(&other.0)
-    }
-}
-
-/// What a publish did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Published {
-    /// The event's id on the user's channel; `None` when the user has no channel (no
-    /// connection, and none within the retention), so there was nobody to deliver it to or to
-    /// replay it for.
-    pub id: Option<EventId>,
-    /// How many connections it reached.
-    pub receivers: usize,
-}
-
-/// A snapshot of a broadcaster's state and counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Users with at least one connection.
-    pub users: usize,
-    /// Open subscriptions.
-    pub connections: usize,
-    /// User channels without a connection, kept for the retention.
-    pub retained_channels: usize,
-    /// Bytes of frames held by the replay windows.
-    pub buffered_bytes: usize,
-    /// Events published since the broadcaster was created.
-    pub published: u64,
-    /// Times a subscription fell behind the ring.
-    pub lag_events: u64,
-    /// Events that subscriptions skipped and signalled with `lagged` (the gaps).
-    pub events_missed: u64,
-    /// Events that lagging subscriptions recovered from the replay window.
-    pub events_recovered: u64,
-    /// Subscriptions that started with a `reset` because their `Last-Event-ID` could not be
-    /// resumed.
-    pub resets: u64,
-    /// Events published on this node that could not go through the
-    /// [backplane](crate::backplane): delivered to this node's connections only, without an
-    /// id, and in no history.
-    pub backplane_failures: u64,
 }
 
 impl<E> Broadcaster<E> {
@@ -334,31 +160,15 @@ impl<E> Broadcaster<E> {
         if backplane.is_some() {
             metrics = metrics.with_backplane(&config.name);
         }
-        let started = Instant::now();
         let name = config.name.clone();
+        let retention = config.retention;
         let history_len = config.replay_events;
-        let inner = Arc::new_cyclic(|weak| Inner {
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             local: LocalChannels::new(&name, history_len, weak.clone()),
             backplane: backplane.clone(),
             channels: DashMap::with_hasher(foldhash::fast::RandomState::default()),
-            shared: Arc::new(Shared {
-                config,
-                metrics,
-                shutting_down: AtomicBool::new(false),
-                channels: AtomicUsize::new(0),
-                active_users: AtomicUsize::new(0),
-                connections: AtomicUsize::new(0),
-                buffered_bytes: AtomicUsize::new(0),
-                published: AtomicU64::new(0),
-                lag_events: AtomicU64::new(0),
-                events_missed: AtomicU64::new(0),
-                events_recovered: AtomicU64::new(0),
-                resets: AtomicU64::new(0),
-                backplane_failures: AtomicU64::new(0),
-                idle: Mutex::new(BinaryHeap::new()),
-                next_due_ms: AtomicU64::new(u64::MAX),
-                started,
-            }),
+            shared: Arc::new(Shared::new(config, metrics)),
+            expiry: Arc::new(ExpiryQueue::new(retention)),
             sweeper_running: AtomicBool::new(false),
         });
         if let Some(backplane) = &backplane {
@@ -489,9 +299,13 @@ impl<E> Broadcaster<E> {
                 shared.metrics.channels.increment(1.0);
                 // Born idle: retained until its first subscriber joins.
                 shared.metrics.retained_channels.increment(1.0);
-                let channel = Arc::new(UserChannel::new(user.clone(), shared.clone()));
+                let channel = Arc::new(UserChannel::new(
+                    user.clone(),
+                    shared.clone(),
+                    self.inner.expiry.clone(),
+                ));
                 // Queued at birth, so that a channel whose first subscribe fails still expires.
-                shared.queue_idle(&channel, Instant::now());
+                self.inner.expiry.push(&channel, Instant::now());
                 entry.insert(channel.clone());
                 if let Some(backplane) = &self.inner.backplane {
                     backplane.channel_created(&shared.config.name, user);
@@ -524,7 +338,7 @@ impl<E> Broadcaster<E> {
         let shared = &self.inner.shared;
         self.check_payload(&payload)?;
         let started = Instant::now();
-        if shared.sweep_is_due(started) {
+        if self.inner.expiry.is_due(started) {
             self.sweep();
         }
         if let Some(backplane) = &self.inner.backplane {
@@ -657,7 +471,7 @@ impl<E> Broadcaster<E> {
         let shared = &self.inner.shared;
         let now = Instant::now();
         let mut removed = 0;
-        while let Some(weak) = shared.pop_due(now) {
+        while let Some(weak) = self.inner.expiry.pop_due(now) {
             let Some(channel) = weak.upgrade() else {
                 continue;
             };
@@ -685,7 +499,7 @@ impl<E> Broadcaster<E> {
     }
 
     fn maybe_sweep(&self) {
-        if self.inner.shared.sweep_is_due(Instant::now()) {
+        if self.inner.expiry.is_due(Instant::now()) {
             self.sweep();
         }
     }

@@ -49,66 +49,14 @@ use bytes::Bytes;
 use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
 
+use crate::config::{HEARTBEAT_INTERVAL, HEARTBEAT_JSON};
+pub use crate::config::{Heartbeat, SseConfig};
 use crate::error::{PublishError, SubscribeError};
 use crate::event_id::MAX_EVENT_ID_LEN;
-use crate::frame::SseFrame;
 use crate::registry::Broadcaster;
 use crate::subscription::{EndReason, Subscription};
 use crate::user_id::UserId;
-use crate::{HEARTBEAT_INTERVAL, HEARTBEAT_JSON};
-
-/// What a heartbeat looks like on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Heartbeat {
-    /// `event: heartbeat` with data [`HEARTBEAT_JSON`], as the replaced crate sent. Clients see it
-    /// only if they listen for `heartbeat`.
-    #[default]
-    Event,
-    /// A comment line, `: heartbeat`, which clients never see.
-    Comment,
-    /// No heartbeat. Idle connections may then be cut by proxies, and dead peers are found only
-    /// when an event is written.
-    Off,
-}
-
-/// How subscriptions are served over HTTP.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct SseConfig {
-    /// The heartbeat's form. Default [`Heartbeat::Event`].
-    pub heartbeat: Heartbeat,
-    /// Idle time after which a heartbeat is sent. Default [`HEARTBEAT_INTERVAL`] (15 s).
-    pub heartbeat_interval: Duration,
-    /// The reconnection delay sent as `retry:` when the stream opens; `None` leaves the
-    /// client's default (about 3 s in browsers). Default 1 s.
-    pub retry: Option<Duration>,
-    /// On shutdown, each stream ends with `retry:` set to a random delay up to this, so that
-    /// clients do not reconnect all at once; `None` sends no hint. Default 5 s.
-    pub shutdown_retry_jitter: Option<Duration>,
-}
-
-impl Default for SseConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat: Heartbeat::Event,
-            heartbeat_interval: HEARTBEAT_INTERVAL,
-            retry: Some(Duration::from_secs(1)),
-            shutdown_retry_jitter: Some(Duration::from_secs(5)),
-        }
-    }
-}
-
-impl SseConfig {
-    fn heartbeat_frame(&self) -> Option<Bytes> {
-        match self.heartbeat {
-            Heartbeat::Event => Some(Bytes::from(format!(
-                "event: heartbeat\ndata: {HEARTBEAT_JSON}\n\n"
-            ))),
-            Heartbeat::Comment => Some(Bytes::from_static(b": heartbeat\n\n")),
-            Heartbeat::Off => None,
-        }
-    }
-}
+use crate::wire::SseFrame;
 
 /// The replaced crate's keep-alive for axum's own `Sse` responses: every
 /// [`HEARTBEAT_INTERVAL`] of idle, an `event: heartbeat` with data [`HEARTBEAT_JSON`].

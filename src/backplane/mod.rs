@@ -83,14 +83,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
 use crate::event_id::EventId;
-use crate::registry::{Inner, Published};
-use crate::subscription::{Frame, ResetReason};
+use crate::stats::Published;
 use crate::user_id::UserId;
 
 #[cfg(feature = "redis")]
@@ -102,23 +100,7 @@ pub use self::redis::{BackplaneHealth, RedisBackplane, RedisConfig};
 /// A boxed future that is `Send`, as the [`Backplane`] methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why the backplane could not do something.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackplaneError {
-    /// The backplane is not connected (it reconnects by itself).
-    #[error("the backplane is not connected")]
-    Disconnected,
-    /// The node's queue of publishes waiting for the backplane is full.
-    #[error("the backplane's publish queue is full")]
-    Overloaded,
-    /// The backplane did not answer in time.
-    #[error("the backplane did not answer in time")]
-    Timeout,
-    /// The backplane answered with an error.
-    #[error("backplane error: {0}")]
-    Failed(String),
-}
+pub use crate::error::BackplaneError;
 
 /// What a backplane's history holds after a position: the answer to [`Backplane::catch_up`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,13 +163,26 @@ pub trait Backplane: Send + Sync + 'static {
     fn is_connected(&self) -> bool;
 }
 
+/// What a broadcaster does for its backplane: the three ways frames and orders come back from
+/// the shared bus into one node. Implemented by the registry; a [`Backplane`] reaches it only
+/// through [`LocalChannels`].
+pub(crate) trait LocalDelivery: Send + Sync {
+    /// Publishes a finished frame to the user's local channel, if there is one; returns the
+    /// local connections it reached.
+    fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize;
+    /// Counts an event that could not go through the backplane.
+    fn count_backplane_failure(&self);
+    /// Ends the user's local streams, keeping the channel; returns how many were open.
+    fn kick_user(&self, user: &UserId) -> usize;
+}
+
 /// The local channels of one broadcaster, as a [`Backplane`] sees them: where it delivers the
 /// frames of the live feed. Holds the broadcaster weakly.
 #[derive(Clone)]
 pub struct LocalChannels {
     name: Arc<str>,
     history_len: usize,
-    inner: Weak<Inner>,
+    inner: Weak<dyn LocalDelivery>,
 }
 
 impl std::fmt::Debug for LocalChannels {
@@ -199,7 +194,7 @@ impl std::fmt::Debug for LocalChannels {
 }
 
 impl LocalChannels {
-    pub(crate) fn new(name: &str, history_len: usize, inner: Weak<Inner>) -> Self {
+    pub(crate) fn new(name: &str, history_len: usize, inner: Weak<dyn LocalDelivery>) -> Self {
         Self {
             name: name.into(),
             history_len,
@@ -240,7 +235,7 @@ impl LocalChannels {
         let mut frame = Vec::with_capacity(head.len() + 1);
         frame.extend_from_slice(head);
         frame.push(b'\n');
-        inner.backplane_failed();
+        inner.count_backplane_failure();
         inner.deliver_frame(user, Bytes::from(frame))
     }
 
@@ -250,171 +245,5 @@ impl LocalChannels {
         self.inner
             .upgrade()
             .map_or(0, |inner| inner.kick_user(user))
-    }
-}
-
-/// The id on a finished frame's last line, `id: <id>`, if it has one.
-pub(crate) fn frame_id(frame: &[u8]) -> Option<EventId> {
-    let body = frame.strip_suffix(b"\n\n")?;
-    let start = body
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |at| at + 1);
-    let id = body[start..].strip_prefix(b"id: ")?;
-    EventId::parse(std::str::from_utf8(id).ok()?)
-}
-
-/// What a subscription learnt when it caught up with the backplane.
-pub(crate) struct CaughtUp {
-    pub(crate) start: EventId,
-    pub(crate) reset: Option<ResetReason>,
-    pub(crate) replay: Vec<Frame>,
-    /// The backplane could not be read: live local events only.
-    pub(crate) degraded: bool,
-}
-
-type CatchUp = BoxFuture<'static, Result<History, BackplaneError>>;
-
-/// A subscription's state in backplane mode: the catch-up in progress, then the skip of live
-/// frames already replayed, and the id of the last event delivered.
-pub(crate) struct Remote {
-    /// `Mutex` only to keep the subscription `Sync`; always reached through `get_mut`.
-    catch_up: Option<Mutex<CatchUp>>,
-    last_event_id: Option<String>,
-    /// Live frames with an id up to this one were replayed or precede the start: skip them.
-    skip_through: Option<EventId>,
-    /// The id of the last event delivered: the client's last event id.
-    last_id: EventId,
-    primes: bool,
-    /// The subscription's start id, once caught up.
-    pub(crate) start: Option<EventId>,
-}
-
-impl Remote {
-    pub(crate) fn new(
-        backplane: &Arc<dyn Backplane>,
-        channel: &str,
-        user: &UserId,
-        last_event_id: Option<&str>,
-    ) -> Self {
-        let after = last_event_id.and_then(EventId::parse);
-        Self {
-            catch_up: Some(Mutex::new(backplane.catch_up(channel, user, after))),
-            last_event_id: last_event_id.map(str::to_owned),
-            skip_through: None,
-            last_id: EventId::new(0, 0),
-            primes: true,
-            start: None,
-        }
-    }
-
-    /// Whether the stream should open with a priming `id:`: not when degraded, so that the
-    /// client keeps its own last event id.
-    pub(crate) fn primes(&self) -> bool {
-        self.primes
-    }
-
-    /// Drives the catch-up; `Ready(Some(..))` once, when it completes, then `Ready(None)`.
-    pub(crate) fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> Poll<Option<CaughtUp>> {
-        let Some(future) = self.catch_up.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let future = future.get_mut().unwrap_or_else(|p| p.into_inner());
-        let history = std::task::ready!(future.as_mut().poll(cx));
-        self.catch_up = None;
-        Poll::Ready(Some(self.caught_up(history)))
-    }
-
-    fn caught_up(&mut self, history: Result<History, BackplaneError>) -> CaughtUp {
-        let raw = self.last_event_id.take();
-        let parsed = raw.as_deref().map(|raw| EventId::parse(raw).ok_or(()));
-        let history = match history {
-            Ok(history) => history,
-            Err(_) => {
-                self.primes = false;
-                self.last_id = match parsed {
-                    Some(Ok(id)) => id,
-                    _ => EventId::new(0, 0),
-                };
-                return CaughtUp {
-                    start: self.last_id,
-                    reset: matches!(parsed, Some(Err(()))).then_some(ResetReason::Malformed),
-                    replay: Vec::new(),
-                    degraded: true,
-                };
-            }
-        };
-        let reset = match parsed {
-            None => None,
-            Some(Err(())) => Some(ResetReason::Malformed),
-            Some(Ok(id)) if id > history.last_id => Some(ResetReason::Unknown),
-            Some(Ok(id)) if history.deleted_through > id => Some(ResetReason::Expired),
-            Some(Ok(_)) => None,
-        };
-        let start = match parsed {
-            Some(Ok(id)) if reset.is_none() => id,
-            _ => history.last_id,
-        };
-        let replay: Vec<Frame> = if reset.is_none() {
-            history
-                .events
-                .into_iter()
-                .map(|(id, bytes)| Frame::event(id.seq(), id.epoch(), bytes))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let replayed = replay.last().and_then(Frame::id).unwrap_or(start);
-        self.skip_through = Some(replayed.max(history.last_id));
-        self.last_id = replayed;
-        CaughtUp {
-            start,
-            reset,
-            replay,
-            degraded: false,
-        }
-    }
-
-    /// The frame a subscription yields for a frame of its local channel, or `None` to skip it.
-    /// A frame without an `id:` line (delivered while the backplane was unreachable) reports
-    /// the last id delivered, which is still the client's last event id after it.
-    /// Live frames up to the last replayed id are still being skipped.
-    pub(crate) fn skipping(&self) -> bool {
-        self.skip_through.is_some()
-    }
-
-    pub(crate) fn frame(&mut self, bytes: Bytes) -> Option<Frame> {
-        let Some(id) = frame_id(&bytes) else {
-            return Some(Frame::event(
-                self.last_id.seq(),
-                self.last_id.epoch(),
-                bytes,
-            ));
-        };
-        if let Some(skip) = self.skip_through {
-            if id <= skip {
-                return None;
-            }
-            self.skip_through = None;
-        }
-        self.last_id = id;
-        Some(Frame::event(id.seq(), id.epoch(), bytes))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_id_line_of_a_frame() {
-        assert_eq!(
-            frame_id(b"data: x\nid: 17-3\n\n"),
-            Some(EventId::new(17, 3))
-        );
-        assert_eq!(frame_id(b"id: 1-0\n\n"), Some(EventId::new(1, 0)));
-        assert_eq!(frame_id(b"data: x\n\n"), None);
-        assert_eq!(frame_id(b"data: id: 1-2\n\n"), None);
-        assert_eq!(frame_id(b"data: x\nid: 1-2\n"), None);
     }
 }

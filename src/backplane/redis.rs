@@ -74,7 +74,7 @@ use tokio_stream::StreamExt;
 
 use super::{Backplane, BackplaneError, BoxFuture, History, LocalChannels};
 use crate::event_id::EventId;
-use crate::registry::Published;
+use crate::stats::Published;
 use crate::user_id::UserId;
 
 /// The publish script; see the [module docs](self#publishing).

@@ -48,133 +48,16 @@ use futures_core::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::backplane::Remote;
 use crate::channel::{Joined, Slot, UserChannel};
 use crate::config::LagPolicy;
 use crate::event_id::EventId;
+pub use crate::frame::{Frame, FrameKind, LAGGED_EVENT, RESET_EVENT};
+pub use crate::reason::{EndReason, ResetReason};
 use crate::user_id::UserId;
 
-/// The SSE event name of the control event that signals lost events.
-pub const LAGGED_EVENT: &str = "lagged";
-/// The SSE event name of the control event that signals a `Last-Event-ID` that cannot be resumed.
-pub const RESET_EVENT: &str = "reset";
+mod remote;
 
-/// Why a resume started with a `reset`. The strings are the `reason` in the control event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ResetReason {
-    /// `"malformed"`: the id is not one sse-hub issues (garbage, or too long).
-    Malformed,
-    /// `"stale"`: the id comes from an earlier channel of this user (it expired, or the server
-    /// restarted), so its position means nothing now.
-    Stale,
-    /// `"expired"`: some of the events after the id have left the replay window. The
-    /// subscription continues live from the newest event; the ones the window still holds are
-    /// not replayed, since they would follow a gap of unknown size. A client that must not miss
-    /// anything reloads its state from its source of truth on `reset`.
-    Expired,
-    /// `"unknown"`: the id is ahead of anything the channel published.
-    Unknown,
-}
-
-impl ResetReason {
-    /// The reason as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::Stale => "stale",
-            Self::Expired => "expired",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// What a [`Frame`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    /// A published event.
-    Event(EventId),
-    /// `missed` events were lost to this subscription.
-    Lagged {
-        /// How many.
-        missed: u64,
-    },
-    /// The subscription could not resume from the client's id and continues live.
-    Reset(ResetReason),
-}
-
-/// One frame a subscription yields: its kind and its encoded SSE bytes, shared with every other
-/// receiver of the same event.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    kind: FrameKind,
-    bytes: Bytes,
-}
-
-impl Frame {
-    pub(crate) fn event(seq: u64, epoch: u64, bytes: Bytes) -> Self {
-        Self {
-            kind: FrameKind::Event(EventId::new(epoch, seq)),
-            bytes,
-        }
-    }
-
-    fn lagged(missed: u64) -> Self {
-        let data = format!("{{\"type\":\"lagged\",\"missed\":{missed}}}");
-        Self::control(FrameKind::Lagged { missed }, LAGGED_EVENT, &data)
-    }
-
-    fn reset(reason: ResetReason) -> Self {
-        let data = format!("{{\"type\":\"reset\",\"reason\":\"{}\"}}", reason.as_str());
-        Self::control(FrameKind::Reset(reason), RESET_EVENT, &data)
-    }
-
-    fn control(kind: FrameKind, name: &str, data: &str) -> Self {
-        let mut bytes = Vec::with_capacity(data.len() + 32);
-        crate::frame::write_field(&mut bytes, "event", name);
-        crate::frame::write_field(&mut bytes, "data", data);
-        bytes.push(b'\n');
-        Self {
-            kind,
-            bytes: Bytes::from(bytes),
-        }
-    }
-
-    /// What the frame is.
-    pub fn kind(&self) -> FrameKind {
-        self.kind
-    }
-
-    /// The event id, for an event frame.
-    pub fn id(&self) -> Option<EventId> {
-        match self.kind {
-            FrameKind::Event(id) => Some(id),
-            _ => None,
-        }
-    }
-
-    /// The encoded frame, ready for the wire.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    /// The encoded frame.
-    pub fn into_bytes(self) -> Bytes {
-        self.bytes
-    }
-}
-
-/// Why a subscription's stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EndReason {
-    /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called.
-    Disconnected,
-    /// The broadcaster shut down.
-    Shutdown,
-    /// It fell behind under [`LagPolicy::Disconnect`].
-    Lagged,
-}
+pub(crate) use remote::Remote;
 
 /// One connection's stream of [`Frame`]s for a user. See the [module docs](self).
 ///
@@ -396,7 +279,7 @@ impl<E> Stream for Subscription<E> {
         }
         loop {
             if let Some(frame) = this.pending.pop_front() {
-                if matches!(frame.kind, FrameKind::Event(_)) {
+                if matches!(frame.kind(), FrameKind::Event(_)) {
                     this.count_delivered();
                 }
                 return Poll::Ready(Some(frame));

@@ -1,0 +1,181 @@
+//! A subscription's backplane side: catching up with the shared history, then reading ids from
+//! the frames of the live feed, with the skip at the seam (see the
+//! [backplane docs](crate::backplane)).
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::backplane::{Backplane, BoxFuture, History};
+use crate::error::BackplaneError;
+use crate::event_id::EventId;
+use crate::frame::Frame;
+use crate::reason::ResetReason;
+use crate::user_id::UserId;
+
+/// The id on a finished frame's last line, `id: <id>`, if it has one.
+fn frame_id(frame: &[u8]) -> Option<EventId> {
+    let body = frame.strip_suffix(b"\n\n")?;
+    let start = body
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let id = body[start..].strip_prefix(b"id: ")?;
+    EventId::parse(std::str::from_utf8(id).ok()?)
+}
+
+/// What a subscription learnt when it caught up with the backplane.
+pub(crate) struct CaughtUp {
+    pub(crate) start: EventId,
+    pub(crate) reset: Option<ResetReason>,
+    pub(crate) replay: Vec<Frame>,
+    /// The backplane could not be read: live local events only.
+    pub(crate) degraded: bool,
+}
+
+type CatchUp = BoxFuture<'static, Result<History, BackplaneError>>;
+
+/// A subscription's state in backplane mode: the catch-up in progress, then the skip of live
+/// frames already replayed, and the id of the last event delivered.
+pub(crate) struct Remote {
+    /// `Mutex` only to keep the subscription `Sync`; always reached through `get_mut`.
+    catch_up: Option<Mutex<CatchUp>>,
+    last_event_id: Option<String>,
+    /// Live frames with an id up to this one were replayed or precede the start: skip them.
+    skip_through: Option<EventId>,
+    /// The id of the last event delivered: the client's last event id.
+    last_id: EventId,
+    primes: bool,
+    /// The subscription's start id, once caught up.
+    pub(crate) start: Option<EventId>,
+}
+
+impl Remote {
+    pub(crate) fn new(
+        backplane: &Arc<dyn Backplane>,
+        channel: &str,
+        user: &UserId,
+        last_event_id: Option<&str>,
+    ) -> Self {
+        let after = last_event_id.and_then(EventId::parse);
+        Self {
+            catch_up: Some(Mutex::new(backplane.catch_up(channel, user, after))),
+            last_event_id: last_event_id.map(str::to_owned),
+            skip_through: None,
+            last_id: EventId::new(0, 0),
+            primes: true,
+            start: None,
+        }
+    }
+
+    /// Whether the stream should open with a priming `id:`: not when degraded, so that the
+    /// client keeps its own last event id.
+    pub(crate) fn primes(&self) -> bool {
+        self.primes
+    }
+
+    /// Drives the catch-up; `Ready(Some(..))` once, when it completes, then `Ready(None)`.
+    pub(crate) fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> Poll<Option<CaughtUp>> {
+        let Some(future) = self.catch_up.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let future = future.get_mut().unwrap_or_else(|p| p.into_inner());
+        let history = std::task::ready!(future.as_mut().poll(cx));
+        self.catch_up = None;
+        Poll::Ready(Some(self.caught_up(history)))
+    }
+
+    fn caught_up(&mut self, history: Result<History, BackplaneError>) -> CaughtUp {
+        let raw = self.last_event_id.take();
+        let parsed = raw.as_deref().map(|raw| EventId::parse(raw).ok_or(()));
+        let history = match history {
+            Ok(history) => history,
+            Err(_) => {
+                self.primes = false;
+                self.last_id = match parsed {
+                    Some(Ok(id)) => id,
+                    _ => EventId::new(0, 0),
+                };
+                return CaughtUp {
+                    start: self.last_id,
+                    reset: matches!(parsed, Some(Err(()))).then_some(ResetReason::Malformed),
+                    replay: Vec::new(),
+                    degraded: true,
+                };
+            }
+        };
+        let reset = match parsed {
+            None => None,
+            Some(Err(())) => Some(ResetReason::Malformed),
+            Some(Ok(id)) if id > history.last_id => Some(ResetReason::Unknown),
+            Some(Ok(id)) if history.deleted_through > id => Some(ResetReason::Expired),
+            Some(Ok(_)) => None,
+        };
+        let start = match parsed {
+            Some(Ok(id)) if reset.is_none() => id,
+            _ => history.last_id,
+        };
+        let replay: Vec<Frame> = if reset.is_none() {
+            history
+                .events
+                .into_iter()
+                .map(|(id, bytes)| Frame::event(id.seq(), id.epoch(), bytes))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let replayed = replay.last().and_then(Frame::id).unwrap_or(start);
+        self.skip_through = Some(replayed.max(history.last_id));
+        self.last_id = replayed;
+        CaughtUp {
+            start,
+            reset,
+            replay,
+            degraded: false,
+        }
+    }
+
+    /// The frame a subscription yields for a frame of its local channel, or `None` to skip it.
+    /// A frame without an `id:` line (delivered while the backplane was unreachable) reports
+    /// the last id delivered, which is still the client's last event id after it.
+    /// Live frames up to the last replayed id are still being skipped.
+    pub(crate) fn skipping(&self) -> bool {
+        self.skip_through.is_some()
+    }
+
+    pub(crate) fn frame(&mut self, bytes: Bytes) -> Option<Frame> {
+        let Some(id) = frame_id(&bytes) else {
+            return Some(Frame::event(
+                self.last_id.seq(),
+                self.last_id.epoch(),
+                bytes,
+            ));
+        };
+        if let Some(skip) = self.skip_through {
+            if id <= skip {
+                return None;
+            }
+            self.skip_through = None;
+        }
+        self.last_id = id;
+        Some(Frame::event(id.seq(), id.epoch(), bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_id_line_of_a_frame() {
+        assert_eq!(
+            frame_id(b"data: x\nid: 17-3\n\n"),
+            Some(EventId::new(17, 3))
+        );
+        assert_eq!(frame_id(b"id: 1-0\n\n"), Some(EventId::new(1, 0)));
+        assert_eq!(frame_id(b"data: x\n\n"), None);
+        assert_eq!(frame_id(b"data: id: 1-2\n\n"), None);
+        assert_eq!(frame_id(b"data: x\nid: 1-2\n"), None);
+    }
+}
