@@ -11,7 +11,7 @@
 //! # How it works
 //!
 //! By default this process is the server: an axum app on `127.0.0.1:0` serving
-//! `GET /events/{channel}/{user}` through sse-hub's `EventRouter::sse_response` (or, with
+//! `GET /events/{channel}/{user}` through sse-hub's `EventRouter::channel_response` (or, with
 //! `--design replaced`, through a re-implementation of the design sse-hub replaces, an axum `Sse`
 //! over an unbounded mpsc per connection). A publisher thread in the same process publishes
 //! straight through the broadcaster at `--rate` events per second (event `i` to user `i % U`),
@@ -430,7 +430,7 @@ mod servers {
         let Ok(channel) = channel.parse::<Channel>() else {
             return axum::http::StatusCode::NOT_FOUND.into_response();
         };
-        match router.sse_response(channel, &UserId::from(user), &last_event_id) {
+        match router.channel_response(channel, &UserId::from(user), &last_event_id) {
             Ok(response) => response,
             Err(error) => error.into_response(),
         }

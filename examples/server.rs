@@ -88,7 +88,7 @@
 //!         return StatusCode::NOT_FOUND.into_response();
 //!     };
 //!     router
-//!         .sse_response(channel, &user, &last_event_id)
+//!         .channel_response(channel, &user, &last_event_id)
 //!         .into_response()
 //! }
 //! ```
@@ -310,7 +310,7 @@ async fn stream(
 ) -> Result<Response, Refusal> {
     let (channel, user) = channel_and_user(path)?;
     app.router
-        .sse_response(channel, &user, &last_event_id)
+        .channel_response(channel, &user, &last_event_id)
         .map_err(Refusal::Subscribe)
 }
 
@@ -347,9 +347,12 @@ async fn publish(
         Channel::Analytics => route::<AnalyticsEvent>(router, &user, channel, &body).await,
     }?;
     // Every route of a channel's own event type publishes to that channel.
-    let (id, receivers) = routed
-        .get(channel.as_str())
-        .map_or((None, 0), |published| (published.id, published.receivers));
+    let (id, receivers) = routed.get(channel.as_str()).map_or((None, 0), |published| {
+        (
+            published.id,
+            published.connections().or(published.nodes()).unwrap_or(0),
+        )
+    });
     let all: serde_json::Map<String, serde_json::Value> = routed
         .targets()
         .map(|(target, published)| (target.to_owned(), json!(published)))

@@ -23,9 +23,14 @@ pub const RESET_EVENT: &str = "reset";
 
 /// What a [`Frame`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameKind {
     /// A published event.
     Event(EventId),
+    /// A published event that has no id: with a backplane, one that could not go through it
+    /// and was delivered to this node's connections only. Sent without an `id:` line, so the
+    /// client's last event id stays on the last event that had one.
+    Unnumbered,
     /// `missed` events were lost to this subscription.
     Lagged {
         /// How many.
@@ -47,6 +52,13 @@ impl Frame {
     pub(crate) fn event(seq: u64, epoch: u64, bytes: Bytes) -> Self {
         Self {
             kind: FrameKind::Event(EventId::new(epoch, seq)),
+            bytes,
+        }
+    }
+
+    pub(crate) fn unnumbered(bytes: Bytes) -> Self {
+        Self {
+            kind: FrameKind::Unnumbered,
             bytes,
         }
     }

@@ -92,7 +92,7 @@
 //!     r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"}"#,
 //! )?;
 //! let routed = router.route_agui(&alice, &event)?;
-//! assert_eq!(routed.get("context").unwrap().receivers, 1);
+//! assert_eq!(routed.get("context").unwrap().connections(), Some(1));
 //!
 //! let frame = tab.next().await.unwrap();
 //! let text = std::str::from_utf8(frame.bytes())?;
@@ -129,13 +129,14 @@ pub use encode::{Named, Payload, ToSse};
 pub use error::{EncodeError, FrameError, PublishError, SubscribeError};
 pub use event_id::{EventId, MAX_EVENT_ID_LEN};
 pub use listener::StallTimeout;
-pub use registry::{Broadcaster, Published, Stats};
+pub use registry::Broadcaster;
 pub use router::{
     A2A_BROADCASTER, A2ABroadcaster, AGUI_BROADCASTER, ANALYTICS_BROADCASTER, AgUiBroadcaster,
     AnalyticsBroadcaster, CONTEXT_BROADCASTER, Channel, ContextBroadcaster, EventRouter, Route,
     Routed, RouterStats, UnknownChannel,
 };
 pub use sse::{LastEventId, SseResponse, standard_keep_alive};
+pub use stats::{Delivery, Published, Stats};
 pub use subscription::{
     ConnectionGuard, EndReason, Frame, FrameKind, LAGGED_EVENT, RESET_EVENT, ResetReason,
     Subscription,

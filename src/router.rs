@@ -31,8 +31,9 @@ use crate::config::Config;
 use crate::encode::Payload;
 use crate::error::{PublishError, SubscribeError};
 use crate::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemEvent};
-use crate::registry::{Broadcaster, Published, Stats};
+use crate::registry::Broadcaster;
 use crate::sse::LastEventId;
+use crate::stats::{Published, Stats};
 use crate::user_id::UserId;
 
 /// The broadcaster of AG-UI events.
@@ -143,9 +144,14 @@ impl Routed {
         self.targets.iter().map(|(c, p)| (&**c, *p))
     }
 
-    /// Connections reached across all targets.
-    pub fn receivers(&self) -> usize {
-        self.targets.iter().map(|(_, p)| p.receivers).sum()
+    /// Connections reached across all targets delivered by this node (targets published
+    /// through a backplane count nodes, not connections, and are left out: see
+    /// [`Published::delivery`]).
+    pub fn connections(&self) -> usize {
+        self.targets
+            .iter()
+            .filter_map(|(_, p)| p.connections())
+            .sum()
     }
 }
 
@@ -183,7 +189,7 @@ impl Serialize for Routed {
 ///
 /// let router = EventRouter::default();
 /// let routed = router.route(&UserId::from("alice"), &Toast { text: "hi".into() })?;
-/// assert_eq!(routed.receivers(), 0);
+/// assert_eq!(routed.connections(), 0);
 /// # Ok::<(), PublishError>(())
 /// ```
 pub trait Route {
@@ -457,8 +463,10 @@ impl EventRouter {
         Ok(wrapped)
     }
 
-    /// Subscribes `user` to `channel` (resuming from `last_event_id`) and serves it as SSE.
-    pub fn sse_response(
+    /// Subscribes `user` to `channel` (resuming from `last_event_id`) and serves it as SSE:
+    /// [`Broadcaster::sse_response`] for the channel chosen at run time, as an axum
+    /// [`Response`](axum::response::Response), since the channels' event types differ.
+    pub fn channel_response(
         &self,
         channel: Channel,
         user: &UserId,
@@ -477,6 +485,18 @@ impl EventRouter {
                 .sse_response(user, last_event_id)?
                 .into_response(),
         })
+    }
+
+    /// The former name of [`channel_response`](Self::channel_response), which returns an axum
+    /// `Response` where [`Broadcaster::sse_response`] returns an [`SseResponse`](crate::SseResponse).
+    #[deprecated(since = "0.2.0", note = "renamed `channel_response`")]
+    pub fn sse_response(
+        &self,
+        channel: Channel,
+        user: &UserId,
+        last_event_id: &LastEventId,
+    ) -> Result<axum::response::Response, SubscribeError> {
+        self.channel_response(channel, user, last_event_id)
     }
 
     /// Ends `user`'s open streams on `channel`; see [`Broadcaster::disconnect_user`].

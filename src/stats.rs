@@ -6,14 +6,77 @@ use serde::Serialize;
 use crate::event_id::EventId;
 
 /// What a publish did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Published {
     /// The event's id on the user's channel; `None` when the user has no channel (no
     /// connection, and none within the retention), so there was nobody to deliver it to or to
-    /// replay it for.
+    /// replay it for. With a backplane, the id in the shared history, or `None` when the
+    /// publish was only queued ([`Delivery::Queued`]) or nothing was stored.
     pub id: Option<EventId>,
-    /// How many connections it reached.
-    pub receivers: usize,
+    /// Whom it reached, as far as the publisher can know when the call returns.
+    pub delivery: Delivery,
+}
+
+/// Whom a publish reached. Each variant counts one kind of thing, so that "nobody" and "not
+/// known yet" are never the same number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Single node: the connections of the user the event reached (0: nobody is connected).
+    Connections(usize),
+    /// With a backplane, once it answered: the nodes that received the event, each of which
+    /// delivers it to its own connections of the user.
+    Nodes(usize),
+    /// With a backplane, from a sync publish: the event is queued for the backplane and its
+    /// outcome is not known when the call returns (failures are counted and handled as the
+    /// [backplane docs](crate::backplane#faults) say).
+    Queued,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self::Connections(0)
+    }
+}
+
+impl Published {
+    /// The connections reached, when the publish was delivered by this node itself.
+    pub fn connections(&self) -> Option<usize> {
+        match self.delivery {
+            Delivery::Connections(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The nodes reached, when a backplane answered.
+    pub fn nodes(&self) -> Option<usize> {
+        match self.delivery {
+            Delivery::Nodes(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// As JSON: `{"id": ..., "receivers": N}`, the shape the replaced crate's tools and the demo
+/// server's clients read, where `receivers` is the connections reached, or with a backplane the
+/// nodes; a backplane publish adds `"delivery": "nodes"` or `"delivery": "queued"` (then
+/// `receivers` is 0) so that the two are told apart.
+impl Serialize for Published {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (receivers, delivery) = match self.delivery {
+            Delivery::Connections(n) => (n, None),
+            Delivery::Nodes(n) => (n, Some("nodes")),
+            Delivery::Queued => (0, Some("queued")),
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("receivers", &receivers)?;
+        if let Some(delivery) = delivery {
+            map.serialize_entry("delivery", delivery)?;
+        }
+        map.end()
+    }
 }
 
 /// A snapshot of a broadcaster's state and counters.

@@ -393,7 +393,7 @@ impl Harness {
             .broadcast(user_id, &json!({ "user": user_id.as_str(), "n": n }))
             .map_err(|e| TestCaseError::fail(format!("publish refused: {e}")))?;
         let channel = &mut self.channels[user];
-        prop_assert_eq!(published.receivers, channel.subscriptions);
+        prop_assert_eq!(published.connections(), Some(channel.subscriptions));
         let Some(epoch) = channel.epoch else {
             prop_assert_eq!(published.id, None, "published to a user with no channel");
             self.tally.published_to_nobody += 1;
@@ -499,6 +499,7 @@ impl Harness {
                     );
                     client.last = Some(id);
                 }
+                other => prop_assert!(false, "unexpected frame {:?}", other),
             }
         }
         prop_assert!(

@@ -65,9 +65,9 @@ async fn agui_goes_to_agui_and_wrapped_to_context() {
         parse(r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"}"#);
 
     let routed = router.route_agui(&alice, &event).unwrap();
-    assert_eq!(routed.get("agui").unwrap().receivers, 1);
-    assert_eq!(routed.get("context").unwrap().receivers, 1);
-    assert_eq!(routed.receivers(), 2);
+    assert_eq!(routed.get("agui").unwrap().connections(), Some(1));
+    assert_eq!(routed.get("context").unwrap().connections(), Some(1));
+    assert_eq!(routed.connections(), 2);
     assert_eq!(
         routed.targets().map(|(c, _)| c).collect::<Vec<_>>(),
         ["agui", "context"]
@@ -168,7 +168,7 @@ async fn the_global_router_is_the_statics() {
     let mut tab = AGUI_BROADCASTER.subscribe(&user).unwrap();
     let event: AgUiEvent = parse(r#"{"type":"RUN_STARTED","threadId":"t-1","runId":"r-1"}"#);
     let routed = EventRouter::global().route_agui(&user, &event).unwrap();
-    assert_eq!(routed.get("agui").unwrap().receivers, 1);
+    assert_eq!(routed.get("agui").unwrap().connections(), Some(1));
     assert_eq!(
         ready(&mut tab),
         [json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r-1"})]

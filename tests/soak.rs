@@ -151,6 +151,7 @@ impl Checker {
                 self.last = id;
                 tally.events += 1;
             }
+            other => return Err(format!("{}: unexpected {other:?}", ctx())),
         }
         Ok(())
     }
@@ -430,7 +431,7 @@ fn a_subscribe_racing_the_removal_of_its_channel_lands_on_the_live_one() {
                         .broadcast(&user, &json!({ "user": user.as_str(), "probe": probe }))
                         .map_err(|e| e.to_string())?;
                     let id = published.id.ok_or("published to no channel")?;
-                    if id.epoch() != epoch || published.receivers == 0 {
+                    if id.epoch() != epoch || published.connections() == Some(0) {
                         return Err(format!(
                             "subscribed on {epoch}, published {published:?}: stranded"
                         ));
@@ -465,6 +466,7 @@ fn a_subscribe_racing_the_removal_of_its_channel_lands_on_the_live_one() {
                             FrameKind::Reset(_) => {
                                 return Err("a reset on a fresh subscribe".into());
                             }
+                            other => return Err(format!("unexpected {other:?}")),
                         }
                     }
                     drop(sub);

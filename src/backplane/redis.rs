@@ -74,7 +74,7 @@ use tokio_stream::StreamExt;
 
 use super::{Backplane, BackplaneError, BoxFuture, History, LocalChannels};
 use crate::event_id::EventId;
-use crate::stats::Published;
+use crate::stats::{Delivery, Published};
 use crate::user_id::UserId;
 
 /// The publish script; see the [module docs](self#publishing).
@@ -829,12 +829,12 @@ fn parse_published(value: Value) -> Option<Published> {
     match value {
         Value::Nil | Value::Boolean(false) => Some(Published {
             id: None,
-            receivers: 0,
+            delivery: Delivery::Nodes(0),
         }),
         Value::Array(items) => match items.as_slice() {
             [id, Value::Int(nodes)] => Some(Published {
                 id: Some(parse_id(id)?),
-                receivers: usize::try_from(*nodes).unwrap_or(0),
+                delivery: Delivery::Nodes(usize::try_from(*nodes).unwrap_or(0)),
             }),
             _ => None,
         },

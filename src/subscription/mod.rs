@@ -279,7 +279,7 @@ impl<E> Stream for Subscription<E> {
         }
         loop {
             if let Some(frame) = this.pending.pop_front() {
-                if matches!(frame.kind(), FrameKind::Event(_)) {
+                if matches!(frame.kind(), FrameKind::Event(_) | FrameKind::Unnumbered) {
                     this.count_delivered();
                 }
                 return Poll::Ready(Some(frame));

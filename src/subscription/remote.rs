@@ -137,8 +137,9 @@ impl Remote {
     }
 
     /// The frame a subscription yields for a frame of its local channel, or `None` to skip it.
-    /// A frame without an `id:` line (delivered while the backplane was unreachable) reports
-    /// the last id delivered, which is still the client's last event id after it.
+    /// A frame without an `id:` line (delivered while the backplane was unreachable) is
+    /// [unnumbered](crate::FrameKind::Unnumbered): the client's last event id stays the last id
+    /// delivered.
     /// Live frames up to the last replayed id are still being skipped.
     pub(crate) fn skipping(&self) -> bool {
         self.skip_through.is_some()
@@ -146,11 +147,7 @@ impl Remote {
 
     pub(crate) fn frame(&mut self, bytes: Bytes) -> Option<Frame> {
         let Some(id) = frame_id(&bytes) else {
-            return Some(Frame::event(
-                self.last_id.seq(),
-                self.last_id.epoch(),
-                bytes,
-            ));
+            return Some(Frame::unnumbered(bytes));
         };
         if let Some(skip) = self.skip_through {
             if id <= skip {

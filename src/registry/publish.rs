@@ -1,0 +1,142 @@
+//! Publishing: encode once, check the limits, then the user's channel, or the backplane's
+//! queue in multi-node mode.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::Broadcaster;
+use crate::backplane::{Backplane, LocalChannels};
+use crate::encode::{Payload, ToSse};
+use crate::error::PublishError;
+use crate::stats::{Delivery, Published};
+use crate::user_id::UserId;
+
+impl<E> Broadcaster<E> {
+    /// Encodes `event` once and publishes it to every connection of `user`.
+    ///
+    /// Publishing to a user with no connection is `Ok` with 0 connections reached; if the user's channel
+    /// is retained, the event is kept in its window for the client's reconnect.
+    pub fn broadcast(&self, user: &UserId, event: &E) -> Result<Published, PublishError>
+    where
+        E: ToSse,
+    {
+        let payload =
+            Payload::encode(event).inspect_err(|_| self.inner.shared.metrics.encode_failed())?;
+        self.broadcast_payload(user, payload)
+    }
+
+    /// Publishes an already encoded event. The payload should be an encoding of an `E`: this is
+    /// how one serialisation serves several channels (see [`EventRouter`](crate::EventRouter)).
+    pub fn broadcast_payload(
+        &self,
+        user: &UserId,
+        payload: Payload,
+    ) -> Result<Published, PublishError> {
+        let shared = &self.inner.shared;
+        self.check_payload(&payload)?;
+        let started = Instant::now();
+        if self.inner.expiry.is_due(started) {
+            self.sweep();
+        }
+        if let Some(backplane) = &self.inner.backplane {
+            return queue_on_backplane(backplane, &self.inner.local, user, &payload);
+        }
+        // A user without a channel (no connection, none retained) is published to all the same:
+        // the event reaches nobody and is counted.
+        let channel = self.channel(user);
+        let published = match channel.and_then(|c| c.publish(payload, started)) {
+            Some((id, receivers)) => Published {
+                id: Some(id),
+                delivery: Delivery::Connections(receivers),
+            },
+            None => Published::default(),
+        };
+        shared.count_published(published.connections().unwrap_or(0), started);
+        Ok(published)
+    }
+
+    /// Whether `payload` may be published now: the broadcaster is not shutting down and the
+    /// frame is within [`Config::max_frame_bytes`].
+    pub fn check_payload(&self, payload: &Payload) -> Result<(), PublishError> {
+        let shared = &self.inner.shared;
+        if shared.is_shutting_down() {
+            return Err(PublishError::ShuttingDown);
+        }
+        let max = shared.config.max_frame_bytes;
+        if payload.frame_len() > max {
+            let size = payload.frame_len();
+            tracing::debug!(channel = %shared.config.name, size, max, "publish refused: frame too large");
+            return Err(PublishError::FrameTooLarge { size, max });
+        }
+        Ok(())
+    }
+
+    /// Counts an event of this channel whose encoding failed elsewhere (the router's).
+    pub(crate) fn count_encode_failure(&self) {
+        self.inner.shared.metrics.encode_failed();
+    }
+}
+
+/// The sync publish of backplane mode: queues the event and returns at once, with no id.
+/// Only a refusal to queue is an error; the backplane has then delivered the event locally.
+fn queue_on_backplane(
+    backplane: &Arc<dyn Backplane>,
+    local: &LocalChannels,
+    user: &UserId,
+    payload: &Payload,
+) -> Result<Published, PublishError> {
+    let mut outcome = backplane.publish(local, user, Bytes::copy_from_slice(payload.as_bytes()));
+    // The publish is queued by the call; one poll reports a refusal to queue, which is ready at
+    // once. Dropping the future does not cancel the publish.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match outcome.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(error)) => Err(PublishError::Backplane(error)),
+        std::task::Poll::Ready(Ok(published)) => Ok(published),
+        std::task::Poll::Pending => Ok(Published {
+            id: None,
+            delivery: Delivery::Queued,
+        }),
+    }
+}
+
+/// Publishing and subscribing that wait for the [backplane](crate::backplane). Without a
+/// backplane they are the sync methods.
+impl<E> Broadcaster<E> {
+    /// Encodes `event` once and publishes it to every connection of `user` on every node.
+    ///
+    /// With a backplane, this waits for it: the result has the event's id in the shared
+    /// history, and its [`Delivery::Nodes`] counts the *nodes* that received it (each delivers it to its
+    /// own connections); no id means that nothing was stored, since no node serves the user
+    /// and the user has no history. When
+    /// the backplane is unreachable the error is [`PublishError::Backplane`], and this node's
+    /// connections still received the event, without an id (the loss is counted in
+    /// [`Stats::backplane_failures`]). Without a backplane, this is [`broadcast`](Self::broadcast).
+    pub async fn broadcast_async(&self, user: &UserId, event: &E) -> Result<Published, PublishError>
+    where
+        E: ToSse,
+    {
+        let payload =
+            Payload::encode(event).inspect_err(|_| self.inner.shared.metrics.encode_failed())?;
+        self.broadcast_payload_async(user, payload).await
+    }
+
+    /// [`broadcast_async`](Self::broadcast_async) for an already encoded event.
+    pub async fn broadcast_payload_async(
+        &self,
+        user: &UserId,
+        payload: Payload,
+    ) -> Result<Published, PublishError> {
+        let Some(backplane) = &self.inner.backplane else {
+            return self.broadcast_payload(user, payload);
+        };
+        self.check_payload(&payload)?;
+        self.maybe_sweep();
+        let head = Bytes::copy_from_slice(payload.as_bytes());
+        backplane
+            .publish(&self.inner.local, user, head)
+            .await
+            .map_err(PublishError::Backplane)
+    }
+}
