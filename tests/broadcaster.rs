@@ -2,6 +2,7 @@
 //! and isolation, exact counts, retention, resume, lag policies, caps and bounds.
 
 use std::time::Duration;
+use tokio::task::unconstrained;
 
 use futures_util::FutureExt;
 use serde_json::{Value, json};
@@ -27,7 +28,7 @@ fn data(frame: &Frame) -> Value {
 /// Every frame the subscription has ready now, without waiting.
 fn ready(sub: &mut Subscription<Value>) -> Vec<Frame> {
     let mut frames = Vec::new();
-    while let Some(Some(frame)) = sub.next().now_or_never() {
+    while let Some(Some(frame)) = unconstrained(sub.next()).now_or_never() {
         frames.push(frame);
     }
     frames

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
+use tokio::task::unconstrained;
 
 use futures_util::{FutureExt, StreamExt};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
@@ -138,7 +139,7 @@ fn config(name: &'static str) -> Config {
 /// Everything a subscription yields right now, without waiting.
 fn drain<E>(sub: &mut Subscription<E>) -> Vec<Frame> {
     let mut frames = Vec::new();
-    while let Some(Some(frame)) = sub.next().now_or_never() {
+    while let Some(Some(frame)) = unconstrained(sub.next()).now_or_never() {
         frames.push(frame);
     }
     frames
@@ -302,11 +303,11 @@ fn frames_delivered_counts_events_read_flushed_every_256_and_on_drop() {
         publish(&hub, &alice, 300);
 
         for _ in 0..255 {
-            tab1.next().now_or_never().unwrap().unwrap();
+            unconstrained(tab1.next()).now_or_never().unwrap().unwrap();
         }
         probe.take();
         assert_eq!(probe.counter(FRAMES_DELIVERED, "deliver"), 0, "batched");
-        tab1.next().now_or_never().unwrap().unwrap();
+        unconstrained(tab1.next()).now_or_never().unwrap().unwrap();
         probe.take();
         assert_eq!(probe.counter(FRAMES_DELIVERED, "deliver"), 256);
         assert_eq!(drain(&mut tab1).len(), 44);
@@ -324,8 +325,7 @@ fn frames_delivered_counts_events_read_flushed_every_256_and_on_drop() {
         let id = {
             let mut probe_tab = hub.subscribe(&alice).unwrap();
             publish(&hub, &alice, 1);
-            probe_tab
-                .next()
+            unconstrained(probe_tab.next())
                 .now_or_never()
                 .unwrap()
                 .unwrap()
@@ -412,7 +412,7 @@ fn lag_metrics_match_the_markers_under_every_policy() {
         assert_eq!(lagged(&frames), vec![1]);
         assert!(event_seqs(&frames).is_empty());
         assert!(
-            matches!(sub.next().now_or_never(), Some(None)),
+            matches!(unconstrained(sub.next()).now_or_never(), Some(None)),
             "the stream ended"
         );
         assert_eq!(sub.end_reason(), Some(sse_hub::EndReason::Lagged));
@@ -444,7 +444,7 @@ fn resets_are_counted_by_reason() {
         ];
         for (id, reason) in &cases {
             let mut sub = hub.subscribe_from(&alice, Some(id)).unwrap();
-            let first = sub.next().now_or_never().unwrap().unwrap();
+            let first = unconstrained(sub.next()).now_or_never().unwrap().unwrap();
             match first.kind() {
                 FrameKind::Reset(r) => assert_eq!(r.as_str(), *reason, "{id}"),
                 other => panic!("{id}: {other:?}"),
@@ -583,7 +583,14 @@ fn gauges_follow_connections_channels_and_buffered_bytes() {
         for i in 0..6 {
             hub.broadcast(&alice, &json!({ "pad": "x".repeat(i * 10) }))
                 .unwrap();
-            sizes.push(a1.next().now_or_never().unwrap().unwrap().bytes().len());
+            sizes.push(
+                unconstrained(a1.next())
+                    .now_or_never()
+                    .unwrap()
+                    .unwrap()
+                    .bytes()
+                    .len(),
+            );
             probe.take();
             let held: usize = sizes.iter().rev().take(4).sum();
             assert_eq!(probe.gauge(BUFFERED_BYTES, "gauges"), held as f64);

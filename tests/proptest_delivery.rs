@@ -3,7 +3,7 @@
 //! A fixed set of *clients*, each bound to one user, connect (fresh, or resuming with the last
 //! event id they hold, as an `EventSource` does), disconnect, and read; the publisher publishes
 //! bursts to any user. Everything runs on a current-thread runtime and every read is a
-//! `now_or_never()` drain, so each case is deterministic.
+//! `now_or_never()` drain outside tokio's cooperative budget (`unconstrained`), so each case is deterministic.
 //!
 //! For every frame a client reads, the checker asserts:
 //!
@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
+use tokio::task::unconstrained;
 
 use futures_util::{FutureExt, StreamExt};
 use proptest::prelude::*;
@@ -427,7 +428,7 @@ impl Harness {
         let mut frames = Vec::new();
         let mut ended = false;
         loop {
-            match sub.next().now_or_never() {
+            match unconstrained(sub.next()).now_or_never() {
                 Some(Some(frame)) => frames.push(frame),
                 Some(None) => {
                     ended = true;

@@ -7,6 +7,7 @@ use sse_hub::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemE
 use sse_hub::{
     AGUI_BROADCASTER, Channel, Config, EventRouter, Frame, PublishError, Subscription, UserId,
 };
+use tokio::task::unconstrained;
 use tokio_stream::StreamExt;
 
 fn data(frame: &Frame) -> Value {
@@ -17,7 +18,7 @@ fn data(frame: &Frame) -> Value {
 
 fn ready<E>(sub: &mut Subscription<E>) -> Vec<Value> {
     let mut frames = Vec::new();
-    while let Some(Some(frame)) = sub.next().now_or_never() {
+    while let Some(Some(frame)) = unconstrained(sub.next()).now_or_never() {
         frames.push(data(&frame));
     }
     frames

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::unconstrained;
 
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
@@ -215,7 +216,7 @@ async fn subscriber(
             tally.resumed += 1;
             if sub.start_id() != from {
                 // A resume that cannot be served says so first.
-                let first = sub.next().now_or_never().flatten();
+                let first = unconstrained(sub.next()).now_or_never().flatten();
                 match &first {
                     Some(frame) if matches!(frame.kind(), FrameKind::Reset(_)) => {
                         check.frame(frame, &mut tally)?
@@ -248,7 +249,7 @@ async fn subscriber(
         }
         // Read what is ready, so that a pending marker is seen before the id is kept.
         while !check.ended {
-            match sub.next().now_or_never() {
+            match unconstrained(sub.next()).now_or_never() {
                 Some(Some(frame)) => check.frame(&frame, &mut tally)?,
                 Some(None) => check.end(sub.end_reason(), &mut tally)?,
                 None => break,
