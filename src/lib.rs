@@ -76,6 +76,18 @@
 //! [`StallTimeout`] so that a connection whose writes make no progress is closed, and with it
 //! everything it held.
 //!
+//! # Layers
+//!
+//! The modules form a stack with no import circle, read bottom-up: plain types (ids, errors,
+//! reset reasons, stats, [`Config`]) → wire encoding ([`SseFrame`], [`Payload`], [`Frame`]) →
+//! the user channel with its replay window → the [`Subscription`] (lag policy, resume, the
+//! [`backplane`] catch-up) → the registry ([`Broadcaster`]) → adapters: [`sse`] and
+//! [`listener`] for axum, [`EventRouter`] and [`models`] for agents, and the Redis backplane.
+//!
+//! Words: a *channel* is a named stream of one kind of event (`agui`, `a2a`, `context`,
+//! `analytics`; [`Config::name`], [`Channel`]) served by one [`Broadcaster`]; a *user channel* is
+//! one user's broadcast ring and window on it; a *connection* is one [`Subscription`].
+//!
 //! # Example
 //!
 //! ```
@@ -103,26 +115,35 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
-pub mod backplane;
-mod channel;
-mod config;
-mod encode;
-mod error;
-mod event_id;
-mod expiry;
-mod frame;
-pub mod listener;
-pub mod metrics;
-pub mod models;
-mod reason;
-mod registry;
-mod router;
-mod shared;
-pub mod sse;
-mod stats;
-pub mod subscription;
-mod user_id;
-mod wire;
+// The stack, read bottom-up: each module uses only modules listed before it.
+//
+// Plain types.
+mod user_id; //       UserId: whose channel.
+mod event_id; //      EventId: a channel's epoch and sequence number, the SSE `id:`.
+mod error; //         Every typed error, the backplane's included.
+mod reason; //        ResetReason, EndReason: why a stream reset or ended.
+mod stats; //         Published, Delivery, Stats: what a publish and a broadcaster did.
+mod config; //        Config, LagPolicy, SseConfig: every bound, with its default.
+pub mod metrics; //   The `metrics` names and handles.
+// Wire encoding.
+mod wire; //          SseFrame and the field writers: the SSE wire format.
+mod encode; //        Payload, ToSse: an event encoded once, finished per channel with its id.
+mod frame; //         Frame, FrameKind: what a subscription yields; the control frames.
+// The channel and its window.
+mod expiry; //        ExpiryQueue: idle channels in the order they expire.
+mod shared; //        Shared: config, metrics and counters of one broadcaster's channels.
+mod channel; //       UserChannel: one user's broadcast ring and replay window.
+// The subscription.
+pub mod backplane; // The Backplane interface: shared history and live feed across nodes.
+pub mod subscription; // Subscription: lag policy, resume, backplane catch-up.
+// The registry.
+mod registry; //      Broadcaster: user channels by user; publish, subscribe, retention.
+// Adapters.
+pub mod sse; //       SseResponse, LastEventId: a subscription served over axum.
+pub mod listener; //  StallTimeout: close connections whose writes stall.
+pub mod models; //    AG-UI, A2A, system, analytics and context event models.
+mod router; //        EventRouter: one event to the channels that carry it.
+// (backplane::redis, the Redis backplane, is an adapter too: it implements the interface.)
 
 pub use config::{Config, HEARTBEAT_INTERVAL, HEARTBEAT_JSON, Heartbeat, LagPolicy, SseConfig};
 pub use encode::{Named, Payload, ToSse};

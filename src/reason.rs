@@ -40,6 +40,6 @@ pub enum EndReason {
     Disconnected,
     /// The broadcaster shut down.
     Shutdown,
-    /// It fell behind under [`LagPolicy::Disconnect`].
+    /// It fell behind under [`LagPolicy::Disconnect`](crate::LagPolicy::Disconnect).
     Lagged,
 }
