@@ -27,6 +27,7 @@ use crate::event_id::{EventId, next_epoch};
 use crate::expiry::ExpiryQueue;
 use crate::reason::ResetReason;
 use crate::shared::Shared;
+use crate::thread::{Folded, ThreadId, ThreadState};
 use crate::user_id::UserId;
 
 /// What travels on a user's broadcast ring: a published event's sequence number and finished
@@ -35,10 +36,14 @@ use crate::user_id::UserId;
 ///
 /// A struct rather than an enum so that tokio's preallocated slot stays as small as an
 /// `Option<Bytes>` and a `u64`: the ring is the idle cost of every user.
+///
+/// The thread tag costs 16 bytes a slot (an `Option<Arc<str>>`, shared by every event of the
+/// thread): 128 bytes per user with the default ring.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub(crate) seq: u64,
     pub(crate) frame: Bytes,
+    pub(crate) thread: Option<ThreadId>,
 }
 
 impl Slot {
@@ -48,6 +53,7 @@ impl Slot {
         Self {
             seq: Self::KICK_SEQ,
             frame: Bytes::new(),
+            thread: None,
         }
     }
 
@@ -82,12 +88,25 @@ struct State {
     queued: bool,
     /// Removed from the registry: nobody may join it any more.
     closed: bool,
+    /// The threads published to, with their states; empty until the first thread publish.
+    threads: Vec<ThreadEntry>,
 }
 
 struct Retained {
     seq: u64,
     at: Instant,
     frame: Bytes,
+    thread: Option<ThreadId>,
+}
+
+/// A thread of the channel: its one shared name, when it was last published to, and its state
+/// when the broadcaster folds threads.
+struct ThreadEntry {
+    id: ThreadId,
+    last_seq: u64,
+    state: Option<Box<dyn ThreadState>>,
+    /// What `state` held after its last fold, as accounted in the shared gauge.
+    bytes: usize,
 }
 
 /// What a new receiver starts with.
@@ -95,10 +114,26 @@ pub(crate) struct Joined {
     pub(crate) receiver: broadcast::Receiver<Slot>,
     /// The position the subscription starts from: frames after it are delivered.
     pub(crate) position: u64,
+    /// The channel's last sequence number when it joined: the ring delivers what follows.
+    pub(crate) head: u64,
     /// Frames from the window to deliver before live ones.
     pub(crate) replay: Vec<(u64, Bytes)>,
     pub(crate) reset: Option<ResetReason>,
     pub(crate) kicks: u32,
+    /// For a thread subscription on a channel that folds threads: the thread state's opening,
+    /// which covers every event up to `position`.
+    pub(crate) opening: Option<Bytes>,
+    /// The thread the subscription filters on, sharing the channel's allocation of its name.
+    pub(crate) thread: Option<ThreadId>,
+}
+
+/// What a lagging receiver can get back from the window.
+pub(crate) struct Backfill {
+    /// The oldest sequence number the window still had after the receiver's position: events
+    /// before it are lost.
+    pub(crate) oldest: u64,
+    /// The frames of the receiver's thread (all frames, without a thread) it missed.
+    pub(crate) frames: Vec<(u64, Bytes)>,
 }
 
 /// Why a channel refused a receiver.
@@ -131,6 +166,7 @@ impl UserChannel {
                 idle_since: Instant::now(),
                 queued: true,
                 closed: false,
+                threads: Vec::new(),
             }),
             shared,
             expiry,
@@ -151,17 +187,81 @@ impl UserChannel {
 
     /// Publishes a frame: the next sequence number, the window, then the ring. Returns `None`
     /// when the channel was removed meanwhile (the event then has nobody to reach).
-    pub(crate) fn publish(&self, payload: Payload, now: Instant) -> Option<(EventId, usize)> {
+    /// With a thread, the event is tagged with it and folded into the thread's state first.
+    pub(crate) fn publish(
+        &self,
+        payload: Payload,
+        thread: Option<&ThreadId>,
+        now: Instant,
+    ) -> Option<(EventId, usize)> {
         let mut state = self.lock();
         if state.closed {
             return None;
         }
         state.head += 1;
         let seq = state.head;
+        let thread = thread.map(|thread| self.fold(&mut state, thread, seq, &payload));
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(id);
-        let receivers = self.append(&mut state, seq, frame, now);
+        let receivers = self.append(&mut state, seq, frame, thread, now);
         Some((id, receivers))
+    }
+
+    /// Records the event `seq` in its thread, folding it into the thread's state if the
+    /// broadcaster keeps one; returns the thread's shared name for the frame's tag.
+    fn fold(&self, state: &mut State, thread: &ThreadId, seq: u64, payload: &Payload) -> ThreadId {
+        let shared = &self.shared;
+        let at = match state.threads.iter().position(|t| t.id.same(thread)) {
+            Some(at) => at,
+            None => {
+                if state.threads.len() >= shared.config.threads.max_threads_per_user.max(1) {
+                    self.evict_oldest_thread(state);
+                }
+                let states = shared.config.threads.state.as_ref();
+                state.threads.push(ThreadEntry {
+                    id: thread.clone(),
+                    last_seq: seq,
+                    state: states.map(|states| states.create(thread)),
+                    bytes: 0,
+                });
+                state.threads.len() - 1
+            }
+        };
+        let entry = &mut state.threads[at];
+        entry.last_seq = seq;
+        if let Some(thread_state) = entry.state.as_mut() {
+            let folded = thread_state.fold(&payload.data());
+            let bytes = thread_state.bytes();
+            shared.thread_state_resized(entry.bytes, bytes);
+            entry.bytes = bytes;
+            match folded {
+                Folded::Unknown => {
+                    shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.thread_states_unknown.increment(1);
+                    tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, seq, "event could not be applied to the thread's state: its state is unknown until replaced");
+                }
+                Folded::Trimmed => {
+                    shared.thread_states_trimmed.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.thread_states_trimmed.increment(1);
+                    tracing::debug!(channel = %shared.config.name, user = %self.user, thread = %entry.id, bytes, "thread state trimmed to its cap");
+                }
+                _ => {}
+            }
+        }
+        entry.id.clone()
+    }
+
+    /// Forgets the thread published to least recently.
+    fn evict_oldest_thread(&self, state: &mut State) {
+        let Some(at) = (0..state.threads.len()).min_by_key(|&i| state.threads[i].last_seq) else {
+            return;
+        };
+        let gone = state.threads.swap_remove(at);
+        let shared = &self.shared;
+        shared.thread_state_resized(gone.bytes, 0);
+        shared.threads_evicted.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.threads_evicted.increment(1);
+        tracing::info!(channel = %shared.config.name, user = %self.user, thread = %gone.id, "thread forgotten: the user's channel holds its maximum of threads");
     }
 
     /// Publishes a frame that a backplane finished with its own `id:` line: the next local
@@ -174,11 +274,18 @@ impl UserChannel {
         }
         state.head += 1;
         let seq = state.head;
-        Some(self.append(&mut state, seq, frame, now))
+        Some(self.append(&mut state, seq, frame, None, now))
     }
 
     /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.
-    fn append(&self, state: &mut State, seq: u64, frame: Bytes, now: Instant) -> usize {
+    fn append(
+        &self,
+        state: &mut State,
+        seq: u64,
+        frame: Bytes,
+        thread: Option<ThreadId>,
+        now: Instant,
+    ) -> usize {
         let config = &self.shared.config;
         let len = frame.len();
         // A frame larger than the whole window is only sent, never kept; the window is emptied
@@ -194,11 +301,12 @@ impl UserChannel {
                 seq,
                 at: now,
                 frame: frame.clone(),
+                thread: thread.clone(),
             });
             state.window_bytes += len;
             self.shared.buffered_added(len);
         }
-        self.sender.send(Slot { seq, frame }).unwrap_or(0)
+        self.sender.send(Slot { seq, frame, thread }).unwrap_or(0)
     }
 
     /// Drops what the window may no longer keep: over the count, over the bytes, or too old,
@@ -219,8 +327,14 @@ impl UserChannel {
         }
     }
 
-    /// Adds a receiver, and reads the window when resuming from `last_event_id`.
-    pub(crate) fn join(&self, last_event_id: Option<&str>) -> Result<Joined, JoinRefused> {
+    /// Adds a receiver, and reads the window when resuming from `last_event_id`. With a thread,
+    /// the receiver filters on it; if the broadcaster folds threads, it starts with the thread
+    /// state's opening instead of a resume.
+    pub(crate) fn join(
+        &self,
+        last_event_id: Option<&str>,
+        thread: Option<&ThreadId>,
+    ) -> Result<Joined, JoinRefused> {
         let config = &self.shared.config;
         let mut state = self.lock();
         if state.closed {
@@ -241,13 +355,27 @@ impl UserChannel {
         }
         self.evict(&mut state, Instant::now(), (0, 0));
         let head = state.head;
+        let entry = thread.and_then(|thread| state.threads.iter().find(|t| t.id.same(thread)));
         let mut joined = Joined {
             receiver,
             position: head,
+            head,
             replay: Vec::new(),
             reset: None,
             kicks: self.kicks.load(Ordering::Acquire),
+            opening: None,
+            thread: entry.map(|t| t.id.clone()).or_else(|| thread.cloned()),
         };
+        if thread.is_some() && config.threads.state.is_some() {
+            // The opening covers every event up to `head`, read under the lock that publishes
+            // take: the live tail starts right after it.
+            let mut opening = Vec::new();
+            if let Some(thread_state) = entry.and_then(|t| t.state.as_ref()) {
+                thread_state.write_opening(&mut opening);
+            }
+            joined.opening = Some(Bytes::from(opening));
+            return Ok(joined);
+        }
         let Some(raw) = last_event_id else {
             return Ok(joined);
         };
@@ -259,29 +387,47 @@ impl UserChannel {
             Some(id) if id.seq() + 1 < oldest => Some(ResetReason::Expired),
             Some(id) => {
                 joined.position = id.seq();
-                joined.replay = Self::frames_between(&state, id.seq(), u64::MAX);
+                joined.replay =
+                    Self::frames_between(&state, id.seq(), u64::MAX, joined.thread.as_ref()).1;
                 None
             }
         };
         Ok(joined)
     }
 
-    /// The window's frames with `after < seq < before`.
-    fn frames_between(state: &State, after: u64, before: u64) -> Vec<(u64, Bytes)> {
+    /// The oldest sequence number the window holds after `after` (`before` if none), and the
+    /// window's frames with `after < seq < before` of `thread` (of every thread if `None`).
+    fn frames_between(
+        state: &State,
+        after: u64,
+        before: u64,
+        thread: Option<&ThreadId>,
+    ) -> (u64, Vec<(u64, Bytes)>) {
         let start = state.window.partition_point(|r| r.seq <= after);
-        state
+        let oldest = state
+            .window
+            .get(start)
+            .map_or(before, |r| r.seq.min(before));
+        let frames = state
             .window
             .range(start..)
             .take_while(|r| r.seq < before)
+            .filter(|r| match (thread, &r.thread) {
+                (None, _) => true,
+                (Some(wanted), Some(tag)) => wanted.same(tag),
+                (Some(_), None) => false,
+            })
             .map(|r| (r.seq, r.frame.clone()))
-            .collect()
+            .collect();
+        (oldest, frames)
     }
 
-    /// The frames a lagging receiver missed, `after < seq < before`, that the window still has.
-    pub(crate) fn backfill(&self, after: u64, before: u64) -> Vec<(u64, Bytes)> {
+    /// What a lagging receiver missed, `after < seq < before`, that the window still has.
+    pub(crate) fn backfill(&self, after: u64, before: u64, thread: Option<&ThreadId>) -> Backfill {
         let mut state = self.lock();
         self.evict(&mut state, Instant::now(), (0, 0));
-        Self::frames_between(&state, after, before)
+        let (oldest, frames) = Self::frames_between(&state, after, before, thread);
+        Backfill { oldest, frames }
     }
 
     /// Drops a receiver under the lock, so that the count is exact when this returns and the
@@ -334,6 +480,9 @@ impl UserChannel {
         self.shared.buffered_removed(state.window_bytes);
         state.window = VecDeque::new();
         state.window_bytes = 0;
+        for thread in std::mem::take(&mut state.threads) {
+            self.shared.thread_state_resized(thread.bytes, 0);
+        }
         true
     }
 
@@ -349,7 +498,7 @@ mod tests {
     use super::Slot;
 
     #[test]
-    fn a_ring_slot_costs_no_more_than_a_bytes_and_a_sequence_number() {
-        assert_eq!(std::mem::size_of::<Option<Slot>>(), 40);
+    fn a_ring_slot_costs_a_bytes_a_sequence_number_and_a_thread_tag() {
+        assert_eq!(std::mem::size_of::<Option<Slot>>(), 56);
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::thread::ThreadConfig;
+
 /// How long a stream may stay idle before a heartbeat is sent, as in the replaced crate.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -76,6 +78,8 @@ pub struct Config {
     pub lag_policy: LagPolicy,
     /// How subscriptions are served over HTTP: heartbeats, retry hint, shutdown.
     pub sse: SseConfig,
+    /// Threads: how many a user channel keeps, and the state folded per thread, if any.
+    pub threads: ThreadConfig,
 }
 
 impl Config {
@@ -102,6 +106,7 @@ impl Default for Config {
             retention: Duration::from_secs(30),
             lag_policy: LagPolicy::Recover,
             sse: SseConfig::default(),
+            threads: ThreadConfig::default(),
         }
     }
 }

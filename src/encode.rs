@@ -136,6 +136,27 @@ impl Payload {
         &self.head
     }
 
+    /// The event's data, as the client's parser reassembles it: the `data:` lines' values joined
+    /// by line feeds. Borrowed when the data is one line, as compact JSON always is.
+    pub fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let mut lines = self
+            .head
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_prefix(b"data: "));
+        let Some(first) = lines.next() else {
+            return std::borrow::Cow::Borrowed(&[]);
+        };
+        let Some(second) = lines.next() else {
+            return std::borrow::Cow::Borrowed(first);
+        };
+        let mut joined = [first, second].join(&b'\n');
+        for line in lines {
+            joined.push(b'\n');
+            joined.extend_from_slice(line);
+        }
+        std::borrow::Cow::Owned(joined)
+    }
+
     /// The size of the frame once its id line is added, at most.
     pub fn frame_len(&self) -> usize {
         self.head.len() + ID_LINE_RESERVE

@@ -18,6 +18,27 @@ pub enum FrameError {
     Comment,
 }
 
+/// A thread name that cannot be used: see [`ThreadId`](crate::ThreadId). Over HTTP: `400` with
+/// `{"error":"invalid_thread"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidThread {
+    /// The name is empty.
+    #[error("a thread name must not be empty")]
+    Empty,
+    /// The name is longer than [`MAX_THREAD_LEN`](crate::MAX_THREAD_LEN) bytes.
+    #[error("the thread name is {len} bytes, over the limit of {max}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The name is not UTF-8.
+    #[error("a thread name must be UTF-8")]
+    NotUtf8,
+}
+
 /// Why a subscription was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -67,6 +88,18 @@ pub enum PublishError {
     /// [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) was called.
     #[error("the broadcaster is shutting down")]
     ShuttingDown,
+    /// A publish into a thread must keep the thread's state, which needs the user's channel,
+    /// and the broadcaster holds [`Config::max_channels`](crate::Config) channels already.
+    /// Over HTTP: `503`.
+    #[error("the broadcaster is at its limit of {max} user channels")]
+    AtCapacity {
+        /// The configured limit.
+        max: usize,
+    },
+    /// Threads are not carried by the [backplane](crate::backplane) yet: a publish into a
+    /// thread needs a broadcaster without one. Over HTTP: `501`.
+    #[error("publishing into a thread is not supported with a backplane yet")]
+    ThreadsNeedOneNode,
     /// The [backplane](crate::backplane) could not take the event. Unlike the other errors,
     /// this node's own connections *did* receive it, without an id (so their last event id stays
     /// valid); the other nodes and the shared history did not, and the loss is counted in

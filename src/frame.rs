@@ -31,6 +31,9 @@ pub enum FrameKind {
     /// and was delivered to this node's connections only. Sent without an `id:` line, so the
     /// client's last event id stays on the last event that had one.
     Unnumbered,
+    /// The opening of a thread stream: the frames that rebuild the thread's state so far (see
+    /// [`ThreadState`](crate::ThreadState)), without ids.
+    Opening,
     /// `missed` events were lost to this subscription.
     Lagged {
         /// How many.
@@ -59,6 +62,13 @@ impl Frame {
     pub(crate) fn unnumbered(bytes: Bytes) -> Self {
         Self {
             kind: FrameKind::Unnumbered,
+            bytes,
+        }
+    }
+
+    pub(crate) fn opening(bytes: Bytes) -> Self {
+        Self {
+            kind: FrameKind::Opening,
             bytes,
         }
     }

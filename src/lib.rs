@@ -123,6 +123,7 @@ mod event_id; //      EventId: a channel's epoch and sequence number, the SSE `i
 mod error; //         Every typed error, the backplane's included.
 mod reason; //        ResetReason, EndReason: why a stream reset or ended.
 mod stats; //         Published, Delivery, Stats: what a publish and a broadcaster did.
+mod thread; //        ThreadId, and the ThreadState interface a channel folds per thread.
 mod config; //        Config, LagPolicy, SseConfig: every bound, with its default.
 pub mod metrics; //   The `metrics` names and handles.
 // Wire encoding.
@@ -147,7 +148,7 @@ mod router; //        EventRouter: one event to the channels that carry it.
 
 pub use config::{Config, HEARTBEAT_INTERVAL, HEARTBEAT_JSON, Heartbeat, LagPolicy, SseConfig};
 pub use encode::{Named, Payload, ToSse};
-pub use error::{EncodeError, FrameError, PublishError, SubscribeError};
+pub use error::{EncodeError, FrameError, InvalidThread, PublishError, SubscribeError};
 pub use event_id::{EventId, MAX_EVENT_ID_LEN};
 pub use listener::StallTimeout;
 pub use registry::Broadcaster;
@@ -156,12 +157,13 @@ pub use router::{
     AnalyticsBroadcaster, CONTEXT_BROADCASTER, Channel, ContextBroadcaster, EventRouter, Route,
     Routed, RouterStats, UnknownChannel,
 };
-pub use sse::{LastEventId, SseResponse, standard_keep_alive};
+pub use sse::{LastEventId, SseResponse, ThreadQuery, standard_keep_alive};
 pub use stats::{Delivery, Published, Stats};
 pub use subscription::{
     ConnectionGuard, EndReason, Frame, FrameKind, LAGGED_EVENT, RESET_EVENT, ResetReason,
     Subscription,
 };
+pub use thread::{Folded, MAX_THREAD_LEN, ThreadConfig, ThreadId, ThreadState, ThreadStates};
 pub use user_id::UserId;
 pub use wire::SseFrame;
 

@@ -36,6 +36,15 @@ pub const RETAINED_CHANNELS: &str = "sse_hub_retained_channels";
 pub const BUFFERED_BYTES: &str = "sse_hub_buffered_bytes";
 /// Time to publish one event to all of a user's connections, in seconds (histogram).
 pub const PUBLISH_SECONDS: &str = "sse_hub_publish_seconds";
+/// Bytes held by per-thread states, such as the AG-UI run state (gauge).
+pub const THREAD_STATE_BYTES: &str = "sse_hub_thread_state_bytes";
+/// Thread states forgotten because a user channel held its maximum of threads.
+pub const THREADS_EVICTED: &str = "sse_hub_threads_evicted_total";
+/// Events a thread state could not apply, leaving it partly unknown until replaced (a
+/// `STATE_DELTA` that does not apply, say).
+pub const THREAD_STATES_UNKNOWN: &str = "sse_hub_thread_states_unknown_total";
+/// Events after which a thread state dropped its oldest parts to stay within its byte cap.
+pub const THREAD_STATES_TRIMMED: &str = "sse_hub_thread_states_trimmed_total";
 /// Events that could not go through the backplane: delivered to the publishing node's
 /// connections only, without an id. Registered only for broadcasters with a backplane.
 pub const BACKPLANE_FAILURES: &str = "sse_hub_backplane_failures_total";
@@ -56,6 +65,10 @@ pub(crate) struct Metrics {
     pub(crate) channels: Gauge,
     pub(crate) retained_channels: Gauge,
     pub(crate) buffered_bytes: Gauge,
+    pub(crate) thread_state_bytes: Gauge,
+    pub(crate) threads_evicted: Counter,
+    pub(crate) thread_states_unknown: Counter,
+    pub(crate) thread_states_trimmed: Counter,
     publish_seconds: Histogram,
     /// Registered only for a broadcaster with a backplane.
     backplane_failures: Option<Counter>,
@@ -96,6 +109,10 @@ impl Metrics {
             channels: gauge!(USER_CHANNELS, vec![label()]),
             retained_channels: gauge!(RETAINED_CHANNELS, vec![label()]),
             buffered_bytes: gauge!(BUFFERED_BYTES, vec![label()]),
+            thread_state_bytes: gauge!(THREAD_STATE_BYTES, vec![label()]),
+            threads_evicted: counter!(THREADS_EVICTED, vec![label()]),
+            thread_states_unknown: counter!(THREAD_STATES_UNKNOWN, vec![label()]),
+            thread_states_trimmed: counter!(THREAD_STATES_TRIMMED, vec![label()]),
             publish_seconds: histogram!(PUBLISH_SECONDS, vec![label()]),
             backplane_failures: None,
         }

@@ -34,6 +34,7 @@ use crate::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemEve
 use crate::registry::Broadcaster;
 use crate::sse::LastEventId;
 use crate::stats::{Published, Stats};
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 /// The broadcaster of AG-UI events.
@@ -384,12 +385,26 @@ impl EventRouter {
 
     /// AG-UI event: to the AG-UI channel, and wrapped to the context channel.
     pub fn route_agui(&self, user: &UserId, event: &AgUiEvent) -> Result<Routed, PublishError> {
-        self.route_with_context(user, event, &self.agui, "agui")
+        self.route_with_context(user, event, &self.agui, "agui", None)
+    }
+
+    /// AG-UI event into `thread`: to that thread of the AG-UI channel (folded into the thread's
+    /// run state, so that a connection opened later rebuilds the run: see
+    /// [`run_state`](crate::run_state)), and wrapped to the context channel, tagged with the
+    /// same thread. Creates the user's channels if needed, so the event is kept even when
+    /// nobody is connected yet.
+    pub fn route_agui_in_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        event: &AgUiEvent,
+    ) -> Result<Routed, PublishError> {
+        self.route_with_context(user, event, &self.agui, "agui", Some(thread))
     }
 
     /// A2A event: to the A2A channel, and wrapped to the context channel.
     pub fn route_a2a(&self, user: &UserId, event: &A2AEvent) -> Result<Routed, PublishError> {
-        self.route_with_context(user, event, &self.a2a, "a2a")
+        self.route_with_context(user, event, &self.a2a, "a2a", None)
     }
 
     /// System event: wrapped, to the context channel only.
@@ -423,12 +438,22 @@ impl EventRouter {
         event: &E,
         primary: &Broadcaster<E>,
         protocol: &'static str,
+        thread: Option<&ThreadId>,
     ) -> Result<Routed, PublishError> {
         let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
         // Both targets are tried even if the first fails (a full backplane queue, say, after
         // which the event was still delivered locally), so that no target is skipped.
-        let direct = primary.broadcast_payload(user, direct);
-        let wrapped = self.context.broadcast_payload(user, wrapped);
+        let (direct, wrapped) = match thread {
+            None => (
+                primary.broadcast_payload(user, direct),
+                self.context.broadcast_payload(user, wrapped),
+            ),
+            Some(thread) => (
+                primary.broadcast_payload_in_thread(user, thread, direct),
+                self.context
+                    .broadcast_payload_in_thread(user, thread, wrapped),
+            ),
+        };
         let mut routed = Routed::default();
         routed.push(protocol, direct?);
         routed.push(Channel::Context.as_str(), wrapped?);
@@ -483,6 +508,36 @@ impl EventRouter {
             Channel::Analytics => self
                 .analytics
                 .sse_response(user, last_event_id)?
+                .into_response(),
+        })
+    }
+
+    /// [`channel_response`](Self::channel_response) for one thread: see
+    /// [`Broadcaster::sse_response_in_thread`].
+    pub fn channel_response_in_thread(
+        &self,
+        channel: Channel,
+        user: &UserId,
+        thread: &ThreadId,
+        last_event_id: &LastEventId,
+    ) -> Result<axum::response::Response, SubscribeError> {
+        use axum::response::IntoResponse;
+        Ok(match channel {
+            Channel::AgUi => self
+                .agui
+                .sse_response_in_thread(user, thread, last_event_id)?
+                .into_response(),
+            Channel::A2A => self
+                .a2a
+                .sse_response_in_thread(user, thread, last_event_id)?
+                .into_response(),
+            Channel::Context => self
+                .context
+                .sse_response_in_thread(user, thread, last_event_id)?
+                .into_response(),
+            Channel::Analytics => self
+                .analytics
+                .sse_response_in_thread(user, thread, last_event_id)?
                 .into_response(),
         })
     }
@@ -568,6 +623,21 @@ impl EventRouter {
     ) -> Result<Routed, PublishError> {
         self.route_with_context_async(user, event, &self.agui, "agui")
             .await
+    }
+
+    /// [`route_agui_in_thread`](Self::route_agui_in_thread), waiting for the backplane if
+    /// there is one. Threads are not carried by a backplane yet: with one, this is
+    /// [`PublishError::ThreadsNeedOneNode`].
+    pub async fn route_agui_in_thread_async(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        event: &AgUiEvent,
+    ) -> Result<Routed, PublishError> {
+        if self.agui.backplane().is_some() {
+            return Err(PublishError::ThreadsNeedOneNode);
+        }
+        self.route_agui_in_thread(user, thread, event)
     }
 
     async fn route_a2a_async(

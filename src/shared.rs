@@ -28,6 +28,10 @@ pub(crate) struct Shared {
     pub(crate) events_recovered: AtomicU64,
     pub(crate) resets: AtomicU64,
     pub(crate) backplane_failures: AtomicU64,
+    pub(crate) thread_state_bytes: AtomicUsize,
+    pub(crate) threads_evicted: AtomicU64,
+    pub(crate) thread_states_unknown: AtomicU64,
+    pub(crate) thread_states_trimmed: AtomicU64,
 }
 
 impl Shared {
@@ -46,6 +50,10 @@ impl Shared {
             events_recovered: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             backplane_failures: AtomicU64::new(0),
+            thread_state_bytes: AtomicUsize::new(0),
+            threads_evicted: AtomicU64::new(0),
+            thread_states_unknown: AtomicU64::new(0),
+            thread_states_trimmed: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +66,19 @@ impl Shared {
     pub(crate) fn buffered_added(&self, bytes: usize) {
         self.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.metrics.buffered_bytes.increment(bytes as f64);
+    }
+
+    /// A thread state grew or shrank from `before` to `after` bytes.
+    pub(crate) fn thread_state_resized(&self, before: usize, after: usize) {
+        if after >= before {
+            let grown = after - before;
+            self.thread_state_bytes.fetch_add(grown, Ordering::Relaxed);
+            self.metrics.thread_state_bytes.increment(grown as f64);
+        } else {
+            let shrunk = before - after;
+            self.thread_state_bytes.fetch_sub(shrunk, Ordering::Relaxed);
+            self.metrics.thread_state_bytes.decrement(shrunk as f64);
+        }
     }
 
     pub(crate) fn buffered_removed(&self, bytes: usize) {

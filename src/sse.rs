@@ -51,10 +51,11 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::{HEARTBEAT_INTERVAL, HEARTBEAT_JSON};
 pub use crate::config::{Heartbeat, SseConfig};
-use crate::error::{PublishError, SubscribeError};
+use crate::error::{InvalidThread, PublishError, SubscribeError};
 use crate::event_id::MAX_EVENT_ID_LEN;
 use crate::registry::Broadcaster;
 use crate::subscription::{EndReason, Subscription};
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 use crate::wire::SseFrame;
 
@@ -271,6 +272,25 @@ impl<E> Broadcaster<E> {
         let subscription = self.subscribe_from(user, last_event_id.as_deref())?;
         Ok(SseResponse::new(subscription, self.config().sse.clone()))
     }
+
+    /// [`sse_response`](Self::sse_response) for one thread of `user`: see
+    /// [`subscribe_in_thread`](Self::subscribe_in_thread). When the broadcaster keeps a state
+    /// per thread, the stream is the protocol's own: it opens with the state's opening, its
+    /// heartbeats are comments (unless they are off), and it carries no control events (a loss
+    /// the window cannot cover ends it instead; the reconnect opens from the state).
+    pub fn sse_response_in_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        last_event_id: &LastEventId,
+    ) -> Result<SseResponse<E>, SubscribeError> {
+        let subscription = self.subscribe_in_thread(user, thread, last_event_id.as_deref())?;
+        let mut config = self.config().sse.clone();
+        if self.config().threads.state.is_some() && config.heartbeat != Heartbeat::Off {
+            config.heartbeat = Heartbeat::Comment;
+        }
+        Ok(SseResponse::new(subscription, config))
+    }
 }
 
 /// The client's last event id: the `Last-Event-ID` header, or else the `last_event_id` query
@@ -323,6 +343,45 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
     }
 }
 
+/// The thread a request names in its `thread` query parameter, if any: what a handler passes to
+/// [`Broadcaster::sse_response_in_thread`] or a publish into a thread. A name that is empty,
+/// longer than [`MAX_THREAD_LEN`](crate::MAX_THREAD_LEN) or not UTF-8 is rejected with `400`
+/// and `{"error":"invalid_thread","message":...}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadQuery(pub Option<ThreadId>);
+
+/// The query parameter [`ThreadQuery`] reads.
+pub const THREAD_QUERY: &str = "thread";
+
+impl ThreadQuery {
+    /// Reads it from a request's query string.
+    pub fn from_query(query: Option<&str>) -> Result<Self, InvalidThread> {
+        let Some(query) = query else {
+            return Ok(Self(None));
+        };
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key != THREAD_QUERY {
+                continue;
+            }
+            // Decoded to bytes, not lossily to text, so that a name that is not UTF-8 is
+            // refused rather than changed.
+            let value = value.replace('+', " ");
+            let bytes: Vec<u8> = percent_encoding::percent_decode_str(&value).collect();
+            return ThreadId::from_bytes(&bytes).map(|id| Self(Some(id)));
+        }
+        Ok(Self(None))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ThreadQuery {
+    type Rejection = InvalidThread;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_query(parts.uri.query())
+    }
+}
+
 /// The JSON body of an error response: `{"error": code, "message": text}`.
 pub fn error_response(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
     let body = serde_json::json!({ "error": code, "message": message.to_string() });
@@ -342,11 +401,19 @@ impl IntoResponse for SubscribeError {
     }
 }
 
+impl IntoResponse for InvalidThread {
+    fn into_response(self) -> Response {
+        error_response(StatusCode::BAD_REQUEST, "invalid_thread", self)
+    }
+}
+
 impl IntoResponse for PublishError {
     fn into_response(self) -> Response {
         let (status, code) = match self {
             Self::FrameTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "frame_too_large"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::AtCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
+            Self::ThreadsNeedOneNode => (StatusCode::NOT_IMPLEMENTED, "threads_need_one_node"),
             Self::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable"),
             Self::Encode(_) | Self::NotUtf8 | Self::Frame(_) => {
                 (StatusCode::BAD_REQUEST, "unencodable_event")

@@ -106,4 +106,13 @@ pub struct Stats {
     /// [backplane](crate::backplane): delivered to this node's connections only, without an
     /// id, and in no history.
     pub backplane_failures: u64,
+    /// Bytes held by per-thread states ([`ThreadState`](crate::ThreadState)).
+    pub thread_state_bytes: usize,
+    /// Thread states forgotten because a user channel held its maximum of threads.
+    pub threads_evicted: u64,
+    /// Events a thread state could not apply ([`Folded::Unknown`](crate::Folded::Unknown)).
+    pub thread_states_unknown: u64,
+    /// Events after which a thread state trimmed its oldest parts
+    /// ([`Folded::Trimmed`](crate::Folded::Trimmed)).
+    pub thread_states_trimmed: u64,
 }

@@ -21,14 +21,15 @@ use serde_json::{Value, json};
 use sse_hub::metrics::{
     BUFFERED_BYTES, CONNECTIONS, ENCODE_FAILURES, EVENTS_MISSED, EVENTS_PUBLISHED,
     EVENTS_RECOVERED, FRAMES_DELIVERED, LAG_EVENTS, PUBLISH_SECONDS, RESETS, RETAINED_CHANNELS,
-    SUBSCRIBES_REJECTED, USER_CHANNELS,
+    SUBSCRIBES_REJECTED, THREAD_STATE_BYTES, THREAD_STATES_TRIMMED, THREAD_STATES_UNKNOWN,
+    THREADS_EVICTED, USER_CHANNELS,
 };
 use sse_hub::{
     Broadcaster, Config, Frame, FrameKind, LagPolicy, Named, PublishError, SubscribeError,
     Subscription, UserId,
 };
 
-const ALL_METRICS: [&str; 13] = [
+const ALL_METRICS: [&str; 17] = [
     EVENTS_PUBLISHED,
     FRAMES_DELIVERED,
     LAG_EVENTS,
@@ -42,6 +43,10 @@ const ALL_METRICS: [&str; 13] = [
     RETAINED_CHANNELS,
     BUFFERED_BYTES,
     PUBLISH_SECONDS,
+    THREAD_STATE_BYTES,
+    THREADS_EVICTED,
+    THREAD_STATES_UNKNOWN,
+    THREAD_STATES_TRIMMED,
 ];
 
 /// A series: the metric name and its labels, sorted.
@@ -187,8 +192,8 @@ fn every_metric_is_registered_at_creation_labelled_by_channel_only() {
                 0
             );
         }
-        // 11 plain series plus 4 reset reasons and 3 rejection reasons.
-        assert_eq!(probe.seen.len(), 11 + 4 + 3, "{:?}", probe.seen);
+        // 15 plain series plus 4 reset reasons and 3 rejection reasons.
+        assert_eq!(probe.seen.len(), 15 + 4 + 3, "{:?}", probe.seen);
 
         // Exercise everything with users whose ids must never show up as a label.
         let users: Vec<UserId> = (0..5)

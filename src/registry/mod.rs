@@ -240,6 +240,10 @@ impl<E> Broadcaster<E> {
             events_recovered: shared.events_recovered.load(Ordering::Relaxed),
             resets: shared.resets.load(Ordering::Relaxed),
             backplane_failures: shared.backplane_failures.load(Ordering::Relaxed),
+            thread_state_bytes: shared.thread_state_bytes.load(Ordering::Relaxed),
+            threads_evicted: shared.threads_evicted.load(Ordering::Relaxed),
+            thread_states_unknown: shared.thread_states_unknown.load(Ordering::Relaxed),
+            thread_states_trimmed: shared.thread_states_trimmed.load(Ordering::Relaxed),
         }
     }
 

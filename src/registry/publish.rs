@@ -11,6 +11,7 @@ use crate::backplane::{Backplane, LocalChannels};
 use crate::encode::{Payload, ToSse};
 use crate::error::PublishError;
 use crate::stats::{Delivery, Published};
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 impl<E> Broadcaster<E> {
@@ -27,12 +28,53 @@ impl<E> Broadcaster<E> {
         self.broadcast_payload(user, payload)
     }
 
+    /// Encodes `event` once and publishes it into `thread` of `user`: every connection of the
+    /// user receives it, except those subscribed to another thread.
+    ///
+    /// Unlike [`broadcast`](Self::broadcast), a publish into a thread creates the user's
+    /// channel if there is none, so that the event is kept (in the window, and folded into the
+    /// thread's state if the broadcaster keeps one) for the retention: an agent often starts a
+    /// run before its page is open. A full registry then refuses it with
+    /// [`PublishError::AtCapacity`].
+    pub fn broadcast_in_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        event: &E,
+    ) -> Result<Published, PublishError>
+    where
+        E: ToSse,
+    {
+        let payload =
+            Payload::encode(event).inspect_err(|_| self.inner.shared.metrics.encode_failed())?;
+        self.broadcast_payload_in_thread(user, thread, payload)
+    }
+
+    /// [`broadcast_in_thread`](Self::broadcast_in_thread) for an already encoded event.
+    pub fn broadcast_payload_in_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        payload: Payload,
+    ) -> Result<Published, PublishError> {
+        self.publish(user, payload, Some(thread))
+    }
+
     /// Publishes an already encoded event. The payload should be an encoding of an `E`: this is
     /// how one serialisation serves several channels (see [`EventRouter`](crate::EventRouter)).
     pub fn broadcast_payload(
         &self,
         user: &UserId,
         payload: Payload,
+    ) -> Result<Published, PublishError> {
+        self.publish(user, payload, None)
+    }
+
+    fn publish(
+        &self,
+        user: &UserId,
+        payload: Payload,
+        thread: Option<&ThreadId>,
     ) -> Result<Published, PublishError> {
         let shared = &self.inner.shared;
         self.check_payload(&payload)?;
@@ -41,12 +83,26 @@ impl<E> Broadcaster<E> {
             self.sweep();
         }
         if let Some(backplane) = &self.inner.backplane {
+            if thread.is_some() {
+                return Err(PublishError::ThreadsNeedOneNode);
+            }
             return queue_on_backplane(backplane, &self.inner.local, user, &payload);
         }
         // A user without a channel (no connection, none retained) is published to all the same:
-        // the event reaches nobody and is counted.
-        let channel = self.channel(user);
-        let published = match channel.and_then(|c| c.publish(payload, started)) {
+        // the event reaches nobody and is counted. A thread's event is kept: it makes the channel.
+        let channel = match (self.channel(user), thread) {
+            (Some(channel), _) => Some(channel),
+            (None, None) => None,
+            (None, Some(_)) => {
+                Some(
+                    self.create_channel(user)
+                        .map_err(|_| PublishError::AtCapacity {
+                            max: shared.config.max_channels,
+                        })?,
+                )
+            }
+        };
+        let published = match channel.and_then(|c| c.publish(payload, thread, started)) {
             Some((id, receivers)) => Published {
                 id: Some(id),
                 delivery: Delivery::Connections(receivers),

@@ -11,6 +11,7 @@ use super::Broadcaster;
 use crate::channel::{JoinRefused, UserChannel};
 use crate::error::SubscribeError;
 use crate::subscription::{Remote, Subscription};
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 impl<E> Broadcaster<E> {
@@ -28,6 +29,32 @@ impl<E> Broadcaster<E> {
         &self,
         user: &UserId,
         last_event_id: Option<&str>,
+    ) -> Result<Subscription<E>, SubscribeError> {
+        self.join(user, last_event_id, None)
+    }
+
+    /// Subscribes a connection to one thread of `user`: it receives only the events published
+    /// into `thread` (see the [`thread`](crate::ThreadId) docs).
+    ///
+    /// If the broadcaster keeps a state per thread ([`ThreadConfig::state`](crate::ThreadConfig::state)),
+    /// the subscription starts with the state's opening, which rebuilds the thread so far, then
+    /// the live tail, with no gap and no duplicate; `last_event_id` is then not needed (the
+    /// opening covers it) and ignored. Otherwise it resumes from `last_event_id` as
+    /// [`subscribe_from`](Self::subscribe_from) does, replaying only the thread's events.
+    pub fn subscribe_in_thread(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription<E>, SubscribeError> {
+        self.join(user, last_event_id, Some(thread))
+    }
+
+    fn join(
+        &self,
+        user: &UserId,
+        last_event_id: Option<&str>,
+        thread: Option<&ThreadId>,
     ) -> Result<Subscription<E>, SubscribeError> {
         let shared = &self.inner.shared;
         let refused = |error: SubscribeError, reason: &'static str| {
@@ -58,7 +85,7 @@ impl<E> Broadcaster<E> {
                     .create_channel(user)
                     .map_err(|e| refused(e, "at_capacity"))?,
             };
-            match channel.join(local_last_event_id) {
+            match channel.join(local_last_event_id, thread) {
                 Ok(joined) => {
                     shared.connection_opened();
                     if let Some(reason) = joined.reset {
@@ -100,7 +127,7 @@ impl<E> Broadcaster<E> {
         self.inner.channel(user)
     }
 
-    fn create_channel(&self, user: &UserId) -> Result<Arc<UserChannel>, SubscribeError> {
+    pub(super) fn create_channel(&self, user: &UserId) -> Result<Arc<UserChannel>, SubscribeError> {
         let shared = &self.inner.shared;
         match self.inner.channels.entry(user.clone()) {
             Entry::Occupied(entry) => Ok(entry.get().clone()),

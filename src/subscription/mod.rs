@@ -53,6 +53,7 @@ use crate::config::LagPolicy;
 use crate::event_id::EventId;
 pub use crate::frame::{Frame, FrameKind, LAGGED_EVENT, RESET_EVENT};
 pub use crate::reason::{EndReason, ResetReason};
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 mod remote;
@@ -83,10 +84,29 @@ pub struct Subscription<E> {
     kicks: u32,
     ended: Option<EndReason>,
     delivered: u32,
+    /// What only some connections need: the backplane side and the thread filter. Boxed,
+    /// since most connections have neither and this struct is most of what a connection costs.
+    ext: Option<Box<Ext>>,
+    _event: PhantomData<fn() -> E>,
+}
+
+/// The parts of a [`Subscription`] that only some connections need.
+#[derive(Default)]
+struct Ext {
     /// The backplane side: catch-up, ids from the frames, skip at the seam. `None` in
     /// single-node mode.
-    remote: Option<Box<Remote>>,
-    _event: PhantomData<fn() -> E>,
+    remote: Option<Remote>,
+    /// The thread it receives, if it asked for one.
+    thread: Option<ThreadFilter>,
+}
+
+/// A thread subscription's filter.
+struct ThreadFilter {
+    /// Frames of other threads are skipped: neither delivered nor lost.
+    id: ThreadId,
+    /// The stream opened with its thread state's opening: it never yields control frames, and
+    /// a loss the window cannot cover ends it (its reconnect opens from the state again).
+    opened_from_state: bool,
 }
 
 /// The replaced crate's name for the RAII handle of a connection: a [`Subscription`] is that
@@ -105,10 +125,12 @@ impl<E> Subscription<E> {
         if let Some(reason) = joined.reset {
             pending.push_back(Frame::reset(reason));
         }
-        let position = joined
-            .replay
-            .last()
-            .map_or(joined.position, |(seq, _)| *seq);
+        // Everything up to the head is replayed, or not of the subscription's thread, or (on a
+        // reset) not to be delivered: the ring's next frame is the next to deliver.
+        let position = joined.head;
+        if let Some(opening) = joined.opening.as_ref().filter(|o| !o.is_empty()) {
+            pending.push_back(Frame::opening(opening.clone()));
+        }
         pending.extend(
             joined
                 .replay
@@ -125,7 +147,15 @@ impl<E> Subscription<E> {
             kicks: joined.kicks,
             ended: None,
             delivered: 0,
-            remote: None,
+            ext: joined.thread.map(|id| {
+                Box::new(Ext {
+                    remote: None,
+                    thread: Some(ThreadFilter {
+                        id,
+                        opened_from_state: joined.opening.is_some(),
+                    }),
+                })
+            }),
             _event: PhantomData,
         }
     }
@@ -133,14 +163,14 @@ impl<E> Subscription<E> {
     /// Makes this a backplane subscription, which catches up with the shared history when
     /// first polled.
     pub(crate) fn with_remote(mut self, remote: Remote) -> Self {
-        self.remote = Some(Box::new(remote));
+        self.ext.get_or_insert_default().remote = Some(remote);
         self
     }
 
     /// Drives the backplane catch-up, if any, to its end: then the start id is final and the
     /// `reset` or replay frames are pending. Ready at once in single-node mode.
     pub(crate) fn poll_caught_up(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(remote) = self.remote.as_mut() else {
+        let Some(remote) = self.remote_mut() else {
             return Poll::Ready(());
         };
         let Some(caught) = ready!(remote.poll_catch_up(cx)) else {
@@ -164,7 +194,7 @@ impl<E> Subscription<E> {
     /// Whether the SSE stream should open with the start id as a priming `id:`; not for a
     /// degraded backplane subscription, whose client keeps its own last event id.
     pub(crate) fn primes(&self) -> bool {
-        self.remote.as_ref().is_none_or(|remote| remote.primes())
+        self.remote().is_none_or(|remote| remote.primes())
     }
 
     /// Overrides the broadcaster's [`LagPolicy`] for this subscription.
@@ -189,7 +219,7 @@ impl<E> Subscription<E> {
     /// without loss.
     pub fn start_id(&self) -> EventId {
         let local = || EventId::new(self.channel.epoch, self.start);
-        self.remote
+        self.remote()
             .as_ref()
             .and_then(|r| r.start)
             .unwrap_or_else(local)
@@ -215,46 +245,76 @@ impl<E> Subscription<E> {
     }
 
     /// Handles the event `seq` arriving after a gap (`seq > position + 1`).
-    fn fill_gap(&mut self, seq: u64, frame: Bytes) {
+    fn fill_gap(&mut self, seq: u64, frame: Bytes, thread: Option<ThreadId>) {
         let shared = &self.channel.shared;
         let epoch = self.channel.epoch;
         let gap = seq - self.position - 1;
         shared.lag_events.fetch_add(1, Ordering::Relaxed);
-        let mut missed = gap;
         // While a backplane subscription still skips what its catch-up replayed, the frames
         // the ring overwrote may be ones the client already has: take them from the window
-        // through the skip rather than count them lost, whatever the policy.
-        let skipping = self.remote.as_ref().is_some_and(|r| r.skipping());
-        if self.policy == LagPolicy::Recover || skipping {
-            let recovered = self.channel.backfill(self.position, seq);
-            missed = recovered
-                .first()
-                .map_or(gap, |(first, _)| first - self.position - 1);
-            let count = recovered.len() as u64;
+        // through the skip rather than count them lost, whatever the policy. A stream opened
+        // from a thread's state cannot signal a loss in-band, so it always recovers first.
+        let skipping = self.remote().is_some_and(|r| r.skipping());
+        let opened_from_state = self.thread().is_some_and(|t| t.opened_from_state);
+        let recover = self.policy == LagPolicy::Recover || skipping || opened_from_state;
+        let mut missed = gap;
+        if recover {
+            let thread = self.thread().map(|t| &t.id);
+            let backfill = self.channel.backfill(self.position, seq, thread);
+            missed = backfill.oldest - self.position - 1;
+            let count = backfill.frames.len() as u64;
             shared.events_recovered.fetch_add(count, Ordering::Relaxed);
             shared.metrics.recovered(count);
-            if missed > 0 {
+            if missed > 0 && !opened_from_state {
                 self.pending.push_back(Frame::lagged(missed));
             }
-            let remote = &mut self.remote;
-            self.pending.extend(
-                recovered
-                    .into_iter()
-                    .filter_map(|(s, b)| event_frame(remote, epoch, s, b)),
-            );
+            if missed == 0 || !opened_from_state {
+                let mut remote = self.ext.as_mut().and_then(|ext| ext.remote.as_mut());
+                self.pending.extend(
+                    backfill
+                        .frames
+                        .into_iter()
+                        .filter_map(|(s, b)| event_frame(remote.as_deref_mut(), epoch, s, b)),
+                );
+            }
         } else {
             self.pending.push_back(Frame::lagged(missed));
         }
         shared.events_missed.fetch_add(missed, Ordering::Relaxed);
         shared.metrics.lagged(missed);
         tracing::debug!(channel = %shared.config.name, user = %self.channel.user, gap, missed, policy = ?self.policy, "subscription lagged");
-        if self.policy == LagPolicy::Disconnect && missed > 0 {
+        // A thread stream ends rather than skip: its client reconnects, and the reconnect
+        // opens from the thread's state, which has everything.
+        if missed > 0 && (self.policy == LagPolicy::Disconnect || opened_from_state) {
             self.end(EndReason::Lagged);
             return;
         }
-        self.pending
-            .extend(event_frame(&mut self.remote, epoch, seq, frame));
+        if self.wants(thread.as_ref()) {
+            let frame = event_frame(self.remote_mut(), epoch, seq, frame);
+            self.pending.extend(frame);
+        }
         self.position = seq;
+    }
+
+    fn remote(&self) -> Option<&Remote> {
+        self.ext.as_ref()?.remote.as_ref()
+    }
+
+    fn remote_mut(&mut self) -> Option<&mut Remote> {
+        self.ext.as_mut()?.remote.as_mut()
+    }
+
+    fn thread(&self) -> Option<&ThreadFilter> {
+        self.ext.as_ref()?.thread.as_ref()
+    }
+
+    /// Whether a frame tagged `thread` is for this subscription.
+    fn wants(&self, thread: Option<&ThreadId>) -> bool {
+        match (self.thread(), thread) {
+            (None, _) => true,
+            (Some(wanted), Some(tag)) => wanted.id.same(tag),
+            (Some(_), None) => false,
+        }
     }
 
     fn count_delivered(&mut self) {
@@ -274,7 +334,7 @@ impl<E> Stream for Subscription<E> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let this = self.get_mut();
-        if this.remote.is_some() {
+        if this.remote().is_some() {
             ready!(this.poll_caught_up(cx));
         }
         loop {
@@ -292,20 +352,23 @@ impl<E> Stream for Subscription<E> {
             };
             match ready!(Pin::new(live).poll_next(cx)) {
                 Some(Ok(slot)) if !slot.is_kick() => {
-                    let Slot { seq, frame } = slot;
+                    let Slot { seq, frame, thread } = slot;
                     if seq <= this.position {
                         continue;
                     }
                     if seq == this.position + 1 {
                         this.position = seq;
+                        if !this.wants(thread.as_ref()) {
+                            continue;
+                        }
                         let epoch = this.channel.epoch;
-                        let Some(frame) = event_frame(&mut this.remote, epoch, seq, frame) else {
+                        let Some(frame) = event_frame(this.remote_mut(), epoch, seq, frame) else {
                             continue;
                         };
                         this.count_delivered();
                         return Poll::Ready(Some(frame));
                     }
-                    this.fill_gap(seq, frame);
+                    this.fill_gap(seq, frame, thread);
                 }
                 // A kick, or a lag (which may have overwritten a kick; the next event shows the gap).
                 Some(Ok(_)) | Some(Err(BroadcastStreamRecvError::Lagged(_))) => {
@@ -323,12 +386,7 @@ impl<E> Stream for Subscription<E> {
 
 /// The frame yielded for the event `seq` of the local channel; with a backplane, its id is the
 /// one on its `id:` line, and `None` skips a frame already replayed.
-fn event_frame(
-    remote: &mut Option<Box<Remote>>,
-    epoch: u64,
-    seq: u64,
-    bytes: Bytes,
-) -> Option<Frame> {
+fn event_frame(remote: Option<&mut Remote>, epoch: u64, seq: u64, bytes: Bytes) -> Option<Frame> {
     match remote {
         None => Some(Frame::event(seq, epoch, bytes)),
         Some(remote) => remote.frame(bytes),

@@ -1,0 +1,334 @@
+//! Threads, as a user of the library relies on them, without HTTP: a subscription to one thread
+//! gets that thread's events and nothing else; a publish into a thread is kept even when nobody
+//! is connected; with a per-thread state, a connection opens with the state's opening and
+//! continues with the live tail, with no gap and no duplicate at the seam, even while
+//! publishes race the join.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+use sse_hub::{
+    Broadcaster, Config, EndReason, Folded, Frame, FrameKind, ThreadId, ThreadState, ThreadStates,
+    UserId,
+};
+use tokio::task::unconstrained;
+use tokio_stream::StreamExt;
+
+type Hub = Broadcaster<Value>;
+
+fn thread(name: &str) -> ThreadId {
+    ThreadId::new(name).unwrap()
+}
+
+/// The JSON data lines of a frame (an opening holds several frames).
+fn datas(frame: &Frame) -> Vec<Value> {
+    std::str::from_utf8(frame.bytes())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// Every frame the subscription has ready now (polled outside tokio's coop budget, so that
+/// `Pending` means nothing is there).
+fn ready<E>(sub: &mut sse_hub::Subscription<E>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while let Some(Some(frame)) = unconstrained(sub.next()).now_or_never() {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// A thread state for the tests: remembers every `n` folded, and opens with one frame
+/// `{"seen":[...]}`. Events without `n` are ignored; `{"fail":true}` cannot be applied.
+#[derive(Debug, Default)]
+struct Seen(Vec<u64>);
+
+impl ThreadState for Seen {
+    fn fold(&mut self, data: &[u8]) -> Folded {
+        let value: Value = serde_json::from_slice(data).unwrap();
+        if value["fail"] == true {
+            return Folded::Unknown;
+        }
+        match value["n"].as_u64() {
+            Some(n) => {
+                self.0.push(n);
+                Folded::Applied
+            }
+            None => Folded::Ignored,
+        }
+    }
+
+    fn write_opening(&self, out: &mut Vec<u8>) {
+        if self.0.is_empty() {
+            return;
+        }
+        out.extend_from_slice(b"data: ");
+        serde_json::to_writer(&mut *out, &json!({ "seen": self.0 })).unwrap();
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.len() * 8
+    }
+}
+
+#[derive(Debug)]
+struct SeenStates;
+
+impl ThreadStates for SeenStates {
+    fn create(&self, _thread: &ThreadId) -> Box<dyn ThreadState> {
+        Box::new(Seen::default())
+    }
+}
+
+fn folding(config: Config) -> Hub {
+    let mut config = config;
+    config.threads.state = Some(Arc::new(SeenStates));
+    Broadcaster::new(config)
+}
+
+#[tokio::test]
+async fn a_thread_subscription_receives_its_thread_only_and_nothing_is_counted_lost() {
+    let hub = Hub::new(Config::default());
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut all = hub.subscribe(&alice).unwrap();
+    let mut only_a = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    // More than the ring's 8 slots between two events of `a`: the filter must not mistake the
+    // other threads' frames for a gap.
+    for n in 0..40u64 {
+        let event = json!({ "n": n });
+        match n % 4 {
+            0 => hub.broadcast_in_thread(&alice, &a, &event),
+            1 => hub.broadcast_in_thread(&alice, &b, &event),
+            _ => hub.broadcast(&alice, &event),
+        }
+        .unwrap();
+        if n % 4 == 0 {
+            let got = ready(&mut only_a);
+            assert_eq!(got.len(), 1, "one event of a per round");
+        }
+    }
+    let everything: Vec<u64> = ready(&mut all)
+        .iter()
+        .flat_map(datas)
+        .map(|d| d["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        everything,
+        (0..40).collect::<Vec<_>>(),
+        "no thread: everything, in order"
+    );
+    // `all` read nothing until the end: it lagged, and recovered everything from the window.
+    assert_eq!(hub.stats().events_missed, 0);
+}
+
+#[tokio::test]
+async fn a_thread_subscription_resumes_with_only_its_threads_events() {
+    let hub = Hub::new(Config::default());
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut first = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 1}))
+        .unwrap();
+    let last = ready(&mut first)[0].id().unwrap().to_string();
+    drop(first);
+    for n in 2..=30 {
+        let t = if n % 3 == 0 { &a } else { &b };
+        hub.broadcast_in_thread(&alice, t, &json!({ "n": n }))
+            .unwrap();
+    }
+    let mut resumed = hub.subscribe_in_thread(&alice, &a, Some(&last)).unwrap();
+    let replayed: Vec<u64> = ready(&mut resumed)
+        .iter()
+        .flat_map(datas)
+        .map(|d| d["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, (3..=30).step_by(3).collect::<Vec<_>>());
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 31}))
+        .unwrap();
+    hub.broadcast_in_thread(&alice, &b, &json!({"n": 32}))
+        .unwrap();
+    let live: Vec<u64> = ready(&mut resumed)
+        .iter()
+        .flat_map(datas)
+        .map(|d| d["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(live, [31], "the resume continues live without a gap");
+}
+
+#[tokio::test]
+async fn a_publish_into_a_thread_is_kept_when_nobody_is_connected() {
+    let hub = folding(Config::default());
+    let alice = UserId::from("alice");
+    let a = thread("a");
+    let plain = hub.broadcast(&alice, &json!({"n": 0})).unwrap();
+    assert_eq!(
+        plain.id, None,
+        "without a thread: nobody to keep it for, as before"
+    );
+    for n in 1..=3 {
+        let published = hub
+            .broadcast_in_thread(&alice, &a, &json!({ "n": n }))
+            .unwrap();
+        assert!(published.id.is_some(), "a thread's event is kept");
+        assert_eq!(published.connections(), Some(0));
+    }
+    let mut late = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    let frames = ready(&mut late);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].kind(), FrameKind::Opening);
+    assert_eq!(datas(&frames[0]), [json!({"seen": [1, 2, 3]})]);
+    assert!(hub.stats().thread_state_bytes > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opening_and_the_live_tail_meet_without_gap_or_duplicate_under_concurrent_publishing() {
+    let hub = folding(Config::default());
+    let alice = UserId::from("alice");
+    let a = thread("a");
+    const EVENTS: u64 = 20_000;
+    let publisher = {
+        let (hub, alice, a) = (hub.clone(), alice.clone(), a.clone());
+        std::thread::spawn(move || {
+            for n in 1..=EVENTS {
+                hub.broadcast_in_thread(&alice, &a, &json!({ "n": n }))
+                    .unwrap();
+                // Another thread's events interleave, and must not disturb the seam.
+                if n % 5 == 0 {
+                    hub.broadcast_in_thread(&alice, &thread("other"), &json!({ "x": n }))
+                        .unwrap();
+                }
+            }
+        })
+    };
+    let (mut joins, mut mid_run) = (0, 0);
+    loop {
+        let done = publisher.is_finished();
+        let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+        joins += 1;
+        // Every number from 1 on, exactly once: the opening's, then the live tail's.
+        let mut seen: Vec<u64> = Vec::new();
+        let mut opened_with = 0;
+        while let Ok(Some(frame)) =
+            tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+        {
+            for data in datas(&frame) {
+                if frame.kind() == FrameKind::Opening {
+                    assert!(seen.is_empty(), "the opening comes first");
+                    let numbers = data["seen"].as_array().unwrap();
+                    seen.extend(numbers.iter().map(|n| n.as_u64().unwrap()));
+                    opened_with = seen.len();
+                } else {
+                    assert!(data.get("x").is_none(), "another thread's event: {data}");
+                    seen.push(data["n"].as_u64().unwrap());
+                }
+            }
+            // Leave after some of the live tail, and join again.
+            if !done && seen.len() > opened_with + 200 {
+                break;
+            }
+        }
+        let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+        assert!(
+            seen == expected,
+            "join {joins}: a gap or a duplicate at the seam"
+        );
+        if opened_with > 0 && seen.len() > opened_with {
+            mid_run += 1;
+        }
+        if done {
+            assert_eq!(seen.len() as u64, EVENTS, "the last join has everything");
+            break;
+        }
+    }
+    publisher.join().unwrap();
+    assert!(
+        mid_run > 0,
+        "at least one join opened mid-run and then got live events"
+    );
+    // A join that reads slower than the publisher falls behind the window and ends (counted
+    // as missed); it was exact up to its end, which is what is checked above.
+}
+
+#[tokio::test]
+async fn a_thread_stream_that_loses_events_ends_instead_of_signalling_in_band() {
+    let mut config = Config::default();
+    config.capacity = 2;
+    config.replay_events = 4;
+    let hub = folding(config);
+    let alice = UserId::from("alice");
+    let a = thread("a");
+    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    for n in 1..=20 {
+        hub.broadcast_in_thread(&alice, &a, &json!({ "n": n }))
+            .unwrap();
+    }
+    let frames = ready(&mut sub);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.kind() != FrameKind::Lagged { missed: 16 }
+                && !matches!(f.kind(), FrameKind::Lagged { .. } | FrameKind::Reset(_))),
+        "no control frame on a thread stream: {frames:?}"
+    );
+    assert_eq!(sub.end_reason(), Some(EndReason::Lagged));
+    let stats = hub.stats();
+    assert!(
+        stats.events_missed > 0 && stats.lag_events > 0,
+        "the loss is counted: {stats:?}"
+    );
+    // The reconnect opens from the state, which has everything.
+    let mut again = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    let opening = ready(&mut again);
+    assert_eq!(
+        datas(&opening[0]),
+        [json!({"seen": (1..=20).collect::<Vec<_>>()})]
+    );
+}
+
+#[tokio::test]
+async fn an_event_the_state_cannot_apply_is_delivered_and_counted() {
+    let hub = folding(Config::default());
+    let alice = UserId::from("alice");
+    let a = thread("a");
+    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({"fail": true}))
+        .unwrap();
+    let frames = ready(&mut sub);
+    assert_eq!(
+        datas(&frames[0]),
+        [json!({"fail": true})],
+        "delivered as published"
+    );
+    assert_eq!(hub.stats().thread_states_unknown, 1);
+}
+
+#[tokio::test]
+async fn past_the_cap_the_thread_published_to_least_recently_is_forgotten() {
+    let mut config = Config::default();
+    config.threads.max_threads_per_user = 2;
+    let hub = folding(config);
+    let alice = UserId::from("alice");
+    let (a, b, c) = (thread("a"), thread("b"), thread("c"));
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 1}))
+        .unwrap();
+    hub.broadcast_in_thread(&alice, &b, &json!({"n": 2}))
+        .unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 3}))
+        .unwrap();
+    hub.broadcast_in_thread(&alice, &c, &json!({"n": 4}))
+        .unwrap();
+    assert_eq!(hub.stats().threads_evicted, 1);
+    let opening = |t: &ThreadId| {
+        let mut sub = hub.subscribe_in_thread(&alice, t, None).unwrap();
+        ready(&mut sub).iter().flat_map(datas).collect::<Vec<_>>()
+    };
+    assert_eq!(opening(&a), [json!({"seen": [1, 3]})]);
+    assert_eq!(opening(&b), Vec::<Value>::new(), "b was forgotten");
+    assert_eq!(opening(&c), [json!({"seen": [4]})]);
+}
