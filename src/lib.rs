@@ -115,6 +115,7 @@ pub mod metrics;
 pub mod models;
 mod registry;
 mod router;
+pub mod run_state;
 pub mod sse;
 pub mod subscription;
 mod user_id;
