@@ -16,13 +16,27 @@ use sse_hub::models::AgUiEvent;
 use sse_hub::run_state::ThreadRun;
 use sse_hub::{AgUiBroadcaster, Config, UserId};
 
-const WORDS: &[&str] = &[" the", " weather", " in", " Paris", " is", " \"mild\"", ",", " 18", "°C", ".\n"];
+const WORDS: &[&str] = &[
+    " the",
+    " weather",
+    " in",
+    " Paris",
+    " is",
+    " \"mild\"",
+    ",",
+    " 18",
+    "°C",
+    ".\n",
+];
 
 fn thread_with_open_answer(tokens: usize) -> ThreadRun {
     let mut t = ThreadRun::new(usize::MAX);
     let start = r#"{"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r","messages":[{"id":"u1","role":"user","content":"Weather?"}],"tools":[],"context":[],"state":{},"forwardedProps":{}}}"#;
     assert!(t.fold(start.as_bytes()).folded());
-    assert!(t.fold(br#"{"type":"TEXT_MESSAGE_START","messageId":"msg-1","role":"assistant"}"#).folded());
+    assert!(
+        t.fold(br#"{"type":"TEXT_MESSAGE_START","messageId":"msg-1","role":"assistant"}"#)
+            .folded()
+    );
     for i in 0..tokens {
         let e = content(WORDS[i % WORDS.len()]);
         t.fold(e.as_bytes());
@@ -68,7 +82,9 @@ fn fold(c: &mut Criterion) {
 fn opening(c: &mut Criterion) {
     let t = thread_with_open_answer(50_000);
     let o = t.opening();
-    let text: usize = (0..50_000).map(|i| serde_json::to_string(WORDS[i % WORDS.len()]).unwrap().len() - 2).sum();
+    let text: usize = (0..50_000)
+        .map(|i| serde_json::to_string(WORDS[i % WORDS.len()]).unwrap().len() - 2)
+        .sum();
     eprintln!(
         "opening of a 50 000-token answer: {} events, {} B of JSON, {} B of heap, answer text {} B (heap - text = {} B)",
         o.len(),

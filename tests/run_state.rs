@@ -25,13 +25,20 @@ fn agui_dir() -> PathBuf {
 
 /// Whether the judge can run; panics under CI when it cannot.
 fn judge_available() -> bool {
-    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let modules = agui_dir().join("node_modules/@ag-ui/client").exists()
         && agui_dir().join("node_modules/ag-ui-client-0059").exists();
     if node && modules {
         return true;
     }
-    let why = if node { "tests/agui/node_modules is missing (cd tests/agui && npm ci)" } else { "node is not installed" };
+    let why = if node {
+        "tests/agui/node_modules is missing (cd tests/agui && npm ci)"
+    } else {
+        "node is not installed"
+    };
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("the AG-UI judge cannot run under CI: {why}");
     }
@@ -57,7 +64,11 @@ fn judge(version: &str, clients: &[Vec<String>]) -> Vec<Value> {
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().expect("judge ends");
     writer.join().unwrap().expect("judge reads its input");
-    assert!(out.status.success(), "judge failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "judge failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let parsed: Value = serde_json::from_slice(&out.stdout).expect("judge prints JSON");
     parsed["results"].as_array().expect("results").clone()
 }
@@ -65,9 +76,36 @@ fn judge(version: &str, clients: &[Vec<String>]) -> Vec<Value> {
 // ----- runs ------------------------------------------------------------------------------------
 
 const TOKENS: &[&str] = &[
-    "The", " weather", " in", " Paris", " is", " \"mild\"", ",", " about", " 18", "°C", ".\n", "- ", "Sun",
-    " ☀️", " then", " clouds", " 🌤", "; ", "take", " a", " light", " jacket", " (", "or", " not", ")", "\\", "\t",
-    " Café", " ☕",
+    "The",
+    " weather",
+    " in",
+    " Paris",
+    " is",
+    " \"mild\"",
+    ",",
+    " about",
+    " 18",
+    "°C",
+    ".\n",
+    "- ",
+    "Sun",
+    " ☀️",
+    " then",
+    " clouds",
+    " 🌤",
+    "; ",
+    "take",
+    " a",
+    " light",
+    " jacket",
+    " (",
+    "or",
+    " not",
+    ")",
+    "\\",
+    "\t",
+    " Café",
+    " ☕",
 ];
 
 fn token(i: usize) -> &'static str {
@@ -83,7 +121,11 @@ struct Run {
 
 impl Run {
     fn new(thread: &'static str) -> Self {
-        Self { thread, events: Vec::new(), cuts: Vec::new() }
+        Self {
+            thread,
+            events: Vec::new(),
+            cuts: Vec::new(),
+        }
     }
     fn push(&mut self, event: Value) {
         self.events.push(event.to_string());
@@ -92,12 +134,16 @@ impl Run {
         self.cuts.push((name, self.events.len()));
     }
     fn run_started(&mut self, run: &str, user: &[(&str, &str)]) {
-        let messages: Vec<Value> =
-            user.iter().map(|(id, text)| json!({"id": id, "role": "user", "content": text})).collect();
+        let messages: Vec<Value> = user
+            .iter()
+            .map(|(id, text)| json!({"id": id, "role": "user", "content": text}))
+            .collect();
         let thread = self.thread;
-        self.push(json!({"type": "RUN_STARTED", "threadId": thread, "runId": run, "input": {
+        self.push(
+            json!({"type": "RUN_STARTED", "threadId": thread, "runId": run, "input": {
             "threadId": thread, "runId": run, "messages": messages, "tools": [], "context": [],
-            "state": {}, "forwardedProps": {}}}));
+            "state": {}, "forwardedProps": {}}}),
+        );
     }
     fn text(&mut self, id: &str, tokens: usize, cut_at: &[(usize, &'static str)]) {
         self.push(json!({"type": "TEXT_MESSAGE_START", "messageId": id, "role": "assistant"}));
@@ -123,7 +169,10 @@ fn full_run(tokens: usize) -> Run {
     r.cut("step open");
     r.push(json!({"type": "REASONING_START", "messageId": "rs1"}));
     r.push(json!({"type": "REASONING_MESSAGE_START", "messageId": "rs1", "role": "reasoning"}));
-    for (i, t) in ["The user", " wants", " the weather", "."].iter().enumerate() {
+    for (i, t) in ["The user", " wants", " the weather", "."]
+        .iter()
+        .enumerate()
+    {
         if i == 2 {
             r.cut("mid reasoning");
         }
@@ -133,11 +182,22 @@ fn full_run(tokens: usize) -> Run {
     r.cut("reasoning span open");
     r.push(json!({"type": "REASONING_END", "messageId": "rs1"}));
     r.push(json!({"type": "STATE_SNAPSHOT", "snapshot": {"status": "thinking", "sources": [], "progress": 0}}));
-    r.text("a1", tokens, &[(0, "text opened, no content"), (tokens / 2, "mid message"), (tokens - 1, "last token")]);
+    r.text(
+        "a1",
+        tokens,
+        &[
+            (0, "text opened, no content"),
+            (tokens / 2, "mid message"),
+            (tokens - 1, "last token"),
+        ],
+    );
     r.push(json!({"type": "STATE_DELTA", "delta": [{"op": "replace", "path": "/status", "value": "calling"}]}));
     r.cut("between messages");
     r.push(json!({"type": "TOOL_CALL_START", "toolCallId": "tc1", "toolCallName": "get_weather", "parentMessageId": "a1"}));
-    for (i, piece) in ["{\"city\":", "\"Paris\",", "\"unit\":\"celsius\"", "}"].iter().enumerate() {
+    for (i, piece) in ["{\"city\":", "\"Paris\",", "\"unit\":\"celsius\"", "}"]
+        .iter()
+        .enumerate()
+    {
         if i == 2 {
             r.cut("mid tool call");
         }
@@ -239,7 +299,10 @@ fn check(references: Vec<Vec<String>>, cases: Vec<Case>) {
         for (case, got) in cases.iter().zip(&results[references.len()..]) {
             let want = &results[case.reference];
             if got["errors"] != json!([]) || got["warnings"] != json!([]) {
-                failures.push(format!("{}: errors {} warnings {}", case.name, got["errors"], got["warnings"]));
+                failures.push(format!(
+                    "{}: errors {} warnings {}",
+                    case.name, got["errors"], got["warnings"]
+                ));
             }
             if got["messages"] != want["messages"] {
                 failures.push(format!(
@@ -248,11 +311,21 @@ fn check(references: Vec<Vec<String>>, cases: Vec<Case>) {
                 ));
             }
             if got["state"] != want["state"] {
-                failures.push(format!("{}: state differs: got {} want {}", case.name, got["state"], want["state"]));
+                failures.push(format!(
+                    "{}: state differs: got {} want {}",
+                    case.name, got["state"], want["state"]
+                ));
             }
         }
-        assert!(failures.is_empty(), "client {version}:\n{}", failures.join("\n"));
-        eprintln!("client {version}: {} connections judged equal to the reference", cases.len());
+        assert!(
+            failures.is_empty(),
+            "client {version}:\n{}",
+            failures.join("\n")
+        );
+        eprintln!(
+            "client {version}: {} connections judged equal to the reference",
+            cases.len()
+        );
     }
 }
 
@@ -260,16 +333,32 @@ fn check(references: Vec<Vec<String>>, cases: Vec<Case>) {
 fn openings_at_every_named_cut_rebuild_the_run() {
     let run = full_run(120);
     let second = second_run();
-    let references = vec![vec![frames(&run.events, false)], vec![frames(&second.events, false)]];
+    let references = vec![
+        vec![frames(&run.events, false)],
+        vec![frames(&second.events, false)],
+    ];
     let mut cases = Vec::new();
     for (reference, r) in [(0, &run), (1, &second)] {
         for &(name, cut) in &r.cuts {
-            cases.push(Case { name: name.to_owned(), connections: vec![joined_at(&r.events, cut, false)], reference });
+            cases.push(Case {
+                name: name.to_owned(),
+                connections: vec![joined_at(&r.events, cut, false)],
+                reference,
+            });
         }
     }
     // Heartbeat comments between frames change nothing.
-    let mid = run.cuts.iter().find(|(n, _)| *n == "mid message").unwrap().1;
-    cases.push(Case { name: "mid message, heartbeats".into(), connections: vec![joined_at(&run.events, mid, true)], reference: 0 });
+    let mid = run
+        .cuts
+        .iter()
+        .find(|(n, _)| *n == "mid message")
+        .unwrap()
+        .1;
+    cases.push(Case {
+        name: "mid message, heartbeats".into(),
+        connections: vec![joined_at(&run.events, mid, true)],
+        reference: 0,
+    });
     check(references, cases);
 }
 
@@ -279,7 +368,11 @@ fn openings_at_every_cut_rebuild_the_run() {
     let run = full_run(12);
     let references = vec![vec![frames(&run.events, false)]];
     let cases = (0..=run.events.len())
-        .map(|cut| Case { name: format!("cut {cut}"), connections: vec![joined_at(&run.events, cut, false)], reference: 0 })
+        .map(|cut| Case {
+            name: format!("cut {cut}"),
+            connections: vec![joined_at(&run.events, cut, false)],
+            reference: 0,
+        })
         .collect();
     check(references, cases);
 }
@@ -290,17 +383,33 @@ fn reconnects_rebuild_the_run() {
     // and reconnected 20 tokens later, or 600 tokens later: each time with one agent, as the
     // client handles a reconnect.
     let run = full_run(800);
-    let start = run.events.iter().position(|e| e.contains("\"TEXT_MESSAGE_START\"")).unwrap();
+    let start = run
+        .events
+        .iter()
+        .position(|e| e.contains("\"TEXT_MESSAGE_START\""))
+        .unwrap();
     let first_token = start + 1;
     let dropped = first_token + 50;
     let mut cases = Vec::new();
-    for (name, missed) in [("reconnect after 20 more tokens", 20), ("reconnect after 600 more tokens", 600)] {
+    for (name, missed) in [
+        ("reconnect after 20 more tokens", 20),
+        ("reconnect after 600 more tokens", 600),
+    ] {
         let first = frames(&run.events[..dropped], false);
         let second = joined_at(&run.events, dropped + missed, false);
-        cases.push(Case { name: name.into(), connections: vec![first, second], reference: 0 });
+        cases.push(Case {
+            name: name.into(),
+            connections: vec![first, second],
+            reference: 0,
+        });
     }
     // Twice: a reconnect that drops again mid tool call.
-    let tool = run.events.iter().position(|e| e.contains("\"TOOL_CALL_ARGS\"")).unwrap() + 1;
+    let tool = run
+        .events
+        .iter()
+        .position(|e| e.contains("\"TOOL_CALL_ARGS\""))
+        .unwrap()
+        + 1;
     cases.push(Case {
         name: "reconnect twice".into(),
         connections: vec![
@@ -327,8 +436,16 @@ fn a_long_answer_joined_halfway() {
     let t = fold_until(&r.events, cut);
     assert!(t.run_open());
     let opening = t.opening();
-    assert_eq!(opening.len(), 3, "RUN_STARTED, MESSAGES_SNAPSHOT, TEXT_MESSAGE_START");
-    let cases = vec![Case { name: "5 000 tokens joined halfway".into(), connections: vec![joined_at(&r.events, cut, true)], reference: 0 }];
+    assert_eq!(
+        opening.len(),
+        3,
+        "RUN_STARTED, MESSAGES_SNAPSHOT, TEXT_MESSAGE_START"
+    );
+    let cases = vec![Case {
+        name: "5 000 tokens joined halfway".into(),
+        connections: vec![joined_at(&r.events, cut, true)],
+        reference: 0,
+    }];
     check(vec![vec![frames(&r.events, false)]], cases);
 }
 
@@ -363,19 +480,37 @@ fn two_concurrent_runs_on_two_threads() {
     let cut = interleaved.len() / 3;
     let mut store = ThreadRuns::new(RunStateConfig::default());
     for &(thread, k) in &interleaved[..cut] {
-        let events = if thread == a.thread { &a.events } else { &b.events };
+        let events = if thread == a.thread {
+            &a.events
+        } else {
+            &b.events
+        };
         assert!(store.fold(thread, events[k].as_bytes()).fold.folded());
     }
     assert_eq!(store.len(), 2);
     let mut cases = Vec::new();
     for (reference, r) in [(0, &a), (1, &b)] {
-        let tail: Vec<&String> = interleaved[cut..].iter().filter(|(t, _)| *t == r.thread).map(|&(_, k)| &r.events[k]).collect();
+        let tail: Vec<&String> = interleaved[cut..]
+            .iter()
+            .filter(|(t, _)| *t == r.thread)
+            .map(|&(_, k)| &r.events[k])
+            .collect();
         let opening = store.opening(r.thread);
         assert!(store.get(r.thread).unwrap().run_open());
         let conn = String::from_utf8(opening.to_sse()).unwrap() + &frames(&tail, false);
-        cases.push(Case { name: format!("{} joined mid-run", r.thread), connections: vec![conn], reference });
+        cases.push(Case {
+            name: format!("{} joined mid-run", r.thread),
+            connections: vec![conn],
+            reference,
+        });
     }
-    check(vec![vec![frames(&a.events, false)], vec![frames(&b.events, false)]], cases);
+    check(
+        vec![
+            vec![frames(&a.events, false)],
+            vec![frames(&b.events, false)],
+        ],
+        cases,
+    );
 }
 
 #[test]
@@ -392,7 +527,9 @@ fn the_opening_of_a_long_answer_costs_its_text_plus_a_little() {
     r.text("a1", 50_000, &[]);
     let events = &r.events[..r.events.len() - 1];
     let t = fold_until(events, events.len());
-    let text: usize = (0..50_000).map(|i| serde_json::to_string(token(i)).unwrap().len() - 2).sum();
+    let text: usize = (0..50_000)
+        .map(|i| serde_json::to_string(token(i)).unwrap().len() - 2)
+        .sum();
     let opening = t.opening();
     eprintln!(
         "opening of a 50 000-token answer: {} events, {} B of JSON, {} B of heap for {} B of (escaped) text; thread holds {} B",
@@ -402,7 +539,12 @@ fn the_opening_of_a_long_answer_costs_its_text_plus_a_little() {
         text,
         t.bytes()
     );
-    assert!(opening.heap_bytes() <= text + 4096, "{} > {} + 4096", opening.heap_bytes(), text);
+    assert!(
+        opening.heap_bytes() <= text + 4096,
+        "{} > {} + 4096",
+        opening.heap_bytes(),
+        text
+    );
     assert!(t.bytes() <= text + 4096);
 }
 
@@ -414,12 +556,26 @@ fn the_judge_is_not_fooled() {
         return;
     }
     let run = full_run(40);
-    let mid = run.cuts.iter().find(|(n, _)| *n == "mid message").unwrap().1;
+    let mid = run
+        .cuts
+        .iter()
+        .find(|(n, _)| *n == "mid message")
+        .unwrap()
+        .1;
     let t = fold_until(&run.events, mid);
     let opening = t.opening();
-    let events: Vec<String> = opening.events().map(|e| String::from_utf8(e.to_vec()).unwrap()).collect();
-    let without_reopen: Vec<&String> = events.iter().filter(|e| !e.contains("TEXT_MESSAGE_START")).collect();
-    let without_snapshot: Vec<&String> = events.iter().filter(|e| !e.contains("MESSAGES_SNAPSHOT")).collect();
+    let events: Vec<String> = opening
+        .events()
+        .map(|e| String::from_utf8(e.to_vec()).unwrap())
+        .collect();
+    let without_reopen: Vec<&String> = events
+        .iter()
+        .filter(|e| !e.contains("TEXT_MESSAGE_START"))
+        .collect();
+    let without_snapshot: Vec<&String> = events
+        .iter()
+        .filter(|e| !e.contains("MESSAGES_SNAPSHOT"))
+        .collect();
     let tail = frames(&run.events[mid..], false);
     let clients = vec![
         vec![frames(&run.events, false)],
@@ -430,8 +586,18 @@ fn the_judge_is_not_fooled() {
     for version in VERSIONS {
         let r = judge(version, &clients);
         assert_eq!(r[0]["errors"], json!([]));
-        assert!(r[1]["errors"].to_string().contains("First event must be"), "{}", r[1]);
-        assert!(r[2]["errors"].to_string().contains("No active text message"), "{}", r[2]);
+        assert!(
+            r[1]["errors"].to_string().contains("First event must be"),
+            "{}",
+            r[1]
+        );
+        assert!(
+            r[2]["errors"]
+                .to_string()
+                .contains("No active text message"),
+            "{}",
+            r[2]
+        );
         assert_ne!(r[3]["messages"], r[0]["messages"]);
     }
 }

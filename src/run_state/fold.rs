@@ -75,8 +75,18 @@ pub(crate) struct Open {
 
 impl Open {
     fn bytes(&self) -> usize {
-        let openers = [&self.steps, &self.reasoning_spans, &self.reasoning_messages, &self.texts, &self.tool_calls];
-        let o: usize = openers.iter().flat_map(|v| v.iter()).map(|o| 48 + o.key.len() + o.event.len()).sum();
+        let openers = [
+            &self.steps,
+            &self.reasoning_spans,
+            &self.reasoning_messages,
+            &self.texts,
+            &self.tool_calls,
+        ];
+        let o: usize = openers
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|o| 48 + o.key.len() + o.event.len())
+            .sum();
         o + self.lanes.len() * 128
     }
 
@@ -89,7 +99,10 @@ impl Open {
         let id = |o: &Opener| o.key == m.id;
         self.texts.iter().any(id)
             || self.reasoning_messages.iter().any(id)
-            || self.lanes.iter().any(|l| l.id == m.id || (l.kind == LaneKind::Tool && m.has_tool_call(&l.id)))
+            || self
+                .lanes
+                .iter()
+                .any(|l| l.id == m.id || (l.kind == LaneKind::Tool && m.has_tool_call(&l.id)))
             || self.tool_calls.iter().any(|o| m.has_tool_call(&o.key))
     }
 }
@@ -209,7 +222,10 @@ impl ThreadRun {
         match kind {
             HotKind::TextContent | HotKind::ReasoningContent => {
                 self.close_lane(&owner);
-                let (id, delta) = (hot.id.ok_or(Ignored::Malformed)?, hot.delta.ok_or(Ignored::Malformed)?);
+                let (id, delta) = (
+                    hot.id.ok_or(Ignored::Malformed)?,
+                    hot.delta.ok_or(Ignored::Malformed)?,
+                );
                 self.append_content(&id, &delta, hot.metadata.as_ref())
             }
             HotKind::TextEnd => {
@@ -221,7 +237,10 @@ impl ThreadRun {
             }
             HotKind::ToolArgs => {
                 self.close_lane(&owner);
-                let (id, delta) = (hot.id.ok_or(Ignored::Malformed)?, hot.delta.ok_or(Ignored::Malformed)?);
+                let (id, delta) = (
+                    hot.id.ok_or(Ignored::Malformed)?,
+                    hot.delta.ok_or(Ignored::Malformed)?,
+                );
                 self.append_args(&id, &delta, hot.metadata.as_ref())
             }
             HotKind::ToolEnd => {
@@ -229,7 +248,11 @@ impl ThreadRun {
                 let id = hot.id.ok_or(Ignored::Malformed)?;
                 self.open.tool_calls.retain(|o| o.key != id);
                 if let Some(meta) = &hot.metadata
-                    && let Some(call) = self.messages.iter_mut().rev().find_map(|m| m.tool_call_mut(&id))
+                    && let Some(call) = self
+                        .messages
+                        .iter_mut()
+                        .rev()
+                        .find_map(|m| m.tool_call_mut(&id))
                 {
                     merge_metadata(&mut call.extra, meta);
                     self.recount_messages();
@@ -237,17 +260,25 @@ impl ThreadRun {
                 Ok(())
             }
             HotKind::TextChunk | HotKind::ReasoningChunk => {
-                let lane_kind = if kind == HotKind::TextChunk { LaneKind::Text } else { LaneKind::Reasoning };
+                let lane_kind = if kind == HotKind::TextChunk {
+                    LaneKind::Text
+                } else {
+                    LaneKind::Reasoning
+                };
                 let lane = self.resolve_lane(lane_kind, hot.id.as_deref(), &owner)?;
-                let continues = self
-                    .lane(&lane)
-                    .is_some_and(|l| l.kind == lane_kind && hot.id.as_deref().is_none_or(|id| id == l.id));
+                let continues = self.lane(&lane).is_some_and(|l| {
+                    l.kind == lane_kind && hot.id.as_deref().is_none_or(|id| id == l.id)
+                });
                 let id = if continues {
                     let l = self.lane(&lane).ok_or(Ignored::Malformed)?;
                     let agrees = |incoming: &Option<Cow<'_, str>>, established: &Option<String>| {
-                        incoming.as_deref().is_none_or(|i| Some(i) == established.as_deref())
+                        incoming
+                            .as_deref()
+                            .is_none_or(|i| Some(i) == established.as_deref())
                     };
-                    if lane_kind == LaneKind::Text && (!agrees(&hot.role, &l.role) || !agrees(&hot.name, &l.name)) {
+                    if lane_kind == LaneKind::Text
+                        && (!agrees(&hot.role, &l.role) || !agrees(&hot.name, &l.name))
+                    {
                         return Err(Ignored::Malformed);
                     }
                     l.id.clone()
@@ -255,16 +286,30 @@ impl ThreadRun {
                     self.close_lane(&lane);
                     let id = owned(hot.id).ok_or(Ignored::Malformed)?;
                     let role = match lane_kind {
-                        LaneKind::Text => Some(hot.role.as_deref().unwrap_or("assistant").to_owned()),
+                        LaneKind::Text => {
+                            Some(hot.role.as_deref().unwrap_or("assistant").to_owned())
+                        }
                         _ => None,
                     };
                     let name = owned(hot.name);
                     let created = match lane_kind {
-                        LaneKind::Text => self.start_text(&id, role.as_deref().unwrap_or("assistant"), name.as_deref(), owner.as_deref()),
+                        LaneKind::Text => self.start_text(
+                            &id,
+                            role.as_deref().unwrap_or("assistant"),
+                            name.as_deref(),
+                            owner.as_deref(),
+                        ),
                         _ => self.start_reasoning(&id, owner.as_deref()),
                     };
                     created?;
-                    self.open.lanes.push(Lane { owner: lane, kind: lane_kind, id: id.clone(), role, name, parent: None });
+                    self.open.lanes.push(Lane {
+                        owner: lane,
+                        kind: lane_kind,
+                        id: id.clone(),
+                        role,
+                        name,
+                        parent: None,
+                    });
                     id
                 };
                 match hot.delta {
@@ -277,15 +322,19 @@ impl ThreadRun {
             }
             HotKind::ToolChunk => {
                 let lane = self.resolve_lane(LaneKind::Tool, hot.id.as_deref(), &owner)?;
-                let continues = self
-                    .lane(&lane)
-                    .is_some_and(|l| l.kind == LaneKind::Tool && hot.id.as_deref().is_none_or(|id| id == l.id));
+                let continues = self.lane(&lane).is_some_and(|l| {
+                    l.kind == LaneKind::Tool && hot.id.as_deref().is_none_or(|id| id == l.id)
+                });
                 let id = if continues {
                     let l = self.lane(&lane).ok_or(Ignored::Malformed)?;
                     let agrees = |incoming: &Option<Cow<'_, str>>, established: &Option<String>| {
-                        incoming.as_deref().is_none_or(|i| Some(i) == established.as_deref())
+                        incoming
+                            .as_deref()
+                            .is_none_or(|i| Some(i) == established.as_deref())
                     };
-                    if !agrees(&hot.tool_call_name, &l.name) || !agrees(&hot.parent_message_id, &l.parent) {
+                    if !agrees(&hot.tool_call_name, &l.name)
+                        || !agrees(&hot.parent_message_id, &l.parent)
+                    {
                         return Err(Ignored::Malformed);
                     }
                     l.id.clone()
@@ -318,9 +367,19 @@ impl ThreadRun {
     }
 
     /// Which lane a chunk continues or opens (the client's `resolveLane`).
-    fn resolve_lane(&self, kind: LaneKind, id: Option<&str>, tag: &Option<String>) -> Result<Option<String>, Ignored> {
+    fn resolve_lane(
+        &self,
+        kind: LaneKind,
+        id: Option<&str>,
+        tag: &Option<String>,
+    ) -> Result<Option<String>, Ignored> {
         if let Some(id) = id {
-            if let Some(holder) = self.open.lanes.iter().find(|l| l.kind == kind && l.id == id) {
+            if let Some(holder) = self
+                .open
+                .lanes
+                .iter()
+                .find(|l| l.kind == kind && l.id == id)
+            {
                 if tag.is_some() && tag != &holder.owner {
                     return Err(Ignored::Malformed);
                 }
@@ -352,7 +411,12 @@ impl ThreadRun {
         self.messages.iter().rposition(|m| m.id == id)
     }
 
-    fn append_content(&mut self, id: &str, delta: &str, metadata: Option<&Map<String, Value>>) -> Folded {
+    fn append_content(
+        &mut self,
+        id: &str,
+        delta: &str,
+        metadata: Option<&Map<String, Value>>,
+    ) -> Folded {
         let i = self.find(id).ok_or(Ignored::NoTarget)?;
         let m = &mut self.messages[i];
         if m.role == "activity" {
@@ -373,7 +437,12 @@ impl ThreadRun {
         Ok(())
     }
 
-    fn append_args(&mut self, id: &str, delta: &str, metadata: Option<&Map<String, Value>>) -> Folded {
+    fn append_args(
+        &mut self,
+        id: &str,
+        delta: &str,
+        metadata: Option<&Map<String, Value>>,
+    ) -> Folded {
         let call = self
             .messages
             .iter_mut()
@@ -399,17 +468,25 @@ impl ThreadRun {
     }
 
     /// `TEXT_MESSAGE_START` as the client applies it.
-    fn start_text(&mut self, id: &str, role: &str, name: Option<&str>, owner: Option<&str>) -> Folded {
+    fn start_text(
+        &mut self,
+        id: &str,
+        role: &str,
+        name: Option<&str>,
+        owner: Option<&str>,
+    ) -> Folded {
         match self.find(id) {
             Some(i) if self.messages[i].role == "activity" => Err(Ignored::NoTarget),
             Some(_) => Ok(()),
             None => {
                 let mut m = Message::text(id.to_owned(), role.to_owned());
                 if let Some(name) = name {
-                    m.extra.insert("name".into(), Value::String(name.to_owned()));
+                    m.extra
+                        .insert("name".into(), Value::String(name.to_owned()));
                 }
                 if let Some(owner) = owner {
-                    m.extra.insert("subagentRunId".into(), Value::String(owner.to_owned()));
+                    m.extra
+                        .insert("subagentRunId".into(), Value::String(owner.to_owned()));
                 }
                 self.messages.push(m);
                 self.recount_messages();
@@ -482,7 +559,9 @@ impl ThreadRun {
 
     fn fold_slow(&mut self, bytes: &[u8], outcome: &mut FoldOutcome) -> Folded {
         let value: Value = serde_json::from_slice(bytes).map_err(|_| Ignored::NotJson)?;
-        let Value::Object(obj) = value else { return Err(Ignored::NotAnEvent) };
+        let Value::Object(obj) = value else {
+            return Err(Ignored::NotAnEvent);
+        };
         let ty = str_of(&obj, "type").ok_or(Ignored::NotAnEvent)?;
         if let Some(kind) = HotKind::from_type(ty) {
             return self.fold_hot(kind, hot_from(&obj)?);
@@ -491,7 +570,8 @@ impl ThreadRun {
         match ty {
             "RUN_STARTED" => {
                 self.open.clear();
-                if let Some(Value::Array(input)) = obj.get("input").and_then(|i| i.get("messages")) {
+                if let Some(Value::Array(input)) = obj.get("input").and_then(|i| i.get("messages"))
+                {
                     for m in input {
                         let m = Message::from_value(m).ok_or(Ignored::Malformed)?;
                         if self.find(&m.id).is_none() {
@@ -502,11 +582,19 @@ impl ThreadRun {
                 }
                 let value = Value::Object(obj);
                 let bytes = value_bytes(&value);
-                self.run = Some(Run { started: value, ended: None, bytes });
+                self.run = Some(Run {
+                    started: value,
+                    ended: None,
+                    bytes,
+                });
                 Ok(())
             }
             "RUN_FINISHED" | "RUN_ERROR" => {
-                let run = self.run.as_mut().filter(|r| r.ended.is_none()).ok_or(Ignored::NoTarget)?;
+                let run = self
+                    .run
+                    .as_mut()
+                    .filter(|r| r.ended.is_none())
+                    .ok_or(Ignored::NoTarget)?;
                 let value = Value::Object(obj);
                 run.bytes += value_bytes(&value);
                 run.ended = Some(value);
@@ -515,59 +603,99 @@ impl ThreadRun {
             }
             "STEP_STARTED" | "STEP_FINISHED" => {
                 self.close_lane(&owner);
-                let name = str_of(&obj, "stepName").ok_or(Ignored::Malformed)?.to_owned();
-                self.open.steps.retain(|o| !(o.key == name && o.owner == owner));
+                let name = str_of(&obj, "stepName")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
+                self.open
+                    .steps
+                    .retain(|o| !(o.key == name && o.owner == owner));
                 if ty == "STEP_STARTED" {
-                    self.open.steps.push(Opener { key: name, owner, event: opener_bytes(&obj) });
+                    self.open.steps.push(Opener {
+                        key: name,
+                        owner,
+                        event: opener_bytes(&obj),
+                    });
                 }
                 Ok(())
             }
             "TEXT_MESSAGE_START" => {
                 self.close_lane(&owner);
-                let id = str_of(&obj, "messageId").ok_or(Ignored::Malformed)?.to_owned();
+                let id = str_of(&obj, "messageId")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
                 let role = str_of(&obj, "role").unwrap_or("assistant");
                 self.start_text(&id, role, str_of(&obj, "name"), owner.as_deref())?;
                 self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
                 self.open.texts.retain(|o| o.key != id);
-                self.open.texts.push(Opener { key: id, owner, event: opener_bytes(&obj) });
+                self.open.texts.push(Opener {
+                    key: id,
+                    owner,
+                    event: opener_bytes(&obj),
+                });
                 Ok(())
             }
             "TOOL_CALL_START" => {
                 self.close_lane(&owner);
-                let id = str_of(&obj, "toolCallId").ok_or(Ignored::Malformed)?.to_owned();
+                let id = str_of(&obj, "toolCallId")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
                 let name = str_of(&obj, "toolCallName").ok_or(Ignored::Malformed)?;
                 let meta = metadata_of(&obj);
-                self.start_tool_call(&id, name, str_of(&obj, "parentMessageId"), owner.as_deref(), meta.as_ref());
+                self.start_tool_call(
+                    &id,
+                    name,
+                    str_of(&obj, "parentMessageId"),
+                    owner.as_deref(),
+                    meta.as_ref(),
+                );
                 self.open.tool_calls.retain(|o| o.key != id);
-                self.open.tool_calls.push(Opener { key: id, owner, event: opener_bytes(&obj) });
+                self.open.tool_calls.push(Opener {
+                    key: id,
+                    owner,
+                    event: opener_bytes(&obj),
+                });
                 Ok(())
             }
             "TOOL_CALL_RESULT" => {
                 self.close_lane(&owner);
                 self.tool_result(&obj)
             }
-            "REASONING_START" | "REASONING_END" | "REASONING_MESSAGE_START" | "REASONING_MESSAGE_END" => {
+            "REASONING_START"
+            | "REASONING_END"
+            | "REASONING_MESSAGE_START"
+            | "REASONING_MESSAGE_END" => {
                 self.close_lane(&owner);
-                let id = str_of(&obj, "messageId").ok_or(Ignored::Malformed)?.to_owned();
+                let id = str_of(&obj, "messageId")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
                 let spans = ty == "REASONING_START" || ty == "REASONING_END";
                 if ty == "REASONING_MESSAGE_START" {
                     self.start_reasoning(&id, owner.as_deref())?;
                 }
-                if ty.ends_with("_END") {
-                    self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
-                } else if ty == "REASONING_MESSAGE_START" {
+                if !spans {
                     self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
                 }
-                let list = if spans { &mut self.open.reasoning_spans } else { &mut self.open.reasoning_messages };
+                let list = if spans {
+                    &mut self.open.reasoning_spans
+                } else {
+                    &mut self.open.reasoning_messages
+                };
                 list.retain(|o| o.key != id);
                 if !ty.ends_with("_END") {
-                    list.push(Opener { key: id, owner, event: opener_bytes(&obj) });
+                    list.push(Opener {
+                        key: id,
+                        owner,
+                        event: opener_bytes(&obj),
+                    });
                 }
                 Ok(())
             }
             "REASONING_ENCRYPTED_VALUE" => {
                 let entity = str_of(&obj, "entityId").ok_or(Ignored::Malformed)?;
-                let value = obj.get("encryptedValue").cloned().ok_or(Ignored::Malformed)?;
+                let value = obj
+                    .get("encryptedValue")
+                    .cloned()
+                    .ok_or(Ignored::Malformed)?;
                 if str_of(&obj, "subtype") == Some("tool-call") {
                     let call = self
                         .messages
@@ -577,11 +705,17 @@ impl ThreadRun {
                         .ok_or(Ignored::NoTarget)?;
                     call.extra.insert("encryptedValue".into(), value);
                 } else {
-                    let i = self.messages.iter().position(|m| m.id == entity).ok_or(Ignored::NoTarget)?;
+                    let i = self
+                        .messages
+                        .iter()
+                        .position(|m| m.id == entity)
+                        .ok_or(Ignored::NoTarget)?;
                     if self.messages[i].role == "activity" {
                         return Err(Ignored::NoTarget);
                     }
-                    self.messages[i].extra.insert("encryptedValue".into(), value);
+                    self.messages[i]
+                        .extra
+                        .insert("encryptedValue".into(), value);
                 }
                 self.recount_messages();
                 Ok(())
@@ -627,7 +761,9 @@ impl ThreadRun {
         let mut m = Map::new();
         m.insert("id".into(), Value::String(id.to_owned()));
         m.insert("toolCallId".into(), Value::String(call_id.to_owned()));
-        let role = str_of(obj, "role").filter(|r| !r.is_empty()).unwrap_or("tool");
+        let role = str_of(obj, "role")
+            .filter(|r| !r.is_empty())
+            .unwrap_or("tool");
         m.insert("role".into(), Value::String(role.to_owned()));
         m.insert("content".into(), content);
         if let Some(owner) = str_of(obj, "subagentRunId") {
@@ -637,7 +773,11 @@ impl ThreadRun {
             m.insert("metadata".into(), Value::Object(meta));
         }
         let message = Message::from_value(&Value::Object(m)).ok_or(Ignored::Malformed)?;
-        match self.messages.iter().position(|m| m.role == "assistant" && m.has_tool_call(call_id)) {
+        match self
+            .messages
+            .iter()
+            .position(|m| m.role == "assistant" && m.has_tool_call(call_id))
+        {
             None => self.messages.push(message),
             Some(i) => {
                 let mut at = i + 1;
@@ -651,7 +791,12 @@ impl ThreadRun {
         Ok(())
     }
 
-    fn state_delta(&mut self, delta: &Value, event_len: usize, outcome: &mut FoldOutcome) -> Folded {
+    fn state_delta(
+        &mut self,
+        delta: &Value,
+        event_len: usize,
+        outcome: &mut FoldOutcome,
+    ) -> Folded {
         let state = match &mut self.state {
             State::Unknown => return Err(Ignored::StateUnknown),
             State::Untouched => {
@@ -684,26 +829,39 @@ impl ThreadRun {
     }
 
     fn messages_snapshot(&mut self, obj: &Map<String, Value>) -> Folded {
-        let Some(Value::Array(list)) = obj.get("messages") else { return Err(Ignored::Malformed) };
-        let incoming: Vec<Message> = list.iter().map(Message::from_value).collect::<Option<_>>().ok_or(Ignored::Malformed)?;
-        // The client's `authoritativeActivityTypes`: absent (None), null (Some(None)) or a list.
-        let authority: Option<Option<Vec<String>>> = match obj.get("metadata").and_then(|m| m.get("@ag-ui/client")) {
-            None => None,
-            Some(Value::Object(o)) => match o.get("authoritativeActivityTypes") {
-                None => None,
-                Some(Value::Null) => Some(None),
-                Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-                    Some(Some(a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()))
-                }
-                Some(_) => Some(Some(Vec::new())),
-            },
-            Some(_) => Some(Some(Vec::new())),
+        let Some(Value::Array(list)) = obj.get("messages") else {
+            return Err(Ignored::Malformed);
         };
+        let incoming: Vec<Message> = list
+            .iter()
+            .map(Message::from_value)
+            .collect::<Option<_>>()
+            .ok_or(Ignored::Malformed)?;
+        // The client's `authoritativeActivityTypes`: absent (None), null (Some(None)) or a list.
+        let authority: Option<Option<Vec<String>>> =
+            match obj.get("metadata").and_then(|m| m.get("@ag-ui/client")) {
+                None => None,
+                Some(Value::Object(o)) => match o.get("authoritativeActivityTypes") {
+                    None => None,
+                    Some(Value::Null) => Some(None),
+                    Some(Value::Array(a)) if a.iter().all(Value::is_string) => Some(Some(
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect(),
+                    )),
+                    Some(_) => Some(Some(Vec::new())),
+                },
+                Some(_) => Some(Some(Vec::new())),
+            };
         let has_activity = incoming.iter().any(|m| m.role == "activity");
         let has_reasoning = incoming.iter().any(|m| m.role == "reasoning");
         let keep = |m: &Message| -> bool {
             if m.role == "activity" {
-                let ty = m.extra.get("activityType").and_then(Value::as_str).unwrap_or("");
+                let ty = m
+                    .extra
+                    .get("activityType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 match &authority {
                     Some(Some(list)) => !list.iter().any(|t| t == ty),
                     Some(None) => false,
@@ -723,7 +881,8 @@ impl ThreadRun {
                 kept.push(m);
             }
         }
-        let present: std::collections::HashSet<String> = kept.iter().map(|m| m.id.clone()).collect();
+        let present: std::collections::HashSet<String> =
+            kept.iter().map(|m| m.id.clone()).collect();
         for m in incoming {
             if !present.contains(&m.id) {
                 kept.push(m);
@@ -757,10 +916,13 @@ impl ThreadRun {
             Some(i) if self.messages[i].role == "activity" => {
                 if replace {
                     let m = &mut self.messages[i];
-                    m.extra.insert("activityType".into(), Value::String(ty.to_owned()));
+                    m.extra
+                        .insert("activityType".into(), Value::String(ty.to_owned()));
                     m.content = fresh.content;
                     match owner {
-                        Some(owner) => m.extra.insert("subagentRunId".into(), Value::String(owner.to_owned())),
+                        Some(owner) => m
+                            .extra
+                            .insert("subagentRunId".into(), Value::String(owner.to_owned())),
                         None => m.extra.remove("subagentRunId"),
                     };
                 }
@@ -784,7 +946,11 @@ impl ThreadRun {
 
     fn activity_delta(&mut self, obj: &Map<String, Value>) -> Folded {
         let id = str_of(obj, "messageId").ok_or(Ignored::Malformed)?;
-        let i = self.messages.iter().position(|m| m.id == id).ok_or(Ignored::NoTarget)?;
+        let i = self
+            .messages
+            .iter()
+            .position(|m| m.id == id)
+            .ok_or(Ignored::NoTarget)?;
         if self.messages[i].role != "activity" {
             return Err(Ignored::NoTarget);
         }
@@ -797,7 +963,10 @@ impl ThreadRun {
             Content::Other(v) => v.clone(),
             Content::Text(t) => serde_json::from_str(&format!("\"{t}\"")).unwrap_or(Value::Null),
         };
-        let patch = obj.get("patch").cloned().unwrap_or(Value::Array(Vec::new()));
+        let patch = obj
+            .get("patch")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
         let applied = serde_json::from_value::<json_patch::Patch>(patch)
             .ok()
             .and_then(|p| json_patch::patch(&mut content, &p).ok());

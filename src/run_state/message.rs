@@ -38,7 +38,13 @@ impl ToolCall {
     pub(crate) fn new(id: String, name: String) -> Self {
         let mut extra = Map::new();
         extra.insert("type".into(), Value::String("function".into()));
-        Self { id, name, arguments: String::new(), extra, function_extra: Map::new() }
+        Self {
+            id,
+            name,
+            arguments: String::new(),
+            extra,
+            function_extra: Map::new(),
+        }
     }
 
     fn from_value(value: &Value) -> Option<Self> {
@@ -59,11 +65,20 @@ impl ToolCall {
             Some(Value::String(a)) => escape(&a),
             _ => return None,
         };
-        Some(Self { id, name, arguments, extra: obj, function_extra: function })
+        Some(Self {
+            id,
+            name,
+            arguments,
+            extra: obj,
+            function_extra: function,
+        })
     }
 
     fn bytes(&self) -> usize {
-        64 + self.id.len() + self.name.len() + self.arguments.len() + map_bytes(&self.extra)
+        64 + self.id.len()
+            + self.name.len()
+            + self.arguments.len()
+            + map_bytes(&self.extra)
             + map_bytes(&self.function_extra)
     }
 
@@ -96,7 +111,13 @@ pub(crate) struct Message {
 impl Message {
     /// A message as the client makes it for `TEXT_MESSAGE_START` or `REASONING_MESSAGE_START`.
     pub(crate) fn text(id: String, role: String) -> Self {
-        Self { id, role, content: Content::Text(String::new()), tool_calls: None, extra: Map::new() }
+        Self {
+            id,
+            role,
+            content: Content::Text(String::new()),
+            tool_calls: None,
+            extra: Map::new(),
+        }
     }
 
     /// A message from its JSON (a run input's or a snapshot's); `None` without a string `id`.
@@ -121,7 +142,8 @@ impl Message {
         };
         let tool_calls = match obj.get("toolCalls") {
             Some(Value::Array(calls)) => {
-                let parsed: Option<Vec<ToolCall>> = calls.iter().map(ToolCall::from_value).collect();
+                let parsed: Option<Vec<ToolCall>> =
+                    calls.iter().map(ToolCall::from_value).collect();
                 match parsed {
                     Some(parsed) => {
                         obj.remove("toolCalls");
@@ -133,7 +155,13 @@ impl Message {
             }
             _ => None,
         };
-        Some(Self { id, role, content, tool_calls, extra: obj })
+        Some(Self {
+            id,
+            role,
+            content,
+            tool_calls,
+            extra: obj,
+        })
     }
 
     /// What the message holds, approximately its JSON size.
@@ -185,7 +213,9 @@ impl Message {
     }
 
     pub(crate) fn has_tool_call(&self, id: &str) -> bool {
-        self.tool_calls.as_ref().is_some_and(|calls| calls.iter().any(|c| c.id == id))
+        self.tool_calls
+            .as_ref()
+            .is_some_and(|calls| calls.iter().any(|c| c.id == id))
     }
 
     /// The escaped text this message grows by (its content or its open tool call's

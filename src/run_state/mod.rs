@@ -97,14 +97,20 @@ pub struct RunStateConfig {
 
 impl Default for RunStateConfig {
     fn default() -> Self {
-        Self { max_threads: 16, max_thread_bytes: 1 << 20 }
+        Self {
+            max_threads: 16,
+            max_thread_bytes: 1 << 20,
+        }
     }
 }
 
 impl RunStateConfig {
     /// These limits, for a user's store.
     pub fn new(max_threads: usize, max_thread_bytes: usize) -> Self {
-        Self { max_threads, max_thread_bytes }
+        Self {
+            max_threads,
+            max_thread_bytes,
+        }
     }
 }
 

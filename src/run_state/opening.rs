@@ -103,7 +103,10 @@ impl ThreadRun {
         let input_in_order = match run.started.get("input").and_then(|i| i.get("messages")) {
             Some(Value::Array(input)) => {
                 input.len() <= self.messages.len()
-                    && input.iter().zip(&self.messages).all(|(i, m)| i.get("id").and_then(Value::as_str) == Some(&m.id))
+                    && input
+                        .iter()
+                        .zip(&self.messages)
+                        .all(|(i, m)| i.get("id").and_then(Value::as_str) == Some(&m.id))
             }
             _ => true,
         };

@@ -37,7 +37,11 @@ pub struct ThreadRuns {
 impl ThreadRuns {
     /// An empty store with these limits.
     pub fn new(config: RunStateConfig) -> Self {
-        Self { config, threads: HashMap::new(), clock: 0 }
+        Self {
+            config,
+            threads: HashMap::new(),
+            clock: 0,
+        }
     }
 
     /// The limits.
@@ -53,22 +57,33 @@ impl ThreadRuns {
         let now = self.clock;
         if let Some(entry) = self.threads.get_mut(thread) {
             entry.touched = now;
-            return StoreOutcome { fold: entry.run.fold(event), evicted: None };
+            return StoreOutcome {
+                fold: entry.run.fold(event),
+                evicted: None,
+            };
         }
         let mut run = ThreadRun::new(self.config.max_thread_bytes);
         let fold = run.fold(event);
         if run.is_empty() && run.message_count() == 0 && !fold.folded() {
-            return StoreOutcome { fold, evicted: None };
+            return StoreOutcome {
+                fold,
+                evicted: None,
+            };
         }
         let mut evicted = None;
         if self.threads.len() >= self.config.max_threads.max(1) {
-            let oldest = self.threads.iter().min_by_key(|(_, e)| e.touched).map(|(k, _)| k.clone());
+            let oldest = self
+                .threads
+                .iter()
+                .min_by_key(|(_, e)| e.touched)
+                .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
                 self.threads.remove(&oldest);
                 evicted = Some(oldest);
             }
         }
-        self.threads.insert(thread.to_owned(), Entry { run, touched: now });
+        self.threads
+            .insert(thread.to_owned(), Entry { run, touched: now });
         StoreOutcome { fold, evicted }
     }
 
