@@ -143,6 +143,7 @@ mod registry; //      Broadcaster: user channels by user; publish, subscribe, re
 pub mod sse; //       SseResponse, LastEventId: a subscription served over axum.
 pub mod listener; //  StallTimeout: close connections whose writes stall.
 pub mod models; //    AG-UI, A2A, system, analytics and context event models.
+pub mod run_state; // The AG-UI run state: a thread's run folded from its events, and its opening.
 mod router; //        EventRouter: one event to the channels that carry it.
 // (backplane::redis, the Redis backplane, is an adapter too: it implements the interface.)
 

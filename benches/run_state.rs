@@ -1,0 +1,102 @@
+//! The AG-UI run state: the cost of folding a token, and of building a long answer's opening.
+//!
+//! * `fold/text_message_content`: `ThreadRun::fold` of one `TEXT_MESSAGE_CONTENT` (its JSON,
+//!   as published) into a thread whose answer is being streamed;
+//! * `fold/publish_reference`: for scale, `AgUiBroadcaster::broadcast` of the same event, typed,
+//!   to a user with one connection (serialise once, frame, send);
+//! * `opening/50k_tokens`: `ThreadRun::opening` of a thread whose open answer holds 50 000
+//!   tokens (about 200 KB of text). Its memory is printed once: heap bytes of the opening
+//!   against the bytes of the answer's text.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sse_hub::models::AgUiEvent;
+use sse_hub::run_state::ThreadRun;
+use sse_hub::{AgUiBroadcaster, Config, UserId};
+
+const WORDS: &[&str] = &[
+    " the",
+    " weather",
+    " in",
+    " Paris",
+    " is",
+    " \"mild\"",
+    ",",
+    " 18",
+    "°C",
+    ".\n",
+];
+
+fn thread_with_open_answer(tokens: usize) -> ThreadRun {
+    let mut t = ThreadRun::new(usize::MAX);
+    let start = r#"{"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r","messages":[{"id":"u1","role":"user","content":"Weather?"}],"tools":[],"context":[],"state":{},"forwardedProps":{}}}"#;
+    assert!(t.fold(start.as_bytes()).folded());
+    assert!(
+        t.fold(br#"{"type":"TEXT_MESSAGE_START","messageId":"msg-1","role":"assistant"}"#)
+            .folded()
+    );
+    for i in 0..tokens {
+        let e = content(WORDS[i % WORDS.len()]);
+        t.fold(e.as_bytes());
+    }
+    t
+}
+
+fn content(delta: &str) -> String {
+    serde_json::json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"msg-1","delta":delta}).to_string()
+}
+
+fn fold(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fold");
+    let event = content(" weather");
+    g.bench_function("text_message_content", |b| {
+        b.iter_custom(|iters| {
+            // A fresh thread every 20 000 tokens, so that the text stays answer-sized.
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(20_000);
+                let mut t = thread_with_open_answer(0);
+                let start = Instant::now();
+                for _ in 0..n {
+                    black_box(t.fold(black_box(event.as_bytes())));
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+    let typed: AgUiEvent = serde_json::from_str(&event).unwrap();
+    let broadcaster = AgUiBroadcaster::new(Config::default());
+    let alice = UserId::from("alice");
+    let _tab = broadcaster.subscribe(&alice).unwrap();
+    g.bench_function("publish_reference", |b| {
+        b.iter(|| black_box(broadcaster.broadcast(&alice, black_box(&typed)).unwrap()))
+    });
+    g.finish();
+}
+
+fn opening(c: &mut Criterion) {
+    let t = thread_with_open_answer(50_000);
+    let o = t.opening();
+    let text: usize = (0..50_000)
+        .map(|i| serde_json::to_string(WORDS[i % WORDS.len()]).unwrap().len() - 2)
+        .sum();
+    eprintln!(
+        "opening of a 50 000-token answer: {} events, {} B of JSON, {} B of heap, answer text {} B (heap - text = {} B)",
+        o.len(),
+        o.as_bytes().len(),
+        o.heap_bytes(),
+        text,
+        o.heap_bytes() as i64 - text as i64
+    );
+    let mut g = c.benchmark_group("opening");
+    g.bench_function("50k_tokens", |b| b.iter(|| black_box(t.opening())));
+    g.finish();
+}
+
+criterion_group!(benches, fold, opening);
+criterion_main!(benches);

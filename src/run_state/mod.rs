@@ -1,0 +1,155 @@
+//! The state of AG-UI runs so far, folded from their events, to open a connection mid-run.
+//!
+//! # Why
+//!
+//! An agent answers token by token: one `TEXT_MESSAGE_CONTENT` per token, up to tens of
+//! thousands per answer. A replay window counted in events cannot rebuild such an answer for a
+//! tab that reconnects late or opens mid-answer. And the official AG-UI client validates every
+//! connection from zero: `RUN_STARTED` first, a message opened before its content. So a
+//! connection made while a run is open must be a complete run stream on its own.
+//!
+//! # The model
+//!
+//! For each (user, thread) the hub keeps a [`ThreadRun`]: what the official client would hold
+//! after every event of the thread so far, **folded from the events themselves** (their JSON,
+//! the `data:` of their frames, whatever form they were published in):
+//!
+//! * the current (or last) run: its `RUN_STARTED` (with its input) and, once over, its
+//!   `RUN_FINISHED` or `RUN_ERROR`;
+//! * the thread's messages, built exactly as the client's `defaultApplyEvents` builds them
+//!   (same objects, same order): the run input's messages, text assembled from
+//!   `TEXT_MESSAGE_*`, reasoning from `REASONING_MESSAGE_*`, tool calls with their arguments
+//!   from `TOOL_CALL_*`, results (`TOOL_CALL_RESULT`, a `tool` message inserted after its
+//!   call), activities (`ACTIVITY_SNAPSHOT` / `ACTIVITY_DELTA`), `MESSAGES_SNAPSHOT` merged
+//!   in as the client merges it; `*_CHUNK` events as the client's `transformChunks` turns them
+//!   into start / content / end;
+//! * the shared state: `STATE_SNAPSHOT`, then each `STATE_DELTA` applied as JSON Patch;
+//! * what is open: steps, reasoning spans and messages, text messages, tool calls, and chunk
+//!   streams (which the client closes at the next event of most types).
+//!
+//! [`ThreadRun::opening`] turns it into a **snapshot opening**: `RUN_STARTED`,
+//! `MESSAGES_SNAPSHOT` (partial text and arguments included), `STATE_SNAPSHOT`, then the open
+//! entities re-opened with their ids; after it, the live tail continues where the fold
+//! stopped. A finished run opens with its start, the snapshots and its end; a thread with no
+//! run opens with nothing.
+//!
+//! [`ThreadRuns`] keeps a user's threads under a [`RunStateConfig`].
+//!
+//! # Cost
+//!
+//! Streaming events (`TEXT_MESSAGE_CONTENT`, `TOOL_CALL_ARGS`, `REASONING_MESSAGE_CONTENT`,
+//! the `*_CHUNK`s, the `*_END`s) are read by a one-pass scanner, without building a
+//! `serde_json::Value`, and their `delta` is appended still escaped: the opening copies the
+//! assembled text without escaping it again. An event with members the scanner does not know
+//! (`metadata`, `subagentRunId`…) and every other type take a full parse; they are rare.
+//!
+//! # Edge cases
+//!
+//! * **A delta that does not apply.** A `STATE_DELTA` that is not a valid patch or fails
+//!   makes the state *unknown* ([`FoldOutcome::state_unknown`]); the opening then omits
+//!   `STATE_SNAPSHOT` rather than invent one, until the next `STATE_SNAPSHOT`. (The client
+//!   itself warns and keeps its state: a client that saw everything and one that joined then
+//!   differ, which is why it is reported.) Deltas while unknown are ignored
+//!   ([`Ignored::StateUnknown`]).
+//! * **Untouched state.** Before any state event the opening sends no `STATE_SNAPSHOT`: the
+//!   client keeps the state it has, as one that saw the run would.
+//! * **The byte cap.** Past [`RunStateConfig::max_thread_bytes`] the thread is trimmed to
+//!   3/4 of it, oldest first: completed messages, then the oldest text of messages still
+//!   being written (cut on a character boundary), then the state (which becomes unknown).
+//!   [`FoldOutcome::trimmed_bytes`] reports it; a connection then gets what remains.
+//! * **Run input out of order.** The client appends a `RUN_STARTED` input's messages before
+//!   the `MESSAGES_SNAPSHOT` is merged, and the merge keeps existing messages in place. When
+//!   the input's messages are not the first messages of the thread in the same order (a second
+//!   run whose input holds only the new user message), the opening's `RUN_STARTED` goes
+//!   without its `input`; the snapshot carries those messages.
+//! * **Reconnects.** The client keeps its messages across connections and the snapshot merge
+//!   keeps their order, so the opening rebuilds the exact order for a new tab and for a tab
+//!   that reconnects, except when a `TOOL_CALL_RESULT` was inserted before a message that tab
+//!   already had (it then lands after it).
+//! * **Garbage.** Input that is not JSON, not an object with a `type`, of an unknown type
+//!   (including 0.x `THINKING_*`), missing a required member, or naming a message or tool call
+//!   the thread does not hold is ignored and reported ([`FoldOutcome::ignored`]). Nothing
+//!   panics.
+
+mod fold;
+mod message;
+mod opening;
+mod scan;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use fold::ThreadRun;
+pub use opening::Opening;
+pub use store::{StoreOutcome, ThreadRuns};
+
+/// The limits of the folded run state of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunStateConfig {
+    /// How many threads a user's store keeps; past it the least recently updated goes.
+    /// Default 16.
+    pub max_threads: usize,
+    /// How many bytes one thread keeps ([`ThreadRun::bytes`]); past it the oldest state goes.
+    /// Default 1 MiB.
+    pub max_thread_bytes: usize,
+}
+
+impl Default for RunStateConfig {
+    fn default() -> Self {
+        Self {
+            max_threads: 16,
+            max_thread_bytes: 1 << 20,
+        }
+    }
+}
+
+impl RunStateConfig {
+    /// These limits, for a user's store.
+    pub fn new(max_threads: usize, max_thread_bytes: usize) -> Self {
+        Self {
+            max_threads,
+            max_thread_bytes,
+        }
+    }
+}
+
+/// Why an event was not folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ignored {
+    /// Not JSON.
+    NotJson,
+    /// JSON, but not an object with a string `type`.
+    NotAnEvent,
+    /// A `type` that is not an AG-UI 1.0 event type.
+    UnknownType,
+    /// A required member is missing or of the wrong kind, or a chunk contradicts its stream.
+    Malformed,
+    /// It names a message, tool call or run the thread does not hold.
+    NoTarget,
+    /// A `STATE_DELTA` while the state is unknown.
+    StateUnknown,
+    /// An `ACTIVITY_DELTA` that did not apply (the activity is unchanged, as in the client).
+    PatchFailed,
+}
+
+/// What folding one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FoldOutcome {
+    /// Why the event was not folded, if it was not.
+    pub ignored: Option<Ignored>,
+    /// The state became unknown with this event: a `STATE_DELTA` did not apply, or the byte
+    /// cap dropped the state.
+    pub state_unknown: bool,
+    /// Bytes dropped to bring the thread back under its cap (0 if none).
+    pub trimmed_bytes: usize,
+}
+
+impl FoldOutcome {
+    /// Whether the event was folded.
+    pub fn folded(&self) -> bool {
+        self.ignored.is_none()
+    }
+}

@@ -1,0 +1,259 @@
+//! The fast path: the streaming event types (token deltas) read straight from their bytes.
+//!
+//! A `TEXT_MESSAGE_CONTENT` is a small flat object such as
+//! `{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"}`. Building a
+//! `serde_json::Value` for it would cost more than the publish itself, so this scanner walks the
+//! object once and hands out the string members as slices of the input. The `delta` is kept
+//! *escaped* (the text between its quotes, exactly as it was written): escaped JSON string
+//! contents concatenate into escaped JSON string contents, so the fold appends it as is and the
+//! opening copies the assembled text without escaping it again.
+//!
+//! The scanner only accepts what it fully understands: string members, plus a numeric
+//! `timestamp`. Anything else (an object member such as `metadata`, an attribution, an unknown
+//! member, a malformed document) makes it return `None`, and the event takes the slow path,
+//! which parses it completely. Both paths end in the same fold code.
+
+use std::borrow::Cow;
+
+/// The streaming event types the scanner reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HotKind {
+    TextContent,
+    TextEnd,
+    ToolArgs,
+    ToolEnd,
+    ReasoningContent,
+    TextChunk,
+    ToolChunk,
+    ReasoningChunk,
+}
+
+impl HotKind {
+    pub(crate) fn from_type(ty: &str) -> Option<Self> {
+        Some(match ty {
+            "TEXT_MESSAGE_CONTENT" => Self::TextContent,
+            "TEXT_MESSAGE_END" => Self::TextEnd,
+            "TOOL_CALL_ARGS" => Self::ToolArgs,
+            "TOOL_CALL_END" => Self::ToolEnd,
+            "REASONING_MESSAGE_CONTENT" => Self::ReasoningContent,
+            "TEXT_MESSAGE_CHUNK" => Self::TextChunk,
+            "TOOL_CALL_CHUNK" => Self::ToolChunk,
+            "REASONING_MESSAGE_CHUNK" => Self::ReasoningChunk,
+            _ => return None,
+        })
+    }
+}
+
+/// One streaming event, its strings borrowed from the input where possible.
+#[derive(Debug, Default)]
+pub(crate) struct Hot<'a> {
+    /// `messageId` or `toolCallId`, unescaped.
+    pub(crate) id: Option<Cow<'a, str>>,
+    /// `delta`, still escaped (JSON string contents without the quotes).
+    pub(crate) delta: Option<Cow<'a, str>>,
+    pub(crate) role: Option<Cow<'a, str>>,
+    pub(crate) name: Option<Cow<'a, str>>,
+    pub(crate) tool_call_name: Option<Cow<'a, str>>,
+    pub(crate) parent_message_id: Option<Cow<'a, str>>,
+    /// `subagentRunId` (slow path only).
+    pub(crate) subagent: Option<String>,
+    /// `metadata` (slow path only): merged into the message or tool call, as the client does.
+    pub(crate) metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Reads a streaming event from its bytes; `None` sends it to the slow path.
+pub(crate) fn scan(bytes: &[u8]) -> Option<(HotKind, Hot<'_>)> {
+    // One pass of UTF-8 validation up front: every slice handed out below is then a `&str`.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut kind = None;
+    let mut hot = Hot::default();
+    i = skip_ws(b, i);
+    if b.get(i) == Some(&b'}') {
+        return None;
+    }
+    loop {
+        i = skip_ws(b, i);
+        let (key, key_escaped, next) = string(text, i)?;
+        if key_escaped {
+            return None;
+        }
+        i = skip_ws(b, next);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        if key == "timestamp" {
+            i = number(b, i)?;
+        } else {
+            let (value, escaped, next) = string(text, i)?;
+            i = next;
+            match key {
+                "type" => kind = Some(HotKind::from_type(value)?),
+                "messageId" | "toolCallId" => hot.id = Some(unescape(value, escaped)?),
+                "delta" => hot.delta = Some(Cow::Borrowed(value)),
+                "role" => hot.role = Some(unescape(value, escaped)?),
+                "name" => hot.name = Some(unescape(value, escaped)?),
+                "toolCallName" => hot.tool_call_name = Some(unescape(value, escaped)?),
+                "parentMessageId" => hot.parent_message_id = Some(unescape(value, escaped)?),
+                _ => return None,
+            }
+        }
+        i = skip_ws(b, i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => {
+                i += 1;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return None;
+    }
+    Some((kind?, hot))
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(c) = b.get(i) {
+        if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// A JSON string starting at `i` (its opening quote): its raw contents, whether it holds an
+/// escape, and the index after its closing quote. `None` if it is not a valid JSON string.
+fn string(text: &str, i: usize) -> Option<(&str, bool, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let mut j = start;
+    let mut escaped = false;
+    loop {
+        let c = *b.get(j)?;
+        match c {
+            b'"' => break,
+            b'\\' => {
+                escaped = true;
+                match *b.get(j + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
+                    b'u' => {
+                        let hex = b.get(j + 2..j + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        j += 6;
+                    }
+                    _ => return None,
+                }
+            }
+            0..=0x1f => return None,
+            _ => j += 1,
+        }
+    }
+    // `start` and `j` sit next to ASCII quotes, so both are char boundaries.
+    Some((text.get(start..j)?, escaped, j + 1))
+}
+
+/// Skips a JSON number (loosely: its characters), refusing anything else.
+fn number(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i;
+    while let Some(c) = b.get(j) {
+        if !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            break;
+        }
+        j += 1;
+    }
+    (j > i).then_some(j)
+}
+
+fn unescape(raw: &str, escaped: bool) -> Option<Cow<'_, str>> {
+    if !escaped {
+        return Some(Cow::Borrowed(raw));
+    }
+    let mut quoted = String::with_capacity(raw.len() + 2);
+    quoted.push('"');
+    quoted.push_str(raw);
+    quoted.push('"');
+    serde_json::from_str::<String>(&quoted).ok().map(Cow::Owned)
+}
+
+/// Escapes `s` as JSON string contents (without the quotes).
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    if let Ok(quoted) = serde_json::to_string(s) {
+        out.push_str(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or(""));
+    }
+    out
+}
+
+/// The first index at or after `at` that starts a character of the escaped contents `s`
+/// (never inside an escape sequence or a UTF-8 sequence). Scans from the start: O(len).
+pub(crate) fn boundary_at_or_after(s: &str, at: usize) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < at && i < b.len() {
+        i += if b[i] == b'\\' {
+            if b.get(i + 1) == Some(&b'u') { 6 } else { 2 }
+        } else {
+            1
+        };
+    }
+    let mut i = i.min(b.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_content_event() {
+        let (kind, hot) =
+            scan(br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m\u0031","delta":"a\"b\u00e9","timestamp":17}"#)
+                .unwrap();
+        assert_eq!(kind, HotKind::TextContent);
+        assert_eq!(hot.id.as_deref(), Some("m1"));
+        assert_eq!(hot.delta.as_deref(), Some(r#"a\"b\u00e9"#));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_understand() {
+        for input in [
+            &br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"x","metadata":{}}"#[..],
+            br#"{"type":"RUN_STARTED"}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"x"} x"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"x\q"}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"x"#,
+            b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"delta\":\"\x01\"}",
+            b"\xff",
+            b"",
+            b"{}",
+        ] {
+            assert!(scan(input).is_none(), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn boundaries_skip_escapes() {
+        let s = r#"a\u00e9\nb"#;
+        assert_eq!(boundary_at_or_after(s, 0), 0);
+        assert_eq!(boundary_at_or_after(s, 2), 7);
+        assert_eq!(boundary_at_or_after(s, 8), 9);
+        assert_eq!(boundary_at_or_after("éa", 1), 2);
+    }
+}

@@ -1,0 +1,331 @@
+//! Unit tests of the fold: what it builds, the state becoming unknown, the caps, garbage.
+
+use serde_json::{Value, json};
+
+use super::{Ignored, RunStateConfig, ThreadRun, ThreadRuns};
+
+fn fold(t: &mut ThreadRun, v: Value) -> super::FoldOutcome {
+    t.fold(v.to_string().as_bytes())
+}
+
+fn started(t: &mut ThreadRun) {
+    let o = fold(
+        t,
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r",
+            "messages":[{"id":"u1","role":"user","content":"hi"}],"tools":[],"context":[],"state":{},"forwardedProps":{}}}),
+    );
+    assert!(o.folded());
+}
+
+fn opening_json(t: &ThreadRun) -> Vec<Value> {
+    t.opening()
+        .events()
+        .map(|e| serde_json::from_slice(e).expect("opening events are JSON"))
+        .collect()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn folds_text_into_the_snapshot_and_reopens_it() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    fold(
+        &mut t,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+    );
+    for d in ["Hel", "lo \"", "é\n"] {
+        assert!(
+            fold(
+                &mut t,
+                json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":d})
+            )
+            .folded()
+        );
+    }
+    // The slow path (metadata) ends in the same message.
+    assert!(
+        fold(
+            &mut t,
+            json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"!","metadata":{"k":1}})
+        )
+        .folded()
+    );
+    let o = opening_json(&t);
+    assert_eq!(
+        types(&o),
+        ["RUN_STARTED", "MESSAGES_SNAPSHOT", "TEXT_MESSAGE_START"]
+    );
+    assert_eq!(
+        o[1]["messages"],
+        json!([{"id":"u1","role":"user","content":"hi"},
+               {"id":"a1","role":"assistant","content":"Hello \"é\n!","metadata":{"k":1}}])
+    );
+    assert!(t.run_open());
+}
+
+#[test]
+fn a_finished_run_opens_with_its_end() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    fold(&mut t, json!({"type":"STATE_SNAPSHOT","snapshot":{"a":1}}));
+    fold(
+        &mut t,
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    );
+    assert!(!t.run_open());
+    let o = opening_json(&t);
+    assert_eq!(
+        types(&o),
+        [
+            "RUN_STARTED",
+            "MESSAGES_SNAPSHOT",
+            "STATE_SNAPSHOT",
+            "RUN_FINISHED"
+        ]
+    );
+    assert_eq!(o[2]["snapshot"], json!({"a":1}));
+}
+
+#[test]
+fn a_delta_that_does_not_apply_makes_the_state_unknown_until_a_snapshot() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    fold(&mut t, json!({"type":"STATE_SNAPSHOT","snapshot":{"a":1}}));
+    let ok = fold(
+        &mut t,
+        json!({"type":"STATE_DELTA","delta":[{"op":"replace","path":"/a","value":2}]}),
+    );
+    assert!(ok.folded() && !ok.state_unknown);
+    let bad = fold(
+        &mut t,
+        json!({"type":"STATE_DELTA","delta":[{"op":"remove","path":"/missing"}]}),
+    );
+    assert!(bad.state_unknown);
+    assert!(t.state_unknown());
+    assert!(!types(&opening_json(&t)).contains(&"STATE_SNAPSHOT"));
+    let next = fold(
+        &mut t,
+        json!({"type":"STATE_DELTA","delta":[{"op":"add","path":"/b","value":1}]}),
+    );
+    assert_eq!(next.ignored, Some(Ignored::StateUnknown));
+    // Not a patch at all: unknown too.
+    fold(&mut t, json!({"type":"STATE_SNAPSHOT","snapshot":{"a":3}}));
+    assert!(!t.state_unknown());
+    assert!(fold(&mut t, json!({"type":"STATE_DELTA","delta":{"op":"nope"}})).state_unknown);
+    fold(&mut t, json!({"type":"STATE_SNAPSHOT","snapshot":{"a":4}}));
+    let o = opening_json(&t);
+    assert_eq!(o[2], json!({"type":"STATE_SNAPSHOT","snapshot":{"a":4}}));
+}
+
+#[test]
+fn untouched_state_is_not_invented_and_a_delta_applies_to_an_empty_object() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    assert!(!types(&opening_json(&t)).contains(&"STATE_SNAPSHOT"));
+    fold(
+        &mut t,
+        json!({"type":"STATE_DELTA","delta":[{"op":"add","path":"/x","value":[1]}]}),
+    );
+    assert_eq!(opening_json(&t)[2]["snapshot"], json!({"x":[1]}));
+}
+
+#[test]
+fn tool_calls_results_and_chunks_land_where_the_client_puts_them() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    fold(
+        &mut t,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+    );
+    fold(&mut t, json!({"type":"TEXT_MESSAGE_END","messageId":"a1"}));
+    fold(
+        &mut t,
+        json!({"type":"TOOL_CALL_START","toolCallId":"c1","toolCallName":"f","parentMessageId":"a1"}),
+    );
+    fold(
+        &mut t,
+        json!({"type":"TOOL_CALL_ARGS","toolCallId":"c1","delta":"{\"x\":"}),
+    );
+    fold(
+        &mut t,
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"c2","toolCallName":"g","delta":"{}"}),
+    );
+    fold(
+        &mut t,
+        json!({"type":"TOOL_CALL_RESULT","messageId":"r1","toolCallId":"c1","content":"ok"}),
+    );
+    let o = opening_json(&t);
+    assert_eq!(
+        o[1]["messages"],
+        json!([
+            {"id":"u1","role":"user","content":"hi"},
+            {"id":"a1","role":"assistant","content":"","toolCalls":[
+                {"id":"c1","type":"function","function":{"name":"f","arguments":"{\"x\":"}}]},
+            {"id":"r1","toolCallId":"c1","role":"tool","content":"ok"},
+            {"id":"c2","role":"assistant","toolCalls":[
+                {"id":"c2","type":"function","function":{"name":"g","arguments":"{}"}}]}
+        ])
+    );
+    // c1 is still open (START re-sent); the result closed the chunk stream of c2.
+    assert_eq!(
+        types(&o),
+        ["RUN_STARTED", "MESSAGES_SNAPSHOT", "TOOL_CALL_START"]
+    );
+    fold(
+        &mut t,
+        json!({"type":"TEXT_MESSAGE_CHUNK","messageId":"a2","delta":"x"}),
+    );
+    let o = opening_json(&t);
+    assert_eq!(
+        o.last().unwrap(),
+        &json!({"type":"TEXT_MESSAGE_CHUNK","messageId":"a2","role":"assistant"})
+    );
+}
+
+#[test]
+fn garbage_is_ignored_and_reported() {
+    let mut t = ThreadRun::default();
+    let cases: [(&[u8], Ignored); 9] = [
+        (b"", Ignored::NotJson),
+        (b"\xff\xfe", Ignored::NotJson),
+        (b"{\"type\":", Ignored::NotJson),
+        (b"[1,2]", Ignored::NotAnEvent),
+        (b"{\"type\":1}", Ignored::NotAnEvent),
+        (b"{\"type\":\"THINKING_START\"}", Ignored::UnknownType),
+        (
+            b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"nope\",\"delta\":\"x\"}",
+            Ignored::NoTarget,
+        ),
+        (
+            b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"delta\":\"x\"}",
+            Ignored::Malformed,
+        ),
+        (b"{\"type\":\"RUN_FINISHED\"}", Ignored::NoTarget),
+    ];
+    for (input, reason) in cases {
+        assert_eq!(
+            t.fold(input).ignored,
+            Some(reason),
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    assert!(t.opening().is_empty());
+    // Arbitrary bytes never panic, whatever the state.
+    started(&mut t);
+    let mut seed = 7u64;
+    for _ in 0..2_000 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let len = (seed >> 58) as usize;
+        let bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 7 * 8)) as u8).collect();
+        let _ = t.fold(&bytes);
+        let _ = t.fold(
+            format!(
+                "{{\"type\":\"TEXT_MESSAGE_CHUNK\",\"delta\":\"{}\"}}",
+                seed % 97
+            )
+            .as_bytes(),
+        );
+    }
+    for e in t.opening().events() {
+        serde_json::from_slice::<Value>(e).expect("still valid JSON");
+    }
+}
+
+#[test]
+fn the_byte_cap_drops_completed_messages_first_then_old_text() {
+    let mut t = ThreadRun::new(4_000);
+    started(&mut t);
+    let mut trimmed = 0;
+    for m in 0..30 {
+        let id = format!("m{m}");
+        trimmed += fold(
+            &mut t,
+            json!({"type":"TEXT_MESSAGE_START","messageId":id,"role":"assistant"}),
+        )
+        .trimmed_bytes;
+        for _ in 0..20 {
+            trimmed += fold(
+                &mut t,
+                json!({"type":"TEXT_MESSAGE_CONTENT","messageId":id,"delta":"0123456789"}),
+            )
+            .trimmed_bytes;
+        }
+        trimmed += fold(&mut t, json!({"type":"TEXT_MESSAGE_END","messageId":id})).trimmed_bytes;
+    }
+    assert!(trimmed > 0, "{} bytes held", t.bytes());
+    assert!(t.bytes() <= 4_000);
+    let o = opening_json(&t);
+    let ids: Vec<&str> = o[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.last(), Some(&"m29"), "the newest stays: {ids:?}");
+    assert!(!ids.contains(&"m0"), "the oldest went: {ids:?}");
+
+    // One open message bigger than the cap: its oldest text goes, the rest stays valid.
+    fold(
+        &mut t,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"big","role":"assistant"}),
+    );
+    for _ in 0..1_000 {
+        fold(
+            &mut t,
+            json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"big","delta":"é\"\\u"}),
+        );
+    }
+    assert!(t.bytes() <= 4_000);
+    let o = opening_json(&t);
+    let big = o[1]["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(big.ends_with("é\"\\u") && big.len() > 1_000, "{big}");
+    assert_eq!(types(&o).last(), Some(&"TEXT_MESSAGE_START"));
+}
+
+#[test]
+fn the_store_evicts_the_least_recently_updated_thread() {
+    let mut s = ThreadRuns::new(RunStateConfig::new(2, 1 << 20));
+    let start =
+        |thread: &str| json!({"type":"RUN_STARTED","threadId":thread,"runId":"r"}).to_string();
+    assert!(s.fold("a", start("a").as_bytes()).evicted.is_none());
+    assert!(s.fold("b", start("b").as_bytes()).evicted.is_none());
+    s.fold("a", br#"{"type":"CUSTOM","name":"x","value":1}"#);
+    assert_eq!(
+        s.fold("c", start("c").as_bytes()).evicted.as_deref(),
+        Some("b")
+    );
+    assert_eq!(s.len(), 2);
+    assert!(s.get("b").is_none() && s.get("a").is_some());
+    assert!(s.opening("b").is_empty());
+    // Garbage does not make a thread.
+    assert!(!s.fold("d", b"nope").fold.folded());
+    assert_eq!(s.len(), 2);
+}
+
+#[test]
+fn a_second_runs_input_out_of_order_is_left_to_the_snapshot() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    fold(
+        &mut t,
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    );
+    fold(
+        &mut t,
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r2","input":{"threadId":"t","runId":"r2",
+        "messages":[{"id":"u2","role":"user","content":"again"}],"tools":[],"context":[],"state":{},"forwardedProps":{}}}),
+    );
+    let o = opening_json(&t);
+    assert!(o[0].get("input").is_none());
+    assert_eq!(o[0]["runId"], "r2");
+    assert_eq!(o[1]["messages"].as_array().unwrap().len(), 2);
+}
