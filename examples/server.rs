@@ -33,6 +33,8 @@
 //! | `GET /` | the demo page |
 //! | `GET /events/{channel}/{user}` | the user's SSE stream on that channel; resumes from `Last-Event-ID` (the header, or the `last_event_id` query parameter) |
 //! | `POST /events/{channel}/{user}` | publishes the JSON event in the body through the [`EventRouter`]; `202` with `{"id": "...", "receivers": N, "routed": {...}}` |
+//! | `GET /events/agui/{user}?thread={thread}` | that thread's AG-UI-native stream: it opens with the thread's run so far (`RUN_STARTED`, `MESSAGES_SNAPSHOT`, `STATE_SNAPSHOT`, what is open re-opened), then the live tail; every `data:` line is an AG-UI event, heartbeats are comments |
+//! | `POST /events/agui/{user}?thread={thread}` | publishes the AG-UI event into that thread (folded into its run state, kept even when nobody is connected) |
 //! | `DELETE /events/{channel}/{user}` | ends the user's open streams on that channel (`disconnect_user`): `204`; clients reconnect by themselves with their `Last-Event-ID` and lose nothing |
 //! | `GET /stats` | the router's [`RouterStats`](sse_hub::RouterStats) as JSON |
 //! | `GET /metrics` | every sse-hub metric in the Prometheus text format |
@@ -48,7 +50,8 @@
 //!
 //! Bad input gets a JSON error `{"error": code, "message": text}` and changes nothing: an
 //! unknown channel is `404`; a body that is not JSON, or not an event of the channel's type, is
-//! `400` with serde's explanation; a body over 64 KiB is `413`; a user's 17th connection on a
+//! `400` with serde's explanation; a thread name that is empty, over 256 bytes or not UTF-8 is `400`
+//! `invalid_thread`; a body over 64 KiB is `413`; a user's 17th connection on a
 //! channel is `429`; and after shutdown began, `503`.
 //!
 //! # Authentication in a real application
@@ -118,7 +121,7 @@ use sse_hub::models::{A2AEvent, AgUiEvent, AnalyticsEvent, SystemEvent};
 use sse_hub::sse::error_response;
 use sse_hub::{
     Channel, Config, EventRouter, LastEventId, PublishError, Route, Routed, StallTimeout,
-    SubscribeError, UserId,
+    SubscribeError, ThreadQuery, UserId,
 };
 use tokio::sync::Notify;
 
@@ -302,22 +305,30 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// `GET /events/{channel}/{user}`: the user's stream, resumed from the client's last event id.
+/// `GET /events/{channel}/{user}`: the user's stream, resumed from the client's last event id;
+/// with `?thread=`, that thread's stream (on `agui`, AG-UI-native and opened with the run so far).
 async fn stream(
     State(app): State<App>,
     path: Result<Path<(String, String)>, PathRejection>,
+    ThreadQuery(thread): ThreadQuery,
     last_event_id: LastEventId,
 ) -> Result<Response, Refusal> {
     let (channel, user) = channel_and_user(path)?;
-    app.router
-        .channel_response(channel, &user, &last_event_id)
-        .map_err(Refusal::Subscribe)
+    match thread {
+        None => app.router.channel_response(channel, &user, &last_event_id),
+        Some(thread) => {
+            app.router
+                .channel_response_in_thread(channel, &user, &thread, &last_event_id)
+        }
+    }
+    .map_err(Refusal::Subscribe)
 }
 
 /// `POST /events/{channel}/{user}`: publishes the body, an event of the channel's type.
 async fn publish(
     State(app): State<App>,
     path: Result<Path<(String, String)>, PathRejection>,
+    ThreadQuery(thread): ThreadQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refusal> {
     let (channel, user) = channel_and_user(path)?;
@@ -340,11 +351,24 @@ async fn publish(
         }
     })?;
     let router = &app.router;
-    let routed = match channel {
-        Channel::AgUi => route::<AgUiEvent>(router, &user, channel, &body).await,
-        Channel::A2A => route::<A2AEvent>(router, &user, channel, &body).await,
-        Channel::Context => route::<SystemEvent>(router, &user, channel, &body).await,
-        Channel::Analytics => route::<AnalyticsEvent>(router, &user, channel, &body).await,
+    let routed = match (channel, thread) {
+        (Channel::AgUi, Some(thread)) => {
+            let event: AgUiEvent =
+                serde_json::from_slice(&body).map_err(|e| invalid_event(channel, &body, &e))?;
+            router
+                .route_agui_in_thread_async(&user, &thread, &event)
+                .await
+                .map_err(Refusal::Publish)
+        }
+        (_, Some(_)) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_thread",
+            "threads are published on the agui channel",
+        )),
+        (Channel::AgUi, None) => route::<AgUiEvent>(router, &user, channel, &body).await,
+        (Channel::A2A, None) => route::<A2AEvent>(router, &user, channel, &body).await,
+        (Channel::Context, None) => route::<SystemEvent>(router, &user, channel, &body).await,
+        (Channel::Analytics, None) => route::<AnalyticsEvent>(router, &user, channel, &body).await,
     }?;
     // Every route of a channel's own event type publishes to that channel.
     let (id, receivers) = routed.get(channel.as_str()).map_or((None, 0), |published| {

@@ -32,6 +32,7 @@ use crate::encode::Payload;
 use crate::error::{PublishError, SubscribeError};
 use crate::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemEvent};
 use crate::registry::Broadcaster;
+use crate::run_state::RunStates;
 use crate::sse::LastEventId;
 use crate::stats::{Published, Stats};
 use crate::thread::ThreadId;
@@ -318,8 +319,14 @@ impl EventRouter {
             config.name = Cow::Borrowed(channel.as_str());
             config
         };
+        // The AG-UI channel folds each thread's run, so that a connection to a thread opens
+        // with the run so far (see `run_state`), unless the config brings its own state.
+        let mut agui = named(Channel::AgUi);
+        agui.threads
+            .state
+            .get_or_insert_with(|| Arc::new(RunStates::default()));
         Self {
-            agui: Broadcaster::build(named(Channel::AgUi), backplane.clone()),
+            agui: Broadcaster::build(agui, backplane.clone()),
             a2a: Broadcaster::build(named(Channel::A2A), backplane.clone()),
             context: Broadcaster::build(named(Channel::Context), backplane.clone()),
             analytics: Broadcaster::build(named(Channel::Analytics), backplane),

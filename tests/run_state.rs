@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use sse_hub::run_state::{RunStateConfig, ThreadRun, ThreadRuns};
+use sse_hub::run_state::ThreadRun;
 
 const VERSIONS: [&str; 2] = ["1.0.0", "0.0.59"];
 
@@ -478,14 +478,16 @@ fn two_concurrent_runs_on_two_threads() {
         }
     }
     let cut = interleaved.len() / 3;
-    let mut store = ThreadRuns::new(RunStateConfig::default());
+    // One run state per thread, as a user channel keeps them.
+    let mut store: std::collections::HashMap<&str, ThreadRun> = Default::default();
     for &(thread, k) in &interleaved[..cut] {
         let events = if thread == a.thread {
             &a.events
         } else {
             &b.events
         };
-        assert!(store.fold(thread, events[k].as_bytes()).fold.folded());
+        let run = store.entry(thread).or_default();
+        assert!(run.fold(events[k].as_bytes()).folded());
     }
     assert_eq!(store.len(), 2);
     let mut cases = Vec::new();
@@ -495,8 +497,8 @@ fn two_concurrent_runs_on_two_threads() {
             .filter(|(t, _)| *t == r.thread)
             .map(|&(_, k)| &r.events[k])
             .collect();
-        let opening = store.opening(r.thread);
-        assert!(store.get(r.thread).unwrap().run_open());
+        let opening = store[r.thread].opening();
+        assert!(store[r.thread].run_open());
         let conn = String::from_utf8(opening.to_sse()).unwrap() + &frames(&tail, false);
         cases.push(Case {
             name: format!("{} joined mid-run", r.thread),

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::message::{Content, Message, ToolCall, merge_metadata, value_bytes};
 use super::scan::{Hot, HotKind, boundary_at_or_after, escape, scan};
-use super::{FoldOutcome, Ignored, RunStateConfig};
+use super::{FoldOutcome, Ignored, RunStates};
 
 /// The run a thread is in, or was last in.
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ pub struct ThreadRun {
 
 impl Default for ThreadRun {
     fn default() -> Self {
-        Self::new(RunStateConfig::default().max_thread_bytes)
+        Self::new(RunStates::default().max_thread_bytes)
     }
 }
 

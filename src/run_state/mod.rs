@@ -33,7 +33,11 @@
 //! stopped. A finished run opens with its start, the snapshots and its end; a thread with no
 //! run opens with nothing.
 //!
-//! [`ThreadRuns`] keeps a user's threads under a [`RunStateConfig`].
+//! [`RunStates`] plugs it into a broadcaster ([`ThreadConfig::state`](crate::ThreadConfig)):
+//! the user channel then folds every event published into a thread as it passes, under the
+//! lock a join takes, keeps at most [`max_threads_per_user`](crate::ThreadConfig) threads,
+//! and opens each thread subscription with the thread's opening. [`EventRouter`](crate::EventRouter)
+//! does this for its AG-UI channel.
 //!
 //! # Cost
 //!
@@ -53,7 +57,7 @@
 //!   ([`Ignored::StateUnknown`]).
 //! * **Untouched state.** Before any state event the opening sends no `STATE_SNAPSHOT`: the
 //!   client keeps the state it has, as one that saw the run would.
-//! * **The byte cap.** Past [`RunStateConfig::max_thread_bytes`] the thread is trimmed to
+//! * **The byte cap.** Past [`RunStates::max_thread_bytes`] the thread is trimmed to
 //!   3/4 of it, oldest first: completed messages, then the oldest text of messages still
 //!   being written (cut on a character boundary), then the state (which becomes unknown).
 //!   [`FoldOutcome::trimmed_bytes`] reports it; a connection then gets what remains.
@@ -75,44 +79,13 @@ mod fold;
 mod message;
 mod opening;
 mod scan;
-mod store;
+mod states;
 #[cfg(test)]
 mod tests;
 
 pub use fold::ThreadRun;
 pub use opening::Opening;
-pub use store::{StoreOutcome, ThreadRuns};
-
-/// The limits of the folded run state of one user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RunStateConfig {
-    /// How many threads a user's store keeps; past it the least recently updated goes.
-    /// Default 16.
-    pub max_threads: usize,
-    /// How many bytes one thread keeps ([`ThreadRun::bytes`]); past it the oldest state goes.
-    /// Default 1 MiB.
-    pub max_thread_bytes: usize,
-}
-
-impl Default for RunStateConfig {
-    fn default() -> Self {
-        Self {
-            max_threads: 16,
-            max_thread_bytes: 1 << 20,
-        }
-    }
-}
-
-impl RunStateConfig {
-    /// These limits, for a user's store.
-    pub fn new(max_threads: usize, max_thread_bytes: usize) -> Self {
-        Self {
-            max_threads,
-            max_thread_bytes,
-        }
-    }
-}
+pub use states::RunStates;
 
 /// Why an event was not folded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

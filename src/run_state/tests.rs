@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Ignored, RunStateConfig, ThreadRun, ThreadRuns};
+use super::{Ignored, ThreadRun};
 
 fn fold(t: &mut ThreadRun, v: Value) -> super::FoldOutcome {
     t.fold(v.to_string().as_bytes())
@@ -289,26 +289,6 @@ fn the_byte_cap_drops_completed_messages_first_then_old_text() {
         .to_owned();
     assert!(big.ends_with("é\"\\u") && big.len() > 1_000, "{big}");
     assert_eq!(types(&o).last(), Some(&"TEXT_MESSAGE_START"));
-}
-
-#[test]
-fn the_store_evicts_the_least_recently_updated_thread() {
-    let mut s = ThreadRuns::new(RunStateConfig::new(2, 1 << 20));
-    let start =
-        |thread: &str| json!({"type":"RUN_STARTED","threadId":thread,"runId":"r"}).to_string();
-    assert!(s.fold("a", start("a").as_bytes()).evicted.is_none());
-    assert!(s.fold("b", start("b").as_bytes()).evicted.is_none());
-    s.fold("a", br#"{"type":"CUSTOM","name":"x","value":1}"#);
-    assert_eq!(
-        s.fold("c", start("c").as_bytes()).evicted.as_deref(),
-        Some("b")
-    );
-    assert_eq!(s.len(), 2);
-    assert!(s.get("b").is_none() && s.get("a").is_some());
-    assert!(s.opening("b").is_empty());
-    // Garbage does not make a thread.
-    assert!(!s.fold("d", b"nope").fold.folded());
-    assert_eq!(s.len(), 2);
 }
 
 #[test]

@@ -1,0 +1,75 @@
+//! [`RunStates`]: the AG-UI run state as a broadcaster's per-thread state.
+
+use crate::thread::{Folded, ThreadId, ThreadState, ThreadStates};
+
+use super::ThreadRun;
+
+/// Makes a broadcaster fold a [`ThreadRun`] per thread: set it as
+/// [`ThreadConfig::state`](crate::ThreadConfig) (the [`EventRouter`](crate::EventRouter)'s
+/// AG-UI channel has it by default).
+///
+/// ```
+/// use std::sync::Arc;
+/// use sse_hub::{Broadcaster, Config, run_state::RunStates};
+///
+/// let mut config = Config::named("agui");
+/// config.threads.state = Some(Arc::new(RunStates::default()));
+/// let hub: Broadcaster<serde_json::Value> = Broadcaster::new(config);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunStates {
+    /// How many bytes one thread keeps ([`ThreadRun::bytes`]); past it the oldest state goes.
+    /// Default 1 MiB.
+    pub max_thread_bytes: usize,
+}
+
+impl Default for RunStates {
+    fn default() -> Self {
+        Self {
+            max_thread_bytes: 1 << 20,
+        }
+    }
+}
+
+impl RunStates {
+    /// Threads that keep at most `max_thread_bytes` each.
+    pub fn new(max_thread_bytes: usize) -> Self {
+        Self { max_thread_bytes }
+    }
+}
+
+impl ThreadStates for RunStates {
+    fn create(&self, _thread: &ThreadId) -> Box<dyn ThreadState> {
+        Box::new(ThreadRun::new(self.max_thread_bytes))
+    }
+}
+
+impl ThreadState for ThreadRun {
+    fn fold(&mut self, data: &[u8]) -> Folded {
+        let outcome = ThreadRun::fold(self, data);
+        if outcome.state_unknown {
+            Folded::Unknown
+        } else if outcome.trimmed_bytes > 0 {
+            Folded::Trimmed
+        } else if outcome.folded() {
+            Folded::Applied
+        } else {
+            Folded::Ignored
+        }
+    }
+
+    fn write_opening(&self, out: &mut Vec<u8>) {
+        let opening = self.opening();
+        out.reserve(opening.as_bytes().len() + opening.len() * 8);
+        for event in opening.events() {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(event);
+            out.extend_from_slice(b"\n\n");
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        ThreadRun::bytes(self)
+    }
+}
