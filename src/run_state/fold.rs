@@ -5,8 +5,8 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::message::{Content, Message, ToolCall, merge_metadata, value_bytes};
-use super::scan::{Hot, HotKind, boundary_at_or_after, escape, scan};
+use super::message::{Content, Message, ToolCall, merge_metadata};
+use super::scan::{Hot, HotKind, escape, scan};
 use super::{FoldOutcome, Ignored, RunStates};
 
 /// The run a thread is in, or was last in.
@@ -16,7 +16,7 @@ pub(crate) struct Run {
     pub(crate) started: Value,
     /// The `RUN_FINISHED` or `RUN_ERROR` that ended it.
     pub(crate) ended: Option<Value>,
-    bytes: usize,
+    pub(super) bytes: usize,
 }
 
 /// The thread's shared state.
@@ -74,7 +74,7 @@ pub(crate) struct Open {
 }
 
 impl Open {
-    fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         let openers = [
             &self.steps,
             &self.reasoning_spans,
@@ -90,12 +90,12 @@ impl Open {
         o + self.lanes.len() * 128
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         *self = Self::default();
     }
 
     /// Whether the message `m` is still being written (it must survive trimming whole).
-    fn holds(&self, m: &Message) -> bool {
+    pub(super) fn holds(&self, m: &Message) -> bool {
         let id = |o: &Opener| o.key == m.id;
         self.texts.iter().any(id)
             || self.reasoning_messages.iter().any(id)
@@ -116,11 +116,11 @@ pub struct ThreadRun {
     pub(crate) messages: Vec<Message>,
     pub(crate) state: State,
     pub(crate) open: Open,
-    messages_bytes: usize,
-    state_bytes: usize,
+    pub(super) messages_bytes: usize,
+    pub(super) state_bytes: usize,
     /// Bytes of deltas folded since `state_bytes` was last measured exactly.
-    state_drift: usize,
-    max_bytes: usize,
+    pub(super) state_drift: usize,
+    pub(super) max_bytes: usize,
 }
 
 impl Default for ThreadRun {
@@ -129,24 +129,24 @@ impl Default for ThreadRun {
     }
 }
 
-type Folded = Result<(), Ignored>;
+pub(super) type Folded = Result<(), Ignored>;
 
-fn str_of<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v str> {
+pub(super) fn str_of<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v str> {
     obj.get(key).and_then(Value::as_str)
 }
 
-fn metadata_of(obj: &Map<String, Value>) -> Option<Map<String, Value>> {
+pub(super) fn metadata_of(obj: &Map<String, Value>) -> Option<Map<String, Value>> {
     obj.get("metadata").and_then(Value::as_object).cloned()
 }
 
 /// The compact JSON of an opener event, without `metadata`.
-fn opener_bytes(obj: &Map<String, Value>) -> Vec<u8> {
+pub(super) fn opener_bytes(obj: &Map<String, Value>) -> Vec<u8> {
     let mut o = obj.clone();
     o.remove("metadata");
     serde_json::to_vec(&Value::Object(o)).unwrap_or_default()
 }
 
-fn owned(c: Option<Cow<'_, str>>) -> Option<String> {
+pub(super) fn owned(c: Option<Cow<'_, str>>) -> Option<String> {
     c.map(Cow::into_owned)
 }
 
@@ -217,7 +217,7 @@ impl ThreadRun {
 
     // ----- the streaming events ---------------------------------------------------------------
 
-    fn fold_hot(&mut self, kind: HotKind, hot: Hot<'_>) -> Folded {
+    pub(super) fn fold_hot(&mut self, kind: HotKind, hot: Hot<'_>) -> Folded {
         let owner = hot.subagent.clone();
         match kind {
             HotKind::TextContent | HotKind::ReasoningContent => {
@@ -362,12 +362,12 @@ impl ThreadRun {
         }
     }
 
-    fn lane(&self, owner: &Option<String>) -> Option<&Lane> {
+    pub(super) fn lane(&self, owner: &Option<String>) -> Option<&Lane> {
         self.open.lanes.iter().find(|l| &l.owner == owner)
     }
 
     /// Which lane a chunk continues or opens (the client's `resolveLane`).
-    fn resolve_lane(
+    pub(super) fn resolve_lane(
         &self,
         kind: LaneKind,
         id: Option<&str>,
@@ -401,17 +401,17 @@ impl ThreadRun {
         }
     }
 
-    fn close_lane(&mut self, owner: &Option<String>) {
+    pub(super) fn close_lane(&mut self, owner: &Option<String>) {
         if !self.open.lanes.is_empty() {
             self.open.lanes.retain(|l| &l.owner != owner);
         }
     }
 
-    fn find(&self, id: &str) -> Option<usize> {
+    pub(super) fn find(&self, id: &str) -> Option<usize> {
         self.messages.iter().rposition(|m| m.id == id)
     }
 
-    fn append_content(
+    pub(super) fn append_content(
         &mut self,
         id: &str,
         delta: &str,
@@ -437,7 +437,7 @@ impl ThreadRun {
         Ok(())
     }
 
-    fn append_args(
+    pub(super) fn append_args(
         &mut self,
         id: &str,
         delta: &str,
@@ -458,7 +458,11 @@ impl ThreadRun {
         Ok(())
     }
 
-    fn merge_message_metadata(&mut self, id: &str, metadata: Option<&Map<String, Value>>) {
+    pub(super) fn merge_message_metadata(
+        &mut self,
+        id: &str,
+        metadata: Option<&Map<String, Value>>,
+    ) {
         if let Some(meta) = metadata
             && let Some(i) = self.find(id)
         {
@@ -468,7 +472,7 @@ impl ThreadRun {
     }
 
     /// `TEXT_MESSAGE_START` as the client applies it.
-    fn start_text(
+    pub(super) fn start_text(
         &mut self,
         id: &str,
         role: &str,
@@ -496,12 +500,12 @@ impl ThreadRun {
     }
 
     /// `REASONING_MESSAGE_START` as the client applies it.
-    fn start_reasoning(&mut self, id: &str, owner: Option<&str>) -> Folded {
+    pub(super) fn start_reasoning(&mut self, id: &str, owner: Option<&str>) -> Folded {
         self.start_text(id, "reasoning", None, owner)
     }
 
     /// `TOOL_CALL_START` as the client applies it.
-    fn start_tool_call(
+    pub(super) fn start_tool_call(
         &mut self,
         id: &str,
         name: &str,
@@ -541,7 +545,7 @@ impl ThreadRun {
         self.recount_messages();
     }
 
-    fn push_assistant(&mut self, id: &str, owner: Option<&str>) {
+    pub(super) fn push_assistant(&mut self, id: &str, owner: Option<&str>) {
         let mut extra = Map::new();
         if let Some(owner) = owner {
             extra.insert("subagentRunId".into(), Value::String(owner.to_owned()));
@@ -554,497 +558,11 @@ impl ThreadRun {
             extra,
         });
     }
-
-    // ----- everything else --------------------------------------------------------------------
-
-    fn fold_slow(&mut self, bytes: &[u8], outcome: &mut FoldOutcome) -> Folded {
-        let value: Value = serde_json::from_slice(bytes).map_err(|_| Ignored::NotJson)?;
-        let Value::Object(obj) = value else {
-            return Err(Ignored::NotAnEvent);
-        };
-        let ty = str_of(&obj, "type").ok_or(Ignored::NotAnEvent)?;
-        if let Some(kind) = HotKind::from_type(ty) {
-            return self.fold_hot(kind, hot_from(&obj)?);
-        }
-        let owner = str_of(&obj, "subagentRunId").map(str::to_owned);
-        match ty {
-            "RUN_STARTED" => {
-                self.open.clear();
-                if let Some(Value::Array(input)) = obj.get("input").and_then(|i| i.get("messages"))
-                {
-                    for m in input {
-                        let m = Message::from_value(m).ok_or(Ignored::Malformed)?;
-                        if self.find(&m.id).is_none() {
-                            self.messages.push(m);
-                        }
-                    }
-                    self.recount_messages();
-                }
-                let value = Value::Object(obj);
-                let bytes = value_bytes(&value);
-                self.run = Some(Run {
-                    started: value,
-                    ended: None,
-                    bytes,
-                });
-                Ok(())
-            }
-            "RUN_FINISHED" | "RUN_ERROR" => {
-                let run = self
-                    .run
-                    .as_mut()
-                    .filter(|r| r.ended.is_none())
-                    .ok_or(Ignored::NoTarget)?;
-                let value = Value::Object(obj);
-                run.bytes += value_bytes(&value);
-                run.ended = Some(value);
-                self.open.clear();
-                Ok(())
-            }
-            "STEP_STARTED" | "STEP_FINISHED" => {
-                self.close_lane(&owner);
-                let name = str_of(&obj, "stepName")
-                    .ok_or(Ignored::Malformed)?
-                    .to_owned();
-                self.open
-                    .steps
-                    .retain(|o| !(o.key == name && o.owner == owner));
-                if ty == "STEP_STARTED" {
-                    self.open.steps.push(Opener {
-                        key: name,
-                        owner,
-                        event: opener_bytes(&obj),
-                    });
-                }
-                Ok(())
-            }
-            "TEXT_MESSAGE_START" => {
-                self.close_lane(&owner);
-                let id = str_of(&obj, "messageId")
-                    .ok_or(Ignored::Malformed)?
-                    .to_owned();
-                let role = str_of(&obj, "role").unwrap_or("assistant");
-                self.start_text(&id, role, str_of(&obj, "name"), owner.as_deref())?;
-                self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
-                self.open.texts.retain(|o| o.key != id);
-                self.open.texts.push(Opener {
-                    key: id,
-                    owner,
-                    event: opener_bytes(&obj),
-                });
-                Ok(())
-            }
-            "TOOL_CALL_START" => {
-                self.close_lane(&owner);
-                let id = str_of(&obj, "toolCallId")
-                    .ok_or(Ignored::Malformed)?
-                    .to_owned();
-                let name = str_of(&obj, "toolCallName").ok_or(Ignored::Malformed)?;
-                let meta = metadata_of(&obj);
-                self.start_tool_call(
-                    &id,
-                    name,
-                    str_of(&obj, "parentMessageId"),
-                    owner.as_deref(),
-                    meta.as_ref(),
-                );
-                self.open.tool_calls.retain(|o| o.key != id);
-                self.open.tool_calls.push(Opener {
-                    key: id,
-                    owner,
-                    event: opener_bytes(&obj),
-                });
-                Ok(())
-            }
-            "TOOL_CALL_RESULT" => {
-                self.close_lane(&owner);
-                self.tool_result(&obj)
-            }
-            "REASONING_START"
-            | "REASONING_END"
-            | "REASONING_MESSAGE_START"
-            | "REASONING_MESSAGE_END" => {
-                self.close_lane(&owner);
-                let id = str_of(&obj, "messageId")
-                    .ok_or(Ignored::Malformed)?
-                    .to_owned();
-                let spans = ty == "REASONING_START" || ty == "REASONING_END";
-                if ty == "REASONING_MESSAGE_START" {
-                    self.start_reasoning(&id, owner.as_deref())?;
-                }
-                if !spans {
-                    self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
-                }
-                let list = if spans {
-                    &mut self.open.reasoning_spans
-                } else {
-                    &mut self.open.reasoning_messages
-                };
-                list.retain(|o| o.key != id);
-                if !ty.ends_with("_END") {
-                    list.push(Opener {
-                        key: id,
-                        owner,
-                        event: opener_bytes(&obj),
-                    });
-                }
-                Ok(())
-            }
-            "REASONING_ENCRYPTED_VALUE" => {
-                let entity = str_of(&obj, "entityId").ok_or(Ignored::Malformed)?;
-                let value = obj
-                    .get("encryptedValue")
-                    .cloned()
-                    .ok_or(Ignored::Malformed)?;
-                if str_of(&obj, "subtype") == Some("tool-call") {
-                    let call = self
-                        .messages
-                        .iter_mut()
-                        .filter(|m| m.role == "assistant")
-                        .find_map(|m| m.tool_call_mut(entity))
-                        .ok_or(Ignored::NoTarget)?;
-                    call.extra.insert("encryptedValue".into(), value);
-                } else {
-                    let i = self
-                        .messages
-                        .iter()
-                        .position(|m| m.id == entity)
-                        .ok_or(Ignored::NoTarget)?;
-                    if self.messages[i].role == "activity" {
-                        return Err(Ignored::NoTarget);
-                    }
-                    self.messages[i]
-                        .extra
-                        .insert("encryptedValue".into(), value);
-                }
-                self.recount_messages();
-                Ok(())
-            }
-            "STATE_SNAPSHOT" => {
-                self.close_lane(&owner);
-                let snapshot = obj.get("snapshot").cloned().ok_or(Ignored::Malformed)?;
-                self.state_bytes = value_bytes(&snapshot);
-                self.state_drift = 0;
-                self.state = State::Known(snapshot);
-                Ok(())
-            }
-            "STATE_DELTA" => {
-                self.close_lane(&owner);
-                let delta = obj.get("delta").ok_or(Ignored::Malformed)?;
-                self.state_delta(delta, bytes.len(), outcome)
-            }
-            "MESSAGES_SNAPSHOT" => {
-                self.open.lanes.clear();
-                self.messages_snapshot(&obj)
-            }
-            "ACTIVITY_SNAPSHOT" => self.activity_snapshot(&obj),
-            "ACTIVITY_DELTA" => self.activity_delta(&obj),
-            "CUSTOM" => {
-                self.close_lane(&owner);
-                Ok(())
-            }
-            "SUBAGENT_FINISHED" | "SUBAGENT_ERROR" => {
-                if owner.is_some() {
-                    self.close_lane(&owner);
-                }
-                Ok(())
-            }
-            "RAW" | "SUBAGENT_STARTED" => Ok(()),
-            _ => Err(Ignored::UnknownType),
-        }
-    }
-
-    fn tool_result(&mut self, obj: &Map<String, Value>) -> Folded {
-        let id = str_of(obj, "messageId").ok_or(Ignored::Malformed)?;
-        let call_id = str_of(obj, "toolCallId").ok_or(Ignored::Malformed)?;
-        let content = obj.get("content").cloned().ok_or(Ignored::Malformed)?;
-        let mut m = Map::new();
-        m.insert("id".into(), Value::String(id.to_owned()));
-        m.insert("toolCallId".into(), Value::String(call_id.to_owned()));
-        let role = str_of(obj, "role")
-            .filter(|r| !r.is_empty())
-            .unwrap_or("tool");
-        m.insert("role".into(), Value::String(role.to_owned()));
-        m.insert("content".into(), content);
-        if let Some(owner) = str_of(obj, "subagentRunId") {
-            m.insert("subagentRunId".into(), Value::String(owner.to_owned()));
-        }
-        if let Some(meta) = metadata_of(obj) {
-            m.insert("metadata".into(), Value::Object(meta));
-        }
-        let message = Message::from_value(&Value::Object(m)).ok_or(Ignored::Malformed)?;
-        match self
-            .messages
-            .iter()
-            .position(|m| m.role == "assistant" && m.has_tool_call(call_id))
-        {
-            None => self.messages.push(message),
-            Some(i) => {
-                let mut at = i + 1;
-                while at < self.messages.len() && self.messages[at].role == "tool" {
-                    at += 1;
-                }
-                self.messages.insert(at, message);
-            }
-        }
-        self.recount_messages();
-        Ok(())
-    }
-
-    fn state_delta(
-        &mut self,
-        delta: &Value,
-        event_len: usize,
-        outcome: &mut FoldOutcome,
-    ) -> Folded {
-        let state = match &mut self.state {
-            State::Unknown => return Err(Ignored::StateUnknown),
-            State::Untouched => {
-                self.state = State::Known(Value::Object(Map::new()));
-                self.state_bytes = 2;
-                match &mut self.state {
-                    State::Known(v) => v,
-                    _ => return Err(Ignored::StateUnknown),
-                }
-            }
-            State::Known(v) => v,
-        };
-        let applied = serde_json::from_value::<json_patch::Patch>(delta.clone())
-            .ok()
-            .and_then(|patch| json_patch::patch(state, &patch).ok());
-        if applied.is_none() {
-            self.state = State::Unknown;
-            self.state_bytes = 0;
-            self.state_drift = 0;
-            outcome.state_unknown = true;
-            return Ok(());
-        }
-        // Measured exactly once the deltas since the last measure outweigh it: amortized O(1).
-        self.state_drift += event_len;
-        if self.state_drift > self.state_bytes {
-            self.state_bytes = value_bytes(state);
-            self.state_drift = 0;
-        }
-        Ok(())
-    }
-
-    fn messages_snapshot(&mut self, obj: &Map<String, Value>) -> Folded {
-        let Some(Value::Array(list)) = obj.get("messages") else {
-            return Err(Ignored::Malformed);
-        };
-        let incoming: Vec<Message> = list
-            .iter()
-            .map(Message::from_value)
-            .collect::<Option<_>>()
-            .ok_or(Ignored::Malformed)?;
-        // The client's `authoritativeActivityTypes`: absent (None), null (Some(None)) or a list.
-        let authority: Option<Option<Vec<String>>> =
-            match obj.get("metadata").and_then(|m| m.get("@ag-ui/client")) {
-                None => None,
-                Some(Value::Object(o)) => match o.get("authoritativeActivityTypes") {
-                    None => None,
-                    Some(Value::Null) => Some(None),
-                    Some(Value::Array(a)) if a.iter().all(Value::is_string) => Some(Some(
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect(),
-                    )),
-                    Some(_) => Some(Some(Vec::new())),
-                },
-                Some(_) => Some(Some(Vec::new())),
-            };
-        let has_activity = incoming.iter().any(|m| m.role == "activity");
-        let has_reasoning = incoming.iter().any(|m| m.role == "reasoning");
-        let keep = |m: &Message| -> bool {
-            if m.role == "activity" {
-                let ty = m
-                    .extra
-                    .get("activityType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                match &authority {
-                    Some(Some(list)) => !list.iter().any(|t| t == ty),
-                    Some(None) => false,
-                    None => !has_activity,
-                }
-            } else {
-                m.role == "reasoning" && !has_reasoning
-            }
-        };
-        let old = std::mem::take(&mut self.messages);
-        let mut kept = Vec::with_capacity(old.len() + incoming.len());
-        for m in old {
-            // The last of the snapshot's messages with this id, as the client's Map keeps it.
-            if let Some(new) = incoming.iter().rev().find(|n| n.id == m.id) {
-                kept.push(new.clone());
-            } else if keep(&m) {
-                kept.push(m);
-            }
-        }
-        let present: std::collections::HashSet<String> =
-            kept.iter().map(|m| m.id.clone()).collect();
-        for m in incoming {
-            if !present.contains(&m.id) {
-                kept.push(m);
-            }
-        }
-        self.messages = kept;
-        self.recount_messages();
-        Ok(())
-    }
-
-    fn activity_snapshot(&mut self, obj: &Map<String, Value>) -> Folded {
-        let id = str_of(obj, "messageId").ok_or(Ignored::Malformed)?;
-        let ty = str_of(obj, "activityType").ok_or(Ignored::Malformed)?;
-        let content = obj.get("content").cloned().ok_or(Ignored::Malformed)?;
-        let replace = obj.get("replace").and_then(Value::as_bool).unwrap_or(true);
-        let owner = str_of(obj, "subagentRunId");
-        let mut fresh = Map::new();
-        fresh.insert("id".into(), Value::String(id.to_owned()));
-        fresh.insert("role".into(), Value::String("activity".into()));
-        fresh.insert("activityType".into(), Value::String(ty.to_owned()));
-        fresh.insert("content".into(), content.clone());
-        if let Some(owner) = owner {
-            fresh.insert("subagentRunId".into(), Value::String(owner.to_owned()));
-        }
-        let fresh = Message::from_value(&Value::Object(fresh)).ok_or(Ignored::Malformed)?;
-        let target = match self.messages.iter().position(|m| m.id == id) {
-            None => {
-                self.messages.push(fresh);
-                Some(self.messages.len() - 1)
-            }
-            Some(i) if self.messages[i].role == "activity" => {
-                if replace {
-                    let m = &mut self.messages[i];
-                    m.extra
-                        .insert("activityType".into(), Value::String(ty.to_owned()));
-                    m.content = fresh.content;
-                    match owner {
-                        Some(owner) => m
-                            .extra
-                            .insert("subagentRunId".into(), Value::String(owner.to_owned())),
-                        None => m.extra.remove("subagentRunId"),
-                    };
-                }
-                Some(i)
-            }
-            Some(i) => {
-                if replace {
-                    self.messages[i] = fresh;
-                    Some(i)
-                } else {
-                    None
-                }
-            }
-        };
-        if let (Some(i), Some(meta)) = (target, metadata_of(obj)) {
-            merge_metadata(&mut self.messages[i].extra, &meta);
-        }
-        self.recount_messages();
-        Ok(())
-    }
-
-    fn activity_delta(&mut self, obj: &Map<String, Value>) -> Folded {
-        let id = str_of(obj, "messageId").ok_or(Ignored::Malformed)?;
-        let i = self
-            .messages
-            .iter()
-            .position(|m| m.id == id)
-            .ok_or(Ignored::NoTarget)?;
-        if self.messages[i].role != "activity" {
-            return Err(Ignored::NoTarget);
-        }
-        if let Some(meta) = metadata_of(obj) {
-            merge_metadata(&mut self.messages[i].extra, &meta);
-        }
-        let m = &mut self.messages[i];
-        let mut content = match &m.content {
-            Content::Absent => Value::Object(Map::new()),
-            Content::Other(v) => v.clone(),
-            Content::Text(t) => serde_json::from_str(&format!("\"{t}\"")).unwrap_or(Value::Null),
-        };
-        let patch = obj
-            .get("patch")
-            .cloned()
-            .unwrap_or(Value::Array(Vec::new()));
-        let applied = serde_json::from_value::<json_patch::Patch>(patch)
-            .ok()
-            .and_then(|p| json_patch::patch(&mut content, &p).ok());
-        if applied.is_none() {
-            self.recount_messages();
-            return Err(Ignored::PatchFailed);
-        }
-        m.content = match content {
-            Value::String(s) => Content::Text(escape(&s)),
-            other => Content::Other(other),
-        };
-        match obj.get("activityType") {
-            Some(ty) => m.extra.insert("activityType".into(), ty.clone()),
-            None => m.extra.remove("activityType"),
-        };
-        self.recount_messages();
-        Ok(())
-    }
-
-    fn recount_messages(&mut self) {
-        self.messages_bytes = self.messages.iter().map(Message::bytes).sum();
-    }
-
-    // ----- the byte cap -----------------------------------------------------------------------
-
-    /// Brings the thread back under its cap, to 3/4 of it so that trimming is rare: completed
-    /// messages go first, oldest first; then the oldest text of the messages still being
-    /// written; then the state. What remains is always valid to open with.
-    fn trim(&mut self, outcome: &mut FoldOutcome) {
-        let before = self.bytes();
-        let target = self.max_bytes / 4 * 3;
-        let mut excess = before.saturating_sub(target);
-        if excess == 0 {
-            return;
-        }
-        // 1. Completed messages, oldest first.
-        let open = &self.open;
-        let drop: Vec<bool> = self
-            .messages
-            .iter()
-            .map(|m| {
-                if excess == 0 || open.holds(m) {
-                    return false;
-                }
-                excess = excess.saturating_sub(m.bytes());
-                true
-            })
-            .collect();
-        let mut flags = drop.into_iter();
-        self.messages.retain(|_| !flags.next().unwrap_or(false));
-        self.recount_messages();
-        // 2. The oldest text of what is still being written.
-        let mut excess = self.bytes().saturating_sub(target);
-        for m in &mut self.messages {
-            for text in m.growing_text_mut() {
-                if excess == 0 {
-                    break;
-                }
-                let cut = boundary_at_or_after(text, excess.min(text.len()));
-                text.drain(..cut);
-                excess = excess.saturating_sub(cut);
-            }
-        }
-        self.recount_messages();
-        // 3. The state.
-        if self.bytes() > target && matches!(self.state, State::Known(_)) {
-            self.state = State::Unknown;
-            self.state_bytes = 0;
-            self.state_drift = 0;
-            outcome.state_unknown = true;
-        }
-        outcome.trimmed_bytes = before.saturating_sub(self.bytes());
-    }
 }
 
 /// A streaming event read by the slow path (it had `metadata`, an attribution or an unknown
 /// member), in the fast path's form.
-fn hot_from(obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored> {
+pub(super) fn hot_from(obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored> {
     let s = |k: &str| str_of(obj, k).map(|v| Cow::Owned(v.to_owned()));
     let delta = match obj.get("delta") {
         None => None,

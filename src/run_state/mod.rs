@@ -79,6 +79,7 @@ mod fold;
 mod message;
 mod opening;
 mod scan;
+mod slow;
 mod states;
 #[cfg(test)]
 mod tests;

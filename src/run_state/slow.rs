@@ -1,0 +1,496 @@
+//! The slow path of the fold: every event read with a full parse (the run's lifecycle, steps,
+//! snapshots, deltas, results, activities, and streaming events that carry members the scanner
+//! does not know), and the byte cap's trim.
+
+use serde_json::{Map, Value};
+
+use super::fold::{Folded, Opener, Run, State, hot_from, metadata_of, opener_bytes, str_of};
+use super::message::{Content, Message, merge_metadata, value_bytes};
+use super::scan::{HotKind, boundary_at_or_after, escape};
+use super::{FoldOutcome, Ignored, ThreadRun};
+
+impl ThreadRun {
+    pub(super) fn fold_slow(&mut self, bytes: &[u8], outcome: &mut FoldOutcome) -> Folded {
+        let value: Value = serde_json::from_slice(bytes).map_err(|_| Ignored::NotJson)?;
+        let Value::Object(obj) = value else {
+            return Err(Ignored::NotAnEvent);
+        };
+        let ty = str_of(&obj, "type").ok_or(Ignored::NotAnEvent)?;
+        if let Some(kind) = HotKind::from_type(ty) {
+            return self.fold_hot(kind, hot_from(&obj)?);
+        }
+        let owner = str_of(&obj, "subagentRunId").map(str::to_owned);
+        match ty {
+            "RUN_STARTED" => {
+                self.open.clear();
+                if let Some(Value::Array(input)) = obj.get("input").and_then(|i| i.get("messages"))
+                {
+                    for m in input {
+                        let m = Message::from_value(m).ok_or(Ignored::Malformed)?;
+                        if self.find(&m.id).is_none() {
+                            self.messages.push(m);
+                        }
+                    }
+                    self.recount_messages();
+                }
+                let value = Value::Object(obj);
+                let bytes = value_bytes(&value);
+                self.run = Some(Run {
+                    started: value,
+                    ended: None,
+                    bytes,
+                });
+                Ok(())
+            }
+            "RUN_FINISHED" | "RUN_ERROR" => {
+                let run = self
+                    .run
+                    .as_mut()
+                    .filter(|r| r.ended.is_none())
+                    .ok_or(Ignored::NoTarget)?;
+                let value = Value::Object(obj);
+                run.bytes += value_bytes(&value);
+                run.ended = Some(value);
+                self.open.clear();
+                Ok(())
+            }
+            "STEP_STARTED" | "STEP_FINISHED" => {
+                self.close_lane(&owner);
+                let name = str_of(&obj, "stepName")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
+                self.open
+                    .steps
+                    .retain(|o| !(o.key == name && o.owner == owner));
+                if ty == "STEP_STARTED" {
+                    self.open.steps.push(Opener {
+                        key: name,
+                        owner,
+                        event: opener_bytes(&obj),
+                    });
+                }
+                Ok(())
+            }
+            "TEXT_MESSAGE_START" => {
+                self.close_lane(&owner);
+                let id = str_of(&obj, "messageId")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
+                let role = str_of(&obj, "role").unwrap_or("assistant");
+                self.start_text(&id, role, str_of(&obj, "name"), owner.as_deref())?;
+                self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
+                self.open.texts.retain(|o| o.key != id);
+                self.open.texts.push(Opener {
+                    key: id,
+                    owner,
+                    event: opener_bytes(&obj),
+                });
+                Ok(())
+            }
+            "TOOL_CALL_START" => {
+                self.close_lane(&owner);
+                let id = str_of(&obj, "toolCallId")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
+                let name = str_of(&obj, "toolCallName").ok_or(Ignored::Malformed)?;
+                let meta = metadata_of(&obj);
+                self.start_tool_call(
+                    &id,
+                    name,
+                    str_of(&obj, "parentMessageId"),
+                    owner.as_deref(),
+                    meta.as_ref(),
+                );
+                self.open.tool_calls.retain(|o| o.key != id);
+                self.open.tool_calls.push(Opener {
+                    key: id,
+                    owner,
+                    event: opener_bytes(&obj),
+                });
+                Ok(())
+            }
+            "TOOL_CALL_RESULT" => {
+                self.close_lane(&owner);
+                self.tool_result(&obj)
+            }
+            "REASONING_START"
+            | "REASONING_END"
+            | "REASONING_MESSAGE_START"
+            | "REASONING_MESSAGE_END" => {
+                self.close_lane(&owner);
+                let id = str_of(&obj, "messageId")
+                    .ok_or(Ignored::Malformed)?
+                    .to_owned();
+                let spans = ty == "REASONING_START" || ty == "REASONING_END";
+                if ty == "REASONING_MESSAGE_START" {
+                    self.start_reasoning(&id, owner.as_deref())?;
+                }
+                if !spans {
+                    self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
+                }
+                let list = if spans {
+                    &mut self.open.reasoning_spans
+                } else {
+                    &mut self.open.reasoning_messages
+                };
+                list.retain(|o| o.key != id);
+                if !ty.ends_with("_END") {
+                    list.push(Opener {
+                        key: id,
+                        owner,
+                        event: opener_bytes(&obj),
+                    });
+                }
+                Ok(())
+            }
+            "REASONING_ENCRYPTED_VALUE" => {
+                let entity = str_of(&obj, "entityId").ok_or(Ignored::Malformed)?;
+                let value = obj
+                    .get("encryptedValue")
+                    .cloned()
+                    .ok_or(Ignored::Malformed)?;
+                if str_of(&obj, "subtype") == Some("tool-call") {
+                    let call = self
+                        .messages
+                        .iter_mut()
+                        .filter(|m| m.role == "assistant")
+                        .find_map(|m| m.tool_call_mut(entity))
+                        .ok_or(Ignored::NoTarget)?;
+                    call.extra.insert("encryptedValue".into(), value);
+                } else {
+                    let i = self
+                        .messages
+                        .iter()
+                        .position(|m| m.id == entity)
+                        .ok_or(Ignored::NoTarget)?;
+                    if self.messages[i].role == "activity" {
+                        return Err(Ignored::NoTarget);
+                    }
+                    self.messages[i]
+                        .extra
+                        .insert("encryptedValue".into(), value);
+                }
+                self.recount_messages();
+                Ok(())
+            }
+            "STATE_SNAPSHOT" => {
+                self.close_lane(&owner);
+                let snapshot = obj.get("snapshot").cloned().ok_or(Ignored::Malformed)?;
+                self.state_bytes = value_bytes(&snapshot);
+                self.state_drift = 0;
+                self.state = State::Known(snapshot);
+                Ok(())
+            }
+            "STATE_DELTA" => {
+                self.close_lane(&owner);
+                let delta = obj.get("delta").ok_or(Ignored::Malformed)?;
+                self.state_delta(delta, bytes.len(), outcome)
+            }
+            "MESSAGES_SNAPSHOT" => {
+                self.open.lanes.clear();
+                self.messages_snapshot(&obj)
+            }
+            "ACTIVITY_SNAPSHOT" => self.activity_snapshot(&obj),
+            "ACTIVITY_DELTA" => self.activity_delta(&obj),
+            "CUSTOM" => {
+                self.close_lane(&owner);
+                Ok(())
+            }
+            "SUBAGENT_FINISHED" | "SUBAGENT_ERROR" => {
+                if owner.is_some() {
+                    self.close_lane(&owner);
+                }
+                Ok(())
+            }
+            "RAW" | "SUBAGENT_STARTED" => Ok(()),
+            _ => Err(Ignored::UnknownType),
+        }
+    }
+
+    pub(super) fn tool_result(&mut self, obj: &Map<String, Value>) -> Folded {
+        let id = str_of(obj, "messageId").ok_or(Ignored::Malformed)?;
+        let call_id = str_of(obj, "toolCallId").ok_or(Ignored::Malformed)?;
+        let content = obj.get("content").cloned().ok_or(Ignored::Malformed)?;
+        let mut m = Map::new();
+        m.insert("id".into(), Value::String(id.to_owned()));
+        m.insert("toolCallId".into(), Value::String(call_id.to_owned()));
+        let role = str_of(obj, "role")
+            .filter(|r| !r.is_empty())
+            .unwrap_or("tool");
+        m.insert("role".into(), Value::String(role.to_owned()));
+        m.insert("content".into(), content);
+        if let Some(owner) = str_of(obj, "subagentRunId") {
+            m.insert("subagentRunId".into(), Value::String(owner.to_owned()));
+        }
+        if let Some(meta) = metadata_of(obj) {
+            m.insert("metadata".into(), Value::Object(meta));
+        }
+        let message = Message::from_value(&Value::Object(m)).ok_or(Ignored::Malformed)?;
+        match self
+            .messages
+            .iter()
+            .position(|m| m.role == "assistant" && m.has_tool_call(call_id))
+        {
+            None => self.messages.push(message),
+            Some(i) => {
+                let mut at = i + 1;
+                while at < self.messages.len() && self.messages[at].role == "tool" {
+                    at += 1;
+                }
+                self.messages.insert(at, message);
+            }
+        }
+        self.recount_messages();
+        Ok(())
+    }
+
+    pub(super) fn state_delta(
+        &mut self,
+        delta: &Value,
+        event_len: usize,
+        outcome: &mut FoldOutcome,
+    ) -> Folded {
+        let state = match &mut self.state {
+            State::Unknown => return Err(Ignored::StateUnknown),
+            State::Untouched => {
+                self.state = State::Known(Value::Object(Map::new()));
+                self.state_bytes = 2;
+                match &mut self.state {
+                    State::Known(v) => v,
+                    _ => return Err(Ignored::StateUnknown),
+                }
+            }
+            State::Known(v) => v,
+        };
+        let applied = serde_json::from_value::<json_patch::Patch>(delta.clone())
+            .ok()
+            .and_then(|patch| json_patch::patch(state, &patch).ok());
+        if applied.is_none() {
+            self.state = State::Unknown;
+            self.state_bytes = 0;
+            self.state_drift = 0;
+            outcome.state_unknown = true;
+            return Ok(());
+        }
+        // Measured exactly once the deltas since the last measure outweigh it: amortized O(1).
+        self.state_drift += event_len;
+        if self.state_drift > self.state_bytes {
+            self.state_bytes = value_bytes(state);
+            self.state_drift = 0;
+        }
+        Ok(())
+    }
+
+    pub(super) fn messages_snapshot(&mut self, obj: &Map<String, Value>) -> Folded {
+        let Some(Value::Array(list)) = obj.get("messages") else {
+            return Err(Ignored::Malformed);
+        };
+        let incoming: Vec<Message> = list
+            .iter()
+            .map(Message::from_value)
+            .collect::<Option<_>>()
+            .ok_or(Ignored::Malformed)?;
+        // The client's `authoritativeActivityTypes`: absent (None), null (Some(None)) or a list.
+        let authority: Option<Option<Vec<String>>> =
+            match obj.get("metadata").and_then(|m| m.get("@ag-ui/client")) {
+                None => None,
+                Some(Value::Object(o)) => match o.get("authoritativeActivityTypes") {
+                    None => None,
+                    Some(Value::Null) => Some(None),
+                    Some(Value::Array(a)) if a.iter().all(Value::is_string) => Some(Some(
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect(),
+                    )),
+                    Some(_) => Some(Some(Vec::new())),
+                },
+                Some(_) => Some(Some(Vec::new())),
+            };
+        let has_activity = incoming.iter().any(|m| m.role == "activity");
+        let has_reasoning = incoming.iter().any(|m| m.role == "reasoning");
+        let keep = |m: &Message| -> bool {
+            if m.role == "activity" {
+                let ty = m
+                    .extra
+                    .get("activityType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                match &authority {
+                    Some(Some(list)) => !list.iter().any(|t| t == ty),
+                    Some(None) => false,
+                    None => !has_activity,
+                }
+            } else {
+                m.role == "reasoning" && !has_reasoning
+            }
+        };
+        let old = std::mem::take(&mut self.messages);
+        let mut kept = Vec::with_capacity(old.len() + incoming.len());
+        for m in old {
+            // The last of the snapshot's messages with this id, as the client's Map keeps it.
+            if let Some(new) = incoming.iter().rev().find(|n| n.id == m.id) {
+                kept.push(new.clone());
+            } else if keep(&m) {
+                kept.push(m);
+            }
+        }
+        let present: std::collections::HashSet<String> =
+            kept.iter().map(|m| m.id.clone()).collect();
+        for m in incoming {
+            if !present.contains(&m.id) {
+                kept.push(m);
+            }
+        }
+        self.messages = kept;
+        self.recount_messages();
+        Ok(())
+    }
+
+    pub(super) fn activity_snapshot(&mut self, obj: &Map<String, Value>) -> Folded {
+        let id = str_of(obj, "messageId").ok_or(Ignored::Malformed)?;
+        let ty = str_of(obj, "activityType").ok_or(Ignored::Malformed)?;
+        let content = obj.get("content").cloned().ok_or(Ignored::Malformed)?;
+        let replace = obj.get("replace").and_then(Value::as_bool).unwrap_or(true);
+        let owner = str_of(obj, "subagentRunId");
+        let mut fresh = Map::new();
+        fresh.insert("id".into(), Value::String(id.to_owned()));
+        fresh.insert("role".into(), Value::String("activity".into()));
+        fresh.insert("activityType".into(), Value::String(ty.to_owned()));
+        fresh.insert("content".into(), content.clone());
+        if let Some(owner) = owner {
+            fresh.insert("subagentRunId".into(), Value::String(owner.to_owned()));
+        }
+        let fresh = Message::from_value(&Value::Object(fresh)).ok_or(Ignored::Malformed)?;
+        let target = match self.messages.iter().position(|m| m.id == id) {
+            None => {
+                self.messages.push(fresh);
+                Some(self.messages.len() - 1)
+            }
+            Some(i) if self.messages[i].role == "activity" => {
+                if replace {
+                    let m = &mut self.messages[i];
+                    m.extra
+                        .insert("activityType".into(), Value::String(ty.to_owned()));
+                    m.content = fresh.content;
+                    match owner {
+                        Some(owner) => m
+                            .extra
+                            .insert("subagentRunId".into(), Value::String(owner.to_owned())),
+                        None => m.extra.remove("subagentRunId"),
+                    };
+                }
+                Some(i)
+            }
+            Some(i) => {
+                if replace {
+                    self.messages[i] = fresh;
+                    Some(i)
+                } else {
+                    None
+                }
+            }
+        };
+        if let (Some(i), Some(meta)) = (target, metadata_of(obj)) {
+            merge_metadata(&mut self.messages[i].extra, &meta);
+        }
+        self.recount_messages();
+        Ok(())
+    }
+
+    pub(super) fn activity_delta(&mut self, obj: &Map<String, Value>) -> Folded {
+        let id = str_of(obj, "messageId").ok_or(Ignored::Malformed)?;
+        let i = self
+            .messages
+            .iter()
+            .position(|m| m.id == id)
+            .ok_or(Ignored::NoTarget)?;
+        if self.messages[i].role != "activity" {
+            return Err(Ignored::NoTarget);
+        }
+        if let Some(meta) = metadata_of(obj) {
+            merge_metadata(&mut self.messages[i].extra, &meta);
+        }
+        let m = &mut self.messages[i];
+        let mut content = match &m.content {
+            Content::Absent => Value::Object(Map::new()),
+            Content::Other(v) => v.clone(),
+            Content::Text(t) => serde_json::from_str(&format!("\"{t}\"")).unwrap_or(Value::Null),
+        };
+        let patch = obj
+            .get("patch")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        let applied = serde_json::from_value::<json_patch::Patch>(patch)
+            .ok()
+            .and_then(|p| json_patch::patch(&mut content, &p).ok());
+        if applied.is_none() {
+            self.recount_messages();
+            return Err(Ignored::PatchFailed);
+        }
+        m.content = match content {
+            Value::String(s) => Content::Text(escape(&s)),
+            other => Content::Other(other),
+        };
+        match obj.get("activityType") {
+            Some(ty) => m.extra.insert("activityType".into(), ty.clone()),
+            None => m.extra.remove("activityType"),
+        };
+        self.recount_messages();
+        Ok(())
+    }
+
+    pub(super) fn recount_messages(&mut self) {
+        self.messages_bytes = self.messages.iter().map(Message::bytes).sum();
+    }
+
+    // ----- the byte cap -----------------------------------------------------------------------
+
+    /// Brings the thread back under its cap, to 3/4 of it so that trimming is rare: completed
+    /// messages go first, oldest first; then the oldest text of the messages still being
+    /// written; then the state. What remains is always valid to open with.
+    pub(super) fn trim(&mut self, outcome: &mut FoldOutcome) {
+        let before = self.bytes();
+        let target = self.max_bytes / 4 * 3;
+        let mut excess = before.saturating_sub(target);
+        if excess == 0 {
+            return;
+        }
+        // 1. Completed messages, oldest first.
+        let open = &self.open;
+        let drop: Vec<bool> = self
+            .messages
+            .iter()
+            .map(|m| {
+                if excess == 0 || open.holds(m) {
+                    return false;
+                }
+                excess = excess.saturating_sub(m.bytes());
+                true
+            })
+            .collect();
+        let mut flags = drop.into_iter();
+        self.messages.retain(|_| !flags.next().unwrap_or(false));
+        self.recount_messages();
+        // 2. The oldest text of what is still being written.
+        let mut excess = self.bytes().saturating_sub(target);
+        for m in &mut self.messages {
+            for text in m.growing_text_mut() {
+                if excess == 0 {
+                    break;
+                }
+                let cut = boundary_at_or_after(text, excess.min(text.len()));
+                text.drain(..cut);
+                excess = excess.saturating_sub(cut);
+            }
+        }
+        self.recount_messages();
+        // 3. The state.
+        if self.bytes() > target && matches!(self.state, State::Known(_)) {
+            self.state = State::Unknown;
+            self.state_bytes = 0;
+            self.state_drift = 0;
+            outcome.state_unknown = true;
+        }
+        outcome.trimmed_bytes = before.saturating_sub(self.bytes());
+    }
+}
