@@ -52,7 +52,7 @@ pub struct Config {
     pub name: Cow<'static, str>,
     /// Slots of each user's broadcast ring, rounded up to a power of two and at least 1. tokio
     /// preallocates every slot (about 56 bytes each) when the channel is created, so this is the
-    /// idle cost of a user: the default, 8, costs 512 bytes (64 per slot). Events beyond it are not lost: a
+    /// idle cost of a user: the default, 8, costs 640 bytes (80 per slot, a thread tag included). Events beyond it are not lost: a
     /// receiver that falls this far behind recovers from the replay window ([`LagPolicy`]).
     pub capacity: usize,
     /// Events kept per user channel for resume and lag recovery. Default 256.
