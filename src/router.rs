@@ -376,8 +376,11 @@ impl EventRouter {
         event.route(self, user)
     }
 
-    /// AG-UI event: to the AG-UI channel, and wrapped to the context channel.
+    /// AG-UI event: to the AG-UI channel, and wrapped to the context channel. An event the
+    /// AG-UI 1.0 schemas reject is [`PublishError::InvalidEvent`], naming the member, and
+    /// goes nowhere (see [`AgUiEvent::validate`]).
     pub fn route_agui(&self, user: &UserId, event: &AgUiEvent) -> Result<Routed, PublishError> {
+        event.validate()?;
         self.route_with_context(user, event, &self.agui, "agui")
     }
 
@@ -546,6 +549,7 @@ impl EventRouter {
         user: &UserId,
         event: &AgUiEvent,
     ) -> Result<Routed, PublishError> {
+        event.validate()?;
         self.route_with_context_async(user, event, &self.agui, "agui")
             .await
     }

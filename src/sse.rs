@@ -400,6 +400,7 @@ impl IntoResponse for PublishError {
             Self::FrameTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "frame_too_large"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable"),
+            Self::InvalidEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
             Self::Encode(_) | Self::NotUtf8 | Self::Frame(_) => {
                 (StatusCode::BAD_REQUEST, "unencodable_event")
             }
