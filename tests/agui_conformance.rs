@@ -189,3 +189,28 @@ async fn every_fixture_comes_out_of_the_demo_server_deep_equal_and_valid() {
         assert_all_valid(&received, "events out of the demo server");
     }
 }
+
+#[tokio::test]
+async fn the_demo_server_answers_400_invalid_event_naming_the_member_and_publishes_nothing() {
+    let server = DemoServer::start();
+    let client = client();
+    let url = server.url("/events/agui/strict");
+    let mut stream = SseStream::connect(&client, &url).await;
+    let before = support::stats(&client, &server.base).await;
+    let cases: Vec<Value> = serde_json::from_str(AGUI_1_0_INVALID).expect("a JSON array");
+    for case in &cases {
+        let reply = support::post(&client, &url, case["event"].to_string()).await;
+        let message = reply.assert_error(reqwest::StatusCode::BAD_REQUEST, "invalid_event");
+        let member = case["member"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{member}`")),
+            "{}: the message should name `{member}`: {message}",
+            case["case"]
+        );
+    }
+    assert_eq!(support::stats(&client, &server.base).await, before);
+    // The stream's next event is the next good one.
+    let event = json!({"type": "TEXT_MESSAGE_CHUNK", "messageId": "m", "delta": "ok"});
+    let id = publish(&client, &url, &event).await;
+    assert_eq!(stream.next_message().await, (id, event));
+}
