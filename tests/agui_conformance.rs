@@ -214,3 +214,35 @@ async fn the_demo_server_answers_400_invalid_event_naming_the_member_and_publish
     let id = publish(&client, &url, &event).await;
     assert_eq!(stream.next_message().await, (id, event));
 }
+
+/// The demo page's AG-UI examples (`EXAMPLES.agui` in `examples/server/page.html`).
+fn page_examples() -> Vec<Value> {
+    let page = include_str!("../examples/server/page.html");
+    let start = page.find("agui: [").expect("the page has AG-UI examples") + "agui: ".len();
+    serde_json::Deserializer::from_str(&page[start..])
+        .into_iter::<Vec<Value>>()
+        .next()
+        .expect("a JSON array")
+        .expect("the examples are JSON")
+}
+
+#[test]
+fn the_demo_page_offers_every_1_0_type_and_each_is_valid() {
+    let examples = page_examples();
+    let mut types: Vec<&str> = examples
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    types.sort_unstable();
+    let mut expected = AgUiEvent::TYPES.to_vec();
+    expected.sort_unstable();
+    assert_eq!(types, expected, "one example per 1.0 type");
+    for example in &examples {
+        let event: AgUiEvent = serde_json::from_value(example.clone())
+            .unwrap_or_else(|e| panic!("the model refuses {example}: {e}"));
+        assert_eq!(&serde_json::to_value(&event).unwrap(), example);
+    }
+    if node_available() {
+        assert_all_valid(&examples, "the demo page's examples");
+    }
+}
