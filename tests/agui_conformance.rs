@@ -27,7 +27,9 @@ const AGUI_1_0_ALL: &str = include_str!("fixtures/agui_1_0_all.json");
 const AGUI_1_0_INVALID: &str = include_str!("fixtures/agui_1_0_invalid.json");
 
 fn agui_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("agui")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("agui")
 }
 
 /// Whether node and the pinned packages are there; prints the skip, or panics under `CI=true`.

@@ -5,7 +5,9 @@
 use futures_util::FutureExt;
 use serde_json::{Map, Value, json};
 use sse_hub::models::agui::{self, AgUiEvent, InvalidEvent, Role};
-use sse_hub::models::{ContextEvent, a2a::A2AEvent, analytics::AnalyticsEvent, system::SystemEvent};
+use sse_hub::models::{
+    ContextEvent, a2a::A2AEvent, analytics::AnalyticsEvent, system::SystemEvent,
+};
 use sse_hub::{EventRouter, PublishError, UserId};
 use tokio_stream::StreamExt;
 
@@ -59,10 +61,18 @@ fn every_fixture_round_trips_to_equal_json() {
             assert_eq!(round_trip(&doc), doc, "{name}");
             // `type` anywhere: the buffered path gives the same.
             let event: AgUiEvent = serde_json::from_str(&type_last(&doc)).unwrap();
-            assert_eq!(serde_json::to_value(&event).unwrap(), doc, "{name}, type last");
+            assert_eq!(
+                serde_json::to_value(&event).unwrap(),
+                doc,
+                "{name}, type last"
+            );
             // Through `serde_json::Value` too (keys in another order).
             let event: AgUiEvent = serde_json::from_value(doc.clone()).unwrap();
-            assert_eq!(serde_json::to_value(&event).unwrap(), doc, "{name}, from a Value");
+            assert_eq!(
+                serde_json::to_value(&event).unwrap(),
+                doc,
+                "{name}, from a Value"
+            );
         }
     }
 }
@@ -237,7 +247,11 @@ fn validate_refuses_events_built_in_rust() {
     for (event, member) in cases {
         let error = event.validate().expect_err("invalid");
         assert_eq!(error.member, member, "{event:?}: {error}");
-        assert!(error.to_string().starts_with(&format!("invalid `{member}`: ")));
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("invalid `{member}`: "))
+        );
     }
 }
 

@@ -44,7 +44,10 @@ const AGUI_REQUIRED: &[(&str, &[&str])] = &[
     ("STATE_SNAPSHOT", &["snapshot"]),
     ("STATE_DELTA", &["delta"]),
     ("MESSAGES_SNAPSHOT", &["messages"]),
-    ("ACTIVITY_SNAPSHOT", &["messageId", "activityType", "content"]),
+    (
+        "ACTIVITY_SNAPSHOT",
+        &["messageId", "activityType", "content"],
+    ),
     ("ACTIVITY_DELTA", &["messageId", "activityType", "patch"]),
     ("REASONING_START", &["messageId"]),
     ("REASONING_MESSAGE_START", &["messageId", "role"]),
@@ -350,7 +353,11 @@ fn agui_1_0_all_variants_round_trip() {
         assert_eq!(event.validate(), Ok(()), "{doc}");
     }
     let types: Vec<&str> = events.iter().map(AgUiEvent::event_type).collect();
-    assert_eq!(types, AgUiEvent::TYPES, "the fixture follows the model's order");
+    assert_eq!(
+        types,
+        AgUiEvent::TYPES,
+        "the fixture follows the model's order"
+    );
 }
 
 #[test]

@@ -112,7 +112,9 @@ fn literal(object: &Map<String, Value>, path: &Path<'_>, key: &str, expected: &s
     if value == expected {
         Ok(())
     } else {
-        Err(path.key(key).error(format!("must be {expected:?}, got {value:?}")))
+        Err(path
+            .key(key)
+            .error(format!("must be {expected:?}, got {value:?}")))
     }
 }
 
@@ -149,8 +151,10 @@ fn discriminant<'v>(
 pub(crate) fn json_patch(operations: &[Value], member: &str) -> Checked {
     let path = Path::Member(member);
     for (i, operation) in operations.iter().enumerate() {
-        json_patch::PatchOperation::deserialize(operation)
-            .map_err(|e| path.index(i).error(format!("not a JSON Patch operation: {e}")))?;
+        json_patch::PatchOperation::deserialize(operation).map_err(|e| {
+            path.index(i)
+                .error(format!("not a JSON Patch operation: {e}"))
+        })?;
     }
     Ok(())
 }
@@ -334,7 +338,10 @@ pub(crate) fn run_outcome(value: &Value, member: &str) -> Checked {
         "success" => opt_strings(outcome, &path, "pendingToolCallIds"),
         "interrupt" => {
             let path = path.key("interrupts");
-            let interrupts = array(required(outcome, &Path::Member(member), "interrupts")?, &path)?;
+            let interrupts = array(
+                required(outcome, &Path::Member(member), "interrupts")?,
+                &path,
+            )?;
             if interrupts.is_empty() {
                 return Err(path.error("must hold at least one interrupt"));
             }
@@ -383,13 +390,11 @@ pub(crate) fn usage(entries: &[Value], member: &str) -> Checked {
             "cacheWriteInputTokens",
         ] {
             if let Some(count) = optional(entry, &path, key)? {
-                let ok = count
-                    .as_u64()
-                    .is_some_and(|n| n <= MAX_SAFE_INTEGER as u64);
+                let ok = count.as_u64().is_some_and(|n| n <= MAX_SAFE_INTEGER as u64);
                 if !ok {
-                    return Err(path
-                        .key(key)
-                        .error(format!("must be an integer from 0 to 2^53 − 1, got {count}")));
+                    return Err(path.key(key).error(format!(
+                        "must be an integer from 0 to 2^53 − 1, got {count}"
+                    )));
                 }
             }
         }

@@ -254,8 +254,9 @@ impl Member for Option<Map<String, Value>> {
 /// A required object (ACTIVITY_SNAPSHOT `content`).
 impl Member for Map<String, Value> {
     fn read<'de, A: MapAccess<'de>>(map: &mut A, name: &'static str) -> Result<Self, A::Error> {
-        Option::<Map<String, Value>>::read(map, name)?
-            .ok_or_else(|| de::Error::custom(InvalidEvent::new(name, "must be an object, got null")))
+        Option::<Map<String, Value>>::read(map, name)?.ok_or_else(|| {
+            de::Error::custom(InvalidEvent::new(name, "must be an object, got null"))
+        })
     }
     fn missing() -> Option<Self> {
         None
