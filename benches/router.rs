@@ -9,6 +9,18 @@
 //! * `replaced`: the original `EventRouter::route_agui` (see `common::replaced`), which
 //!   serialises the event once per broadcaster.
 //!
+//! `agui_typed_round_trip`: an AG-UI event's JSON bytes, as a backend receives them, read into
+//! the typed model and published through the router (to agui and, wrapped, to context), with a
+//! connection on each. Side by side, in one run, for each event (`text`: a streamed
+//! TEXT_MESSAGE_CONTENT, the hot path; `state_delta`: a STATE_DELTA of 3 JSON Patch operations):
+//! * `old-model`: the model before AG-UI 1.0 (`common/old_agui.rs`, a copy of it), then the
+//!   steps of `route_agui` through the public API (serialise once, two payloads, two
+//!   broadcasts);
+//! * `new-model`: today's model (checked while read, lossless), `validate`, then the same steps;
+//!   `new-model / old-model` is the cost of the new model (the budget is 1.2x);
+//! * `new-route_agui`: today's model, then `EventRouter::route_agui` itself;
+//! * `value`: the bytes read as a `serde_json::Value` and broadcast: the untyped fast path.
+//!
 //! `resume`: a client reconnects with a `Last-Event-ID` 1 000 events back and reads them all.
 //! * `sse-hub`: `subscribe_from` with the id, then the 1 000 replayed frames read from the
 //!   subscription (replay window configured to hold them: `replay_events = 1024`);
@@ -19,6 +31,8 @@
 //! reconnecting client, so it has no entry in `resume`.
 
 mod common;
+#[path = "common/old_agui.rs"]
+mod old_agui;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -27,7 +41,7 @@ use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::{FutureExt, StreamExt};
 use sse_hub::models::AgUiEvent;
-use sse_hub::{Broadcaster, Config, EventRouter, UserId};
+use sse_hub::{Broadcaster, Config, EventRouter, Payload, UserId};
 use tokio::sync::broadcast;
 
 use common::replaced;
@@ -102,6 +116,85 @@ fn router_agui(c: &mut Criterion) {
     group.finish();
 }
 
+/// The steps of `EventRouter::route_agui` through the public API, for any serde event: one
+/// serialisation, the direct and the wrapped payload, both broadcast.
+fn publish_like_route_agui<E: serde::Serialize>(router: &EventRouter, user: &UserId, event: &E) {
+    let json = serde_json::to_string(event).expect("serialisable");
+    let direct = Payload::from_text(None, &json).expect("payload");
+    let mut wrapped = String::with_capacity(json.len() + 30);
+    wrapped.push_str("{\"protocol\":\"agui\",\"event\":");
+    wrapped.push_str(&json);
+    wrapped.push('}');
+    let wrapped = Payload::from_text(None, &wrapped).expect("payload");
+    black_box(
+        router
+            .agui()
+            .broadcast_payload(user, direct)
+            .expect("publish"),
+    );
+    black_box(
+        router
+            .context()
+            .broadcast_payload(user, wrapped)
+            .expect("publish"),
+    );
+}
+
+fn agui_typed_round_trip(c: &mut Criterion) {
+    let text = serde_json::to_vec(&common::text_event(1)).expect("serialisable");
+    let state_delta = serde_json::to_vec(&serde_json::json!({
+        "type": "STATE_DELTA",
+        "delta": [
+            {"op": "replace", "path": "/counter", "value": 2},
+            {"op": "add", "path": "/items/-", "value": {"id": 7, "label": "seventh"}},
+            {"op": "remove", "path": "/draft"}
+        ],
+        "timestamp": 1_780_000_000_000_i64
+    }))
+    .expect("serialisable");
+    let mut group = c.benchmark_group("agui_typed_round_trip");
+    group.throughput(Throughput::Elements(1));
+    let router = EventRouter::default();
+    let user = UserId::from("alice");
+    let _agui = router.agui().subscribe(&user).expect("subscribe");
+    let _context = router.context().subscribe(&user).expect("subscribe");
+    for (name, bytes) in [("text", &text), ("state_delta", &state_delta)] {
+        group.bench_function(BenchmarkId::new("old-model", name), |b| {
+            b.iter(|| {
+                let event: old_agui::AgUiEvent =
+                    serde_json::from_slice(black_box(bytes)).expect("event");
+                publish_like_route_agui(&router, &user, &event);
+            })
+        });
+        group.bench_function(BenchmarkId::new("new-model", name), |b| {
+            b.iter(|| {
+                let event: AgUiEvent = serde_json::from_slice(black_box(bytes)).expect("event");
+                event.validate().expect("valid");
+                publish_like_route_agui(&router, &user, &event);
+            })
+        });
+        group.bench_function(BenchmarkId::new("new-route_agui", name), |b| {
+            b.iter(|| {
+                let event: AgUiEvent = serde_json::from_slice(black_box(bytes)).expect("event");
+                black_box(router.route_agui(&user, &event).expect("route"));
+            })
+        });
+        group.bench_function(BenchmarkId::new("value", name), |b| {
+            b.iter(|| {
+                let event: serde_json::Value =
+                    serde_json::from_slice(black_box(bytes)).expect("event");
+                black_box(
+                    router
+                        .agui()
+                        .broadcast_payload(&user, Payload::encode(&event).expect("payload")),
+                )
+                .expect("publish");
+            })
+        });
+    }
+    group.finish();
+}
+
 fn resume(c: &mut Criterion) {
     let mut group = c.benchmark_group("resume");
     group.throughput(Throughput::Elements(MISSED as u64));
@@ -162,6 +255,6 @@ fn resume(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = router_agui, resume
+    targets = router_agui, agui_typed_round_trip, resume
 }
 criterion_main!(benches);

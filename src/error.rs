@@ -100,6 +100,12 @@ pub enum PublishError {
     /// thread needs a broadcaster without one. Over HTTP: `501`.
     #[error("publishing into a thread is not supported with a backplane yet")]
     ThreadsNeedOneNode,
+    /// The event is one its protocol rejects (an AG-UI event with a wrong role, a missing
+    /// member, a malformed JSON Patch, a timestamp that is not a safe integer, ...): the error
+    /// names the member. Checked before anything is encoded, so nothing was published. Over
+    /// HTTP: `400` with the code `invalid_event`.
+    #[error("the event is invalid: {0}")]
+    InvalidEvent(#[from] crate::models::agui::InvalidEvent),
     /// The [backplane](crate::backplane) could not take the event. Unlike the other errors,
     /// this node's own connections *did* receive it, without an id (so their last event id stays
     /// valid); the other nodes and the shared history did not, and the loss is counted in

@@ -390,8 +390,11 @@ impl EventRouter {
         event.route(self, user)
     }
 
-    /// AG-UI event: to the AG-UI channel, and wrapped to the context channel.
+    /// AG-UI event: to the AG-UI channel, and wrapped to the context channel. An event the
+    /// AG-UI 1.0 schemas reject is [`PublishError::InvalidEvent`], naming the member, and
+    /// goes nowhere (see [`AgUiEvent::validate`]).
     pub fn route_agui(&self, user: &UserId, event: &AgUiEvent) -> Result<Routed, PublishError> {
+        event.validate()?;
         self.route_with_context(user, event, &self.agui, "agui", None)
     }
 
@@ -399,13 +402,14 @@ impl EventRouter {
     /// run state, so that a connection opened later rebuilds the run: see
     /// [`run_state`](crate::run_state)), and wrapped to the context channel, tagged with the
     /// same thread. Creates the user's channels if needed, so the event is kept even when
-    /// nobody is connected yet.
+    /// nobody is connected yet. An invalid event is refused as by [`route_agui`](Self::route_agui).
     pub fn route_agui_in_thread(
         &self,
         user: &UserId,
         thread: &ThreadId,
         event: &AgUiEvent,
     ) -> Result<Routed, PublishError> {
+        event.validate()?;
         self.route_with_context(user, event, &self.agui, "agui", Some(thread))
     }
 
@@ -628,6 +632,7 @@ impl EventRouter {
         user: &UserId,
         event: &AgUiEvent,
     ) -> Result<Routed, PublishError> {
+        event.validate()?;
         self.route_with_context_async(user, event, &self.agui, "agui")
             .await
     }

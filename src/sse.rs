@@ -415,6 +415,7 @@ impl IntoResponse for PublishError {
             Self::AtCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
             Self::ThreadsNeedOneNode => (StatusCode::NOT_IMPLEMENTED, "threads_need_one_node"),
             Self::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable"),
+            Self::InvalidEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
             Self::Encode(_) | Self::NotUtf8 | Self::Frame(_) => {
                 (StatusCode::BAD_REQUEST, "unencodable_event")
             }

@@ -257,11 +257,20 @@ async fn bad_input_is_a_clear_json_error_and_changes_nothing() {
     let message = reply.assert_error(StatusCode::BAD_REQUEST, "invalid_json");
     assert!(message.contains("empty"), "{message}");
 
-    // JSON, but not an event of the channel's type: serde says what is wrong.
+    // JSON, but not an event of the channel's type: serde says what is wrong. (An AG-UI event
+    // of a type the model does not know is carried, not refused: see agui_model.rs.)
     let page_view = json!({"type": "PAGE_VIEW", "session_id": "s-1", "page": "/"});
-    let reply = post(&client, &url, page_view.to_string()).await;
+    let reply = post(&client, &server.url("/events/a2a/u"), page_view.to_string()).await;
     let message = reply.assert_error(StatusCode::BAD_REQUEST, "invalid_event");
     assert!(message.contains("unknown variant `PAGE_VIEW`"), "{message}");
+    let reply = post(
+        &client,
+        &url,
+        r#"{"type":"TEXT_MESSAGE_START","messageId":"m","role":"tool"}"#,
+    )
+    .await;
+    let message = reply.assert_error(StatusCode::BAD_REQUEST, "invalid_event");
+    assert!(message.contains("invalid `role`"), "{message}");
     let reply = post(&client, &url, r#"{"type":"TEXT_MESSAGE_CONTENT"}"#).await;
     let message = reply.assert_error(StatusCode::BAD_REQUEST, "invalid_event");
     assert!(message.contains("missing field `messageId`"), "{message}");

@@ -14,6 +14,7 @@ use sse_hub::models::system::{self, SystemEvent};
 const AGUI_TEXT_MESSAGE_CONTENT: &str = include_str!("fixtures/agui_text_message_content.json");
 const AGUI_RUN_STARTED: &str = include_str!("fixtures/agui_run_started.json");
 const AGUI_ALL: &str = include_str!("fixtures/agui_all.json");
+const AGUI_1_0_ALL: &str = include_str!("fixtures/agui_1_0_all.json");
 const A2A_TASK_STATUS_UPDATE: &str = include_str!("fixtures/a2a_task_status_update.json");
 const A2A_ALL: &str = include_str!("fixtures/a2a_all.json");
 const SYSTEM_CONTEXT_CREATED: &str = include_str!("fixtures/system_context_created.json");
@@ -23,8 +24,8 @@ const ANALYTICS_ALL: &str = include_str!("fixtures/analytics_all.json");
 const CONTEXT_AGUI: &str = include_str!("fixtures/context_agui.json");
 const CONTEXT_ALL: &str = include_str!("fixtures/context_all.json");
 
-/// Every AG-UI `type` with its required members; all other members of the
-/// rich fixture are optional.
+/// Every AG-UI 1.0 `type` with its required members (as `@ag-ui/core` 1.0.0
+/// defines them); all other members of the maximal fixture are optional.
 const AGUI_REQUIRED: &[(&str, &[&str])] = &[
     ("RUN_STARTED", &["threadId", "runId"]),
     ("RUN_FINISHED", &["threadId", "runId"]),
@@ -34,15 +35,35 @@ const AGUI_REQUIRED: &[(&str, &[&str])] = &[
     ("TEXT_MESSAGE_START", &["messageId"]),
     ("TEXT_MESSAGE_CONTENT", &["messageId", "delta"]),
     ("TEXT_MESSAGE_END", &["messageId"]),
+    ("TEXT_MESSAGE_CHUNK", &[]),
     ("TOOL_CALL_START", &["toolCallId", "toolCallName"]),
     ("TOOL_CALL_ARGS", &["toolCallId", "delta"]),
     ("TOOL_CALL_END", &["toolCallId"]),
+    ("TOOL_CALL_CHUNK", &[]),
     ("TOOL_CALL_RESULT", &["messageId", "toolCallId", "content"]),
     ("STATE_SNAPSHOT", &["snapshot"]),
     ("STATE_DELTA", &["delta"]),
     ("MESSAGES_SNAPSHOT", &["messages"]),
-    ("CUSTOM", &["name", "value"]),
+    (
+        "ACTIVITY_SNAPSHOT",
+        &["messageId", "activityType", "content"],
+    ),
+    ("ACTIVITY_DELTA", &["messageId", "activityType", "patch"]),
+    ("REASONING_START", &["messageId"]),
+    ("REASONING_MESSAGE_START", &["messageId", "role"]),
+    ("REASONING_MESSAGE_CONTENT", &["messageId", "delta"]),
+    ("REASONING_MESSAGE_END", &["messageId"]),
+    ("REASONING_MESSAGE_CHUNK", &[]),
+    ("REASONING_END", &["messageId"]),
+    (
+        "REASONING_ENCRYPTED_VALUE",
+        &["subtype", "entityId", "encryptedValue"],
+    ),
+    ("SUBAGENT_STARTED", &["subagentRunId", "name"]),
+    ("SUBAGENT_FINISHED", &["subagentRunId"]),
+    ("SUBAGENT_ERROR", &["subagentRunId", "message"]),
     ("RAW", &["event"]),
+    ("CUSTOM", &["name", "value"]),
 ];
 
 /// Every A2A `type` with its required members.
@@ -114,7 +135,7 @@ where
 ///
 /// * it round-trips to identical JSON (so every member name is known to the
 ///   model) and `event_type` agrees with the `"type"` tag;
-/// * an unknown extra member is ignored;
+/// * an unknown extra member is kept: it is written back as it came;
 /// * removing a required member (per `required`) is an error naming it, and
 ///   removing any other member is accepted and omitted on output
 ///   (`default_of` gives the value written for members with a default).
@@ -123,7 +144,7 @@ where
 fn assert_rich<T>(
     doc: &str,
     required: &[(&'static str, &[&str])],
-    event_type: fn(&T) -> &'static str,
+    event_type: fn(&T) -> &str,
     default_of: fn(&str, &str) -> Option<Value>,
 ) -> Vec<T>
 where
@@ -141,10 +162,10 @@ where
         assert_eq!(again, event);
 
         let mut extra = element.clone();
-        extra["x-unknown-member"] = json!({"ignored": true});
+        extra["x-unknown-member"] = json!({"kept": [1, null, "x"]});
         let parsed: T = serde_json::from_str(&extra.to_string())
             .unwrap_or_else(|e| panic!("extra member rejected in {text}: {e}"));
-        assert_eq!(parsed, event, "extra member changed {text}");
+        assert_eq!(to_value(&parsed), extra, "extra member lost in {text}");
 
         let (_, required_keys) = required
             .iter()
@@ -174,7 +195,7 @@ where
         }
         events.push(event);
     }
-    let mut seen: Vec<&str> = events.iter().map(event_type).collect();
+    let mut seen: Vec<String> = events.iter().map(|e| event_type(e).to_owned()).collect();
     let mut expected = types_of(required);
     seen.sort_unstable();
     expected.sort_unstable();
@@ -220,7 +241,8 @@ fn assert_wrong_type<T: DeserializeOwned + Debug>(doc: Value) {
         assert!(
             err.contains("invalid type")
                 || err.contains("invalid value")
-                || err.contains("unknown variant"),
+                || err.contains("unknown variant")
+                || err.contains("invalid `"),
             "unexpected error kind for {doc}: {err}"
         );
     }
@@ -242,6 +264,7 @@ fn agui_text_message_content_minimal() {
         delta: "Hello".into(),
         timestamp: None,
         raw_event: None,
+        ..Default::default()
     });
     assert_minimal(AGUI_TEXT_MESSAGE_CONTENT, &expected);
     assert_eq!(expected.event_type(), "TEXT_MESSAGE_CONTENT");
@@ -258,6 +281,7 @@ fn agui_run_started_minimal() {
         input: None,
         timestamp: None,
         raw_event: None,
+        ..Default::default()
     });
     assert_minimal(AGUI_RUN_STARTED, &expected);
     assert_eq!(expected.event_type(), "RUN_STARTED");
@@ -272,6 +296,7 @@ fn a2a_task_status_update_minimal() {
         message: None,
         is_final: None,
         timestamp: None,
+        extra: Default::default(),
     });
     assert_minimal(A2A_TASK_STATUS_UPDATE, &expected);
     assert_eq!(expected.event_type(), "TASK_STATUS_UPDATE");
@@ -283,6 +308,7 @@ fn system_context_created_minimal() {
         context_id: "c-1".into(),
         name: Some("Demo".into()),
         timestamp: None,
+        extra: Default::default(),
     });
     assert_minimal(SYSTEM_CONTEXT_CREATED, &expected);
     assert_eq!(expected.event_type(), "CONTEXT_CREATED");
@@ -296,6 +322,7 @@ fn analytics_page_view_minimal() {
         title: None,
         referrer: None,
         timestamp: None,
+        extra: Default::default(),
     });
     assert_minimal(ANALYTICS_PAGE_VIEW, &expected);
     assert_eq!(expected.event_type(), "PAGE_VIEW");
@@ -305,22 +332,41 @@ fn analytics_page_view_minimal() {
 // rich fixtures: every variant, optional fields filled
 
 #[test]
-fn agui_all_variants_round_trip() {
-    let docs: Vec<Value> = serde_json::from_str(AGUI_ALL).unwrap();
+fn agui_1_0_all_variants_round_trip() {
+    let docs: Vec<Value> = serde_json::from_str(AGUI_1_0_ALL).unwrap();
     let events = assert_rich(
-        AGUI_ALL,
+        AGUI_1_0_ALL,
         AGUI_REQUIRED,
         AgUiEvent::event_type,
-        |tag, key| (tag == "TEXT_MESSAGE_START" && key == "role").then(|| json!("assistant")),
+        no_defaults,
     );
     for (event, doc) in events.iter().zip(&docs) {
-        // Every element fills the AG-UI base fields; the accessors must see them.
+        // Every element fills the AG-UI base members; the accessors must see them.
         assert!(
             doc["timestamp"].is_i64() && doc.get("rawEvent").is_some(),
             "{doc}"
         );
         assert_eq!(event.timestamp(), doc["timestamp"].as_i64(), "{doc}");
         assert_eq!(event.raw_event(), doc.get("rawEvent"), "{doc}");
+        assert_eq!(event.metadata(), doc["metadata"].as_object(), "{doc}");
+        assert!(event.extra().is_empty(), "every member is known: {doc}");
+        assert_eq!(event.validate(), Ok(()), "{doc}");
+    }
+    let types: Vec<&str> = events.iter().map(AgUiEvent::event_type).collect();
+    assert_eq!(
+        types,
+        AgUiEvent::TYPES,
+        "the fixture follows the model's order"
+    );
+}
+
+#[test]
+fn agui_all_pre_1_0_fixture_still_round_trips() {
+    let docs: Vec<Value> = serde_json::from_str(AGUI_ALL).unwrap();
+    for doc in &docs {
+        let event: AgUiEvent = serde_json::from_str(&doc.to_string()).unwrap();
+        assert!(!matches!(event, AgUiEvent::Unknown(_)), "{doc}");
+        assert_eq!(&to_value(&event), doc);
     }
 }
 
@@ -345,7 +391,7 @@ fn agui_all_spot_checks() {
         })
         .unwrap();
     assert_eq!(result.role, Some(Role::Tool));
-    assert_eq!(result.content, "{\"tempC\":21}");
+    assert_eq!(result.content, "{\"tempC\":21}".into());
 
     let delta = events
         .iter()
@@ -455,9 +501,26 @@ fn agui_event_type_matches_serde_tag() {
         agui::MessagesSnapshot::default().into(),
         agui::Custom::default().into(),
         agui::Raw::default().into(),
+        agui::TextMessageChunk::default().into(),
+        agui::ToolCallChunk::default().into(),
+        agui::ActivitySnapshot::default().into(),
+        agui::ActivityDelta::default().into(),
+        agui::ReasoningStart::default().into(),
+        agui::ReasoningMessageStart::default().into(),
+        agui::ReasoningMessageContent::default().into(),
+        agui::ReasoningMessageEnd::default().into(),
+        agui::ReasoningMessageChunk::default().into(),
+        agui::ReasoningEnd::default().into(),
+        agui::ReasoningEncryptedValue::default().into(),
+        agui::SubagentStarted::default().into(),
+        agui::SubagentFinished::default().into(),
+        agui::SubagentError::default().into(),
     ];
-    let types: Vec<&str> = events.iter().map(AgUiEvent::event_type).collect();
-    assert_eq!(types, types_of(AGUI_REQUIRED));
+    let mut types: Vec<&str> = events.iter().map(AgUiEvent::event_type).collect();
+    let mut expected = types_of(AGUI_REQUIRED);
+    types.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(types, expected);
     for event in &events {
         assert_tag_matches(event, event.event_type());
     }
@@ -472,6 +535,7 @@ fn a2a_event_type_matches_serde_tag() {
         message: None,
         is_final: None,
         timestamp: None,
+        extra: Default::default(),
     };
     let events: Vec<A2AEvent> = vec![
         a2a::TaskSubmitted::default().into(),
@@ -532,6 +596,7 @@ fn from_impls_pick_the_matching_variant() {
         delta: "Hi".into(),
         timestamp: Some(5),
         raw_event: None,
+        ..Default::default()
     };
     let event = AgUiEvent::from(content.clone());
     assert!(matches!(&event, AgUiEvent::TextMessageContent(c) if *c == content));
@@ -540,6 +605,7 @@ fn from_impls_pick_the_matching_variant() {
     let deleted = system::ContextDeleted {
         context_id: "c-9".into(),
         timestamp: None,
+        extra: Default::default(),
     };
     assert!(
         matches!(SystemEvent::from(deleted), SystemEvent::ContextDeleted(d) if d.context_id == "c-9")
@@ -549,6 +615,7 @@ fn from_impls_pick_the_matching_variant() {
         session_id: "s-9".into(),
         duration_ms: Some(10),
         timestamp: None,
+        extra: Default::default(),
     };
     assert!(
         matches!(AnalyticsEvent::from(ended), AnalyticsEvent::SessionEnded(e) if e.duration_ms == Some(10))
@@ -567,6 +634,7 @@ fn optional_fields_are_omitted_and_renamed_fields_use_wire_names() {
         message: None,
         is_final: Some(true),
         timestamp: Some(1),
+        extra: Default::default(),
     });
     assert_eq!(
         to_value(&update),
@@ -580,6 +648,7 @@ fn optional_fields_are_omitted_and_renamed_fields_use_wire_names() {
         append: None,
         last_chunk: Some(true),
         timestamp: None,
+        extra: Default::default(),
     });
     assert_eq!(
         to_value(&artifact),
@@ -592,6 +661,7 @@ fn optional_fields_are_omitted_and_renamed_fields_use_wire_names() {
         parent_message_id: None,
         timestamp: None,
         raw_event: Some(json!({"x":1})),
+        ..Default::default()
     });
     assert_eq!(
         to_value(&tool),
@@ -627,28 +697,26 @@ fn explicit_null_optional_is_read_as_absent() {
 }
 
 #[test]
-fn text_message_start_role_defaults_to_assistant() {
+fn text_message_start_role_is_written_only_when_set() {
     let event: AgUiEvent =
         serde_json::from_str(r#"{"type":"TEXT_MESSAGE_START","messageId":"m-1"}"#).unwrap();
     assert_eq!(
         event,
         AgUiEvent::TextMessageStart(agui::TextMessageStart {
             message_id: "m-1".into(),
-            role: Role::Assistant,
-            timestamp: None,
-            raw_event: None,
+            ..Default::default()
         })
     );
-    // The role is always written, as AG-UI clients expect it.
+    // Absent means assistant to AG-UI clients; it stays absent, as it came.
     assert_eq!(
         to_value(&event),
-        json!({"type":"TEXT_MESSAGE_START","messageId":"m-1","role":"assistant"})
+        json!({"type":"TEXT_MESSAGE_START","messageId":"m-1"})
     );
 
     let user: AgUiEvent =
         serde_json::from_str(r#"{"type":"TEXT_MESSAGE_START","messageId":"m-2","role":"user"}"#)
             .unwrap();
-    assert!(matches!(user, AgUiEvent::TextMessageStart(s) if s.role == Role::User));
+    assert!(matches!(user, AgUiEvent::TextMessageStart(s) if s.role == Some(Role::User)));
 }
 
 #[test]
@@ -659,6 +727,8 @@ fn role_wire_names() {
         (Role::Assistant, "assistant"),
         (Role::User, "user"),
         (Role::Tool, "tool"),
+        (Role::Activity, "activity"),
+        (Role::Reasoning, "reasoning"),
     ];
     for (role, name) in pairs {
         assert_eq!(to_value(&role), json!(name));
@@ -693,18 +763,20 @@ fn task_state_wire_names() {
 }
 
 #[test]
-fn unknown_fields_are_ignored() {
-    let event: AgUiEvent = serde_json::from_str(
-        r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello","extra":{"a":1},"threadId":"x"}"#,
-    )
-    .unwrap();
-    assert_eq!(to_value(&event), value_of(AGUI_TEXT_MESSAGE_CONTENT));
+fn unknown_fields_are_kept() {
+    let text = r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello","extra":{"a":1},"threadId":"x"}"#;
+    let event: AgUiEvent = serde_json::from_str(text).unwrap();
+    assert_eq!(to_value(&event), value_of(text));
+    assert_eq!(event.extra().len(), 2);
 
     let event: AnalyticsEvent =
         serde_json::from_str(r#"{"type":"HEARTBEAT","uptime":12,"timestamp":3}"#).unwrap();
     assert_eq!(
         event,
-        AnalyticsEvent::Heartbeat(analytics::Heartbeat { timestamp: Some(3) })
+        AnalyticsEvent::Heartbeat(analytics::Heartbeat {
+            timestamp: Some(3),
+            extra: [("uptime".to_owned(), json!(12))].into_iter().collect(),
+        })
     );
 
     let event: ContextEvent =
@@ -720,13 +792,17 @@ fn unknown_fields_are_ignored() {
 // errors
 
 #[test]
-fn unknown_type_is_an_error() {
-    assert_unknown_type::<AgUiEvent>(
-        json!({"type":"TEXT_MESSAGE_CHUNK","messageId":"m-1","delta":"x"}),
-    );
-    assert_unknown_type::<AgUiEvent>(
+fn unknown_type_is_an_error_except_for_agui() {
+    // AG-UI carries an unknown type as it came.
+    for doc in [
         json!({"type":"text_message_content","messageId":"m-1","delta":"x"}),
-    );
+        json!({"type":"THINKING_START","title":null}),
+    ] {
+        let event: AgUiEvent = serde_json::from_value(doc.clone()).unwrap();
+        assert!(matches!(event, AgUiEvent::Unknown(_)), "{event:?}");
+        assert_eq!(Some(event.event_type()), doc["type"].as_str());
+        assert_eq!(to_value(&event), doc);
+    }
     assert_unknown_type::<A2AEvent>(json!({"type":"TASK_CANCELED","taskId":"t","contextId":"c"}));
     assert_unknown_type::<SystemEvent>(json!({"type":"PAGE_VIEW","session_id":"s","page":"/"}));
     assert_unknown_type::<AnalyticsEvent>(json!({"type":"CONNECTED"}));
@@ -831,6 +907,7 @@ fn context_agui_fixture() {
         delta: "Hello".into(),
         timestamp: Some(1_700_000_000_000),
         raw_event: None,
+        ..Default::default()
     }));
     assert_minimal(CONTEXT_AGUI, &expected);
     assert_eq!(expected.protocol(), Protocol::AgUi);
@@ -847,6 +924,7 @@ fn context_event_wraps_exactly() {
         message: None,
         is_final: Some(true),
         timestamp: None,
+        extra: Default::default(),
     });
     let wrapped = ContextEvent::from(inner.clone());
     assert_eq!(wrapped.protocol(), Protocol::A2A);
@@ -862,6 +940,7 @@ fn context_event_wraps_exactly() {
     let system = ContextEvent::from(SystemEvent::from(system::Connected {
         connection_id: Some("conn-1".into()),
         timestamp: None,
+        extra: Default::default(),
     }));
     assert_eq!(
         to_value(&system),
@@ -872,6 +951,7 @@ fn context_event_wraps_exactly() {
         step_name: "plan".into(),
         timestamp: None,
         raw_event: None,
+        ..Default::default()
     }));
     assert_eq!(
         to_value(&agui),

@@ -19,7 +19,7 @@ pub fn text_event(n: u64) -> AgUiEvent {
                 one chunk at a time to every open tab of the user."
             .into(),
         timestamp: Some(1_780_000_000_000),
-        raw_event: None,
+        ..Default::default()
     })
 }
 

@@ -13,7 +13,7 @@
 //! names (see [`TaskState`]).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// An A2A protocol event, tagged by `"type"` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +90,10 @@ pub struct TaskSubmitted {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `TASK_STATUS_UPDATE`.
@@ -111,6 +115,10 @@ pub struct TaskStatusUpdate {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `ARTIFACT_CREATED`.
@@ -126,6 +134,10 @@ pub struct ArtifactCreated {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `ARTIFACT_UPDATED`.
@@ -148,6 +160,10 @@ pub struct ArtifactUpdated {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `AGENT_MESSAGE`.
@@ -164,6 +180,10 @@ pub struct AgentMessage {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `INPUT_REQUIRED`.
@@ -180,6 +200,10 @@ pub struct InputRequired {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `AUTH_REQUIRED`.
@@ -197,6 +221,10 @@ pub struct AuthRequired {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `JSON_RPC_RESPONSE`.
@@ -210,6 +238,10 @@ pub struct JsonRpcResponse {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `JSON_RPC_ERROR`.
@@ -223,4 +255,8 @@ pub struct JsonRpcError {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }

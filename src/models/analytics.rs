@@ -10,7 +10,7 @@
 //! (milliseconds); durations are milliseconds.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// An analytics event, tagged by `"type"` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,10 @@ pub struct SessionStarted {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `SESSION_ENDED`.
@@ -66,6 +70,10 @@ pub struct SessionEnded {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `PAGE_VIEW`.
@@ -84,6 +92,10 @@ pub struct PageView {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `ENGAGEMENT_UPDATE`.
@@ -107,6 +119,10 @@ pub struct EngagementUpdate {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `REAL_TIME_STATS`.
@@ -127,6 +143,10 @@ pub struct RealTimeStats {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones (named `unknown` here, since `extra` is a member of this event).
+    #[serde(flatten)]
+    pub unknown: Map<String, Value>,
 }
 
 /// Payload of `HEARTBEAT`.
@@ -135,4 +155,8 @@ pub struct Heartbeat {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }

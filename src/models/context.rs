@@ -44,7 +44,7 @@ impl ContextEvent {
     }
 
     /// The wrapped event's `"type"` tag.
-    pub fn event_type(&self) -> &'static str {
+    pub fn event_type(&self) -> &str {
         match self {
             Self::AgUi(e) => e.event_type(),
             Self::A2A(e) => e.event_type(),

@@ -24,8 +24,13 @@
 //!   `snake_case` member names.
 //! * Optional members are omitted when absent (never written as `null`); an
 //!   explicit `null` in input is read as absent.
-//! * Unknown members are ignored when deserialising; an unknown `"type"` is
-//!   an error.
+//! * Nothing is lost: members the model does not know are kept in each
+//!   struct's `extra` map (`unknown` for analytics' `REAL_TIME_STATS`, whose
+//!   `extra` is a member) and written back. An AG-UI event of unknown
+//!   `"type"` is carried as [`agui::AgUiEvent::Unknown`]; for the other
+//!   channels an unknown `"type"` is an error.
+//! * AG-UI events are checked against the AG-UI 1.0 schemas when read and
+//!   when routed ([`agui::InvalidEvent`] names the member); see [`agui`].
 //! * `timestamp`, where present, is milliseconds since the Unix epoch.
 //! * Free-form payloads (state, messages, A2A tasks, artifacts, ...) are
 //!   [`serde_json::Value`].
@@ -70,7 +75,7 @@ pub mod context;
 pub mod system;
 
 pub use a2a::{A2AEvent, TaskState};
-pub use agui::{AgUiEvent, Role};
+pub use agui::{AgUiEvent, InvalidEvent, Role};
 pub use analytics::AnalyticsEvent;
 pub use context::{ContextEvent, Protocol};
 pub use system::SystemEvent;

@@ -8,7 +8,7 @@
 //! and an optional `timestamp` (milliseconds) on every event.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// An sse-hub system event, tagged by `"type"` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,10 @@ pub struct ContextCreated {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `CONTEXT_UPDATED`.
@@ -66,6 +70,10 @@ pub struct ContextUpdated {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `CONTEXT_DELETED`.
@@ -77,6 +85,10 @@ pub struct ContextDeleted {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `CONTEXTS_SNAPSHOT`.
@@ -88,6 +100,10 @@ pub struct ContextsSnapshot {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `CONNECTED`.
@@ -100,6 +116,10 @@ pub struct Connected {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Payload of `HEARTBEAT`.
@@ -109,4 +129,8 @@ pub struct Heartbeat {
     /// `timestamp`: milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// Members this model does not know, kept as they came and written back after the known
+    /// ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
