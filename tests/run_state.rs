@@ -330,6 +330,7 @@ fn check(references: Vec<Vec<String>>, cases: Vec<Case>) {
 }
 
 #[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn openings_at_every_named_cut_rebuild_the_run() {
     let run = full_run(120);
     let second = second_run();
@@ -363,6 +364,7 @@ fn openings_at_every_named_cut_rebuild_the_run() {
 }
 
 #[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn openings_at_every_cut_rebuild_the_run() {
     // Every event boundary of a smaller run, for both clients.
     let run = full_run(12);
@@ -378,6 +380,7 @@ fn openings_at_every_cut_rebuild_the_run() {
 }
 
 #[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn reconnects_rebuild_the_run() {
     // A tab saw the run from its start until 50 tokens into the answer, lost its connection,
     // and reconnected 20 tokens later, or 600 tokens later: each time with one agent, as the
@@ -427,6 +430,7 @@ fn reconnects_rebuild_the_run() {
 }
 
 #[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn a_long_answer_joined_halfway() {
     let mut r = Run::new("thread-long");
     r.run_started("run-long", &[("u1", "Write a long essay.")]);
@@ -450,6 +454,7 @@ fn a_long_answer_joined_halfway() {
 }
 
 #[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn two_concurrent_runs_on_two_threads() {
     // Two threads of one user, their events interleaved as published, folded by one store.
     let mut a = Run::new("thread-a");
@@ -551,6 +556,7 @@ fn the_opening_of_a_long_answer_costs_its_text_plus_a_little() {
 }
 
 #[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn the_judge_is_not_fooled() {
     // Negative controls: the judge must see what is wrong with a tail alone, a snapshot without
     // the re-opened message, and an opening that lost the partial text.
