@@ -97,4 +97,35 @@ pub enum BackplaneError {
     /// The backplane answered with an error.
     #[error("backplane error: {0}")]
     Failed(String),
+    /// The publish was sent, but the backplane did not confirm it before the retries ran out
+    /// (`RedisConfig::publish_retry` for the Redis backplane): the event
+    /// may have reached the history and every node, or none. It was *not* delivered locally
+    /// without an id (that would duplicate it if it did get through). Retrying it may
+    /// duplicate it; a caller that must know reads the user's stream. Over HTTP: `504`.
+    #[error(
+        "the backplane did not confirm the publish in time: it may have reached every node, or none"
+    )]
+    Unknown,
+    /// A setting of the backplane cannot work; returned when the backplane is created.
+    #[error("invalid backplane setting `{setting}`: {problem}")]
+    InvalidConfig {
+        /// The setting's name, as its field is named.
+        setting: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The backplane's server is a version that cannot keep the guarantees (the Redis
+    /// backplane needs Redis 7.0 or later). The backplane keeps retrying, in case the server is
+    /// upgraded, and stays disconnected meanwhile.
+    #[error("unsupported backplane server version {version}: {requirement}")]
+    Unsupported {
+        /// The version the server reported.
+        version: String,
+        /// The version needed.
+        requirement: &'static str,
+    },
+    /// The backplane was closed (`RedisBackplane::close`)
+    /// and takes no more publishes.
+    #[error("the backplane is closed")]
+    Closed,
 }

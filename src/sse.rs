@@ -54,7 +54,7 @@ pub use crate::config::{Heartbeat, SseConfig};
 use crate::error::{PublishError, SubscribeError};
 use crate::event_id::MAX_EVENT_ID_LEN;
 use crate::registry::Broadcaster;
-use crate::subscription::{EndReason, Subscription};
+use crate::subscription::Subscription;
 use crate::user_id::UserId;
 use crate::wire::SseFrame;
 
@@ -169,7 +169,9 @@ impl<E> SseBody<E> {
     }
 
     fn closing_frame(&self) -> Option<Bytes> {
-        if self.subscription.end_reason() != Some(EndReason::Shutdown) {
+        // Shutdown, or a backplane stream ended to resume elsewhere: every stream of the node
+        // may be ending at once.
+        if !self.subscription.ends_with_jitter() {
             return None;
         }
         let jitter = self.shutdown_retry_jitter?;
@@ -347,6 +349,9 @@ impl IntoResponse for PublishError {
         let (status, code) = match self {
             Self::FrameTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "frame_too_large"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::Backplane(crate::error::BackplaneError::Unknown) => {
+                (StatusCode::GATEWAY_TIMEOUT, "backplane_outcome_unknown")
+            }
             Self::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable"),
             Self::Encode(_) | Self::NotUtf8 | Self::Frame(_) => {
                 (StatusCode::BAD_REQUEST, "unencodable_event")

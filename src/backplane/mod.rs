@@ -84,6 +84,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -161,6 +162,14 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Whether the backplane is connected now.
     fn is_connected(&self) -> bool;
+
+    /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called on
+    /// this node, which ended the user's local streams on `channel`: end them on every other
+    /// node too, after the publishes queued before. Best effort (a node that cannot be reached
+    /// keeps its streams); the default does nothing.
+    fn disconnect_user(&self, channel: &str, user: &UserId) {
+        let _ = (channel, user);
+    }
 }
 
 /// What a broadcaster does for its backplane: the three ways frames and orders come back from
@@ -181,7 +190,7 @@ pub(crate) trait LocalDelivery: Send + Sync {
 #[derive(Clone)]
 pub struct LocalChannels {
     name: Arc<str>,
-    history_len: usize,
+    bounds: (usize, usize, Duration),
     inner: Weak<dyn LocalDelivery>,
 }
 
@@ -194,10 +203,20 @@ impl std::fmt::Debug for LocalChannels {
 }
 
 impl LocalChannels {
-    pub(crate) fn new(name: &str, history_len: usize, inner: Weak<dyn LocalDelivery>) -> Self {
+    /// `bounds`: the replay window's events, bytes and age ([`Config::replay_events`],
+    /// [`Config::replay_bytes`], [`Config::replay_age`]).
+    ///
+    /// [`Config::replay_events`]: crate::Config::replay_events
+    /// [`Config::replay_bytes`]: crate::Config::replay_bytes
+    /// [`Config::replay_age`]: crate::Config::replay_age
+    pub(crate) fn new(
+        name: &str,
+        bounds: (usize, usize, Duration),
+        inner: Weak<dyn LocalDelivery>,
+    ) -> Self {
         Self {
             name: name.into(),
-            history_len,
+            bounds,
             inner,
         }
     }
@@ -210,7 +229,27 @@ impl LocalChannels {
     /// How many events the channel's history should keep per user: the broadcaster's
     /// [`Config::replay_events`](crate::Config::replay_events).
     pub fn history_len(&self) -> usize {
-        self.history_len
+        self.bounds.0
+    }
+
+    /// The bytes of frames a resume may replay: the broadcaster's
+    /// [`Config::replay_bytes`](crate::Config::replay_bytes).
+    pub fn history_bytes(&self) -> usize {
+        self.bounds.1
+    }
+
+    /// How old an event may be and still be replayed: the broadcaster's
+    /// [`Config::replay_age`](crate::Config::replay_age).
+    pub fn history_age(&self) -> Duration {
+        self.bounds.2
+    }
+
+    /// Counts an event lost to the backplane without delivering it (a publish abandoned when
+    /// the backplane was dropped).
+    pub fn count_failure(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.count_backplane_failure();
+        }
     }
 
     /// Whether the broadcaster still exists.

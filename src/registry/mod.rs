@@ -161,9 +161,9 @@ impl<E> Broadcaster<E> {
         }
         let name = config.name.clone();
         let retention = config.retention;
-        let history_len = config.replay_events;
+        let bounds = (config.replay_events, config.replay_bytes, config.replay_age);
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
-            local: LocalChannels::new(&name, history_len, weak.clone()),
+            local: LocalChannels::new(&name, bounds, weak.clone()),
             backplane: backplane.clone(),
             channels: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             shared: Arc::new(Shared::new(config, metrics)),
@@ -247,8 +247,17 @@ impl<E> Broadcaster<E> {
     /// that reconnect with their `Last-Event-ID` lose nothing. Returns how many connections were
     /// open. A stream whose client stopped reading ends when its connection's writes time out
     /// (see [`StallTimeout`](crate::StallTimeout)).
+    ///
+    /// With a [backplane](crate::backplane), this is cluster-wide: the user's streams on this
+    /// channel end on every node (the other nodes' after the publishes this node queued
+    /// before; best effort while the backplane is unreachable). The returned count is this
+    /// node's. [`Config::max_connections_per_user`](crate::Config::max_connections_per_user)
+    /// stays a per-node cap.
     pub fn disconnect_user(&self, user: &UserId) -> usize {
         let open = self.inner.kick_user(user);
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.disconnect_user(self.name(), user);
+        }
         tracing::debug!(channel = %self.name(), user = %user, open, "user disconnected");
         open
     }
