@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use redis::{RedisResult, Value};
 use tokio::sync::mpsc;
@@ -85,7 +86,11 @@ async fn send(shared: &Shared, batch: &mut Vec<Job>) {
     let until = deadline(shared.config.publish_retry);
     let mut sent = false;
     loop {
-        match attempt(shared, batch).await {
+        // A retry waits for Redis's answer until the deadline rather than the command
+        // timeout: a slow Redis (answering 3 s late, say) then confirms the batch instead of
+        // every attempt timing out.
+        let wait = sent.then(|| until.saturating_duration_since(Instant::now()));
+        match attempt(shared, batch, wait).await {
             Attempt::Answered(results) => {
                 for (job, result) in batch.iter_mut().zip(results) {
                     match result {
@@ -135,10 +140,14 @@ async fn wait_to_retry(shared: &Shared, until: Instant) {
 }
 
 /// Sends the batch as one pipeline; one result per job, in order.
-async fn attempt(shared: &Shared, batch: &[Job]) -> Attempt {
+async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Attempt {
     let Some(mut command) = shared.command() else {
         return Attempt::NotSent(BackplaneError::Disconnected);
     };
+    if let Some(wait) = wait {
+        // This handle's own timeout; the node's other commands keep theirs.
+        command.set_response_timeout(wait.max(shared.config.command_timeout));
+    }
     let hash = shared.publish_script.get_hash();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
