@@ -67,10 +67,14 @@ pub enum PublishError {
     /// [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) was called.
     #[error("the broadcaster is shutting down")]
     ShuttingDown,
-    /// The [backplane](crate::backplane) could not take the event. Unlike the other errors,
-    /// this node's own connections *did* receive it, without an id (so their last event id stays
+    /// The [backplane](crate::backplane) could not take the event. When it surely did not
+    /// reach the backplane ([`BackplaneError::Disconnected`], `Timeout` or `Failed`), this
+    /// node's own connections *did* receive it, without an id (so their last event id stays
     /// valid); the other nodes and the shared history did not, and the loss is counted in
     /// [`Stats::backplane_failures`](crate::Stats::backplane_failures). Over HTTP: `503`.
+    /// [`BackplaneError::Overloaded`] and `Closed`: delivered nowhere (`503`).
+    /// [`BackplaneError::Unknown`]: maybe delivered everywhere, not delivered locally without
+    /// an id (`504`).
     #[error("the event did not reach the backplane: {0}")]
     Backplane(#[source] BackplaneError),
 }
@@ -88,7 +92,8 @@ pub enum BackplaneError {
     /// The backplane is not connected (it reconnects by itself).
     #[error("the backplane is not connected")]
     Disconnected,
-    /// The node's queue of publishes waiting for the backplane is full.
+    /// The node's queue of publishes waiting for the backplane is full: the event was
+    /// delivered nowhere.
     #[error("the backplane's publish queue is full")]
     Overloaded,
     /// The backplane did not answer in time.
