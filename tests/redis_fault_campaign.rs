@@ -102,6 +102,9 @@ async fn publisher(
     }
 }
 
+/// A stream id as a comparable pair.
+type Id = (u64, u64);
+
 /// One client's verdict.
 #[derive(Default, Debug)]
 struct Verdict {
@@ -120,7 +123,7 @@ fn judge(seen: &[Seen], answers: &BTreeMap<u64, Answer>) -> Verdict {
     let mut last_id: Option<(u64, u64)> = None;
     let mut last_n = 0;
     // Spans the client was told it lost: (last id before the signal, first id after it).
-    let mut spans: Vec<((u64, u64), Option<(u64, u64)>)> = Vec::new();
+    let mut spans: Vec<(Id, Option<Id>)> = Vec::new();
     let mut open_span: Option<(u64, u64)> = None;
     // The client's position when it first opened: it cannot expect what came before.
     let mut first_position: Option<(u64, u64)> = None;

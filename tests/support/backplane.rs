@@ -501,8 +501,7 @@ impl EsClient {
         let _ = self.stop.send(true);
         let seen = self.log.clone();
         let _ = self.task.await;
-        let seen = seen.lock().unwrap().clone();
-        seen
+        seen.lock().unwrap().clone()
     }
 }
 

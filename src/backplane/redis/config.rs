@@ -130,7 +130,8 @@ mod tests {
     #[test]
     fn settings_that_panic_or_spin_are_refused() {
         let base = RedisConfig::new("redis://x");
-        let cases: [(&str, fn(&mut RedisConfig)); 9] = [
+        type Change = fn(&mut RedisConfig);
+        let cases: [(&str, Change); 9] = [
             ("command_timeout", |c| c.command_timeout = Duration::MAX),
             ("subscribe_timeout", |c| c.subscribe_timeout = Duration::MAX),
             ("reconnect_max", |c| c.reconnect_max = Duration::MAX),

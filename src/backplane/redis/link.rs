@@ -119,21 +119,21 @@ async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String>
     loop {
         let (subscribe, unsubscribe) = {
             let mut state = shared.lock();
-            let (batch, subscribe, unsubscribe) = plan_reconcile(
+            let plan = plan_reconcile(
                 &state.dirty,
                 |f| state.wanted.contains_key(f),
                 &state.subscribed,
             );
-            for feed in &batch {
+            for feed in &plan.batch {
                 state.dirty.remove(feed);
             }
-            for feed in &unsubscribe {
+            for feed in &plan.unsubscribe {
                 state.subscribed.remove(feed);
             }
-            if batch.is_empty() {
+            if plan.batch.is_empty() {
                 return Ok(());
             }
-            (subscribe, unsubscribe)
+            (plan.subscribe, plan.unsubscribe)
         };
         if !unsubscribe.is_empty() {
             let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();

@@ -258,15 +258,24 @@ pub(crate) fn parse_version(info: &str) -> Option<((u64, u64), String)> {
     Some(((major, minor), line.to_owned()))
 }
 
-/// What one reconciliation step sends: the next `BATCH` dirty feeds, split into the ones to
-/// subscribe (wanted, not subscribed) and to unsubscribe (subscribed, no longer wanted).
-/// The caller removes them from `dirty`, and the unsubscribed ones from `subscribed`.
+/// Feed names.
+pub(crate) type Feeds = Vec<Arc<str>>;
+
+/// One reconciliation step: the next `BATCH` dirty feeds, and of those the ones to subscribe
+/// (wanted, not subscribed) and to unsubscribe (subscribed, no longer wanted). The caller
+/// removes `batch` from the dirty set, and `unsubscribe` from the subscribed set.
+pub(crate) struct Plan {
+    pub(crate) batch: Feeds,
+    pub(crate) subscribe: Feeds,
+    pub(crate) unsubscribe: Feeds,
+}
+
 pub(crate) fn plan_reconcile(
     dirty: &HashSet<Arc<str>>,
     is_wanted: impl Fn(&str) -> bool,
     subscribed: &HashSet<Arc<str>>,
-) -> (Vec<Arc<str>>, Vec<Arc<str>>, Vec<Arc<str>>) {
-    let batch: Vec<Arc<str>> = dirty.iter().take(BATCH).cloned().collect();
+) -> Plan {
+    let batch: Feeds = dirty.iter().take(BATCH).cloned().collect();
     let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
     for feed in &batch {
         match (is_wanted(feed), subscribed.contains(feed)) {
@@ -275,7 +284,11 @@ pub(crate) fn plan_reconcile(
             _ => {}
         }
     }
-    (batch, subscribe, unsubscribe)
+    Plan {
+        batch,
+        subscribe,
+        unsubscribe,
+    }
 }
 
 #[cfg(test)]
@@ -360,14 +373,12 @@ mod tests {
         let feed = |s: &str| -> Arc<str> { s.into() };
         let dirty: HashSet<Arc<str>> = [feed("a"), feed("b"), feed("c")].into();
         let subscribed: HashSet<Arc<str>> = [feed("b"), feed("c")].into();
-        let (batch, mut subscribe, unsubscribe) =
-            plan_reconcile(&dirty, |f| f == "a" || f == "c", &subscribed);
-        subscribe.sort();
-        assert_eq!(batch.len(), 3);
-        assert_eq!(subscribe, [feed("a")]);
-        assert_eq!(unsubscribe, [feed("b")]);
+        let plan = plan_reconcile(&dirty, |f| f == "a" || f == "c", &subscribed);
+        assert_eq!(plan.batch.len(), 3);
+        assert_eq!(plan.subscribe, [feed("a")]);
+        assert_eq!(plan.unsubscribe, [feed("b")]);
         let many: HashSet<Arc<str>> = (0..1000).map(|i| feed(&i.to_string())).collect();
-        let (batch, subscribe, _) = plan_reconcile(&many, |_| true, &HashSet::new());
-        assert_eq!((batch.len(), subscribe.len()), (BATCH, BATCH));
+        let plan = plan_reconcile(&many, |_| true, &HashSet::new());
+        assert_eq!((plan.batch.len(), plan.subscribe.len()), (BATCH, BATCH));
     }
 }
