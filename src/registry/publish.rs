@@ -58,7 +58,7 @@ impl<E> Broadcaster<E> {
     }
 
     /// Whether `payload` may be published now: the broadcaster is not shutting down and the
-    /// frame is within [`Config::max_frame_bytes`].
+    /// frame is within [`Config::max_frame_bytes`](crate::Config::max_frame_bytes).
     pub fn check_payload(&self, payload: &Payload) -> Result<(), PublishError> {
         let shared = &self.inner.shared;
         if shared.is_shutting_down() {
@@ -113,7 +113,7 @@ impl<E> Broadcaster<E> {
     /// and the user has no history. When
     /// the backplane is unreachable the error is [`PublishError::Backplane`], and this node's
     /// connections still received the event, without an id (the loss is counted in
-    /// [`Stats::backplane_failures`]); when its outcome is unknown (sent, never confirmed) the
+    /// [`Stats::backplane_failures`](crate::Stats::backplane_failures)); when its outcome is unknown (sent, never confirmed) the
     /// error is `Backplane(BackplaneError::Unknown)` and the event was not delivered locally
     /// (see the [backplane docs](crate::backplane#faults)). Without a backplane, this is
     /// [`broadcast`](Self::broadcast).
