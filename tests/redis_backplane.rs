@@ -1075,3 +1075,42 @@ fn a_dropped_backplane_counts_the_publishes_it_abandons() {
         "every abandoned publish is counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_that_times_out_never_skips_events() {
+    if !redis_available() {
+        return;
+    }
+    // The measured case of issue 12: A's feed is up and delivering, but A's commands are slow,
+    // so a resuming client's history read times out. Before, the degraded stream forwarded the
+    // live frames with their ids and the client's Last-Event-ID jumped past events.
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = Node::with_settings(faulty_settings(&proxy), hub_config(), true).await;
+    let b = Node::start(&redis, hub_config()).await;
+    let _keeps_a_listening = Client::open(&a.url("alice"), None).await;
+    let mut on_b = Client::open(&b.url("alice"), None).await;
+    b.publish("alice", 1).await.unwrap();
+    let last_id = on_b.take(1).await[0].id.clone();
+
+    proxy.set(Fault::Latency(Duration::from_millis(400)));
+    let (stop, publisher) = keep_publishing(b.hub.clone(), "alice", 2);
+    let client = EsClient::spawn(a.url("alice"), Some(last_id), Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    proxy.set(Fault::None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(true);
+    let confirmed = timeout(WAIT, publisher).await.unwrap().unwrap();
+    let last = *confirmed.last().unwrap();
+    assert!(
+        client
+            .wait_for(WAIT, |seen| seen
+                .iter()
+                .any(|s| matches!(s, Seen::Event { n, .. } if *n == last)))
+            .await,
+        "{:?}",
+        client.seen()
+    );
+    let seen = client.stop().await;
+    assert_eq!(assert_clean(&seen), confirmed, "{seen:?}");
+}
