@@ -185,7 +185,7 @@ async fn run() -> Result<(), String> {
         }
     });
 
-    let router = router_from_env().await?;
+    let (router, backplane) = router_from_env().await?;
     let app = App {
         router: router.clone(),
         metrics,
@@ -242,9 +242,22 @@ async fn run() -> Result<(), String> {
             );
         }
     }
+    // Publishes still queued for Redis are sent before the process exits.
+    #[cfg(feature = "redis")]
+    if let Some(backplane) = backplane {
+        backplane.close().await;
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = backplane;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The Redis backplane, to close on shutdown.
+#[cfg(feature = "redis")]
+type Backplane = Option<sse_hub::backplane::RedisBackplane>;
+#[cfg(not(feature = "redis"))]
+type Backplane = Option<std::convert::Infallible>;
 
 fn routes(app: App) -> Router {
     Router::new()
@@ -389,7 +402,8 @@ async fn publish(
 
 /// Parses `body` as an event of type `E` and routes it for `user`. With a backplane this waits
 /// for Redis, so that the answer has the event's id (a Redis outage is `503`, and the event
-/// still reached this server's own streams).
+/// still reached this server's own streams; a publish Redis never confirmed is `504`, and may
+/// have reached every server).
 async fn route<E: DeserializeOwned + Route + Sync>(
     router: &EventRouter,
     user: &UserId,
@@ -405,12 +419,12 @@ async fn route<E: DeserializeOwned + Route + Sync>(
 
 /// The router: on its own, or, with `REDIS_URL` set, sharing its channels with every server on
 /// that Redis.
-async fn router_from_env() -> Result<EventRouter, String> {
+async fn router_from_env() -> Result<(EventRouter, Backplane), String> {
     let Some(url) = std::env::var("REDIS_URL")
         .ok()
         .filter(|url| !url.is_empty())
     else {
-        return Ok(EventRouter::new(Config::default()));
+        return Ok((EventRouter::new(Config::default()), None));
     };
     #[cfg(feature = "redis")]
     {
@@ -424,9 +438,9 @@ async fn router_from_env() -> Result<EventRouter, String> {
                 "Redis (REDIS_URL) is not reachable yet: serving, and connecting in the background"
             );
         }
-        Ok(EventRouter::with_backplane(
-            Config::default(),
-            Arc::new(backplane),
+        Ok((
+            EventRouter::with_backplane(Config::default(), Arc::new(backplane.clone())),
+            Some(backplane),
         ))
     }
     #[cfg(not(feature = "redis"))]

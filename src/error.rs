@@ -106,10 +106,14 @@ pub enum PublishError {
     /// HTTP: `400` with the code `invalid_event`.
     #[error("the event is invalid: {0}")]
     InvalidEvent(#[from] crate::models::agui::InvalidEvent),
-    /// The [backplane](crate::backplane) could not take the event. Unlike the other errors,
-    /// this node's own connections *did* receive it, without an id (so their last event id stays
+    /// The [backplane](crate::backplane) could not take the event. When it surely did not
+    /// reach the backplane ([`BackplaneError::Disconnected`], `Timeout` or `Failed`), this
+    /// node's own connections *did* receive it, without an id (so their last event id stays
     /// valid); the other nodes and the shared history did not, and the loss is counted in
     /// [`Stats::backplane_failures`](crate::Stats::backplane_failures). Over HTTP: `503`.
+    /// [`BackplaneError::Overloaded`] and `Closed`: delivered nowhere (`503`).
+    /// [`BackplaneError::Unknown`]: maybe delivered everywhere, not delivered locally without
+    /// an id (`504`).
     #[error("the event did not reach the backplane: {0}")]
     Backplane(#[source] BackplaneError),
 }
@@ -127,7 +131,8 @@ pub enum BackplaneError {
     /// The backplane is not connected (it reconnects by itself).
     #[error("the backplane is not connected")]
     Disconnected,
-    /// The node's queue of publishes waiting for the backplane is full.
+    /// The node's queue of publishes waiting for the backplane is full: the event was
+    /// delivered nowhere.
     #[error("the backplane's publish queue is full")]
     Overloaded,
     /// The backplane did not answer in time.
@@ -136,4 +141,35 @@ pub enum BackplaneError {
     /// The backplane answered with an error.
     #[error("backplane error: {0}")]
     Failed(String),
+    /// The publish was sent, but the backplane did not confirm it before the retries ran out
+    /// (`RedisConfig::publish_retry` for the Redis backplane): the event
+    /// may have reached the history and every node, or none. It was *not* delivered locally
+    /// without an id (that would duplicate it if it did get through). Retrying it may
+    /// duplicate it; a caller that must know reads the user's stream. Over HTTP: `504`.
+    #[error(
+        "the backplane did not confirm the publish in time: it may have reached every node, or none"
+    )]
+    Unknown,
+    /// A setting of the backplane cannot work; returned when the backplane is created.
+    #[error("invalid backplane setting `{setting}`: {problem}")]
+    InvalidConfig {
+        /// The setting's name, as its field is named.
+        setting: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The backplane's server is a version that cannot keep the guarantees (the Redis
+    /// backplane needs Redis 7.0 or later). The backplane keeps retrying, in case the server is
+    /// upgraded, and stays disconnected meanwhile.
+    #[error("unsupported backplane server version {version}: {requirement}")]
+    Unsupported {
+        /// The version the server reported.
+        version: String,
+        /// The version needed.
+        requirement: &'static str,
+    },
+    /// The backplane was closed (`RedisBackplane::close`)
+    /// and takes no more publishes.
+    #[error("the backplane is closed")]
+    Closed,
 }

@@ -54,7 +54,7 @@ pub use crate::config::{Heartbeat, SseConfig};
 use crate::error::{InvalidThread, PublishError, SubscribeError};
 use crate::event_id::MAX_EVENT_ID_LEN;
 use crate::registry::Broadcaster;
-use crate::subscription::{EndReason, Subscription};
+use crate::subscription::Subscription;
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
 use crate::wire::SseFrame;
@@ -170,7 +170,9 @@ impl<E> SseBody<E> {
     }
 
     fn closing_frame(&self) -> Option<Bytes> {
-        if self.subscription.end_reason() != Some(EndReason::Shutdown) {
+        // Shutdown, or a backplane stream ended to resume elsewhere: every stream of the node
+        // may be ending at once.
+        if !self.subscription.ends_with_jitter() {
             return None;
         }
         let jitter = self.shutdown_retry_jitter?;
@@ -414,6 +416,9 @@ impl IntoResponse for PublishError {
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::AtCapacity { .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_capacity"),
             Self::ThreadsNeedOneNode => (StatusCode::NOT_IMPLEMENTED, "threads_need_one_node"),
+            Self::Backplane(crate::error::BackplaneError::Unknown) => {
+                (StatusCode::GATEWAY_TIMEOUT, "backplane_outcome_unknown")
+            }
             Self::Backplane(_) => (StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable"),
             Self::InvalidEvent(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
             Self::Encode(_) | Self::NotUtf8 | Self::Frame(_) => {

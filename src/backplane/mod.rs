@@ -50,21 +50,60 @@
 //!
 //! # Faults
 //!
+//! The guarantees hold under faults, as the fault campaign checks (`tests/redis_fault_campaign.rs`,
+//! BENCHMARKS.md): a client never receives an event twice, receives a user's events in the
+//! order of their ids, and never misses one silently; a publish the API confirmed reaches every
+//! client of the user, or the client is told with a `reset` or `lagged` that it lost some.
+//!
 //! * **The backplane is unreachable when publishing.** The publish fails with
 //!   [`PublishError::Backplane`](crate::PublishError::Backplane), and the publishing node's own
 //!   connections still receive the event, *without an `id:` line*, so their last event id stays
 //!   valid; the loss (other nodes, and the history) is counted in
 //!   [`Stats::backplane_failures`](crate::Stats::backplane_failures) and in the
-//!   `sse_hub_backplane_failures_total` metric.
+//!   `sse_hub_backplane_failures_total` metric. This happens only when the event surely did not
+//!   reach the backplane.
+//! * **The backplane is slow, or the connection breaks after a publish was sent.** The
+//!   outcome is unknown: the publish is sent again, idempotently (each carries a token the
+//!   backplane recognises), until it is confirmed, and the caller gets its id. If it stays
+//!   unconfirmed, the caller gets [`BackplaneError::Unknown`] (HTTP `504`): the event may have
+//!   reached every node, so it is *not* delivered locally without an id, and retrying it may
+//!   duplicate it.
+//! * **The publish queue is full.** [`BackplaneError::Overloaded`]: the event is delivered
+//!   nowhere (delivering it locally at once would overtake the publishes queued before it).
 //! * **The live feed was interrupted.** A node cannot know what it missed while it was not
-//!   listening, so when it is connected again it ends its local streams: clients reconnect with
-//!   their `Last-Event-ID` and resume from the history, with the gap signalled if the history
-//!   lost events too (a restarted Redis without persistence), never a silent loss and never a
-//!   duplicate.
-//! * **A subscribe while the backplane is down** is served, degraded: live local events only,
-//!   no history, no priming id (the client keeps its last id). Such streams are ended as soon as
-//!   the backplane is back, so that they resume properly.
+//!   listening, so when it is connected again it ends its local streams, each with a jittered
+//!   `retry:` ([`SseConfig::shutdown_retry_jitter`](crate::SseConfig::shutdown_retry_jitter)) so
+//!   that clients do not all come back at once: they reconnect with their `Last-Event-ID` and
+//!   resume from the history, with the gap signalled if the history lost events too (a
+//!   restarted Redis without persistence), never a silent loss and never a duplicate.
+//! * **A subscribe whose catch-up fails** (the backplane down, or too slow to confirm the feed
+//!   or to read the history) is served *degraded*: no priming id, no history, and only frames
+//!   without an id (events published on this node that could not go through). It cannot
+//!   vouch for any id, so it never sends one: at the first live event with an id it ends (as
+//!   it does as soon as the backplane is connected), and the client resumes from its own last
+//!   id, in order, without a gap.
+//! * **[`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user)** ends the user's
+//!   streams on every node (best effort while the backplane is unreachable).
+//!   [`Config::max_connections_per_user`](crate::Config::max_connections_per_user) is a cap per
+//!   node: a user may hold that many connections on each node.
+
+//! # Memory
 //!
+//! On top of the single-node bounds of the [crate docs](crate#memory), with the same letters
+//! (`F` = [`max_frame_bytes`](crate::Config::max_frame_bytes), `W` =
+//! [`replay_bytes`](crate::Config::replay_bytes), `N` =
+//! [`replay_events`](crate::Config::replay_events)) and `Q` = the publish queue
+//! ([`RedisConfig::publish_queue`]):
+//!
+//! * a subscription catching up holds at most `min(N·F, W)` bytes of replayed frames: the
+//!   backplane reads nothing beyond the replay bounds (a resume from further back is `expired`);
+//! * a node's publish queue holds at most `Q·F` bytes of heads, and the publish tokens it
+//!   remembers about 8192 × 40 bytes;
+//! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
+//!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
+//!   plus a small hash of publish marks (one field per node), and expires
+//!   [`RedisConfig::history_ttl`] after the last node serving the user left.
+
 //! # Sync and async
 //!
 //! The backplane is reached over the network, so its operations are asynchronous:
@@ -73,8 +112,9 @@
 //!   [`EventRouter::route_async`](crate::EventRouter::route_async)) publish and report the id or
 //!   the error. The sync [`broadcast`](crate::Broadcaster::broadcast) *queues* the event for the
 //!   backplane, in order with every other publish of the node, and returns at once with no id;
-//!   its failures are handled as above (local delivery, counted) but not returned, except a
-//!   full queue, which is [`BackplaneError::Overloaded`].
+//!   its failures are handled as above (local delivery when the event surely did not get
+//!   through, counted) but not returned, except a full queue, which is
+//!   [`BackplaneError::Overloaded`] (delivered nowhere).
 //! * [`Broadcaster::subscribe_async`](crate::Broadcaster::subscribe_async) resolves once the
 //!   subscription is caught up, so its [`start_id`](crate::Subscription::start_id) is final. The
 //!   sync [`subscribe_from`](crate::Broadcaster::subscribe_from) and
@@ -84,6 +124,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -161,6 +202,17 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Whether the backplane is connected now.
     fn is_connected(&self) -> bool;
+
+    /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called on
+    /// this node: end the user's streams on `channel` on every node, this one included, after
+    /// the publishes queued before, so that they still reach the streams. Returns `false` if it
+    /// cannot (the broadcaster then ends this node's streams at once). Best effort for the
+    /// other nodes (one that cannot be reached keeps its streams); this node's streams end
+    /// either way. The default returns `false`.
+    fn disconnect_user(&self, channel: &str, user: &UserId) -> bool {
+        let _ = (channel, user);
+        false
+    }
 }
 
 /// What a broadcaster does for its backplane: the three ways frames and orders come back from
@@ -181,7 +233,7 @@ pub(crate) trait LocalDelivery: Send + Sync {
 #[derive(Clone)]
 pub struct LocalChannels {
     name: Arc<str>,
-    history_len: usize,
+    bounds: (usize, usize, Duration),
     inner: Weak<dyn LocalDelivery>,
 }
 
@@ -194,10 +246,20 @@ impl std::fmt::Debug for LocalChannels {
 }
 
 impl LocalChannels {
-    pub(crate) fn new(name: &str, history_len: usize, inner: Weak<dyn LocalDelivery>) -> Self {
+    /// `bounds`: the replay window's events, bytes and age ([`Config::replay_events`],
+    /// [`Config::replay_bytes`], [`Config::replay_age`]).
+    ///
+    /// [`Config::replay_events`]: crate::Config::replay_events
+    /// [`Config::replay_bytes`]: crate::Config::replay_bytes
+    /// [`Config::replay_age`]: crate::Config::replay_age
+    pub(crate) fn new(
+        name: &str,
+        bounds: (usize, usize, Duration),
+        inner: Weak<dyn LocalDelivery>,
+    ) -> Self {
         Self {
             name: name.into(),
-            history_len,
+            bounds,
             inner,
         }
     }
@@ -210,7 +272,27 @@ impl LocalChannels {
     /// How many events the channel's history should keep per user: the broadcaster's
     /// [`Config::replay_events`](crate::Config::replay_events).
     pub fn history_len(&self) -> usize {
-        self.history_len
+        self.bounds.0
+    }
+
+    /// The bytes of frames a resume may replay: the broadcaster's
+    /// [`Config::replay_bytes`](crate::Config::replay_bytes).
+    pub fn history_bytes(&self) -> usize {
+        self.bounds.1
+    }
+
+    /// How old an event may be and still be replayed: the broadcaster's
+    /// [`Config::replay_age`](crate::Config::replay_age).
+    pub fn history_age(&self) -> Duration {
+        self.bounds.2
+    }
+
+    /// Counts an event lost to the backplane without delivering it (a publish abandoned when
+    /// the backplane was dropped).
+    pub fn count_failure(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.count_backplane_failure();
+        }
     }
 
     /// Whether the broadcaster still exists.

@@ -161,9 +161,9 @@ impl<E> Broadcaster<E> {
         }
         let name = config.name.clone();
         let retention = config.retention;
-        let history_len = config.replay_events;
+        let bounds = (config.replay_events, config.replay_bytes, config.replay_age);
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
-            local: LocalChannels::new(&name, history_len, weak.clone()),
+            local: LocalChannels::new(&name, bounds, weak.clone()),
             backplane: backplane.clone(),
             channels: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             shared: Arc::new(Shared::new(config, metrics)),
@@ -251,8 +251,25 @@ impl<E> Broadcaster<E> {
     /// that reconnect with their `Last-Event-ID` lose nothing. Returns how many connections were
     /// open. A stream whose client stopped reading ends when its connection's writes time out
     /// (see [`StallTimeout`](crate::StallTimeout)).
+    ///
+    /// With a [backplane](crate::backplane), this is cluster-wide: the user's streams on this
+    /// channel end on every node, this one included, after the events this node published
+    /// before (so those still reach them); while the backplane is unreachable, this node's
+    /// streams end at once and the other nodes' keep going. The returned count is this node's. [`Config::max_connections_per_user`](crate::Config::max_connections_per_user)
+    /// stays a per-node cap.
     pub fn disconnect_user(&self, user: &UserId) -> usize {
-        let open = self.inner.kick_user(user);
+        // With a backplane, the streams end when the disconnect comes back on the user's feed,
+        // after the events published before it, on every node alike.
+        let queued = self
+            .inner
+            .backplane
+            .as_ref()
+            .is_some_and(|backplane| backplane.disconnect_user(self.name(), user));
+        let open = if queued {
+            self.connection_count(user)
+        } else {
+            self.inner.kick_user(user)
+        };
         tracing::debug!(channel = %self.name(), user = %user, open, "user disconnected");
         open
     }

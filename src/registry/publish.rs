@@ -136,7 +136,8 @@ impl<E> Broadcaster<E> {
 }
 
 /// The sync publish of backplane mode: queues the event and returns at once, with no id.
-/// Only a refusal to queue is an error; the backplane has then delivered the event locally.
+/// Only a refusal to queue is an error ([`BackplaneError::Overloaded`](crate::backplane::BackplaneError::Overloaded)
+/// or `Closed`); the event was then delivered nowhere.
 fn queue_on_backplane(
     backplane: &Arc<dyn Backplane>,
     local: &LocalChannels,
@@ -168,7 +169,10 @@ impl<E> Broadcaster<E> {
     /// and the user has no history. When
     /// the backplane is unreachable the error is [`PublishError::Backplane`], and this node's
     /// connections still received the event, without an id (the loss is counted in
-    /// [`Stats::backplane_failures`](crate::Stats::backplane_failures)). Without a backplane, this is [`broadcast`](Self::broadcast).
+    /// [`Stats::backplane_failures`](crate::Stats::backplane_failures)); when its outcome is unknown (sent, never confirmed) the
+    /// error is `Backplane(BackplaneError::Unknown)` and the event was not delivered locally
+    /// (see the [backplane docs](crate::backplane#faults)). Without a backplane, this is
+    /// [`broadcast`](Self::broadcast).
     pub async fn broadcast_async(&self, user: &UserId, event: &E) -> Result<Published, PublishError>
     where
         E: ToSse,

@@ -230,6 +230,19 @@ impl<E> Subscription<E> {
         self.ended
     }
 
+    /// Whether the stream should end with a jittered `retry:` hint
+    /// ([`SseConfig::shutdown_retry_jitter`](crate::SseConfig::shutdown_retry_jitter)): on
+    /// shutdown, and for a backplane subscription ended so that it resumes from the shared
+    /// history (the backplane reconnected, or a degraded subscription ended), when every
+    /// stream of the node may end at once.
+    pub(crate) fn ends_with_jitter(&self) -> bool {
+        match self.ended {
+            Some(EndReason::Shutdown) => true,
+            Some(EndReason::Disconnected) => self.remote().is_some(),
+            _ => false,
+        }
+    }
+
     fn end(&mut self, reason: EndReason) {
         self.ended = Some(reason);
     }
@@ -346,6 +359,12 @@ impl<E> Stream for Subscription<E> {
             }
             if this.ended.is_some() {
                 return Poll::Ready(None);
+            }
+            // A degraded backplane subscription met an event it cannot vouch for: end, so that
+            // the client resumes from the history (see `Remote::frame`).
+            if this.remote().is_some_and(|r| r.must_end()) {
+                this.end(EndReason::Disconnected);
+                continue;
             }
             let Some(live) = this.live.as_mut() else {
                 return Poll::Ready(None);

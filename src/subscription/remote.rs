@@ -47,6 +47,14 @@ pub(crate) struct Remote {
     /// The id of the last event delivered: the client's last event id.
     last_id: EventId,
     primes: bool,
+    /// The catch-up failed: the subscription cannot vouch for any id (it does not know what
+    /// the history holds between the client's id and the live feed), so it forwards only
+    /// frames without one, and ends at the first live frame with an id, which the client
+    /// then gets through its resume, in order. So a degraded subscription never moves the
+    /// client's last event id: nothing is skipped silently, and nothing is delivered twice.
+    degraded: bool,
+    /// A degraded subscription met a frame with an id: the stream must end.
+    must_end: bool,
     /// The subscription's start id, once caught up.
     pub(crate) start: Option<EventId>,
 }
@@ -65,6 +73,8 @@ impl Remote {
             skip_through: None,
             last_id: EventId::new(0, 0),
             primes: true,
+            degraded: false,
+            must_end: false,
             start: None,
         }
     }
@@ -93,6 +103,7 @@ impl Remote {
             Ok(history) => history,
             Err(_) => {
                 self.primes = false;
+                self.degraded = true;
                 self.last_id = match parsed {
                     Some(Ok(id)) => id,
                     _ => EventId::new(0, 0),
@@ -145,10 +156,19 @@ impl Remote {
         self.skip_through.is_some()
     }
 
+    /// Whether a degraded subscription met a frame it cannot deliver: end the stream.
+    pub(crate) fn must_end(&self) -> bool {
+        self.must_end
+    }
+
     pub(crate) fn frame(&mut self, bytes: Bytes) -> Option<Frame> {
         let Some(id) = frame_id(&bytes) else {
             return Some(Frame::unnumbered(bytes));
         };
+        if self.degraded {
+            self.must_end = true;
+            return None;
+        }
         if let Some(skip) = self.skip_through {
             if id <= skip {
                 return None;

@@ -101,8 +101,14 @@ impl DemoServer {
     /// Starts the demo server with `ADDR=127.0.0.1:0` and reads the address it listens on from
     /// the first line of its standard output.
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// [`start`](Self::start) with more environment variables (`REDIS_URL`, say).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let binary = server_binary();
         let mut command = Command::new(binary);
+        command.envs(env.iter().copied());
         command
             .env("ADDR", "127.0.0.1:0")
             .env(

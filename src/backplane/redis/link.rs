@@ -1,0 +1,320 @@
+//! The connection task of the Redis backplane: connects (checking the server's version),
+//! subscribes the node to the feeds it wants, dispatches what comes on them, checks the link,
+//! and reconnects with capped, jittered, exponential backoff; and the catch-up read a
+//! subscribe makes through the command connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Value};
+use tokio_stream::StreamExt;
+
+use crate::backplane::History;
+use crate::backplane::redis::state::{Link, Shared, classify, deadline};
+use crate::backplane::redis::wire::{MIN_VERSION, parse_history, parse_version, plan_reconcile};
+use crate::error::BackplaneError;
+use crate::event_id::EventId;
+
+/// Why a connection attempt failed.
+enum ConnectError {
+    /// Unreachable, refused, timed out: retried with backoff.
+    Io(String),
+    /// A server too old for the guarantees: retried at the longest backoff, logged as an error.
+    Unsupported(String),
+}
+
+/// Connects both connections, checks the server's version and loads the scripts.
+async fn connect(
+    shared: &Shared,
+) -> Result<(PubSubSink, PubSubStream, MultiplexedConnection), ConnectError> {
+    let io = |e: redis::RedisError| ConnectError::Io(e.to_string());
+    let timeout = shared.config.command_timeout;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut command = shared
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(io)?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut command)
+        .await
+        .map_err(io)?;
+    let Some((version, text)) = parse_version(&info) else {
+        return Err(ConnectError::Unsupported(
+            "the server did not report a redis_version".into(),
+        ));
+    };
+    shared.lock().version = Some(text.clone());
+    if version < MIN_VERSION {
+        return Err(ConnectError::Unsupported(
+            BackplaneError::Unsupported {
+                version: text,
+                requirement: "Redis 7.0 or later (for the stream's max-deleted-entry-id)",
+            }
+            .to_string(),
+        ));
+    }
+    let pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
+        .await
+        .map_err(|_| ConnectError::Io("connecting timed out".to_owned()))?
+        .map_err(io)?;
+    for script in [&shared.publish_script, &shared.history_script] {
+        script.load_async(&mut command).await.map_err(io)?;
+    }
+    let (sink, stream) = pubsub.split();
+    Ok((sink, stream, command))
+}
+
+/// The connection task: connects, serves until the connection fails, reconnects with backoff.
+pub(crate) async fn run_connection(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let mut backoff = config.reconnect_min;
+    let mut ever_connected = false;
+    let mut failing = false;
+    loop {
+        match connect(&shared).await {
+            Ok((sink, stream, command)) => {
+                backoff = config.reconnect_min;
+                if ever_connected {
+                    shared
+                        .reconnects
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let error = serve(&shared, sink, stream, command, ever_connected).await;
+                ever_connected = true;
+                failing = false;
+                tracing::warn!(%error, "backplane: connection to Redis lost; reconnecting");
+                shared.lost(error);
+            }
+            Err(ConnectError::Unsupported(error)) => {
+                tracing::error!(%error, "backplane: refusing this Redis server");
+                shared.set_link(Link::Down, Some(error));
+                backoff = config.reconnect_max;
+                tokio::time::sleep(backoff).await;
+            }
+            Err(ConnectError::Io(error)) => {
+                if failing {
+                    tracing::debug!(%error, "backplane: cannot connect to Redis");
+                } else {
+                    tracing::warn!(%error, "backplane: cannot connect to Redis; retrying with backoff");
+                }
+                failing = true;
+                shared.set_link(Link::Down, Some(error));
+                let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
+                tokio::time::sleep(backoff + jitter).await;
+                // Both are at most a week (validated): no overflow.
+                backoff = (backoff * 2).min(config.reconnect_max);
+            }
+        }
+    }
+}
+
+/// (Un)subscribes what changed, until nothing is left to do.
+async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
+    let timeout = shared.config.command_timeout;
+    loop {
+        let (subscribe, unsubscribe) = {
+            let mut state = shared.lock();
+            let plan = plan_reconcile(
+                &state.dirty,
+                |f| state.wanted.contains_key(f),
+                &state.subscribed,
+            );
+            for feed in &plan.batch {
+                state.dirty.remove(feed);
+            }
+            for feed in &plan.unsubscribe {
+                state.subscribed.remove(feed);
+            }
+            if plan.batch.is_empty() {
+                return Ok(());
+            }
+            (plan.subscribe, plan.unsubscribe)
+        };
+        if !unsubscribe.is_empty() {
+            let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();
+            tokio::time::timeout(timeout, sink.unsubscribe(&names))
+                .await
+                .map_err(|_| "UNSUBSCRIBE timed out".to_owned())?
+                .map_err(|e| format!("UNSUBSCRIBE failed: {e}"))?;
+        }
+        if !subscribe.is_empty() {
+            let names: Vec<&str> = subscribe.iter().map(|k| &**k).collect();
+            tokio::time::timeout(timeout, sink.subscribe(&names))
+                .await
+                .map_err(|_| "SUBSCRIBE timed out".to_owned())?
+                .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
+            let mut state = shared.lock();
+            for feed in subscribe {
+                if let Some(wanted) = state.wanted.get_mut(&feed) {
+                    wanted.confirmed = true;
+                }
+                state.subscribed.insert(feed);
+            }
+            drop(state);
+            shared.confirmed();
+        }
+    }
+}
+
+/// Refreshes the time to live of the histories (and publish marks) of the users the node
+/// serves.
+fn refresh_ttls(shared: &Shared) {
+    let Some(mut command) = shared.command() else {
+        return;
+    };
+    let keys: Vec<Arc<str>> = shared
+        .lock()
+        .wanted
+        .values()
+        .flat_map(|w| [w.history.clone(), w.marks.clone()])
+        .collect();
+    let ttl = shared.config.history_ttl.as_millis() as u64;
+    tokio::spawn(async move {
+        for chunk in keys.chunks(1024) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("PEXPIRE").arg(&**key).arg(ttl).ignore();
+            }
+            if let Err(error) = pipe.query_async::<()>(&mut command).await {
+                tracing::debug!(%error, "backplane: refreshing history TTLs failed");
+                return;
+            }
+        }
+    });
+}
+
+/// Ends the streams a degraded subscribe was served on, now that the backplane is connected.
+fn kick_degraded(shared: &Shared) {
+    let kick: Vec<Arc<str>> = shared.lock().to_kick.drain().collect();
+    if !kick.is_empty() {
+        shared.kick(Some(kick));
+    }
+}
+
+/// Serves one connection until it fails; returns why.
+async fn serve(
+    shared: &Shared,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    command: MultiplexedConnection,
+    reconnected: bool,
+) -> String {
+    shared.set_command(Some(command));
+    shared.lock().command_broken = false;
+    // Messages that arrive meanwhile wait in the connection's buffer.
+    if let Err(error) = reconcile(shared, &mut sink).await {
+        return error;
+    }
+    shared.set_link(Link::Connected, None);
+    if reconnected {
+        tracing::info!("backplane: reconnected to Redis");
+        // What was published while the node did not listen is only in the histories. The
+        // streams end with a jittered `retry:` (see `SseConfig::shutdown_retry_jitter`), so
+        // their clients do not all come back at once.
+        shared.lock().to_kick.clear();
+        shared.kick(None);
+    } else {
+        // Subscribes served degraded before the first connection (a start while Redis is
+        // down) resume properly now.
+        kick_degraded(shared);
+    }
+    let mut ping = tokio::time::interval(shared.config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut refresh =
+        tokio::time::interval((shared.config.history_ttl / 3).max(Duration::from_millis(10)));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh.tick().await;
+    loop {
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(message) => {
+                    let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
+                    shared.dispatch(message.get_channel_name(), payload);
+                }
+                None => return "the pub/sub connection closed".to_owned(),
+            },
+            () = shared.wake.notified() => {
+                if shared.lock().command_broken {
+                    return "the command connection failed".to_owned();
+                }
+                if let Err(error) = reconcile(shared, &mut sink).await {
+                    return error;
+                }
+                kick_degraded(shared);
+            }
+            _ = ping.tick() => {
+                let pong = tokio::time::timeout(shared.config.command_timeout, sink.ping::<Value>());
+                match pong.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return format!("PING failed: {error}"),
+                    Err(_) => return "PING timed out".to_owned(),
+                }
+            }
+            _ = refresh.tick() => refresh_ttls(shared),
+        }
+    }
+}
+
+/// Waits until the node listens to `feed` ([`RedisConfig::subscribe_timeout`] at most), then
+/// reads the history after `after`, within the replay bounds of `channel`.
+///
+/// [`RedisConfig::subscribe_timeout`]: crate::backplane::RedisConfig::subscribe_timeout
+pub(crate) async fn read_history(
+    shared: &Shared,
+    channel: &str,
+    history: &str,
+    feed: &str,
+    after: Option<EventId>,
+) -> Result<History, BackplaneError> {
+    wait_subscribed(shared, feed).await?;
+    let mut command = shared.command().ok_or(BackplaneError::Disconnected)?;
+    let (events, bytes, age) = shared.bounds(channel);
+    let value: Value = shared
+        .history_script
+        .key(history)
+        .arg(shared.config.history_ttl.as_millis() as u64)
+        .arg(after.map(|id| id.to_string()).unwrap_or_default())
+        .arg(events)
+        .arg(bytes)
+        .arg(age.as_millis() as u64)
+        .invoke_async(&mut command)
+        .await
+        .map_err(|e| {
+            let error = classify(&e);
+            shared.command_failed(&error);
+            error
+        })?;
+    parse_history(value)
+        .ok_or_else(|| BackplaneError::Failed("unexpected reply to the history script".into()))
+}
+
+async fn wait_subscribed(shared: &Shared, feed: &str) -> Result<(), BackplaneError> {
+    let until = deadline(shared.config.subscribe_timeout);
+    let mut status = shared.status.subscribe();
+    loop {
+        status.mark_unchanged();
+        {
+            let state = shared.lock();
+            match state.wanted.get(feed) {
+                Some(wanted) if wanted.confirmed => return Ok(()),
+                Some(_) => {}
+                // The subscription holds the local channel, so this does not happen.
+                None => return Err(BackplaneError::Failed("no local channel".into())),
+            }
+        }
+        if status.borrow().link == Link::Down {
+            return Err(BackplaneError::Disconnected);
+        }
+        match tokio::time::timeout_at(until, status.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(BackplaneError::Disconnected),
+            Err(_) => return Err(BackplaneError::Timeout),
+        }
+    }
+}

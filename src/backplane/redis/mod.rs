@@ -1,0 +1,391 @@
+//! [`RedisBackplane`]: the shared history in Redis streams, the live fan-out through Redis
+//! pub/sub. Needs Redis 7.0 or later (checked at every connection).
+//!
+//! # Keys
+//!
+//! For the channel name `c` (the broadcaster's [`Config::name`](crate::Config::name)) and the
+//! user `u`, with the prefix `p` ([`RedisConfig::prefix`]):
+//!
+//! | key | what |
+//! |---|---|
+//! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t` |
+//! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran |
+//! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line |
+//!
+//! User ids are only key material: they are never parsed back from a key (the node maps the
+//! feeds it listens to back to its users), so any string is a valid user id. Channel names
+//! should not contain `:`, which would make two (channel, user) pairs share keys.
+//!
+//! # Publishing
+//!
+//! A node's publishes go through one bounded queue, in call order, to one task that sends them
+//! to Redis as pipelined `EVALSHA`s of one Lua script. The script, atomically:
+//!
+//! 1. if the publish's token is not newer than the node's mark, answers the id the publish got
+//!    when it first ran, and does nothing else (a retry; see below);
+//! 2. if the user has no history and no node listens to the user (`PUBSUB NUMSUB`), stores
+//!    nothing and returns no id, as a single node does for a user without a channel;
+//! 3. `XADD`s the frame's head and trims, with `XDEL`, the oldest entries beyond the history
+//!    length ([`Config::replay_events`](crate::Config::replay_events), in batches) and older
+//!    than [`Config::replay_age`](crate::Config::replay_age), so that the stream's
+//!    `max-deleted-entry-id` says exactly what was lost;
+//! 4. sets the history's time to live ([`RedisConfig::history_ttl`]) and the node's mark;
+//! 5. `PUBLISH`es the token and the finished frame, `head` + `id: <id>` + blank line, and
+//!    returns the id and the number of nodes that received it.
+//!
+//! A history is created with a deleted marker entry, so that its `max-deleted-entry-id` is its
+//! creation: an id from before (an earlier history of the user, which expired, or a Redis that
+//! restarted without persistence) resumes as `expired`.
+//!
+//! When a batch is sent and not answered (a timeout, a connection cut after the write), Redis
+//! may have run any part of it. The batch is sent again, with the same tokens, until Redis
+//! answers or [`RedisConfig::publish_retry`] passed; the marks make each publish run once
+//! however many copies reach Redis, in whatever order. Publishes queued behind wait, so the
+//! node's publishes stay in order. When the retries run out, the publishes are answered
+//! [`BackplaneError::Unknown`] and are *not* delivered locally. A node also drops a feed
+//! message whose token it already dispatched (the last 8192), which covers a retry that ran
+//! again because Redis restarted in between and lost the marks.
+//!
+//! # Listening
+//!
+//! One task per node owns a pub/sub connection and a multiplexed command connection. It
+//! `SUBSCRIBE`s to a user's feed when a broadcaster of the node creates a channel for the
+//! user, `UNSUBSCRIBE`s when the channel is removed after its retention, and dispatches each
+//! message to the broadcasters by channel name. A subscribe waits until the node's `SUBSCRIBE`
+//! is confirmed ([`RedisConfig::subscribe_timeout`] at most), then reads the history in one
+//! script (`XINFO STREAM` for the last and the deleted ids, `XRANGE … COUNT` for the events),
+//! which reads nothing beyond the channel's replay bounds (events, bytes, age): a resume from
+//! further back is `expired`.
+//!
+//! # Faults
+//!
+//! When a connection fails, the task reconnects with capped exponential backoff
+//! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),
+//! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
+//! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
+//! resume from the history. While it is down, publishes fail at once and are delivered locally
+//! without an id, and subscribes are degraded (see the [module docs](super#faults)). Nothing
+//! grows while Redis is down: the publish queue is bounded ([`RedisConfig::publish_queue`]),
+//! and the set of users to listen to is the node's own channels. Histories of users every node
+//! left expire after [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the
+//! users they serve.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Client;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
+
+use self::link::{read_history, run_connection};
+use self::publisher::run_publisher;
+use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
+use self::wire::{disconnect_message, keys};
+use super::{Backplane, BackplaneError, BoxFuture, History, LocalChannels};
+use crate::event_id::EventId;
+use crate::stats::Published;
+use crate::user_id::UserId;
+
+mod config;
+mod link;
+mod publisher;
+mod state;
+mod wire;
+
+pub use self::config::RedisConfig;
+
+/// The state of a [`RedisBackplane`], from [`RedisBackplane::health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BackplaneHealth {
+    /// Both connections are up and every user the node serves is subscribed to.
+    pub connected: bool,
+    /// Users (per channel) the node serves, whose live events it should receive.
+    pub serving: usize,
+    /// Of those, the ones Redis confirmed the node listens to.
+    pub listening: usize,
+    /// Connections established after a failure.
+    pub reconnects: u64,
+    /// Publishes that surely did not go through Redis (delivered locally only, without an id).
+    pub publish_failures: u64,
+    /// Publishes whose outcome stayed unknown ([`BackplaneError::Unknown`]).
+    pub publish_unknown: u64,
+    /// Batches of publishes sent again because their outcome was unknown.
+    pub publish_retries: u64,
+    /// Messages received from Redis.
+    pub received: u64,
+    /// Feed messages dropped because their event was dispatched already.
+    pub duplicates_dropped: u64,
+    /// The Redis server's version, once connected.
+    pub version: Option<String>,
+    /// The last connection error, if any (an unsupported server version included).
+    pub last_error: Option<String>,
+}
+
+/// The Redis [`Backplane`]: see the [module docs](self) and the [backplane model](super).
+///
+/// Cheap to clone: clones share the connections. Create one per node (per process) and share
+/// it, as an `Arc<dyn Backplane>`, between the broadcasters of the node. Before dropping the
+/// last clone, [`close`](Self::close) it: the publishes still queued are sent; dropping it
+/// abandons them (they are counted in
+/// [`Stats::backplane_failures`](crate::Stats::backplane_failures) and logged).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use sse_hub::backplane::{RedisBackplane, RedisConfig};
+/// use sse_hub::{Config, EventRouter};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let backplane = RedisBackplane::new(RedisConfig::new("redis://127.0.0.1:6379"))?;
+/// backplane.wait_connected(Duration::from_secs(5)).await;
+/// let router = EventRouter::with_backplane(Config::default(), Arc::new(backplane.clone()));
+/// // ... serve; then, on shutdown:
+/// router.shutdown();
+/// backplane.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackplane {
+    shared: Arc<Shared>,
+    _tasks: Arc<Tasks>,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("prefix", &self.shared.config.prefix)
+            .field("health", &self.health())
+            .finish()
+    }
+}
+
+/// The backplane's tasks, aborted when the last clone of the backplane goes (tokio-util's
+/// `AbortOnDropHandle` rather than a hand-written `Drop`). The jobs the aborted publisher
+/// still held count themselves lost ([`Job`]'s `Drop`).
+struct Tasks {
+    _connection: AbortOnDropHandle<()>,
+    _publisher: AbortOnDropHandle<()>,
+    queue: mpsc::Sender<Queued>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        let queued = self.queue.max_capacity() - self.queue.capacity();
+        if queued > 0 {
+            tracing::warn!(
+                queued,
+                "backplane dropped without close(): its queued publishes are lost"
+            );
+        }
+    }
+}
+
+impl RedisBackplane {
+    /// A backplane for the Redis at [`RedisConfig::url`]. Returns at once: it connects (and
+    /// reconnects) in the background, on the current tokio runtime, which must be running.
+    /// See [`wait_connected`](Self::wait_connected). The config is checked first
+    /// ([`RedisConfig::validate`]): [`BackplaneError::InvalidConfig`] names what is wrong.
+    pub fn new(config: RedisConfig) -> Result<Self, BackplaneError> {
+        config.validate()?;
+        let client =
+            Client::open(config.url.as_str()).map_err(|e| BackplaneError::Failed(e.to_string()))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            BackplaneError::Failed("the Redis backplane needs a running tokio runtime".into())
+        })?;
+        let (queue, jobs) = mpsc::channel(config.publish_queue);
+        let shared = Arc::new(Shared::new(config, client, queue.clone()));
+        shared.connected_gauge.set(0.0);
+        let tasks = Tasks {
+            _connection: AbortOnDropHandle::new(runtime.spawn(run_connection(shared.clone()))),
+            _publisher: AbortOnDropHandle::new(runtime.spawn(run_publisher(shared.clone(), jobs))),
+            queue,
+        };
+        Ok(Self {
+            shared,
+            _tasks: Arc::new(tasks),
+        })
+    }
+
+    /// Whether the backplane is connected now: both connections up, and every user the node
+    /// serves subscribed to.
+    pub fn is_connected(&self) -> bool {
+        self.shared.link() == Link::Connected
+    }
+
+    /// Waits until the backplane is connected, for `within` at most; returns whether it is.
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let mut status = self.shared.status.subscribe();
+        let connected = status.wait_for(|s| s.link == Link::Connected);
+        matches!(
+            tokio::time::timeout_at(deadline(within), connected).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Stops taking publishes ([`BackplaneError::Closed`] from now on) and waits until every
+    /// publish queued before is done: sent, or failed as the [module docs](self#faults) say.
+    /// Bounded by the retries of the last batch ([`RedisConfig::publish_retry`]).
+    pub async fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let (done, flushed) = oneshot::channel();
+        if self.shared.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    /// The backplane's state and counters.
+    pub fn health(&self) -> BackplaneHealth {
+        let shared = &self.shared;
+        let state = shared.lock();
+        BackplaneHealth {
+            connected: shared.link() == Link::Connected,
+            serving: state.wanted.len(),
+            listening: state.wanted.values().filter(|w| w.confirmed).count(),
+            reconnects: shared.reconnects.load(Ordering::Relaxed),
+            publish_failures: shared.publish_failures.load(Ordering::Relaxed),
+            publish_unknown: shared.publish_unknown.load(Ordering::Relaxed),
+            publish_retries: shared.publish_retries.load(Ordering::Relaxed),
+            received: shared.received.load(Ordering::Relaxed),
+            duplicates_dropped: shared.duplicates_dropped.load(Ordering::Relaxed),
+            version: state.version.clone(),
+            last_error: state.last_error.clone(),
+        }
+    }
+}
+
+impl Backplane for RedisBackplane {
+    fn attach(&self, channels: LocalChannels) {
+        let mut state = self.shared.lock();
+        let name: Arc<str> = channels.name().into();
+        let mut sinks: Vec<LocalChannels> = state
+            .sinks
+            .get(&name)
+            .map(|sinks| sinks.iter().filter(|s| s.is_alive()).cloned().collect())
+            .unwrap_or_default();
+        sinks.push(channels);
+        state.sinks.insert(name, sinks.into());
+    }
+
+    fn channel_created(&self, channel: &str, user: &UserId) {
+        let keys = keys(&self.shared.config.prefix, channel, user);
+        let mut state = self.shared.lock();
+        if let Some(wanted) = state.wanted.get_mut(keys.feed.as_str()) {
+            wanted.count += 1;
+            return;
+        }
+        let feed: Arc<str> = keys.feed.into();
+        let confirmed = state.subscribed.contains(&feed);
+        state.wanted.insert(
+            feed.clone(),
+            Wanted {
+                count: 1,
+                channel: channel.into(),
+                user: user.clone(),
+                history: keys.history.into(),
+                marks: keys.marks.into(),
+                confirmed,
+            },
+        );
+        state.dirty.insert(feed);
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    fn channel_removed(&self, channel: &str, user: &UserId) {
+        let keys = keys(&self.shared.config.prefix, channel, user);
+        let mut state = self.shared.lock();
+        let Some(wanted) = state.wanted.get_mut(keys.feed.as_str()) else {
+            return;
+        };
+        wanted.count -= 1;
+        if wanted.count > 0 {
+            return;
+        }
+        if let Some((feed, _)) = state.wanted.remove_entry(keys.feed.as_str()) {
+            state.to_kick.remove(&feed);
+            state.dirty.insert(feed);
+        }
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    fn publish(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        head: Bytes,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(BackplaneError::Closed)));
+        }
+        let keys = keys(&self.shared.config.prefix, channels.name(), user);
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            channels: channels.clone(),
+            user: user.clone(),
+            head,
+            history: keys.history,
+            marks: keys.marks,
+            feed: keys.feed,
+            counter: None,
+            reply: Some(reply),
+        };
+        match self.shared.queue.try_send(Queued::Publish(job)) {
+            Ok(()) => Box::pin(async move {
+                // The sender is dropped unanswered only when the backplane is dropped.
+                outcome.await.unwrap_or(Err(BackplaneError::Closed))
+            }),
+            Err(
+                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
+            ) => {
+                // Refused: delivered nowhere, so that it cannot overtake the publishes queued
+                // before it on this node's connections.
+                if let Queued::Publish(mut job) = queued {
+                    job.reply = None;
+                }
+                Box::pin(std::future::ready(Err(BackplaneError::Overloaded)))
+            }
+        }
+    }
+
+    fn catch_up(
+        &self,
+        channel: &str,
+        user: &UserId,
+        after: Option<EventId>,
+    ) -> BoxFuture<'static, Result<History, BackplaneError>> {
+        let shared = self.shared.clone();
+        let channel: Arc<str> = channel.into();
+        let keys = keys(&shared.config.prefix, &channel, user);
+        Box::pin(async move {
+            let history = read_history(&shared, &channel, &keys.history, &keys.feed, after).await;
+            if let Err(error) = &history {
+                tracing::debug!(feed = %keys.feed, %error, "catch-up failed: degraded subscription");
+                shared.kick_later(&keys.feed);
+            }
+            history
+        })
+    }
+
+    fn disconnect_user(&self, channel: &str, user: &UserId) -> bool {
+        let feed = keys(&self.shared.config.prefix, channel, user).feed;
+        let message = disconnect_message(&self.shared.node);
+        let queued = self
+            .shared
+            .queue
+            .try_send(Queued::Control { feed, message })
+            .is_ok();
+        if !queued {
+            tracing::warn!(%user, "backplane: queue full or closed, so disconnect_user ends this node's streams only");
+        }
+        queued
+    }
+
+    fn is_connected(&self) -> bool {
+        RedisBackplane::is_connected(self)
+    }
+}

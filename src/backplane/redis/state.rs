@@ -1,0 +1,403 @@
+//! What the Redis backplane's handle and its two tasks share: the feeds the node wants, the link
+//! state, the command connection, the publish queue, the counters; and the node-side handling of
+//! what comes back from Redis (dispatch, kicks).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{Client, RedisError, Script};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::backplane::LocalChannels;
+use crate::backplane::redis::config::RedisConfig;
+use crate::backplane::redis::wire::{Message, parse_message};
+use crate::error::BackplaneError;
+use crate::stats::Published;
+use crate::user_id::UserId;
+
+/// Publish tokens a node remembers having dispatched, so that an event sent twice (a retry
+/// after Redis restarted between running a publish and answering it) is delivered once.
+const RECENT_TOKENS: usize = 8192;
+
+/// Whether the link to Redis is up; published through a `watch` channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// Connecting or reconnecting; no attempt has failed yet.
+    Connecting,
+    /// Both connections up, every wanted feed subscribed.
+    Connected,
+    /// The last attempt failed: subscribes do not wait.
+    Down,
+}
+
+/// The link state and a generation bumped whenever Redis confirms subscriptions, so that
+/// waiters re-check theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub(crate) link: Link,
+    pub(crate) confirmations: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: RedisConfig,
+    pub(crate) client: Client,
+    pub(crate) publish_script: Script,
+    pub(crate) history_script: Script,
+    /// This node's id in publish tokens: random per backplane.
+    pub(crate) node: String,
+    state: Mutex<State>,
+    /// Wakes the connection task: what to listen to changed, or something must be kicked.
+    pub(crate) wake: Notify,
+    pub(crate) status: watch::Sender<Status>,
+    command: Mutex<Option<MultiplexedConnection>>,
+    pub(crate) queue: mpsc::Sender<Queued>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) publish_failures: AtomicU64,
+    pub(crate) publish_unknown: AtomicU64,
+    pub(crate) publish_retries: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) duplicates_dropped: AtomicU64,
+    pub(crate) connected_gauge: metrics::Gauge,
+}
+
+pub(crate) struct State {
+    /// The feeds the node's broadcasters want.
+    pub(crate) wanted: HashMap<Arc<str>, Wanted>,
+    /// The feeds Redis confirmed on the current pub/sub connection.
+    pub(crate) subscribed: HashSet<Arc<str>>,
+    /// Feeds to (un)subscribe: whether they are wanted changed since the last pass.
+    pub(crate) dirty: HashSet<Arc<str>>,
+    /// Feeds whose local streams must end once the backplane is connected: a subscribe on
+    /// them was served degraded.
+    pub(crate) to_kick: HashSet<Arc<str>>,
+    /// The broadcasters, by channel name.
+    pub(crate) sinks: HashMap<Arc<str>, Arc<[LocalChannels]>>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) version: Option<String>,
+    /// A command failed with a broken connection: reconnect.
+    pub(crate) command_broken: bool,
+    /// Publish tokens recently dispatched, oldest first, and as a set.
+    recent: VecDeque<Bytes>,
+    recent_set: HashSet<Bytes>,
+}
+
+pub(crate) struct Wanted {
+    /// Local channels (one per broadcaster of that name) that want it.
+    pub(crate) count: usize,
+    pub(crate) channel: Arc<str>,
+    pub(crate) user: UserId,
+    pub(crate) history: Arc<str>,
+    pub(crate) marks: Arc<str>,
+    /// Redis confirmed the `SUBSCRIBE` on the current connection.
+    pub(crate) confirmed: bool,
+}
+
+/// What the publish queue carries, in order.
+pub(crate) enum Queued {
+    Publish(Job),
+    /// A message for every node listening to a feed (a cluster-wide disconnect).
+    Control {
+        feed: String,
+        message: String,
+    },
+    /// Answered once everything queued before it is done: [`RedisBackplane::close`].
+    ///
+    /// [`RedisBackplane::close`]: crate::backplane::RedisBackplane::close
+    Flush(oneshot::Sender<()>),
+}
+
+/// A publish waiting for Redis. Dropped unanswered (the backplane was dropped, aborting its
+/// publisher), it counts itself lost.
+pub(crate) struct Job {
+    pub(crate) channels: LocalChannels,
+    pub(crate) user: UserId,
+    pub(crate) head: Bytes,
+    pub(crate) history: String,
+    pub(crate) marks: String,
+    pub(crate) feed: String,
+    /// The node's publish counter, given when the publisher first takes the job (in queue
+    /// order, which the marks in Redis rely on); kept across retries.
+    pub(crate) counter: Option<u64>,
+    pub(crate) reply: Option<oneshot::Sender<Result<Published, BackplaneError>>>,
+}
+
+impl Job {
+    pub(crate) fn answer(&mut self, result: Result<Published, BackplaneError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.reply.is_some() {
+            // Neither sent, nor delivered locally: count it where the broadcaster counts
+            // backplane failures, and say so.
+            self.channels.count_failure();
+            tracing::warn!(user = %self.user, "backplane dropped with a publish still queued: the event is lost");
+        }
+    }
+}
+
+pub(crate) fn classify(error: &RedisError) -> BackplaneError {
+    if error.is_timeout() {
+        BackplaneError::Timeout
+    } else if error.is_connection_dropped() || error.is_io_error() || error.is_unrecoverable_error()
+    {
+        BackplaneError::Disconnected
+    } else {
+        BackplaneError::Failed(error.to_string())
+    }
+}
+
+/// `now + duration`, or a day from now if that overflows (a validated config never does).
+pub(crate) fn deadline(duration: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400))
+}
+
+impl Shared {
+    pub(crate) fn new(config: RedisConfig, client: Client, queue: mpsc::Sender<Queued>) -> Self {
+        let status = Status {
+            link: Link::Connecting,
+            confirmations: 0,
+        };
+        Self {
+            config,
+            client,
+            publish_script: Script::new(crate::backplane::redis::wire::PUBLISH_LUA),
+            history_script: Script::new(crate::backplane::redis::wire::HISTORY_LUA),
+            node: format!("{:016x}", fastrand::u64(..)),
+            state: Mutex::new(State {
+                wanted: HashMap::new(),
+                subscribed: HashSet::new(),
+                dirty: HashSet::new(),
+                to_kick: HashSet::new(),
+                sinks: HashMap::new(),
+                last_error: None,
+                version: None,
+                command_broken: false,
+                recent: VecDeque::with_capacity(RECENT_TOKENS),
+                recent_set: HashSet::with_capacity(RECENT_TOKENS),
+            }),
+            wake: Notify::new(),
+            status: watch::Sender::new(status),
+            command: Mutex::new(None),
+            queue,
+            closed: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            publish_unknown: AtomicU64::new(0),
+            publish_retries: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            duplicates_dropped: AtomicU64::new(0),
+            connected_gauge: metrics::gauge!(crate::metrics::BACKPLANE_CONNECTED),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn link(&self) -> Link {
+        self.status.borrow().link
+    }
+
+    pub(crate) fn command(&self) -> Option<MultiplexedConnection> {
+        self.command
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_command(&self, command: Option<MultiplexedConnection>) {
+        *self.command.lock().unwrap_or_else(|p| p.into_inner()) = command;
+    }
+
+    /// A command failed with a broken connection: make the connection task reconnect.
+    pub(crate) fn command_failed(&self, error: &BackplaneError) {
+        if *error == BackplaneError::Disconnected {
+            self.lock().command_broken = true;
+            self.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn set_link(&self, link: Link, error: Option<String>) {
+        if error.is_some() {
+            self.lock().last_error = error;
+        }
+        self.status.send_modify(|status| status.link = link);
+        let connected = link == Link::Connected;
+        self.connected_gauge.set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// Wakes the subscribes waiting for Redis to confirm their feed.
+    pub(crate) fn confirmed(&self) {
+        self.status
+            .send_modify(|status| status.confirmations = status.confirmations.wrapping_add(1));
+    }
+
+    /// The connection was lost: nothing is subscribed any more, everything wanted is to be
+    /// subscribed again.
+    pub(crate) fn lost(&self, error: String) {
+        self.set_command(None);
+        let mut state = self.lock();
+        state.subscribed.clear();
+        let State { wanted, dirty, .. } = &mut *state;
+        for (feed, wanted) in wanted.iter_mut() {
+            wanted.confirmed = false;
+            dirty.insert(feed.clone());
+        }
+        drop(state);
+        self.set_link(Link::Connecting, Some(error));
+    }
+
+    /// A publish that surely did not reach Redis: delivered locally without an id, counted.
+    pub(crate) fn failed(&self, job: &mut Job, error: BackplaneError) {
+        self.publish_failures.fetch_add(1, Ordering::Relaxed);
+        job.channels.deliver_local_only(&job.user, &job.head);
+        job.answer(Err(error));
+    }
+
+    /// A message from a feed: a frame to the broadcasters of its channel, for its user, unless
+    /// its publish token was dispatched already; or a disconnect from another node.
+    pub(crate) fn dispatch(&self, feed: &str, payload: Bytes) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let Some(message) = parse_message(payload) else {
+            tracing::debug!(%feed, "backplane: unreadable feed message ignored");
+            return;
+        };
+        let (sinks, user, frame) = {
+            let mut state = self.lock();
+            let Some(wanted) = state.wanted.get(feed) else {
+                return;
+            };
+            let Some(sinks) = state.sinks.get(&wanted.channel).cloned() else {
+                return;
+            };
+            let user = wanted.user.clone();
+            match message {
+                // The originating node too: it waits for its own message, so that the events it
+                // published before the disconnect reach its streams first.
+                Message::Disconnect { origin } => {
+                    drop(state);
+                    let ended: usize = sinks.iter().map(|sink| sink.kick(&user)).sum();
+                    let local = origin == self.node.as_bytes();
+                    tracing::debug!(%user, ended, local, "backplane: disconnect_user");
+                    return;
+                }
+                Message::Event { token, frame } => {
+                    if !state.remember(Bytes::copy_from_slice(&token)) {
+                        drop(state);
+                        self.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%feed, "backplane: an event sent twice was dropped");
+                        return;
+                    }
+                    (sinks, user, frame)
+                }
+            }
+        };
+        for sink in sinks.iter() {
+            sink.deliver(&user, frame.clone());
+        }
+    }
+
+    /// Ends the local streams of `feed` as soon as the backplane is connected (at once if it
+    /// is): a subscribe on it was served degraded.
+    pub(crate) fn kick_later(&self, feed: &str) {
+        let mut state = self.lock();
+        if let Some((feed, _)) = state.wanted.get_key_value(feed) {
+            let feed = feed.clone();
+            state.to_kick.insert(feed);
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Ends the local streams of the given feeds, or of every one.
+    /// Ends this node's streams of the user whose feed is `feed`, at once: what a
+    /// cluster-wide disconnect falls back to when its message cannot be sent.
+    pub(crate) fn kick_feed(&self, feed: &str) -> usize {
+        let (sinks, user) = {
+            let state = self.lock();
+            let Some(wanted) = state.wanted.get(feed) else {
+                return 0;
+            };
+            let Some(sinks) = state.sinks.get(&wanted.channel).cloned() else {
+                return 0;
+            };
+            (sinks, wanted.user.clone())
+        };
+        sinks.iter().map(|sink| sink.kick(&user)).sum()
+    }
+
+    pub(crate) fn kick(&self, which: Option<Vec<Arc<str>>>) {
+        let targets: Vec<(Arc<[LocalChannels]>, UserId)> = {
+            let state = self.lock();
+            let target = |wanted: &Wanted| {
+                state
+                    .sinks
+                    .get(&wanted.channel)
+                    .map(|sinks| (sinks.clone(), wanted.user.clone()))
+            };
+            match which {
+                None => state.wanted.values().filter_map(target).collect(),
+                Some(keys) => keys
+                    .iter()
+                    .filter_map(|key| state.wanted.get(key))
+                    .filter_map(target)
+                    .collect(),
+            }
+        };
+        let mut kicked = 0;
+        for (sinks, user) in targets {
+            for sink in sinks.iter() {
+                kicked += sink.kick(&user);
+            }
+        }
+        if kicked > 0 {
+            tracing::info!(
+                streams = kicked,
+                "backplane: ended local streams so that they resume from the history"
+            );
+        }
+    }
+
+    /// The replay bounds of the broadcasters of `channel`: events, bytes, age.
+    pub(crate) fn bounds(&self, channel: &str) -> (usize, usize, Duration) {
+        let state = self.lock();
+        state
+            .sinks
+            .get(channel)
+            .and_then(|sinks| sinks.first())
+            .map_or((256, 256 * 1024, Duration::ZERO), |sink| {
+                (sink.history_len(), sink.history_bytes(), sink.history_age())
+            })
+    }
+}
+
+impl State {
+    /// Remembers a dispatched publish token (a copy, not a slice that would keep its frame
+    /// alive); `false` if it was dispatched already.
+    fn remember(&mut self, token: Bytes) -> bool {
+        if self.recent_set.contains(&token) {
+            return false;
+        }
+        if self.recent.len() == RECENT_TOKENS
+            && let Some(oldest) = self.recent.pop_front()
+        {
+            self.recent_set.remove(&oldest);
+        }
+        self.recent.push_back(token.clone());
+        self.recent_set.insert(token);
+        true
+    }
+}

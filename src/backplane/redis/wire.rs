@@ -1,0 +1,384 @@
+//! What the Redis backplane says to Redis and reads back, with no I/O: the scripts, the key and
+//! feed names, the messages on a feed, the replies, the server version, and the planning of
+//! `SUBSCRIBE`/`UNSUBSCRIBE` batches. Unit-tested here; the tasks in the sibling modules do the
+//! I/O.
+//!
+//! Names: a user's *feed* is the Redis pub/sub channel that carries the user's finished frames
+//! on one event channel; "channel" is kept for the crate's named event channels
+//! ([`Config::name`](crate::Config::name)).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis::Value;
+
+use crate::backplane::History;
+use crate::event_id::EventId;
+use crate::stats::{Delivery, Published};
+use crate::user_id::UserId;
+
+/// The oldest Redis that keeps the guarantees: 7.0 added the stream's `max-deleted-entry-id`,
+/// without which an expired resume cannot be told from a valid one.
+pub(crate) const MIN_VERSION: (u64, u64) = (7, 0);
+
+/// Feeds per `SUBSCRIBE` or `UNSUBSCRIBE` command, and publishes per pipeline.
+pub(crate) const BATCH: usize = 256;
+
+/// The publish script; see the [module docs](super#publishing).
+///
+/// `KEYS`: the history, the publish marks (a hash: node → the last publish counter of that node
+/// that ran). `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms (0: none).
+/// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
+/// already run (a retry; `id` is `''` if the history no longer holds it).
+pub(crate) const PUBLISH_LUA: &str = r"
+local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
+local token = node .. ':' .. ARGV[7]
+local seen = redis.call('HGET', KEYS[2], node)
+if seen and tonumber(seen) >= counter then
+  local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', tonumber(ARGV[3]) + tonumber(ARGV[4]))
+  local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
+  for _, entry in ipairs(recent) do
+    if entry[2][4] == token then return {entry[1], nodes, 1} end
+  end
+  return {'', nodes, 1}
+end
+local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if nodes == 0 then return false end
+  local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
+  redis.call('XDEL', KEYS[1], marker)
+end
+local id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token)
+local keep = tonumber(ARGV[3])
+local len = redis.call('XLEN', KEYS[1])
+if len > keep + tonumber(ARGV[4]) then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - keep)
+  local ids = {}
+  for i, entry in ipairs(old) do ids[i] = entry[1] end
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+local age = tonumber(ARGV[8])
+if age > 0 then
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
+  if cutoff > 0 then
+    local old = redis.call('XRANGE', KEYS[1], '-', string.format('(%d-0', cutoff), 'COUNT', 256)
+    if #old > 0 then
+      local ids = {}
+      for i, entry in ipairs(old) do ids[i] = entry[1] end
+      redis.call('XDEL', KEYS[1], unpack(ids))
+    end
+  end
+end
+if redis.call('HLEN', KEYS[2]) > 64 then redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[2], node, ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', feed, token .. '\n' .. ARGV[2] .. 'id: ' .. id .. '\n\n')
+return {id, nodes}
+";
+
+/// The catch-up script: creates the history if needed (with its deleted marker), refreshes its
+/// time to live, and returns `{last-generated-id, resumable-after, events}`.
+///
+/// `ARGV`: ttl ms, the client's id (`''`: none), max events, max bytes, max age ms (0: none).
+/// The events after the client's id are read only when they can be replayed: the id is within
+/// the history, and what follows it fits the replay bounds (events, bytes, age) of the
+/// channel. When it does not, the second value is the first event the client lacks, so that
+/// the client's id is older than it and resumes as `expired`; nothing is read beyond the
+/// bounds.
+pub(crate) const HISTORY_LUA: &str = r"
+local function cmpnum(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmpid(x, y)
+  local xm, xs = string.match(x, '^(%d+)-(%d+)$')
+  local ym, ys = string.match(y, '^(%d+)-(%d+)$')
+  local c = cmpnum(xm, ym)
+  if c ~= 0 then return c end
+  return cmpnum(xs, ys)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
+  redis.call('XDEL', KEYS[1], marker)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, deleted = '0-0', '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1]
+  elseif info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+local after = ARGV[2]
+if after == '' or cmpid(after, last) >= 0 or cmpid(after, deleted) < 0 then
+  return {last, deleted, {}}
+end
+local max_events, max_bytes, age = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local events = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', max_events + 1)
+if #events == 0 then return {last, deleted, events} end
+local lost = #events > max_events
+local bytes = 0
+for _, entry in ipairs(events) do bytes = bytes + #entry[2][2] + #entry[1] + 6 end
+if bytes > max_bytes then lost = true end
+if age > 0 then
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
+  local first = tonumber(string.match(events[1][1], '^(%d+)-'))
+  if first < cutoff then lost = true end
+end
+if lost then return {last, events[1][1], {}} end
+return {last, deleted, events}
+";
+
+/// The keys of a (channel, user): the history, the publish marks, and the feed.
+pub(crate) struct Keys {
+    pub(crate) history: String,
+    pub(crate) marks: String,
+    pub(crate) feed: String,
+}
+
+pub(crate) fn keys(prefix: &str, channel: &str, user: &UserId) -> Keys {
+    Keys {
+        history: format!("{prefix}:{channel}:{user}"),
+        marks: format!("{prefix}:marks:{channel}:{user}"),
+        feed: format!("{prefix}:live:{channel}:{user}"),
+    }
+}
+
+/// What came on a feed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    /// An event: the publish token (`node:counter`) and the finished frame.
+    Event { token: Bytes, frame: Bytes },
+    /// `disconnect_user` on another node: end the local streams of the user.
+    Disconnect { origin: Bytes },
+}
+
+/// The feed message that ends a user's streams on every node but `origin`.
+pub(crate) fn disconnect_message(origin: &str) -> String {
+    format!("!disconnect {origin}\n")
+}
+
+pub(crate) fn parse_message(payload: Bytes) -> Option<Message> {
+    let newline = memchr::memchr(b'\n', &payload)?;
+    let first = payload.slice(..newline);
+    if let Some(origin) = first.strip_prefix(b"!disconnect ") {
+        let origin = first.slice_ref(origin);
+        return Some(Message::Disconnect { origin });
+    }
+    Some(Message::Event {
+        token: first,
+        frame: payload.slice(newline + 1..),
+    })
+}
+
+fn parse_id(value: &Value) -> Option<EventId> {
+    match value {
+        Value::BulkString(bytes) => EventId::parse(std::str::from_utf8(bytes).ok()?),
+        Value::SimpleString(text) => EventId::parse(text),
+        _ => None,
+    }
+}
+
+/// The publish script's reply.
+pub(crate) fn parse_published(value: Value) -> Option<Published> {
+    let nodes = |n: &Value| match n {
+        Value::Int(n) => Some(Delivery::Nodes(usize::try_from(*n).unwrap_or(0))),
+        _ => None,
+    };
+    match value {
+        Value::Nil | Value::Boolean(false) => Some(Published {
+            id: None,
+            delivery: Delivery::Nodes(0),
+        }),
+        Value::Array(items) => match items.as_slice() {
+            [id, n] => Some(Published {
+                id: Some(parse_id(id)?),
+                delivery: nodes(n)?,
+            }),
+            // Ran before: the id, or none if the history no longer holds it.
+            [id, n, Value::Int(1)] => Some(Published {
+                id: parse_id(id),
+                delivery: nodes(n)?,
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The catch-up script's reply.
+pub(crate) fn parse_history(value: Value) -> Option<History> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let [last, deleted, Value::Array(entries)] = <[Value; 3]>::try_from(items).ok()? else {
+        return None;
+    };
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(entry) = entry else {
+            return None;
+        };
+        let [id, Value::Array(fields)] = <[Value; 2]>::try_from(entry).ok()? else {
+            return None;
+        };
+        let Some(Value::BulkString(head)) = fields.into_iter().nth(1) else {
+            return None;
+        };
+        let Value::BulkString(id_text) = &id else {
+            return None;
+        };
+        let mut frame = head;
+        frame.reserve_exact(id_text.len() + 6);
+        frame.extend_from_slice(b"id: ");
+        frame.extend_from_slice(id_text);
+        frame.extend_from_slice(b"\n\n");
+        events.push((parse_id(&id)?, Bytes::from(frame)));
+    }
+    Some(History {
+        last_id: parse_id(&last)?,
+        deleted_through: parse_id(&deleted)?,
+        events,
+    })
+}
+
+/// The `redis_version` of an `INFO server` reply, as (major, minor) and as written.
+pub(crate) fn parse_version(info: &str) -> Option<((u64, u64), String)> {
+    let line = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?
+        .trim();
+    let mut parts = line.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().unwrap_or("0").parse().ok()?;
+    Some(((major, minor), line.to_owned()))
+}
+
+/// Feed names.
+pub(crate) type Feeds = Vec<Arc<str>>;
+
+/// One reconciliation step: the next `BATCH` dirty feeds, and of those the ones to subscribe
+/// (wanted, not subscribed) and to unsubscribe (subscribed, no longer wanted). The caller
+/// removes `batch` from the dirty set, and `unsubscribe` from the subscribed set.
+pub(crate) struct Plan {
+    pub(crate) batch: Feeds,
+    pub(crate) subscribe: Feeds,
+    pub(crate) unsubscribe: Feeds,
+}
+
+pub(crate) fn plan_reconcile(
+    dirty: &HashSet<Arc<str>>,
+    is_wanted: impl Fn(&str) -> bool,
+    subscribed: &HashSet<Arc<str>>,
+) -> Plan {
+    let batch: Feeds = dirty.iter().take(BATCH).cloned().collect();
+    let (mut subscribe, mut unsubscribe) = (Vec::new(), Vec::new());
+    for feed in &batch {
+        match (is_wanted(feed), subscribed.contains(feed)) {
+            (true, false) => subscribe.push(feed.clone()),
+            (false, true) => unsubscribe.push(feed.clone()),
+            _ => {}
+        }
+    }
+    Plan {
+        batch,
+        subscribe,
+        unsubscribe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn publish_replies() {
+        assert_eq!(
+            parse_published(Value::Array(vec![bulk("5-1"), Value::Int(2)])),
+            Some(Published {
+                id: Some(EventId::new(5, 1)),
+                delivery: Delivery::Nodes(2)
+            })
+        );
+        assert_eq!(
+            parse_published(Value::Nil).map(|p| p.id),
+            Some(None),
+            "nothing stored"
+        );
+        let again = parse_published(Value::Array(vec![bulk(""), Value::Int(1), Value::Int(1)]));
+        assert_eq!(again.map(|p| p.id), Some(None));
+        assert_eq!(parse_published(Value::Array(vec![bulk("x")])), None);
+    }
+
+    #[test]
+    fn history_replies_become_frames_with_their_id_line() {
+        let entry = Value::Array(vec![
+            bulk("7-0"),
+            Value::Array(vec![bulk("f"), bulk("data: 1\n"), bulk("t"), bulk("n:1")]),
+        ]);
+        let history = parse_history(Value::Array(vec![
+            bulk("7-0"),
+            bulk("3-0"),
+            Value::Array(vec![entry]),
+        ]))
+        .unwrap();
+        assert_eq!(history.last_id, EventId::new(7, 0));
+        assert_eq!(history.deleted_through, EventId::new(3, 0));
+        assert_eq!(
+            history.events[0].1,
+            Bytes::from_static(b"data: 1\nid: 7-0\n\n")
+        );
+        assert!(parse_history(Value::Array(vec![bulk("7-0")])).is_none());
+    }
+
+    #[test]
+    fn feed_messages() {
+        let message = parse_message(Bytes::from_static(b"ab:3\ndata: x\nid: 1-0\n\n")).unwrap();
+        assert_eq!(
+            message,
+            Message::Event {
+                token: Bytes::from_static(b"ab:3"),
+                frame: Bytes::from_static(b"data: x\nid: 1-0\n\n")
+            }
+        );
+        let message = parse_message(Bytes::from(disconnect_message("n1"))).unwrap();
+        assert_eq!(
+            message,
+            Message::Disconnect {
+                origin: Bytes::from_static(b"n1")
+            }
+        );
+        assert_eq!(parse_message(Bytes::from_static(b"no newline")), None);
+    }
+
+    #[test]
+    fn server_versions() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        assert_eq!(parse_version(info), Some(((7, 0), "7.0.15".to_owned())));
+        assert!(parse_version("redis_version:6.2.14\r\n").unwrap().0 < MIN_VERSION);
+        assert!(parse_version("redis_version:7.4.1").unwrap().0 >= MIN_VERSION);
+        assert_eq!(parse_version("nothing"), None);
+    }
+
+    #[test]
+    fn reconcile_plans_only_what_changed() {
+        let feed = |s: &str| -> Arc<str> { s.into() };
+        let dirty: HashSet<Arc<str>> = [feed("a"), feed("b"), feed("c")].into();
+        let subscribed: HashSet<Arc<str>> = [feed("b"), feed("c")].into();
+        let plan = plan_reconcile(&dirty, |f| f == "a" || f == "c", &subscribed);
+        assert_eq!(plan.batch.len(), 3);
+        assert_eq!(plan.subscribe, [feed("a")]);
+        assert_eq!(plan.unsubscribe, [feed("b")]);
+        let many: HashSet<Arc<str>> = (0..1000).map(|i| feed(&i.to_string())).collect();
+        let plan = plan_reconcile(&many, |_| true, &HashSet::new());
+        assert_eq!((plan.batch.len(), plan.subscribe.len()), (BATCH, BATCH));
+    }
+}

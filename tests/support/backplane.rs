@@ -1,0 +1,586 @@
+//! What the Redis backplane tests share: `redis-server` child processes on loopback, a
+//! fault-injecting TCP proxy to put between a node and Redis, and a client that behaves like a
+//! browser's `EventSource` (reconnects with its last event id, follows `retry:`) and records
+//! everything it was told.
+//!
+//! Every wait is bounded; servers are killed and proxy tasks aborted on drop.
+
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream as TokioStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+
+/// The bound of one wait on a server.
+pub const SERVER_WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// redis-server
+
+/// Whether `redis-server` can run here; prints that the test skips, or panics under `CI=true`.
+pub fn redis_available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+            panic!(
+                "redis-server is missing, and CI=true: install it (apt-get install redis-server)"
+            );
+        }
+        eprintln!(
+            "SKIPPED: the Redis backplane tests need redis-server (apt-get install redis-server)"
+        );
+    }
+    found
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A `redis-server` child process on a loopback port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let addr = self.addr();
+        let up = timeout(SERVER_WAIT, async {
+            while TcpStream::connect(addr).is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            up.is_ok(),
+            "redis-server did not listen on {addr} within {SERVER_WAIT:?}"
+        );
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Kills the server and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A new server on the same port, with no data (no persistence).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    /// `SIGSTOP`s the server: it holds every connection and answers nothing.
+    pub fn stop(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: a plain kill(2) of our own child.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        }
+    }
+
+    /// `SIGCONT`s it.
+    pub fn cont(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: a plain kill(2) of our own child.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis-server")
+    }
+
+    /// `PUBSUB NUMSUB` of `user`'s feed on the `events` channel.
+    pub async fn listeners(&self, user: &str) -> i64 {
+        let mut connection = self.connection().await;
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("sse-hub:live:events:{user}"))
+            .query_async(&mut connection)
+            .await
+            .expect("PUBSUB NUMSUB");
+        n
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A stopped server cannot die of SIGKILL until it is continued on some systems.
+        self.cont();
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fault-injecting proxy
+
+/// What the proxy does to the bytes it carries, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards at once.
+    None,
+    /// Forwards each chunk this long after it arrived (in order).
+    Latency(Duration),
+    /// Holds every byte, of old and new connections, until the fault ends; then forwards
+    /// them, as TCP would retransmit them. A short hold is a pause; one longer than the
+    /// node's timeouts is a black hole (the node gives up on its connections, and its new
+    /// ones hang too).
+    Hold,
+}
+
+/// A TCP proxy between a node and `redis-server` that injects faults: latency, holds (pause,
+/// black hole), cuts of every connection, and a cut in the middle of a reply.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    fault: watch::Sender<Fault>,
+    inner: Arc<ProxyInner>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyInner {
+    connections: Mutex<JoinSet<()>>,
+    cut_mid_reply: AtomicBool,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (fault, _) = watch::channel(Fault::None);
+        let inner = Arc::new(ProxyInner {
+            connections: Mutex::new(JoinSet::new()),
+            cut_mid_reply: AtomicBool::new(false),
+        });
+        let accept = {
+            let inner = inner.clone();
+            let fault = fault.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let inner2 = inner.clone();
+                    let rx = fault.subscribe();
+                    inner
+                        .connections
+                        .lock()
+                        .unwrap()
+                        .spawn(carry(client, upstream, rx, inner2));
+                }
+            })
+        };
+        Self {
+            addr,
+            fault,
+            inner,
+            _accept: accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+
+    /// Closes every connection now (both sides), dropping what it held.
+    pub fn cut(&self) {
+        self.inner.connections.lock().unwrap().abort_all();
+    }
+
+    /// The next reply from Redis is forwarded half, then every connection is cut.
+    pub fn cut_mid_reply(&self) {
+        self.inner.cut_mid_reply.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self._accept.abort();
+        self.cut();
+    }
+}
+
+/// One proxied connection: two pumps; when either side closes, both close.
+async fn carry(
+    client: TokioStream,
+    upstream: SocketAddr,
+    fault: watch::Receiver<Fault>,
+    inner: Arc<ProxyInner>,
+) {
+    // Even the connect is held while the fault lasts.
+    let mut wait = fault.clone();
+    let _ = wait.wait_for(|f| *f != Fault::Hold).await;
+    let Ok(server) = TokioStream::connect(upstream).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let mut pumps = JoinSet::new();
+    pumps.spawn(pump(client_read, server_write, fault.clone(), None));
+    pumps.spawn(pump(server_read, client_write, fault, Some(inner)));
+    // The first pump to end (a close, an error, a cut) ends the connection: dropping the
+    // set aborts the other.
+    let _ = pumps.join_next().await;
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    fault: watch::Receiver<Fault>,
+    replies: Option<Arc<ProxyInner>>,
+) {
+    let (queue, mut chunks) = mpsc::unbounded_channel::<(Instant, Bytes)>();
+    let writer = async move {
+        let mut fault = fault;
+        while let Some((arrived, chunk)) = chunks.recv().await {
+            loop {
+                let current = *fault.borrow_and_update();
+                match current {
+                    Fault::None => break,
+                    Fault::Latency(delay) => {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(arrived + delay) => break,
+                            _ = fault.changed() => {}
+                        }
+                    }
+                    Fault::Hold => {
+                        if fault.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Some(inner) = &replies
+                && chunk.len() > 1
+                && inner.cut_mid_reply.swap(false, Ordering::SeqCst)
+            {
+                let _ = to.write_all(&chunk[..chunk.len() / 2]).await;
+                let _ = to.flush().await;
+                inner.connections.lock().unwrap().abort_all();
+                return;
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let reader = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let chunk = Bytes::copy_from_slice(&buffer[..n]);
+                    if queue.send((Instant::now(), chunk)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    // Ends when the reader sees the close (then what is held is dropped, as a closed socket
+    // drops it) or the writer fails.
+    tokio::select! {
+        () = reader => {}
+        () = writer => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// an EventSource-like client
+
+/// What a client was told, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// A stream opened; `primed` is the id of its opening frame, if any.
+    Opened { resumed_from: Option<String> },
+    /// A published event: its id (`None` without an `id:` line) and its `n`.
+    Event { id: Option<String>, n: u64 },
+    /// A `reset` control event and its reason.
+    Reset(String),
+    /// A `lagged` control event and its count.
+    Lagged(u64),
+    /// The stream ended (cleanly or not), or a connection attempt failed with this status.
+    Ended { status: u16 },
+}
+
+/// A client that behaves like `EventSource`: it reconnects after the last `retry:` delay with
+/// `Last-Event-ID` set to the last id it saw (priming ids included), and records what it saw.
+pub struct EsClient {
+    pub log: Arc<Mutex<Vec<Seen>>>,
+    last_id: Arc<Mutex<Option<String>>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The `n` of an event's data: `{"n": N}` or an AG-UI `CUSTOM` with `{"value": {"n": N}}`.
+pub fn number_of(data: &str) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(data).ok()?;
+    value["n"].as_u64().or_else(|| value["value"]["n"].as_u64())
+}
+
+impl EsClient {
+    /// Starts following `url` (from `last_event_id`, if any). `max_retry` caps the
+    /// reconnection delay the server asks for, to keep tests short.
+    pub fn spawn(url: String, last_event_id: Option<String>, max_retry: Duration) -> Self {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let last_id = Arc::new(Mutex::new(last_event_id));
+        let (stop, mut stopped) = watch::channel(false);
+        let task = {
+            let log = log.clone();
+            let last_id = last_id.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder().no_proxy().build().unwrap();
+                let mut retry = Duration::from_millis(1000).min(max_retry);
+                loop {
+                    let resumed_from = last_id.lock().unwrap().clone();
+                    let mut request = http.get(&url);
+                    if let Some(id) = &resumed_from {
+                        request = request.header("last-event-id", id);
+                    }
+                    let follow = async {
+                        let response = match request.send().await {
+                            Ok(response) => response,
+                            Err(_) => return 0,
+                        };
+                        let status = response.status().as_u16();
+                        if status != 200 {
+                            return status;
+                        }
+                        log.lock().unwrap().push(Seen::Opened {
+                            resumed_from: resumed_from.clone(),
+                        });
+                        let mut parser = Parser::default();
+                        let mut body = response.bytes_stream();
+                        while let Some(Ok(chunk)) = body.next().await {
+                            for line in parser.feed(&chunk) {
+                                match line {
+                                    Parsed::Retry(ms) => {
+                                        retry = Duration::from_millis(ms).min(max_retry)
+                                    }
+                                    Parsed::Id(id) => *last_id.lock().unwrap() = Some(id),
+                                    Parsed::Dispatch { event, data, id } => {
+                                        let seen = match event.as_str() {
+                                            "reset" => Seen::Reset(
+                                                serde_json::from_str::<serde_json::Value>(&data)
+                                                    .ok()
+                                                    .and_then(|v| {
+                                                        v["reason"].as_str().map(str::to_owned)
+                                                    })
+                                                    .unwrap_or_default(),
+                                            ),
+                                            "lagged" => Seen::Lagged(
+                                                serde_json::from_str::<serde_json::Value>(&data)
+                                                    .ok()
+                                                    .and_then(|v| v["missed"].as_u64())
+                                                    .unwrap_or(0),
+                                            ),
+                                            "heartbeat" => continue,
+                                            _ => match number_of(&data) {
+                                                Some(n) => Seen::Event { id, n },
+                                                None => continue,
+                                            },
+                                        };
+                                        log.lock().unwrap().push(seen);
+                                    }
+                                }
+                            }
+                        }
+                        200
+                    };
+                    let status = tokio::select! {
+                        status = follow => status,
+                        _ = stopped.changed() => return,
+                    };
+                    log.lock().unwrap().push(Seen::Ended { status });
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        _ = stopped.changed() => return,
+                    }
+                }
+            })
+        };
+        Self {
+            log,
+            last_id,
+            stop,
+            task,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn last_id(&self) -> Option<String> {
+        self.last_id.lock().unwrap().clone()
+    }
+
+    /// The numbers of the events seen, in order.
+    pub fn numbers(&self) -> Vec<u64> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Event { n, .. } => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until `done` holds for what was seen.
+    pub async fn wait_for(&self, within: Duration, done: impl Fn(&[Seen]) -> bool) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            if done(&self.log.lock().unwrap()) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) -> Vec<Seen> {
+        let _ = self.stop.send(true);
+        let seen = self.log.clone();
+        let _ = self.task.await;
+        seen.lock().unwrap().clone()
+    }
+}
+
+enum Parsed {
+    Retry(u64),
+    /// The last event id changed (on any `id:` line, dispatched or not: priming).
+    Id(String),
+    Dispatch {
+        event: String,
+        data: String,
+        id: Option<String>,
+    },
+}
+
+/// An SSE parser as the WHATWG spec reads a stream (LF line ends, which is what sse-hub sends).
+#[derive(Default)]
+struct Parser {
+    line: Vec<u8>,
+    event: String,
+    data: Option<String>,
+    /// The `id:` of the event being read, if it has one.
+    id: Option<String>,
+}
+
+impl Parser {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<Parsed> {
+        let mut out = Vec::new();
+        for &byte in chunk {
+            if byte != b'\n' {
+                self.line.push(byte);
+                continue;
+            }
+            let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+            if line.is_empty() {
+                // The last event id is set at the end of an event, dispatched or not
+                // (an event with no data, like a priming `id:`, still sets it).
+                if let Some(id) = &self.id {
+                    out.push(Parsed::Id(id.clone()));
+                }
+                if let Some(data) = self.data.take() {
+                    out.push(Parsed::Dispatch {
+                        event: std::mem::take(&mut self.event),
+                        data,
+                        id: self.id.take(),
+                    });
+                }
+                self.event.clear();
+                self.id = None;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => self.event = value.to_owned(),
+                "data" => match &mut self.data {
+                    Some(data) => {
+                        data.push('\n');
+                        data.push_str(value);
+                    }
+                    None => self.data = Some(value.to_owned()),
+                },
+                "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+                "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                    out.push(Parsed::Retry(value.parse().unwrap_or(u64::MAX)))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// A Redis stream id, `ms-seq`, as a comparable pair.
+pub fn id_key(id: &str) -> (u64, u64) {
+    let (ms, seq) = id
+        .split_once('-')
+        .unwrap_or_else(|| panic!("not an id: {id:?}"));
+    (ms.parse().unwrap(), seq.parse().unwrap())
+}
