@@ -20,8 +20,6 @@
 //! [`Broadcaster::broadcast_payload`].
 
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
@@ -34,9 +32,17 @@ use crate::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemEve
 use crate::registry::Broadcaster;
 use crate::run_state::RunStates;
 use crate::sse::LastEventId;
-use crate::stats::{Published, Stats};
+use crate::stats::Stats;
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
+
+mod channel;
+mod route;
+mod routed;
+
+pub use channel::{Channel, UnknownChannel};
+pub use route::Route;
+pub use routed::Routed;
 
 /// The broadcaster of AG-UI events.
 pub type AgUiBroadcaster = Broadcaster<AgUiEvent>;
@@ -59,217 +65,6 @@ pub static CONTEXT_BROADCASTER: LazyLock<ContextBroadcaster> =
 /// The process-wide analytics broadcaster.
 pub static ANALYTICS_BROADCASTER: LazyLock<AnalyticsBroadcaster> =
     LazyLock::new(|| Broadcaster::new(Config::named(Channel::Analytics.as_str())));
-
-/// One of the four standard agent channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    /// AG-UI events: `"agui"`.
-    AgUi,
-    /// Agent-to-agent events: `"a2a"`.
-    A2A,
-    /// The aggregated context stream: `"context"`.
-    Context,
-    /// Analytics events: `"analytics"`.
-    Analytics,
-}
-
-impl Channel {
-    /// All four, in this order.
-    pub const ALL: [Channel; 4] = [Self::AgUi, Self::A2A, Self::Context, Self::Analytics];
-
-    /// The channel's name: in URLs, metrics labels and tracing fields.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AgUi => "agui",
-            Self::A2A => "a2a",
-            Self::Context => "context",
-            Self::Analytics => "analytics",
-        }
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A name that is not one of the four standard channels.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown channel {0:?}: expected agui, a2a, context or analytics")]
-pub struct UnknownChannel(pub String);
-
-/// Parsed from the name, so that an axum handler can take `Path<Channel>`; anything else is an
-/// error that lists the four names.
-impl<'de> serde::Deserialize<'de> for Channel {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        name.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl FromStr for Channel {
-    type Err = UnknownChannel;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownChannel(s.to_owned()))
-    }
-}
-
-/// What a route call reached: one entry per target channel, in routing order. Serialises as a
-/// map from channel name to [`Published`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Routed {
-    targets: Vec<(Cow<'static, str>, Published)>,
-}
-
-impl Routed {
-    /// Records what a publish to `channel` did; for [`Route`] implementations.
-    pub fn push(&mut self, channel: impl Into<Cow<'static, str>>, published: Published) {
-        self.targets.push((channel.into(), published));
-    }
-
-    /// What the publish to `channel` did, if it was a target.
-    pub fn get(&self, channel: &str) -> Option<Published> {
-        self.targets
-            .iter()
-            .find(|(c, _)| c == channel)
-            .map(|(_, p)| *p)
-    }
-
-    /// Every target and what it reached.
-    pub fn targets(&self) -> impl Iterator<Item = (&str, Published)> {
-        self.targets.iter().map(|(c, p)| (&**c, *p))
-    }
-
-    /// Connections reached across all targets delivered by this node (targets published
-    /// through a backplane count nodes, not connections, and are left out: see
-    /// [`Published::delivery`]).
-    pub fn connections(&self) -> usize {
-        self.targets
-            .iter()
-            .filter_map(|(_, p)| p.connections())
-            .sum()
-    }
-}
-
-impl Serialize for Routed {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.targets.len()))?;
-        for (channel, published) in &self.targets {
-            map.serialize_entry(channel, published)?;
-        }
-        map.end()
-    }
-}
-
-/// An event type that knows which channels it goes to. Implemented by the four standard event
-/// types; implement it for your own to route them through [`EventRouter::route`].
-///
-/// ```
-/// use serde::Serialize;
-/// use sse_hub::{EventRouter, Payload, PublishError, Route, Routed, UserId};
-///
-/// /// A notification shown in the UI and logged in analytics.
-/// #[derive(Serialize)]
-/// struct Toast { text: String }
-///
-/// impl Route for Toast {
-///     fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
-///         let payload = Payload::encode(self)?;
-///         let mut routed = Routed::default();
-///         routed.push("agui", router.agui().broadcast_payload(user, payload.clone())?);
-///         routed.push("analytics", router.analytics().broadcast_payload(user, payload)?);
-///         Ok(routed)
-///     }
-/// }
-///
-/// let router = EventRouter::default();
-/// let routed = router.route(&UserId::from("alice"), &Toast { text: "hi".into() })?;
-/// assert_eq!(routed.connections(), 0);
-/// # Ok::<(), PublishError>(())
-/// ```
-pub trait Route {
-    /// Publishes `self` for `user` to its channels.
-    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError>;
-
-    /// Publishes `self` for `user` to its channels, waiting for the
-    /// [backplane](crate::backplane) if there is one, so that the ids and the errors are
-    /// reported (see [`Broadcaster::broadcast_async`]). The four standard event types
-    /// implement it; the default calls [`route`](Self::route), which with a backplane queues
-    /// the events and reports no ids.
-    fn route_async<'a>(
-        &'a self,
-        router: &'a EventRouter,
-        user: &'a UserId,
-    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a
-    where
-        Self: Sized + Sync,
-    {
-        async move { self.route(router, user) }
-    }
-}
-
-impl Route for AgUiEvent {
-    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
-        router.route_agui(user, self)
-    }
-
-    fn route_async<'a>(
-        &'a self,
-        router: &'a EventRouter,
-        user: &'a UserId,
-    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
-        router.route_agui_async(user, self)
-    }
-}
-
-impl Route for A2AEvent {
-    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
-        router.route_a2a(user, self)
-    }
-
-    fn route_async<'a>(
-        &'a self,
-        router: &'a EventRouter,
-        user: &'a UserId,
-    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
-        router.route_a2a_async(user, self)
-    }
-}
-
-impl Route for SystemEvent {
-    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
-        router.route_system(user, self)
-    }
-
-    fn route_async<'a>(
-        &'a self,
-        router: &'a EventRouter,
-        user: &'a UserId,
-    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
-        router.route_system_async(user, self)
-    }
-}
-
-impl Route for AnalyticsEvent {
-    fn route(&self, router: &EventRouter, user: &UserId) -> Result<Routed, PublishError> {
-        router.route_analytics(user, self)
-    }
-
-    fn route_async<'a>(
-        &'a self,
-        router: &'a EventRouter,
-        user: &'a UserId,
-    ) -> impl Future<Output = Result<Routed, PublishError>> + Send + 'a {
-        router.route_analytics_async(user, self)
-    }
-}
 
 /// The four standard channels and the routing between them. Cheap to clone; construct one and
 /// inject it, or use [`EventRouter::global`] over the process-wide statics.
