@@ -19,7 +19,8 @@
 //!
 //! The first line the server prints on standard output is `listening on http://HOST:PORT`, with
 //! the real port (tools that start it with port 0 read it from there); logs go to standard
-//! error (`RUST_LOG=debug` for more). Open the address in a browser: pick a user and a channel,
+//! error (`RUST_LOG=debug` for more). `HEARTBEAT_MS` sets the idle time before a heartbeat, in
+//! milliseconds (default 15 000; tests set it short to see heartbeats). Open the address in a browser: pick a user and a channel,
 //! watch that user's events arrive with their ids, publish events from the form, press
 //! "End streams (server side)" or reload the page, and see that nothing is lost. Ctrl-C (or
 //! SIGTERM) ends every open stream and exits.
@@ -408,7 +409,7 @@ async fn router_from_env() -> Result<EventRouter, String> {
         .ok()
         .filter(|url| !url.is_empty())
     else {
-        return Ok(EventRouter::new(Config::default()));
+        return Ok(EventRouter::new(config_from_env()?));
     };
     #[cfg(feature = "redis")]
     {
@@ -423,7 +424,7 @@ async fn router_from_env() -> Result<EventRouter, String> {
             );
         }
         Ok(EventRouter::with_backplane(
-            Config::default(),
+            config_from_env()?,
             Arc::new(backplane),
         ))
     }
@@ -435,6 +436,18 @@ async fn router_from_env() -> Result<EventRouter, String> {
                 .to_owned(),
         )
     }
+}
+
+/// The router's config: the defaults, with the heartbeat interval from `HEARTBEAT_MS` if set.
+fn config_from_env() -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(ms) = std::env::var("HEARTBEAT_MS").ok().filter(|v| !v.is_empty()) {
+        let ms: u64 = ms.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+            format!("HEARTBEAT_MS must be a positive number of milliseconds, got {ms:?}")
+        })?;
+        config.sse.heartbeat_interval = Duration::from_millis(ms);
+    }
+    Ok(config)
 }
 
 /// The `400` for a body that is not an event of `channel`'s type, saying what is wrong.
