@@ -524,3 +524,57 @@ async fn bad_thread_names_are_400_and_publish_nothing() {
         .collect();
     assert_eq!(data, vec![serde_json::from_str::<Value>(&event).unwrap()]);
 }
+
+/// In-process, with paused time: a run that keeps streaming into a thread while nobody is
+/// connected, for longer than the retention, is still rebuilt by a late connection. (Each
+/// publish into a thread keeps the channel, and so the thread's run, for the retention.)
+#[tokio::test(start_paused = true)]
+async fn a_run_streaming_to_nobody_past_the_retention_is_kept() {
+    use futures_util::FutureExt;
+    use sse_hub::{Config, EventRouter, ThreadId, UserId};
+    use tokio_stream::StreamExt;
+
+    let mut config = Config::default();
+    config.retention = Duration::from_secs(1);
+    let router = EventRouter::new(config);
+    let user = UserId::from("judy");
+    let thread = ThreadId::new("thread-slow").unwrap();
+    let mut run = Run::new("thread-slow");
+    run.run_started("run-slow", &[("u1", "Take your time.")]);
+    run.text("a1", 40, &[]);
+    let events: Vec<sse_hub::models::AgUiEvent> = run
+        .events
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    // 40 tokens, one every 100 ms: 4 s of streaming, four times the retention.
+    let cut = run.events.len() - 1;
+    for event in &events[..cut] {
+        router
+            .route_agui_in_thread(&user, &thread, event)
+            .expect("published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut sub = router
+        .agui()
+        .subscribe_in_thread(&user, &thread, None)
+        .expect("subscribed");
+    let opening = tokio::task::unconstrained(sub.next())
+        .now_or_never()
+        .flatten()
+        .expect("an opening is ready");
+    let data: Vec<Value> = std::str::from_utf8(opening.bytes())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let types: Vec<&str> = data.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["RUN_STARTED", "MESSAGES_SNAPSHOT", "TEXT_MESSAGE_START"],
+        "{data:?}"
+    );
+    let text: String = (0..40).map(support_agui::token).collect();
+    assert_eq!(data[1]["messages"][1]["content"], text.as_str());
+}
