@@ -19,7 +19,8 @@
 //!
 //! The first line the server prints on standard output is `listening on http://HOST:PORT`, with
 //! the real port (tools that start it with port 0 read it from there); logs go to standard
-//! error (`RUST_LOG=debug` for more). Open the address in a browser: pick a user and a channel,
+//! error (`RUST_LOG=debug` for more). `HEARTBEAT_MS` sets the idle time before a heartbeat, in
+//! milliseconds (default 15 000; tests set it short to see heartbeats). Open the address in a browser: pick a user and a channel,
 //! watch that user's events arrive with their ids, publish events from the form, press
 //! "End streams (server side)" or reload the page, and see that nothing is lost. Ctrl-C (or
 //! SIGTERM) ends every open stream and exits.
@@ -424,7 +425,7 @@ async fn router_from_env() -> Result<(EventRouter, Backplane), String> {
         .ok()
         .filter(|url| !url.is_empty())
     else {
-        return Ok((EventRouter::new(Config::default()), None));
+        return Ok((EventRouter::new(config_from_env()?), None));
     };
     #[cfg(feature = "redis")]
     {
@@ -439,7 +440,7 @@ async fn router_from_env() -> Result<(EventRouter, Backplane), String> {
             );
         }
         Ok((
-            EventRouter::with_backplane(Config::default(), Arc::new(backplane.clone())),
+            EventRouter::with_backplane(config_from_env()?, Arc::new(backplane.clone())),
             Some(backplane),
         ))
     }
@@ -451,6 +452,18 @@ async fn router_from_env() -> Result<(EventRouter, Backplane), String> {
                 .to_owned(),
         )
     }
+}
+
+/// The router's config: the defaults, with the heartbeat interval from `HEARTBEAT_MS` if set.
+fn config_from_env() -> Result<Config, String> {
+    let mut config = Config::default();
+    if let Some(ms) = std::env::var("HEARTBEAT_MS").ok().filter(|v| !v.is_empty()) {
+        let ms: u64 = ms.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+            format!("HEARTBEAT_MS must be a positive number of milliseconds, got {ms:?}")
+        })?;
+        config.sse.heartbeat_interval = Duration::from_millis(ms);
+    }
+    Ok(config)
 }
 
 /// The `400` for a body that is not an event of `channel`'s type, saying what is wrong.

@@ -200,6 +200,13 @@ impl UserChannel {
         }
         state.head += 1;
         let seq = state.head;
+        // A thread's events are kept for the retention after the last of them, not after the
+        // channel went idle: a run streaming to nobody for longer than the retention must still
+        // be there when the page opens. (The queued expiry re-queues itself at the new
+        // deadline.)
+        if thread.is_some() && !state.active && now > state.idle_since {
+            state.idle_since = now;
+        }
         let thread = thread.map(|thread| self.fold(&mut state, thread, seq, &payload));
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(id);
