@@ -777,7 +777,7 @@ async fn a_degraded_subscription_never_moves_the_clients_last_id() {
                 .iter()
                 .any(|s| matches!(s, Seen::Event { n, .. } if *n == last)))
             .await,
-        "resumed={resumed}: {:?}",
+        "resumed={resumed}, last confirmed {last} (confirmed {confirmed:?}): {:?}",
         client.seen()
     );
     let seen = client.stop().await;
