@@ -21,9 +21,14 @@
 //!   * `filtered`: 100 subscriptions on each of 10 threads; a round publishes 64 events into
 //!     each thread (640 publishes), so each connection receives its 64 and skips the other 576.
 //!
-//!   Same deliveries per round, so the time per round compares deliveries per second: ten
-//!   threads of 100 viewers each against one stream of 1 000 viewers. The ring has 1 024 slots
-//!   in both, so nobody lags; no thread state (the filter alone).
+//!   * `unfiltered_same_publishes`: 1 000 plain subscriptions; a round publishes what
+//!     `filtered` publishes (640 events), all of which every connection receives.
+//!
+//!   `filtered` against `unfiltered` compares deliveries per second (ten threads of 100
+//!   viewers against one stream of 1 000 viewers, same deliveries); `filtered` against
+//!   `unfiltered_same_publishes` compares the cost of fanning out one published event with and
+//!   without thread filters (same publishes: the filter must not make fan-out slower). The ring
+//!   has 1 024 slots, so nobody lags; no thread state (the filter alone).
 //! * `thread_opening` — `subscribe_in_thread` on the router's AG-UI broadcaster to a thread
 //!   whose open answer holds 50 000 tokens (about 260 KB of text), then drop: the join, which
 //!   builds the snapshot opening under the channel lock, and the leave.
@@ -212,12 +217,15 @@ fn thread_fanout(c: &mut Criterion) {
     let event = Arc::new(common::text_event(1));
     let mut g = c.benchmark_group("thread_fanout");
     g.sampling_mode(SamplingMode::Flat);
-    g.throughput(Throughput::Elements((CONNECTIONS * BATCH) as u64));
     let threads: Vec<ThreadId> = (0..THREADS)
         .map(|i| ThreadId::new(&format!("thread-{i}")).unwrap())
         .collect();
 
-    for filtered in [false, true] {
+    // (filtered, events each connection receives per round): "filtered" and "unfiltered"
+    // deliver the same BATCH per connection (so the filtered round publishes THREADS times
+    // more events); "unfiltered_same_publishes" publishes what "filtered" publishes, so the
+    // pair compares the cost of one published event fanned out with and without filters.
+    for (filtered, per_round) in [(false, BATCH), (true, BATCH), (false, BATCH * THREADS)] {
         let mut config = Config::named("thread-fanout");
         config.capacity = 1_024;
         config.max_connections_per_user = 1 << 20;
@@ -241,13 +249,18 @@ fn thread_fanout(c: &mut Criterion) {
                 while let Some(frame) = subscription.next().await {
                     black_box(&frame);
                     count += 1;
-                    if count.is_multiple_of(BATCH) {
+                    if count.is_multiple_of(per_round) {
                         round.received();
                     }
                 }
             }));
         }
-        let name = if filtered { "filtered" } else { "unfiltered" };
+        let name = match (filtered, per_round == BATCH) {
+            (true, _) => "filtered",
+            (false, true) => "unfiltered",
+            (false, false) => "unfiltered_same_publishes",
+        };
+        g.throughput(Throughput::Elements((CONNECTIONS * per_round) as u64));
         g.bench_function(BenchmarkId::new(name, CONNECTIONS), |b| {
             b.iter_custom(|iters| {
                 let hub = hub.clone();
@@ -261,11 +274,15 @@ fn thread_fanout(c: &mut Criterion) {
                         for _ in 0..iters {
                             round.done.store(0, Ordering::Release);
                             for _ in 0..BATCH {
-                                if filtered {
+                                if filtered || per_round > BATCH {
                                     for thread in &threads {
                                         black_box(
-                                            hub.broadcast_in_thread(&user, thread, &event)
-                                                .expect("publish"),
+                                            if filtered {
+                                                hub.broadcast_in_thread(&user, thread, &event)
+                                            } else {
+                                                hub.broadcast(&user, &event)
+                                            }
+                                            .expect("publish"),
                                         );
                                     }
                                 } else {

@@ -139,6 +139,12 @@ impl Payload {
     /// The event's data, as the client's parser reassembles it: the `data:` lines' values joined
     /// by line feeds. Borrowed when the data is one line, as compact JSON always is.
     pub fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        // The common case, an unnamed event of one line, found with one vectorised search.
+        if let Some(line) = self.head.strip_prefix(b"data: ")
+            && memchr::memchr(b'\n', line) == Some(line.len() - 1)
+        {
+            return std::borrow::Cow::Borrowed(&line[..line.len() - 1]);
+        }
         let mut lines = self
             .head
             .split(|&b| b == b'\n')
@@ -201,6 +207,16 @@ fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_is_what_a_client_reassembles() {
+        let one = Payload::from_text(None, "{\"a\":1}").unwrap();
+        assert_eq!(&*one.data(), b"{\"a\":1}");
+        let named = Payload::from_text(Some("x"), "two\nlines").unwrap();
+        assert_eq!(&*named.data(), b"two\nlines");
+        let empty = Payload::from_text(None, "").unwrap();
+        assert_eq!(&*empty.data(), b"");
+    }
 
     #[test]
     fn serde_events_are_compact_json_data() {
