@@ -29,7 +29,14 @@ use tokio::time::{Instant, timeout};
 /// The bound of one wait.
 const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing more arrives" is watched for.
-const QUIET: Duration = Duration::from_millis(300);
+/// The `n` of the marker event that proves a stream has nothing else pending.
+const MARKER: u64 = 999_999;
+
+/// Publishes the marker for `user` through `node`; with Redis down the node still delivers it
+/// to its own streams, which is all a marker is for.
+async fn publish_marker(node: &Node, user: &str) {
+    let _ = node.publish(user, MARKER).await;
+}
 
 #[path = "support/backplane.rs"]
 mod support;
@@ -209,10 +216,13 @@ impl Client {
     }
 
     /// Asserts that nothing is dispatched for a while.
-    async fn assert_quiet(&mut self) {
-        if let Ok(Some(Some(event))) = timeout(QUIET, self.events.next()).await {
-            panic!("unexpected event {event:?}");
-        }
+    /// Asserts that the next event is the marker [`publish_marker`] sent: a user's events
+    /// arrive in order, so anything the stream still had to deliver (a late duplicate, an
+    /// event for someone else) would come before it. Returns the marker.
+    async fn assert_next_is_marker(&mut self) -> Event {
+        let event = self.next().await.expect("the marker, then more");
+        assert_eq!(n(&event), MARKER, "an unexpected event before the marker");
+        event
     }
 
     /// Reads to the end of the stream; returns what came before it.
@@ -291,9 +301,12 @@ async fn publish_on_one_node_reaches_every_node_once_in_order() {
             "the event ids are the backplane's, the same on every node"
         );
         assert_increasing_ids(&events);
-        client.assert_quiet().await;
     }
-    bob.assert_quiet().await;
+    publish_marker(&a, "alice").await;
+    publish_marker(&b, "bob").await;
+    for client in [&mut on_a, &mut on_b, &mut bob] {
+        client.assert_next_is_marker().await;
+    }
     assert_eq!(a.hub.stats().backplane_failures, 0);
 }
 
@@ -342,15 +355,17 @@ async fn a_client_moves_to_another_node_with_its_last_event_id_and_misses_nothin
     let events = moved.take(195).await;
     assert_eq!(numbers(&events), (6..=200).collect::<Vec<_>>());
     assert_increasing_ids(&events);
-    moved.assert_quiet().await;
+    publish_marker(&b, "alice").await;
+    let marker = moved.assert_next_is_marker().await;
 
     // And back to A from the last id B gave.
-    let back_from = events.last().unwrap().id.clone();
+    let back_from = marker.id.clone();
     drop(moved);
     b.publish("alice", 201).await.unwrap();
     let mut back = Client::open(&a.url("alice"), Some(&back_from)).await;
     assert_eq!(numbers(&back.take(1).await), [201]);
-    back.assert_quiet().await;
+    publish_marker(&b, "alice").await;
+    back.assert_next_is_marker().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,7 +447,9 @@ async fn redis_killed_and_restarted_mid_stream() {
     let local = on_a.next().await.unwrap();
     assert_eq!(n(&local), 4);
     assert_eq!(local.id, last_id, "an event delivered without an id");
-    on_b.assert_quiet().await;
+    // B delivers its own marker locally too (Redis is down): A's event must not be before it.
+    publish_marker(&b, "alice").await;
+    on_b.assert_next_is_marker().await;
     assert_eq!(a.hub.stats().backplane_failures, 1);
     assert_eq!(a.backplane.health().publish_failures, 1);
 
@@ -467,11 +484,12 @@ async fn redis_killed_and_restarted_mid_stream() {
             .await
             .expect("publish after the restart");
     }
+    publish_marker(&a, "alice").await;
     for client in [&mut again_a, &mut again_b] {
         let events = client.take(4).await;
         assert_eq!(numbers(&events), [5, 6, 7, 8]);
         assert_increasing_ids(&events);
-        client.assert_quiet().await;
+        client.assert_next_is_marker().await;
     }
 }
 
@@ -519,7 +537,8 @@ async fn a_broken_live_feed_resumes_from_the_history_without_a_gap() {
     let expected: Vec<u64> = (seen.len() as u64 + 2..=4).collect();
     let events = resumed.take(expected.len()).await;
     assert_eq!(numbers(&events), expected);
-    resumed.assert_quiet().await;
+    publish_marker(&a, "alice").await;
+    resumed.assert_next_is_marker().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -649,12 +668,13 @@ async fn a_publish_answered_late_is_confirmed_once_and_delivered_once() {
     let id = published.id.expect("the id the first run gave").to_string();
     proxy.set(Fault::None);
     a.publish("alice", 3).await.unwrap();
+    publish_marker(&a, "alice").await;
     for client in [&mut on_a, &mut on_b] {
         let events = client.take(2).await;
         assert_eq!(numbers(&events), [2, 3]);
         assert_eq!(events[0].id, id);
         assert_increasing_ids(&events);
-        client.assert_quiet().await;
+        client.assert_next_is_marker().await;
     }
     assert!(a.backplane.health().publish_retries >= 1);
     assert_eq!(a.hub.stats().backplane_failures, 0);
@@ -683,17 +703,18 @@ async fn an_unconfirmed_publish_is_unknown_never_delivered_twice() {
         matches!(error, PublishError::Backplane(BackplaneError::Unknown)),
         "{error:?}"
     );
-    on_a.assert_quiet().await;
+    // (An id-less local copy would show up below, before the confirmed 1 and 2.)
     assert_eq!(a.backplane.health().publish_unknown, 1);
 
     // The held copies (the first send and its retries) reach Redis now: the event runs once.
     proxy.set(Fault::None);
     a.publish("alice", 2).await.unwrap();
+    publish_marker(&a, "alice").await;
     for client in [&mut on_a, &mut on_b] {
         let events = client.take(2).await;
         assert_eq!(numbers(&events), [1, 2]);
         assert_increasing_ids(&events);
-        client.assert_quiet().await;
+        client.assert_next_is_marker().await;
     }
 }
 
@@ -919,7 +940,8 @@ async fn disconnect_user_ends_the_users_streams_on_every_node() {
         "A's backplane: {:?}",
         a.backplane.health()
     );
-    bob.assert_quiet().await;
+    publish_marker(&a, "bob").await;
+    bob.assert_next_is_marker().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1055,7 +1077,8 @@ async fn close_sends_every_queued_publish() {
     ));
     let events = on_b.take(200).await;
     assert_eq!(numbers(&events), (1..=200).collect::<Vec<_>>());
-    on_b.assert_quiet().await;
+    publish_marker(&b, "alice").await;
+    on_b.assert_next_is_marker().await;
 }
 
 #[test]
