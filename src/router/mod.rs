@@ -500,6 +500,12 @@ impl EventRouter {
 
 /// The context channel's frame for an inner event already serialised as `json`: the same bytes
 /// as serialising [`ContextEvent`], without serialising the event again.
+///
+/// Written by hand rather than through `serde_json::value::RawValue`: every way of making a
+/// `RawValue` parses the text to check it, which would cost about what the serialisation this
+/// avoids costs, for bytes serde_json has just written itself. `protocol` is one of our
+/// constants, so nothing here needs escaping; `tests/router.rs` checks that the result reads as
+/// the `ContextEvent` serialisation.
 fn wrap(json: &[u8], protocol: &str) -> Result<Payload, PublishError> {
     Payload::build(None, |out| {
         out.extend_from_slice(b"{\"protocol\":\"");
