@@ -39,7 +39,7 @@ pub trait Route {
 
     /// Publishes `self` for `user` to its channels, waiting for the
     /// [backplane](crate::backplane) if there is one, so that the ids and the errors are
-    /// reported (see [`Broadcaster::broadcast_async`]). The four standard event types
+    /// reported (see [`Broadcaster::broadcast_async`](crate::Broadcaster::broadcast_async)). The four standard event types
     /// implement it; the default calls [`route`](Self::route), which with a backplane queues
     /// the events and reports no ids.
     fn route_async<'a>(

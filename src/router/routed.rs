@@ -14,7 +14,7 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// Records what a publish to `channel` did; for [`Route`] implementations.
+    /// Records what a publish to `channel` did; for [`Route`](crate::Route) implementations.
     pub fn push(&mut self, channel: impl Into<Cow<'static, str>>, published: Published) {
         self.targets.push((channel.into(), published));
     }

@@ -192,7 +192,7 @@ macro_rules! agui_event {
             }
         }
 
-        /// The members without the `type` tag (that is [`AgUiEvent`](super::AgUiEvent)'s).
+        /// The members without the `type` tag (that is [`AgUiEvent`](crate::models::agui::AgUiEvent)'s).
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let mut map = serializer.serialize_map(None)?;
