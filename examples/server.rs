@@ -21,8 +21,10 @@
 //! the real port (tools that start it with port 0 read it from there); logs go to standard
 //! error (`RUST_LOG=debug` for more). Open the address in a browser: pick a user and a channel,
 //! watch that user's events arrive with their ids, publish events from the form, press
-//! "End streams (server side)" or reload the page, and see that nothing is lost. Ctrl-C (or
-//! SIGTERM) ends every open stream and exits.
+//! "End streams (server side)" or reload the page, and see that nothing is lost. "agent run"
+//! publishes an AG-UI run into a thread token by token and shows the thread as a chat; "open a
+//! second view" joins it mid-answer from the run so far. Ctrl-C (or SIGTERM) ends every open
+//! stream and exits.
 //!
 //! # Routes
 //!

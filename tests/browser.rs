@@ -5,11 +5,16 @@
 //! (`DELETE /events/agui/{user}`), the browser reconnects by itself with its `Last-Event-ID` and
 //! receives the events published while it was away: every event once, in order.
 //!
+//! The page's "agent run" plays an AG-UI run into a thread, token by token, and shows the
+//! thread as chat views; a second view opened mid-answer opens with the run so far and ends
+//! showing exactly what the first shows: the full answer once, the tool call, the same state.
+//!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`).
 //! Without them the test is compiled as ignored (see `build.rs`), so the summary counts it; under
 //! `CI=true` it runs and a missing program fails it.
 //! `CHROMIUM` and `CHROMEDRIVER` name other binaries than `/usr/bin`'s or the `PATH`'s.
-//! Set `SSE_HUB_SCREENSHOT=/path/to/file.png` to save a screenshot of the page.
+//! Set `SSE_HUB_SCREENSHOT=/path/to/file.png` (`SSE_HUB_AGENT_SCREENSHOT` for the chat views) to
+//! save a screenshot of the page.
 
 mod support;
 
@@ -640,6 +645,11 @@ async fn agent_run_scenario(browser: &Client, server: &DemoServer) {
     );
 
     if let Some(path) = std::env::var_os("SSE_HUB_AGENT_SCREENSHOT") {
+        js(
+            browser,
+            "document.getElementById('agent-title').scrollIntoView(); return null;",
+        )
+        .await;
         let png = bounded("taking a screenshot", WAIT, browser.screenshot())
             .await
             .expect("a screenshot");
