@@ -22,8 +22,10 @@
 //! error (`RUST_LOG=debug` for more). `HEARTBEAT_MS` sets the idle time before a heartbeat, in
 //! milliseconds (default 15 000; tests set it short to see heartbeats). Open the address in a browser: pick a user and a channel,
 //! watch that user's events arrive with their ids, publish events from the form, press
-//! "End streams (server side)" or reload the page, and see that nothing is lost. Ctrl-C (or
-//! SIGTERM) ends every open stream and exits.
+//! "End streams (server side)" or reload the page, and see that nothing is lost. "agent run"
+//! publishes an AG-UI run into a thread token by token and shows the thread as a chat; "open a
+//! second view" joins it mid-answer from the run so far. Ctrl-C (or SIGTERM) ends every open
+//! stream and exits.
 //!
 //! # Routes
 //!

@@ -5,11 +5,16 @@
 //! (`DELETE /events/agui/{user}`), the browser reconnects by itself with its `Last-Event-ID` and
 //! receives the events published while it was away: every event once, in order.
 //!
+//! The page's "agent run" plays an AG-UI run into a thread, token by token, and shows the
+//! thread as chat views; a second view opened mid-answer opens with the run so far and ends
+//! showing exactly what the first shows: the full answer once, the tool call, the same state.
+//!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`).
 //! Without them the test is compiled as ignored (see `build.rs`), so the summary counts it; under
 //! `CI=true` it runs and a missing program fails it.
 //! `CHROMIUM` and `CHROMEDRIVER` name other binaries than `/usr/bin`'s or the `PATH`'s.
-//! Set `SSE_HUB_SCREENSHOT=/path/to/file.png` to save a screenshot of the page.
+//! Set `SSE_HUB_SCREENSHOT=/path/to/file.png` (`SSE_HUB_AGENT_SCREENSHOT` for the chat views) to
+//! save a screenshot of the page.
 
 mod support;
 
@@ -21,7 +26,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::StatusCode;
@@ -197,63 +202,90 @@ fn text_message(n: usize) -> Value {
     json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m-1", "delta": format!("chunk {n}")})
 }
 
+/// A browser session on the demo page's server: the server, chromedriver, the browser profile.
+struct Session {
+    browser: Client,
+    server: DemoServer,
+    _chromedriver: KillOnDrop,
+    _profile: TempDir,
+}
+
+impl Session {
+    /// Starts the demo server, chromedriver and headless Chromium; `None` when the programs are
+    /// missing (outside CI: the test then passes, saying it skipped; under `CI=true` it fails).
+    async fn start() -> Option<Self> {
+        let (Some(chromium), Some(chromedriver)) = (
+            find_program("CHROMIUM", "chromium"),
+            find_program("CHROMEDRIVER", "chromedriver"),
+        ) else {
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("{SKIPPED}");
+            }
+            say(SKIPPED);
+            return None;
+        };
+
+        let server = DemoServer::start();
+        let (chromedriver, webdriver) = start_chromedriver(&chromedriver).await;
+        let profile = TempDir::new("sse-hub-browser-test");
+
+        let mut capabilities = fantoccini::wd::Capabilities::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.0.display()),
+                ],
+            }),
+        );
+        let browser = bounded(
+            "opening a chromedriver session",
+            BROWSER_START,
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&webdriver),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a browser session through {webdriver}: {e}"));
+        Some(Self {
+            browser,
+            server,
+            _chromedriver: chromedriver,
+            _profile: profile,
+        })
+    }
+
+    /// Runs `scenario`; whatever happens in it, closes the session, which ends the browser,
+    /// before the guards kill chromedriver and the server.
+    async fn run(&self, scenario: impl Future<Output = ()>) {
+        let outcome = AssertUnwindSafe(scenario).catch_unwind().await;
+        let _ = bounded("closing the browser", WAIT, self.browser.clone().close()).await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_chromium, ignore = "chromium or chromedriver not found")]
 async fn browser_receives_events_and_resumes_after_the_server_ends_the_stream() {
-    let (Some(chromium), Some(chromedriver)) = (
-        find_program("CHROMIUM", "chromium"),
-        find_program("CHROMEDRIVER", "chromedriver"),
-    ) else {
-        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-            panic!("{SKIPPED}");
-        }
-        say(SKIPPED);
+    let Some(session) = Session::start().await else {
         return;
     };
-
-    let server = DemoServer::start();
-    let (_chromedriver, webdriver) = start_chromedriver(&chromedriver).await;
-    let profile = TempDir::new("sse-hub-browser-test");
-
-    let mut capabilities = fantoccini::wd::Capabilities::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_owned(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.0.display()),
-            ],
-        }),
-    );
-    let browser = bounded(
-        "opening a chromedriver session",
-        BROWSER_START,
-        ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&webdriver),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("cannot open a browser session through {webdriver}: {e}"));
-
-    // Whatever happens in the scenario, close the session, which ends the browser, before the
-    // guards kill chromedriver and the server.
-    let outcome = AssertUnwindSafe(scenario(&browser, &server))
-        .catch_unwind()
+    session
+        .run(scenario(&session.browser, &session.server))
         .await;
-    let _ = bounded("closing the browser", WAIT, browser.close()).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 async fn scenario(browser: &Client, server: &DemoServer) {
@@ -398,4 +430,233 @@ async fn scenario(browser: &Client, server: &DemoServer) {
             .is_some_and(|n| n.contains("Could not resume") && n.contains("malformed")),
         "the page shows a visible notice on reset: {notice}"
     );
+}
+
+/// The page's chat views as rendered (read from the DOM), how each opened, and the run's
+/// expected texts (constants of the page).
+const VIEWS_JS: &str = r"
+const views = window.agentViews || [];
+return {
+  error: window.agentRunError || null,
+  done: window.agentRunDone === true,
+  answer: window.AGENT_ANSWER,
+  final: window.AGENT_FINAL_TEXT,
+  toolArgs: window.AGENT_TOOL_ARGS,
+  tokens: window.AGENT_TOKENS,
+  views: Array.from(document.querySelectorAll('#views .chat-view'), (root, i) => ({
+    id: root.id,
+    run: root.dataset.run,
+    assistant: Array.from(root.querySelectorAll('.msg[data-role=assistant] > .text'), e => e.textContent),
+    messages: Array.from(root.querySelectorAll('.msg'), e => ({role: e.dataset.role, text: e.textContent})),
+    toolArgs: Array.from(root.querySelectorAll('.tool-call .args'), e => e.textContent),
+    state: root.querySelector('.state').textContent,
+    joined: views[i] ? views[i].joined : null,
+    first: views[i] ? views[i].types : [],
+    errors: views[i] ? views[i].errors : [],
+    connections: views[i] ? views[i].connections : 0,
+  })),
+};
+";
+
+/// Polls the page's views every 50 ms until `done` holds, and returns them; fails at once if
+/// the page's agent run failed (a refused POST), or after `within`.
+async fn wait_views(
+    browser: &Client,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let page = js(browser, VIEWS_JS).await;
+        if let Some(error) = page["error"].as_str() {
+            panic!("the page's agent run failed: {error}");
+        }
+        if done(&page) {
+            return page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}; the page: {page:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A name of this test run's own, so runs never share a user or thread.
+fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_chromium, ignore = "chromium or chromedriver not found")]
+async fn a_second_chat_view_opened_mid_answer_converges_with_the_first() {
+    let Some(session) = Session::start().await else {
+        return;
+    };
+    session
+        .run(agent_run_scenario(&session.browser, &session.server))
+        .await;
+}
+
+/// The page plays an agent run into a thread, token by token; a second view opens on the same
+/// thread mid-answer, starts from the run so far, and ends showing what the first shows.
+async fn agent_run_scenario(browser: &Client, server: &DemoServer) {
+    let user = unique_name("agent-user");
+    let thread = unique_name("thread");
+    let page = server.url(&format!("/?user={user}&channel=agui&thread={thread}"));
+    bounded("loading the demo page", WAIT, browser.goto(&page))
+        .await
+        .unwrap_or_else(|e| panic!("cannot load {page}: {e}"));
+    let click = |id: &'static str| async move {
+        let button = bounded("finding a button", WAIT, browser.find(Locator::Id(id)))
+            .await
+            .unwrap_or_else(|e| panic!("no #{id} on the page: {e}"));
+        bounded("clicking a button", WAIT, button.click())
+            .await
+            .unwrap_or_else(|e| panic!("cannot click #{id}: {e}"));
+    };
+
+    click("agent-run").await;
+    // Some of the answer, not all of it: the moment to open the second view.
+    let page = wait_views(
+        browser,
+        "the first view should show the answer growing",
+        Duration::from_secs(30),
+        |page| {
+            page["views"][0]["assistant"][0]
+                .as_str()
+                .is_some_and(|text| text.len() >= 40)
+        },
+    )
+    .await;
+    let answer = page["answer"].as_str().expect("the page's AGENT_ANSWER");
+    let shown = page["views"][0]["assistant"][0].as_str().unwrap_or("");
+    assert!(
+        answer.starts_with(shown) && shown.len() < answer.len(),
+        "when the second view opens, the first shows part of the answer ({} of {} bytes): \
+         {shown:?}",
+        shown.len(),
+        answer.len()
+    );
+    click("second-view").await;
+
+    let page = wait_views(
+        browser,
+        "the run should finish in both views",
+        Duration::from_secs(60),
+        |page| {
+            page["done"] == true
+                && page["views"].as_array().is_some_and(|views| {
+                    views.len() == 2 && views.iter().all(|v| v["run"] == "finished")
+                })
+        },
+    )
+    .await;
+    let (first, second) = (&page["views"][0], &page["views"][1]);
+    let expected_texts = json!([page["answer"], page["final"]]);
+
+    // The second view joined mid-answer: its stream opened with the run so far, the partial
+    // answer in the messages snapshot, and the open message re-opened.
+    let joined = &second["joined"];
+    let partial = joined["assistantTexts"][0].as_str().unwrap_or("");
+    assert!(
+        !partial.is_empty() && partial.len() < answer.len() && answer.starts_with(partial),
+        "the second view's opening should hold part of the answer, it held: {joined}"
+    );
+    let opening: Vec<&str> = second["first"]
+        .as_array()
+        .expect("the second view's first event types")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        opening.get(..3),
+        Some(&["RUN_STARTED", "MESSAGES_SNAPSHOT", "STATE_SNAPSHOT"][..]),
+        "the second view's stream opens with the run so far: {opening:?}"
+    );
+    assert!(
+        opening.contains(&"TEXT_MESSAGE_START"),
+        "the open answer is re-opened: {opening:?}"
+    );
+    assert_eq!(
+        first["first"][0], "RUN_STARTED",
+        "the first view followed the run from its start: {first}"
+    );
+
+    // Both end with the same chat: the full answer once (not doubled by the re-opening), the
+    // tool call with its arguments and result, the final text, and the same state.
+    for view in [first, second] {
+        assert_eq!(view["errors"], json!([]), "no fold errors: {view:#}");
+        assert_eq!(
+            view["connections"], 1,
+            "one connection each, no reconnect: {view:#}"
+        );
+        assert_eq!(
+            view["assistant"], expected_texts,
+            "{}: the assistant's rendered text is the full answer, then the final text",
+            view["id"]
+        );
+        assert_eq!(
+            view["toolArgs"],
+            json!([page["toolArgs"]]),
+            "{}: the tool call's arguments",
+            view["id"]
+        );
+        let roles: Vec<&Value> = view["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| &m["role"])
+            .collect();
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "assistant"]
+                .map(Value::from)
+                .iter()
+                .collect::<Vec<_>>(),
+            "{}: the chat's messages",
+            view["id"]
+        );
+    }
+    assert_eq!(
+        first["messages"], second["messages"],
+        "both views render the same chat"
+    );
+    assert_eq!(
+        first["state"], second["state"],
+        "both views show the same state"
+    );
+    let state: Value = serde_json::from_str(first["state"].as_str().expect("the state's text"))
+        .unwrap_or_else(|e| panic!("the rendered state is not JSON ({e}): {}", first["state"]));
+    assert_eq!(state["status"], "done", "the final state: {state}");
+    assert_eq!(state["tokens"], page["tokens"], "the final state: {state}");
+    assert_eq!(
+        state["notes"].as_array().map(Vec::len),
+        Some(1),
+        "the final state: {state}"
+    );
+    assert!(
+        state.get("step").is_none(),
+        "`remove /step` applied: {state}"
+    );
+
+    if let Some(path) = std::env::var_os("SSE_HUB_AGENT_SCREENSHOT") {
+        js(
+            browser,
+            "document.getElementById('agent-title').scrollIntoView(); return null;",
+        )
+        .await;
+        let png = bounded("taking a screenshot", WAIT, browser.screenshot())
+            .await
+            .expect("a screenshot");
+        std::fs::write(&path, png).expect("writing the screenshot");
+        say(&format!(
+            "screenshot of the agent run: {}",
+            path.to_string_lossy()
+        ));
+    }
 }
