@@ -105,7 +105,7 @@ pub enum PublishError {
     /// names the member. Checked before anything is encoded, so nothing was published. Over
     /// HTTP: `400` with the code `invalid_event`.
     #[error("the event is invalid: {0}")]
-    InvalidEvent(#[from] crate::models::agui::InvalidEvent),
+    InvalidEvent(#[from] InvalidEvent),
     /// The [backplane](crate::backplane) could not take the event. When it surely did not
     /// reach the backplane ([`BackplaneError::Disconnected`], `Timeout` or `Failed`), this
     /// node's own connections *did* receive it, without an id (so their last event id stays
@@ -172,4 +172,27 @@ pub enum BackplaneError {
     /// and takes no more publishes.
     #[error("the backplane is closed")]
     Closed,
+}
+
+/// An event the AG-UI 1.0 schemas reject: which member, and why.
+///
+/// Displayed as ``invalid `member`: reason``; `member` is the member's wire name, or its path
+/// inside it (`messages[1].toolCalls[0].id`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{member}`: {reason}")]
+pub struct InvalidEvent {
+    /// The member, by its wire name or its path.
+    pub member: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl InvalidEvent {
+    /// An error about `member`.
+    pub fn new(member: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            member: member.into(),
+            reason: reason.into(),
+        }
+    }
 }

@@ -90,28 +90,7 @@ pub use members::MAX_SAFE_INTEGER;
 use events::Members;
 use members::{Key, KeySeed, Member, TagSeed, WireEnum, kind, read_wire_enum};
 
-/// An event the AG-UI 1.0 schemas reject: which member, and why.
-///
-/// Displayed as ``invalid `member`: reason``; `member` is the member's wire name, or its path
-/// inside it (`messages[1].toolCalls[0].id`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid `{member}`: {reason}")]
-pub struct InvalidEvent {
-    /// The member, by its wire name or its path.
-    pub member: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl InvalidEvent {
-    /// An error about `member`.
-    pub fn new(member: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            member: member.into(),
-            reason: reason.into(),
-        }
-    }
-}
+pub use crate::error::InvalidEvent;
 
 macro_rules! wire_enum {
     (
