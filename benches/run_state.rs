@@ -8,44 +8,30 @@
 //!   tokens (about 200 KB of text). Its memory is printed once: heap bytes of the opening
 //!   against the bytes of the answer's text.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sse_hub::models::AgUiEvent;
 use sse_hub::run_state::ThreadRun;
 use sse_hub::{AgUiBroadcaster, Config, UserId};
 
-const WORDS: &[&str] = &[
-    " the",
-    " weather",
-    " in",
-    " Paris",
-    " is",
-    " \"mild\"",
-    ",",
-    " 18",
-    "°C",
-    ".\n",
-];
-
 fn thread_with_open_answer(tokens: usize) -> ThreadRun {
     let mut t = ThreadRun::new(usize::MAX);
-    let start = r#"{"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r","messages":[{"id":"u1","role":"user","content":"Weather?"}],"tools":[],"context":[],"state":{},"forwardedProps":{}}}"#;
-    assert!(t.fold(start.as_bytes()).folded());
-    assert!(
-        t.fold(br#"{"type":"TEXT_MESSAGE_START","messageId":"msg-1","role":"assistant"}"#)
-            .folded()
-    );
+    for start in [common::run_started("t"), common::text_start()] {
+        assert!(t.fold(start.to_string().as_bytes()).folded());
+    }
     for i in 0..tokens {
-        let e = content(WORDS[i % WORDS.len()]);
+        let e = content(common::word(i));
         t.fold(e.as_bytes());
     }
     t
 }
 
+/// A token's event as published: its JSON text.
 fn content(delta: &str) -> String {
-    serde_json::json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"msg-1","delta":delta}).to_string()
+    common::content(delta).to_string()
 }
 
 fn fold(c: &mut Criterion) {
@@ -53,20 +39,13 @@ fn fold(c: &mut Criterion) {
     let event = content(" weather");
     g.bench_function("text_message_content", |b| {
         b.iter_custom(|iters| {
-            // A fresh thread every 20 000 tokens, so that the text stays answer-sized.
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(20_000);
-                let mut t = thread_with_open_answer(0);
-                let start = Instant::now();
-                for _ in 0..n {
+            common::chunked(
+                iters,
+                || thread_with_open_answer(0),
+                |t| {
                     black_box(t.fold(black_box(event.as_bytes())));
-                }
-                total += start.elapsed();
-                left -= n;
-            }
-            total
+                },
+            )
         })
     });
     let typed: AgUiEvent = serde_json::from_str(&event).unwrap();
@@ -83,7 +62,7 @@ fn opening(c: &mut Criterion) {
     let t = thread_with_open_answer(50_000);
     let o = t.opening();
     let text: usize = (0..50_000)
-        .map(|i| serde_json::to_string(WORDS[i % WORDS.len()]).unwrap().len() - 2)
+        .map(|i| serde_json::to_string(common::word(i)).unwrap().len() - 2)
         .sum();
     eprintln!(
         "opening of a 50 000-token answer: {} events, {} B of JSON, {} B of heap, answer text {} B (heap - text = {} B)",

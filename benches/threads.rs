@@ -38,7 +38,7 @@ mod common;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
@@ -48,71 +48,17 @@ use sse_hub::{Broadcaster, Config, EventRouter, ThreadId, UserId};
 use tokio::sync::Notify;
 use tokio_stream::StreamExt;
 
-const WORDS: &[&str] = &[
-    " the",
-    " weather",
-    " in",
-    " Paris",
-    " is",
-    " \"mild\"",
-    ",",
-    " 18",
-    "°C",
-    ".\n",
-];
-
-fn event(json: serde_json::Value) -> AgUiEvent {
-    serde_json::from_value(json).expect("an AG-UI event")
-}
-
-fn run_started(thread: &str) -> AgUiEvent {
-    event(
-        serde_json::json!({"type": "RUN_STARTED", "threadId": thread, "runId": "r",
-        "input": {"threadId": thread, "runId": "r",
-            "messages": [{"id": "u1", "role": "user", "content": "Weather?"}],
-            "tools": [], "context": [], "state": {}, "forwardedProps": {}}}),
-    )
-}
-
-fn text_start() -> AgUiEvent {
-    event(
-        serde_json::json!({"type": "TEXT_MESSAGE_START", "messageId": "msg-1", "role": "assistant"}),
-    )
-}
-
 fn content(delta: &str) -> AgUiEvent {
-    event(serde_json::json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "msg-1", "delta": delta}))
+    common::agui(common::content(delta))
 }
 
 /// Starts a run with an open answer in `thread`.
 fn open_answer(router: &EventRouter, user: &UserId, thread: &ThreadId) {
     let hub = router.agui();
-    hub.broadcast_in_thread(user, thread, &run_started(thread.as_str()))
-        .expect("publish");
-    hub.broadcast_in_thread(user, thread, &text_start())
-        .expect("publish");
-}
-
-/// Times `iters` publishes by `publish`, into a thread that `restart` (untimed) makes anew
-/// every 20 000.
-fn chunked(
-    iters: u64,
-    mut restart: impl FnMut() -> ThreadId,
-    mut publish: impl FnMut(&ThreadId),
-) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let n = left.min(20_000);
-        let thread = restart();
-        let start = Instant::now();
-        for _ in 0..n {
-            publish(&thread);
-        }
-        total += start.elapsed();
-        left -= n;
+    for event in [common::run_started(thread.as_str()), common::text_start()] {
+        hub.broadcast_in_thread(user, thread, &common::agui(event))
+            .expect("publish");
     }
-    total
 }
 
 fn thread_publish(c: &mut Criterion) {
@@ -130,31 +76,30 @@ fn thread_publish(c: &mut Criterion) {
     // And one on the context channel each, where the router wraps the event to.
     let _contexts = [&alice, &bob].map(|user| router.context().subscribe(user).expect("subscribe"));
 
+    // Alice's next thread, its answer open and her connection on it (the last one dropped).
+    let mut fresh_thread = || {
+        n += 1;
+        let thread = ThreadId::new(&format!("thread-{n}")).unwrap();
+        open_answer(&router, &alice, &thread);
+        tab = Some(
+            router
+                .agui()
+                .subscribe_in_thread(&alice, &thread, None)
+                .expect("subscribe"),
+        );
+        thread
+    };
+
     g.bench_function("in_thread", |b| {
         b.iter_custom(|iters| {
-            chunked(
-                iters,
-                || {
-                    n += 1;
-                    let thread = ThreadId::new(&format!("thread-{n}")).unwrap();
-                    open_answer(&router, &alice, &thread);
-                    tab = Some(
-                        router
-                            .agui()
-                            .subscribe_in_thread(&alice, &thread, None)
-                            .expect("subscribe"),
-                    );
-                    thread
-                },
-                |thread| {
-                    black_box(
-                        router
-                            .agui()
-                            .broadcast_in_thread(&alice, thread, black_box(&token))
-                            .unwrap(),
-                    );
-                },
-            )
+            common::chunked(iters, &mut fresh_thread, |thread| {
+                black_box(
+                    router
+                        .agui()
+                        .broadcast_in_thread(&alice, thread, black_box(&token))
+                        .unwrap(),
+                );
+            })
         })
     });
     g.bench_function("plain", |b| {
@@ -162,28 +107,13 @@ fn thread_publish(c: &mut Criterion) {
     });
     g.bench_function("route_in_thread", |b| {
         b.iter_custom(|iters| {
-            chunked(
-                iters,
-                || {
-                    n += 1;
-                    let thread = ThreadId::new(&format!("thread-{n}")).unwrap();
-                    open_answer(&router, &alice, &thread);
-                    tab = Some(
-                        router
-                            .agui()
-                            .subscribe_in_thread(&alice, &thread, None)
-                            .expect("subscribe"),
-                    );
-                    thread
-                },
-                |thread| {
-                    black_box(
-                        router
-                            .route_agui_in_thread(&alice, thread, black_box(&token))
-                            .unwrap(),
-                    );
-                },
-            )
+            common::chunked(iters, &mut fresh_thread, |thread| {
+                black_box(
+                    router
+                        .route_agui_in_thread(&alice, thread, black_box(&token))
+                        .unwrap(),
+                );
+            })
         })
     });
     g.bench_function("route_plain", |b| {
@@ -318,7 +248,7 @@ fn thread_opening(c: &mut Criterion) {
     for i in 0..50_000 {
         router
             .agui()
-            .broadcast_in_thread(&user, &thread, &content(WORDS[i % WORDS.len()]))
+            .broadcast_in_thread(&user, &thread, &content(common::word(i)))
             .expect("publish");
     }
     // One connection stays, so the channel is active as when a second tab opens.

@@ -29,7 +29,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sse_hub::run_state::ThreadRun;
 use support::{client, post, send, server_binary, stats};
-use support_agui::{Case, Conn, Run, check, frames, full_run};
+use support_agui::{Case, Conn, Run, check, frames, full_run, interleave, other_thread_run};
 
 // ----- the server ------------------------------------------------------------------------------
 
@@ -384,28 +384,8 @@ async fn two_concurrent_runs_on_two_threads_of_one_user() {
     let user = "grace";
     let mut a = full_run("thread-a", 200);
     a.cuts.clear();
-    let mut b = Run::new("thread-b");
-    b.run_started("run-b", &[("ub", "Question B")]);
-    b.push(json!({"type": "STATE_SNAPSHOT", "snapshot": {"n": 0}}));
-    b.text("mb", 150, &[]);
-    b.push(json!({"type": "STATE_DELTA", "delta": [{"op": "replace", "path": "/n", "value": 1}]}));
-    b.run_finished("run-b");
-
-    // Two of a's events, then one of b's.
-    let mut interleaved = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < a.events.len() || j < b.events.len() {
-        for _ in 0..2 {
-            if i < a.events.len() {
-                interleaved.push((0, i));
-                i += 1;
-            }
-        }
-        if j < b.events.len() {
-            interleaved.push((1, j));
-            j += 1;
-        }
-    }
+    let b = other_thread_run();
+    let interleaved = interleave(&a, &b);
     let runs = [&a, &b];
     let joins = [0, interleaved.len() / 3, 2 * interleaved.len() / 3];
     // Per thread: (connection, frames expected).

@@ -41,7 +41,7 @@ async fn publish_marker(node: &Node, user: &str) {
 #[path = "support/backplane.rs"]
 mod support;
 
-use support::{EsClient, Fault, FaultProxy, RedisServer, Seen, redis_available};
+use support::{EsClient, Fault, FaultProxy, RedisServer, Seen, id_key, redis_available};
 
 // ---------------------------------------------------------------------------------------------
 // nodes
@@ -247,12 +247,13 @@ fn numbers(events: &[Event]) -> Vec<u64> {
     events.iter().map(n).collect()
 }
 
-/// A Redis stream id, `ms-seq`, as a comparable pair.
-fn id_key(id: &str) -> (u64, u64) {
-    let (ms, seq) = id
-        .split_once('-')
-        .unwrap_or_else(|| panic!("not an id: {id:?}"));
-    (ms.parse().unwrap(), seq.parse().unwrap())
+/// A client of alice's on `on`, and the id of the event `1`, published on `by`, that it received:
+/// where a client that reconnects resumes from.
+async fn resume_point(on: &Node, by: &Node) -> (Client, String) {
+    let mut client = Client::open(&on.url("alice"), None).await;
+    by.publish("alice", 1).await.unwrap();
+    let last_id = client.take(1).await[0].id.clone();
+    (client, last_id)
 }
 
 fn assert_increasing_ids(events: &[Event]) {
@@ -504,18 +505,9 @@ async fn a_broken_live_feed_resumes_from_the_history_without_a_gap() {
     let redis = RedisServer::start().await;
     let a = Node::start(&redis, hub_config()).await;
     let b = Node::start(&redis, hub_config()).await;
-    let mut on_b = Client::open(&b.url("alice"), None).await;
-    a.publish("alice", 1).await.unwrap();
-    let last_id = on_b.take(1).await[0].id.clone();
+    let (mut on_b, last_id) = resume_point(&b, &a).await;
 
-    let mut admin = redis.connection().await;
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let killed = redis.kill_pubsub_clients().await;
     assert_eq!(killed, 1, "B's pub/sub connection, the only one subscribed");
     // Published while B may not be listening: only the history has them for sure.
     a.publish("alice", 2).await.unwrap();
@@ -631,7 +623,7 @@ fn assert_clean(seen: &[Seen]) -> Vec<u64> {
             let id = id
                 .as_deref()
                 .unwrap_or_else(|| panic!("event {n} without an id in {seen:?}"));
-            let key = support::id_key(id);
+            let key = id_key(id);
             assert!(
                 last < Some(key),
                 "id {id} not after the last one in {seen:?}"
@@ -718,34 +710,49 @@ async fn an_unconfirmed_publish_is_unknown_never_delivered_twice() {
     }
 }
 
-/// Publishes `from..` to `user` on `node` every 10 ms until stopped; returns the numbers
+/// Publishes `{"n": from..}` to `user` every 10 ms until stopped, and keeps the numbers
 /// confirmed.
-fn keep_publishing(
-    hub: Hub,
-    user: &'static str,
-    from: u64,
-) -> (
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<Vec<u64>>,
-) {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        let mut confirmed = Vec::new();
-        let mut n = from;
-        while !*stopped.borrow() {
-            if hub
-                .broadcast_async(&UserId::from(user), &json!({ "n": n }))
-                .await
-                .is_ok()
-            {
-                confirmed.push(n);
+struct Publisher {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Publisher {
+    fn start(hub: Hub, user: &'static str, from: u64) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut confirmed = Vec::new();
+            let mut n = from;
+            while !*stopped.borrow() {
+                if hub
+                    .broadcast_async(&UserId::from(user), &json!({ "n": n }))
+                    .await
+                    .is_ok()
+                {
+                    confirmed.push(n);
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        confirmed
-    });
-    (stop, task)
+            confirmed
+        });
+        Self { stop, task }
+    }
+
+    /// Stops publishing, waits until `client` has seen the last event confirmed, and stops the
+    /// client too; returns the numbers confirmed and what the client saw. `what` says, on
+    /// failure, what the client went through.
+    async fn stop_once_seen_by(self, client: EsClient, what: &str) -> (Vec<u64>, Vec<Seen>) {
+        let _ = self.stop.send(true);
+        let confirmed = timeout(WAIT, self.task).await.unwrap().unwrap();
+        let last = *confirmed.last().unwrap();
+        assert!(
+            client.wait_for_event(WAIT * 3, last).await,
+            "{what}: last confirmed {last} (confirmed {confirmed:?}): {:?}",
+            client.seen()
+        );
+        (confirmed, client.stop().await)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,11 +773,9 @@ async fn a_degraded_subscription_never_moves_the_clients_last_id() {
     // machine is loaded.
     proxy.set(Fault::Latency(Duration::from_millis(50)));
     let b = Node::start(&redis, hub_config()).await;
-    let mut on_b = Client::open(&b.url("alice"), None).await;
-    b.publish("alice", 1).await.unwrap();
-    let last_id = on_b.take(1).await[0].id.clone();
+    let (_on_b, last_id) = resume_point(&b, &b).await;
 
-    let (stop, publisher) = keep_publishing(b.hub.clone(), "alice", 2);
+    let publisher = Publisher::start(b.hub.clone(), "alice", 2);
     let client = EsClient::spawn(
         a.url("alice"),
         Some(last_id.clone()),
@@ -789,21 +794,9 @@ async fn a_degraded_subscription_never_moves_the_clients_last_id() {
                     >= 20
         })
         .await;
-    let _ = stop.send(true);
-    let confirmed = timeout(WAIT, publisher).await.unwrap().unwrap();
-    let last = *confirmed.last().unwrap();
-    // Generous: A reaches Redis through a 100 ms round trip, and a loaded 2-core machine runs
-    // the other Redis tests beside this one.
-    assert!(
-        client
-            .wait_for(WAIT * 3, |seen| seen
-                .iter()
-                .any(|s| matches!(s, Seen::Event { n, .. } if *n == last)))
-            .await,
-        "resumed={resumed}, last confirmed {last} (confirmed {confirmed:?}): {:?}",
-        client.seen()
-    );
-    let seen = client.stop().await;
+    let (confirmed, seen) = publisher
+        .stop_once_seen_by(client, &format!("resumed={resumed}"))
+        .await;
     assert_eq!(
         seen[0],
         Seen::Opened {
@@ -836,9 +829,7 @@ async fn a_node_started_while_redis_is_down_ends_its_degraded_streams_when_it_co
     proxy.set(Fault::Hold);
     let a = Node::with_settings(faulty_settings(&proxy), hub_config(), false).await;
     let b = Node::start(&redis, hub_config()).await;
-    let mut on_b = Client::open(&b.url("alice"), None).await;
-    b.publish("alice", 1).await.unwrap();
-    let last_id = on_b.take(1).await[0].id.clone();
+    let (_on_b, last_id) = resume_point(&b, &b).await;
 
     // A's first attempt failed: a subscribe does not wait, it is served degraded.
     timeout(WAIT, async {
@@ -867,15 +858,7 @@ async fn a_node_started_while_redis_is_down_ends_its_degraded_streams_when_it_co
     proxy.set(Fault::None);
     a.wait_connected(true).await;
     b.publish("alice", 5).await.unwrap();
-    assert!(
-        client
-            .wait_for(WAIT, |seen| seen
-                .iter()
-                .any(|s| matches!(s, Seen::Event { n: 5, .. })))
-            .await,
-        "{:?}",
-        client.seen()
-    );
+    assert!(client.wait_for_event(WAIT, 5).await, "{:?}", client.seen());
     let seen = client.stop().await;
     assert!(stream_of(&seen, 0).is_empty(), "{seen:?}");
     assert_eq!(assert_clean(&seen), [2, 3, 4, 5]);
@@ -898,14 +881,7 @@ async fn streams_ended_by_a_reconnect_carry_a_jittered_retry() {
         raw.extend_from_slice(&timeout(WAIT, body.next()).await.unwrap().unwrap().unwrap());
     }
     let opening = raw.len();
-    let mut admin = redis.connection().await;
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    redis.kill_pubsub_clients().await;
     timeout(WAIT, async {
         while let Some(chunk) = body.next().await {
             raw.extend_from_slice(&chunk.unwrap());
@@ -1130,30 +1106,16 @@ async fn a_history_read_that_times_out_never_skips_events() {
     let a = Node::with_settings(faulty_settings(&proxy), hub_config(), true).await;
     let b = Node::start(&redis, hub_config()).await;
     let _keeps_a_listening = Client::open(&a.url("alice"), None).await;
-    let mut on_b = Client::open(&b.url("alice"), None).await;
-    b.publish("alice", 1).await.unwrap();
-    let last_id = on_b.take(1).await[0].id.clone();
+    let (_on_b, last_id) = resume_point(&b, &b).await;
 
     proxy.set(Fault::Latency(Duration::from_millis(400)));
-    let (stop, publisher) = keep_publishing(b.hub.clone(), "alice", 2);
+    let publisher = Publisher::start(b.hub.clone(), "alice", 2);
     let client = EsClient::spawn(a.url("alice"), Some(last_id), Duration::from_millis(100));
     tokio::time::sleep(Duration::from_millis(2000)).await;
     proxy.set(Fault::None);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = stop.send(true);
-    let confirmed = timeout(WAIT, publisher).await.unwrap().unwrap();
-    let last = *confirmed.last().unwrap();
-    // Generous: A reaches Redis through a 100 ms round trip, and a loaded 2-core machine runs
-    // the other Redis tests beside this one.
-    assert!(
-        client
-            .wait_for(WAIT * 3, |seen| seen
-                .iter()
-                .any(|s| matches!(s, Seen::Event { n, .. } if *n == last)))
-            .await,
-        "{:?}",
-        client.seen()
-    );
-    let seen = client.stop().await;
+    let (confirmed, seen) = publisher
+        .stop_once_seen_by(client, "after a history read timed out")
+        .await;
     assert_eq!(assert_clean(&seen), confirmed, "{seen:?}");
 }

@@ -1,11 +1,12 @@
 //! What the benchmarks, `examples/memory.rs` and `examples/loadgen.rs` share: the event they
-//! publish, the bench configuration, and `replaced`, a faithful re-implementation of the design
-//! sse-hub replaces (see `../shared/notes/seed-users.md`).
+//! publish, the AG-UI run the thread benches stream, the bench configuration, and `replaced`, a
+//! faithful re-implementation of the design sse-hub replaces (see
+//! `../shared/notes/seed-users.md`).
 //!
 //! Included with `#[path]` by each user, so not every item is used by every one of them.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sse_hub::models::AgUiEvent;
@@ -28,6 +29,70 @@ pub fn text_event(n: u64) -> AgUiEvent {
 pub fn text_frame() -> Bytes {
     let json = serde_json::to_string(&text_event(0)).expect("serialisable");
     Bytes::from(format!("data: {json}\nid: 12345678901234567890-1234\n\n"))
+}
+
+/// The tokens of the answers the AG-UI run benches stream (`run_state`, `threads`), in turn.
+pub const WORDS: &[&str] = &[
+    " the",
+    " weather",
+    " in",
+    " Paris",
+    " is",
+    " \"mild\"",
+    ",",
+    " 18",
+    "°C",
+    ".\n",
+];
+
+/// The `i`th token of a streamed answer.
+pub fn word(i: usize) -> &'static str {
+    WORDS[i % WORDS.len()]
+}
+
+/// `RUN_STARTED` of run `r` in `thread`, a user's question in its input.
+pub fn run_started(thread: &str) -> serde_json::Value {
+    serde_json::json!({"type": "RUN_STARTED", "threadId": thread, "runId": "r",
+    "input": {"threadId": thread, "runId": "r",
+        "messages": [{"id": "u1", "role": "user", "content": "Weather?"}],
+        "tools": [], "context": [], "state": {}, "forwardedProps": {}}})
+}
+
+/// `TEXT_MESSAGE_START` of the answer `msg-1`.
+pub fn text_start() -> serde_json::Value {
+    serde_json::json!({"type": "TEXT_MESSAGE_START", "messageId": "msg-1", "role": "assistant"})
+}
+
+/// `TEXT_MESSAGE_CONTENT`: one token `delta` of the answer `msg-1`.
+pub fn content(delta: &str) -> serde_json::Value {
+    serde_json::json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "msg-1", "delta": delta})
+}
+
+/// One of the JSON events above, typed, as a publisher holds it.
+pub fn agui(json: serde_json::Value) -> AgUiEvent {
+    serde_json::from_value(json).expect("an AG-UI event")
+}
+
+/// Times `iters` calls of `step` on a state that `fresh` makes anew (untimed) every 20 000
+/// calls, so that a thread's answer stays answer-sized however long criterion runs.
+pub fn chunked<T>(
+    iters: u64,
+    mut fresh: impl FnMut() -> T,
+    mut step: impl FnMut(&mut T),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(20_000);
+        let mut state = fresh();
+        let start = Instant::now();
+        for _ in 0..n {
+            step(&mut state);
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
 }
 
 /// Criterion settings that keep a full `cargo bench` within minutes on a 2-core machine.

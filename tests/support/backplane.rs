@@ -155,6 +155,19 @@ impl RedisServer {
             .expect("PUBSUB NUMSUB");
         n
     }
+
+    /// `CLIENT KILL TYPE pubsub`: breaks every node's live feed while Redis stays up; returns
+    /// how many connections were killed.
+    pub async fn kill_pubsub_clients(&self) -> i64 {
+        let mut connection = self.connection().await;
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await
+            .expect("CLIENT KILL TYPE pubsub")
+    }
 }
 
 impl Drop for RedisServer {
@@ -495,6 +508,15 @@ impl EsClient {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits (bounded) until the event numbered `n` was seen.
+    pub async fn wait_for_event(&self, within: Duration, n: u64) -> bool {
+        self.wait_for(within, |seen| {
+            seen.iter()
+                .any(|s| matches!(s, Seen::Event { n: got, .. } if *got == n))
+        })
+        .await
     }
 
     pub async fn stop(self) -> Vec<Seen> {

@@ -1,9 +1,7 @@
-//! What the AG-UI judge tests share: the official-client judge (`tests/agui/judge.mjs`, run
-//! with node), the generator of realistic runs, and, for the tests over HTTP, raw SSE
-//! connections captured byte for byte.
-//!
-//! The judge and the generators are copies of those in `tests/run_state.rs` (kept there so that
-//! test stays self-contained); `full_run` takes the thread's name here.
+//! What the AG-UI judge tests share (`tests/run_state.rs`, which folds the runs in-process, and
+//! `tests/agui_runs.rs`, which streams them through the demo server): the official-client judge
+//! (`tests/agui/judge.mjs`, run with node), the generator of realistic runs, and, for the tests
+//! over HTTP, raw SSE connections captured byte for byte.
 
 // Each test crate that includes this module uses only part of it.
 #![allow(dead_code)]
@@ -321,6 +319,38 @@ pub fn full_run(thread: &'static str, tokens: usize) -> Run {
     r.run_finished("run-1");
     r.cut("run finished");
     r
+}
+
+/// The other thread's run in the concurrent-runs cases: a state snapshot, a 150-token answer,
+/// a state delta.
+pub fn other_thread_run() -> Run {
+    let mut b = Run::new("thread-b");
+    b.run_started("run-b", &[("ub", "Question B")]);
+    b.push(json!({"type": "STATE_SNAPSHOT", "snapshot": {"n": 0}}));
+    b.text("mb", 150, &[]);
+    b.push(json!({"type": "STATE_DELTA", "delta": [{"op": "replace", "path": "/n", "value": 1}]}));
+    b.run_finished("run-b");
+    b
+}
+
+/// Two concurrent runs of one user as published: two of `a`'s events, then one of `b`'s, until
+/// both are out. Each entry is the run (0 for `a`, 1 for `b`) and the index of its event.
+pub fn interleave(a: &Run, b: &Run) -> Vec<(usize, usize)> {
+    let mut interleaved = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.events.len() || j < b.events.len() {
+        for _ in 0..2 {
+            if i < a.events.len() {
+                interleaved.push((0, i));
+                i += 1;
+            }
+        }
+        if j < b.events.len() {
+            interleaved.push((1, j));
+            j += 1;
+        }
+    }
+    interleaved
 }
 
 /// The events as one connection that saw them all receives them: `data:` frames.
