@@ -109,6 +109,10 @@ pub enum Folded {
 /// The state a channel keeps for one thread, folded from the events published into it.
 ///
 /// Called under the user channel's lock: keep [`fold`](Self::fold) short, and allocate little.
+///
+/// With a [backplane](crate::backplane), the opening is also the thread's *snapshot* that the
+/// nodes share: a fresh state that folds the `data:` of the opening's frames must reach the same
+/// state (the same opening, and the same folds after it). The AG-UI run state does.
 pub trait ThreadState: Send + 'static {
     /// Folds one event, given as its SSE data (for JSON events, the JSON text).
     fn fold(&mut self, data: &[u8]) -> Folded;
@@ -120,6 +124,14 @@ pub trait ThreadState: Send + 'static {
 
     /// The bytes the state holds, for the bounds and the memory gauge.
     fn bytes(&self) -> usize;
+
+    /// A value that changes when the state passes a point worth a shared snapshot at once (the
+    /// AG-UI run state: a run started, a run ended). With a [backplane](crate::backplane), a
+    /// node writes the thread's snapshot when it changes, besides every so many events.
+    /// Default: never changes.
+    fn checkpoint(&self) -> u8 {
+        0
+    }
 }
 
 /// Creates the [`ThreadState`] of each new thread of a channel.

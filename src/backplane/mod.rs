@@ -130,6 +130,7 @@ use bytes::Bytes;
 
 use crate::event_id::EventId;
 use crate::stats::Published;
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 #[cfg(feature = "redis")]
@@ -152,8 +153,45 @@ pub struct History {
     /// what followed it.
     pub deleted_through: EventId,
     /// The finished frames after the requested position, oldest first, each ending with its
-    /// `id:` line.
+    /// `id:` line, with the thread each was published into, if any.
+    pub events: Vec<(EventId, Bytes, Option<ThreadId>)>,
+}
+
+/// A thread's snapshot in a backplane: the frames of its state's opening, and what they cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSnapshot {
+    /// The id of the last event of the user's history the snapshot covers: every event of the
+    /// thread up to it is folded in.
+    pub covers: EventId,
+    /// How many events of the thread it folds (the ordinal of the last one).
+    pub count: u64,
+    /// The state's opening ([`ThreadState::write_opening`](crate::ThreadState::write_opening)):
+    /// complete SSE frames, which a fresh state folds back into the same state.
+    pub opening: Bytes,
+}
+
+/// What a backplane holds of one thread: the answer to [`Backplane::catch_up_thread`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadHistory {
+    /// The last id the user's history ever issued (`0-0` if none): the read covers every
+    /// event up to it.
+    pub last_id: EventId,
+    /// How many events were ever published into the thread (since it was last forgotten).
+    pub count: u64,
+    /// The thread's newest snapshot, if any.
+    pub snapshot: Option<ThreadSnapshot>,
+    /// The thread's frames the history holds after the snapshot (all of them without one),
+    /// oldest first, each ending with its `id:` line. The read is *complete* when the
+    /// snapshot's count plus these make [`count`](Self::count).
     pub events: Vec<(EventId, Bytes)>,
+}
+
+impl ThreadHistory {
+    /// Whether the snapshot and the events hold every event of the thread.
+    pub fn is_complete(&self) -> bool {
+        let base = self.snapshot.as_ref().map_or(0, |s| s.count);
+        base + self.events.len() as u64 == self.count
+    }
 }
 
 /// A distributed event bus shared by the nodes of a cluster: see the [module docs](self).
@@ -203,6 +241,60 @@ pub trait Backplane: Send + Sync + 'static {
     /// Whether the backplane is connected now.
     fn is_connected(&self) -> bool;
 
+    /// Whether the backplane carries threads: [`publish_in_thread`](Self::publish_in_thread),
+    /// [`catch_up_thread`](Self::catch_up_thread) and
+    /// [`store_thread_snapshot`](Self::store_thread_snapshot). Without them (the default), a
+    /// publish into a thread is [`PublishError::ThreadsNeedOneNode`](crate::PublishError::ThreadsNeedOneNode).
+    fn supports_threads(&self) -> bool {
+        false
+    }
+
+    /// [`publish`](Self::publish) into `thread`: the thread travels with the event, in the
+    /// history and on the feed, and every node delivers it with
+    /// [`LocalChannels::deliver_in_thread`], with the event's ordinal in the thread. Unlike a
+    /// plain publish, it is stored even when no node serves the user, as a single node keeps
+    /// it. The default refuses.
+    fn publish_in_thread(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        thread: &ThreadId,
+        head: Bytes,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        let _ = (channels, user, thread, head);
+        Box::pin(std::future::ready(Err(BackplaneError::Failed(
+            "this backplane does not carry threads".into(),
+        ))))
+    }
+
+    /// Waits (bounded) until the node listens to `user`'s live feed on `channel`, then reads
+    /// `thread`'s newest snapshot and the thread's events the history holds after it. The
+    /// default refuses.
+    fn catch_up_thread(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
+        let _ = (channel, user, thread);
+        Box::pin(std::future::ready(Err(BackplaneError::Failed(
+            "this backplane does not carry threads".into(),
+        ))))
+    }
+
+    /// Stores `snapshot` as `thread`'s, unless the backplane holds a newer one or forgot the
+    /// thread. Does not block: best effort, in the background (a later snapshot replaces a
+    /// lost one). The default does nothing.
+    fn store_thread_snapshot(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+        snapshot: ThreadSnapshot,
+    ) {
+        let _ = (channel, user, thread, snapshot);
+    }
+
     /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called on
     /// this node: end the user's streams on `channel` on every node, this one included, after
     /// the publishes queued before, so that they still reach the streams. Returns `false` if it
@@ -220,8 +312,10 @@ pub trait Backplane: Send + Sync + 'static {
 /// through [`LocalChannels`].
 pub(crate) trait LocalDelivery: Send + Sync {
     /// Publishes a finished frame to the user's local channel, if there is one; returns the
-    /// local connections it reached.
-    fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize;
+    /// local connections it reached. With a thread, the frame is tagged with it and folded
+    /// into the thread's state, `ordinal` being its position in the thread.
+    fn deliver_frame(&self, user: &UserId, frame: Bytes, thread: Option<(&ThreadId, u64)>)
+    -> usize;
     /// Counts an event that could not go through the backplane.
     fn count_backplane_failure(&self);
     /// Ends the user's local streams, keeping the channel; returns how many were open.
@@ -234,6 +328,7 @@ pub(crate) trait LocalDelivery: Send + Sync {
 pub struct LocalChannels {
     name: Arc<str>,
     bounds: (usize, usize, Duration),
+    max_threads: usize,
     inner: Weak<dyn LocalDelivery>,
 }
 
@@ -255,11 +350,13 @@ impl LocalChannels {
     pub(crate) fn new(
         name: &str,
         bounds: (usize, usize, Duration),
+        max_threads: usize,
         inner: Weak<dyn LocalDelivery>,
     ) -> Self {
         Self {
             name: name.into(),
             bounds,
+            max_threads,
             inner,
         }
     }
@@ -287,6 +384,12 @@ impl LocalChannels {
         self.bounds.2
     }
 
+    /// How many threads the backplane should keep per user: the broadcaster's
+    /// [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user).
+    pub fn max_threads(&self) -> usize {
+        self.max_threads.max(1)
+    }
+
     /// Counts an event lost to the backplane without delivering it (a publish abandoned when
     /// the backplane was dropped).
     pub fn count_failure(&self) {
@@ -305,7 +408,24 @@ impl LocalChannels {
     pub fn deliver(&self, user: &UserId, frame: Bytes) -> usize {
         self.inner
             .upgrade()
-            .map_or(0, |inner| inner.deliver_frame(user, frame))
+            .map_or(0, |inner| inner.deliver_frame(user, frame, None))
+    }
+
+    /// [`deliver`](Self::deliver) for an event published into `thread`: the frame is tagged
+    /// with the thread (a thread subscription receives it) and folded into the thread's state
+    /// if the broadcaster keeps one. `ordinal` is the event's position in the thread, from 1,
+    /// as the backplane numbers them: a node folds the ordinals in sequence, and reads the
+    /// thread back from the backplane when one is missing.
+    pub fn deliver_in_thread(
+        &self,
+        user: &UserId,
+        frame: Bytes,
+        thread: &ThreadId,
+        ordinal: u64,
+    ) -> usize {
+        self.inner.upgrade().map_or(0, |inner| {
+            inner.deliver_frame(user, frame, Some((thread, ordinal)))
+        })
     }
 
     /// Delivers an event that could not go through the backplane to `user`'s local
@@ -318,7 +438,26 @@ impl LocalChannels {
         frame.extend_from_slice(head);
         frame.push(b'\n');
         inner.count_backplane_failure();
-        inner.deliver_frame(user, Bytes::from(frame))
+        inner.deliver_frame(user, Bytes::from(frame), None)
+    }
+
+    /// [`deliver_local_only`](Self::deliver_local_only) for an event published into
+    /// `thread`: tagged with it, and not folded into its state (it is in no history, and no
+    /// other node has it).
+    pub fn deliver_local_only_in_thread(
+        &self,
+        user: &UserId,
+        head: &[u8],
+        thread: &ThreadId,
+    ) -> usize {
+        let Some(inner) = self.inner.upgrade() else {
+            return 0;
+        };
+        let mut frame = Vec::with_capacity(head.len() + 1);
+        frame.extend_from_slice(head);
+        frame.push(b'\n');
+        inner.count_backplane_failure();
+        inner.deliver_frame(user, Bytes::from(frame), Some((thread, 0)))
     }
 
     /// Ends `user`'s local streams; they reconnect and resume from the history. Returns how

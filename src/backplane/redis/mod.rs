@@ -80,13 +80,16 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
-use self::link::{read_history, run_connection};
+use self::link::{read_history, read_thread, run_connection, store_snapshot};
 use self::publisher::run_publisher;
 use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
-use self::wire::{disconnect_message, keys};
-use super::{Backplane, BackplaneError, BoxFuture, History, LocalChannels};
+use self::wire::{disconnect_message, keys, thread_keys};
+use super::{
+    Backplane, BackplaneError, BoxFuture, History, LocalChannels, ThreadHistory, ThreadSnapshot,
+};
 use crate::event_id::EventId;
 use crate::stats::Published;
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 mod config;
@@ -237,6 +240,52 @@ impl RedisBackplane {
         }
     }
 
+    /// Queues a publish (into `thread`, if any).
+    fn enqueue(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        head: Bytes,
+        thread: Option<&ThreadId>,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(BackplaneError::Closed)));
+        }
+        let keys = keys(&self.shared.config.prefix, channels.name(), user);
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            channels: channels.clone(),
+            user: user.clone(),
+            head,
+            history: keys.history,
+            marks: keys.marks,
+            feed: keys.feed,
+            thread: thread.map(|thread| {
+                let (threads, recency) =
+                    thread_keys(&self.shared.config.prefix, channels.name(), user);
+                (thread.clone(), threads, recency)
+            }),
+            counter: None,
+            reply: Some(reply),
+        };
+        match self.shared.queue.try_send(Queued::Publish(job)) {
+            Ok(()) => Box::pin(async move {
+                // The sender is dropped unanswered only when the backplane is dropped.
+                outcome.await.unwrap_or(Err(BackplaneError::Closed))
+            }),
+            Err(
+                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
+            ) => {
+                // Refused: delivered nowhere, so that it cannot overtake the publishes queued
+                // before it on this node's connections.
+                if let Queued::Publish(mut job) = queued {
+                    job.reply = None;
+                }
+                Box::pin(std::future::ready(Err(BackplaneError::Overloaded)))
+            }
+        }
+    }
+
     /// The backplane's state and counters.
     pub fn health(&self) -> BackplaneHealth {
         let shared = &self.shared;
@@ -287,6 +336,10 @@ impl Backplane for RedisBackplane {
                 user: user.clone(),
                 history: keys.history.into(),
                 marks: keys.marks.into(),
+                threads: {
+                    let (threads, recency) = thread_keys(&self.shared.config.prefix, channel, user);
+                    [threads.into(), recency.into()]
+                },
                 confirmed,
             },
         );
@@ -319,39 +372,48 @@ impl Backplane for RedisBackplane {
         user: &UserId,
         head: Bytes,
     ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
-        if self.shared.closed.load(Ordering::SeqCst) {
-            return Box::pin(std::future::ready(Err(BackplaneError::Closed)));
-        }
-        let keys = keys(&self.shared.config.prefix, channels.name(), user);
-        let (reply, outcome) = oneshot::channel();
-        let job = Job {
-            channels: channels.clone(),
-            user: user.clone(),
-            head,
-            history: keys.history,
-            marks: keys.marks,
-            feed: keys.feed,
-            counter: None,
-            reply: Some(reply),
-        };
-        match self.shared.queue.try_send(Queued::Publish(job)) {
-            Ok(()) => Box::pin(async move {
-                // The sender is dropped unanswered only when the backplane is dropped.
-                outcome.await.unwrap_or(Err(BackplaneError::Closed))
-            }),
-            Err(
-                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
-            ) => {
-                // Refused: delivered nowhere, so that it cannot overtake the publishes queued
-                // before it on this node's connections.
-                if let Queued::Publish(mut job) = queued {
-                    job.reply = None;
-                }
-                Box::pin(std::future::ready(Err(BackplaneError::Overloaded)))
-            }
-        }
+        self.enqueue(channels, user, head, None)
     }
 
+    fn supports_threads(&self) -> bool {
+        true
+    }
+
+    fn publish_in_thread(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        thread: &ThreadId,
+        head: Bytes,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        self.enqueue(channels, user, head, Some(thread))
+    }
+
+    fn catch_up_thread(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
+        let shared = self.shared.clone();
+        let keys = keys(&shared.config.prefix, channel, user);
+        let (threads, _) = thread_keys(&shared.config.prefix, channel, user);
+        let thread = thread.clone();
+        Box::pin(
+            async move { read_thread(&shared, &keys.history, &threads, &keys.feed, &thread).await },
+        )
+    }
+
+    fn store_thread_snapshot(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+        snapshot: ThreadSnapshot,
+    ) {
+        let (threads, _) = thread_keys(&self.shared.config.prefix, channel, user);
+        store_snapshot(&self.shared, threads, thread, &snapshot);
+    }
     fn catch_up(
         &self,
         channel: &str,
