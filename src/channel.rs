@@ -117,7 +117,9 @@ struct ThreadEntry {
     bytes: usize,
     /// With a backplane: whether `state` is the thread's, as the shared history has it.
     sync: Sync,
-    /// With a backplane: the id of the last event folded.
+    /// With a backplane: the state covers every event of the thread up to this id. A sync
+    /// may read the history ahead of the node's feed, so the frames the feed still brings up
+    /// to it are in the state already: a subscription skips them.
     last_id: EventId,
     /// With a backplane: the sequence number of the first event folded since the last
     /// snapshot was written, if any.
@@ -229,6 +231,8 @@ pub(crate) struct Joined {
     pub(crate) needs_sync: bool,
     /// With a backplane: the id of the last frame the channel delivered with one.
     pub(crate) remote_id: EventId,
+    /// With a backplane: the id the thread's state covers (see `ThreadEntry::last_id`).
+    pub(crate) covered: EventId,
 }
 
 /// What a lagging receiver can get back from the window.
@@ -644,12 +648,7 @@ impl UserChannel {
             fresh.fold(&frame_data(frame));
         }
         let mut ordinal = read.count;
-        let mut last_id = read
-            .events
-            .last()
-            .map(|(id, _)| *id)
-            .or(read.snapshot.as_ref().map(|s| s.covers))
-            .unwrap_or(EventId::new(0, 0));
+        let mut last_id = read.last_id;
         for retained in window.iter().filter(|r| r.seq > start.from_seq) {
             let ours = retained.thread.as_ref().is_some_and(|t| t.same(thread));
             match frame_id(&retained.frame) {
@@ -700,7 +699,12 @@ impl UserChannel {
     /// With a backplane, the opening of `thread` if its state is exact, with the sequence
     /// number it covers and the id of the channel's last frame: taken under the lock that
     /// deliveries take, so that the live tail follows it with no gap and no duplicate.
-    pub(crate) fn thread_opening(&self, thread: &ThreadId) -> Option<(Bytes, u64, EventId)> {
+    /// Also the id the state covers: the frames up to it that the feed still brings are in
+    /// the opening.
+    pub(crate) fn thread_opening(
+        &self,
+        thread: &ThreadId,
+    ) -> Option<(Bytes, u64, EventId, EventId)> {
         let state = self.lock();
         let entry = state.threads.iter().find(|t| t.id.same(thread))?;
         if !matches!(entry.sync, Sync::Exact { .. }) {
@@ -710,7 +714,12 @@ impl UserChannel {
         if let Some(thread_state) = entry.state.as_ref() {
             thread_state.write_opening(&mut opening);
         }
-        Some((Bytes::from(opening), state.head, state.last_remote_id))
+        Some((
+            Bytes::from(opening),
+            state.head,
+            state.last_remote_id,
+            entry.last_id,
+        ))
     }
 
     /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.
@@ -807,6 +816,7 @@ impl UserChannel {
             thread: entry.map(|t| t.id.clone()).or_else(|| thread.cloned()),
             needs_sync: false,
             remote_id: state.last_remote_id,
+            covered: entry.map_or(EventId::new(0, 0), |t| t.last_id),
         };
         if thread.is_some() && config.threads.state.is_some() {
             if remote && !entry.is_some_and(|t| matches!(t.sync, Sync::Exact { .. })) {

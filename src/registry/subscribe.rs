@@ -99,7 +99,8 @@ impl<E> Broadcaster<E> {
                     } else {
                         tracing::trace!(channel = %shared.config.name, user = %user, "subscribed");
                     }
-                    let (needs_sync, remote_id) = (joined.needs_sync, joined.remote_id);
+                    let (needs_sync, remote_id, covered) =
+                        (joined.needs_sync, joined.remote_id, joined.covered);
                     let thread_id = joined.thread.clone();
                     let thread_state = thread.is_some() && shared.config.threads.state.is_some();
                     let subscription =
@@ -114,7 +115,7 @@ impl<E> Broadcaster<E> {
                                     threads::ensure_exact(backplane.clone(), channel, thread_id);
                                 Box::pin(sync) as BoxFuture<'static, _>
                             });
-                            subscription.with_remote(Remote::thread_state(remote_id, sync))
+                            subscription.with_remote(Remote::thread_state(remote_id, covered, sync))
                         }
                         (Some(backplane), thread_id) => subscription.with_remote(
                             Remote::new(backplane, &shared.config.name, user, last_event_id)

@@ -204,8 +204,8 @@ impl<E> Subscription<E> {
             return;
         };
         match opened {
-            Some((opening, head, start)) => {
-                remote.opened_at(start);
+            Some((opening, head, start, covered)) => {
+                remote.opened_at(start, covered);
                 self.position = head;
                 if !opening.is_empty() {
                     self.pending.push_back(Frame::opening(opening));

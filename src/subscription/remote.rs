@@ -99,16 +99,19 @@ impl Remote {
     }
 
     /// A thread subscription that opens from the thread's state: at once when the state is
-    /// exact here (`sync` is `None`; `start` is the channel's last id), or once `sync` made it
-    /// exact. Its live frames need no skip: the opening is taken under the channel's lock.
+    /// exact here (`sync` is `None`; `start` is the channel's last id, `covered` the id the
+    /// state covers), or once `sync` made it exact. The opening is taken under the channel's
+    /// lock, so the live frames after it follow by sequence number; and since a sync may have
+    /// read the history ahead of the feed, those up to `covered` are skipped too.
     pub(crate) fn thread_state(
         start: EventId,
+        covered: EventId,
         sync: Option<BoxFuture<'static, Result<(), BackplaneError>>>,
     ) -> Self {
         Self {
             catch_up: sync.map(|sync| Mutex::new(CatchUp::Thread(sync))),
             last_event_id: None,
-            skip_through: None,
+            skip_through: Some(covered),
             last_id: start,
             primes: true,
             degraded: false,
@@ -157,10 +160,12 @@ impl Remote {
         }
     }
 
-    /// The thread's opening was taken: the stream starts after `start`.
-    pub(crate) fn opened_at(&mut self, start: EventId) {
+    /// The thread's opening was taken: the stream starts after `start`, and skips the live
+    /// frames up to `covered`, which the opening holds already.
+    pub(crate) fn opened_at(&mut self, start: EventId, covered: EventId) {
         self.start = Some(start);
         self.last_id = start;
+        self.skip_through = Some(covered);
     }
 
     /// The thread's state could not be opened: end.
