@@ -14,6 +14,10 @@
 //! far), taken under the channel lock together with the join, so that the live tail follows it
 //! with no gap and no duplicate. The AG-UI run state ([`crate::run_state`]) is one.
 //!
+//! With a [backplane](crate::backplane), the thread travels with the event to every node, and a
+//! connection on any node opens with the same state: see the
+//! [backplane docs](crate::backplane#threads).
+//!
 //! Bounds: at most [`ThreadConfig::max_threads_per_user`] threads per user channel (past it, the
 //! thread published to least recently is forgotten, counted in
 //! [`Stats::threads_evicted`](crate::Stats::threads_evicted)), and what each state holds is

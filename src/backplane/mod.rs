@@ -48,6 +48,61 @@
 //! lag policies work on them as on a single node; only the ids the client sees are the
 //! backplane's.
 //!
+//! # Threads
+//!
+//! A publish into a [thread](crate::ThreadId) works across nodes as on one
+//! ([`Backplane::supports_threads`]; the Redis backplane does), so that a late join or a
+//! resume on any node gets the same opening:
+//!
+//! * **The thread travels with the event**: in its history entry, and on the feed with the
+//!   event's *ordinal* in the thread (1, 2, 3…, counted by the backplane in history order).
+//!   Every node tags the frame it delivers ([`LocalChannels::deliver_in_thread`]), so thread
+//!   subscriptions filter as on one node, and a resume by id replays only the thread's events.
+//!   A thread's event is stored even when no node serves the user, and the publishing node
+//!   keeps a channel for the user (for the retention), as a single node keeps the event.
+//! * **Every node folds it**, under the channel lock as a single node does, but only *in
+//!   sequence*: a node's state of a thread is *exact* while it has folded the ordinals 1, 2, 3…
+//!   without a hole. A node that starts listening mid-thread, or whose feed was interrupted
+//!   (it then ends its streams and forgets its thread states), *syncs* the thread instead:
+//!   it reads the thread's snapshot and the thread's events the history holds after it
+//!   ([`Backplane::catch_up_thread`]), folds them into a fresh state, then folds the frames
+//!   its feed delivered meanwhile (from the replay window, those with ids after the read). A
+//!   sync runs in the background, once per node and thread, started by the first frame that
+//!   does not follow or by the first subscription that needs the state.
+//! * **Snapshots**: a node with an exact state writes it to the backplane as the thread's
+//!   snapshot ([`Backplane::store_thread_snapshot`]): the state's opening, the id it covers and
+//!   its ordinal, kept only if newer than the stored one (every node that serves the user
+//!   writes; the newest wins). It writes at each [`checkpoint`](crate::ThreadState::checkpoint)
+//!   (a run started or ended) and when `replay_events / 2` events of the user passed since the
+//!   thread last changed unsnapshotted, so that the history still holds what followed the
+//!   snapshot. The opening must fold back into the same state (the AG-UI run state does:
+//!   tested at every point of a run).
+//! * **A thread subscription** opens from the node's exact state, under the channel lock, then
+//!   the live tail, as on one node; if the state is not exact, it waits for the sync first
+//!   (its first poll; [`Subscription::start_id`](crate::Subscription::start_id) is final once
+//!   the opening is taken). Since a sync may read the history ahead of the node's feed, the
+//!   live frames whose id the opening covers are skipped: the seam rule of a resume.
+//! * **When the history no longer reaches back to the snapshot** (the snapshot's ordinal plus
+//!   the thread's events after it fall short of the thread's count: no node with an exact
+//!   state wrote a snapshot while `replay_events` events passed, as after losing Redis' data or
+//!   every node's feed for that long), the sync still rebuilds the state from the snapshot and
+//!   the events that remain, counts it in
+//!   [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown), logs it at `warn`,
+//!   and writes it as the new snapshot: the thread's state is then partly unknown, exactly as
+//!   on a single node when an event cannot be applied. This is a choice: ending the stream
+//!   instead would end every reconnect the same way, forever, since no node can rebuild what
+//!   the history lost. A node that has been listening throughout never syncs, so it keeps its
+//!   exact state. A sync that cannot read the backplane (down, too slow) ends the
+//!   subscription, with the jittered `retry:` of the faults below, so that the client comes
+//!   back instead of receiving an opening that is not the thread's.
+//! * **Local only**: an event published into a thread while the backplane is unreachable is
+//!   delivered to this node's thread subscriptions without an id (as any such event) and is
+//!   not folded: it is in no history, and no other node has it.
+//! * **Bounds**: the backplane keeps at most
+//!   [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) threads
+//!   per (channel, user) (the thread published to least recently is forgotten, snapshot and
+//!   count; a node that still holds it starts it over at its next ordinal 1).
+//!
 //! # Faults
 //!
 //! The guarantees hold under faults, as the fault campaign checks (`tests/redis_fault_campaign.rs`,
@@ -102,7 +157,15 @@
 //! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
 //!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
 //!   plus a small hash of publish marks (one field per node), and expires
-//!   [`RedisConfig::history_ttl`] after the last node serving the user left.
+//!   [`RedisConfig::history_ttl`] after the last node serving the user left;
+//! * in Redis, with threads, per (channel, user): at most `T` =
+//!   [`max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) snapshots, each the
+//!   size of its thread's opening (about its state's bytes: at most about
+//!   [`RunStates::max_thread_bytes`](crate::run_state::RunStates::max_thread_bytes) for the
+//!   AG-UI run state), plus a count and a recency entry per thread, expiring with the history;
+//! * a sync holds the snapshot and the thread's events of the history (at most the history's
+//!   `N + min(N/8, 64)` entries) while it folds them; a node writes at most 64 snapshots at a
+//!   time (past it, a snapshot is dropped: the next one replaces it).
 
 //! # Sync and async
 //!

@@ -10,7 +10,9 @@
 //! |---|---|
 //! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t` |
 //! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran |
-//! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line |
+//! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
+//! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread |
+//! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
 //!
 //! User ids are only key material: they are never parsed back from a key (the node maps the
 //! feeds it listens to back to its users), so any string is a valid user id. Channel names
@@ -32,6 +34,16 @@
 //! 4. sets the history's time to live ([`RedisConfig::history_ttl`]) and the node's mark;
 //! 5. `PUBLISH`es the token and the finished frame, `head` + `id: <id>` + blank line, and
 //!    returns the id and the number of nodes that received it.
+//!
+//! A publish into a thread is stored even when no node listens; the script also counts the
+//! event in the thread (its ordinal, sent on the feed), adds the thread to the entry (field
+//! `h`), and for a thread's first event forgets the least recent threads beyond the maximum
+//! and stores an empty snapshot covering the ids before it (so that an older thread of the
+//! same name, forgotten, is not read back). Snapshots are stored by a second script, only if
+//! newer than the stored one and if the thread is still counted; a third reads a thread back
+//! (`HGET` of its count and snapshot, `XRANGE` after the snapshot's id, keeping the thread's
+//! entries), atomically, so that the read is complete exactly when the snapshot's ordinal plus
+//! the entries make the count. See the [backplane docs](super#threads).
 //!
 //! A history is created with a deleted marker entry, so that its `max-deleted-entry-id` is its
 //! creation: an id from before (an earlier history of the user, which expired, or a Redis that
@@ -263,7 +275,7 @@ impl RedisBackplane {
             thread: thread.map(|thread| {
                 let (threads, recency) =
                     thread_keys(&self.shared.config.prefix, channels.name(), user);
-                (thread.clone(), threads, recency)
+                Box::new((thread.clone(), threads, recency))
             }),
             counter: None,
             reply: Some(reply),

@@ -157,7 +157,7 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
     for job in batch {
         let keep = job.channels.history_len() as u64;
         let command = pipe.cmd("EVALSHA").arg(hash);
-        match &job.thread {
+        match job.thread.as_deref() {
             None => command.arg(2).arg(&job.history).arg(&job.marks),
             Some((_, threads, recency)) => command
                 .arg(4)
@@ -177,7 +177,7 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
             .arg(job.channels.history_age().as_millis() as u64)
             .arg(
                 job.thread
-                    .as_ref()
+                    .as_deref()
                     .map_or("", |(thread, _, _)| thread.as_str()),
             )
             .arg(job.channels.max_threads());

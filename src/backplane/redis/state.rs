@@ -128,8 +128,9 @@ pub(crate) struct Job {
     pub(crate) history: String,
     pub(crate) marks: String,
     pub(crate) feed: String,
-    /// A publish into a thread: the thread, and its keys (snapshots, recency).
-    pub(crate) thread: Option<(ThreadId, String, String)>,
+    /// A publish into a thread: the thread, and its keys (snapshots, recency). Boxed: most
+    /// publishes have none, and the queue holds jobs by value.
+    pub(crate) thread: Option<Box<(ThreadId, String, String)>>,
     /// The node's publish counter, given when the publisher first takes the job (in queue
     /// order, which the marks in Redis rely on); kept across retries.
     pub(crate) counter: Option<u64>,
@@ -275,7 +276,7 @@ impl Shared {
     /// A publish that surely did not reach Redis: delivered locally without an id, counted.
     pub(crate) fn failed(&self, job: &mut Job, error: BackplaneError) {
         self.publish_failures.fetch_add(1, Ordering::Relaxed);
-        match &job.thread {
+        match job.thread.as_deref() {
             None => job.channels.deliver_local_only(&job.user, &job.head),
             Some((thread, _, _)) => job
                 .channels
