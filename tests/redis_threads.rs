@@ -21,7 +21,7 @@ use tokio::time::timeout;
 #[path = "support/backplane.rs"]
 mod support;
 
-use support::RedisServer;
+use support::{FaultProxy, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -42,7 +42,11 @@ struct Node {
 
 impl Node {
     async fn start(redis: &RedisServer) -> Self {
-        let mut settings = RedisConfig::new(redis.url());
+        Self::with_url(redis.url()).await
+    }
+
+    async fn with_url(url: String) -> Self {
+        let mut settings = RedisConfig::new(url);
         settings.reconnect_min = Duration::from_millis(20);
         settings.reconnect_max = Duration::from_millis(200);
         settings.command_timeout = Duration::from_secs(2);
@@ -440,6 +444,69 @@ async fn a_thread_publish_with_a_backplane_is_kept_and_its_id_resumes_on_any_nod
         21,
         "live, t1 only"
     );
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// A node whose feed was interrupted missed events: it must not open from the state it had.
+/// Its thread streams end, and the next connection reads the thread back: the same opening as
+/// a single node's, with nothing published after the reconnect to reveal the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_node_whose_feed_broke_reads_the_thread_back() {
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = Node::start(&redis).await;
+    let b = Node::with_url(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(100);
+    let publish = |range: std::ops::Range<usize>| {
+        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
+        async move {
+            for event in &events[range] {
+                a.publish(alice, &thread(), event).await;
+                reference
+                    .broadcast_in_thread(alice, &thread(), event)
+                    .unwrap();
+            }
+        }
+    };
+    publish(0..40).await;
+    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let mut seen = opening(&mut on_b).await;
+    publish(40..50).await;
+    while text_of(&seen) != text_of(&events[..50]) {
+        seen.extend(datas(&next(&mut on_b).await));
+    }
+    // B loses its connections, and cannot reconnect until A published the rest.
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    publish(50..80).await;
+    proxy.set(support::Fault::None);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(b.backplane.wait_connected(WAIT).await, "B reconnects");
+    // B's thread stream ends (what it missed is only in Redis)...
+    let ended = timeout(WAIT, async {
+        loop {
+            match on_b.next().await {
+                None => return,
+                Some(frame) => assert!(
+                    !datas(&frame)
+                        .iter()
+                        .any(|e| e["delta"].as_str().is_some_and(|d| d.starts_with("46,"))),
+                    "nothing is delivered twice"
+                ),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the thread stream ends after the reconnect");
+    // ...and a new connection opens with the run as a single node has it.
+    let expected = single_opening(&reference, &alice).await;
+    let mut again = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    assert_eq!(opening(&mut again).await, expected);
+    assert_eq!(b.hub.stats().thread_states_unknown, 0);
     a.backplane.close().await;
     b.backplane.close().await;
 }
