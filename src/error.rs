@@ -96,9 +96,10 @@ pub enum PublishError {
         /// The configured limit.
         max: usize,
     },
-    /// Threads are not carried by the [backplane](crate::backplane) yet: a publish into a
-    /// thread needs a broadcaster without one. Over HTTP: `501`.
-    #[error("publishing into a thread is not supported with a backplane yet")]
+    /// The broadcaster's [backplane](crate::backplane) does not carry threads
+    /// ([`Backplane::supports_threads`](crate::backplane::Backplane::supports_threads); the
+    /// Redis backplane does). Over HTTP: `501`.
+    #[error("publishing into a thread is not supported by this backplane")]
     ThreadsNeedOneNode,
     /// The event is one its protocol rejects (an AG-UI event with a wrong role, a missing
     /// member, a malformed JSON Patch, a timestamp that is not a safe integer, ...): the error

@@ -14,6 +14,10 @@
 //! far), taken under the channel lock together with the join, so that the live tail follows it
 //! with no gap and no duplicate. The AG-UI run state ([`crate::run_state`]) is one.
 //!
+//! With a [backplane](crate::backplane), the thread travels with the event to every node, and a
+//! connection on any node opens with the same state: see the
+//! [backplane docs](crate::backplane#threads).
+//!
 //! Bounds: at most [`ThreadConfig::max_threads_per_user`] threads per user channel (past it, the
 //! thread published to least recently is forgotten, counted in
 //! [`Stats::threads_evicted`](crate::Stats::threads_evicted)), and what each state holds is
@@ -109,6 +113,10 @@ pub enum Folded {
 /// The state a channel keeps for one thread, folded from the events published into it.
 ///
 /// Called under the user channel's lock: keep [`fold`](Self::fold) short, and allocate little.
+///
+/// With a [backplane](crate::backplane), the opening is also the thread's *snapshot* that the
+/// nodes share: a fresh state that folds the `data:` of the opening's frames must reach the same
+/// state (the same opening, and the same folds after it). The AG-UI run state does.
 pub trait ThreadState: Send + 'static {
     /// Folds one event, given as its SSE data (for JSON events, the JSON text).
     fn fold(&mut self, data: &[u8]) -> Folded;
@@ -120,6 +128,14 @@ pub trait ThreadState: Send + 'static {
 
     /// The bytes the state holds, for the bounds and the memory gauge.
     fn bytes(&self) -> usize;
+
+    /// A value that changes when the state passes a point worth a shared snapshot at once (the
+    /// AG-UI run state: a run started, a run ended). With a [backplane](crate::backplane), a
+    /// node writes the thread's snapshot when it changes, besides every so many events.
+    /// Default: never changes.
+    fn checkpoint(&self) -> u8 {
+        0
+    }
 }
 
 /// Creates the [`ThreadState`] of each new thread of a channel.

@@ -48,6 +48,61 @@
 //! lag policies work on them as on a single node; only the ids the client sees are the
 //! backplane's.
 //!
+//! # Threads
+//!
+//! A publish into a [thread](crate::ThreadId) works across nodes as on one
+//! ([`Backplane::supports_threads`]; the Redis backplane does), so that a late join or a
+//! resume on any node gets the same opening:
+//!
+//! * **The thread travels with the event**: in its history entry, and on the feed with the
+//!   event's *ordinal* in the thread (1, 2, 3…, counted by the backplane in history order).
+//!   Every node tags the frame it delivers ([`LocalChannels::deliver_in_thread`]), so thread
+//!   subscriptions filter as on one node, and a resume by id replays only the thread's events.
+//!   A thread's event is stored even when no node serves the user, and the publishing node
+//!   keeps a channel for the user (for the retention), as a single node keeps the event.
+//! * **Every node folds it**, under the channel lock as a single node does, but only *in
+//!   sequence*: a node's state of a thread is *exact* while it has folded the ordinals 1, 2, 3…
+//!   without a hole. A node that starts listening mid-thread, or whose feed was interrupted
+//!   (it then ends its streams and forgets its thread states), *syncs* the thread instead:
+//!   it reads the thread's snapshot and the thread's events the history holds after it
+//!   ([`Backplane::catch_up_thread`]), folds them into a fresh state, then folds the frames
+//!   its feed delivered meanwhile (from the replay window, those with ids after the read). A
+//!   sync runs in the background, once per node and thread, started by the first frame that
+//!   does not follow or by the first subscription that needs the state.
+//! * **Snapshots**: a node with an exact state writes it to the backplane as the thread's
+//!   snapshot ([`Backplane::store_thread_snapshot`]): the state's opening, the id it covers and
+//!   its ordinal, kept only if newer than the stored one (every node that serves the user
+//!   writes; the newest wins). It writes at each [`checkpoint`](crate::ThreadState::checkpoint)
+//!   (a run started or ended) and when `replay_events / 2` events of the user passed since the
+//!   thread last changed unsnapshotted, so that the history still holds what followed the
+//!   snapshot. The opening must fold back into the same state (the AG-UI run state does:
+//!   tested at every point of a run).
+//! * **A thread subscription** opens from the node's exact state, under the channel lock, then
+//!   the live tail, as on one node; if the state is not exact, it waits for the sync first
+//!   (its first poll; [`Subscription::start_id`](crate::Subscription::start_id) is final once
+//!   the opening is taken). Since a sync may read the history ahead of the node's feed, the
+//!   live frames whose id the opening covers are skipped: the seam rule of a resume.
+//! * **When the history no longer reaches back to the snapshot** (the snapshot's ordinal plus
+//!   the thread's events after it fall short of the thread's count: no node with an exact
+//!   state wrote a snapshot while `replay_events` events passed, as after losing Redis' data or
+//!   every node's feed for that long), the sync still rebuilds the state from the snapshot and
+//!   the events that remain, counts it in
+//!   [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown), logs it at `warn`,
+//!   and writes it as the new snapshot: the thread's state is then partly unknown, exactly as
+//!   on a single node when an event cannot be applied. This is a choice: ending the stream
+//!   instead would end every reconnect the same way, forever, since no node can rebuild what
+//!   the history lost. A node that has been listening throughout never syncs, so it keeps its
+//!   exact state. A sync that cannot read the backplane (down, too slow) ends the
+//!   subscription, with the jittered `retry:` of the faults below, so that the client comes
+//!   back instead of receiving an opening that is not the thread's.
+//! * **Local only**: an event published into a thread while the backplane is unreachable is
+//!   delivered to this node's thread subscriptions without an id (as any such event) and is
+//!   not folded: it is in no history, and no other node has it.
+//! * **Bounds**: the backplane keeps at most
+//!   [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) threads
+//!   per (channel, user) (the thread published to least recently is forgotten, snapshot and
+//!   count; a node that still holds it starts it over at its next ordinal 1).
+//!
 //! # Faults
 //!
 //! The guarantees hold under faults, as the fault campaign checks (`tests/redis_fault_campaign.rs`,
@@ -102,7 +157,15 @@
 //! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
 //!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
 //!   plus a small hash of publish marks (one field per node), and expires
-//!   [`RedisConfig::history_ttl`] after the last node serving the user left.
+//!   [`RedisConfig::history_ttl`] after the last node serving the user left;
+//! * in Redis, with threads, per (channel, user): at most `T` =
+//!   [`max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) snapshots, each the
+//!   size of its thread's opening (about its state's bytes: at most about
+//!   [`RunStates::max_thread_bytes`](crate::run_state::RunStates::max_thread_bytes) for the
+//!   AG-UI run state), plus a count and a recency entry per thread, expiring with the history;
+//! * a sync holds the snapshot and the thread's events of the history (at most the history's
+//!   `N + min(N/8, 64)` entries) while it folds them; a node writes at most 64 snapshots at a
+//!   time (past it, a snapshot is dropped: the next one replaces it).
 
 //! # Sync and async
 //!
@@ -130,6 +193,7 @@ use bytes::Bytes;
 
 use crate::event_id::EventId;
 use crate::stats::Published;
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 #[cfg(feature = "redis")]
@@ -152,8 +216,45 @@ pub struct History {
     /// what followed it.
     pub deleted_through: EventId,
     /// The finished frames after the requested position, oldest first, each ending with its
-    /// `id:` line.
+    /// `id:` line, with the thread each was published into, if any.
+    pub events: Vec<(EventId, Bytes, Option<ThreadId>)>,
+}
+
+/// A thread's snapshot in a backplane: the frames of its state's opening, and what they cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSnapshot {
+    /// The id of the last event of the user's history the snapshot covers: every event of the
+    /// thread up to it is folded in.
+    pub covers: EventId,
+    /// How many events of the thread it folds (the ordinal of the last one).
+    pub count: u64,
+    /// The state's opening ([`ThreadState::write_opening`](crate::ThreadState::write_opening)):
+    /// complete SSE frames, which a fresh state folds back into the same state.
+    pub opening: Bytes,
+}
+
+/// What a backplane holds of one thread: the answer to [`Backplane::catch_up_thread`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadHistory {
+    /// The last id the user's history ever issued (`0-0` if none): the read covers every
+    /// event up to it.
+    pub last_id: EventId,
+    /// How many events were ever published into the thread (since it was last forgotten).
+    pub count: u64,
+    /// The thread's newest snapshot, if any.
+    pub snapshot: Option<ThreadSnapshot>,
+    /// The thread's frames the history holds after the snapshot (all of them without one),
+    /// oldest first, each ending with its `id:` line. The read is *complete* when the
+    /// snapshot's count plus these make [`count`](Self::count).
     pub events: Vec<(EventId, Bytes)>,
+}
+
+impl ThreadHistory {
+    /// Whether the snapshot and the events hold every event of the thread.
+    pub fn is_complete(&self) -> bool {
+        let base = self.snapshot.as_ref().map_or(0, |s| s.count);
+        base + self.events.len() as u64 == self.count
+    }
 }
 
 /// A distributed event bus shared by the nodes of a cluster: see the [module docs](self).
@@ -203,6 +304,60 @@ pub trait Backplane: Send + Sync + 'static {
     /// Whether the backplane is connected now.
     fn is_connected(&self) -> bool;
 
+    /// Whether the backplane carries threads: [`publish_in_thread`](Self::publish_in_thread),
+    /// [`catch_up_thread`](Self::catch_up_thread) and
+    /// [`store_thread_snapshot`](Self::store_thread_snapshot). Without them (the default), a
+    /// publish into a thread is [`PublishError::ThreadsNeedOneNode`](crate::PublishError::ThreadsNeedOneNode).
+    fn supports_threads(&self) -> bool {
+        false
+    }
+
+    /// [`publish`](Self::publish) into `thread`: the thread travels with the event, in the
+    /// history and on the feed, and every node delivers it with
+    /// [`LocalChannels::deliver_in_thread`], with the event's ordinal in the thread. Unlike a
+    /// plain publish, it is stored even when no node serves the user, as a single node keeps
+    /// it. The default refuses.
+    fn publish_in_thread(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        thread: &ThreadId,
+        head: Bytes,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        let _ = (channels, user, thread, head);
+        Box::pin(std::future::ready(Err(BackplaneError::Failed(
+            "this backplane does not carry threads".into(),
+        ))))
+    }
+
+    /// Waits (bounded) until the node listens to `user`'s live feed on `channel`, then reads
+    /// `thread`'s newest snapshot and the thread's events the history holds after it. The
+    /// default refuses.
+    fn catch_up_thread(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
+        let _ = (channel, user, thread);
+        Box::pin(std::future::ready(Err(BackplaneError::Failed(
+            "this backplane does not carry threads".into(),
+        ))))
+    }
+
+    /// Stores `snapshot` as `thread`'s, unless the backplane holds a newer one or forgot the
+    /// thread. Does not block: best effort, in the background (a later snapshot replaces a
+    /// lost one). The default does nothing.
+    fn store_thread_snapshot(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+        snapshot: ThreadSnapshot,
+    ) {
+        let _ = (channel, user, thread, snapshot);
+    }
+
     /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called on
     /// this node: end the user's streams on `channel` on every node, this one included, after
     /// the publishes queued before, so that they still reach the streams. Returns `false` if it
@@ -220,8 +375,10 @@ pub trait Backplane: Send + Sync + 'static {
 /// through [`LocalChannels`].
 pub(crate) trait LocalDelivery: Send + Sync {
     /// Publishes a finished frame to the user's local channel, if there is one; returns the
-    /// local connections it reached.
-    fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize;
+    /// local connections it reached. With a thread, the frame is tagged with it and folded
+    /// into the thread's state, `ordinal` being its position in the thread.
+    fn deliver_frame(&self, user: &UserId, frame: Bytes, thread: Option<(&ThreadId, u64)>)
+    -> usize;
     /// Counts an event that could not go through the backplane.
     fn count_backplane_failure(&self);
     /// Ends the user's local streams, keeping the channel; returns how many were open.
@@ -234,6 +391,7 @@ pub(crate) trait LocalDelivery: Send + Sync {
 pub struct LocalChannels {
     name: Arc<str>,
     bounds: (usize, usize, Duration),
+    max_threads: usize,
     inner: Weak<dyn LocalDelivery>,
 }
 
@@ -255,11 +413,13 @@ impl LocalChannels {
     pub(crate) fn new(
         name: &str,
         bounds: (usize, usize, Duration),
+        max_threads: usize,
         inner: Weak<dyn LocalDelivery>,
     ) -> Self {
         Self {
             name: name.into(),
             bounds,
+            max_threads,
             inner,
         }
     }
@@ -287,6 +447,12 @@ impl LocalChannels {
         self.bounds.2
     }
 
+    /// How many threads the backplane should keep per user: the broadcaster's
+    /// [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user).
+    pub fn max_threads(&self) -> usize {
+        self.max_threads.max(1)
+    }
+
     /// Counts an event lost to the backplane without delivering it (a publish abandoned when
     /// the backplane was dropped).
     pub fn count_failure(&self) {
@@ -305,7 +471,24 @@ impl LocalChannels {
     pub fn deliver(&self, user: &UserId, frame: Bytes) -> usize {
         self.inner
             .upgrade()
-            .map_or(0, |inner| inner.deliver_frame(user, frame))
+            .map_or(0, |inner| inner.deliver_frame(user, frame, None))
+    }
+
+    /// [`deliver`](Self::deliver) for an event published into `thread`: the frame is tagged
+    /// with the thread (a thread subscription receives it) and folded into the thread's state
+    /// if the broadcaster keeps one. `ordinal` is the event's position in the thread, from 1,
+    /// as the backplane numbers them: a node folds the ordinals in sequence, and reads the
+    /// thread back from the backplane when one is missing.
+    pub fn deliver_in_thread(
+        &self,
+        user: &UserId,
+        frame: Bytes,
+        thread: &ThreadId,
+        ordinal: u64,
+    ) -> usize {
+        self.inner.upgrade().map_or(0, |inner| {
+            inner.deliver_frame(user, frame, Some((thread, ordinal)))
+        })
     }
 
     /// Delivers an event that could not go through the backplane to `user`'s local
@@ -318,7 +501,26 @@ impl LocalChannels {
         frame.extend_from_slice(head);
         frame.push(b'\n');
         inner.count_backplane_failure();
-        inner.deliver_frame(user, Bytes::from(frame))
+        inner.deliver_frame(user, Bytes::from(frame), None)
+    }
+
+    /// [`deliver_local_only`](Self::deliver_local_only) for an event published into
+    /// `thread`: tagged with it, and not folded into its state (it is in no history, and no
+    /// other node has it).
+    pub fn deliver_local_only_in_thread(
+        &self,
+        user: &UserId,
+        head: &[u8],
+        thread: &ThreadId,
+    ) -> usize {
+        let Some(inner) = self.inner.upgrade() else {
+            return 0;
+        };
+        let mut frame = Vec::with_capacity(head.len() + 1);
+        frame.extend_from_slice(head);
+        frame.push(b'\n');
+        inner.count_backplane_failure();
+        inner.deliver_frame(user, Bytes::from(frame), Some((thread, 0)))
     }
 
     /// Ends `user`'s local streams; they reconnect and resume from the history. Returns how

@@ -27,11 +27,13 @@ use crate::expiry::ExpiryQueue;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::stats::Stats;
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 mod publish;
 mod subscribe;
 mod sweep;
+mod threads;
 
 /// A registry of per-user broadcast channels for events of type `E`.
 ///
@@ -98,16 +100,37 @@ impl Inner {
     fn channel(&self, user: &UserId) -> Option<Arc<UserChannel>> {
         self.channels.get(user).map(|c| c.value().clone())
     }
+
+    fn name(&self) -> &str {
+        &self.shared.config.name
+    }
 }
 
 impl LocalDelivery for Inner {
-    fn deliver_frame(&self, user: &UserId, frame: Bytes) -> usize {
+    fn deliver_frame(
+        &self,
+        user: &UserId,
+        frame: Bytes,
+        thread: Option<(&ThreadId, u64)>,
+    ) -> usize {
         let started = Instant::now();
         let Some(channel) = self.channel(user) else {
             return 0;
         };
-        let receivers = channel.publish_frame(frame, started).unwrap_or(0);
+        let Some(delivered) = channel.publish_frame(frame, thread, started) else {
+            self.shared.count_published(0, started);
+            return 0;
+        };
+        let receivers = delivered.receivers;
         self.shared.count_published(receivers, started);
+        if let Some(backplane) = &self.backplane {
+            for (thread, snapshot) in delivered.snapshots {
+                backplane.store_thread_snapshot(self.name(), user, &thread, snapshot);
+            }
+            if let Some((thread, start)) = delivered.sync {
+                threads::spawn_sync(backplane.clone(), channel, thread, start);
+            }
+        }
         receivers
     }
 
@@ -123,6 +146,9 @@ impl LocalDelivery for Inner {
             return 0;
         };
         let open = channel.receiver_count();
+        // Called by the backplane, which ends the streams when its feed was interrupted too:
+        // the thread states may have missed events.
+        channel.threads_unsynced();
         channel.kick();
         open
     }
@@ -162,8 +188,9 @@ impl<E> Broadcaster<E> {
         let name = config.name.clone();
         let retention = config.retention;
         let bounds = (config.replay_events, config.replay_bytes, config.replay_age);
+        let max_threads = config.threads.max_threads_per_user;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
-            local: LocalChannels::new(&name, bounds, weak.clone()),
+            local: LocalChannels::new(&name, bounds, max_threads, weak.clone()),
             backplane: backplane.clone(),
             channels: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             shared: Arc::new(Shared::new(config, metrics)),

@@ -84,9 +84,9 @@ impl<E> Broadcaster<E> {
         }
         if let Some(backplane) = &self.inner.backplane {
             if thread.is_some() {
-                return Err(PublishError::ThreadsNeedOneNode);
+                self.keep_thread_channel(backplane, user)?;
             }
-            return queue_on_backplane(backplane, &self.inner.local, user, &payload);
+            return queue_on_backplane(backplane, &self.inner.local, user, &payload, thread);
         }
         // A user without a channel (no connection, none retained) is published to all the same:
         // the event reaches nobody and is counted. A thread's event is kept: it makes the channel.
@@ -111,6 +111,27 @@ impl<E> Broadcaster<E> {
         };
         shared.count_published(published.connections().unwrap_or(0), started);
         Ok(published)
+    }
+
+    /// Before a publish into a thread with a backplane: the backplane must carry threads, and
+    /// this node keeps a channel for the user, as a single node does, so that it listens to
+    /// the user's feed, folds the thread and writes its snapshots (see the
+    /// [backplane docs](crate::backplane#threads)).
+    fn keep_thread_channel(
+        &self,
+        backplane: &Arc<dyn Backplane>,
+        user: &UserId,
+    ) -> Result<(), PublishError> {
+        if !backplane.supports_threads() {
+            return Err(PublishError::ThreadsNeedOneNode);
+        }
+        if self.channel(user).is_none() {
+            self.create_channel(user)
+                .map_err(|_| PublishError::AtCapacity {
+                    max: self.inner.shared.config.max_channels,
+                })?;
+        }
+        Ok(())
     }
 
     /// Whether `payload` may be published now: the broadcaster is not shutting down and the
@@ -143,8 +164,13 @@ fn queue_on_backplane(
     local: &LocalChannels,
     user: &UserId,
     payload: &Payload,
+    thread: Option<&ThreadId>,
 ) -> Result<Published, PublishError> {
-    let mut outcome = backplane.publish(local, user, Bytes::copy_from_slice(payload.as_bytes()));
+    let head = Bytes::copy_from_slice(payload.as_bytes());
+    let mut outcome = match thread {
+        None => backplane.publish(local, user, head),
+        Some(thread) => backplane.publish_in_thread(local, user, thread, head),
+    };
     // The publish is queued by the call; one poll reports a refusal to queue, which is ready at
     // once. Dropping the future does not cancel the publish.
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -196,6 +222,47 @@ impl<E> Broadcaster<E> {
         let head = Bytes::copy_from_slice(payload.as_bytes());
         backplane
             .publish(&self.inner.local, user, head)
+            .await
+            .map_err(PublishError::Backplane)
+    }
+
+    /// [`broadcast_in_thread`](Self::broadcast_in_thread), waiting for the backplane as
+    /// [`broadcast_async`](Self::broadcast_async) does. With a backplane, the thread travels
+    /// with the event to every node (see the [backplane docs](crate::backplane#threads)), and
+    /// the event is stored even if no node serves the user yet. Without one, this is
+    /// [`broadcast_in_thread`](Self::broadcast_in_thread).
+    pub async fn broadcast_in_thread_async(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        event: &E,
+    ) -> Result<Published, PublishError>
+    where
+        E: ToSse,
+    {
+        let payload =
+            Payload::encode(event).inspect_err(|_| self.inner.shared.metrics.encode_failed())?;
+        self.broadcast_payload_in_thread_async(user, thread, payload)
+            .await
+    }
+
+    /// [`broadcast_in_thread_async`](Self::broadcast_in_thread_async) for an already encoded
+    /// event.
+    pub async fn broadcast_payload_in_thread_async(
+        &self,
+        user: &UserId,
+        thread: &ThreadId,
+        payload: Payload,
+    ) -> Result<Published, PublishError> {
+        let Some(backplane) = &self.inner.backplane else {
+            return self.broadcast_payload_in_thread(user, thread, payload);
+        };
+        self.check_payload(&payload)?;
+        self.maybe_sweep();
+        self.keep_thread_channel(backplane, user)?;
+        let head = Bytes::copy_from_slice(payload.as_bytes());
+        backplane
+            .publish_in_thread(&self.inner.local, user, thread, head)
             .await
             .map_err(PublishError::Backplane)
     }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use dashmap::mapref::entry::Entry;
 use tokio::time::Instant;
 
-use super::Broadcaster;
+use super::{Broadcaster, threads};
+use crate::backplane::BoxFuture;
 use crate::channel::{JoinRefused, UserChannel};
 use crate::error::SubscribeError;
 use crate::subscription::{Remote, Subscription};
@@ -85,7 +86,8 @@ impl<E> Broadcaster<E> {
                     .create_channel(user)
                     .map_err(|e| refused(e, "at_capacity"))?,
             };
-            match channel.join(local_last_event_id, thread) {
+            let remote = self.inner.backplane.is_some();
+            match channel.join(local_last_event_id, thread, remote) {
                 Ok(joined) => {
                     shared.connection_opened();
                     if let Some(reason) = joined.reset {
@@ -97,15 +99,28 @@ impl<E> Broadcaster<E> {
                     } else {
                         tracing::trace!(channel = %shared.config.name, user = %user, "subscribed");
                     }
-                    let subscription = Subscription::new(channel, joined, shared.config.lag_policy);
-                    return Ok(match &self.inner.backplane {
-                        None => subscription,
-                        Some(backplane) => subscription.with_remote(Remote::new(
-                            backplane,
-                            &shared.config.name,
-                            user,
-                            last_event_id,
-                        )),
+                    let (needs_sync, remote_id, covered) =
+                        (joined.needs_sync, joined.remote_id, joined.covered);
+                    let thread_id = joined.thread.clone();
+                    let thread_state = thread.is_some() && shared.config.threads.state.is_some();
+                    let subscription =
+                        Subscription::new(channel.clone(), joined, shared.config.lag_policy);
+                    return Ok(match (&self.inner.backplane, thread_id) {
+                        (None, _) => subscription,
+                        // A thread with a state opens from it, once it is exact on this node:
+                        // see the backplane docs.
+                        (Some(backplane), Some(thread_id)) if thread_state => {
+                            let sync = needs_sync.then(|| {
+                                let sync =
+                                    threads::ensure_exact(backplane.clone(), channel, thread_id);
+                                Box::pin(sync) as BoxFuture<'static, _>
+                            });
+                            subscription.with_remote(Remote::thread_state(remote_id, covered, sync))
+                        }
+                        (Some(backplane), thread_id) => subscription.with_remote(
+                            Remote::new(backplane, &shared.config.name, user, last_event_id)
+                                .in_thread(thread_id),
+                        ),
                     });
                 }
                 Err(JoinRefused::Closed) => continue,

@@ -433,18 +433,34 @@ impl EventRouter {
     }
 
     /// [`route_agui_in_thread`](Self::route_agui_in_thread), waiting for the backplane if
-    /// there is one. Threads are not carried by a backplane yet: with one, this is
-    /// [`PublishError::ThreadsNeedOneNode`].
+    /// there is one (see [`Broadcaster::broadcast_in_thread_async`]): the thread travels with
+    /// the event to every node, and a connection to the thread on any node opens with the run
+    /// so far (see the [backplane docs](crate::backplane#threads)). A backplane that does not
+    /// carry threads gives [`PublishError::ThreadsNeedOneNode`].
     pub async fn route_agui_in_thread_async(
         &self,
         user: &UserId,
         thread: &ThreadId,
         event: &AgUiEvent,
     ) -> Result<Routed, PublishError> {
-        if self.agui.backplane().is_some() {
-            return Err(PublishError::ThreadsNeedOneNode);
+        event.validate()?;
+        if self.agui.backplane().is_none() {
+            return self.route_with_context(user, event, &self.agui, "agui", Some(thread));
         }
-        self.route_agui_in_thread(user, thread, event)
+        let (direct, wrapped) = self.payloads_with_context(event, &self.agui, "agui")?;
+        // Both targets are tried even if the first fails, as in `route_with_context_async`.
+        let direct = self
+            .agui
+            .broadcast_payload_in_thread_async(user, thread, direct)
+            .await;
+        let wrapped = self
+            .context
+            .broadcast_payload_in_thread_async(user, thread, wrapped)
+            .await;
+        let mut routed = Routed::default();
+        routed.push("agui", direct?);
+        routed.push(Channel::Context.as_str(), wrapped?);
+        Ok(routed)
     }
 
     async fn route_a2a_async(

@@ -72,4 +72,13 @@ impl ThreadState for ThreadRun {
     fn bytes(&self) -> usize {
         ThreadRun::bytes(self)
     }
+
+    /// 0 before the first run, 1 while a run is open, 2 once it ended.
+    fn checkpoint(&self) -> u8 {
+        match &self.run {
+            None => 0,
+            Some(run) if run.ended.is_none() => 1,
+            Some(_) => 2,
+        }
+    }
 }

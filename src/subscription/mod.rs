@@ -58,7 +58,7 @@ use crate::user_id::UserId;
 
 mod remote;
 
-pub(crate) use remote::Remote;
+pub(crate) use remote::{Remote, frame_id};
 
 /// One connection's stream of [`Frame`]s for a user. See the [module docs](self).
 ///
@@ -152,7 +152,7 @@ impl<E> Subscription<E> {
                     remote: None,
                     thread: Some(ThreadFilter {
                         id,
-                        opened_from_state: joined.opening.is_some(),
+                        opened_from_state: joined.opening.is_some() || joined.needs_sync,
                     }),
                 })
             }),
@@ -177,6 +177,9 @@ impl<E> Subscription<E> {
             return Poll::Ready(());
         };
         remote.start = Some(caught.start);
+        if caught.open_thread {
+            self.open_thread();
+        }
         let shared = &self.channel.shared;
         if let Some(reason) = caught.reset {
             shared.resets.fetch_add(1, Ordering::Relaxed);
@@ -189,6 +192,28 @@ impl<E> Subscription<E> {
         }
         self.pending.extend(caught.replay);
         Poll::Ready(())
+    }
+
+    /// With a backplane, a thread subscription whose state is now exact on this node: the
+    /// opening, taken under the channel's lock, then the live frames after it.
+    fn open_thread(&mut self) {
+        let opened = self
+            .thread()
+            .and_then(|t| self.channel.thread_opening(&t.id));
+        let Some(remote) = self.ext.as_mut().and_then(|ext| ext.remote.as_mut()) else {
+            return;
+        };
+        match opened {
+            Some((opening, head, start, covered)) => {
+                remote.opened_at(start, covered);
+                self.position = head;
+                if !opening.is_empty() {
+                    self.pending.push_back(Frame::opening(opening));
+                }
+            }
+            // Invalidated again meanwhile (the feed was interrupted): the client comes back.
+            None => remote.end_now(),
+        }
     }
 
     /// Whether the SSE stream should open with the start id as a priming `id:`; not for a

@@ -12,10 +12,11 @@ use crate::error::BackplaneError;
 use crate::event_id::EventId;
 use crate::frame::Frame;
 use crate::reason::ResetReason;
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 /// The id on a finished frame's last line, `id: <id>`, if it has one.
-fn frame_id(frame: &[u8]) -> Option<EventId> {
+pub(crate) fn frame_id(frame: &[u8]) -> Option<EventId> {
     let body = frame.strip_suffix(b"\n\n")?;
     let start = body
         .iter()
@@ -32,9 +33,17 @@ pub(crate) struct CaughtUp {
     pub(crate) replay: Vec<Frame>,
     /// The backplane could not be read: live local events only.
     pub(crate) degraded: bool,
+    /// The thread's state is exact on this node now: open from it.
+    pub(crate) open_thread: bool,
 }
 
-type CatchUp = BoxFuture<'static, Result<History, BackplaneError>>;
+/// What a subscription waits for before its first frame.
+enum CatchUp {
+    /// The history after the client's id.
+    History(BoxFuture<'static, Result<History, BackplaneError>>),
+    /// The thread's state made exact on this node (see `UserChannel::thread_sync_begin`).
+    Thread(BoxFuture<'static, Result<(), BackplaneError>>),
+}
 
 /// A subscription's state in backplane mode: the catch-up in progress, then the skip of live
 /// frames already replayed, and the id of the last event delivered.
@@ -57,6 +66,8 @@ pub(crate) struct Remote {
     must_end: bool,
     /// The subscription's start id, once caught up.
     pub(crate) start: Option<EventId>,
+    /// A thread subscription resuming by id: the replay keeps only the thread's events.
+    thread: Option<ThreadId>,
 }
 
 impl Remote {
@@ -67,8 +78,9 @@ impl Remote {
         last_event_id: Option<&str>,
     ) -> Self {
         let after = last_event_id.and_then(EventId::parse);
+        let catch_up = CatchUp::History(backplane.catch_up(channel, user, after));
         Self {
-            catch_up: Some(Mutex::new(backplane.catch_up(channel, user, after))),
+            catch_up: Some(Mutex::new(catch_up)),
             last_event_id: last_event_id.map(str::to_owned),
             skip_through: None,
             last_id: EventId::new(0, 0),
@@ -76,6 +88,36 @@ impl Remote {
             degraded: false,
             must_end: false,
             start: None,
+            thread: None,
+        }
+    }
+
+    /// Replays only `thread`'s events.
+    pub(crate) fn in_thread(mut self, thread: Option<ThreadId>) -> Self {
+        self.thread = thread;
+        self
+    }
+
+    /// A thread subscription that opens from the thread's state: at once when the state is
+    /// exact here (`sync` is `None`; `start` is the channel's last id, `covered` the id the
+    /// state covers), or once `sync` made it exact. The opening is taken under the channel's
+    /// lock, so the live frames after it follow by sequence number; and since a sync may have
+    /// read the history ahead of the feed, those up to `covered` are skipped too.
+    pub(crate) fn thread_state(
+        start: EventId,
+        covered: EventId,
+        sync: Option<BoxFuture<'static, Result<(), BackplaneError>>>,
+    ) -> Self {
+        Self {
+            catch_up: sync.map(|sync| Mutex::new(CatchUp::Thread(sync))),
+            last_event_id: None,
+            skip_through: Some(covered),
+            last_id: start,
+            primes: true,
+            degraded: false,
+            must_end: false,
+            start: Some(start),
+            thread: None,
         }
     }
 
@@ -91,9 +133,44 @@ impl Remote {
             return Poll::Ready(None);
         };
         let future = future.get_mut().unwrap_or_else(|p| p.into_inner());
-        let history = std::task::ready!(future.as_mut().poll(cx));
+        let history = match future {
+            CatchUp::History(future) => std::task::ready!(future.as_mut().poll(cx)),
+            CatchUp::Thread(future) => {
+                let synced = std::task::ready!(future.as_mut().poll(cx));
+                self.catch_up = None;
+                return Poll::Ready(Some(self.thread_synced(synced)));
+            }
+        };
         self.catch_up = None;
         Poll::Ready(Some(self.caught_up(history)))
+    }
+
+    fn thread_synced(&mut self, synced: Result<(), BackplaneError>) -> CaughtUp {
+        if synced.is_err() {
+            // The thread cannot be rebuilt now: end, so that the client comes back (after a
+            // jittered `retry:`) rather than get an opening that is not the thread's.
+            self.must_end = true;
+        }
+        CaughtUp {
+            start: self.last_id,
+            reset: None,
+            replay: Vec::new(),
+            degraded: false,
+            open_thread: synced.is_ok(),
+        }
+    }
+
+    /// The thread's opening was taken: the stream starts after `start`, and skips the live
+    /// frames up to `covered`, which the opening holds already.
+    pub(crate) fn opened_at(&mut self, start: EventId, covered: EventId) {
+        self.start = Some(start);
+        self.last_id = start;
+        self.skip_through = Some(covered);
+    }
+
+    /// The thread's state could not be opened: end.
+    pub(crate) fn end_now(&mut self) {
+        self.must_end = true;
     }
 
     fn caught_up(&mut self, history: Result<History, BackplaneError>) -> CaughtUp {
@@ -113,6 +190,7 @@ impl Remote {
                     reset: matches!(parsed, Some(Err(()))).then_some(ResetReason::Malformed),
                     replay: Vec::new(),
                     degraded: true,
+                    open_thread: false,
                 };
             }
         };
@@ -127,16 +205,23 @@ impl Remote {
             Some(Ok(id)) if reset.is_none() => id,
             _ => history.last_id,
         };
+        let mut replayed = start;
         let replay: Vec<Frame> = if reset.is_none() {
+            let wanted = self.thread.take();
             history
                 .events
                 .into_iter()
-                .map(|(id, bytes)| Frame::event(id.seq(), id.epoch(), bytes))
+                .inspect(|(id, _, _)| replayed = *id)
+                .filter(|(_, _, thread)| match (&wanted, thread) {
+                    (None, _) => true,
+                    (Some(wanted), Some(tag)) => wanted.same(tag),
+                    (Some(_), None) => false,
+                })
+                .map(|(id, bytes, _)| Frame::event(id.seq(), id.epoch(), bytes))
                 .collect()
         } else {
             Vec::new()
         };
-        let replayed = replay.last().and_then(Frame::id).unwrap_or(start);
         self.skip_through = Some(replayed.max(history.last_id));
         self.last_id = replayed;
         CaughtUp {
@@ -144,6 +229,7 @@ impl Remote {
             reset,
             replay,
             degraded: false,
+            open_thread: false,
         }
     }
 

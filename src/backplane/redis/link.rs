@@ -10,11 +10,14 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Value};
 use tokio_stream::StreamExt;
 
-use crate::backplane::History;
 use crate::backplane::redis::state::{Link, Shared, classify, deadline};
-use crate::backplane::redis::wire::{MIN_VERSION, parse_history, parse_version, plan_reconcile};
+use crate::backplane::redis::wire::{
+    MIN_VERSION, parse_history, parse_thread_history, parse_version, plan_reconcile, snapshot_blob,
+};
+use crate::backplane::{History, ThreadHistory, ThreadSnapshot};
 use crate::error::BackplaneError;
 use crate::event_id::EventId;
+use crate::thread::ThreadId;
 
 /// Why a connection attempt failed.
 enum ConnectError {
@@ -62,7 +65,12 @@ async fn connect(
         .await
         .map_err(|_| ConnectError::Io("connecting timed out".to_owned()))?
         .map_err(io)?;
-    for script in [&shared.publish_script, &shared.history_script] {
+    for script in [
+        &shared.publish_script,
+        &shared.history_script,
+        &shared.thread_script,
+        &shared.snapshot_script,
+    ] {
         script.load_async(&mut command).await.map_err(io)?;
     }
     let (sink, stream) = pubsub.split();
@@ -171,7 +179,14 @@ fn refresh_ttls(shared: &Shared) {
         .lock()
         .wanted
         .values()
-        .flat_map(|w| [w.history.clone(), w.marks.clone()])
+        .flat_map(|w| {
+            [
+                w.history.clone(),
+                w.marks.clone(),
+                w.threads[0].clone(),
+                w.threads[1].clone(),
+            ]
+        })
         .collect();
     let ttl = shared.config.history_ttl.as_millis() as u64;
     tokio::spawn(async move {
@@ -292,6 +307,79 @@ pub(crate) async fn read_history(
         })?;
     parse_history(value)
         .ok_or_else(|| BackplaneError::Failed("unexpected reply to the history script".into()))
+}
+
+/// Waits until the node listens to `feed`, then reads `thread`'s snapshot and its entries
+/// after it (see the thread catch-up script).
+pub(crate) async fn read_thread(
+    shared: &Shared,
+    history: &str,
+    threads: &str,
+    feed: &str,
+    thread: &ThreadId,
+) -> Result<ThreadHistory, BackplaneError> {
+    wait_subscribed(shared, feed).await?;
+    let mut command = shared.command().ok_or(BackplaneError::Disconnected)?;
+    let value: Value = shared
+        .thread_script
+        .key(history)
+        .key(threads)
+        .arg(shared.config.history_ttl.as_millis() as u64)
+        .arg(thread.as_str())
+        .invoke_async(&mut command)
+        .await
+        .map_err(|e| {
+            let error = classify(&e);
+            shared.command_failed(&error);
+            error
+        })?;
+    parse_thread_history(value).ok_or_else(|| {
+        BackplaneError::Failed("unexpected reply to the thread catch-up script".into())
+    })
+}
+
+/// Snapshot writes a node has in flight at most; past it, a snapshot is dropped (a later one
+/// replaces it).
+const SNAPSHOTS_IN_FLIGHT: usize = 64;
+
+/// Stores a thread's snapshot, newer-wins, in the background: best effort.
+pub(crate) fn store_snapshot(
+    shared: &Arc<Shared>,
+    threads: String,
+    thread: &ThreadId,
+    snapshot: &ThreadSnapshot,
+) {
+    let (Some(mut command), Ok(runtime)) =
+        (shared.command(), tokio::runtime::Handle::try_current())
+    else {
+        return;
+    };
+    let in_flight = &shared.snapshots_in_flight;
+    if in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= SNAPSHOTS_IN_FLIGHT {
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        tracing::debug!(%thread, "backplane: too many snapshot writes in flight; one dropped");
+        return;
+    }
+    let (covers, blob) = (snapshot.covers.to_string(), snapshot_blob(snapshot));
+    let shared = shared.clone();
+    let thread = thread.clone();
+    runtime.spawn(async move {
+        let stored: Result<i64, _> = shared
+            .snapshot_script
+            .key(threads)
+            .arg(thread.as_str())
+            .arg(covers)
+            .arg(blob)
+            .arg(shared.config.history_ttl.as_millis() as u64)
+            .invoke_async(&mut command)
+            .await;
+        shared
+            .snapshots_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if let Err(error) = stored {
+            tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored");
+        }
+    });
 }
 
 async fn wait_subscribed(shared: &Shared, feed: &str) -> Result<(), BackplaneError> {

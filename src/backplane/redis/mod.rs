@@ -10,7 +10,9 @@
 //! |---|---|
 //! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t` |
 //! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran |
-//! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line |
+//! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
+//! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread |
+//! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
 //!
 //! User ids are only key material: they are never parsed back from a key (the node maps the
 //! feeds it listens to back to its users), so any string is a valid user id. Channel names
@@ -32,6 +34,16 @@
 //! 4. sets the history's time to live ([`RedisConfig::history_ttl`]) and the node's mark;
 //! 5. `PUBLISH`es the token and the finished frame, `head` + `id: <id>` + blank line, and
 //!    returns the id and the number of nodes that received it.
+//!
+//! A publish into a thread is stored even when no node listens; the script also counts the
+//! event in the thread (its ordinal, sent on the feed), adds the thread to the entry (field
+//! `h`), and for a thread's first event forgets the least recent threads beyond the maximum
+//! and stores an empty snapshot covering the ids before it (so that an older thread of the
+//! same name, forgotten, is not read back). Snapshots are stored by a second script, only if
+//! newer than the stored one and if the thread is still counted; a third reads a thread back
+//! (`HGET` of its count and snapshot, `XRANGE` after the snapshot's id, keeping the thread's
+//! entries), atomically, so that the read is complete exactly when the snapshot's ordinal plus
+//! the entries make the count. See the [backplane docs](super#threads).
 //!
 //! A history is created with a deleted marker entry, so that its `max-deleted-entry-id` is its
 //! creation: an id from before (an earlier history of the user, which expired, or a Redis that
@@ -80,13 +92,16 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
-use self::link::{read_history, run_connection};
+use self::link::{read_history, read_thread, run_connection, store_snapshot};
 use self::publisher::run_publisher;
 use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
-use self::wire::{disconnect_message, keys};
-use super::{Backplane, BackplaneError, BoxFuture, History, LocalChannels};
+use self::wire::{disconnect_message, keys, thread_keys};
+use super::{
+    Backplane, BackplaneError, BoxFuture, History, LocalChannels, ThreadHistory, ThreadSnapshot,
+};
 use crate::event_id::EventId;
 use crate::stats::Published;
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 mod config;
@@ -237,6 +252,52 @@ impl RedisBackplane {
         }
     }
 
+    /// Queues a publish (into `thread`, if any).
+    fn enqueue(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        head: Bytes,
+        thread: Option<&ThreadId>,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(BackplaneError::Closed)));
+        }
+        let keys = keys(&self.shared.config.prefix, channels.name(), user);
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            channels: channels.clone(),
+            user: user.clone(),
+            head,
+            history: keys.history,
+            marks: keys.marks,
+            feed: keys.feed,
+            thread: thread.map(|thread| {
+                let (threads, recency) =
+                    thread_keys(&self.shared.config.prefix, channels.name(), user);
+                Box::new((thread.clone(), threads, recency))
+            }),
+            counter: None,
+            reply: Some(reply),
+        };
+        match self.shared.queue.try_send(Queued::Publish(job)) {
+            Ok(()) => Box::pin(async move {
+                // The sender is dropped unanswered only when the backplane is dropped.
+                outcome.await.unwrap_or(Err(BackplaneError::Closed))
+            }),
+            Err(
+                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
+            ) => {
+                // Refused: delivered nowhere, so that it cannot overtake the publishes queued
+                // before it on this node's connections.
+                if let Queued::Publish(mut job) = queued {
+                    job.reply = None;
+                }
+                Box::pin(std::future::ready(Err(BackplaneError::Overloaded)))
+            }
+        }
+    }
+
     /// The backplane's state and counters.
     pub fn health(&self) -> BackplaneHealth {
         let shared = &self.shared;
@@ -287,6 +348,10 @@ impl Backplane for RedisBackplane {
                 user: user.clone(),
                 history: keys.history.into(),
                 marks: keys.marks.into(),
+                threads: {
+                    let (threads, recency) = thread_keys(&self.shared.config.prefix, channel, user);
+                    [threads.into(), recency.into()]
+                },
                 confirmed,
             },
         );
@@ -319,39 +384,48 @@ impl Backplane for RedisBackplane {
         user: &UserId,
         head: Bytes,
     ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
-        if self.shared.closed.load(Ordering::SeqCst) {
-            return Box::pin(std::future::ready(Err(BackplaneError::Closed)));
-        }
-        let keys = keys(&self.shared.config.prefix, channels.name(), user);
-        let (reply, outcome) = oneshot::channel();
-        let job = Job {
-            channels: channels.clone(),
-            user: user.clone(),
-            head,
-            history: keys.history,
-            marks: keys.marks,
-            feed: keys.feed,
-            counter: None,
-            reply: Some(reply),
-        };
-        match self.shared.queue.try_send(Queued::Publish(job)) {
-            Ok(()) => Box::pin(async move {
-                // The sender is dropped unanswered only when the backplane is dropped.
-                outcome.await.unwrap_or(Err(BackplaneError::Closed))
-            }),
-            Err(
-                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
-            ) => {
-                // Refused: delivered nowhere, so that it cannot overtake the publishes queued
-                // before it on this node's connections.
-                if let Queued::Publish(mut job) = queued {
-                    job.reply = None;
-                }
-                Box::pin(std::future::ready(Err(BackplaneError::Overloaded)))
-            }
-        }
+        self.enqueue(channels, user, head, None)
     }
 
+    fn supports_threads(&self) -> bool {
+        true
+    }
+
+    fn publish_in_thread(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        thread: &ThreadId,
+        head: Bytes,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        self.enqueue(channels, user, head, Some(thread))
+    }
+
+    fn catch_up_thread(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+    ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
+        let shared = self.shared.clone();
+        let keys = keys(&shared.config.prefix, channel, user);
+        let (threads, _) = thread_keys(&shared.config.prefix, channel, user);
+        let thread = thread.clone();
+        Box::pin(
+            async move { read_thread(&shared, &keys.history, &threads, &keys.feed, &thread).await },
+        )
+    }
+
+    fn store_thread_snapshot(
+        &self,
+        channel: &str,
+        user: &UserId,
+        thread: &ThreadId,
+        snapshot: ThreadSnapshot,
+    ) {
+        let (threads, _) = thread_keys(&self.shared.config.prefix, channel, user);
+        store_snapshot(&self.shared, threads, thread, &snapshot);
+    }
     fn catch_up(
         &self,
         channel: &str,

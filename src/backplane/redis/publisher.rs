@@ -156,11 +156,17 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
     pipe.ignore_errors();
     for job in batch {
         let keep = job.channels.history_len() as u64;
-        pipe.cmd("EVALSHA")
-            .arg(hash)
-            .arg(2)
-            .arg(&job.history)
-            .arg(&job.marks)
+        let command = pipe.cmd("EVALSHA").arg(hash);
+        match job.thread.as_deref() {
+            None => command.arg(2).arg(&job.history).arg(&job.marks),
+            Some((_, threads, recency)) => command
+                .arg(4)
+                .arg(&job.history)
+                .arg(&job.marks)
+                .arg(threads)
+                .arg(recency),
+        };
+        command
             .arg(&job.feed)
             .arg(&job.head[..])
             .arg(keep)
@@ -168,7 +174,13 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
             .arg(shared.config.history_ttl.as_millis() as u64)
             .arg(&shared.node)
             .arg(job.counter.unwrap_or(0))
-            .arg(job.channels.history_age().as_millis() as u64);
+            .arg(job.channels.history_age().as_millis() as u64)
+            .arg(
+                job.thread
+                    .as_deref()
+                    .map_or("", |(thread, _, _)| thread.as_str()),
+            )
+            .arg(job.channels.max_threads());
     }
     for _ in 0..2 {
         let results = match pipe

@@ -3,7 +3,7 @@
 //! what comes back from Redis (dispatch, kicks).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::backplane::redis::config::RedisConfig;
 use crate::backplane::redis::wire::{Message, parse_message};
 use crate::error::BackplaneError;
 use crate::stats::Published;
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 /// Publish tokens a node remembers having dispatched, so that an event sent twice (a retry
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) publish_script: Script,
     pub(crate) history_script: Script,
+    pub(crate) thread_script: Script,
+    pub(crate) snapshot_script: Script,
     /// This node's id in publish tokens: random per backplane.
     pub(crate) node: String,
     state: Mutex<State>,
@@ -63,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) publish_retries: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
+    /// Thread snapshots being written.
+    pub(crate) snapshots_in_flight: AtomicUsize,
     pub(crate) connected_gauge: metrics::Gauge,
 }
 
@@ -94,6 +99,8 @@ pub(crate) struct Wanted {
     pub(crate) user: UserId,
     pub(crate) history: Arc<str>,
     pub(crate) marks: Arc<str>,
+    /// The thread snapshots and the threads' recency.
+    pub(crate) threads: [Arc<str>; 2],
     /// Redis confirmed the `SUBSCRIBE` on the current connection.
     pub(crate) confirmed: bool,
 }
@@ -121,6 +128,9 @@ pub(crate) struct Job {
     pub(crate) history: String,
     pub(crate) marks: String,
     pub(crate) feed: String,
+    /// A publish into a thread: the thread, and its keys (snapshots, recency). Boxed: most
+    /// publishes have none, and the queue holds jobs by value.
+    pub(crate) thread: Option<Box<(ThreadId, String, String)>>,
     /// The node's publish counter, given when the publisher first takes the job (in queue
     /// order, which the marks in Redis rely on); kept across retries.
     pub(crate) counter: Option<u64>,
@@ -175,6 +185,8 @@ impl Shared {
             client,
             publish_script: Script::new(crate::backplane::redis::wire::PUBLISH_LUA),
             history_script: Script::new(crate::backplane::redis::wire::HISTORY_LUA),
+            thread_script: Script::new(&crate::backplane::redis::wire::thread_lua()),
+            snapshot_script: Script::new(&crate::backplane::redis::wire::snapshot_lua()),
             node: format!("{:016x}", fastrand::u64(..)),
             state: Mutex::new(State {
                 wanted: HashMap::new(),
@@ -199,6 +211,7 @@ impl Shared {
             publish_retries: AtomicU64::new(0),
             received: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
+            snapshots_in_flight: AtomicUsize::new(0),
             connected_gauge: metrics::gauge!(crate::metrics::BACKPLANE_CONNECTED),
         }
     }
@@ -263,7 +276,12 @@ impl Shared {
     /// A publish that surely did not reach Redis: delivered locally without an id, counted.
     pub(crate) fn failed(&self, job: &mut Job, error: BackplaneError) {
         self.publish_failures.fetch_add(1, Ordering::Relaxed);
-        job.channels.deliver_local_only(&job.user, &job.head);
+        match job.thread.as_deref() {
+            None => job.channels.deliver_local_only(&job.user, &job.head),
+            Some((thread, _, _)) => job
+                .channels
+                .deliver_local_only_in_thread(&job.user, &job.head, thread),
+        };
         job.answer(Err(error));
     }
 
@@ -294,19 +312,29 @@ impl Shared {
                     tracing::debug!(%user, ended, local, "backplane: disconnect_user");
                     return;
                 }
-                Message::Event { token, frame } => {
+                Message::Event {
+                    token,
+                    frame,
+                    thread,
+                } => {
                     if !state.remember(Bytes::copy_from_slice(&token)) {
                         drop(state);
                         self.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%feed, "backplane: an event sent twice was dropped");
                         return;
                     }
-                    (sinks, user, frame)
+                    (sinks, user, (frame, thread))
                 }
             }
         };
+        let (frame, thread) = frame;
         for sink in sinks.iter() {
-            sink.deliver(&user, frame.clone());
+            match &thread {
+                None => sink.deliver(&user, frame.clone()),
+                Some((thread, ordinal)) => {
+                    sink.deliver_in_thread(&user, frame.clone(), thread, *ordinal)
+                }
+            };
         }
     }
 

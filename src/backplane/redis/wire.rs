@@ -13,9 +13,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redis::Value;
 
-use crate::backplane::History;
+use crate::backplane::{History, ThreadHistory, ThreadSnapshot};
 use crate::event_id::EventId;
 use crate::stats::{Delivery, Published};
+use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 /// The oldest Redis that keeps the guarantees: 7.0 added the stream's `max-deleted-entry-id`,
@@ -28,11 +29,14 @@ pub(crate) const BATCH: usize = 256;
 /// The publish script; see the [module docs](super#publishing).
 ///
 /// `KEYS`: the history, the publish marks (a hash: node → the last publish counter of that node
-/// that ran). `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms (0: none).
+/// that ran), and for a publish into a thread the thread snapshots (a hash) and the threads'
+/// recency (a sorted set). `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms
+/// (0: none), thread (`''`: none), max threads.
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
 /// already run (a retry; `id` is `''` if the history no longer holds it).
 pub(crate) const PUBLISH_LUA: &str = r"
 local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
+local thread = ARGV[9]
 local token = node .. ':' .. ARGV[7]
 local seen = redis.call('HGET', KEYS[2], node)
 if seen and tonumber(seen) >= counter then
@@ -45,11 +49,33 @@ if seen and tonumber(seen) >= counter then
 end
 local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  if nodes == 0 then return false end
+  if nodes == 0 and thread == '' then return false end
   local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
   redis.call('XDEL', KEYS[1], marker)
 end
-local id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token)
+local id, ordinal
+if thread == '' then
+  id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token)
+else
+  ordinal = redis.call('HINCRBY', KEYS[3], 'n:' .. thread, 1)
+  id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token, 'h', thread)
+  if ordinal == 1 then
+    local max = tonumber(ARGV[10])
+    local count = redis.call('ZCARD', KEYS[4])
+    if count >= max then
+      local gone = redis.call('ZPOPMIN', KEYS[4], count - max + 1)
+      for i = 1, #gone, 2 do redis.call('HDEL', KEYS[3], 'n:' .. gone[i], 's:' .. gone[i]) end
+    end
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    local before
+    if seq == '0' then before = string.format('%d-18446744073709551615', tonumber(ms) - 1)
+    else before = ms .. '-' .. string.format('%d', tonumber(seq) - 1) end
+    redis.call('HSET', KEYS[3], 's:' .. thread, before .. ' 0\n')
+  end
+  redis.call('ZADD', KEYS[4], tonumber(string.match(id, '^(%d+)-')), thread)
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+end
 local keep = tonumber(ARGV[3])
 local len = redis.call('XLEN', KEYS[1])
 if len > keep + tonumber(ARGV[4]) then
@@ -75,9 +101,91 @@ if redis.call('HLEN', KEYS[2]) > 64 then redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[2], node, ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', feed, token .. '\n' .. ARGV[2] .. 'id: ' .. id .. '\n\n')
+local meta = '\n'
+if thread ~= '' then meta = ' ' .. ordinal .. ' ' .. #thread .. '\n' .. thread end
+redis.call('PUBLISH', feed, token .. meta .. ARGV[2] .. 'id: ' .. id .. '\n\n')
 return {id, nodes}
 ";
+
+/// Compares two stream ids in Lua (as numbers of any length, written in decimal).
+const CMPID_LUA: &str = r"
+local function cmpnum(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmpid(x, y)
+  local xm, xs = string.match(x, '^(%d+)-(%d+)$')
+  local ym, ys = string.match(y, '^(%d+)-(%d+)$')
+  local c = cmpnum(xm, ym)
+  if c ~= 0 then return c end
+  return cmpnum(xs, ys)
+end
+";
+
+/// The thread catch-up script: creates the history if needed (as the catch-up script does),
+/// refreshes its time to live, and returns `{last-generated-id, count, snapshot, events}`:
+/// the number of events ever published into the thread, its snapshot (`''`: none), and the
+/// thread's entries after the snapshot's id, as `{id, head}`.
+///
+/// `KEYS`: the history, the thread snapshots. `ARGV`: ttl ms, thread. Reads at most the whole
+/// history (bounded by the publish script's trimming).
+pub(crate) fn thread_lua() -> String {
+    format!(
+        "{CMPID_LUA}{}",
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
+  redis.call('XDEL', KEYS[1], marker)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+local thread = ARGV[2]
+local count = tonumber(redis.call('HGET', KEYS[2], 'n:' .. thread) or '0')
+local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
+local from = '-'
+if snapshot then
+  local covers = string.match(snapshot, '^(%S+)')
+  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}} end
+  from = '(' .. covers
+end
+local entries = redis.call('XRANGE', KEYS[1], from, '+')
+local mine = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 5, #fields, 2 do
+    if fields[i] == 'h' and fields[i + 1] == thread then
+      mine[#mine + 1] = {entry[1], fields[2]}
+      break
+    end
+  end
+end
+return {last, count, snapshot or '', mine}
+"
+    )
+}
+
+/// The snapshot script: stores a thread's snapshot if the thread is known (a publish counted
+/// it) and the snapshot is newer than the one stored. `KEYS`: the thread snapshots. `ARGV`:
+/// thread, the id it covers, the snapshot (`<id> <count>\n<opening>`), ttl ms. Returns 1 if
+/// stored, 0 if not.
+pub(crate) fn snapshot_lua() -> String {
+    format!(
+        "{CMPID_LUA}{}",
+        r"
+if redis.call('HEXISTS', KEYS[1], 'n:' .. ARGV[1]) == 0 then return 0 end
+local current = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])
+if current and cmpid(string.match(current, '^(%S+)'), ARGV[2]) >= 0 then return 0 end
+redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"
+    )
+}
 
 /// The catch-up script: creates the history if needed (with its deleted marker), refreshes its
 /// time to live, and returns `{last-generated-id, resumable-after, events}`.
@@ -148,11 +256,44 @@ pub(crate) fn keys(prefix: &str, channel: &str, user: &UserId) -> Keys {
     }
 }
 
+/// The thread keys of a (channel, user): the thread snapshots (a hash: `s:<thread>` → the
+/// snapshot, `n:<thread>` → the events published into it) and the threads' recency (a sorted
+/// set: thread → the time of its last event, in ms).
+pub(crate) fn thread_keys(prefix: &str, channel: &str, user: &UserId) -> (String, String) {
+    (
+        format!("{prefix}:threads:{channel}:{user}"),
+        format!("{prefix}:thread-age:{channel}:{user}"),
+    )
+}
+
+/// A thread snapshot as stored: `<covers> <count>\n` and the opening.
+pub(crate) fn snapshot_blob(snapshot: &ThreadSnapshot) -> Vec<u8> {
+    let mut blob = format!("{} {}\n", snapshot.covers, snapshot.count).into_bytes();
+    blob.extend_from_slice(&snapshot.opening);
+    blob
+}
+
+fn parse_snapshot(blob: &[u8]) -> Option<ThreadSnapshot> {
+    let newline = memchr::memchr(b'\n', blob)?;
+    let first = std::str::from_utf8(&blob[..newline]).ok()?;
+    let (covers, count) = first.split_once(' ')?;
+    Some(ThreadSnapshot {
+        covers: EventId::parse(covers)?,
+        count: count.parse().ok()?,
+        opening: Bytes::copy_from_slice(&blob[newline + 1..]),
+    })
+}
+
 /// What came on a feed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Message {
-    /// An event: the publish token (`node:counter`) and the finished frame.
-    Event { token: Bytes, frame: Bytes },
+    /// An event: the publish token (`node:counter`), the finished frame, and the thread it was
+    /// published into with its ordinal there, if any.
+    Event {
+        token: Bytes,
+        frame: Bytes,
+        thread: Option<(ThreadId, u64)>,
+    },
     /// `disconnect_user` on another node: end the local streams of the user.
     Disconnect { origin: Bytes },
 }
@@ -169,9 +310,24 @@ pub(crate) fn parse_message(payload: Bytes) -> Option<Message> {
         let origin = first.slice_ref(origin);
         return Some(Message::Disconnect { origin });
     }
+    // `token` alone, or `token ordinal length` followed by the thread's name.
+    let Some(space) = memchr::memchr(b' ', &first) else {
+        return Some(Message::Event {
+            token: first,
+            frame: payload.slice(newline + 1..),
+            thread: None,
+        });
+    };
+    let meta = std::str::from_utf8(&first[space + 1..]).ok()?;
+    let (ordinal, len) = meta.split_once(' ')?;
+    let (ordinal, len): (u64, usize) = (ordinal.parse().ok()?, len.parse().ok()?);
+    let start = newline + 1;
+    let name = payload.get(start..start.checked_add(len)?)?;
+    let thread = ThreadId::from_bytes(name).ok()?;
     Some(Message::Event {
-        token: first,
-        frame: payload.slice(newline + 1..),
+        token: first.slice(..space),
+        frame: payload.slice(start + len..),
+        thread: Some((thread, ordinal)),
     })
 }
 
@@ -226,8 +382,16 @@ pub(crate) fn parse_history(value: Value) -> Option<History> {
         let [id, Value::Array(fields)] = <[Value; 2]>::try_from(entry).ok()? else {
             return None;
         };
-        let Some(Value::BulkString(head)) = fields.into_iter().nth(1) else {
+        // `f` head `t` token, and `h` thread for an event published into one.
+        let mut fields = fields.into_iter();
+        let Some(Value::BulkString(head)) = fields.nth(1) else {
             return None;
+        };
+        let thread = match (fields.nth(2), fields.next()) {
+            (Some(Value::BulkString(key)), Some(Value::BulkString(name))) if key == b"h" => {
+                Some(ThreadId::from_bytes(&name).ok()?)
+            }
+            _ => None,
         };
         let Value::BulkString(id_text) = &id else {
             return None;
@@ -237,11 +401,57 @@ pub(crate) fn parse_history(value: Value) -> Option<History> {
         frame.extend_from_slice(b"id: ");
         frame.extend_from_slice(id_text);
         frame.extend_from_slice(b"\n\n");
-        events.push((parse_id(&id)?, Bytes::from(frame)));
+        events.push((parse_id(&id)?, Bytes::from(frame), thread));
     }
     Some(History {
         last_id: parse_id(&last)?,
         deleted_through: parse_id(&deleted)?,
+        events,
+    })
+}
+
+/// A `{id, head}` entry as a finished frame.
+fn entry_frame(id: &Value, head: Vec<u8>) -> Option<(EventId, Bytes)> {
+    let Value::BulkString(id_text) = id else {
+        return None;
+    };
+    let mut frame = head;
+    frame.reserve_exact(id_text.len() + 6);
+    frame.extend_from_slice(b"id: ");
+    frame.extend_from_slice(id_text);
+    frame.extend_from_slice(b"\n\n");
+    Some((parse_id(id)?, Bytes::from(frame)))
+}
+
+/// The thread catch-up script's reply.
+pub(crate) fn parse_thread_history(value: Value) -> Option<ThreadHistory> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    let [last, Value::Int(count), snapshot, Value::Array(entries)] =
+        <[Value; 4]>::try_from(items).ok()?
+    else {
+        return None;
+    };
+    let snapshot = match snapshot {
+        Value::BulkString(blob) if blob.is_empty() => None,
+        Value::BulkString(blob) => Some(parse_snapshot(&blob)?),
+        _ => return None,
+    };
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(entry) = entry else {
+            return None;
+        };
+        let [id, Value::BulkString(head)] = <[Value; 2]>::try_from(entry).ok()? else {
+            return None;
+        };
+        events.push(entry_frame(&id, head)?);
+    }
+    Some(ThreadHistory {
+        last_id: parse_id(&last)?,
+        count: u64::try_from(count).ok()?,
+        snapshot,
         events,
     })
 }
@@ -336,6 +546,7 @@ mod tests {
             history.events[0].1,
             Bytes::from_static(b"data: 1\nid: 7-0\n\n")
         );
+        assert_eq!(history.events[0].2, None);
         assert!(parse_history(Value::Array(vec![bulk("7-0")])).is_none());
     }
 
@@ -346,9 +557,21 @@ mod tests {
             message,
             Message::Event {
                 token: Bytes::from_static(b"ab:3"),
-                frame: Bytes::from_static(b"data: x\nid: 1-0\n\n")
+                frame: Bytes::from_static(b"data: x\nid: 1-0\n\n"),
+                thread: None,
             }
         );
+        let message =
+            parse_message(Bytes::from_static(b"ab:4 7 5\nt 1\n2data: x\nid: 1-1\n\n")).unwrap();
+        assert_eq!(
+            message,
+            Message::Event {
+                token: Bytes::from_static(b"ab:4"),
+                frame: Bytes::from_static(b"data: x\nid: 1-1\n\n"),
+                thread: Some((ThreadId::new("t 1\n2").unwrap(), 7)),
+            }
+        );
+        assert_eq!(parse_message(Bytes::from_static(b"ab:4 7 99\nshort")), None);
         let message = parse_message(Bytes::from(disconnect_message("n1"))).unwrap();
         assert_eq!(
             message,

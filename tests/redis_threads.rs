@@ -1,0 +1,512 @@
+//! Threads across nodes, against a real `redis-server`: a run published on one node, partly
+//! before anyone connects anywhere, opens on any other node exactly as it opens on a single
+//! node (the same AG-UI events), and the live tail follows the opening with no gap and no
+//! duplicate, even while the run is being published.
+//!
+//! Every test starts its own `redis-server` on a free loopback port and its own nodes (hubs with
+//! their own backplane connections). The history is kept short (`replay_events`), so that a late
+//! join can only rebuild the run from the thread's snapshot in Redis.
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sse_hub::backplane::{RedisBackplane, RedisConfig};
+use sse_hub::run_state::{RunStates, ThreadRun};
+use sse_hub::{Broadcaster, Config, Frame, FrameKind, Subscription, ThreadId, UserId};
+use tokio::time::timeout;
+
+#[path = "support/backplane.rs"]
+mod support;
+
+use support::{FaultProxy, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Hub = Broadcaster<Value>;
+
+/// A config that folds AG-UI runs per thread, with a short history: 32 events.
+fn config() -> Config {
+    let mut config = Config::named("agui");
+    config.replay_events = 32;
+    config.threads.state = Some(Arc::new(RunStates::default()));
+    config
+}
+
+struct Node {
+    hub: Hub,
+    backplane: RedisBackplane,
+}
+
+impl Node {
+    async fn start(redis: &RedisServer) -> Self {
+        Self::with_url(redis.url()).await
+    }
+
+    async fn with_url(url: String) -> Self {
+        let mut settings = RedisConfig::new(url);
+        settings.reconnect_min = Duration::from_millis(20);
+        settings.reconnect_max = Duration::from_millis(200);
+        settings.command_timeout = Duration::from_secs(2);
+        let backplane = RedisBackplane::new(settings).expect("backplane");
+        assert!(
+            backplane.wait_connected(WAIT).await,
+            "the backplane connects"
+        );
+        let hub = Broadcaster::with_backplane(config(), Arc::new(backplane.clone()));
+        Self { hub, backplane }
+    }
+
+    async fn publish(&self, user: &UserId, thread: &ThreadId, event: &Value) {
+        let published = self
+            .hub
+            .broadcast_in_thread_async(user, thread, event)
+            .await
+            .expect("publish into the thread");
+        assert!(published.id.is_some(), "a thread event is always stored");
+    }
+}
+
+/// The single-node reference: the same events, folded by a hub without a backplane.
+fn single() -> Hub {
+    Broadcaster::new(config())
+}
+
+fn thread() -> ThreadId {
+    ThreadId::new("thread-1").unwrap()
+}
+
+fn run_started() -> Value {
+    json!({"type": "RUN_STARTED", "threadId": "thread-1", "runId": "run-1",
+           "input": {"threadId": "thread-1", "runId": "run-1", "state": {},
+                     "messages": [{"id": "u1", "role": "user", "content": "hello"}],
+                     "tools": [], "context": [], "forwardedProps": {}}})
+}
+
+fn delta(n: usize) -> Value {
+    json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m1", "delta": format!("{n},")})
+}
+
+/// The events of a run: a start, a step, some state, a message of `deltas` deltas (the
+/// `n`-th is `"{n},"`), then its end and the run's end.
+fn run(deltas: usize) -> Vec<Value> {
+    let mut events = vec![
+        run_started(),
+        json!({"type": "STEP_STARTED", "stepName": "answer"}),
+        json!({"type": "STATE_SNAPSHOT", "snapshot": {"progress": 0}}),
+        json!({"type": "TEXT_MESSAGE_START", "messageId": "m1", "role": "assistant"}),
+    ];
+    for n in 0..deltas {
+        events.push(delta(n));
+        if n % 25 == 24 {
+            events.push(json!({"type": "STATE_DELTA",
+                "delta": [{"op": "replace", "path": "/progress", "value": n}]}));
+        }
+    }
+    events.push(json!({"type": "TEXT_MESSAGE_END", "messageId": "m1"}));
+    events.push(json!({"type": "STEP_FINISHED", "stepName": "answer"}));
+    events.push(json!({"type": "RUN_FINISHED", "threadId": "thread-1", "runId": "run-1"}));
+    events
+}
+
+/// The JSON of every `data:` line of a frame (an opening holds several).
+fn datas(frame: &Frame) -> Vec<Value> {
+    std::str::from_utf8(frame.bytes())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+async fn next<E>(sub: &mut Subscription<E>) -> Frame {
+    timeout(WAIT, sub.next())
+        .await
+        .expect("a frame in time")
+        .expect("the stream goes on")
+}
+
+/// A thread subscription's opening: its first frame.
+async fn opening<E>(sub: &mut Subscription<E>) -> Vec<Value> {
+    let frame = next(sub).await;
+    assert_eq!(frame.kind(), FrameKind::Opening, "a thread stream opens");
+    datas(&frame)
+}
+
+/// A single node's opening now.
+async fn single_opening(hub: &Hub, user: &UserId) -> Vec<Value> {
+    let mut sub = hub.subscribe_in_thread(user, &thread(), None).unwrap();
+    opening(&mut sub).await
+}
+
+/// The text of `m1` a client holds after `events`: the opening's snapshot, then the deltas.
+fn text_of(events: &[Value]) -> String {
+    let mut text = String::new();
+    for event in events {
+        match event["type"].as_str().unwrap() {
+            "MESSAGES_SNAPSHOT" => {
+                if let Some(m) = event["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["id"] == "m1")
+                {
+                    text = m["content"].as_str().unwrap_or_default().to_owned();
+                }
+            }
+            "TEXT_MESSAGE_CONTENT" => text.push_str(event["delta"].as_str().unwrap()),
+            _ => {}
+        }
+    }
+    text
+}
+
+fn full_text(deltas: usize) -> String {
+    (0..deltas).map(|n| format!("{n},")).collect()
+}
+
+/// Waits until `node` has written a snapshot of the thread covering its `ordinal`-th event.
+async fn wait_snapshot(redis: &RedisServer, user: &str, ordinal: u64) {
+    let mut connection = redis.connection().await;
+    let key = format!("sse-hub:threads:agui:{user}");
+    let waited = timeout(WAIT, async {
+        loop {
+            let snapshot: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("s:thread-1")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            let count = snapshot
+                .as_deref()
+                .and_then(|s| s.lines().next())
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            if count >= ordinal {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "no snapshot covering event {ordinal}");
+}
+
+/// The opening a snapshot holds folds back into the same state: what a node that reads the
+/// thread back from Redis relies on. Checked at every point of a run with every kind of open
+/// entity.
+#[test]
+fn an_opening_folds_back_into_the_same_state() {
+    let mut events = run(60);
+    // A tool call and reasoning open in the middle, closed before the end.
+    events.splice(
+        10..10,
+        [
+            json!({"type": "REASONING_START", "messageId": "r1"}),
+            json!({"type": "REASONING_MESSAGE_START", "messageId": "r1", "role": "reasoning"}),
+            json!({"type": "REASONING_MESSAGE_CONTENT", "messageId": "r1", "delta": "hmm"}),
+            json!({"type": "TOOL_CALL_START", "toolCallId": "c1", "toolCallName": "search",
+                   "parentMessageId": "m1"}),
+            json!({"type": "TOOL_CALL_ARGS", "toolCallId": "c1", "delta": "{\"q\":"}),
+        ],
+    );
+    events.splice(
+        30..30,
+        [
+            json!({"type": "TOOL_CALL_ARGS", "toolCallId": "c1", "delta": "\"x\"}"}),
+            json!({"type": "TOOL_CALL_END", "toolCallId": "c1"}),
+            json!({"type": "REASONING_MESSAGE_END", "messageId": "r1"}),
+            json!({"type": "REASONING_END", "messageId": "r1"}),
+        ],
+    );
+    let mut original = ThreadRun::default();
+    for (i, event) in events.iter().enumerate() {
+        assert!(
+            original.fold(event.to_string().as_bytes()).folded(),
+            "{event}"
+        );
+        let opening = original.opening();
+        let mut refolded = ThreadRun::default();
+        for data in opening.events() {
+            refolded.fold(data);
+        }
+        assert_eq!(refolded.opening(), opening, "after event {i}");
+        // And the rest of the run folds the same into both.
+        let (mut a, mut b) = (original.clone(), refolded);
+        for later in &events[i + 1..] {
+            a.fold(later.to_string().as_bytes());
+            b.fold(later.to_string().as_bytes());
+        }
+        assert_eq!(
+            a.opening(),
+            b.opening(),
+            "the rest of the run after event {i}"
+        );
+    }
+}
+
+/// A run published on node A before anyone connects anywhere, longer than the history: a late
+/// join on node B mid-answer opens exactly as on a single node, then gets the live tail; the
+/// client then moves back to node A and opens the same there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_late_join_on_another_node_opens_as_on_a_single_node() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(150);
+    let (before, after) = events.split_at(120);
+    for event in before {
+        a.publish(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    // Far more than the history holds: only a snapshot can rebuild the run.
+    wait_snapshot(&redis, "alice", 90).await;
+
+    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let opened = opening(&mut on_b).await;
+    assert_eq!(opened, single_opening(&reference, &alice).await);
+    assert_eq!(opened[0]["type"], "RUN_STARTED");
+    assert_eq!(text_of(&opened), text_of(before), "the answer so far");
+
+    for event in &after[..10] {
+        a.publish(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    let mut tail = Vec::new();
+    for _ in 0..10 {
+        tail.extend(datas(&next(&mut on_b).await));
+    }
+    assert_eq!(
+        tail,
+        after[..10].to_vec(),
+        "the live tail, no gap, no duplicate"
+    );
+    drop(on_b);
+
+    // The client moves to node A (and again to B): the same opening as a single node's, once
+    // the node's feed delivered the last event (a publish is confirmed when Redis ran it, and
+    // reaches the nodes' feeds a moment later; an opening taken before is followed by it).
+    let expected = single_opening(&reference, &alice).await;
+    for node in [&a, &b] {
+        let moved = timeout(WAIT, async {
+            loop {
+                let mut moved = node
+                    .hub
+                    .subscribe_in_thread(&alice, &thread(), None)
+                    .unwrap();
+                let opened = opening(&mut moved).await;
+                if opened == expected {
+                    return;
+                }
+                assert_eq!(opened.len(), expected.len(), "{opened:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            moved.is_ok(),
+            "the node's opening never matched a single node's"
+        );
+    }
+    for node in [&a, &b] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0);
+    }
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// Joins on both nodes while the run is being published: each client's opening plus its live
+/// tail rebuild the whole answer, with no delta missing and none twice, and every client sees
+/// the run end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn joins_during_concurrent_publishing_have_no_gap_and_no_duplicate_at_the_seam() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let alice = UserId::from("alice");
+    const DELTAS: usize = 400;
+    let events = run(DELTAS);
+    let publisher = {
+        let hub = a.hub.clone();
+        let alice = alice.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            for (i, event) in events.iter().enumerate() {
+                hub.broadcast_in_thread_async(&alice, &thread(), event)
+                    .await
+                    .expect("publish");
+                if i % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    // Clients join on either node, at different points of the run.
+    let mut readers = Vec::new();
+    for k in 0..8 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let hub = if k % 2 == 0 {
+            b.hub.clone()
+        } else {
+            a.hub.clone()
+        };
+        let alice = alice.clone();
+        readers.push(tokio::spawn(async move {
+            let mut sub = hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+            let mut seen = Vec::new();
+            loop {
+                let frame = next(&mut sub).await;
+                assert!(
+                    matches!(frame.kind(), FrameKind::Opening | FrameKind::Event(_)),
+                    "only the opening and events: {frame:?}"
+                );
+                let events = datas(&frame);
+                let done = events.iter().any(|e| e["type"] == "RUN_FINISHED");
+                seen.extend(events);
+                if done {
+                    return seen;
+                }
+            }
+        }));
+    }
+    publisher.await.unwrap();
+    for (k, reader) in readers.into_iter().enumerate() {
+        let seen = timeout(WAIT, reader)
+            .await
+            .expect("the reader ends")
+            .unwrap();
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "client {k}");
+        assert_eq!(text_of(&seen), full_text(DELTAS), "client {k}");
+        let ends = seen.iter().filter(|e| e["type"] == "RUN_FINISHED").count();
+        assert_eq!(ends, 1, "client {k}");
+    }
+    for node in [&a, &b] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0);
+    }
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// A publish into a thread is kept even when no node serves the user, and a thread
+/// subscription without a state resumes by id on another node, replaying only its thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_publish_with_a_backplane_is_kept_and_its_id_resumes_on_any_node() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let bob = UserId::from("bob");
+    // Without a thread state, a thread subscription resumes by id, replaying only its thread.
+    let mut plain = Config::named("plain");
+    plain.replay_events = 64;
+    let plain_a: Hub = Broadcaster::with_backplane(plain.clone(), Arc::new(a.backplane.clone()));
+    let plain_b: Hub = Broadcaster::with_backplane(plain, Arc::new(b.backplane.clone()));
+    let (t1, t2) = (ThreadId::new("t1").unwrap(), ThreadId::new("t2").unwrap());
+    let first = plain_a
+        .broadcast_in_thread_async(&bob, &t1, &json!({"n": 0}))
+        .await
+        .unwrap()
+        .id
+        .expect("kept with nobody connected");
+    for n in 1..20 {
+        let t = if n % 2 == 0 { &t1 } else { &t2 };
+        plain_a
+            .broadcast_in_thread_async(&bob, t, &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    let mut resumed = plain_b
+        .subscribe_in_thread(&bob, &t1, Some(&first.to_string()))
+        .unwrap();
+    let mut replayed = Vec::new();
+    for _ in 0..9 {
+        replayed.push(datas(&next(&mut resumed).await)[0]["n"].as_u64().unwrap());
+    }
+    assert_eq!(replayed, (2..20).step_by(2).collect::<Vec<u64>>());
+    plain_a
+        .broadcast_in_thread_async(&bob, &t2, &json!({"n": 20}))
+        .await
+        .unwrap();
+    plain_a
+        .broadcast_in_thread_async(&bob, &t1, &json!({"n": 21}))
+        .await
+        .unwrap();
+    assert_eq!(
+        datas(&next(&mut resumed).await)[0]["n"],
+        21,
+        "live, t1 only"
+    );
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// A node whose feed was interrupted missed events: it must not open from the state it had.
+/// Its thread streams end, and the next connection reads the thread back: the same opening as
+/// a single node's, with nothing published after the reconnect to reveal the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_node_whose_feed_broke_reads_the_thread_back() {
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = Node::start(&redis).await;
+    let b = Node::with_url(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(100);
+    let publish = |range: std::ops::Range<usize>| {
+        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
+        async move {
+            for event in &events[range] {
+                a.publish(alice, &thread(), event).await;
+                reference
+                    .broadcast_in_thread(alice, &thread(), event)
+                    .unwrap();
+            }
+        }
+    };
+    publish(0..40).await;
+    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let mut seen = opening(&mut on_b).await;
+    publish(40..50).await;
+    while text_of(&seen) != text_of(&events[..50]) {
+        seen.extend(datas(&next(&mut on_b).await));
+    }
+    // B loses its connections, and cannot reconnect until A published the rest.
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    publish(50..80).await;
+    proxy.set(support::Fault::None);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(b.backplane.wait_connected(WAIT).await, "B reconnects");
+    // B's thread stream ends (what it missed is only in Redis)...
+    let ended = timeout(WAIT, async {
+        loop {
+            match on_b.next().await {
+                None => return,
+                Some(frame) => assert!(
+                    !datas(&frame)
+                        .iter()
+                        .any(|e| e["delta"].as_str().is_some_and(|d| d.starts_with("46,"))),
+                    "nothing is delivered twice"
+                ),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the thread stream ends after the reconnect");
+    // ...and a new connection opens with the run as a single node has it.
+    let expected = single_opening(&reference, &alice).await;
+    let mut again = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    assert_eq!(opening(&mut again).await, expected);
+    assert_eq!(b.hub.stats().thread_states_unknown, 0);
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
