@@ -28,6 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::FrameError;
+use crate::event_id::EventId;
 
 /// A frame to encode: any combination of comment, `event`, `id`, `retry` and `data`.
 ///
@@ -166,6 +167,17 @@ fn write_data_line(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(line);
     out.push(b'\n');
+}
+
+/// The id on a finished frame's last line, `id: <id>`, if it has one.
+pub(crate) fn frame_id(frame: &[u8]) -> Option<EventId> {
+    let body = frame.strip_suffix(b"\n\n")?;
+    let start = body
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let id = body[start..].strip_prefix(b"id: ")?;
+    EventId::parse(std::str::from_utf8(id).ok()?)
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ use crate::user_id::UserId;
 
 mod remote;
 
-pub(crate) use remote::{Remote, frame_id};
+pub(crate) use remote::Remote;
 
 /// One connection's stream of [`Frame`]s for a user. See the [module docs](self).
 ///

@@ -14,17 +14,7 @@ use crate::frame::Frame;
 use crate::reason::ResetReason;
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
-
-/// The id on a finished frame's last line, `id: <id>`, if it has one.
-pub(crate) fn frame_id(frame: &[u8]) -> Option<EventId> {
-    let body = frame.strip_suffix(b"\n\n")?;
-    let start = body
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |at| at + 1);
-    let id = body[start..].strip_prefix(b"id: ")?;
-    EventId::parse(std::str::from_utf8(id).ok()?)
-}
+use crate::wire::frame_id;
 
 /// What a subscription learnt when it caught up with the backplane.
 pub(crate) struct CaughtUp {

@@ -108,6 +108,7 @@ mod config;
 mod link;
 mod publisher;
 mod state;
+mod scripts;
 mod wire;
 
 pub use self::config::RedisConfig;

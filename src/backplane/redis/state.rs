@@ -183,10 +183,10 @@ impl Shared {
         Self {
             config,
             client,
-            publish_script: Script::new(crate::backplane::redis::wire::PUBLISH_LUA),
-            history_script: Script::new(crate::backplane::redis::wire::HISTORY_LUA),
-            thread_script: Script::new(&crate::backplane::redis::wire::thread_lua()),
-            snapshot_script: Script::new(&crate::backplane::redis::wire::snapshot_lua()),
+            publish_script: Script::new(crate::backplane::redis::scripts::PUBLISH_LUA),
+            history_script: Script::new(crate::backplane::redis::scripts::HISTORY_LUA),
+            thread_script: Script::new(&crate::backplane::redis::scripts::thread_lua()),
+            snapshot_script: Script::new(&crate::backplane::redis::scripts::snapshot_lua()),
             node: format!("{:016x}", fastrand::u64(..)),
             state: Mutex::new(State {
                 wanted: HashMap::new(),

@@ -1,0 +1,217 @@
+//! The Lua scripts the Redis backplane runs: publish (idempotent, bounded history), the
+//! catch-up read, and the thread snapshots. Text only; `wire` parses their replies.
+
+/// The publish script; see the [module docs](super#publishing).
+///
+/// `KEYS`: the history, the publish marks (a hash: node → the last publish counter of that node
+/// that ran), and for a publish into a thread the thread snapshots (a hash) and the threads'
+/// recency (a sorted set). `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms
+/// (0: none), thread (`''`: none), max threads.
+/// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
+/// already run (a retry; `id` is `''` if the history no longer holds it).
+pub(crate) const PUBLISH_LUA: &str = r"
+local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
+local thread = ARGV[9]
+local token = node .. ':' .. ARGV[7]
+local seen = redis.call('HGET', KEYS[2], node)
+if seen and tonumber(seen) >= counter then
+  local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', tonumber(ARGV[3]) + tonumber(ARGV[4]))
+  local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
+  for _, entry in ipairs(recent) do
+    if entry[2][4] == token then return {entry[1], nodes, 1} end
+  end
+  return {'', nodes, 1}
+end
+local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if nodes == 0 and thread == '' then return false end
+  local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
+  redis.call('XDEL', KEYS[1], marker)
+end
+local id, ordinal
+if thread == '' then
+  id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token)
+else
+  ordinal = redis.call('HINCRBY', KEYS[3], 'n:' .. thread, 1)
+  id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token, 'h', thread)
+  if ordinal == 1 then
+    local max = tonumber(ARGV[10])
+    local count = redis.call('ZCARD', KEYS[4])
+    if count >= max then
+      local gone = redis.call('ZPOPMIN', KEYS[4], count - max + 1)
+      for i = 1, #gone, 2 do redis.call('HDEL', KEYS[3], 'n:' .. gone[i], 's:' .. gone[i]) end
+    end
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    local before
+    if seq == '0' then before = string.format('%d-18446744073709551615', tonumber(ms) - 1)
+    else before = ms .. '-' .. string.format('%d', tonumber(seq) - 1) end
+    redis.call('HSET', KEYS[3], 's:' .. thread, before .. ' 0\n')
+  end
+  redis.call('ZADD', KEYS[4], tonumber(string.match(id, '^(%d+)-')), thread)
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+end
+local keep = tonumber(ARGV[3])
+local len = redis.call('XLEN', KEYS[1])
+if len > keep + tonumber(ARGV[4]) then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - keep)
+  local ids = {}
+  for i, entry in ipairs(old) do ids[i] = entry[1] end
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+local age = tonumber(ARGV[8])
+if age > 0 then
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
+  if cutoff > 0 then
+    local old = redis.call('XRANGE', KEYS[1], '-', string.format('(%d-0', cutoff), 'COUNT', 256)
+    if #old > 0 then
+      local ids = {}
+      for i, entry in ipairs(old) do ids[i] = entry[1] end
+      redis.call('XDEL', KEYS[1], unpack(ids))
+    end
+  end
+end
+if redis.call('HLEN', KEYS[2]) > 64 then redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[2], node, ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+local meta = '\n'
+if thread ~= '' then meta = ' ' .. ordinal .. ' ' .. #thread .. '\n' .. thread end
+redis.call('PUBLISH', feed, token .. meta .. ARGV[2] .. 'id: ' .. id .. '\n\n')
+return {id, nodes}
+";
+
+/// Compares two stream ids in Lua (as numbers of any length, written in decimal).
+const CMPID_LUA: &str = r"
+local function cmpnum(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmpid(x, y)
+  local xm, xs = string.match(x, '^(%d+)-(%d+)$')
+  local ym, ys = string.match(y, '^(%d+)-(%d+)$')
+  local c = cmpnum(xm, ym)
+  if c ~= 0 then return c end
+  return cmpnum(xs, ys)
+end
+";
+
+/// The thread catch-up script: creates the history if needed (as the catch-up script does),
+/// refreshes its time to live, and returns `{last-generated-id, count, snapshot, events}`:
+/// the number of events ever published into the thread, its snapshot (`''`: none), and the
+/// thread's entries after the snapshot's id, as `{id, head}`.
+///
+/// `KEYS`: the history, the thread snapshots. `ARGV`: ttl ms, thread. Reads at most the whole
+/// history (bounded by the publish script's trimming).
+pub(crate) fn thread_lua() -> String {
+    format!(
+        "{CMPID_LUA}{}",
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
+  redis.call('XDEL', KEYS[1], marker)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+local thread = ARGV[2]
+local count = tonumber(redis.call('HGET', KEYS[2], 'n:' .. thread) or '0')
+local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
+local from = '-'
+if snapshot then
+  local covers = string.match(snapshot, '^(%S+)')
+  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}} end
+  from = '(' .. covers
+end
+local entries = redis.call('XRANGE', KEYS[1], from, '+')
+local mine = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 5, #fields, 2 do
+    if fields[i] == 'h' and fields[i + 1] == thread then
+      mine[#mine + 1] = {entry[1], fields[2]}
+      break
+    end
+  end
+end
+return {last, count, snapshot or '', mine}
+"
+    )
+}
+
+/// The snapshot script: stores a thread's snapshot if the thread is known (a publish counted
+/// it) and the snapshot is newer than the one stored. `KEYS`: the thread snapshots. `ARGV`:
+/// thread, the id it covers, the snapshot (`<id> <count>\n<opening>`), ttl ms. Returns 1 if
+/// stored, 0 if not.
+pub(crate) fn snapshot_lua() -> String {
+    format!(
+        "{CMPID_LUA}{}",
+        r"
+if redis.call('HEXISTS', KEYS[1], 'n:' .. ARGV[1]) == 0 then return 0 end
+local current = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])
+if current and cmpid(string.match(current, '^(%S+)'), ARGV[2]) >= 0 then return 0 end
+redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"
+    )
+}
+
+/// The catch-up script: creates the history if needed (with its deleted marker), refreshes its
+/// time to live, and returns `{last-generated-id, resumable-after, events}`.
+///
+/// `ARGV`: ttl ms, the client's id (`''`: none), max events, max bytes, max age ms (0: none).
+/// The events after the client's id are read only when they can be replayed: the id is within
+/// the history, and what follows it fits the replay bounds (events, bytes, age) of the
+/// channel. When it does not, the second value is the first event the client lacks, so that
+/// the client's id is older than it and resumes as `expired`; nothing is read beyond the
+/// bounds.
+pub(crate) const HISTORY_LUA: &str = r"
+local function cmpnum(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmpid(x, y)
+  local xm, xs = string.match(x, '^(%d+)-(%d+)$')
+  local ym, ys = string.match(y, '^(%d+)-(%d+)$')
+  local c = cmpnum(xm, ym)
+  if c ~= 0 then return c end
+  return cmpnum(xs, ys)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
+  redis.call('XDEL', KEYS[1], marker)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, deleted = '0-0', '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1]
+  elseif info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+local after = ARGV[2]
+if after == '' or cmpid(after, last) >= 0 or cmpid(after, deleted) < 0 then
+  return {last, deleted, {}}
+end
+local max_events, max_bytes, age = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local events = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', max_events + 1)
+if #events == 0 then return {last, deleted, events} end
+local lost = #events > max_events
+local bytes = 0
+for _, entry in ipairs(events) do bytes = bytes + #entry[2][2] + #entry[1] + 6 end
+if bytes > max_bytes then lost = true end
+if age > 0 then
+  local now = redis.call('TIME')
+  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
+  local first = tonumber(string.match(events[1][1], '^(%d+)-'))
+  if first < cutoff then lost = true end
+end
+if lost then return {last, events[1][1], {}} end
+return {last, deleted, events}
+";

@@ -1,0 +1,492 @@
+//! A user channel's threads: their states, folded as events pass, on one node or from the
+//! backplane's feed (with the sync that makes a state exact again after a gap), the snapshots
+//! a backplane stores, and the opening a thread subscription starts with.
+
+use super::*;
+
+/// A thread of the channel: its one shared name, when it was last published to, and its state
+/// when the broadcaster folds threads.
+pub(super) struct ThreadEntry {
+    pub(super) id: ThreadId,
+    pub(super) last_seq: u64,
+    pub(super) state: Option<Box<dyn ThreadState>>,
+    /// What `state` held after its last fold, as accounted in the shared gauge.
+    pub(super) bytes: usize,
+    /// With a backplane: whether `state` is the thread's, as the shared history has it.
+    pub(super) sync: Sync,
+    /// With a backplane: the state covers every event of the thread up to this id. A sync
+    /// may read the history ahead of the node's feed, so the frames the feed still brings up
+    /// to it are in the state already: a subscription skips them.
+    pub(super) last_id: EventId,
+    /// With a backplane: the sequence number of the first event folded since the last
+    /// snapshot was written, if any.
+    pub(super) dirty_since: Option<u64>,
+    /// The state's [`checkpoint`](ThreadState::checkpoint) after the last fold.
+    pub(super) checkpoint: u8,
+}
+
+/// With a backplane, whether a node's state of a thread is the thread's. A node folds the
+/// thread's events as the feed delivers them, numbered by the backplane: in sequence, its state
+/// is exact; after a gap (the node started listening mid-thread, or its feed was interrupted)
+/// it reads the thread back from the backplane (a *sync*), and folds meanwhile nothing.
+pub(super) enum Sync {
+    /// Every event of the thread up to the `ordinal`-th is folded, and nothing else. Always so
+    /// without a backplane.
+    Exact { ordinal: u64 },
+    /// The state is not the thread's (and is dropped).
+    Inexact,
+    /// A sync is reading the thread back; the frames delivered since it started are folded
+    /// from the window when it installs its state (see [`SyncStart`]).
+    Syncing { token: u64, done: Arc<Notify> },
+}
+
+/// Sync tokens, unique in the process.
+static SYNC_TOKENS: AtomicU64 = AtomicU64::new(1);
+
+/// What delivering a backplane frame asks of the broadcaster, besides the receivers it reached.
+#[derive(Default)]
+pub(crate) struct Delivered {
+    pub(crate) receivers: usize,
+    /// A thread to read back from the backplane.
+    pub(crate) sync: Option<(ThreadId, SyncStart)>,
+    /// Snapshots to store in the backplane.
+    pub(crate) snapshots: Vec<(ThreadId, ThreadSnapshot)>,
+}
+
+/// A sync to run: see [`UserChannel::thread_install`]. The frames delivered after `from_seq`
+/// are folded from the window when it installs its state.
+#[derive(Clone)]
+pub(crate) struct SyncStart {
+    pub(crate) token: u64,
+    pub(crate) from_seq: u64,
+    pub(crate) done: Arc<Notify>,
+}
+
+/// Where a thread's state stands when a subscription wants it exact.
+pub(crate) enum SyncBegin {
+    Exact,
+    /// A sync runs: wait for it.
+    Wait(Arc<Notify>),
+    /// Nobody syncs: run this one.
+    Start(SyncStart),
+    /// The channel was removed.
+    Closed,
+}
+
+/// The `data:` of a finished frame, as the client reassembles it: the `data:` lines' values
+/// joined by line feeds.
+pub(super) fn frame_data(frame: &[u8]) -> Cow<'_, [u8]> {
+    let mut lines = frame
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data: "));
+    let Some(first) = lines.next() else {
+        return Cow::Borrowed(&[]);
+    };
+    let Some(second) = lines.next() else {
+        return Cow::Borrowed(first);
+    };
+    let mut joined = [first, second].join(&b'\n');
+    for line in lines {
+        joined.push(b'\n');
+        joined.extend_from_slice(line);
+    }
+    Cow::Owned(joined)
+}
+
+/// The frames of an opening (complete SSE frames, each ending with a blank line), each as its
+/// data.
+pub(super) fn opening_datas(opening: &[u8]) -> Vec<Cow<'_, [u8]>> {
+    let mut datas = Vec::new();
+    let mut rest = opening;
+    while !rest.is_empty() {
+        let end = memchr::memmem::find(rest, b"\n\n").map_or(rest.len(), |at| at + 2);
+        let (frame, tail) = rest.split_at(end);
+        datas.push(frame_data(frame));
+        rest = tail;
+    }
+    datas
+}
+
+impl UserChannel {
+    /// Records the event `seq` in its thread, folding it into the thread's state if the
+    /// broadcaster keeps one; returns the thread's shared name for the frame's tag.
+    pub(super) fn fold(
+        &self,
+        state: &mut State,
+        thread: &ThreadId,
+        seq: u64,
+        payload: &Payload,
+    ) -> ThreadId {
+        let at = self.thread_at(state, thread, seq, false);
+        let entry = &mut state.threads[at];
+        entry.last_seq = seq;
+        self.fold_into(entry, &payload.data(), seq);
+        entry.id.clone()
+    }
+
+    /// The index of `thread`'s entry, created if needed (forgetting the thread published to
+    /// least recently if the channel holds its maximum). A new entry has a fresh state, or
+    /// with a backplane (`remote`) none until it is known exact.
+    pub(super) fn thread_at(
+        &self,
+        state: &mut State,
+        thread: &ThreadId,
+        seq: u64,
+        remote: bool,
+    ) -> usize {
+        if let Some(at) = state.threads.iter().position(|t| t.id.same(thread)) {
+            return at;
+        }
+        let shared = &self.shared;
+        if state.threads.len() >= shared.config.threads.max_threads_per_user.max(1) {
+            self.evict_oldest_thread(state);
+        }
+        let states = shared.config.threads.state.as_ref();
+        state.threads.push(ThreadEntry {
+            id: thread.clone(),
+            last_seq: seq,
+            state: if remote {
+                None
+            } else {
+                states.map(|states| states.create(thread))
+            },
+            bytes: 0,
+            sync: if remote {
+                Sync::Inexact
+            } else {
+                Sync::Exact { ordinal: 0 }
+            },
+            last_id: EventId::new(0, 0),
+            dirty_since: None,
+            checkpoint: 0,
+        });
+        state.threads.len() - 1
+    }
+
+    /// Folds one event's data into the entry's state, if it has one, with the accounting.
+    pub(super) fn fold_into(&self, entry: &mut ThreadEntry, data: &[u8], seq: u64) {
+        let shared = &self.shared;
+        if let Some(thread_state) = entry.state.as_mut() {
+            let folded = thread_state.fold(data);
+            let bytes = thread_state.bytes();
+            shared.thread_state_resized(entry.bytes, bytes);
+            entry.bytes = bytes;
+            match folded {
+                Folded::Unknown => {
+                    shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.thread_states_unknown.increment(1);
+                    tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, seq, "event could not be applied to the thread's state: its state is unknown until replaced");
+                }
+                Folded::Trimmed => {
+                    shared.thread_states_trimmed.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.thread_states_trimmed.increment(1);
+                    tracing::debug!(channel = %shared.config.name, user = %self.user, thread = %entry.id, bytes, "thread state trimmed to its cap");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Forgets the thread published to least recently.
+    pub(super) fn evict_oldest_thread(&self, state: &mut State) {
+        let Some(at) = (0..state.threads.len()).min_by_key(|&i| state.threads[i].last_seq) else {
+            return;
+        };
+        let gone = state.threads.swap_remove(at);
+        let shared = &self.shared;
+        shared.thread_state_resized(gone.bytes, 0);
+        shared.threads_evicted.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.threads_evicted.increment(1);
+        tracing::info!(channel = %shared.config.name, user = %self.user, thread = %gone.id, "thread forgotten: the user's channel holds its maximum of threads");
+    }
+
+    /// Events of the user's history between two snapshots of a thread: half the history, so
+    /// that a snapshot is written while the history still holds what follows the previous one.
+    pub(super) fn snapshot_every(&self) -> u64 {
+        (self.shared.config.replay_events as u64 / 2).max(1)
+    }
+
+    /// [`fold`](Self::fold) for a frame from the backplane: see [`Sync`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fold_remote(
+        &self,
+        state: &mut State,
+        thread: &ThreadId,
+        ordinal: u64,
+        seq: u64,
+        id: Option<EventId>,
+        frame: &[u8],
+        delivered: &mut Delivered,
+    ) -> ThreadId {
+        let at = self.thread_at(state, thread, seq, true);
+        let every = self.snapshot_every();
+        let states = self.shared.config.threads.state.clone();
+        let entry = &mut state.threads[at];
+        entry.last_seq = seq;
+        let (Some(states), Some(id)) = (states, id) else {
+            return entry.id.clone();
+        };
+        if ordinal == 0 {
+            return entry.id.clone();
+        }
+        let next = match &entry.sync {
+            Sync::Exact { ordinal: have } if ordinal <= *have => return entry.id.clone(),
+            Sync::Exact { ordinal: have } => ordinal == have + 1,
+            Sync::Inexact => false,
+            Sync::Syncing { .. } => return entry.id.clone(),
+        };
+        if !next && ordinal == 1 {
+            // The thread starts here (it is new, or the backplane forgot it): nothing before.
+            self.shared.thread_state_resized(entry.bytes, 0);
+            entry.bytes = 0;
+            entry.state = Some(states.create(thread));
+        } else if !next {
+            self.shared.thread_state_resized(entry.bytes, 0);
+            entry.bytes = 0;
+            entry.state = None;
+            let start = SyncStart {
+                token: SYNC_TOKENS.fetch_add(1, Ordering::Relaxed),
+                from_seq: seq - 1,
+                done: Arc::new(Notify::new()),
+            };
+            entry.sync = Sync::Syncing {
+                token: start.token,
+                done: start.done.clone(),
+            };
+            entry.dirty_since = None;
+            delivered.sync = Some((entry.id.clone(), start));
+            return entry.id.clone();
+        }
+        self.fold_into(entry, &frame_data(frame), seq);
+        entry.sync = Sync::Exact { ordinal };
+        entry.last_id = id;
+        let checkpoint = entry.state.as_ref().map_or(0, |s| s.checkpoint());
+        let crossed = std::mem::replace(&mut entry.checkpoint, checkpoint) != checkpoint;
+        let mut due = None;
+        if crossed {
+            delivered
+                .snapshots
+                .push((entry.id.clone(), Self::snapshot_of(entry)));
+        } else if entry.dirty_since.is_none() {
+            entry.dirty_since = Some(seq);
+            due = Some(seq + every);
+        }
+        let tag = entry.id.clone();
+        if let Some(due) = due {
+            state.snapshot_due = state.snapshot_due.min(due);
+        }
+        tag
+    }
+
+    /// The entry's snapshot, now: it is then clean.
+    pub(super) fn snapshot_of(entry: &mut ThreadEntry) -> ThreadSnapshot {
+        entry.dirty_since = None;
+        let mut opening = Vec::new();
+        if let Some(thread_state) = entry.state.as_ref() {
+            thread_state.write_opening(&mut opening);
+        }
+        let count = match entry.sync {
+            Sync::Exact { ordinal } => ordinal,
+            _ => 0,
+        };
+        ThreadSnapshot {
+            covers: entry.last_id,
+            count,
+            opening: Bytes::from(opening),
+        }
+    }
+
+    /// Writes the snapshots due at `seq`, and sets when the next is due.
+    pub(super) fn due_snapshots(&self, state: &mut State, seq: u64, delivered: &mut Delivered) {
+        let every = self.snapshot_every();
+        let mut next = u64::MAX;
+        for entry in &mut state.threads {
+            let Some(since) = entry.dirty_since else {
+                continue;
+            };
+            if !matches!(entry.sync, Sync::Exact { .. }) {
+                entry.dirty_since = None;
+            } else if seq >= since + every {
+                delivered
+                    .snapshots
+                    .push((entry.id.clone(), Self::snapshot_of(entry)));
+            } else {
+                next = next.min(since + every);
+            }
+        }
+        state.snapshot_due = next;
+    }
+
+    /// A subscription wants `thread`'s state exact: it is, or a sync runs, or one must start.
+    pub(crate) fn thread_sync_begin(&self, thread: &ThreadId) -> SyncBegin {
+        let mut state = self.lock();
+        if state.closed {
+            return SyncBegin::Closed;
+        }
+        let head = state.head;
+        let at = self.thread_at(&mut state, thread, head, true);
+        let entry = &mut state.threads[at];
+        match &entry.sync {
+            Sync::Exact { .. } => SyncBegin::Exact,
+            Sync::Syncing { done, .. } => SyncBegin::Wait(done.clone()),
+            Sync::Inexact => {
+                let start = SyncStart {
+                    token: SYNC_TOKENS.fetch_add(1, Ordering::Relaxed),
+                    from_seq: head,
+                    done: Arc::new(Notify::new()),
+                };
+                entry.sync = Sync::Syncing {
+                    token: start.token,
+                    done: start.done.clone(),
+                };
+                SyncBegin::Start(start)
+            }
+        }
+    }
+
+    /// Whether `thread`'s state is exact.
+    pub(crate) fn thread_exact(&self, thread: &ThreadId) -> bool {
+        let state = self.lock();
+        state
+            .threads
+            .iter()
+            .any(|t| t.id.same(thread) && matches!(t.sync, Sync::Exact { .. }))
+    }
+
+    /// Whether the sync whose completion `done` signals still runs.
+    pub(crate) fn thread_syncing(&self, thread: &ThreadId, done: &Arc<Notify>) -> bool {
+        let state = self.lock();
+        state.threads.iter().any(|t| {
+            t.id.same(thread)
+                && matches!(&t.sync, Sync::Syncing { done: d, .. } if Arc::ptr_eq(d, done))
+        })
+    }
+
+    /// Installs what a sync read of `thread` (started as `start`): the snapshot and the events
+    /// after it folded into a fresh state, then the thread's frames the channel delivered since
+    /// the sync started and the read did not cover (ids after its `last_id`), from the window.
+    /// The state is then exact. Returns the snapshot to store when the read was not complete
+    /// (the history no longer holds every event after the snapshot: the state is rebuilt from
+    /// what there is, counted as unknown, and becomes the thread's).
+    ///
+    /// The sync fails (the state stays inexact, and the next frame or subscription syncs
+    /// again) if the read failed, if the window no longer holds every frame since the sync
+    /// started, or if the state was invalidated meanwhile.
+    pub(crate) fn thread_install(
+        &self,
+        thread: &ThreadId,
+        start: &SyncStart,
+        read: Option<ThreadHistory>,
+    ) -> Option<ThreadSnapshot> {
+        /// Wakes the subscriptions waiting for the sync, however it ends.
+        struct Done<'a>(&'a Notify);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.notify_waiters();
+            }
+        }
+        let _done = Done(&start.done);
+        let states = self.shared.config.threads.state.clone()?;
+        let mut state = self.lock();
+        let now = Instant::now();
+        self.evict(&mut state, now, (0, 0));
+        let head = state.head;
+        let oldest = state.window.front().map_or(head + 1, |r| r.seq);
+        let State {
+            threads, window, ..
+        } = &mut *state;
+        let entry = threads.iter_mut().find(|t| t.id.same(thread))?;
+        let current = matches!(&entry.sync, Sync::Syncing { token, .. } if *token == start.token);
+        if !current {
+            return None;
+        }
+        let complete_window = head == start.from_seq || oldest <= start.from_seq + 1;
+        let (Some(read), true) = (read, complete_window) else {
+            entry.sync = Sync::Inexact;
+            return None;
+        };
+        let complete = read.is_complete();
+        let mut fresh = states.create(thread);
+        if let Some(snapshot) = &read.snapshot {
+            for data in opening_datas(&snapshot.opening) {
+                fresh.fold(&data);
+            }
+        }
+        for (_, frame) in &read.events {
+            fresh.fold(&frame_data(frame));
+        }
+        let mut ordinal = read.count;
+        let mut last_id = read.last_id;
+        for retained in window.iter().filter(|r| r.seq > start.from_seq) {
+            let ours = retained.thread.as_ref().is_some_and(|t| t.same(thread));
+            match frame_id(&retained.frame) {
+                Some(id) if ours && id > read.last_id => {
+                    fresh.fold(&frame_data(&retained.frame));
+                    ordinal += 1;
+                    last_id = id;
+                }
+                _ => {}
+            }
+        }
+        let bytes = fresh.bytes();
+        self.shared.thread_state_resized(entry.bytes, bytes);
+        entry.bytes = bytes;
+        entry.checkpoint = fresh.checkpoint();
+        entry.state = Some(fresh);
+        entry.sync = Sync::Exact { ordinal };
+        entry.last_id = last_id;
+        if complete {
+            return None;
+        }
+        let shared = &self.shared;
+        shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.thread_states_unknown.increment(1);
+        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane's history no longer holds every event of the thread after its snapshot: its state is rebuilt from what there is, and is partly unknown");
+        Some(Self::snapshot_of(entry))
+    }
+
+    /// With a backplane, the feed was interrupted: no thread state can be trusted any more
+    /// (the next frame or subscription of each thread syncs it again).
+    pub(crate) fn threads_unsynced(&self) {
+        if self.shared.config.threads.state.is_none() {
+            return;
+        }
+        let mut state = self.lock();
+        for entry in &mut state.threads {
+            if let Sync::Syncing { done, .. } = &entry.sync {
+                done.notify_waiters();
+            }
+            entry.sync = Sync::Inexact;
+            entry.state = None;
+            entry.dirty_since = None;
+            self.shared.thread_state_resized(entry.bytes, 0);
+            entry.bytes = 0;
+        }
+    }
+
+    /// With a backplane, the opening of `thread` if its state is exact, with the sequence
+    /// number it covers and the id of the channel's last frame: taken under the lock that
+    /// deliveries take, so that the live tail follows it with no gap and no duplicate.
+    /// Also the id the state covers: the frames up to it that the feed still brings are in
+    /// the opening.
+    pub(crate) fn thread_opening(
+        &self,
+        thread: &ThreadId,
+    ) -> Option<(Bytes, u64, EventId, EventId)> {
+        let state = self.lock();
+        let entry = state.threads.iter().find(|t| t.id.same(thread))?;
+        if !matches!(entry.sync, Sync::Exact { .. }) {
+            return None;
+        }
+        let mut opening = Vec::new();
+        if let Some(thread_state) = entry.state.as_ref() {
+            thread_state.write_opening(&mut opening);
+        }
+        Some((
+            Bytes::from(opening),
+            state.head,
+            state.last_remote_id,
+            entry.last_id,
+        ))
+    }
+}
