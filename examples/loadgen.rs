@@ -257,6 +257,16 @@ fn cpu_ns(pid: Option<u32>) -> Option<u64> {
     Some((utime + stime) * 1_000_000_000 / ticks)
 }
 
+/// The write system calls (`write`, `writev`, `sendmsg`...) a process has made so far:
+/// `syscw` of `/proc/PID/io`.
+fn write_calls(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or("/proc/self/io".to_owned(), |p| format!("/proc/{p}/io"));
+    let io = std::fs::read_to_string(path).ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Resident set size of a process, in bytes.
 fn rss_bytes(pid: Option<u32>) -> Option<u64> {
     let path = pid.map_or("/proc/self/statm".to_owned(), |p| {
@@ -1219,6 +1229,7 @@ fn main() {
 
     // Publish (or hold the connections idle) for the duration.
     let cpu_before = cpu_ns(self_pid).unwrap_or(0);
+    let writes_before = write_calls(self_pid).unwrap_or(0);
     let clients_cpu = |workers: &[Worker]| -> u64 {
         workers
             .iter()
@@ -1268,6 +1279,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let cpu_after = cpu_ns(self_pid).unwrap_or(0);
+    let writes_after = write_calls(self_pid).unwrap_or(0);
     let client_cpu_after = clients_cpu(&workers);
     let rss_end = rss_bytes(self_pid).unwrap_or(0);
 
@@ -1345,6 +1357,11 @@ fn main() {
     } else {
         0.0
     };
+    let writes_per_delivery = if measurable && received > 0 {
+        writes_after.saturating_sub(writes_before) as f64 / received as f64
+    } else {
+        0.0
+    };
     let client_cpu_per_delivery = if received > 0 {
         client_cpu_after.saturating_sub(client_cpu_before) as f64 / received as f64
     } else {
@@ -1361,7 +1378,7 @@ fn main() {
         0.0
     };
     println!(
-        "summary design={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
+        "summary design={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} server_writes_per_delivery={writes_per_delivery:.3} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
         if in_process {
             o.design.as_str()
         } else {
