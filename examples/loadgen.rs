@@ -18,8 +18,9 @@
 //! so the publish path is measured without the overhead of an HTTP POST. It wakes every
 //! `--tick-us` (1 ms by default) and publishes what is due, as a token-streaming agent does; the
 //! send timestamp is taken at each publish, so the tick adds nothing to the measured latency. Because the server is
-//! alone in this process, `/proc/self/stat` (utime + stime) is its CPU and `/proc/self/statm`
-//! its RSS.
+//! alone in this process, `/proc/self/stat` (utime + stime) is its CPU, `/proc/self/statm` its
+//! RSS and `syscw` of `/proc/self/io` its write system calls (`server_writes_per_delivery`:
+//! below 1 when frames ready together leave in one write).
 //!
 //! The clients run in child processes (this same binary, `--client-worker`), because one
 //! process may hold at most RLIMIT_NOFILE descriptors and the hard limit may be too low for both
