@@ -10,7 +10,8 @@
 //!
 //! # How it works
 //!
-//! By default this process is the server: an axum app on `127.0.0.1:0` serving
+//! By default this process is the server: an axum app on `127.0.0.1:0`, served by
+//! `sse_hub::serve` (or, with `--serve axum`, by `axum::serve`, as before issue 13), serving
 //! `GET /events/{channel}/{user}` through sse-hub's `EventRouter::channel_response` (or, with
 //! `--design replaced`, through a re-implementation of the design sse-hub replaces, an axum `Sse`
 //! over an unbounded mpsc per connection). A publisher thread in the same process publishes
@@ -115,6 +116,7 @@ struct Options {
     server_pid: Option<u32>,
     policy: String,
     design: String,
+    serve: String,
     capacity: usize,
     heartbeat_ms: u64,
     clients: usize,
@@ -140,6 +142,7 @@ impl Default for Options {
             server_pid: None,
             policy: "recover".into(),
             design: "hub".into(),
+            serve: "sse-hub".into(),
             capacity: 16,
             heartbeat_ms: 15_000,
             clients: 2,
@@ -157,7 +160,7 @@ impl Default for Options {
 
 const USAGE: &str = "usage: loadgen [--connections C] [--users U] [--rate R events/s] [--seconds T]
                [--addr HOST:PORT [--server-pid PID]] [--policy recover|notify|disconnect]
-               [--design hub|replaced] [--capacity N] [--heartbeat-ms MS] [--clients K]
+               [--design hub|replaced] [--serve sse-hub|axum] [--capacity N] [--heartbeat-ms MS] [--clients K]
                [--sources S] [--channel agui] [--pad BYTES] [--drain-ms MS] [--tick-us US]";
 
 fn parse_options() -> Result<Options, String> {
@@ -185,6 +188,7 @@ fn parse_options() -> Result<Options, String> {
             "--server-pid" => o.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
             "--policy" => o.policy = value,
             "--design" => o.design = value,
+            "--serve" => o.serve = value,
             "--capacity" => o.capacity = value.parse().map_err(|e| bad(&e))?,
             "--heartbeat-ms" => o.heartbeat_ms = value.parse().map_err(|e| bad(&e))?,
             "--clients" => o.clients = value.parse().map_err(|e| bad(&e))?,
@@ -209,6 +213,9 @@ fn parse_options() -> Result<Options, String> {
     }
     if !["hub", "replaced"].contains(&o.design.as_str()) {
         return Err(format!("unknown design {}", o.design));
+    }
+    if !["sse-hub", "axum"].contains(&o.serve.as_str()) {
+        return Err(format!("unknown server {}", o.serve));
     }
     Ok(o)
 }
@@ -1181,8 +1188,13 @@ fn main() {
                 let (broadcaster, app) = servers::replaced(heartbeat);
                 (app, Publisher::Replaced(broadcaster))
             };
+            let serve = o.serve.clone();
             server_rt.spawn(async move {
-                let _ = axum::serve(listener, app).await;
+                let _ = if serve == "axum" {
+                    axum::serve(listener, app).await
+                } else {
+                    sse_hub::serve(listener, app).await
+                };
             });
             (addr, publisher, None)
         }
@@ -1379,9 +1391,14 @@ fn main() {
         0.0
     };
     println!(
-        "summary design={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} server_writes_per_delivery={writes_per_delivery:.3} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
+        "summary design={} serve={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} server_writes_per_delivery={writes_per_delivery:.3} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
         if in_process {
             o.design.as_str()
+        } else {
+            "external"
+        },
+        if in_process {
+            o.serve.as_str()
         } else {
             "external"
         },

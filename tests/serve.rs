@@ -35,6 +35,11 @@ struct Served {
 }
 
 async fn start(hub: &Broadcaster<Value>) -> Served {
+    start_with(hub, true).await
+}
+
+/// [`start`], with the lean HTTP/1.1 path on or off.
+async fn start_with(hub: &Broadcaster<Value>, lean: bool) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -44,10 +49,12 @@ async fn start(hub: &Broadcaster<Value>) -> Served {
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let ending = hub.clone();
-    let server = sse_hub::serve(listener, router(hub.clone())).with_graceful_shutdown(async move {
-        let _ = stopped.await;
-        ending.shutdown();
-    });
+    let server = sse_hub::serve(listener, router(hub.clone()))
+        .lean_http1(lean)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+            ending.shutdown();
+        });
     Served {
         addr,
         accepted,
@@ -236,4 +243,230 @@ async fn the_demo_server_serves_its_streams_over_h2c() {
         .expect("parsed");
     let data: Value = serde_json::from_str(&received.data).expect("JSON");
     assert_eq!(data["delta"], "over h2");
+}
+
+// The lean HTTP/1.1 path: a `GET` with `Accept: text/event-stream` (what `EventSource` sends).
+
+/// A raw HTTP/1.1 connection, for what a library client hides: the exact head, the chunks,
+/// several requests on one connection.
+struct Raw {
+    stream: tokio::net::TcpStream,
+    input: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = bounded("connect", WAIT, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        Self {
+            stream,
+            input: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, request: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write");
+    }
+
+    /// Reads until `needle` has arrived; returns everything up to and including it.
+    async fn read_through(&mut self, needle: &[u8]) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(at) = common::find(&self.input, needle) {
+                return self.input.drain(..at + needle.len()).collect();
+            }
+            let mut buf = [0u8; 4096];
+            let n = bounded(
+                &format!("{:?}", String::from_utf8_lossy(needle)),
+                WAIT,
+                self.stream.read(&mut buf),
+            )
+            .await
+            .expect("read");
+            assert!(
+                n > 0,
+                "closed before {:?}; got {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.input)
+            );
+            self.input.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+const SSE_GET: &str = "Accept: text/event-stream\r\n";
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n")
+}
+
+/// The response head with its `date` line taken out.
+fn head_without_date(head: &[u8]) -> String {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .filter(|line| !line.starts_with("date: "))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_path_writes_what_hyper_writes() {
+    let mut seen = Vec::new();
+    for lean in [false, true] {
+        let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+        let server = start_with(&hub, lean).await;
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get("/events/ada", SSE_GET)).await;
+        let head = raw.read_through(b"\r\n\r\n").await;
+        let head_text = String::from_utf8_lossy(&head).into_owned();
+        assert!(
+            head_text.lines().any(|line| line.starts_with("date: ")),
+            "{head_text}"
+        );
+        let opening = raw.read_through(b"\n\n\r\n").await;
+        publish(&hub, "ada", 1);
+        let event = raw.read_through(b"\n\n\r\n").await;
+        // The ids carry the channel's random epoch: compare their shape only.
+        let opening = String::from_utf8_lossy(&opening).into_owned();
+        let event = String::from_utf8_lossy(&event).into_owned();
+        let epoch = opening
+            .split("id: ")
+            .nth(1)
+            .and_then(|rest| rest.split('-').next())
+            .expect("a priming id")
+            .to_owned();
+        seen.push((
+            head_without_date(&head),
+            opening.replace(&epoch, "EPOCH"),
+            event.replace(&epoch, "EPOCH"),
+        ));
+        server.shut_down().await;
+    }
+    assert_eq!(seen[0], seen[1], "hyper (left) and the lean path (right)");
+    assert!(
+        seen[1].0.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        seen[1].0
+    );
+    assert!(
+        seen[1].0.contains("transfer-encoding: chunked"),
+        "{}",
+        seen[1].0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_connection_serves_again_after_its_stream_ends_and_hands_other_requests_to_hyper() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let mut raw = Raw::connect(server.addr).await;
+
+    // A stream, ended by the server: the last chunk comes, the connection stays open.
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    raw.read_through(b"\n\n\r\n").await;
+    publish(&hub, "ada", 1);
+    raw.read_through(b"\"n\":1").await;
+    assert_eq!(hub.disconnect_user(&UserId::from("ada")), 1);
+    raw.read_through(b"\r\n0\r\n\r\n").await;
+
+    // The same connection: another stream on the lean path...
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    let head = raw.read_through(b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+    raw.read_through(b"\n\n\r\n").await;
+    publish(&hub, "ada", 2);
+    raw.read_through(b"\"n\":2").await;
+
+    // ...and, pipelined behind it, a request of another kind, which hyper answers once the
+    // stream ends.
+    raw.send(&get("/nothing-here", "")).await;
+    assert_eq!(hub.disconnect_user(&UserId::from("ada")), 1);
+    raw.read_through(b"\r\n0\r\n\r\n").await;
+    let head = raw.read_through(b"\r\n\r\n").await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 404 Not Found"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // From now on hyper serves the connection: a stream request still works.
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    let head = raw.read_through(b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+    raw.read_through(b"\n\n\r\n").await;
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_stream_whose_client_goes_away_is_dropped_at_once() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let user = UserId::from("ada");
+    let mut raw = Raw::connect(server.addr).await;
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    raw.read_through(b"\n\n\r\n").await;
+    assert_eq!(hub.connection_count(&user), 1);
+    // Heartbeats are 15 s apart: only reading the socket can notice the close this soon.
+    drop(raw);
+    common::wait_until("the stream is dropped", WAIT, || {
+        hub.connection_count(&user) == 0
+    })
+    .await;
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_ends_lean_streams_with_retry_and_the_last_chunk() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let mut streams = Vec::new();
+    for i in 0..20 {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get(&format!("/events/u{i}"), SSE_GET)).await;
+        raw.read_through(b"\n\n\r\n").await;
+        streams.push(raw);
+    }
+    server.shut_down().await;
+    for mut raw in streams {
+        let rest = raw.read_through(b"\r\n0\r\n\r\n").await;
+        assert!(
+            String::from_utf8_lossy(&rest).contains("retry: "),
+            "a jittered retry before the end"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_lean_request_gets_its_json_error() {
+    let mut config = Config::default();
+    config.max_connections_per_user = 1;
+    let hub: Broadcaster<Value> = Broadcaster::new(config);
+    let server = start(&hub).await;
+    let mut first = Raw::connect(server.addr).await;
+    first.send(&get("/events/ada", SSE_GET)).await;
+    first.read_through(b"\n\n\r\n").await;
+    let mut second = Raw::connect(server.addr).await;
+    second.send(&get("/events/ada", SSE_GET)).await;
+    let head = second.read_through(b"\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{head}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("a length")
+        .trim()
+        .parse()
+        .unwrap();
+    let body = second.read_through(b"}").await;
+    assert_eq!(body.len(), length);
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["error"], "too_many_connections");
+    server.shut_down().await;
 }

@@ -51,17 +51,22 @@ use std::fmt;
 use std::future::{Future, IntoFuture, Pending};
 use std::io;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::serve::Listener;
+use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::config::HEARTBEAT_INTERVAL;
+
+mod lean;
 
 /// The default of [`Serve::max_concurrent_streams`]: how many requests (SSE streams) one
 /// HTTP/2 connection may have open at once.
@@ -118,6 +123,7 @@ struct Settings {
     max_concurrent_streams: u32,
     http2_keep_alive: Option<Duration>,
     http2_max_send_buf: usize,
+    lean_http1: bool,
 }
 
 impl Default for Settings {
@@ -129,6 +135,7 @@ impl Default for Settings {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             http2_keep_alive: Some(DEFAULT_HTTP2_KEEP_ALIVE),
             http2_max_send_buf: DEFAULT_HTTP2_MAX_SEND_BUF,
+            lean_http1: true,
         }
     }
 }
@@ -174,6 +181,13 @@ impl<L, F> Serve<L, F> {
     /// [`DEFAULT_HTTP2_MAX_SEND_BUF`].
     pub fn http2_max_send_buf(mut self, bytes: usize) -> Self {
         self.settings.http2_max_send_buf = bytes;
+        self
+    }
+
+    /// Whether SSE requests over HTTP/1.1 are answered on the lean path (see the
+    /// [module docs](self)); default `true`. With `false`, hyper serves every request.
+    pub fn lean_http1(mut self, enabled: bool) -> Self {
+        self.settings.lean_http1 = enabled;
         self
     }
 
@@ -260,7 +274,7 @@ where
             settings,
             shutdown,
         } = self;
-        let builder = settings.builder();
+        let builder = Arc::new(settings.builder());
         // `true` once shutdown began; every connection watches it.
         let (draining, drain_signal) = watch::channel(false);
         // Every connection holds a receiver: all are closed when the count falls to zero.
@@ -273,29 +287,15 @@ where
             };
             let mut io = TimeoutStream::new(io);
             io.set_write_timeout(settings.stall_timeout);
-            let io = TokioIo::new(Box::pin(io));
-            // The router's state is behind an `Arc`: this clone is a reference count.
-            let service = TowerToHyperService::new(router.clone());
-            let connection = builder
-                .serve_connection_with_upgrades(io, service)
-                .into_owned();
-            let mut drain_signal = drain_signal.clone();
+            let io = Box::pin(io);
+            // The router's state is behind an `Arc`: these clones are reference counts.
+            let router = router.clone();
+            let builder = builder.clone();
+            let drain_signal = drain_signal.clone();
             let open = open.clone();
+            let lean = settings.lean_http1.then_some(settings.header_read_timeout);
             tokio::spawn(async move {
-                let mut connection = pin!(connection);
-                tokio::select! {
-                    served = connection.as_mut() => {
-                        if let Err(error) = served {
-                            tracing::trace!(%error, "connection failed");
-                        }
-                    }
-                    () = async { drop(drain_signal.wait_for(|draining| *draining).await) } => {
-                        connection.as_mut().graceful_shutdown();
-                        if let Err(error) = connection.await {
-                            tracing::trace!(%error, "connection failed while closing");
-                        }
-                    }
-                }
+                connection(io, router, builder, lean, drain_signal).await;
                 drop(open);
             });
         }
@@ -308,5 +308,62 @@ where
         drop(open);
         closed.closed().await;
         Ok(())
+    }
+}
+
+/// Serves one connection: on the lean path while its requests are SSE streams over HTTP/1.1
+/// (when `lean` is given, with the header read timeout), then with hyper.
+async fn connection<I>(
+    mut io: Pin<Box<TimeoutStream<I>>>,
+    router: Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    lean: Option<Option<Duration>>,
+    mut drain_signal: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let prefix = match lean {
+        Some(header_read_timeout) => {
+            match lean::serve(&mut io, &router, header_read_timeout, &mut drain_signal).await {
+                lean::Outcome::Close => return,
+                lean::Outcome::Hyper(prefix) => prefix,
+            }
+        }
+        None => Bytes::new(),
+    };
+    // Boxed, so that a connection served on the lean path does not carry the space of hyper's
+    // connection state in its task.
+    Box::pin(with_hyper(
+        lean::Rewind::new(prefix, io),
+        router,
+        builder,
+        drain_signal,
+    ))
+    .await;
+}
+
+async fn with_hyper<I>(
+    io: lean::Rewind<Pin<Box<TimeoutStream<I>>>>,
+    router: Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    mut drain_signal: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(error) = served {
+                tracing::trace!(%error, "connection failed");
+            }
+        }
+        () = async { drop(drain_signal.wait_for(|draining| *draining).await) } => {
+            connection.as_mut().graceful_shutdown();
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "connection failed while closing");
+            }
+        }
     }
 }
