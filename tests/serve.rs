@@ -11,6 +11,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 
@@ -469,4 +470,43 @@ async fn a_refused_lean_request_gets_its_json_error() {
     let body: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(body["error"], "too_many_connections");
     server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_stream_whose_client_stops_reading_is_closed_by_the_stall_timeout() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tokio::spawn(
+        sse_hub::serve(listener, router(hub.clone()))
+            .stall_timeout(Duration::from_millis(300))
+            .into_future(),
+    );
+    // A small receive buffer, so that the socket fills after a few frames.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = bounded("connect", WAIT, socket.connect(addr))
+        .await
+        .expect("connect");
+    let mut raw = Raw {
+        stream,
+        input: Vec::new(),
+    };
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    raw.read_through(b"\n\n\r\n").await;
+    let user = UserId::from("ada");
+    assert_eq!(hub.connection_count(&user), 1);
+
+    // The client reads no more; frames of 32 KiB fill its socket, writes stall, and the
+    // connection is closed, which drops the subscription.
+    let big = "x".repeat(32 * 1024);
+    bounded("the stalled connection to be closed", WAIT, async {
+        while hub.connection_count(&user) > 0 {
+            let _ = hub.broadcast(&user, &json!({"type": "note", "big": big}));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop(raw);
+    server.abort();
 }

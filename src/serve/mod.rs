@@ -33,11 +33,21 @@
 //!   that does not answer within as long is closed); on every connection, a write that makes no
 //!   progress for [`DEFAULT_STALL_TIMEOUT`] closes it (see [`StallTimeout`](crate::StallTimeout)
 //!   for why a stream cannot notice this by itself).
+//! * **A lean HTTP/1.1 path for SSE.** A request that can only be an SSE stream (`GET` with
+//!   `Accept: text/event-stream`, which is what `EventSource` sends, with no body and no
+//!   upgrade) is read, routed and answered by sse-hub's own HTTP/1.1 writer, which writes what
+//!   hyper writes (status line, the response's headers, `transfer-encoding: chunked` or
+//!   `content-length`, `date`, then the body's chunks and the last chunk) but keeps no buffer
+//!   between writes: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer (often twice
+//!   the read buffer) for every open connection, most of an idle stream's memory. While the
+//!   body is written the socket is read too, so a client that goes away is noticed at once, and
+//!   a request pipelined behind the stream waits for its end. Any other request goes to hyper,
+//!   and so does everything after it on that connection ([`Serve::lean_http1`] turns the path
+//!   off).
 //! * **A request head must arrive within** [`DEFAULT_HEADER_READ_TIMEOUT`], and may be at most
 //!   [`DEFAULT_MAX_BUF_SIZE`] long (hyper's default is about 400 KiB).
 //! * **The router is shared**, not cloned per connection: `axum::serve` re-builds the router's
-//!   route table for each connection (about 2.3 KB each), which for an idle SSE connection is a
-//!   tenth of its memory.
+//!   route table for each connection (about 1 KB each for a router of one route).
 //! * **Graceful shutdown**: once the future given to [`Serve::with_graceful_shutdown`] resolves,
 //!   no new connection is accepted, every connection is asked to close once its responses are
 //!   complete (HTTP/2 connections get a `GOAWAY`), and `serve` returns when all are closed. SSE
