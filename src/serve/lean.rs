@@ -48,14 +48,6 @@ pub(super) enum Outcome {
     Close,
 }
 
-/// A request head read from the connection, and what the path decided about it.
-enum Head {
-    /// A request for this path, and whether the client asked to close after it.
-    Lean(Request<Body>, bool),
-    /// Anything else: the bytes read so far go to hyper.
-    Other,
-}
-
 /// Serves requests of the lean kind on `io` one after another, until the connection closes or
 /// a request of another kind comes (then handed to hyper with the bytes read). `draining` is
 /// true once graceful shutdown began.
@@ -91,8 +83,8 @@ where
             Err(_) => return Outcome::Close,
             Ok(None) => return Outcome::Hyper(Bytes::from(buffered)),
             Ok(Some(end)) => match parse(&buffered[..end]) {
-                Head::Other => return Outcome::Hyper(Bytes::from(buffered)),
-                Head::Lean(request, close) => {
+                None => return Outcome::Hyper(Bytes::from(buffered)),
+                Some((request, close)) => {
                     buffered.drain(..end);
                     buffered.shrink_to_fit();
                     let mut router = router.clone();
@@ -150,19 +142,19 @@ where
     }
 }
 
-/// Parses a request head; a request for this path becomes a `Request` with an empty body.
-fn parse(head: &[u8]) -> Head {
+/// Parses a request head: a request for this path becomes a `Request` with an empty body, and
+/// whether the client asked to close the connection after it; anything else is `None` (hyper
+/// serves it).
+fn parse(head: &[u8]) -> Option<(Request<Body>, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let Ok(httparse::Status::Complete(_)) = parsed.parse(head) else {
-        return Head::Other;
+        return None;
     };
     if parsed.method != Some("GET") || parsed.version != Some(1) {
-        return Head::Other;
+        return None;
     }
-    let Some(uri) = parsed.path.and_then(|path| Uri::try_from(path).ok()) else {
-        return Head::Other;
-    };
+    let uri = parsed.path.and_then(|path| Uri::try_from(path).ok())?;
     let mut builder = Request::builder()
         .method(Method::GET)
         .uri(uri)
@@ -174,7 +166,7 @@ fn parse(head: &[u8]) -> Head {
             HeaderName::from_bytes(h.name.as_bytes()),
             HeaderValue::from_bytes(h.value),
         ) else {
-            return Head::Other;
+            return None;
         };
         if name == header::ACCEPT {
             event_stream |= value
@@ -182,29 +174,29 @@ fn parse(head: &[u8]) -> Head {
                 .is_ok_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
         } else if name == header::CONTENT_LENGTH {
             if value.as_bytes() != b"0" {
-                return Head::Other;
+                return None;
             }
         } else if name == header::TRANSFER_ENCODING
             || name == header::UPGRADE
             || name == header::EXPECT
         {
-            return Head::Other;
+            return None;
         } else if name == header::CONNECTION {
             let value = value.to_str().unwrap_or("").to_ascii_lowercase();
             if value.contains("upgrade") {
-                return Head::Other;
+                return None;
             }
             close |= value.contains("close");
         }
         builder = builder.header(name, value);
     }
     if !event_stream {
-        return Head::Other;
+        return None;
     }
-    match builder.body(Body::empty()) {
-        Ok(request) => Head::Lean(request, close),
-        Err(_) => Head::Other,
-    }
+    builder
+        .body(Body::empty())
+        .ok()
+        .map(|request| (request, close))
 }
 
 /// Writes `response`; returns whether the connection may serve another request. Bytes the
@@ -506,7 +498,7 @@ mod tests {
 
     #[test]
     fn only_bodiless_event_stream_gets_are_lean() {
-        let lean = |head: &str| matches!(parse(head.as_bytes()), Head::Lean(..));
+        let lean = |head: &str| parse(head.as_bytes()).is_some();
         assert!(lean(
             "GET /events/u HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
         ));
