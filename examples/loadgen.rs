@@ -10,7 +10,8 @@
 //!
 //! # How it works
 //!
-//! By default this process is the server: an axum app on `127.0.0.1:0` serving
+//! By default this process is the server: an axum app on `127.0.0.1:0`, served by
+//! `sse_hub::serve` (or, with `--serve axum`, by `axum::serve`, as before issue 13), serving
 //! `GET /events/{channel}/{user}` through sse-hub's `EventRouter::channel_response` (or, with
 //! `--design replaced`, through a re-implementation of the design sse-hub replaces, an axum `Sse`
 //! over an unbounded mpsc per connection). A publisher thread in the same process publishes
@@ -18,8 +19,9 @@
 //! so the publish path is measured without the overhead of an HTTP POST. It wakes every
 //! `--tick-us` (1 ms by default) and publishes what is due, as a token-streaming agent does; the
 //! send timestamp is taken at each publish, so the tick adds nothing to the measured latency. Because the server is
-//! alone in this process, `/proc/self/stat` (utime + stime) is its CPU and `/proc/self/statm`
-//! its RSS.
+//! alone in this process, `/proc/self/stat` (utime + stime) is its CPU, `/proc/self/statm` its
+//! RSS and `syscw` of `/proc/self/io` its write system calls (`server_writes_per_delivery`:
+//! below 1 when frames ready together leave in one write).
 //!
 //! The clients run in child processes (this same binary, `--client-worker`), because one
 //! process may hold at most RLIMIT_NOFILE descriptors and the hard limit may be too low for both
@@ -114,6 +116,8 @@ struct Options {
     server_pid: Option<u32>,
     policy: String,
     design: String,
+    serve: String,
+    http2: usize,
     capacity: usize,
     heartbeat_ms: u64,
     clients: usize,
@@ -139,6 +143,8 @@ impl Default for Options {
             server_pid: None,
             policy: "recover".into(),
             design: "hub".into(),
+            serve: "sse-hub".into(),
+            http2: 0,
             capacity: 16,
             heartbeat_ms: 15_000,
             clients: 2,
@@ -156,7 +162,7 @@ impl Default for Options {
 
 const USAGE: &str = "usage: loadgen [--connections C] [--users U] [--rate R events/s] [--seconds T]
                [--addr HOST:PORT [--server-pid PID]] [--policy recover|notify|disconnect]
-               [--design hub|replaced] [--capacity N] [--heartbeat-ms MS] [--clients K]
+               [--design hub|replaced] [--serve sse-hub|axum] [--http2 STREAMS_PER_CONN] [--capacity N] [--heartbeat-ms MS] [--clients K]
                [--sources S] [--channel agui] [--pad BYTES] [--drain-ms MS] [--tick-us US]";
 
 fn parse_options() -> Result<Options, String> {
@@ -184,6 +190,8 @@ fn parse_options() -> Result<Options, String> {
             "--server-pid" => o.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
             "--policy" => o.policy = value,
             "--design" => o.design = value,
+            "--serve" => o.serve = value,
+            "--http2" => o.http2 = value.parse().map_err(|e| bad(&e))?,
             "--capacity" => o.capacity = value.parse().map_err(|e| bad(&e))?,
             "--heartbeat-ms" => o.heartbeat_ms = value.parse().map_err(|e| bad(&e))?,
             "--clients" => o.clients = value.parse().map_err(|e| bad(&e))?,
@@ -208,6 +216,9 @@ fn parse_options() -> Result<Options, String> {
     }
     if !["hub", "replaced"].contains(&o.design.as_str()) {
         return Err(format!("unknown design {}", o.design));
+    }
+    if !["sse-hub", "axum"].contains(&o.serve.as_str()) {
+        return Err(format!("unknown server {}", o.serve));
     }
     Ok(o)
 }
@@ -255,6 +266,16 @@ fn cpu_ns(pid: Option<u32>) -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some((utime + stime) * 1_000_000_000 / ticks)
+}
+
+/// The write system calls (`write`, `writev`, `sendmsg`...) a process has made so far:
+/// `syscw` of `/proc/PID/io`.
+fn write_calls(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or("/proc/self/io".to_owned(), |p| format!("/proc/{p}/io"));
+    let io = std::fs::read_to_string(path).ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Resident set size of a process, in bytes.
@@ -888,6 +909,105 @@ async fn open(
     }
 }
 
+/// An HTTP/2 connection with prior knowledge (h2c) from `source`, driven by a local task.
+async fn open_h2(
+    server: SocketAddr,
+    source: Ipv4Addr,
+) -> std::io::Result<hyper::client::conn::http2::SendRequest<String>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))?;
+    let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(server))
+        .await
+        .map_err(|_| std::io::Error::other("connect timed out"))??;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(LocalExec)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::task::spawn_local(async move {
+        if let Err(e) = connection.await {
+            eprintln!("HTTP/2 connection: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// Runs the HTTP/2 client's tasks on the worker's `LocalSet`.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// Opens one SSE stream on an HTTP/2 connection; its body, or `None` when it failed.
+async fn h2_stream(
+    sender: Option<hyper::client::conn::http2::SendRequest<String>>,
+    server: SocketAddr,
+    path: &str,
+) -> Option<hyper::body::Incoming> {
+    let mut sender = sender?;
+    let request = hyper::Request::get(format!("http://{server}{path}"))
+        .header("accept", "text/event-stream")
+        .body(String::new())
+        .ok()?;
+    let ready = async {
+        std::future::poll_fn(|cx| sender.poll_ready(cx))
+            .await
+            .ok()?;
+        sender.send_request(request).await.ok()
+    };
+    let response = match tokio::time::timeout(Duration::from_secs(30), ready).await {
+        Ok(Some(response)) => response,
+        _ => return None,
+    };
+    (response.status() == 200).then(|| response.into_body())
+}
+
+/// Reads an HTTP/2 SSE stream until it ends or the worker stops.
+async fn read_h2(
+    mut body: hyper::body::Incoming,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    hist: &RefCell<Histogram>,
+    totals: &RefCell<WorkerTotals>,
+) -> ConnState {
+    use http_body::Body as _;
+    let mut state = ConnState::default();
+    let mut parser = SseParser::new();
+    loop {
+        let frame = tokio::select! {
+            frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => frame,
+            _ = stop.changed() => break,
+        };
+        let data = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            _ => {
+                state.ended = true;
+                break;
+            }
+        };
+        let (events, signalled) = (state.unique, state.signalled);
+        let now = now_ns();
+        let got = parser.feed(&data, now, &mut state, &mut hist.borrow_mut());
+        if got || state.signalled != signalled {
+            let mut totals = totals.borrow_mut();
+            if got {
+                totals.last_receive_ns = totals.last_receive_ns.max(now);
+            }
+            totals.events += state.unique - events;
+            totals.signalled += state.signalled - signalled;
+        }
+    }
+    state
+}
+
 fn run_worker(o: Options) {
     raise_fd_limit();
     let addr: SocketAddr = o
@@ -926,6 +1046,21 @@ fn run_worker(o: Options) {
     local.block_on(&rt, async {
         let limit = Rc::new(tokio::sync::Semaphore::new(256));
         let mut opened = Vec::new();
+        // With --http2 S: one HTTP/2 connection (h2c, prior knowledge) per S streams.
+        let mut senders = Vec::new();
+        if o.http2 > 0 {
+            for g in 0..o.count.div_ceil(o.http2) {
+                let source = Ipv4Addr::new(127, 0, 0, 1 + (g % o.sources as usize) as u8);
+                match open_h2(addr, source).await {
+                    Ok(sender) => senders.push(Some(sender)),
+                    Err(e) => {
+                        eprintln!("HTTP/2 connection {g}: {e}");
+                        senders.push(None);
+                    }
+                }
+            }
+        }
+        let senders = Rc::new(senders);
         for i in o.first..o.first + o.count {
             let u = i % o.users;
             let path = format!("/events/{}/{}", o.channel, user_name(u));
@@ -935,8 +1070,20 @@ fn run_worker(o: Options) {
             let hist = hist.clone();
             let totals = totals.clone();
             let conns = conns.clone();
+            let h2 = (o.http2 > 0).then(|| senders[(i - o.first) / o.http2].clone());
             opened.push(tokio::task::spawn_local(async move {
                 let permit = limit.acquire().await.expect("semaphore");
+                if let Some(sender) = h2 {
+                    let Some(body) = h2_stream(sender, addr, &path).await else {
+                        totals.borrow_mut().failed += 1;
+                        return;
+                    };
+                    drop(permit);
+                    totals.borrow_mut().connected += 1;
+                    let state = read_h2(body, &mut stop, &hist, &totals).await;
+                    conns.borrow_mut().push((u, state));
+                    return;
+                }
                 let mut attempt = 0;
                 let (mut stream, rest) = loop {
                     match open(addr, source, &path).await {
@@ -1099,6 +1246,8 @@ fn spawn_worker(o: &Options, addr: SocketAddr, first: usize, count: usize) -> Wo
             &o.channel,
             "--seconds",
             &o.seconds.to_string(),
+            "--http2",
+            &o.http2.to_string(),
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1170,8 +1319,13 @@ fn main() {
                 let (broadcaster, app) = servers::replaced(heartbeat);
                 (app, Publisher::Replaced(broadcaster))
             };
+            let serve = o.serve.clone();
             server_rt.spawn(async move {
-                let _ = axum::serve(listener, app).await;
+                let _ = if serve == "axum" {
+                    axum::serve(listener, app).await
+                } else {
+                    sse_hub::serve(listener, app).await
+                };
             });
             (addr, publisher, None)
         }
@@ -1219,6 +1373,7 @@ fn main() {
 
     // Publish (or hold the connections idle) for the duration.
     let cpu_before = cpu_ns(self_pid).unwrap_or(0);
+    let writes_before = write_calls(self_pid).unwrap_or(0);
     let clients_cpu = |workers: &[Worker]| -> u64 {
         workers
             .iter()
@@ -1268,6 +1423,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let cpu_after = cpu_ns(self_pid).unwrap_or(0);
+    let writes_after = write_calls(self_pid).unwrap_or(0);
     let client_cpu_after = clients_cpu(&workers);
     let rss_end = rss_bytes(self_pid).unwrap_or(0);
 
@@ -1345,6 +1501,11 @@ fn main() {
     } else {
         0.0
     };
+    let writes_per_delivery = if measurable && received > 0 {
+        writes_after.saturating_sub(writes_before) as f64 / received as f64
+    } else {
+        0.0
+    };
     let client_cpu_per_delivery = if received > 0 {
         client_cpu_after.saturating_sub(client_cpu_before) as f64 / received as f64
     } else {
@@ -1361,12 +1522,18 @@ fn main() {
         0.0
     };
     println!(
-        "summary design={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
+        "summary design={} serve={} http2={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} server_writes_per_delivery={writes_per_delivery:.3} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
         if in_process {
             o.design.as_str()
         } else {
             "external"
         },
+        if in_process {
+            o.serve.as_str()
+        } else {
+            "external"
+        },
+        o.http2,
         o.policy,
         o.capacity,
         o.connections,

@@ -125,8 +125,8 @@ use serde_json::json;
 use sse_hub::models::{A2AEvent, AgUiEvent, AnalyticsEvent, SystemEvent};
 use sse_hub::sse::error_response;
 use sse_hub::{
-    Channel, Config, EventRouter, LastEventId, PublishError, Route, Routed, StallTimeout,
-    SubscribeError, ThreadQuery, UserId,
+    Channel, Config, EventRouter, LastEventId, PublishError, Route, Routed, SubscribeError,
+    ThreadQuery, UserId,
 };
 use tokio::sync::Notify;
 
@@ -226,10 +226,12 @@ async fn run() -> Result<(), String> {
             draining.notify_one();
         }
     };
-    // A client that stops reading is closed once its writes make no progress for twice the
-    // heartbeat interval, so it cannot keep its slot or hold up the shutdown.
-    let listener = StallTimeout::new(listener, 2 * sse_hub::HEARTBEAT_INTERVAL);
-    let server = axum::serve(listener, routes(app))
+    // HTTP/1.1 and HTTP/2 (h2c with prior knowledge) on the same port, with sse-hub's
+    // settings for long-lived streams. A client that stops reading is closed once its writes
+    // make no progress for twice the heartbeat interval (the default stall timeout), so it
+    // cannot keep its slot or hold up the shutdown.
+    let server = sse_hub::serve(listener, routes(app))
+        .stall_timeout(2 * sse_hub::HEARTBEAT_INTERVAL)
         .with_graceful_shutdown(shutdown)
         .into_future();
 

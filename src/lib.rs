@@ -147,6 +147,7 @@ mod registry; //      Broadcaster: user channels by user; publish, subscribe, re
 // Adapters.
 pub mod sse; //       SseResponse, LastEventId: a subscription served over axum.
 pub mod listener; //  StallTimeout: close connections whose writes stall.
+pub mod serve; //     serve: a Router over HTTP/1.1 and HTTP/2, tuned for SSE, in one call.
 pub mod models; //    AG-UI, A2A, system, analytics and context event models.
 pub mod run_state; // The AG-UI run state: a thread's run folded from its events, and its opening.
 mod router; //        EventRouter: one event to the channels that carry it.
@@ -163,6 +164,7 @@ pub use router::{
     AnalyticsBroadcaster, CONTEXT_BROADCASTER, Channel, ContextBroadcaster, EventRouter, Route,
     Routed, RouterStats, UnknownChannel,
 };
+pub use serve::{Serve, serve};
 pub use sse::{LastEventId, SseResponse, ThreadQuery, standard_keep_alive};
 pub use stats::{Delivery, Published, Stats};
 pub use subscription::{

@@ -12,6 +12,10 @@
 //!   client that reconnects before its first event still resumes without loss. (With a
 //!   [backplane](crate::backplane), once the subscription has caught up with the shared history,
 //!   a bounded wait.)
+//! * Frames that are ready together go out as one chunk of at most [`MAX_CHUNK`] bytes (copied
+//!   once into a buffer the connection reuses while it has a backlog), so hyper writes one
+//!   chunk header and makes one `writev` for them all. A frame that is ready alone goes out at
+//!   once, as the shared `Bytes`, uncopied: nothing is ever held back to wait for another.
 //! * After every idle [`SseConfig::heartbeat_interval`] a heartbeat goes out: by default the
 //!   replaced crate's `event: heartbeat` with data [`HEARTBEAT_JSON`], or a
 //!   comment line, or nothing. It keeps proxies from cutting idle connections and finds dead
@@ -45,7 +49,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
 
@@ -122,6 +126,12 @@ pub struct SseBody<E> {
     active: bool,
     shutdown_retry_jitter: Option<Duration>,
     done: bool,
+    /// A frame that was ready but did not fit in the last chunk.
+    carry: Option<Bytes>,
+    /// Where frames ready together are joined into one chunk. Kept while the connection has a
+    /// backlog, so that its allocation is reused once hyper has written the last chunk; released
+    /// as soon as a poll finds one frame or none.
+    scratch: BytesMut,
     /// The connection's span: everything logged while the stream is polled carries its channel
     /// and user.
     span: tracing::Span,
@@ -147,6 +157,8 @@ impl<E> SseBody<E> {
             active: false,
             shutdown_retry_jitter: config.shutdown_retry_jitter,
             done: false,
+            carry: None,
+            scratch: BytesMut::new(),
         }
     }
 
@@ -187,28 +199,63 @@ impl<E> Stream for SseBody<E> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let _entered = this.span.enter();
+        let mut chunk = Chunk::Empty;
         if !this.opened {
             // Ready at once without a backplane.
             ready!(this.subscription.poll_caught_up(cx));
             this.opened = true;
             if let Some(opening) = this.opening_frame() {
-                return Poll::Ready(Some(Ok(opening)));
+                chunk.push(opening, &mut this.scratch);
             }
+        }
+        // A frame that did not fit in the last chunk goes first in this one.
+        if let Some(carried) = this.carry.take() {
+            chunk.push(carried, &mut this.scratch);
+        }
+        // Every frame ready now goes out in one chunk, up to `MAX_CHUNK` bytes: hyper then
+        // formats one chunk header and makes one write for them all. Nothing waits for a frame
+        // that is not ready yet: `Pending` (which may also mean the task's coop budget is spent)
+        // sends what there is.
+        while !this.done {
+            match Pin::new(&mut this.subscription).poll_next(cx) {
+                Poll::Ready(Some(frame)) => {
+                    this.active = true;
+                    let bytes = frame.into_bytes();
+                    if !chunk.fits(bytes.len()) {
+                        this.carry = Some(bytes);
+                        break;
+                    }
+                    chunk.push(bytes, &mut this.scratch);
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    tracing::debug!(reason = ?this.subscription.end_reason(), "stream ended");
+                    if let Some(closing) = this.closing_frame() {
+                        if chunk.fits(closing.len()) {
+                            chunk.push(closing, &mut this.scratch);
+                        } else {
+                            this.carry = Some(closing);
+                        }
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        match chunk {
+            Chunk::Empty => {}
+            Chunk::One(bytes) => {
+                // A connection that is not busy keeps no buffer.
+                this.scratch = BytesMut::new();
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            Chunk::Many(_) => return Poll::Ready(Some(Ok(this.scratch.split().freeze()))),
         }
         if this.done {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.subscription).poll_next(cx) {
-            Poll::Ready(Some(frame)) => {
-                this.active = true;
-                return Poll::Ready(Some(Ok(frame.into_bytes())));
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                tracing::debug!(reason = ?this.subscription.end_reason(), "stream ended");
-                return Poll::Ready(this.closing_frame().map(Ok));
-            }
-            Poll::Pending => {}
+        // Nothing is ready: an idle connection keeps no buffer.
+        if this.scratch.capacity() > 0 {
+            this.scratch = BytesMut::new();
         }
         let Some((bytes, interval, sleep)) = this.heartbeat.as_mut() else {
             return Poll::Pending;
@@ -225,6 +272,53 @@ impl<E> Stream for SseBody<E> {
             }
             return Poll::Ready(Some(Ok(bytes.clone())));
         }
+    }
+}
+
+/// The largest chunk [`SseBody`] builds from frames that are ready together. A frame larger
+/// than this goes out alone, uncopied.
+pub const MAX_CHUNK: usize = 16 * 1024;
+
+/// The chunk one poll of an [`SseBody`] is building.
+enum Chunk {
+    Empty,
+    /// One frame: sent as it is, shared with every other connection, never copied.
+    One(Bytes),
+    /// Several frames, copied one after the other into the body's scratch buffer; the value is
+    /// their length.
+    Many(usize),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(bytes) => bytes.len(),
+            Self::Many(len) => *len,
+        }
+    }
+
+    /// Whether `len` more bytes may join the chunk: always when it is empty.
+    fn fits(&self, len: usize) -> bool {
+        matches!(self, Self::Empty) || self.len() + len <= MAX_CHUNK
+    }
+
+    fn push(&mut self, bytes: Bytes, scratch: &mut BytesMut) {
+        *self = match std::mem::replace(self, Self::Empty) {
+            Self::Empty => Self::One(bytes),
+            Self::One(first) => {
+                debug_assert!(scratch.is_empty());
+                // Room for a few more frames of this size: a burst rarely stops at two.
+                scratch.reserve((4 * (first.len() + bytes.len())).min(MAX_CHUNK));
+                scratch.extend_from_slice(&first);
+                scratch.extend_from_slice(&bytes);
+                Self::Many(scratch.len())
+            }
+            Self::Many(_) => {
+                scratch.extend_from_slice(&bytes);
+                Self::Many(scratch.len())
+            }
+        };
     }
 }
 

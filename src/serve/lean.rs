@@ -1,0 +1,519 @@
+//! The lean HTTP/1.1 path of [`serve`](super::serve): a request that can only be an SSE stream
+//! (`GET`, `Accept: text/event-stream`, no body, no upgrade) is read, routed and answered here,
+//! with no buffer kept between writes. hyper keeps everything else: any other request, HTTP/2,
+//! and whatever follows on the connection once such a request is not for this path.
+//!
+//! Why: hyper's HTTP/1.1 connection keeps an 8 KiB read buffer and an 8 KiB write buffer (more
+//! when the request head is still referenced when it reads again) for as long as the connection
+//! is open. For an SSE stream, which reads nothing after its head and writes a frame now and
+//! then, those buffers are most of the memory of an idle connection.
+//!
+//! What goes on the wire is what hyper would write: the status line, the response's headers,
+//! `transfer-encoding: chunked` (or `content-length` when the body's size is known) and `date`,
+//! then the body in chunks, each frame or group of frames as one chunk, and the last chunk when
+//! the body ends. While the body is written, the connection is read too, so a client that goes
+//! away is noticed at once (as hyper does), and a request pipelined behind the stream is kept
+//! for afterwards.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use bytes::{Buf, Bytes};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tower_service::Service;
+
+/// The longest request head read here: a longer one is handed to hyper, which has its own
+/// limit.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// The most headers a request read here may have.
+const MAX_HEADERS: usize = 64;
+
+/// Bytes the client may send while its stream is written (a pipelined request) before the
+/// connection is closed.
+const MAX_PIPELINED: usize = 8 * 1024;
+
+/// What became of a connection served on the lean path.
+pub(super) enum Outcome {
+    /// Not for this path: hyper serves the connection, starting with these bytes.
+    Hyper(Bytes),
+    /// The connection is closed (or must be).
+    Close,
+}
+
+/// Serves requests of the lean kind on `io` one after another, until the connection closes or
+/// a request of another kind comes (then handed to hyper with the bytes read). `draining` is
+/// true once graceful shutdown began.
+pub(super) async fn serve<I>(
+    io: &mut I,
+    router: &Router,
+    header_read_timeout: Option<Duration>,
+    draining: &mut tokio::sync::watch::Receiver<bool>,
+) -> Outcome
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buffered: Vec<u8> = Vec::new();
+    loop {
+        // The next request head, within the timeout, unless shutdown begins first (a keep-alive
+        // connection between requests is closed then, as hyper does).
+        let read = read_head(io, &mut buffered);
+        let read = async {
+            match header_read_timeout {
+                Some(timeout) => tokio::time::timeout(timeout, read)
+                    .await
+                    .unwrap_or(Err(io::ErrorKind::TimedOut.into())),
+                None => read.await,
+            }
+        };
+        let head = tokio::select! {
+            head = read => head,
+            _ = draining.wait_for(|draining| *draining) => {
+                return if buffered.is_empty() { Outcome::Close } else { Outcome::Hyper(buffered.into()) };
+            }
+        };
+        match head {
+            Err(_) => return Outcome::Close,
+            Ok(None) => return Outcome::Hyper(Bytes::from(buffered)),
+            Ok(Some(end)) => match parse(&buffered[..end]) {
+                None => return Outcome::Hyper(Bytes::from(buffered)),
+                Some((request, close)) => {
+                    buffered.drain(..end);
+                    buffered.shrink_to_fit();
+                    let mut router = router.clone();
+                    let Ok(response) = router.call(request).await;
+                    let keep_alive = !close && !*draining.borrow();
+                    match respond(io, response, keep_alive, &mut buffered).await {
+                        Ok(true) if !*draining.borrow() => continue,
+                        _ => return Outcome::Close,
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Reads until `buffered` holds a whole request head; returns its length, or `None` when the
+/// bytes cannot start a request for this path (HTTP/2's preface, a head too long). `Err` when
+/// the connection closes or fails first.
+async fn read_head<I>(io: &mut I, buffered: &mut Vec<u8>) -> io::Result<Option<usize>>
+where
+    I: AsyncRead + Unpin,
+{
+    loop {
+        if buffered.starts_with(b"PRI ") {
+            return Ok(None);
+        }
+        if let Some(at) = memchr::memmem::find(buffered, b"\r\n\r\n") {
+            return Ok(Some(at + 4));
+        }
+        if buffered.len() >= MAX_HEAD {
+            return Ok(None);
+        }
+        if buffered.capacity() == buffered.len() {
+            buffered.reserve(if buffered.is_empty() {
+                1024
+            } else {
+                buffered.len()
+            });
+        }
+        let read = poll_fn(|cx| {
+            let spare = buffered.spare_capacity_mut();
+            let mut buf = ReadBuf::uninit(spare);
+            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        // SAFETY: `poll_read` initialised `read` bytes of the spare capacity.
+        unsafe { buffered.set_len(buffered.len() + read) };
+    }
+}
+
+/// Parses a request head: a request for this path becomes a `Request` with an empty body, and
+/// whether the client asked to close the connection after it; anything else is `None` (hyper
+/// serves it).
+fn parse(head: &[u8]) -> Option<(Request<Body>, bool)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = parsed.parse(head) else {
+        return None;
+    };
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
+        return None;
+    }
+    let uri = parsed.path.and_then(|path| Uri::try_from(path).ok())?;
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .version(Version::HTTP_11);
+    let mut event_stream = false;
+    let mut close = false;
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return None;
+        };
+        if name == header::ACCEPT {
+            event_stream |= value
+                .to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+        } else if name == header::CONTENT_LENGTH {
+            if value.as_bytes() != b"0" {
+                return None;
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+        {
+            return None;
+        } else if name == header::CONNECTION {
+            let value = value.to_str().unwrap_or("").to_ascii_lowercase();
+            if value.contains("upgrade") {
+                return None;
+            }
+            close |= value.contains("close");
+        }
+        builder = builder.header(name, value);
+    }
+    if !event_stream {
+        return None;
+    }
+    builder
+        .body(Body::empty())
+        .ok()
+        .map(|request| (request, close))
+}
+
+/// Writes `response`; returns whether the connection may serve another request. Bytes the
+/// client sends meanwhile are appended to `pipelined`.
+async fn respond<I>(
+    io: &mut I,
+    response: Response<Body>,
+    keep_alive: bool,
+    pipelined: &mut Vec<u8>,
+) -> io::Result<bool>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let (parts, mut body) = response.into_parts();
+    let length = body.size_hint().exact();
+    let chunked = length.is_none() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("<none>")
+            .as_bytes(),
+    );
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if let Some(length) = length
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        head.extend_from_slice(b"content-length: ");
+        head.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    drop(parts);
+
+    // The head goes out with the first chunk when the body has one ready (an SSE body's
+    // opening always is), as hyper does.
+    let mut head = Some(head);
+    let mut reading = pipelined.is_empty();
+    let mut probe = [0u8; 64];
+    loop {
+        let flush_head = head.is_some();
+        let event = poll_fn(
+            |cx| match poll_event(cx, &mut body, io, reading, &mut probe) {
+                Event::Pending if !flush_head => Poll::Pending,
+                event => Poll::Ready(event),
+            },
+        )
+        .await;
+        match event {
+            Event::Data(data) => write_chunk(io, head.take(), data, chunked).await?,
+            Event::Other => {}
+            Event::End => break,
+            Event::Failed => {
+                // As hyper: a body that fails ends the connection without the last chunk, so
+                // the client sees the response was cut short.
+                if let Some(head) = head.take() {
+                    io.write_all(&head).await?;
+                    io.flush().await?;
+                }
+                return Ok(false);
+            }
+            Event::Pending => {
+                // Nothing ready yet: the head goes out alone.
+                if let Some(head) = head.take() {
+                    io.write_all(&head).await?;
+                    io.flush().await?;
+                }
+            }
+            Event::Read(0) | Event::ReadFailed => return Ok(false),
+            Event::Read(n) => {
+                pipelined.extend_from_slice(&probe[..n]);
+                if pipelined.len() > MAX_PIPELINED {
+                    return Ok(false);
+                }
+            }
+        }
+        // A pipelined request waits for this response: stop reading until then.
+        reading = pipelined.is_empty();
+    }
+    let mut last: Vec<u8> = head.unwrap_or_default();
+    if chunked {
+        last.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !last.is_empty() {
+        io.write_all(&last).await?;
+    }
+    io.flush().await?;
+    Ok(keep_alive)
+}
+
+enum Event {
+    Data(Bytes),
+    Other,
+    End,
+    Failed,
+    Pending,
+    Read(usize),
+    ReadFailed,
+}
+
+/// Polls the body for its next frame, and the connection for bytes (so that a client that
+/// goes away is noticed while its stream is idle).
+fn poll_event<I>(
+    cx: &mut Context<'_>,
+    body: &mut Body,
+    io: &mut I,
+    reading: bool,
+    probe: &mut [u8; 64],
+) -> Event
+where
+    I: AsyncRead + Unpin,
+{
+    match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            return match frame.into_data() {
+                Ok(data) => Event::Data(data),
+                Err(_) => Event::Other,
+            };
+        }
+        Poll::Ready(Some(Err(_))) => return Event::Failed,
+        Poll::Ready(None) => return Event::End,
+        Poll::Pending => {}
+    }
+    if reading {
+        let mut buf = ReadBuf::new(probe);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => return Event::Read(buf.filled().len()),
+            Poll::Ready(Err(_)) => return Event::ReadFailed,
+            Poll::Pending => {}
+        }
+    }
+    Event::Pending
+}
+
+/// Writes `data` as one chunk (or as it is, when the body has a length), after `head` if
+/// given, with one vectored write where the socket takes it all.
+async fn write_chunk<I>(
+    io: &mut I,
+    head: Option<Vec<u8>>,
+    mut data: Bytes,
+    chunked: bool,
+) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    if data.is_empty() {
+        if let Some(head) = head {
+            io.write_all(&head).await?;
+        }
+        return Ok(());
+    }
+    let mut size = [0u8; 20];
+    let size_len = if chunked {
+        chunk_size_line(data.len(), &mut size)
+    } else {
+        0
+    };
+    let head = head.unwrap_or_default();
+    let mut size = &size[..size_len];
+    let mut head = &head[..];
+    let mut end: &[u8] = if chunked { b"\r\n" } else { b"" };
+    while !(head.is_empty() && size.is_empty() && data.is_empty() && end.is_empty()) {
+        let slices = [
+            IoSlice::new(head),
+            IoSlice::new(size),
+            IoSlice::new(&data),
+            IoSlice::new(end),
+        ];
+        let mut written = io.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        for part in [&mut head, &mut size] {
+            let n = written.min(part.len());
+            *part = &part[n..];
+            written -= n;
+        }
+        let n = written.min(data.len());
+        data.advance(n);
+        written -= n;
+        let n = written.min(end.len());
+        end = &end[n..];
+    }
+    io.flush().await
+}
+
+/// Writes `len` in hexadecimal followed by CRLF into `out`; returns the length written.
+fn chunk_size_line(len: usize, out: &mut [u8; 20]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4)).max(1) as usize;
+    for i in 0..digits {
+        out[digits - 1 - i] = HEX[(len >> (4 * i)) & 0xF];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+/// The connection handed to hyper: the bytes read on the lean path first, then the socket.
+pub(super) struct Rewind<I> {
+    prefix: Bytes,
+    inner: I,
+}
+
+impl<I> Rewind<I> {
+    pub(super) fn new(prefix: Bytes, inner: I) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                self.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_upper_case_hexadecimal() {
+        for (len, text) in [
+            (0usize, "0"),
+            (1, "1"),
+            (15, "F"),
+            (16, "10"),
+            (263, "107"),
+            (16384, "4000"),
+        ] {
+            let mut out = [0u8; 20];
+            let n = chunk_size_line(len, &mut out);
+            assert_eq!(&out[..n], format!("{text}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn only_bodiless_event_stream_gets_are_lean() {
+        let lean = |head: &str| parse(head.as_bytes()).is_some();
+        assert!(lean(
+            "GET /events/u HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        ));
+        assert!(!lean("GET /events/u HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!lean(
+            "POST /events/u HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 2\r\n\r\n"
+        ));
+        assert!(!lean(
+            "GET /events/u HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n"
+        ));
+        assert!(!lean(
+            "GET /ws HTTP/1.1\r\nAccept: text/event-stream\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!lean(
+            "GET /events/u HTTP/1.1\r\nAccept: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+    }
+}

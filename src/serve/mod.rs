@@ -1,0 +1,379 @@
+//! [`serve`]: an axum [`Router`] served over HTTP/1.1 and HTTP/2, with settings chosen for
+//! long-lived SSE streams, the [stall timeout](crate::StallTimeout) and graceful shutdown, in
+//! one call.
+//!
+//! ```no_run
+//! use sse_hub::{Broadcaster, Config};
+//!
+//! # async fn run(app: axum::Router, hub: Broadcaster<serde_json::Value>) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! sse_hub::serve(listener, app)
+//!     .with_graceful_shutdown(async move {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!         // Ends every SSE stream, so that the shutdown does not wait for them.
+//!         hub.shutdown();
+//!     })
+//!     .await
+//! # }
+//! ```
+//!
+//! What it does that `axum::serve` does not:
+//!
+//! * **HTTP/1.1 and HTTP/2 on one port.** A connection that opens with the HTTP/2 preface is
+//!   served as HTTP/2 ("h2c with prior knowledge", which is also how an h2-speaking proxy such
+//!   as Envoy or nginx's `grpc_pass` talks to a plain-text backend); any other as HTTP/1.1.
+//!   Browsers speak HTTP/2 only over TLS: terminate TLS in a proxy in front of this server, or
+//!   give `serve` a listener whose connections are TLS streams.
+//! * **Streams per HTTP/2 connection**: [`DEFAULT_MAX_CONCURRENT_STREAMS`] (1 000) rather than
+//!   hyper's 200, since each open `EventSource` of a browser holds a stream for as long as the
+//!   page is open ([`Serve::max_concurrent_streams`]). Each stream's unsent data is bounded by
+//!   [`DEFAULT_HTTP2_MAX_SEND_BUF`] rather than 400 KiB, so a stream whose client stops reading
+//!   holds little.
+//! * **Dead peers are found**: HTTP/2 pings every [`DEFAULT_HTTP2_KEEP_ALIVE`] (a connection
+//!   that does not answer within as long is closed); on every connection, a write that makes no
+//!   progress for [`DEFAULT_STALL_TIMEOUT`] closes it (see [`StallTimeout`](crate::StallTimeout)
+//!   for why a stream cannot notice this by itself).
+//! * **A lean HTTP/1.1 path for SSE.** A request that can only be an SSE stream (`GET` with
+//!   `Accept: text/event-stream`, which is what `EventSource` sends, with no body and no
+//!   upgrade) is read, routed and answered by sse-hub's own HTTP/1.1 writer, which writes what
+//!   hyper writes (status line, the response's headers, `transfer-encoding: chunked` or
+//!   `content-length`, `date`, then the body's chunks and the last chunk) but keeps no buffer
+//!   between writes: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer (often twice
+//!   the read buffer) for every open connection, most of an idle stream's memory. While the
+//!   body is written the socket is read too, so a client that goes away is noticed at once, and
+//!   a request pipelined behind the stream waits for its end. Any other request goes to hyper,
+//!   and so does everything after it on that connection ([`Serve::lean_http1`] turns the path
+//!   off).
+//! * **A request head must arrive within** [`DEFAULT_HEADER_READ_TIMEOUT`], and may be at most
+//!   [`DEFAULT_MAX_BUF_SIZE`] long (hyper's default is about 400 KiB).
+//! * **The router is shared**, not cloned per connection: `axum::serve` re-builds the router's
+//!   route table for each connection (about 1 KB each for a router of one route).
+//! * **Graceful shutdown**: once the future given to [`Serve::with_graceful_shutdown`] resolves,
+//!   no new connection is accepted, every connection is asked to close once its responses are
+//!   complete (HTTP/2 connections get a `GOAWAY`), and `serve` returns when all are closed. SSE
+//!   responses complete when their streams end: end them in the same future with
+//!   [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) (or `EventRouter::shutdown`),
+//!   which sends each client a jittered `retry:` first.
+//!
+//! WebSocket and other HTTP/1.1 upgrades keep working, and so does HTTP/2's extended CONNECT.
+
+use std::fmt;
+use std::future::{Future, IntoFuture, Pending};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::Listener;
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_io_timeout::TimeoutStream;
+
+use crate::config::HEARTBEAT_INTERVAL;
+
+mod lean;
+
+/// The default of [`Serve::max_concurrent_streams`]: how many requests (SSE streams) one
+/// HTTP/2 connection may have open at once.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1_000;
+
+/// The default of [`Serve::stall_timeout`]: twice the heartbeat interval, so that a live but
+/// slow client has a whole heartbeat interval to drain its socket.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
+
+/// The default of [`Serve::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of [`Serve::max_buf_size`]: the largest HTTP/1.1 request head accepted, and the
+/// most a connection buffers before it writes.
+pub const DEFAULT_MAX_BUF_SIZE: usize = 64 * 1024;
+
+/// The default interval of HTTP/2 keep-alive pings ([`Serve::http2_keep_alive`]).
+pub const DEFAULT_HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// The default of [`Serve::http2_max_send_buf`]: the data an HTTP/2 stream buffers before its
+/// body is no longer polled (hyper's default is 400 KiB).
+pub const DEFAULT_HTTP2_MAX_SEND_BUF: usize = 64 * 1024;
+
+/// Serves `router` on `listener` until the shutdown future resolves (or forever). See the
+/// [module docs](self).
+///
+/// `listener` is anything axum can serve on: a `tokio::net::TcpListener`, a
+/// `tokio::net::UnixListener`, or one adapted with `axum::serve::ListenerExt` (for example
+/// `listener.tap_io(|tcp| { let _ = tcp.set_nodelay(true); })`).
+pub fn serve<L: Listener>(listener: L, router: Router) -> Serve<L> {
+    Serve {
+        listener,
+        // Routes are made services once, here, rather than for each connection.
+        router: router.with_state(()),
+        settings: Settings::default(),
+        shutdown: std::future::pending(),
+    }
+}
+
+/// A server being configured: await it (it is an [`IntoFuture`]) to run it. Made by [`serve`].
+#[must_use = "a server does nothing until it is awaited"]
+pub struct Serve<L, F = Pending<()>> {
+    listener: L,
+    router: Router,
+    settings: Settings,
+    shutdown: F,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    stall_timeout: Option<Duration>,
+    header_read_timeout: Option<Duration>,
+    max_buf_size: usize,
+    max_concurrent_streams: u32,
+    http2_keep_alive: Option<Duration>,
+    http2_max_send_buf: usize,
+    lean_http1: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
+            header_read_timeout: Some(DEFAULT_HEADER_READ_TIMEOUT),
+            max_buf_size: DEFAULT_MAX_BUF_SIZE,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            http2_keep_alive: Some(DEFAULT_HTTP2_KEEP_ALIVE),
+            http2_max_send_buf: DEFAULT_HTTP2_MAX_SEND_BUF,
+            lean_http1: true,
+        }
+    }
+}
+
+impl<L, F> Serve<L, F> {
+    /// Closes a connection whose writes make no progress for `timeout` (`None`: never). Default
+    /// [`DEFAULT_STALL_TIMEOUT`]. See [`StallTimeout`](crate::StallTimeout).
+    pub fn stall_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.settings.stall_timeout = timeout.into();
+        self
+    }
+
+    /// Closes an HTTP/1.1 connection whose request head does not arrive within `timeout`
+    /// (`None`: never). Default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.settings.header_read_timeout = timeout.into();
+        self
+    }
+
+    /// The largest HTTP/1.1 request head accepted, and the most a connection buffers before it
+    /// writes; at least 8 KiB. Default [`DEFAULT_MAX_BUF_SIZE`].
+    pub fn max_buf_size(mut self, bytes: usize) -> Self {
+        self.settings.max_buf_size = bytes.max(8 * 1024);
+        self
+    }
+
+    /// How many requests (SSE streams) one HTTP/2 connection may have open at once; a client
+    /// that wants more opens another connection. Default [`DEFAULT_MAX_CONCURRENT_STREAMS`].
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.settings.max_concurrent_streams = streams;
+        self
+    }
+
+    /// Pings each HTTP/2 connection after `interval` without a frame from the client, and
+    /// closes it if the ping is not answered within `interval` (`None`: no pings). Default
+    /// [`DEFAULT_HTTP2_KEEP_ALIVE`].
+    pub fn http2_keep_alive(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.settings.http2_keep_alive = interval.into();
+        self
+    }
+
+    /// The data one HTTP/2 stream buffers before its body is no longer polled. Default
+    /// [`DEFAULT_HTTP2_MAX_SEND_BUF`].
+    pub fn http2_max_send_buf(mut self, bytes: usize) -> Self {
+        self.settings.http2_max_send_buf = bytes;
+        self
+    }
+
+    /// Whether SSE requests over HTTP/1.1 are answered on the lean path (see the
+    /// [module docs](self)); default `true`. With `false`, hyper serves every request.
+    pub fn lean_http1(mut self, enabled: bool) -> Self {
+        self.settings.lean_http1 = enabled;
+        self
+    }
+
+    /// Shuts down gracefully once `signal` resolves: see the [module docs](self).
+    pub fn with_graceful_shutdown<G>(self, signal: G) -> Serve<L, G>
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        Serve {
+            listener: self.listener,
+            router: self.router,
+            settings: self.settings,
+            shutdown: signal,
+        }
+    }
+}
+
+impl<L: Listener, F> Serve<L, F> {
+    /// The address listened on.
+    pub fn local_addr(&self) -> io::Result<L::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+impl<L, F> fmt::Debug for Serve<L, F>
+where
+    L: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L, F> IntoFuture for Serve<L, F>
+where
+    L: Listener,
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl Settings {
+    fn builder(&self) -> Builder<TokioExecutor> {
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.max_buf_size)
+            // Queue body chunks and write them with one `writev`, rather than copy them into
+            // one buffer first.
+            .writev(true)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_send_buf_size(self.http2_max_send_buf)
+            .keep_alive_interval(self.http2_keep_alive)
+            .keep_alive_timeout(self.http2_keep_alive.unwrap_or(DEFAULT_HTTP2_KEEP_ALIVE))
+            // As axum::serve: HTTP/2 WebSockets need the extended CONNECT protocol.
+            .enable_connect_protocol();
+        builder
+    }
+}
+
+impl<L, F> Serve<L, F>
+where
+    L: Listener,
+    F: Future<Output = ()> + Send + 'static,
+{
+    async fn run(self) -> io::Result<()> {
+        let Self {
+            mut listener,
+            router,
+            settings,
+            shutdown,
+        } = self;
+        let builder = Arc::new(settings.builder());
+        // `true` once shutdown began; every connection watches it.
+        let (draining, drain_signal) = watch::channel(false);
+        // Every connection holds a receiver: all are closed when the count falls to zero.
+        let (closed, open) = watch::channel(());
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let (io, _addr) = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let mut io = TimeoutStream::new(io);
+            io.set_write_timeout(settings.stall_timeout);
+            let io = Box::pin(io);
+            // The router's state is behind an `Arc`: these clones are reference counts.
+            let router = router.clone();
+            let builder = builder.clone();
+            let drain_signal = drain_signal.clone();
+            let open = open.clone();
+            let lean = settings.lean_http1.then_some(settings.header_read_timeout);
+            tokio::spawn(async move {
+                connection(io, router, builder, lean, drain_signal).await;
+                drop(open);
+            });
+        }
+        tracing::debug!(
+            connections = closed.receiver_count() - 1,
+            "shutting down: no new connections; waiting for the open ones to close"
+        );
+        drop(listener);
+        let _ = draining.send(true);
+        drop(open);
+        closed.closed().await;
+        Ok(())
+    }
+}
+
+/// Serves one connection: on the lean path while its requests are SSE streams over HTTP/1.1
+/// (when `lean` is given, with the header read timeout), then with hyper.
+async fn connection<I>(
+    mut io: Pin<Box<TimeoutStream<I>>>,
+    router: Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    lean: Option<Option<Duration>>,
+    mut drain_signal: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let prefix = match lean {
+        Some(header_read_timeout) => {
+            match lean::serve(&mut io, &router, header_read_timeout, &mut drain_signal).await {
+                lean::Outcome::Close => return,
+                lean::Outcome::Hyper(prefix) => prefix,
+            }
+        }
+        None => Bytes::new(),
+    };
+    // Boxed, so that a connection served on the lean path does not carry the space of hyper's
+    // connection state in its task.
+    Box::pin(with_hyper(
+        lean::Rewind::new(prefix, io),
+        router,
+        builder,
+        drain_signal,
+    ))
+    .await;
+}
+
+async fn with_hyper<I>(
+    io: lean::Rewind<Pin<Box<TimeoutStream<I>>>>,
+    router: Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    mut drain_signal: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(error) = served {
+                tracing::trace!(%error, "connection failed");
+            }
+        }
+        () = async { drop(drain_signal.wait_for(|draining| *draining).await) } => {
+            connection.as_mut().graceful_shutdown();
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "connection failed while closing");
+            }
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! `sse_hub::serve` (issue 13): HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port,
+//! many SSE streams multiplexed on one HTTP/2 connection, graceful shutdown; and the demo
+//! server, which uses it, over HTTP/2.
+//!
+//! Clients are reqwest (hyper's client, HTTP/1.1 or `http2_prior_knowledge`) with the
+//! independent `eventsource-stream` parser; nothing here uses sse-hub's encoder to read.
+
+mod common;
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+
+use common::{SseClient, WAIT, bounded, router};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use reqwest::{StatusCode, Version};
+use serde_json::{Value, json};
+use sse_hub::{Broadcaster, Config, UserId};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// `sse_hub::serve` on `127.0.0.1:0`, shut down gracefully when `stop` fires: the hub's
+/// streams are ended first, as an application does.
+struct Served {
+    addr: SocketAddr,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(hub: &Broadcaster<Value>) -> Served {
+    start_with(hub, true).await
+}
+
+/// [`start`], with the lean HTTP/1.1 path on or off.
+async fn start_with(hub: &Broadcaster<Value>, lean: bool) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let listener = listener.tap_io(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let ending = hub.clone();
+    let server = sse_hub::serve(listener, router(hub.clone()))
+        .lean_http1(lean)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+            ending.shutdown();
+        });
+    Served {
+        addr,
+        accepted,
+        stop: Some(stop),
+        task: tokio::spawn(server.into_future()),
+    }
+}
+
+impl Served {
+    fn url(&self, user: &str) -> String {
+        format!("http://{}/events/{user}", self.addr)
+    }
+
+    async fn shut_down(mut self) {
+        let _ = self.stop.take().expect("once").send(());
+        bounded("serve to return after the shutdown signal", WAIT, self.task)
+            .await
+            .expect("the server task")
+            .expect("serve");
+    }
+}
+
+fn h2_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client")
+}
+
+fn publish(hub: &Broadcaster<Value>, user: &str, n: u64) {
+    hub.broadcast(&UserId::from(user), &json!({"type": "note", "n": n}))
+        .expect("publish")
+        .id
+        .expect("the user has a channel");
+}
+
+fn number(event: &eventsource_stream::Event) -> u64 {
+    let data: Value = serde_json::from_str(&event.data).expect("JSON data");
+    data["n"].as_u64().expect("a note")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_1_and_h2c_with_prior_knowledge_share_the_port() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+
+    let http1 = common::http_client();
+    let mut tab1 = SseClient::open(&http1, &server.url("ada"), None).await;
+    assert_eq!(tab1.status, StatusCode::OK);
+
+    let h2 = h2_client();
+    let response = bounded(
+        "an HTTP/2 response head",
+        WAIT,
+        h2.get(server.url("ada")).send(),
+    )
+    .await
+    .expect("GET over h2c");
+    assert_eq!(response.version(), Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "the same SSE headers over HTTP/2"
+    );
+    assert!(
+        response.headers().get("transfer-encoding").is_none(),
+        "no chunked coding over HTTP/2"
+    );
+    let mut tab2 = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+
+    // Both connections count against the user, so both are subscribed once this holds.
+    common::wait_until("both tabs are subscribed", WAIT, || {
+        hub.connection_count(&UserId::from("ada")) == 2
+    })
+    .await;
+    for n in 1..=20 {
+        publish(&hub, "ada", n);
+    }
+    for n in 1..=20 {
+        let event = tab1.expect_event().await;
+        assert_eq!(number(&event), n, "HTTP/1.1");
+        let event = bounded("an event over HTTP/2", WAIT, tab2.next())
+            .await
+            .expect("the stream goes on")
+            .expect("the parser accepts it");
+        assert_eq!(number(&event), n, "HTTP/2");
+    }
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_streams_share_one_http2_connection_and_shutdown_ends_them_all() {
+    const STREAMS: usize = 300;
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let h2 = h2_client();
+
+    // More than hyper's default of 200 concurrent streams per connection: the default of
+    // `serve` is 1 000.
+    let opened = join_all((0..STREAMS).map(|i| {
+        let request = h2.get(server.url(&format!("u{i}")));
+        async move {
+            let response = bounded("an HTTP/2 response head", WAIT, request.send())
+                .await
+                .expect("GET over h2c");
+            assert_eq!(response.version(), Version::HTTP_2);
+            assert_eq!(response.status(), StatusCode::OK);
+            eventsource_stream::Eventsource::eventsource(response.bytes_stream())
+        }
+    }))
+    .await;
+    common::wait_until("every stream is subscribed", WAIT, || {
+        hub.total_connections() == STREAMS
+    })
+    .await;
+    assert_eq!(
+        server.accepted.load(Ordering::Relaxed),
+        1,
+        "every stream on one connection"
+    );
+    for i in 0..STREAMS {
+        publish(&hub, &format!("u{i}"), 1);
+    }
+    let mut streams = Vec::new();
+    for mut stream in opened {
+        let event = bounded("the event", WAIT, stream.next())
+            .await
+            .expect("an event")
+            .expect("parsed");
+        assert_eq!(number(&event), 1);
+        streams.push(stream);
+    }
+
+    // Shutdown: every stream ends (its body completes), and serve returns.
+    server.shut_down().await;
+    for mut stream in streams {
+        let rest = bounded("the stream to end", WAIT, async {
+            let mut rest = Vec::new();
+            while let Some(item) = stream.next().await {
+                rest.push(item);
+            }
+            rest
+        })
+        .await;
+        assert!(
+            rest.iter().all(|item| item.is_ok()),
+            "a clean end, not a reset: {rest:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_server_serves_its_streams_over_h2c() {
+    let demo = support::DemoServer::start();
+    let h2 = h2_client();
+    let response = bounded(
+        "an HTTP/2 response head",
+        WAIT,
+        h2.get(demo.url("/events/agui/h2user")).send(),
+    )
+    .await
+    .expect("GET over h2c");
+    assert_eq!(response.version(), Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+
+    let event = json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m-1", "delta": "over h2"});
+    let reply = bounded(
+        "the POST over h2c",
+        WAIT,
+        h2.post(demo.url("/events/agui/h2user"))
+            .header("content-type", "application/json")
+            .body(event.to_string())
+            .send(),
+    )
+    .await
+    .expect("POST over h2c");
+    assert_eq!(reply.version(), Version::HTTP_2);
+    assert_eq!(reply.status(), StatusCode::ACCEPTED);
+
+    let received = bounded("the event over h2c", WAIT, events.next())
+        .await
+        .expect("an event")
+        .expect("parsed");
+    let data: Value = serde_json::from_str(&received.data).expect("JSON");
+    assert_eq!(data["delta"], "over h2");
+}
+
+// The lean HTTP/1.1 path: a `GET` with `Accept: text/event-stream` (what `EventSource` sends).
+
+/// A raw HTTP/1.1 connection, for what a library client hides: the exact head, the chunks,
+/// several requests on one connection.
+struct Raw {
+    stream: tokio::net::TcpStream,
+    input: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = bounded("connect", WAIT, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        Self {
+            stream,
+            input: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, request: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write");
+    }
+
+    /// Reads until `needle` has arrived; returns everything up to and including it.
+    async fn read_through(&mut self, needle: &[u8]) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(at) = common::find(&self.input, needle) {
+                return self.input.drain(..at + needle.len()).collect();
+            }
+            let mut buf = [0u8; 4096];
+            let n = bounded(
+                &format!("{:?}", String::from_utf8_lossy(needle)),
+                WAIT,
+                self.stream.read(&mut buf),
+            )
+            .await
+            .expect("read");
+            assert!(
+                n > 0,
+                "closed before {:?}; got {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.input)
+            );
+            self.input.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+const SSE_GET: &str = "Accept: text/event-stream\r\n";
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n")
+}
+
+/// The response head with its `date` line taken out.
+fn head_without_date(head: &[u8]) -> String {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .filter(|line| !line.starts_with("date: "))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_path_writes_what_hyper_writes() {
+    let mut seen = Vec::new();
+    for lean in [false, true] {
+        let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+        let server = start_with(&hub, lean).await;
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get("/events/ada", SSE_GET)).await;
+        let head = raw.read_through(b"\r\n\r\n").await;
+        let head_text = String::from_utf8_lossy(&head).into_owned();
+        assert!(
+            head_text.lines().any(|line| line.starts_with("date: ")),
+            "{head_text}"
+        );
+        let opening = raw.read_through(b"\n\n\r\n").await;
+        publish(&hub, "ada", 1);
+        let event = raw.read_through(b"\n\n\r\n").await;
+        // The ids carry the channel's random epoch: compare their shape only.
+        let opening = String::from_utf8_lossy(&opening).into_owned();
+        let event = String::from_utf8_lossy(&event).into_owned();
+        let epoch = opening
+            .split("id: ")
+            .nth(1)
+            .and_then(|rest| rest.split('-').next())
+            .expect("a priming id")
+            .to_owned();
+        seen.push((
+            head_without_date(&head),
+            opening.replace(&epoch, "EPOCH"),
+            event.replace(&epoch, "EPOCH"),
+        ));
+        server.shut_down().await;
+    }
+    assert_eq!(seen[0], seen[1], "hyper (left) and the lean path (right)");
+    assert!(
+        seen[1].0.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        seen[1].0
+    );
+    assert!(
+        seen[1].0.contains("transfer-encoding: chunked"),
+        "{}",
+        seen[1].0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_connection_serves_again_after_its_stream_ends_and_hands_other_requests_to_hyper() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let mut raw = Raw::connect(server.addr).await;
+
+    // A stream, ended by the server: the last chunk comes, the connection stays open.
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    raw.read_through(b"\n\n\r\n").await;
+    publish(&hub, "ada", 1);
+    raw.read_through(b"\"n\":1").await;
+    assert_eq!(hub.disconnect_user(&UserId::from("ada")), 1);
+    raw.read_through(b"\r\n0\r\n\r\n").await;
+
+    // The same connection: another stream on the lean path...
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    let head = raw.read_through(b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+    raw.read_through(b"\n\n\r\n").await;
+    publish(&hub, "ada", 2);
+    raw.read_through(b"\"n\":2").await;
+
+    // ...and, pipelined behind it, a request of another kind, which hyper answers once the
+    // stream ends.
+    raw.send(&get("/nothing-here", "")).await;
+    assert_eq!(hub.disconnect_user(&UserId::from("ada")), 1);
+    raw.read_through(b"\r\n0\r\n\r\n").await;
+    let head = raw.read_through(b"\r\n\r\n").await;
+    assert!(
+        head.starts_with(b"HTTP/1.1 404 Not Found"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // From now on hyper serves the connection: a stream request still works.
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    let head = raw.read_through(b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+    raw.read_through(b"\n\n\r\n").await;
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_stream_whose_client_goes_away_is_dropped_at_once() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let user = UserId::from("ada");
+    let mut raw = Raw::connect(server.addr).await;
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    raw.read_through(b"\n\n\r\n").await;
+    assert_eq!(hub.connection_count(&user), 1);
+    // Heartbeats are 15 s apart: only reading the socket can notice the close this soon.
+    drop(raw);
+    common::wait_until("the stream is dropped", WAIT, || {
+        hub.connection_count(&user) == 0
+    })
+    .await;
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_ends_lean_streams_with_retry_and_the_last_chunk() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let mut streams = Vec::new();
+    for i in 0..20 {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get(&format!("/events/u{i}"), SSE_GET)).await;
+        raw.read_through(b"\n\n\r\n").await;
+        streams.push(raw);
+    }
+    server.shut_down().await;
+    for mut raw in streams {
+        let rest = raw.read_through(b"\r\n0\r\n\r\n").await;
+        assert!(
+            String::from_utf8_lossy(&rest).contains("retry: "),
+            "a jittered retry before the end"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_lean_request_gets_its_json_error() {
+    let mut config = Config::default();
+    config.max_connections_per_user = 1;
+    let hub: Broadcaster<Value> = Broadcaster::new(config);
+    let server = start(&hub).await;
+    let mut first = Raw::connect(server.addr).await;
+    first.send(&get("/events/ada", SSE_GET)).await;
+    first.read_through(b"\n\n\r\n").await;
+    let mut second = Raw::connect(server.addr).await;
+    second.send(&get("/events/ada", SSE_GET)).await;
+    let head = second.read_through(b"\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{head}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("a length")
+        .trim()
+        .parse()
+        .unwrap();
+    let body = second.read_through(b"}").await;
+    assert_eq!(body.len(), length);
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["error"], "too_many_connections");
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_stream_whose_client_stops_reading_is_closed_by_the_stall_timeout() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tokio::spawn(
+        sse_hub::serve(listener, router(hub.clone()))
+            .stall_timeout(Duration::from_millis(300))
+            .into_future(),
+    );
+    // A small receive buffer, so that the socket fills after a few frames.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = bounded("connect", WAIT, socket.connect(addr))
+        .await
+        .expect("connect");
+    let mut raw = Raw {
+        stream,
+        input: Vec::new(),
+    };
+    raw.send(&get("/events/ada", SSE_GET)).await;
+    raw.read_through(b"\n\n\r\n").await;
+    let user = UserId::from("ada");
+    assert_eq!(hub.connection_count(&user), 1);
+
+    // The client reads no more; frames of 32 KiB fill its socket, writes stall, and the
+    // connection is closed, which drops the subscription.
+    let big = "x".repeat(32 * 1024);
+    bounded("the stalled connection to be closed", WAIT, async {
+        while hub.connection_count(&user) > 0 {
+            let _ = hub.broadcast(&user, &json!({"type": "note", "big": big}));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop(raw);
+    server.abort();
+}
