@@ -204,10 +204,14 @@ fn removal_races_with_subscribe_without_losing_a_subscriber() {
             }
         });
         let users: Vec<UserId> = (0..8).map(|i| UserId::from(format!("u{i}"))).collect();
+        // Every epoch a user's channels had: more than one means a channel was removed (by
+        // the sweeping task, the broadcaster's own sweeper, or a lazy sweep) and made again.
+        let mut epochs = std::collections::HashSet::new();
         for round in 0..2_000u64 {
             let user = &users[round as usize % users.len()];
             let mut tab = hub.subscribe(user).unwrap();
             let published = hub.broadcast(user, &json!({"n": round})).unwrap();
+            epochs.insert(published.id.unwrap().epoch());
             assert_eq!(
                 published.connections(),
                 Some(1),
@@ -219,7 +223,11 @@ fn removal_races_with_subscribe_without_losing_a_subscriber() {
                 tokio::task::yield_now().await;
             }
         }
-        assert!(sweeping.await.unwrap() > 0, "the race was exercised");
+        sweeping.await.unwrap();
+        assert!(
+            epochs.len() > users.len(),
+            "the race was exercised: channels were removed and made again"
+        );
         hub.sweep();
         let stats = hub.stats();
         assert_eq!(
