@@ -5,7 +5,13 @@
 //!   `Subscription` stream per connection;
 //! * `bare-broadcast`: the limit of the design, a `tokio::sync::broadcast::<Bytes>` of a
 //!   pre-encoded frame of the same size and capacity, each receiver looping on `recv()`;
-//! * `replaced`: the design sse-hub replaces (see `common::replaced`).
+//! * `replaced`: the design sse-hub replaces (see `common::replaced`);
+//! * `sse-hub-body` and `replaced-body`: the same, but each connection drains what a server
+//!   writes, the HTTP response body (`Broadcaster::sse_response` for sse-hub, the replaced
+//!   design's axum `Sse` with its keep-alive), counting the events in its chunks. This is what
+//!   an HTTP server polls: the body layer (heartbeat timer, chunking, axum's `Sse` encoding in
+//!   the replaced design) is part of the cost, and sse-hub's body joins frames that are ready
+//!   together into one chunk.
 //!
 //! One iteration publishes a round of [`BATCH`] events from a task on the runtime (as an HTTP
 //! handler would) and waits until every connection has received all of them. Both broadcast
@@ -93,6 +99,27 @@ where
     })
 }
 
+/// Drains `body` as a server would, counting the events in its chunks (each frame ends with a
+/// blank line; `skip` frames, the opening, are not events), and tells `round` at every
+/// [`BATCH`] events.
+async fn drain_body(mut body: axum::body::Body, skip: usize, round: Arc<Round>) {
+    use http_body::Body as _;
+    let mut frames = 0usize;
+    while let Some(Ok(frame)) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        let before = frames.saturating_sub(skip) / BATCH;
+        frames += memchr::memmem::find_iter(&chunk, b"\n\n").count();
+        for _ in before..frames.saturating_sub(skip) / BATCH {
+            round.received();
+        }
+        black_box(&chunk);
+    }
+}
+
 fn hub_config() -> Config {
     let mut config = Config::named("fanout");
     config.capacity = CAPACITY;
@@ -143,6 +170,90 @@ fn fanout(c: &mut Criterion) {
                 })
             });
             hub.shutdown();
+            rt.block_on(async {
+                for task in tasks {
+                    task.await.expect("receiver");
+                }
+            });
+        }
+
+        // sse-hub, drained through its HTTP response body
+        {
+            use axum::response::IntoResponse;
+            let hub: Broadcaster<AgUiEvent> = Broadcaster::new(hub_config());
+            let user = UserId::from("alice");
+            let round = Round::new(n);
+            let mut tasks = Vec::with_capacity(n);
+            // The body's heartbeat timer is made on the runtime.
+            let entered = rt.enter();
+            for _ in 0..n {
+                let response = hub
+                    .sse_response(&user, &sse_hub::LastEventId::default())
+                    .expect("subscribe")
+                    .into_response();
+                tasks.push(rt.spawn(drain_body(response.into_body(), 1, round.clone())));
+            }
+            drop(entered);
+            group.bench_function(BenchmarkId::new("sse-hub-body", n), |b| {
+                b.iter_custom(|iters| {
+                    let hub = hub.clone();
+                    let user = user.clone();
+                    let event = event.clone();
+                    rounds(&rt, &round, iters, move || {
+                        for _ in 0..BATCH {
+                            black_box(hub.broadcast(&user, &event).expect("publish"));
+                        }
+                        std::future::ready(())
+                    })
+                })
+            });
+            hub.shutdown();
+            rt.block_on(async {
+                for task in tasks {
+                    task.await.expect("receiver");
+                }
+            });
+        }
+
+        // the replaced design, drained through its axum `Sse` body
+        {
+            use axum::response::IntoResponse;
+            use axum::response::sse::{Event, KeepAlive, Sse};
+            let broadcaster = replaced::GenericBroadcaster::default();
+            let round = Round::new(n);
+            let mut tasks = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (_, rx) = rt.block_on(broadcaster.connect("alice"));
+                let keep_alive = KeepAlive::new()
+                    .interval(sse_hub::HEARTBEAT_INTERVAL)
+                    .event(
+                        Event::default()
+                            .event("heartbeat")
+                            .data(sse_hub::HEARTBEAT_JSON),
+                    );
+                let response = rt.block_on(async {
+                    Sse::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                        .keep_alive(keep_alive)
+                        .into_response()
+                });
+                tasks.push(rt.spawn(drain_body(response.into_body(), 0, round.clone())));
+            }
+            group.bench_function(BenchmarkId::new("replaced-body", n), |b| {
+                b.iter_custom(|iters| {
+                    let broadcaster = broadcaster.clone();
+                    let event = event.clone();
+                    rounds(&rt, &round, iters, move || {
+                        let broadcaster = broadcaster.clone();
+                        let event = event.clone();
+                        async move {
+                            for _ in 0..BATCH {
+                                black_box(broadcaster.broadcast("alice", &*event).await);
+                            }
+                        }
+                    })
+                })
+            });
+            drop(broadcaster);
             rt.block_on(async {
                 for task in tasks {
                     task.await.expect("receiver");

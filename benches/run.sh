@@ -48,5 +48,20 @@ scenario one-per-user --connections 1000 --users 1000 --rate 400000 --seconds 5 
 scenario idle --connections 19980 --users 19980 --rate 0 --seconds 10 --heartbeat-ms 1000
 scenario idle --connections 19980 --users 19980 --rate 0 --seconds 10 --heartbeat-ms 1000 --design replaced
 
+# Issue 13: the server stack side by side (sse_hub::serve with its lean HTTP/1.1 path, against
+# axum::serve), HTTP/2 streams (h2c, S per connection), and latency at a low rate.
+scenario idle-serve --connections 19980 --users 19980 --rate 0 --seconds 10 --heartbeat-ms 1000 --serve axum
+scenario idle-h2 --connections 100000 --users 100000 --rate 0 --seconds 10 --heartbeat-ms 5000 --http2 1000 --capacity 8
+scenario fanout-500 --connections 1000 --users 1 --rate 500 --seconds 5
+scenario fanout-500 --connections 1000 --users 1 --rate 500 --seconds 5 --serve axum
+scenario fanout-500 --connections 1000 --users 1 --rate 500 --seconds 5 --http2 100
+scenario fanout-500 --connections 1000 --users 1 --rate 500 --seconds 5 --design replaced --serve axum
+scenario one-per-user-100k --connections 1000 --users 1000 --rate 100000 --seconds 5
+scenario one-per-user-100k --connections 1000 --users 1000 --rate 100000 --seconds 5 --http2 100
+scenario one-per-user-100k --connections 1000 --users 1000 --rate 100000 --seconds 5 --design replaced --serve axum
+scenario low-rate --connections 100 --users 100 --rate 200 --seconds 5
+scenario low-rate --connections 100 --users 100 --rate 200 --seconds 5 --serve axum
+scenario low-rate --connections 100 --users 100 --rate 200 --seconds 5 --http2 100
+
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
 python3 benches/summarize.py "$TARGET" "$OUT" | tee "$OUT/tables.md"

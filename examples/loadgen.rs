@@ -11,7 +11,8 @@
 //! # How it works
 //!
 //! By default this process is the server: an axum app on `127.0.0.1:0`, served by
-//! `sse_hub::serve` (or, with `--serve axum`, by `axum::serve`, as before issue 13), serving
+//! `sse_hub::serve` (or, with `--serve axum`, by `axum::serve`, as before issue 13; the
+//! replaced design is served by `axum::serve` unless `--serve` says otherwise), serving
 //! `GET /events/{channel}/{user}` through sse-hub's `EventRouter::channel_response` (or, with
 //! `--design replaced`, through a re-implementation of the design sse-hub replaces, an axum `Sse`
 //! over an unbounded mpsc per connection). A publisher thread in the same process publishes
@@ -22,6 +23,9 @@
 //! alone in this process, `/proc/self/stat` (utime + stime) is its CPU, `/proc/self/statm` its
 //! RSS and `syscw` of `/proc/self/io` its write system calls (`server_writes_per_delivery`:
 //! below 1 when frames ready together leave in one write).
+//!
+//! With `--http2 S` the clients speak HTTP/2 with prior knowledge (h2c), `S` streams per
+//! connection, through hyper's client; otherwise HTTP/1.1 as below.
 //!
 //! The clients run in child processes (this same binary, `--client-worker`), because one
 //! process may hold at most RLIMIT_NOFILE descriptors and the hard limit may be too low for both
@@ -216,6 +220,10 @@ fn parse_options() -> Result<Options, String> {
     }
     if !["hub", "replaced"].contains(&o.design.as_str()) {
         return Err(format!("unknown design {}", o.design));
+    }
+    // The replaced design is served as it was, by axum::serve, unless told otherwise.
+    if o.design == "replaced" && !std::env::args().any(|a| a == "--serve") {
+        o.serve = "axum".into();
     }
     if !["sse-hub", "axum"].contains(&o.serve.as_str()) {
         return Err(format!("unknown server {}", o.serve));
