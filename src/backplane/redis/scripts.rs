@@ -171,19 +171,11 @@ return 1
 /// channel. When it does not, the second value is the first event the client lacks, so that
 /// the client's id is older than it and resumes as `expired`; nothing is read beyond the
 /// bounds.
-pub(crate) const HISTORY_LUA: &str = r"
-local function cmpnum(a, b)
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
-local function cmpid(x, y)
-  local xm, xs = string.match(x, '^(%d+)-(%d+)$')
-  local ym, ys = string.match(y, '^(%d+)-(%d+)$')
-  local c = cmpnum(xm, ym)
-  if c ~= 0 then return c end
-  return cmpnum(xs, ys)
-end
+pub(crate) fn history_lua() -> String {
+    format!("{CMPID_LUA}{}", HISTORY_BODY_LUA)
+}
+
+const HISTORY_BODY_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
   redis.call('XDEL', KEYS[1], marker)

@@ -184,7 +184,7 @@ impl Shared {
             config,
             client,
             publish_script: Script::new(crate::backplane::redis::scripts::PUBLISH_LUA),
-            history_script: Script::new(crate::backplane::redis::scripts::HISTORY_LUA),
+            history_script: Script::new(&crate::backplane::redis::scripts::history_lua()),
             thread_script: Script::new(&crate::backplane::redis::scripts::thread_lua()),
             snapshot_script: Script::new(&crate::backplane::redis::scripts::snapshot_lua()),
             node: format!("{:016x}", fastrand::u64(..)),
