@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::{EncodeError, PublishError};
 use crate::event_id::EventId;
-use crate::wire::{check_event_name, write_data_lines};
+use crate::wire::{check_event_name, data_of, write_data_lines};
 
 /// An event that knows its SSE encoding: an optional event name and its data.
 ///
@@ -145,22 +145,7 @@ impl Payload {
         {
             return std::borrow::Cow::Borrowed(&line[..line.len() - 1]);
         }
-        let mut lines = self
-            .head
-            .split(|&b| b == b'\n')
-            .filter_map(|line| line.strip_prefix(b"data: "));
-        let Some(first) = lines.next() else {
-            return std::borrow::Cow::Borrowed(&[]);
-        };
-        let Some(second) = lines.next() else {
-            return std::borrow::Cow::Borrowed(first);
-        };
-        let mut joined = [first, second].join(&b'\n');
-        for line in lines {
-            joined.push(b'\n');
-            joined.extend_from_slice(line);
-        }
-        std::borrow::Cow::Owned(joined)
+        data_of(&self.head)
     }
 
     /// The size of the frame once its id line is added, at most.

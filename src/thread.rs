@@ -66,6 +66,16 @@ impl ThreadId {
     pub(crate) fn same(&self, other: &ThreadId) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
     }
+
+    /// Whether a frame tagged `tag` is for a reader of `wanted`: without a thread, every frame;
+    /// with one, the frames of that thread only.
+    pub(crate) fn admits(wanted: Option<&ThreadId>, tag: Option<&ThreadId>) -> bool {
+        match (wanted, tag) {
+            (None, _) => true,
+            (Some(wanted), Some(tag)) => wanted.same(tag),
+            (Some(_), None) => false,
+        }
+    }
 }
 
 impl std::str::FromStr for ThreadId {

@@ -169,6 +169,27 @@ fn write_data_line(out: &mut Vec<u8>, line: &[u8]) {
     out.push(b'\n');
 }
 
+/// The data of encoded SSE lines (a payload, or a finished frame), as a client reassembles it:
+/// the `data:` lines' values joined by line feeds. Borrowed when there is one `data:` line.
+pub(crate) fn data_of(lines: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    let mut values = lines
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data: "));
+    let Some(first) = values.next() else {
+        return Cow::Borrowed(&[]);
+    };
+    let Some(second) = values.next() else {
+        return Cow::Borrowed(first);
+    };
+    let mut joined = [first, second].join(&b'\n');
+    for value in values {
+        joined.push(b'\n');
+        joined.extend_from_slice(value);
+    }
+    Cow::Owned(joined)
+}
+
 /// The id on a finished frame's last line, `id: <id>`, if it has one.
 pub(crate) fn frame_id(frame: &[u8]) -> Option<EventId> {
     let body = frame.strip_suffix(b"\n\n")?;

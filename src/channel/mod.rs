@@ -407,11 +407,7 @@ impl UserChannel {
             .window
             .range(start..)
             .take_while(|r| r.seq < before)
-            .filter(|r| match (thread, &r.thread) {
-                (None, _) => true,
-                (Some(wanted), Some(tag)) => wanted.same(tag),
-                (Some(_), None) => false,
-            })
+            .filter(|r| ThreadId::admits(thread, r.thread.as_ref()))
             .map(|r| (r.seq, r.frame.clone()))
             .collect();
         (oldest, frames)

@@ -3,6 +3,7 @@
 //! a backplane stores, and the opening a thread subscription starts with.
 
 use super::*;
+use crate::wire::data_of;
 
 /// A thread of the channel: its one shared name, when it was last published to, and its state
 /// when the broadcaster folds threads.
@@ -73,26 +74,6 @@ pub(crate) enum SyncBegin {
     Closed,
 }
 
-/// The `data:` of a finished frame, as the client reassembles it: the `data:` lines' values
-/// joined by line feeds.
-pub(super) fn frame_data(frame: &[u8]) -> Cow<'_, [u8]> {
-    let mut lines = frame
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.strip_prefix(b"data: "));
-    let Some(first) = lines.next() else {
-        return Cow::Borrowed(&[]);
-    };
-    let Some(second) = lines.next() else {
-        return Cow::Borrowed(first);
-    };
-    let mut joined = [first, second].join(&b'\n');
-    for line in lines {
-        joined.push(b'\n');
-        joined.extend_from_slice(line);
-    }
-    Cow::Owned(joined)
-}
-
 /// The frames of an opening (complete SSE frames, each ending with a blank line), each as its
 /// data.
 pub(super) fn opening_datas(opening: &[u8]) -> Vec<Cow<'_, [u8]>> {
@@ -101,7 +82,7 @@ pub(super) fn opening_datas(opening: &[u8]) -> Vec<Cow<'_, [u8]>> {
     while !rest.is_empty() {
         let end = memchr::memmem::find(rest, b"\n\n").map_or(rest.len(), |at| at + 2);
         let (frame, tail) = rest.split_at(end);
-        datas.push(frame_data(frame));
+        datas.push(data_of(frame));
         rest = tail;
     }
     datas
@@ -257,7 +238,7 @@ impl UserChannel {
             delivered.sync = Some((entry.id.clone(), start));
             return entry.id.clone();
         }
-        self.fold_into(entry, &frame_data(frame), seq);
+        self.fold_into(entry, &data_of(frame), seq);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = id;
         let checkpoint = entry.state.as_ref().map_or(0, |s| s.checkpoint());
@@ -413,7 +394,7 @@ impl UserChannel {
             }
         }
         for (_, frame) in &read.events {
-            fresh.fold(&frame_data(frame));
+            fresh.fold(&data_of(frame));
         }
         let mut ordinal = read.count;
         let mut last_id = read.last_id;
@@ -421,7 +402,7 @@ impl UserChannel {
             let ours = retained.thread.as_ref().is_some_and(|t| t.same(thread));
             match frame_id(&retained.frame) {
                 Some(id) if ours && id > read.last_id => {
-                    fresh.fold(&frame_data(&retained.frame));
+                    fresh.fold(&data_of(&retained.frame));
                     ordinal += 1;
                     last_id = id;
                 }

@@ -348,11 +348,7 @@ impl<E> Subscription<E> {
 
     /// Whether a frame tagged `thread` is for this subscription.
     fn wants(&self, thread: Option<&ThreadId>) -> bool {
-        match (self.thread(), thread) {
-            (None, _) => true,
-            (Some(wanted), Some(tag)) => wanted.id.same(tag),
-            (Some(_), None) => false,
-        }
+        ThreadId::admits(self.thread().map(|t| &t.id), thread)
     }
 
     fn count_delivered(&mut self) {

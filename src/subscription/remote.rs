@@ -202,11 +202,7 @@ impl Remote {
                 .events
                 .into_iter()
                 .inspect(|(id, _, _)| replayed = *id)
-                .filter(|(_, _, thread)| match (&wanted, thread) {
-                    (None, _) => true,
-                    (Some(wanted), Some(tag)) => wanted.same(tag),
-                    (Some(_), None) => false,
-                })
+                .filter(|(_, _, thread)| ThreadId::admits(wanted.as_ref(), thread.as_ref()))
                 .map(|(id, bytes, _)| Frame::event(id.seq(), id.epoch(), bytes))
                 .collect()
         } else {
