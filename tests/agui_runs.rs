@@ -20,70 +20,32 @@
 mod support;
 mod support_agui;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sse_hub::run_state::ThreadRun;
-use support::{client, post, send, server_binary, stats};
+use support::{DemoServer, client, post, send, stats};
 use support_agui::{Case, Conn, Run, check, frames, full_run, interleave, other_thread_run};
 
 // ----- the server ------------------------------------------------------------------------------
 
-/// The demo server as a subprocess, with extra environment; killed on drop.
+/// The demo server (started by the suite's shared helper, killed on drop) and a client.
 struct Server {
-    child: Child,
-    base: String,
+    demo: DemoServer,
     client: reqwest::Client,
 }
 
 impl Server {
     fn start(env: &[(&str, &str)]) -> Self {
-        let binary = server_binary();
-        let mut command = Command::new(binary);
-        command
-            .env("ADDR", "127.0.0.1:0")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = tx.send(reader.read_line(&mut line).map(|_| line));
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let mut server = Self {
-            child,
-            base: String::new(),
+        Self {
+            demo: DemoServer::start_with_env(env),
             client: client(),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the demo server prints its address within 30 s")
-            .expect("the demo server's stdout");
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        server.base = format!("http://{addr}");
-        server
+        }
     }
 
     fn url(&self, user: &str, thread: &str) -> String {
-        format!("{}/events/agui/{user}?thread={thread}", self.base)
+        format!("{}/events/agui/{user}?thread={thread}", self.demo.base)
     }
 
     /// Publishes one event into `thread` of `user`; it must be accepted.
@@ -107,13 +69,6 @@ impl Server {
 
     async fn connect(&self, user: &str, thread: &str) -> Conn {
         Conn::open(&self.client, &self.url(user, thread), None).await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -434,7 +389,7 @@ async fn a_run_published_before_anyone_connects_is_rebuilt_late() {
     publish_range(&server, "heidi", &done, 0, done.events.len()).await;
     publish_range(&server, "heidi", &open, 0, mid).await;
     // Nobody has ever connected.
-    let body = stats(&server.client, &server.base).await;
+    let body = stats(&server.client, &server.demo.base).await;
     assert_eq!(body["agui"]["connections"], 0, "{body}");
 
     let late_done = server.connect("heidi", done.thread).await;
@@ -474,8 +429,13 @@ async fn bad_thread_names_are_400_and_publish_nothing() {
     let client = &server.client;
     let event = json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m", "delta": "x"}).to_string();
     // Someone is connected, so that a publish would have receivers.
-    let mut watcher = Conn::open(client, &format!("{}/events/agui/ivan", server.base), None).await;
-    let before = stats(client, &server.base).await;
+    let mut watcher = Conn::open(
+        client,
+        &format!("{}/events/agui/ivan", server.demo.base),
+        None,
+    )
+    .await;
+    let before = stats(client, &server.demo.base).await;
     let too_long = "t".repeat(257);
     for thread in [too_long.as_str(), "%FF", "caf%C3", ""] {
         let url = server.url("ivan", thread);
@@ -486,7 +446,7 @@ async fn bad_thread_names_are_400_and_publish_nothing() {
             eprintln!("{method} ?thread={:.20}: 400 {message}", thread);
         }
     }
-    let after = stats(client, &server.base).await;
+    let after = stats(client, &server.demo.base).await;
     assert_eq!(after, before, "nothing was published or opened");
     assert_eq!(watcher.data_frames(), 0);
 
