@@ -4,9 +4,17 @@
 //! [`MAX_THREAD_LEN`] bytes, chosen by the application (an AG-UI `threadId`, a conversation, a
 //! document). The tag travels with the frame on the user's one broadcast channel; it is not
 //! part of the wire. A subscription may ask for one thread and then receives only that
-//! thread's frames: the filter runs in the subscription, compares a shared `Arc<str>` (no
-//! allocation per skipped frame), and a skipped frame is neither delivered nor lost. Without a
-//! thread a subscription receives everything, as before.
+//! thread's frames: the filter runs in the subscription, and a skipped frame is neither
+//! delivered nor lost. Without a thread a subscription receives everything, as before.
+//!
+//! On the ring, the tag is the thread's *key*, a 64-bit hash of its name keyed with a random
+//! seed per process, computed once when the [`ThreadId`] is made: every receiver clones every
+//! slot of the ring, and a plain integer costs that clone nothing, where a shared name would
+//! cost two atomic operations per receiver per frame on a counter that every receiver touches.
+//! The filter, the replay window and the backplane's catch-up all admit frames by the key, so
+//! they agree. Two names of one user's threads could share a key with probability 2⁻⁶⁴ (the
+//! seed is secret and per process); their frames would then reach both threads' streams of
+//! that user, never another user's.
 //!
 //! A channel can also keep a *state per thread*, folded from the events as they are published:
 //! [`ThreadState`], created by the [`ThreadStates`] of [`ThreadConfig::state`]. A connection to
@@ -25,7 +33,9 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::num::NonZeroU64;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::InvalidThread;
 
@@ -33,8 +43,30 @@ use crate::error::InvalidThread;
 pub const MAX_THREAD_LEN: usize = 256;
 
 /// A thread's name: a non-empty string of at most [`MAX_THREAD_LEN`] bytes. Cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ThreadId(Arc<str>);
+#[derive(Clone)]
+pub struct ThreadId {
+    name: Arc<str>,
+    key: ThreadKey,
+}
+
+/// A thread's tag on the ring: a keyed hash of its name (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThreadKey(NonZeroU64);
+
+impl ThreadKey {
+    fn of(name: &str) -> Self {
+        static SEED: OnceLock<foldhash::quality::RandomState> = OnceLock::new();
+        let hash = SEED.get_or_init(Default::default).hash_one(name);
+        Self(NonZeroU64::new(hash).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// Whether a frame tagged `tag` is for a reader of `wanted`: without a thread, every frame;
+    /// with one, the frames of that thread only. The one rule for the ring, the window and the
+    /// backplane's catch-up.
+    pub(crate) fn admits(wanted: Option<ThreadKey>, tag: Option<ThreadKey>) -> bool {
+        wanted.is_none() || wanted == tag
+    }
+}
 
 impl ThreadId {
     /// Checks a thread name.
@@ -48,7 +80,10 @@ impl ThreadId {
                 max: MAX_THREAD_LEN,
             });
         }
-        Ok(Self(name.into()))
+        Ok(Self {
+            key: ThreadKey::of(name),
+            name: name.into(),
+        })
     }
 
     /// Checks a thread name given as bytes (a query parameter, say), which must be UTF-8.
@@ -58,23 +93,50 @@ impl ThreadId {
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 
-    /// Whether two ids name the same thread: the pointer first, since a channel shares one
-    /// allocation per thread, then the text.
+    /// The thread's tag on the ring.
+    pub(crate) fn key(&self) -> ThreadKey {
+        self.key
+    }
+
+    /// Whether two ids name the same thread: the key first, which tells most apart, then the
+    /// pointer, since a channel shares one allocation per thread, then the text.
     pub(crate) fn same(&self, other: &ThreadId) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        self.key == other.key && (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
     }
 
-    /// Whether a frame tagged `tag` is for a reader of `wanted`: without a thread, every frame;
-    /// with one, the frames of that thread only.
+    /// [`ThreadKey::admits`] for ids.
     pub(crate) fn admits(wanted: Option<&ThreadId>, tag: Option<&ThreadId>) -> bool {
-        match (wanted, tag) {
-            (None, _) => true,
-            (Some(wanted), Some(tag)) => wanted.same(tag),
-            (Some(_), None) => false,
-        }
+        ThreadKey::admits(wanted.map(Self::key), tag.map(Self::key))
+    }
+}
+
+// Equality, order and hash are the name's, as `Borrow<str>` requires: the key follows from it.
+impl PartialEq for ThreadId {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+
+impl Eq for ThreadId {}
+
+impl PartialOrd for ThreadId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ThreadId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl Hash for ThreadId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state)
     }
 }
 
@@ -88,19 +150,19 @@ impl std::str::FromStr for ThreadId {
 
 impl Borrow<str> for ThreadId {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
 impl fmt::Debug for ThreadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.name, f)
     }
 }
 
 impl fmt::Display for ThreadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
@@ -195,5 +257,28 @@ mod tests {
         assert!(a.same(&a.clone()));
         assert!(a.same(&ThreadId::new("t-1").unwrap()));
         assert!(!a.same(&ThreadId::new("t-2").unwrap()));
+    }
+
+    #[test]
+    fn the_ring_admits_by_key_as_the_names_would() {
+        let a = ThreadId::new("t-1").unwrap();
+        let again = ThreadId::new("t-1").unwrap();
+        let b = ThreadId::new("t-2").unwrap();
+        assert_eq!(
+            a.key(),
+            again.key(),
+            "one name, one key, however often it is made"
+        );
+        assert_ne!(a.key(), b.key());
+        assert!(ThreadKey::admits(None, Some(a.key())));
+        assert!(ThreadKey::admits(None, None));
+        assert!(ThreadKey::admits(Some(a.key()), Some(again.key())));
+        assert!(!ThreadKey::admits(Some(a.key()), Some(b.key())));
+        assert!(!ThreadKey::admits(Some(a.key()), None));
+        // Equality and hash are the name's, so a map keyed by ids is read with a `&str`.
+        let map = std::collections::HashMap::from([(a.clone(), 1)]);
+        assert_eq!(map.get("t-1"), Some(&1));
+        assert_eq!(a, again);
+        assert!(a < b);
     }
 }

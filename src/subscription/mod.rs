@@ -53,7 +53,7 @@ use crate::config::LagPolicy;
 use crate::event_id::EventId;
 pub use crate::frame::{Frame, FrameKind, LAGGED_EVENT, RESET_EVENT};
 pub use crate::reason::{EndReason, ResetReason};
-use crate::thread::ThreadId;
+use crate::thread::{ThreadId, ThreadKey};
 use crate::user_id::UserId;
 
 mod remote;
@@ -283,7 +283,7 @@ impl<E> Subscription<E> {
     }
 
     /// Handles the event `seq` arriving after a gap (`seq > position + 1`).
-    fn fill_gap(&mut self, seq: u64, frame: Bytes, thread: Option<ThreadId>) {
+    fn fill_gap(&mut self, seq: u64, frame: Bytes, thread: Option<ThreadKey>) {
         let shared = &self.channel.shared;
         let epoch = self.channel.epoch;
         let gap = seq - self.position - 1;
@@ -327,7 +327,7 @@ impl<E> Subscription<E> {
             self.end(EndReason::Lagged);
             return;
         }
-        if self.wants(thread.as_ref()) {
+        if self.wants(thread) {
             let frame = event_frame(self.remote_mut(), epoch, seq, frame);
             self.pending.extend(frame);
         }
@@ -347,8 +347,8 @@ impl<E> Subscription<E> {
     }
 
     /// Whether a frame tagged `thread` is for this subscription.
-    fn wants(&self, thread: Option<&ThreadId>) -> bool {
-        ThreadId::admits(self.thread().map(|t| &t.id), thread)
+    fn wants(&self, thread: Option<ThreadKey>) -> bool {
+        ThreadKey::admits(self.thread().map(|t| t.id.key()), thread)
     }
 
     fn count_delivered(&mut self) {
@@ -398,7 +398,7 @@ impl<E> Stream for Subscription<E> {
                     }
                     if seq == this.position + 1 {
                         this.position = seq;
-                        if !this.wants(thread.as_ref()) {
+                        if !this.wants(thread) {
                             continue;
                         }
                         let epoch = this.channel.epoch;
