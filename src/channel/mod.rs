@@ -110,7 +110,7 @@ struct Retained {
     seq: u64,
     at: Instant,
     frame: Bytes,
-    thread: Option<ThreadId>,
+    thread: Option<ThreadKey>,
 }
 
 /// What a new receiver starts with.
@@ -268,7 +268,7 @@ impl UserChannel {
         state: &mut State,
         seq: u64,
         frame: Bytes,
-        thread: Option<ThreadId>,
+        thread: Option<ThreadKey>,
         now: Instant,
     ) -> usize {
         let config = &self.shared.config;
@@ -281,7 +281,6 @@ impl UserChannel {
         // window's bound, not even for a moment.
         let incoming = if keep { (1, len) } else { (usize::MAX, 0) };
         self.evict(state, now, incoming);
-        let key = thread.as_ref().map(ThreadId::key);
         if keep {
             state.window.push_back(Retained {
                 seq,
@@ -292,13 +291,7 @@ impl UserChannel {
             state.window_bytes += len;
             self.shared.buffered_added(len);
         }
-        self.sender
-            .send(Slot {
-                seq,
-                frame,
-                thread: key,
-            })
-            .unwrap_or(0)
+        self.sender.send(Slot { seq, frame, thread }).unwrap_or(0)
     }
 
     /// Drops what the window may no longer keep: over the count, over the bytes, or too old,
@@ -406,6 +399,7 @@ impl UserChannel {
         before: u64,
         thread: Option<&ThreadId>,
     ) -> (u64, Vec<(u64, Bytes)>) {
+        let wanted = thread.map(ThreadId::key);
         let start = state.window.partition_point(|r| r.seq <= after);
         let oldest = state
             .window
@@ -415,7 +409,7 @@ impl UserChannel {
             .window
             .range(start..)
             .take_while(|r| r.seq < before)
-            .filter(|r| ThreadId::admits(thread, r.thread.as_ref()))
+            .filter(|r| ThreadKey::admits(wanted, r.thread))
             .map(|r| (r.seq, r.frame.clone()))
             .collect();
         (oldest, frames)
@@ -499,5 +493,11 @@ mod tests {
     #[test]
     fn a_ring_slot_costs_a_bytes_a_sequence_number_and_a_thread_tag() {
         assert_eq!(std::mem::size_of::<Option<Slot>>(), 48);
+    }
+
+    /// The `64·N` of the memory formula in the crate docs.
+    #[test]
+    fn a_window_entry_costs_64_bytes() {
+        assert_eq!(std::mem::size_of::<super::Retained>(), 64);
     }
 }

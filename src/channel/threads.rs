@@ -97,12 +97,12 @@ impl UserChannel {
         thread: &ThreadId,
         seq: u64,
         payload: &Payload,
-    ) -> ThreadId {
+    ) -> ThreadKey {
         let at = self.thread_at(state, thread, seq, false);
         let entry = &mut state.threads[at];
         entry.last_seq = seq;
         self.fold_into(entry, &payload.data(), seq);
-        entry.id.clone()
+        entry.id.key()
     }
 
     /// The index of `thread`'s entry, created if needed (forgetting the thread published to
@@ -198,23 +198,23 @@ impl UserChannel {
         id: Option<EventId>,
         frame: &[u8],
         delivered: &mut Delivered,
-    ) -> ThreadId {
+    ) -> ThreadKey {
         let at = self.thread_at(state, thread, seq, true);
         let every = self.snapshot_every();
         let states = self.shared.config.threads.state.clone();
         let entry = &mut state.threads[at];
         entry.last_seq = seq;
         let (Some(states), Some(id)) = (states, id) else {
-            return entry.id.clone();
+            return entry.id.key();
         };
         if ordinal == 0 {
-            return entry.id.clone();
+            return entry.id.key();
         }
         let next = match &entry.sync {
-            Sync::Exact { ordinal: have } if ordinal <= *have => return entry.id.clone(),
+            Sync::Exact { ordinal: have } if ordinal <= *have => return entry.id.key(),
             Sync::Exact { ordinal: have } => ordinal == have + 1,
             Sync::Inexact => false,
-            Sync::Syncing { .. } => return entry.id.clone(),
+            Sync::Syncing { .. } => return entry.id.key(),
         };
         if !next && ordinal == 1 {
             // The thread starts here (it is new, or the backplane forgot it): nothing before.
@@ -236,7 +236,7 @@ impl UserChannel {
             };
             entry.dirty_since = None;
             delivered.sync = Some((entry.id.clone(), start));
-            return entry.id.clone();
+            return entry.id.key();
         }
         self.fold_into(entry, &data_of(frame), seq);
         entry.sync = Sync::Exact { ordinal };
@@ -252,7 +252,7 @@ impl UserChannel {
             entry.dirty_since = Some(seq);
             due = Some(seq + every);
         }
-        let tag = entry.id.clone();
+        let tag = entry.id.key();
         if let Some(due) = due {
             state.snapshot_due = state.snapshot_due.min(due);
         }
@@ -399,7 +399,7 @@ impl UserChannel {
         let mut ordinal = read.count;
         let mut last_id = read.last_id;
         for retained in window.iter().filter(|r| r.seq > start.from_seq) {
-            let ours = retained.thread.as_ref().is_some_and(|t| t.same(thread));
+            let ours = retained.thread == Some(thread.key());
             match frame_id(&retained.frame) {
                 Some(id) if ours && id > read.last_id => {
                     fresh.fold(&data_of(&retained.frame));
