@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::message::{Content, Message, ToolCall, merge_metadata};
-use super::scan::{Hot, HotKind, escape, scan};
+use super::scan::{Hot, HotKind, Scanner, escape};
 use super::{FoldOutcome, Ignored, RunStates};
 
 /// The run a thread is in, or was last in.
@@ -121,6 +121,8 @@ pub struct ThreadRun {
     /// Bytes of deltas folded since `state_bytes` was last measured exactly.
     pub(super) state_drift: usize,
     pub(super) max_bytes: usize,
+    /// Reads the streaming events, remembering the start of the last one.
+    scanner: Scanner,
 }
 
 impl Default for ThreadRun {
@@ -162,6 +164,7 @@ impl ThreadRun {
             state_bytes: 0,
             state_drift: 0,
             max_bytes,
+            scanner: Scanner::default(),
         }
     }
 
@@ -173,6 +176,7 @@ impl ThreadRun {
             + self.state_bytes
             + self.state_drift
             + self.open.bytes()
+            + self.scanner.bytes()
     }
 
     /// Whether a run has started and not yet finished or errored.
@@ -202,7 +206,7 @@ impl ThreadRun {
     /// names nothing the thread holds is ignored and reported as such.
     pub fn fold(&mut self, event: &[u8]) -> FoldOutcome {
         let mut outcome = FoldOutcome::default();
-        let result = match scan(event) {
+        let result = match self.scanner.scan(event) {
             Some((kind, hot)) => self.fold_hot(kind, hot),
             None => self.fold_slow(event, &mut outcome),
         };

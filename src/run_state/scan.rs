@@ -12,6 +12,11 @@
 //! `timestamp`. Anything else (an object member such as `metadata`, an attribution, an unknown
 //! member, a malformed document) makes it return `None`, and the event takes the slow path,
 //! which parses it completely. Both paths end in the same fold code.
+//!
+//! The tokens of one answer differ only from their `delta` on, so a [`Scanner`] remembers where
+//! the last event's `delta` began and what it had read before: an event that starts with the
+//! same bytes is read from there. UTF-8 is checked on the strings handed out, not on the whole
+//! event: every other byte is JSON's own or compared with an ASCII name.
 
 use std::borrow::Cow;
 
@@ -30,15 +35,19 @@ pub(crate) enum HotKind {
 
 impl HotKind {
     pub(crate) fn from_type(ty: &str) -> Option<Self> {
+        Self::from_bytes(ty.as_bytes())
+    }
+
+    fn from_bytes(ty: &[u8]) -> Option<Self> {
         Some(match ty {
-            "TEXT_MESSAGE_CONTENT" => Self::TextContent,
-            "TEXT_MESSAGE_END" => Self::TextEnd,
-            "TOOL_CALL_ARGS" => Self::ToolArgs,
-            "TOOL_CALL_END" => Self::ToolEnd,
-            "REASONING_MESSAGE_CONTENT" => Self::ReasoningContent,
-            "TEXT_MESSAGE_CHUNK" => Self::TextChunk,
-            "TOOL_CALL_CHUNK" => Self::ToolChunk,
-            "REASONING_MESSAGE_CHUNK" => Self::ReasoningChunk,
+            b"TEXT_MESSAGE_CONTENT" => Self::TextContent,
+            b"TEXT_MESSAGE_END" => Self::TextEnd,
+            b"TOOL_CALL_ARGS" => Self::ToolArgs,
+            b"TOOL_CALL_END" => Self::ToolEnd,
+            b"REASONING_MESSAGE_CONTENT" => Self::ReasoningContent,
+            b"TEXT_MESSAGE_CHUNK" => Self::TextChunk,
+            b"TOOL_CALL_CHUNK" => Self::ToolChunk,
+            b"REASONING_MESSAGE_CHUNK" => Self::ReasoningChunk,
             _ => return None,
         })
     }
@@ -61,63 +70,185 @@ pub(crate) struct Hot<'a> {
     pub(crate) metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// A string member's contents in the scanned bytes, between its quotes.
+#[derive(Debug, Clone, Copy)]
+struct Raw {
+    start: u32,
+    end: u32,
+    escaped: bool,
+}
+
+impl Raw {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    /// The contents, if they are UTF-8.
+    fn text(self, b: &[u8]) -> Option<&str> {
+        let s = &b[self.range()];
+        if s.is_ascii() {
+            // SAFETY: ASCII is UTF-8. Ids and tokens are mostly ASCII and a few bytes long,
+            // where `from_utf8`'s set-up costs more than the rest of a token's scan.
+            Some(unsafe { std::str::from_utf8_unchecked(s) })
+        } else {
+            std::str::from_utf8(s).ok()
+        }
+    }
+}
+
+/// What the scan has read of an event so far: its type and where its string members are.
+#[derive(Debug, Clone, Copy, Default)]
+struct Read {
+    kind: Option<HotKind>,
+    id: Option<Raw>,
+    delta: Option<Raw>,
+    role: Option<Raw>,
+    name: Option<Raw>,
+    tool_call_name: Option<Raw>,
+    parent_message_id: Option<Raw>,
+}
+
+/// The longest start of an event that a [`Scanner`] remembers.
+const MAX_PREFIX: usize = 256;
+
+/// Reads streaming events, remembering the last one's bytes up to its `delta`'s value.
+///
+/// The tokens of one answer are events that differ only from their `delta` on
+/// (`{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":` ...): an event that starts with
+/// the same bytes as the last one read is read from its `delta` on, with what the last scan
+/// read before it. Nothing is assumed about the event's shape: the same bytes read the same, so
+/// the result is the whole scan's, at a fraction of its cost. At most [`MAX_PREFIX`] bytes are
+/// kept.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Scanner {
+    prefix: Vec<u8>,
+    read: Read,
+}
+
+impl Scanner {
+    /// Reads a streaming event from its bytes; `None` sends it to the slow path.
+    pub(crate) fn scan<'a>(&mut self, bytes: &'a [u8]) -> Option<(HotKind, Hot<'a>)> {
+        let read = if !self.prefix.is_empty() && bytes.starts_with(&self.prefix) {
+            // The bytes before are the last event's: its scan went on from here.
+            members(bytes, self.prefix.len(), self.read, true, &mut None)?
+        } else {
+            let mut at_delta = None;
+            let read = members(bytes, open(bytes)?, Read::default(), false, &mut at_delta)?;
+            self.prefix.clear();
+            if let Some((at, before)) = at_delta.filter(|(at, _)| *at <= MAX_PREFIX) {
+                self.prefix.extend_from_slice(&bytes[..at]);
+                self.read = before;
+            }
+            read
+        };
+        hot(bytes, read)
+    }
+
+    /// The bytes it holds, for the thread's accounting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.prefix.capacity()
+    }
+}
+
 /// Reads a streaming event from its bytes; `None` sends it to the slow path.
+#[cfg(test)]
 pub(crate) fn scan(bytes: &[u8]) -> Option<(HotKind, Hot<'_>)> {
-    // One pass of UTF-8 validation up front: every slice handed out below is then a `&str`.
-    let text = std::str::from_utf8(bytes).ok()?;
-    let b = text.as_bytes();
-    let mut i = skip_ws(b, 0);
+    hot(
+        bytes,
+        members(bytes, open(bytes)?, Read::default(), false, &mut None)?,
+    )
+}
+
+/// The index after an object's `{`, if the bytes hold one with members.
+fn open(b: &[u8]) -> Option<usize> {
+    let i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
     }
-    i += 1;
-    let mut kind = None;
-    let mut hot = Hot::default();
-    i = skip_ws(b, i);
-    if b.get(i) == Some(&b'}') {
-        return None;
-    }
+    let i = skip_ws(b, i + 1);
+    (b.get(i) != Some(&b'}')).then_some(i)
+}
+
+/// Reads the members of an object from `i` (the start of a member, or with `at_value` the start
+/// of `delta`'s value) to its end, which must be the end of the bytes. `at_delta` is set to
+/// where `delta`'s value starts and what was read before it.
+///
+/// Nothing is checked to be UTF-8 here: every byte is either JSON's own, a key or a type
+/// compared with ASCII names, a number's, or inside a string member that [`hot`] checks.
+fn members(
+    b: &[u8],
+    mut i: usize,
+    mut read: Read,
+    mut at_value: bool,
+    at_delta: &mut Option<(usize, Read)>,
+) -> Option<Read> {
     loop {
-        i = skip_ws(b, i);
-        let (key, key_escaped, next) = string(text, i)?;
-        if key_escaped {
-            return None;
-        }
-        i = skip_ws(b, next);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(b, i + 1);
-        if key == "timestamp" {
-            i = number(b, i)?;
-        } else {
-            let (value, escaped, next) = string(text, i)?;
+        if at_value {
+            at_value = false;
+            let (value, next) = string(b, i)?;
+            read.delta = Some(value);
             i = next;
-            match key {
-                "type" => kind = Some(HotKind::from_type(value)?),
-                "messageId" | "toolCallId" => hot.id = Some(unescape(value, escaped)?),
-                "delta" => hot.delta = Some(Cow::Borrowed(value)),
-                "role" => hot.role = Some(unescape(value, escaped)?),
-                "name" => hot.name = Some(unescape(value, escaped)?),
-                "toolCallName" => hot.tool_call_name = Some(unescape(value, escaped)?),
-                "parentMessageId" => hot.parent_message_id = Some(unescape(value, escaped)?),
-                _ => return None,
+        } else {
+            i = skip_ws(b, i);
+            let (key, next) = string(b, i)?;
+            if key.escaped {
+                return None;
+            }
+            let key = &b[key.range()];
+            i = skip_ws(b, next);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            if key == b"timestamp" {
+                i = number(b, i)?;
+            } else {
+                if key == b"delta" {
+                    *at_delta = Some((i, read));
+                }
+                let (value, next) = string(b, i)?;
+                match key {
+                    b"type" => read.kind = Some(HotKind::from_bytes(&b[value.range()])?),
+                    b"messageId" | b"toolCallId" => read.id = Some(value),
+                    b"delta" => read.delta = Some(value),
+                    b"role" => read.role = Some(value),
+                    b"name" => read.name = Some(value),
+                    b"toolCallName" => read.tool_call_name = Some(value),
+                    b"parentMessageId" => read.parent_message_id = Some(value),
+                    _ => return None,
+                }
+                i = next;
             }
         }
         i = skip_ws(b, i);
         match b.get(i) {
             Some(b',') => i += 1,
             Some(b'}') => {
-                i += 1;
-                break;
+                return (skip_ws(b, i + 1) == b.len()).then_some(read);
             }
             _ => return None,
         }
     }
-    if skip_ws(b, i) != b.len() {
-        return None;
+}
+
+/// The event `read` found in `b`, its strings checked to be UTF-8.
+fn hot(b: &[u8], read: Read) -> Option<(HotKind, Hot<'_>)> {
+    let mut hot = Hot::default();
+    for (raw, field) in [
+        (read.id, &mut hot.id),
+        (read.role, &mut hot.role),
+        (read.name, &mut hot.name),
+        (read.tool_call_name, &mut hot.tool_call_name),
+        (read.parent_message_id, &mut hot.parent_message_id),
+    ] {
+        if let Some(raw) = raw {
+            *field = Some(unescape(raw.text(b)?, raw.escaped)?);
+        }
     }
-    Some((kind?, hot))
+    if let Some(raw) = read.delta {
+        hot.delta = Some(Cow::Borrowed(raw.text(b)?));
+    }
+    Some((read.kind?, hot))
 }
 
 #[inline]
@@ -168,11 +299,11 @@ fn next_stop(b: &[u8], mut j: usize) -> Option<usize> {
     (j..b.len()).find(|&k| STOPS[usize::from(b[k])])
 }
 
-/// A JSON string starting at `i` (its opening quote): its raw contents, whether it holds an
-/// escape, and the index after its closing quote. `None` if it is not a valid JSON string.
+/// A JSON string starting at `i` (its opening quote): where its raw contents are, whether they
+/// hold an escape, and the index after its closing quote. `None` if it is not a valid JSON
+/// string (UTF-8 aside: see [`members`]).
 #[inline]
-fn string(text: &str, i: usize) -> Option<(&str, bool, usize)> {
-    let b = text.as_bytes();
+fn string(b: &[u8], i: usize) -> Option<(Raw, usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
@@ -181,8 +312,7 @@ fn string(text: &str, i: usize) -> Option<(&str, bool, usize)> {
     let mut escaped = false;
     loop {
         j = next_stop(b, j)?;
-        let c = b[j];
-        match c {
+        match b[j] {
             b'"' => break,
             b'\\' => {
                 escaped = true;
@@ -202,8 +332,12 @@ fn string(text: &str, i: usize) -> Option<(&str, bool, usize)> {
             _ => return None,
         }
     }
-    // `start` and `j` sit next to ASCII quotes, so both are char boundaries.
-    Some((text.get(start..j)?, escaped, j + 1))
+    let raw = Raw {
+        start: u32::try_from(start).ok()?,
+        end: u32::try_from(j).ok()?,
+        escaped,
+    };
+    Some((raw, j + 1))
 }
 
 /// Skips a JSON number (loosely: its characters), refusing anything else.
@@ -299,22 +433,67 @@ mod tests {
                     let mut contents = "x".repeat(len);
                     contents.insert_str(at, inserted);
                     let quoted = format!("\"{contents}\",");
-                    let ours = string(&quoted, 0);
+                    let b = quoted.as_bytes();
+                    let ours = string(b, 0);
                     let json = serde_json::from_str::<String>(&quoted[..quoted.len() - 1]).ok();
                     assert_eq!(ours.is_some(), json.is_some(), "{quoted:?}");
-                    if let Some((raw, escaped, next)) = ours {
-                        assert_eq!(raw, contents);
-                        assert_eq!(escaped, contents.contains('\\'));
+                    if let Some((raw, next)) = ours {
+                        assert_eq!(&b[raw.range()], contents.as_bytes());
+                        assert_eq!(raw.escaped, contents.contains('\\'));
                         assert_eq!(next, quoted.len() - 1);
                     }
                     // Without its closing quote it is no string.
-                    assert!(
-                        string(&quoted[..quoted.len() - 2], 0).is_none(),
-                        "{quoted:?}"
-                    );
+                    assert!(string(&b[..b.len() - 2], 0).is_none(), "{quoted:?}");
                 }
             }
         }
+    }
+
+    /// A scanner that read one event reads the next exactly as a fresh scan does, whether or not
+    /// the next starts with the same bytes up to its `delta`.
+    #[test]
+    fn a_scanner_reads_every_event_as_a_fresh_scan_does() {
+        let events: Vec<&[u8]> = vec![
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hel"}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"lo \"x\""}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"a","timestamp":17}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"a","messageId":"m-2"}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"a","metadata":{}}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"a"} x"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"a"#,
+            b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m-1\",\"delta\":\"\xff\"}",
+            b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m-1\",\"delta\":\"\xc3\xa9\"}",
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-2","delta":"Hel"}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","delta":"x","messageId":"m-1"}"#,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"a","delta":"b"}"#,
+            br#"{"type":"TOOL_CALL_ARGS","toolCallId":"t\u0031","delta":"{\"a\":"}"#,
+            br#"{"type":"TOOL_CALL_CHUNK","toolCallId":"t1","toolCallName":"f","delta":"x"}"#,
+            br#"{"type":"TEXT_MESSAGE_END","messageId":"m-1"}"#,
+            br#"{"type":"RUN_STARTED","delta":"x"}"#,
+            br#"{"delta":"x","type":"TEXT_MESSAGE_CONTENT","messageId":"m-1"}"#,
+        ];
+        let fresh = |e: &[u8]| format!("{:?}", scan(e));
+        for first in &events {
+            for second in &events {
+                let mut scanner = Scanner::default();
+                assert_eq!(format!("{:?}", scanner.scan(first)), fresh(first));
+                assert_eq!(
+                    format!("{:?}", scanner.scan(second)),
+                    fresh(second),
+                    "after {}: {}",
+                    String::from_utf8_lossy(first),
+                    String::from_utf8_lossy(second)
+                );
+                assert!(scanner.bytes() <= 2 * MAX_PREFIX);
+            }
+        }
+        // The tokens of an answer are read from their delta on.
+        let mut scanner = Scanner::default();
+        scanner.scan(events[0]).unwrap();
+        assert_eq!(
+            scanner.prefix,
+            br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"#
+        );
     }
 
     #[test]
