@@ -4,9 +4,8 @@
 //! none carries the user, whose cardinality is unbounded. Handles are registered when a
 //! broadcaster is created, so install the recorder first. The README lists every metric.
 
-use std::time::Duration;
-
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use tokio::time::Instant;
 
 use crate::reason::ResetReason;
 
@@ -51,6 +50,15 @@ pub const BACKPLANE_FAILURES: &str = "sse_hub_backplane_failures_total";
 /// 1 while the Redis backplane is connected, 0 otherwise (gauge, without labels: one backplane
 /// serves every channel of a node).
 pub const BACKPLANE_CONNECTED: &str = "sse_hub_backplane_connected";
+
+/// The seconds since an instant, read when a histogram converts it.
+struct Elapsed(Instant);
+
+impl metrics::IntoF64 for Elapsed {
+    fn into_f64(self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}
 
 pub(crate) struct Metrics {
     published: Counter,
@@ -118,9 +126,11 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn published(&self, _receivers: usize, took: Duration) {
+    /// Counts a publish begun at `started`. The clock is read for the histogram only if a
+    /// recorder gave it a handle: a no-op histogram never converts its value.
+    pub(crate) fn published(&self, _receivers: usize, started: Instant) {
         self.published.increment(1);
-        self.publish_seconds.record(took.as_secs_f64());
+        self.publish_seconds.record(Elapsed(started));
     }
 
     pub(crate) fn delivered(&self, frames: u64) {

@@ -89,7 +89,7 @@ impl Shared {
     /// Counts an accepted publish that reached `receivers`, begun at `started`.
     pub(crate) fn count_published(&self, receivers: usize, started: Instant) {
         self.published.fetch_add(1, Ordering::Relaxed);
-        self.metrics.published(receivers, started.elapsed());
+        self.metrics.published(receivers, started);
     }
 
     pub(crate) fn user_became_active(&self) {

@@ -89,6 +89,10 @@ struct State {
     head: u64,
     window: VecDeque<Retained>,
     window_bytes: usize,
+    /// When the window's oldest frame was published (meaningless while the window is empty):
+    /// kept here so that a publish checks the window's bounds without reading its buffer, which
+    /// is cold memory for a user published to now and then.
+    oldest_at: Instant,
     /// The channel has at least one receiver.
     active: bool,
     /// When the channel last became idle.
@@ -173,6 +177,7 @@ impl UserChannel {
                 head: 0,
                 window: VecDeque::new(),
                 window_bytes: 0,
+                oldest_at: Instant::now(),
                 active: false,
                 idle_since: Instant::now(),
                 queued: true,
@@ -282,6 +287,9 @@ impl UserChannel {
         let incoming = if keep { (1, len) } else { (usize::MAX, 0) };
         self.evict(state, now, incoming);
         if keep {
+            if state.window.is_empty() {
+                state.oldest_at = now;
+            }
             state.window.push_back(Retained {
                 seq,
                 at: now,
@@ -298,17 +306,25 @@ impl UserChannel {
     /// counting `incoming` (events, bytes) about to be added.
     fn evict(&self, state: &mut State, now: Instant, incoming: (usize, usize)) {
         let config = &self.shared.config;
-        while let Some(oldest) = state.window.front() {
+        // Older than `replay_age` means before `cutoff` (nothing is, this early after boot).
+        let cutoff = now.checked_sub(config.replay_age);
+        // Checked on the state alone (`oldest_at` is the front's time): the window's buffer is
+        // read only when something is due.
+        while !state.window.is_empty() {
             let over = state.window.len().saturating_add(incoming.0) > config.replay_events
                 || state.window_bytes + incoming.1 > config.replay_bytes
-                || now.saturating_duration_since(oldest.at) > config.replay_age;
+                || cutoff.is_some_and(|cutoff| state.oldest_at < cutoff);
             if !over {
                 break;
             }
-            let len = oldest.frame.len();
-            state.window.pop_front();
-            state.window_bytes -= len;
-            self.shared.buffered_removed(len);
+            if let Some(oldest) = state.window.pop_front() {
+                let len = oldest.frame.len();
+                state.window_bytes -= len;
+                self.shared.buffered_removed(len);
+            }
+            if let Some(next) = state.window.front() {
+                state.oldest_at = next.at;
+            }
         }
     }
 

@@ -4,8 +4,10 @@
 //! to one user never waits on connects and disconnects of users in other shards; measured on a
 //! 2-core machine under connect/disconnect churn, a sharded map (dashmap or scc, alike) kept
 //! publish p99 near 1 µs where one global `RwLock` reached 26 µs. dashmap was chosen as the more
-//! widely used of the two. No map lock is held while a channel's own lock is taken by publish
-//! or subscribe (the `Arc` is cloned out first), and no lock of any kind across an `.await`.
+//! widely used of the two. A subscribe takes a channel's own lock with no map lock held (the
+//! `Arc` is cloned out first); a publish and the sweep take it under the shard's lock, so the
+//! order is always the shard's, then the channel's. No lock of any kind is held across an
+//! `.await`.
 //!
 //! Channels that outlive their last connection are removed after the retention by the *sweep*:
 //! an idle queue in expiry order holds at most one entry per channel, and is drained lazily by

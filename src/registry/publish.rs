@@ -90,19 +90,22 @@ impl<E> Broadcaster<E> {
         }
         // A user without a channel (no connection, none retained) is published to all the same:
         // the event reaches nobody and is counted. A thread's event is kept: it makes the channel.
-        let channel = match (self.channel(user), thread) {
-            (Some(channel), _) => Some(channel),
+        //
+        // The channel is published to under the map shard's read guard rather than with its
+        // `Arc` cloned out: one atomic increment and decrement less on a line that is cold for
+        // a user published to now and then. Nothing under the guard takes a map lock; the lock
+        // order is the sweep's, the shard's then the channel's.
+        let outcome = match (self.inner.channels.get(user), thread) {
+            (Some(channel), _) => channel.publish(payload, thread, started),
             (None, None) => None,
-            (None, Some(_)) => {
-                Some(
-                    self.create_channel(user)
-                        .map_err(|_| PublishError::AtCapacity {
-                            max: shared.config.max_channels,
-                        })?,
-                )
-            }
+            (None, Some(_)) => self
+                .create_channel(user)
+                .map_err(|_| PublishError::AtCapacity {
+                    max: shared.config.max_channels,
+                })?
+                .publish(payload, thread, started),
         };
-        let published = match channel.and_then(|c| c.publish(payload, thread, started)) {
+        let published = match outcome {
             Some((id, receivers)) => Published {
                 id: Some(id),
                 delivery: Delivery::Connections(receivers),
