@@ -115,8 +115,13 @@ impl UserChannel {
         seq: u64,
         remote: bool,
     ) -> usize {
+        // The thread published to last is kept first: a run streams its tokens into one
+        // thread, so the search ends at the first entry however many threads the user has.
         if let Some(at) = state.threads.iter().position(|t| t.id.same(thread)) {
-            return at;
+            if at > 0 {
+                state.threads.swap(0, at);
+            }
+            return 0;
         }
         let shared = &self.shared;
         if state.threads.len() >= shared.config.threads.max_threads_per_user.max(1) {
@@ -141,7 +146,9 @@ impl UserChannel {
             dirty_since: None,
             checkpoint: 0,
         });
-        state.threads.len() - 1
+        let last = state.threads.len() - 1;
+        state.threads.swap(0, last);
+        0
     }
 
     /// Folds one event's data into the entry's state, if it has one, with the accounting.
