@@ -16,16 +16,17 @@
 //! Set `SSE_HUB_SCREENSHOT=/path/to/file.png` (`SSE_HUB_AGENT_SCREENSHOT` for the chat views) to
 //! save a screenshot of the page.
 
+mod common;
 mod support;
 
 use std::future::Future;
 use std::io::Write;
-use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{TempDir, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -74,35 +75,6 @@ impl Drop for KillOnDrop {
             let _ = self.0.wait();
         }
     }
-}
-
-/// A fresh directory, removed on drop: the browser profile.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A free loopback port, for chromedriver's `--port`.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// `future`, or a panic saying what did not finish within `within`.

@@ -28,7 +28,7 @@ use axum::http::Version;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use common::{End, SseClient, WAIT, bounded, wait_until};
+use common::{End, SseClient, TempDir, WAIT, bounded, free_port, wait_until};
 use eventsource_stream::Event;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
@@ -52,27 +52,20 @@ struct App {
     versions: Arc<Mutex<Vec<Version>>>,
 }
 
+/// `GET /events/{user}` (with heartbeats) and `GET /quiet/{user}` (without).
 async fn events(
     State(app): State<App>,
     version: Version,
-    Path(user): Path<String>,
+    Path((stream, user)): Path<(String, String)>,
     last_event_id: LastEventId,
 ) -> Response {
     app.versions.lock().unwrap().push(version);
-    app.hub
-        .sse_response(&UserId::from(user), &last_event_id)
-        .into_response()
-}
-
-async fn quiet_events(
-    State(app): State<App>,
-    version: Version,
-    Path(user): Path<String>,
-    last_event_id: LastEventId,
-) -> Response {
-    app.versions.lock().unwrap().push(version);
-    app.quiet
-        .sse_response(&UserId::from(user), &last_event_id)
+    let hub = if stream == "quiet" {
+        &app.quiet
+    } else {
+        &app.hub
+    };
+    hub.sse_response(&UserId::from(user), &last_event_id)
         .into_response()
 }
 
@@ -107,8 +100,7 @@ impl Backend {
             versions: versions.clone(),
         };
         let router = Router::new()
-            .route("/events/{user}", get(events))
-            .route("/quiet/{user}", get(quiet_events))
+            .route("/{stream}/{user}", get(events))
             .route("/version", get(version))
             .with_state(app);
 
@@ -204,36 +196,6 @@ fn haproxy_program() -> PathBuf {
             })
     };
     found.expect("haproxy not found (apt-get install haproxy, or set HAPROXY)")
-}
-
-/// A fresh directory, removed on drop: HAProxy's configuration.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// HAProxy's inactivity timeouts (`timeout client`, `timeout server`).
