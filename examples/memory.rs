@@ -219,7 +219,7 @@ fn main() {
     let c = config.capacity.next_power_of_two();
     let n = config.replay_events;
     let w = (n * frame_len).min(config.replay_bytes);
-    let bound = 72 * c + 500 + w + c * frame_len + 64 * n + 250 + 64 * n;
+    let bound = 80 * c + 500 + w + c * frame_len + 64 * n + 250 + 64 * n;
 
     for (name, f) in [("sse-hub", &hub), ("replaced", &old)] {
         println!(

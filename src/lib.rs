@@ -60,7 +60,7 @@
 //! [`replay_bytes`](Config::replay_bytes), `N` = [`replay_events`](Config::replay_events) and `U`
 //! = [`max_channels`](Config::max_channels):
 //!
-//! * an idle user channel costs about `72·C + 500` bytes at most (the preallocated ring, tokio's
+//! * an idle user channel costs about `80·C + 500` bytes at most (the preallocated ring, tokio's
 //!   channel state, the channel and its map entry): about 1.1 KB with the defaults;
 //! * the frames a channel holds are at most `W` in its window (this is what
 //!   [`Stats::buffered_bytes`] accounts, so `buffered_bytes ≤ U·W`) plus the `C` newest frames
@@ -75,7 +75,7 @@
 //!   state, [`run_state::RunStates::max_thread_bytes`]), `T·B` per user channel.
 //!
 //! So the worst case is
-//! `U·(72·C + 500 + W + C·F + 64·N + T·B) + connections·(250 + 64·N + 16·F)` bytes, whatever
+//! `U·(80·C + 500 + W + C·F + 64·N + T·B) + connections·(250 + 64·N + 16·F)` bytes, whatever
 //! clients do (kernel socket buffers come on top). Inside the library a
 //! stalled client pins at most the `C` frames of the ring; over HTTP, serve through
 //! [`StallTimeout`] so that a connection whose writes make no progress is closed, and with it

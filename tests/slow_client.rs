@@ -853,7 +853,7 @@ fn a_stalled_connection_holds_no_more_than_the_documented_bound() {
         cfg.capacity = 1;
         cfg.replay_events = 1;
         let (c, f, w, n) = (1, cfg.max_frame_bytes, cfg.replay_bytes, cfg.replay_events);
-        let bound = ((72 * c + 500 + w + c * f + 64 * n) + (250 + 64 * n + 16 * f)) as isize;
+        let bound = ((80 * c + 500 + w + c * f + 64 * n) + (250 + 64 * n + 16 * f)) as isize;
         let hub: Hub = Broadcaster::new(cfg);
         let addr = serve(hub.clone()).await;
 

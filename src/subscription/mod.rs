@@ -392,7 +392,9 @@ impl<E> Stream for Subscription<E> {
             };
             match ready!(Pin::new(live).poll_next(cx)) {
                 Some(Ok(slot)) if !slot.is_kick() => {
-                    let Slot { seq, frame, thread } = slot;
+                    let Slot {
+                        seq, frame, thread, ..
+                    } = slot;
                     if seq <= this.position {
                         continue;
                     }
