@@ -18,7 +18,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,16 +26,12 @@ use axum::extract::{Path, State};
 use axum::http::Version;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use common::{End, SseClient, TempDir, WAIT, bounded, free_port, wait_until};
+use common::{End, Served, SseClient, TempDir, WAIT, bounded, free_port, wait_until};
 use eventsource_stream::Event;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sse_hub::{Broadcaster, Config, Heartbeat, LastEventId, UserId};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------------------------
@@ -79,10 +74,7 @@ struct Backend {
     hub: Broadcaster<Value>,
     /// The version of every stream request served so far.
     versions: Arc<Mutex<Vec<Version>>>,
-    /// Connections accepted so far.
-    accepted: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    served: Served,
 }
 
 impl Backend {
@@ -103,33 +95,22 @@ impl Backend {
             .route("/{stream}/{user}", get(events))
             .route("/version", get(version))
             .with_state(app);
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        let listener = listener.tap_io(move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ending, ending_quiet) = (hub.clone(), quiet.clone());
-        let server = sse_hub::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stopped.await;
+        let ending = hub.clone();
+        let served = Served::start(router, true, move || {
             ending.shutdown();
-            ending_quiet.shutdown();
-        });
+            quiet.shutdown();
+        })
+        .await;
         Self {
-            addr,
+            addr: served.addr,
             hub,
             versions,
-            accepted,
-            stop: Some(stop),
-            task: Some(tokio::spawn(server.into_future())),
+            served,
         }
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Relaxed)
+        self.served.accepted()
     }
 
     fn versions(&self) -> Vec<Version> {
@@ -148,21 +129,8 @@ impl Backend {
 
     /// Signals the graceful shutdown and waits (bounded) for `serve` to return: every
     /// connection, HAProxy's included, must have closed.
-    async fn shut_down(mut self) {
-        let _ = self.stop.take().expect("once").send(());
-        let task = self.task.take().expect("once");
-        bounded("serve to return after the shutdown signal", WAIT, task)
-            .await
-            .expect("the server task")
-            .expect("serve");
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    async fn shut_down(self) {
+        self.served.shut_down().await;
     }
 }
 

@@ -9,73 +9,25 @@ mod common;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
-
-use common::{SseClient, WAIT, bounded, router};
+use common::{Served, SseClient, WAIT, bounded, router};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use reqwest::{StatusCode, Version};
 use serde_json::{Value, json};
 use sse_hub::{Broadcaster, Config, UserId};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// `sse_hub::serve` on `127.0.0.1:0`, shut down gracefully when `stop` fires: the hub's
-/// streams are ended first, as an application does.
-struct Served {
-    addr: SocketAddr,
-    /// Connections accepted so far.
-    accepted: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
 
 async fn start(hub: &Broadcaster<Value>) -> Served {
     start_with(hub, true).await
 }
 
-/// [`start`], with the lean HTTP/1.1 path on or off.
+/// `sse_hub::serve` on `127.0.0.1:0` with the lean HTTP/1.1 path on or off; a graceful shutdown
+/// ends the hub's streams first.
 async fn start_with(hub: &Broadcaster<Value>, lean: bool) -> Served {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let listener = listener.tap_io(move |_| {
-        counter.fetch_add(1, Ordering::Relaxed);
-    });
-    let (stop, stopped) = oneshot::channel::<()>();
     let ending = hub.clone();
-    let server = sse_hub::serve(listener, router(hub.clone()))
-        .lean_http1(lean)
-        .with_graceful_shutdown(async move {
-            let _ = stopped.await;
-            ending.shutdown();
-        });
-    Served {
-        addr,
-        accepted,
-        stop: Some(stop),
-        task: tokio::spawn(server.into_future()),
-    }
-}
-
-impl Served {
-    fn url(&self, user: &str) -> String {
-        format!("http://{}/events/{user}", self.addr)
-    }
-
-    async fn shut_down(mut self) {
-        let _ = self.stop.take().expect("once").send(());
-        bounded("serve to return after the shutdown signal", WAIT, self.task)
-            .await
-            .expect("the server task")
-            .expect("serve");
-    }
+    Served::start(router(hub.clone()), lean, move || ending.shutdown()).await
 }
 
 fn h2_client() -> reqwest::Client {
@@ -104,14 +56,14 @@ async fn http_1_1_and_h2c_with_prior_knowledge_share_the_port() {
     let server = start(&hub).await;
 
     let http1 = common::http_client();
-    let mut tab1 = SseClient::open(&http1, &server.url("ada"), None).await;
+    let mut tab1 = SseClient::open(&http1, &server.events_url("ada"), None).await;
     assert_eq!(tab1.status, StatusCode::OK);
 
     let h2 = h2_client();
     let response = bounded(
         "an HTTP/2 response head",
         WAIT,
-        h2.get(server.url("ada")).send(),
+        h2.get(server.events_url("ada")).send(),
     )
     .await
     .expect("GET over h2c");
@@ -158,7 +110,7 @@ async fn hundreds_of_streams_share_one_http2_connection_and_shutdown_ends_them_a
     // More than hyper's default of 200 concurrent streams per connection: the default of
     // `serve` is 1 000.
     let opened = join_all((0..STREAMS).map(|i| {
-        let request = h2.get(server.url(&format!("u{i}")));
+        let request = h2.get(server.events_url(&format!("u{i}")));
         async move {
             let response = bounded("an HTTP/2 response head", WAIT, request.send())
                 .await
@@ -173,11 +125,7 @@ async fn hundreds_of_streams_share_one_http2_connection_and_shutdown_ends_them_a
         hub.total_connections() == STREAMS
     })
     .await;
-    assert_eq!(
-        server.accepted.load(Ordering::Relaxed),
-        1,
-        "every stream on one connection"
-    );
+    assert_eq!(server.accepted(), 1, "every stream on one connection");
     for i in 0..STREAMS {
         publish(&hub, &format!("u{i}"), 1);
     }

@@ -428,3 +428,72 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
         .port()
 }
+
+/// `sse_hub::serve` on `127.0.0.1:0`, shut down gracefully by [`Served::shut_down`]:
+/// `on_shutdown` runs first (it ends the hubs' streams, as an application does). Counts the
+/// connections it accepts; aborted if dropped without a shutdown.
+pub struct Served {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Served {
+    pub async fn start(
+        router: Router,
+        lean_http1: bool,
+        on_shutdown: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        use axum::serve::ListenerExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let listener = listener.tap_io(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = sse_hub::serve(listener, router)
+            .lean_http1(lean_http1)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+                on_shutdown();
+            });
+        Self {
+            addr,
+            accepted,
+            stop: Some(stop),
+            task: Some(tokio::spawn(server.into_future())),
+        }
+    }
+
+    /// The URL of `user`'s stream at `/events/{user}`.
+    pub fn events_url(&self, user: &str) -> String {
+        format!("http://{}/events/{user}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Signals the graceful shutdown and waits (bounded) for `serve` to return: every
+    /// connection must have closed.
+    pub async fn shut_down(mut self) {
+        let _ = self.stop.take().expect("once").send(());
+        let task = self.task.take().expect("once");
+        bounded("serve to return after the shutdown signal", WAIT, task)
+            .await
+            .expect("the server task")
+            .expect("serve");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
