@@ -28,11 +28,23 @@ pub trait ToSse {
     /// Writes the event's data, UTF-8 text of any shape: line breaks are encoded as the standard
     /// requires.
     fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+
+    /// Whether [`write_data`](Self::write_data) writes nothing but UTF-8 by construction, so
+    /// that the publish need not check it. `false` (the default): the data is checked, and
+    /// data that is not UTF-8 is refused with [`PublishError::NotUtf8`]. serde_json's output
+    /// is, so the `Serialize` implementation says `true`.
+    fn writes_utf8(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Serialize + ?Sized> ToSse for T {
     fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         serde_json::to_writer(out, self).map_err(Into::into)
+    }
+
+    fn writes_utf8(&self) -> bool {
+        true
     }
 }
 
@@ -75,6 +87,10 @@ impl<T: Serialize> ToSse for Named<T> {
     fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         self.event.write_data(out)
     }
+
+    fn writes_utf8(&self) -> bool {
+        true
+    }
 }
 
 /// An event encoded once: its `event:` and `data:` lines, waiting for the `id:` line that the
@@ -90,12 +106,14 @@ const ID_LINE_RESERVE: usize = 48;
 impl Payload {
     /// Encodes an event.
     pub fn encode<E: ToSse + ?Sized>(event: &E) -> Result<Self, PublishError> {
-        Self::build(event.event_name(), |out| event.write_data(out))
+        Self::build(event.event_name(), event.writes_utf8(), |out| {
+            event.write_data(out)
+        })
     }
 
     /// Encodes data given as text, under an optional event name.
     pub fn from_text(event_name: Option<&str>, data: &str) -> Result<Self, PublishError> {
-        Self::build(event_name, |out| {
+        Self::build(event_name, true, |out| {
             out.extend_from_slice(data.as_bytes());
             Ok(())
         })
@@ -103,12 +121,14 @@ impl Payload {
 
     /// Encodes `write`'s output as data.
     ///
-    /// The data is written into a scratch buffer kept per thread, checked (UTF-8, and a fast
-    /// scan for line breaks, which serde_json's compact output never holds), and copied once
-    /// into a frame allocated at its exact size plus room for the id line: one allocation per
-    /// frame, and the bytes the window accounts are the bytes the frame holds.
+    /// The data is written into a scratch buffer kept per thread, checked (UTF-8 unless the
+    /// writer guarantees it, `utf8`, and a fast scan for line breaks, which serde_json's compact
+    /// output never holds), and copied once into a frame allocated at its exact size plus room
+    /// for the id line: one allocation per frame, and the bytes the window accounts are the
+    /// bytes the frame holds.
     pub(crate) fn build(
         event_name: Option<&str>,
+        utf8: bool,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<Self, PublishError> {
         if let Some(name) = event_name {
@@ -116,16 +136,20 @@ impl Payload {
         }
         with_scratch(|data| {
             write(data).map_err(PublishError::Encode)?;
-            let text = std::str::from_utf8(data).map_err(|_| PublishError::NotUtf8)?;
+            if !utf8 && std::str::from_utf8(data).is_err() {
+                return Err(PublishError::NotUtf8);
+            }
             let name_len = event_name.map_or(0, |name| name.len() + 8);
-            let mut head = Vec::with_capacity(name_len + text.len() + 8 + ID_LINE_RESERVE);
+            let mut head = Vec::with_capacity(name_len + data.len() + 8 + ID_LINE_RESERVE);
             if let Some(name) = event_name {
                 crate::wire::write_field(&mut head, "event", name);
             }
             if memchr::memchr2(b'\r', b'\n', data).is_some() {
-                write_data_lines(&mut head, text);
+                write_data_lines(&mut head, data);
             } else {
-                crate::wire::write_field(&mut head, "data", text);
+                head.extend_from_slice(b"data: ");
+                head.extend_from_slice(data);
+                head.push(b'\n');
             }
             Ok(Self { head })
         })
@@ -275,11 +299,20 @@ mod tests {
             Err(PublishError::Frame(_))
         ));
         assert!(matches!(
-            Payload::build(None, |out| {
+            Payload::build(None, false, |out| {
                 out.push(0xff);
                 Ok(())
             }),
             Err(PublishError::NotUtf8)
         ));
+        // A writer that does not promise UTF-8 is checked.
+        struct Raw;
+        impl ToSse for Raw {
+            fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+                out.extend_from_slice(b"ok \xff");
+                Ok(())
+            }
+        }
+        assert!(matches!(Payload::encode(&Raw), Err(PublishError::NotUtf8)));
     }
 }

@@ -116,7 +116,7 @@ impl<'a> SseFrame<'a> {
             write_field(out, "retry", &delay.as_millis().to_string());
         }
         if let Some(data) = self.data {
-            write_data_lines(out, data);
+            write_data_lines(out, data.as_bytes());
         }
         out.push(b'\n');
         Ok(())
@@ -150,8 +150,8 @@ pub(crate) fn write_field(out: &mut Vec<u8>, name: &str, value: &str) {
 }
 
 /// Writes `data` as one `data:` line per line, where CRLF, LF and a lone CR are each one break.
-pub(crate) fn write_data_lines(out: &mut Vec<u8>, data: &str) {
-    let mut rest = data.as_bytes();
+pub(crate) fn write_data_lines(out: &mut Vec<u8>, data: &[u8]) {
+    let mut rest = data;
     loop {
         let Some(at) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
             write_data_line(out, rest);

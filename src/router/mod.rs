@@ -275,7 +275,8 @@ impl EventRouter {
         protocol: &'static str,
     ) -> Result<(Payload, Payload), PublishError> {
         let json = serde_json::to_vec(event).inspect_err(|_| primary.count_encode_failure())?;
-        let direct = Payload::build(None, |out| {
+        // serde_json's output, and the envelope around it below, are UTF-8 by construction.
+        let direct = Payload::build(None, true, |out| {
             out.extend_from_slice(&json);
             Ok(())
         })?;
@@ -523,7 +524,7 @@ impl EventRouter {
 /// constants, so nothing here needs escaping; `tests/router.rs` checks that the result reads as
 /// the `ContextEvent` serialisation.
 fn wrap(json: &[u8], protocol: &str) -> Result<Payload, PublishError> {
-    Payload::build(None, |out| {
+    Payload::build(None, true, |out| {
         out.extend_from_slice(b"{\"protocol\":\"");
         out.extend_from_slice(protocol.as_bytes());
         out.extend_from_slice(b"\",\"event\":");
