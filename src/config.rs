@@ -53,8 +53,8 @@ pub struct Config {
     /// Slots of each user's broadcast ring, rounded up to a power of two and at least 1. tokio
     /// preallocates every slot (80 bytes each, a thread tag included) when the channel is
     /// created, so this is the idle cost of a user: the default, 8, costs 640 bytes. Events
-    /// beyond it are not lost: a
-    /// receiver that falls this far behind recovers from the replay window ([`LagPolicy`]).
+    /// beyond it are not lost: a receiver that falls this far behind recovers from the replay
+    /// window ([`LagPolicy`]).
     pub capacity: usize,
     /// Events kept per user channel for resume and lag recovery. Default 256.
     pub replay_events: usize,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::{EncodeError, PublishError};
 use crate::event_id::EventId;
-use crate::wire::{check_event_name, data_of, write_data_lines};
+use crate::wire::{check_event_name, data_of, write_data_line, write_data_lines};
 
 /// An event that knows its SSE encoding: an optional event name and its data.
 ///
@@ -147,9 +147,7 @@ impl Payload {
             if memchr::memchr2(b'\r', b'\n', data).is_some() {
                 write_data_lines(&mut head, data);
             } else {
-                head.extend_from_slice(b"data: ");
-                head.extend_from_slice(data);
-                head.push(b'\n');
+                write_data_line(&mut head, data);
             }
             Ok(Self { head })
         })

@@ -163,7 +163,7 @@ pub(crate) fn write_data_lines(out: &mut Vec<u8>, data: &[u8]) {
     }
 }
 
-fn write_data_line(out: &mut Vec<u8>, line: &[u8]) {
+pub(crate) fn write_data_line(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(line);
     out.push(b'\n');
