@@ -13,9 +13,14 @@
 //!   the replaced design) is part of the cost, and sse-hub's body joins frames that are ready
 //!   together into one chunk.
 //!
-//! One iteration publishes a round of [`BATCH`] events from a task on the runtime (as an HTTP
-//! handler would) and waits until every connection has received all of them. Both broadcast
-//! rings have [`CAPACITY`] = [`BATCH`] slots, so no receiver ever lags in either contender.
+//! The loop is closed, as the independent harness of issue 13 was: one iteration publishes a
+//! round of [`BATCH`] events from a task on the runtime (as an HTTP handler would), and the
+//! publisher runs at most [`depth`] rounds ahead of the slowest connection. A server's
+//! publisher does not wait for its readers, so the default depth is 2: publishing and
+//! delivering overlap on the two cores, and a reader that is woken late finds more frames
+//! ready, as it would in a server. `FANOUT_DEPTH=1` gives the lock-step loop of the first runs
+//! (publish a round, wait until every connection has it). Both broadcast rings have
+//! [`CAPACITY`] = `MAX_DEPTH` × [`BATCH`] slots, so no receiver ever lags in any contender.
 
 mod common;
 
@@ -36,43 +41,87 @@ use tokio_stream::StreamExt;
 use common::replaced;
 
 /// Events per round.
-const BATCH: usize = 64;
-/// Slots of both broadcast rings: a round never overruns them, so nobody lags.
-const CAPACITY: usize = BATCH;
+const BATCH: usize = 256;
+/// The deepest pipeline [`depth`] allows.
+const MAX_DEPTH: usize = 2;
+/// Slots of both broadcast rings: the rounds in flight never overrun them, so nobody lags.
+const CAPACITY: usize = MAX_DEPTH * BATCH;
 /// Connection counts.
 const SIZES: [usize; 4] = [1, 100, 1_000, 10_000];
+/// Completion counters kept: one per round that can be in flight, and one being reset.
+const SLOTS: usize = MAX_DEPTH + 2;
 
-/// Counts the connections that have received the whole round.
+/// How many rounds the publisher may run ahead of the slowest connection: `FANOUT_DEPTH`,
+/// 1 or 2, default 2.
+fn depth() -> usize {
+    std::env::var("FANOUT_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(MAX_DEPTH)
+        .clamp(1, MAX_DEPTH)
+}
+
+/// Counts, per round in flight, the connections that have received the whole round.
 struct Round {
-    done: AtomicUsize,
+    done: [AtomicUsize; SLOTS],
     connections: usize,
     notify: Notify,
+    /// The next round the publisher sends; rounds are numbered across iterations, as every
+    /// connection counts its rounds from its first event.
+    next: AtomicUsize,
 }
 
 impl Round {
     fn new(connections: usize) -> Arc<Self> {
         Arc::new(Self {
-            done: AtomicUsize::new(0),
+            done: std::array::from_fn(|_| AtomicUsize::new(0)),
             connections,
             notify: Notify::new(),
+            next: AtomicUsize::new(0),
         })
     }
 
-    /// Called by a receiver each time it has received [`BATCH`] more events.
-    fn received(&self) {
-        if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.connections {
+    /// Called by a connection when it has received the whole of round `round`.
+    fn received(&self, round: usize) {
+        if self.done[round % SLOTS].fetch_add(1, Ordering::AcqRel) + 1 == self.connections {
             self.notify.notify_one();
         }
     }
 
-    /// Starts a round.
-    fn start(&self) {
-        self.done.store(0, Ordering::Release);
+    /// Waits until every connection has received round `round`, and frees its counter for
+    /// round `round + SLOTS`.
+    async fn completed(&self, round: usize) {
+        // One waiter: a `notify_one` between the check and the wait leaves a permit.
+        while self.done[round % SLOTS].load(Ordering::Acquire) < self.connections {
+            self.notify.notified().await;
+        }
+        self.done[round % SLOTS].store(0, Ordering::Release);
     }
 }
 
-/// Runs `iters` rounds on a runtime task: `publish` sends one round, then it waits for every
-/// connection to have received it.
+/// Counts a connection's events, and tells `round` at the end of each of its rounds.
+struct Counter {
+    events: usize,
+    round: Arc<Round>,
+}
+
+impl Counter {
+    fn new(round: Arc<Round>) -> Self {
+        Self { events: 0, round }
+    }
+
+    fn add(&mut self, events: usize) {
+        let before = self.events / BATCH;
+        self.events += events;
+        for finished in before..self.events / BATCH {
+            self.round.received(finished);
+        }
+    }
+}
+
+/// Runs `iters` rounds on a runtime task: `publish` sends one round once the connections have
+/// received all but `depth() - 1` of the earlier ones. The time ends when every connection has
+/// received every round.
 fn rounds<P, F>(
     rt: &tokio::runtime::Runtime,
     round: &Arc<Round>,
@@ -84,14 +133,22 @@ where
     F: Future<Output = ()> + Send,
 {
     let round = round.clone();
+    let depth = depth();
     rt.block_on(async move {
         tokio::spawn(async move {
+            let first = round.next.load(Ordering::Relaxed);
+            let end = first + iters as usize;
             let start = Instant::now();
-            for _ in 0..iters {
-                round.start();
+            for k in first..end {
+                if k >= first + depth {
+                    round.completed(k - depth).await;
+                }
                 publish().await;
-                round.notify.notified().await;
             }
+            for k in end.saturating_sub(depth).max(first)..end {
+                round.completed(k).await;
+            }
+            round.next.store(end, Ordering::Relaxed);
             start.elapsed()
         })
         .await
@@ -104,18 +161,18 @@ where
 /// [`BATCH`] events.
 async fn drain_body(mut body: axum::body::Body, skip: usize, round: Arc<Round>) {
     use http_body::Body as _;
-    let mut frames = 0usize;
+    let mut skip = skip;
+    let mut counter = Counter::new(round);
     while let Some(Ok(frame)) =
         std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
     {
         let Ok(chunk) = frame.into_data() else {
             continue;
         };
-        let before = frames.saturating_sub(skip) / BATCH;
-        frames += memchr::memmem::find_iter(&chunk, b"\n\n").count();
-        for _ in before..frames.saturating_sub(skip) / BATCH {
-            round.received();
-        }
+        let frames = memchr::memmem::find_iter(&chunk, b"\n\n").count();
+        let skipped = frames.min(skip);
+        skip -= skipped;
+        counter.add(frames - skipped);
         black_box(&chunk);
     }
 }
@@ -146,13 +203,10 @@ fn fanout(c: &mut Criterion) {
                 let mut subscription = hub.subscribe(&user).expect("subscribe");
                 let round = round.clone();
                 tasks.push(rt.spawn(async move {
-                    let mut count = 0usize;
+                    let mut counter = Counter::new(round);
                     while let Some(frame) = subscription.next().await {
                         black_box(&frame);
-                        count += 1;
-                        if count.is_multiple_of(BATCH) {
-                            round.received();
-                        }
+                        counter.add(1);
                     }
                 }));
             }
@@ -270,13 +324,10 @@ fn fanout(c: &mut Criterion) {
                 let mut rx = tx.subscribe();
                 let round = round.clone();
                 tasks.push(rt.spawn(async move {
-                    let mut count = 0usize;
+                    let mut counter = Counter::new(round);
                     while let Ok(frame) = rx.recv().await {
                         black_box(&frame);
-                        count += 1;
-                        if count.is_multiple_of(BATCH) {
-                            round.received();
-                        }
+                        counter.add(1);
                     }
                 }));
             }
@@ -309,14 +360,11 @@ fn fanout(c: &mut Criterion) {
                 let (_, mut rx) = rt.block_on(broadcaster.connect("alice"));
                 let round = round.clone();
                 tasks.push(rt.spawn(async move {
-                    let mut count = 0usize;
+                    let mut counter = Counter::new(round);
                     while let Some(event) = rx.recv().await {
                         black_box(&event);
                         drop(event);
-                        count += 1;
-                        if count.is_multiple_of(BATCH) {
-                            round.received();
-                        }
+                        counter.add(1);
                     }
                 }));
             }
