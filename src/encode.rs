@@ -40,7 +40,7 @@ pub trait ToSse {
 
 impl<T: Serialize + ?Sized> ToSse for T {
     fn write_data(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        serde_json::to_writer(out, self).map_err(Into::into)
+        crate::json::to_writer(out, self).map_err(Into::into)
     }
 
     fn writes_utf8(&self) -> bool {

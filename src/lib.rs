@@ -132,6 +132,7 @@ mod thread; //        ThreadId, and the ThreadState interface a channel folds pe
 mod config; //        Config, LagPolicy, SseConfig: every bound, with its default.
 pub mod metrics; //   The `metrics` names and handles.
 // Wire encoding.
+mod json; //          serde_json's output, with a fast path for strings that need no escape.
 mod wire; //          SseFrame and the field writers: the SSE wire format.
 mod encode; //        Payload, ToSse: an event encoded once, finished per channel with its id.
 mod frame; //         Frame, FrameKind: what a subscription yields; the control frames.

@@ -274,7 +274,7 @@ impl EventRouter {
         primary: &Broadcaster<E>,
         protocol: &'static str,
     ) -> Result<(Payload, Payload), PublishError> {
-        let json = serde_json::to_vec(event).inspect_err(|_| primary.count_encode_failure())?;
+        let json = crate::json::to_vec(event).inspect_err(|_| primary.count_encode_failure())?;
         // serde_json's output, and the envelope around it below, are UTF-8 by construction.
         let direct = Payload::build(None, true, |out| {
             out.extend_from_slice(&json);
@@ -289,7 +289,7 @@ impl EventRouter {
     /// A system event's payload for the context channel, checked against its limits.
     fn system_payload(&self, event: &SystemEvent) -> Result<Payload, PublishError> {
         let json =
-            serde_json::to_vec(event).inspect_err(|_| self.context.count_encode_failure())?;
+            crate::json::to_vec(event).inspect_err(|_| self.context.count_encode_failure())?;
         let wrapped = wrap(&json, "system")?;
         self.context.check_payload(&wrapped)?;
         Ok(wrapped)

@@ -1,0 +1,615 @@
+//! serde_json's compact output, with a fast path for strings that need no escaping.
+//!
+//! A publish encodes its event once, and for a typical agent event most of that is serde_json
+//! looking at each byte of each string for one that needs an escape (`format_escaped_str`
+//! examines one byte at a time: about half of a `TEXT_MESSAGE_CONTENT` publish). [`to_writer`]
+//! writes exactly what `serde_json::to_writer` writes, byte for byte; it only changes how a
+//! string value is checked:
+//!
+//! * sixteen bytes at a time, for `"`, `\` and the control characters below U+0020, the only
+//!   bytes JSON escapes;
+//! * a string with none of them is written as it is, between quotes, through serde_json's own
+//!   raw-fragment path (the one [`RawValue`](serde_json::value::RawValue) uses);
+//! * a string with any of them is handed to serde_json, which escapes it as always.
+//!
+//! Everything else (numbers, map keys, structure, a `RawValue` of the event's own) is serde_json's
+//! doing: the wrapper delegates every call, and wraps only the values nested in maps, sequences,
+//! structs and variants, so that their strings take the same path.
+//!
+//! The raw path relies on serde_json's `raw_value` token, the one `RawValue` relies on. It is
+//! checked once per process against serde_json's own output, and a serde_json that writes it
+//! differently sends every string through serde_json instead; the tests compare this output
+//! with serde_json's for every kind of value.
+
+use std::fmt::Display;
+use std::sync::OnceLock;
+
+use serde::ser::{
+    Serialize, SerializeMap, SerializeSeq, SerializeStruct, SerializeStructVariant, SerializeTuple,
+    SerializeTupleStruct, SerializeTupleVariant, Serializer,
+};
+
+/// The name serde_json gives the one-field struct it writes unchanged (`serde_json::raw::TOKEN`).
+const RAW: &str = "$serde_json::private::RawValue";
+/// The prefix of serde_json's private struct names (`RawValue`, and `Number` with
+/// `arbitrary_precision`): their fields are serde_json's own protocol and pass unwrapped.
+const PRIVATE: &str = "$serde_json::private::";
+
+/// Writes `value` as compact JSON, exactly as `serde_json::to_writer` would.
+pub(crate) fn to_writer<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> serde_json::Result<()> {
+    value.serialize(Fast(&mut serde_json::Serializer::new(out)))
+}
+
+/// `value` as compact JSON, exactly as `serde_json::to_vec` would.
+pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    to_writer(&mut out, value)?;
+    Ok(out)
+}
+
+/// Whether `s` holds a byte JSON escapes: `"`, `\`, or one below 0x20. Sixteen bytes at a
+/// time, then the last eight (overlapping) for the tail.
+fn needs_escape(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+    if bytes.len() < 8 {
+        // Padded with a byte that needs no escape.
+        let mut padded = [b'a'; 8];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        return escapes(u64::from_le_bytes(padded)) != 0;
+    }
+    let mut at = 0;
+    while at + 16 <= bytes.len() {
+        if escapes(word(at)) | escapes(word(at + 8)) != 0 {
+            return true;
+        }
+        at += 16;
+    }
+    if at + 8 <= bytes.len() && escapes(word(at)) != 0 {
+        return true;
+    }
+    escapes(word(bytes.len() - 8)) != 0
+}
+
+/// Non-zero if a byte of `v` is `"`, `\` or below 0x20: the classic exact test for a zero byte
+/// (`x - 0x01.. & !x & 0x80..`) on `v ^ '"'..` and `v ^ '\'..`, and for a byte below n
+/// (`x - n.. & !x & 0x80..`, exact for n ≤ 0x80) on `v`. A byte of 0x80 or above never sets
+/// its high bit in `!x`, so UTF-8 passes.
+#[inline(always)]
+fn escapes(v: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    let quotes = v ^ QUOTES;
+    let backslashes = v ^ BACKSLASHES;
+    (v.wrapping_sub(SPACES) & !v
+        | quotes.wrapping_sub(ONES) & !quotes
+        | backslashes.wrapping_sub(ONES) & !backslashes)
+        & HIGH
+}
+
+/// A string for serde_json's raw-value emitter, which writes it unchanged.
+struct Raw<'a>(&'a str);
+
+impl Serialize for Raw<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+/// `"v"`, through serde_json's raw-value path: it writes each field of its raw value as it
+/// comes, so the quotes and the text go out without being gathered first.
+fn quoted_raw<S: Serializer>(serializer: S, v: &str) -> Result<S::Ok, S::Error> {
+    let mut raw = serializer.serialize_struct(RAW, 3)?;
+    raw.serialize_field(RAW, &Raw("\""))?;
+    raw.serialize_field(RAW, &Raw(v))?;
+    raw.serialize_field(RAW, &Raw("\""))?;
+    raw.end()
+}
+
+/// Whether the serde_json this was built with writes [`quoted_raw`] as a JSON string, checked
+/// once per process. The raw-value token and its fields are serde_json's protocol with
+/// `RawValue`, not a documented interface: a serde_json that changed them would make the raw
+/// path write something else, or fail, so then every string goes through serde_json instead.
+fn raw_path_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let probe = "a probe";
+        let mut out = Vec::new();
+        let written = quoted_raw(&mut serde_json::Serializer::new(&mut out), probe);
+        written.is_ok() && serde_json::to_vec(probe).is_ok_and(|expected| out == expected)
+    })
+}
+
+/// A serializer (serde_json's, or one of its compound states) whose string values take the
+/// fast path.
+struct Fast<S>(S);
+
+/// A value to serialise through [`Fast`].
+struct Wrap<'a, T: ?Sized>(&'a T);
+
+impl<T: Serialize + ?Sized> Serialize for Wrap<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(Fast(serializer))
+    }
+}
+
+/// A struct's fields: wrapped, unless the struct is one of serde_json's own.
+struct Fields<C> {
+    inner: C,
+    wrap: bool,
+}
+
+impl<S: Serializer> Serializer for Fast<S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+    type SerializeSeq = Fast<S::SerializeSeq>;
+    type SerializeTuple = Fast<S::SerializeTuple>;
+    type SerializeTupleStruct = Fast<S::SerializeTupleStruct>;
+    type SerializeTupleVariant = Fast<S::SerializeTupleVariant>;
+    type SerializeMap = Fast<S::SerializeMap>;
+    type SerializeStruct = Fields<S::SerializeStruct>;
+    type SerializeStructVariant = Fast<S::SerializeStructVariant>;
+
+    fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
+        if needs_escape(v) || !raw_path_works() {
+            return self.0.serialize_str(v);
+        }
+        quoted_raw(self.0, v)
+    }
+
+    fn serialize_bool(self, v: bool) -> Result<S::Ok, S::Error> {
+        self.0.serialize_bool(v)
+    }
+    fn serialize_i8(self, v: i8) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i8(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i16(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i32(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i64(v)
+    }
+    fn serialize_i128(self, v: i128) -> Result<S::Ok, S::Error> {
+        self.0.serialize_i128(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u8(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u16(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u32(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u64(v)
+    }
+    fn serialize_u128(self, v: u128) -> Result<S::Ok, S::Error> {
+        self.0.serialize_u128(v)
+    }
+    fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
+        self.0.serialize_f32(v)
+    }
+    fn serialize_f64(self, v: f64) -> Result<S::Ok, S::Error> {
+        self.0.serialize_f64(v)
+    }
+    fn serialize_char(self, v: char) -> Result<S::Ok, S::Error> {
+        self.0.serialize_char(v)
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
+        self.0.serialize_bytes(v)
+    }
+    fn serialize_none(self) -> Result<S::Ok, S::Error> {
+        self.0.serialize_none()
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
+        self.0.serialize_some(&Wrap(value))
+    }
+    fn serialize_unit(self) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit()
+    }
+    fn serialize_unit_struct(self, name: &'static str) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit_struct(name)
+    }
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+    ) -> Result<S::Ok, S::Error> {
+        self.0.serialize_unit_variant(name, index, variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.0.serialize_newtype_struct(name, &Wrap(value))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.0
+            .serialize_newtype_variant(name, index, variant, &Wrap(value))
+    }
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+        self.0.serialize_seq(len).map(Fast)
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
+        self.0.serialize_tuple(len).map(Fast)
+    }
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleStruct, S::Error> {
+        self.0.serialize_tuple_struct(name, len).map(Fast)
+    }
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleVariant, S::Error> {
+        self.0
+            .serialize_tuple_variant(name, index, variant, len)
+            .map(Fast)
+    }
+    fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
+        self.0.serialize_map(len).map(Fast)
+    }
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStruct, S::Error> {
+        let wrap = !name.starts_with(PRIVATE);
+        self.0
+            .serialize_struct(name, len)
+            .map(|inner| Fields { inner, wrap })
+    }
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStructVariant, S::Error> {
+        self.0
+            .serialize_struct_variant(name, index, variant, len)
+            .map(Fast)
+    }
+    // serde_json's own, which escapes as it formats, without an intermediate `String`.
+    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
+        self.0.collect_str(value)
+    }
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+}
+
+impl<C: SerializeSeq> SerializeSeq for Fast<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+        self.0.serialize_element(&Wrap(value))
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+impl<C: SerializeTuple> SerializeTuple for Fast<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+        self.0.serialize_element(&Wrap(value))
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+impl<C: SerializeTupleStruct> SerializeTupleStruct for Fast<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+        self.0.serialize_field(&Wrap(value))
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+impl<C: SerializeTupleVariant> SerializeTupleVariant for Fast<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+        self.0.serialize_field(&Wrap(value))
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+// Keys stay serde_json's: its key serializer quotes numbers and refuses what JSON cannot key by.
+impl<C: SerializeMap> SerializeMap for Fast<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), C::Error> {
+        self.0.serialize_key(key)
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+        self.0.serialize_value(&Wrap(value))
+    }
+    fn serialize_entry<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), C::Error> {
+        self.0.serialize_entry(key, &Wrap(value))
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+impl<C: SerializeStruct> SerializeStruct for Fields<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), C::Error> {
+        if self.wrap {
+            self.inner.serialize_field(key, &Wrap(value))
+        } else {
+            self.inner.serialize_field(key, value)
+        }
+    }
+    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
+        self.inner.skip_field(key)
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.inner.end()
+    }
+}
+
+impl<C: SerializeStructVariant> SerializeStructVariant for Fast<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), C::Error> {
+        self.0.serialize_field(key, &Wrap(value))
+    }
+    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
+        self.0.skip_field(key)
+    }
+    fn end(self) -> Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use proptest::prelude::*;
+    use serde::Serialize;
+    use serde_json::{Value, json};
+
+    use super::{needs_escape, to_vec};
+
+    /// Ours must be serde_json's, byte for byte, errors included.
+    fn same<T: Serialize + ?Sized>(value: &T) {
+        match (to_vec(value), serde_json::to_vec(value)) {
+            (Ok(ours), Ok(theirs)) => assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            ),
+            (Err(ours), Err(theirs)) => assert_eq!(ours.to_string(), theirs.to_string()),
+            (ours, theirs) => panic!("ours {ours:?}, serde_json's {theirs:?}"),
+        }
+    }
+
+    #[test]
+    fn the_raw_path_is_taken_with_the_serde_json_built_here() {
+        // Otherwise every test here would compare serde_json with itself.
+        assert!(super::raw_path_works());
+    }
+
+    #[test]
+    fn every_escaped_byte_is_found_at_every_position_of_a_word_and_the_tail() {
+        for len in 1..=17 {
+            for at in 0..len {
+                for b in 0u8..0x80 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    let s = String::from_utf8(s).expect("ASCII");
+                    let expected = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(needs_escape(&s), expected, "{s:?}");
+                    same(&s);
+                }
+            }
+        }
+        for s in [
+            "",
+            "é",
+            "€ and 😀",
+            "ü\"",
+            "\u{7f}",
+            "tab\there",
+            "日本語のテキスト",
+        ] {
+            same(s);
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Unit;
+    #[derive(Serialize)]
+    struct Newtype(String);
+    #[derive(Serialize)]
+    struct Tuple(u8, String, Option<String>);
+    #[derive(Serialize)]
+    enum Variants {
+        Unit,
+        Newtype(String),
+        Tuple(String, i64),
+        Struct { a: String, b: Vec<String> },
+    }
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "camelCase")]
+    enum Tagged {
+        Text { delta: String },
+        Nested { inner: Variants },
+    }
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Untagged {
+        Text(String),
+        Number(f64),
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Event<'a> {
+        message_id: &'a str,
+        delta: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        missing: Option<String>,
+        chars: Vec<char>,
+        bytes: &'a [u8],
+        big: (i128, u128),
+        floats: Vec<f64>,
+        raw: &'a serde_json::value::RawValue,
+        unit: Unit,
+        newtype: Newtype,
+        tuple: Tuple,
+        variants: Vec<Variants>,
+        tagged: Vec<Tagged>,
+        untagged: Vec<Untagged>,
+        #[serde(flatten)]
+        extra: BTreeMap<String, Value>,
+        by_number: BTreeMap<u32, &'a str>,
+        collected: std::net::Ipv4Addr,
+    }
+
+    #[test]
+    fn every_shape_serde_has_comes_out_as_serde_json_writes_it() {
+        let raw =
+            serde_json::value::RawValue::from_string(r#"{"kept":"as \"is\"","n":[1,2.5]}"#.into())
+                .expect("raw JSON");
+        let event = Event {
+            message_id: "msg-1",
+            delta: "a \"quoted\" line\nand a tab\t, a \\ and \u{1} ü".into(),
+            missing: None,
+            chars: vec!['a', '"', '\n', 'é', '\u{0}'],
+            bytes: b"\x00\xff",
+            big: (i128::MIN, u128::MAX),
+            floats: vec![0.1, -0.0, 1e300, f64::NAN, f64::INFINITY],
+            raw: &raw,
+            unit: Unit,
+            newtype: Newtype("plain".into()),
+            tuple: Tuple(7, "x\"y".into(), None),
+            variants: vec![
+                Variants::Unit,
+                Variants::Newtype("n".into()),
+                Variants::Tuple("t\n".into(), -3),
+                Variants::Struct {
+                    a: "s".into(),
+                    b: vec!["1".into(), "\\2".into()],
+                },
+            ],
+            tagged: vec![
+                Tagged::Text {
+                    delta: "Hel".into(),
+                },
+                Tagged::Nested {
+                    inner: Variants::Newtype("deep \"one\"".into()),
+                },
+            ],
+            untagged: vec![Untagged::Text("u".into()), Untagged::Number(2.0)],
+            extra: [("flat".to_owned(), json!({"k": ["v", "w\u{7}"]}))].into(),
+            by_number: [(1, "one"), (20, "twenty \"2\"")].into(),
+            collected: std::net::Ipv4Addr::LOCALHOST,
+        };
+        same(&event);
+        same(&json!({"a": [null, true, 1, -1, 1.5, "s", {"b\"key": "v"}], "": ""}));
+        same(&Some("some"));
+        same(&Option::<String>::None);
+    }
+
+    #[test]
+    fn keys_json_cannot_have_are_refused_as_serde_json_refuses_them() {
+        let mut map = HashMap::new();
+        map.insert(vec![1u8], "value");
+        same(&map);
+        same(&BTreeMap::from([((1, 2), "tuple key")]));
+    }
+
+    #[test]
+    fn every_agui_event_of_the_model_is_written_as_serde_json_writes_it() {
+        use crate::models::AgUiEvent;
+        for json in [
+            json!({"type": "RUN_STARTED", "threadId": "t", "runId": "r",
+                   "input": {"threadId": "t", "runId": "r", "messages": [{"id": "u1", "role": "user", "content": "Weather?\n"}],
+                             "tools": [], "context": [], "state": {"n": 1}, "forwardedProps": {}}}),
+            json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m", "delta": " \"mild\"\n"}),
+            json!({"type": "TOOL_CALL_ARGS", "toolCallId": "c", "delta": "{\"city\":"}),
+            json!({"type": "STATE_DELTA", "delta": [{"op": "add", "path": "/a~1b", "value": "x"}]}),
+            json!({"type": "SOMETHING_NEWER", "payload": {"k": "v"}}),
+        ] {
+            let event: AgUiEvent = serde_json::from_value(json).expect("an AG-UI event");
+            same(&event);
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(s in any::<String>()) {
+            let escaped = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+            prop_assert_eq!(needs_escape(&s), escaped);
+            same(&s);
+        }
+
+        #[test]
+        fn any_json_value_is_written_as_serde_json_writes_it(v in value()) {
+            same(&v);
+        }
+    }
+}
