@@ -139,7 +139,8 @@ impl<T: Serialize + ?Sized> Serialize for Wrap<'_, T> {
     }
 }
 
-/// A struct's fields: wrapped, unless the struct is one of serde_json's own.
+/// A struct's or a struct variant's fields: wrapped, unless the struct is one of serde_json's
+/// own.
 struct Fields<C> {
     inner: C,
     wrap: bool,
@@ -154,7 +155,7 @@ impl<S: Serializer> Serializer for Fast<S> {
     type SerializeTupleVariant = Fast<S::SerializeTupleVariant>;
     type SerializeMap = Fast<S::SerializeMap>;
     type SerializeStruct = Fields<S::SerializeStruct>;
-    type SerializeStructVariant = Fast<S::SerializeStructVariant>;
+    type SerializeStructVariant = Fields<S::SerializeStructVariant>;
 
     fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
         if needs_escape(v) || !raw_path_works() {
@@ -291,7 +292,7 @@ impl<S: Serializer> Serializer for Fast<S> {
     ) -> Result<Self::SerializeStructVariant, S::Error> {
         self.0
             .serialize_struct_variant(name, index, variant, len)
-            .map(Fast)
+            .map(|inner| Fields { inner, wrap: true })
     }
     // serde_json's own, which escapes as it formats, without an intermediate `String`.
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
@@ -302,49 +303,28 @@ impl<S: Serializer> Serializer for Fast<S> {
     }
 }
 
-impl<C: SerializeSeq> SerializeSeq for Fast<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_element(&Wrap(value))
-    }
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
+/// The compound states that take values one at a time: each value is wrapped.
+macro_rules! wrap_values {
+    ($($compound:ident :: $method:ident),+) => {$(
+        impl<C: $compound> $compound for Fast<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+                self.0.$method(&Wrap(value))
+            }
+            fn end(self) -> Result<C::Ok, C::Error> {
+                self.0.end()
+            }
+        }
+    )+};
 }
 
-impl<C: SerializeTuple> SerializeTuple for Fast<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_element(&Wrap(value))
-    }
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: SerializeTupleStruct> SerializeTupleStruct for Fast<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_field(&Wrap(value))
-    }
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: SerializeTupleVariant> SerializeTupleVariant for Fast<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        self.0.serialize_field(&Wrap(value))
-    }
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
+wrap_values!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 // Keys stay serde_json's: its key serializer quotes numbers and refuses what JSON cannot key by.
 impl<C: SerializeMap> SerializeMap for Fast<C> {
@@ -368,45 +348,34 @@ impl<C: SerializeMap> SerializeMap for Fast<C> {
     }
 }
 
-impl<C: SerializeStruct> SerializeStruct for Fields<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        if self.wrap {
-            self.inner.serialize_field(key, &Wrap(value))
-        } else {
-            self.inner.serialize_field(key, value)
+/// The compound states that take named fields: wrapped unless serde_json's own.
+macro_rules! wrap_fields {
+    ($($compound:ident),+) => {$(
+        impl<C: $compound> $compound for Fields<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), C::Error> {
+                if self.wrap {
+                    self.inner.serialize_field(key, &Wrap(value))
+                } else {
+                    self.inner.serialize_field(key, value)
+                }
+            }
+            fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
+                self.inner.skip_field(key)
+            }
+            fn end(self) -> Result<C::Ok, C::Error> {
+                self.inner.end()
+            }
         }
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.inner.skip_field(key)
-    }
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.inner.end()
-    }
+    )+};
 }
 
-impl<C: SerializeStructVariant> SerializeStructVariant for Fast<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        self.0.serialize_field(key, &Wrap(value))
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.0.skip_field(key)
-    }
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
+wrap_fields!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests;
