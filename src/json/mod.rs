@@ -19,7 +19,14 @@
 //! The raw path relies on serde_json's `raw_value` token, the one `RawValue` relies on. It is
 //! checked once per process against serde_json's own output, and a serde_json that writes it
 //! differently sends every string through serde_json instead; the tests compare this output
-//! with serde_json's for every kind of value.
+//! with serde_json's for every kind of value, with and without `arbitrary_precision`. The
+//! fields of serde_json's private structs (those named `$serde_json::private::...`: `RawValue`,
+//! and `Number` with `arbitrary_precision`) are passed through unwrapped: that prefix is
+//! assumed, and a private token without it would make such a value fail to encode, which the
+//! tests would show.
+//!
+//! Each level of nesting costs the wrapper a little more stack than serde_json alone (about
+//! 13 % in a debug build); serde_json itself sets no depth limit when writing.
 
 use std::fmt::Display;
 use std::sync::OnceLock;

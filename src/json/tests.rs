@@ -53,6 +53,82 @@ fn every_escaped_byte_is_found_at_every_position_of_a_word_and_the_tail() {
     }
 }
 
+#[test]
+fn no_word_with_an_escaped_byte_is_missed_whatever_its_other_bytes() {
+    // Any two bytes at any two places of a word, on backgrounds that sit at the edges of the
+    // three tests: a false positive only costs speed, a false negative would be a bug.
+    let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    for background in [0x00u8, 0x20, 0x5d, 0x80, 0xff, b'a'] {
+        for i in 0..8 {
+            for j in i..8 {
+                for first in 0..=255u8 {
+                    for second in 0..=255u8 {
+                        let mut word = [background; 8];
+                        word[i] = first;
+                        word[j] = second;
+                        let found = super::escapes(u64::from_le_bytes(word)) != 0;
+                        assert_eq!(found, word.iter().any(|&b| escaped(b)), "{word:02x?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_escape_anywhere_in_a_multibyte_string_of_any_length_is_written_as_serde_json_writes_it() {
+    for background in ["a", "é", "\u{FFFF}", "\u{2028}", "😀", "\u{7f}"] {
+        for repeat in 0..=40 {
+            let base = background.repeat(repeat);
+            same(&base);
+            for at in (0..=base.len()).filter(|&at| base.is_char_boundary(at)) {
+                for escape in ["\"", "\\", "\0", "\u{1f}", "\u{2029}"] {
+                    let mut s = base.clone();
+                    s.insert_str(at, escape);
+                    same(&s);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn raw_values_nested_flattened_and_tagged_are_written_as_serde_json_writes_them() {
+    use serde_json::value::RawValue;
+    #[derive(Serialize)]
+    struct Newtype(Box<RawValue>);
+    #[derive(Serialize)]
+    struct Flat {
+        a: String,
+        #[serde(flatten)]
+        raw: Box<RawValue>,
+    }
+    #[derive(Serialize)]
+    #[serde(tag = "t")]
+    enum Internal {
+        N(Box<RawValue>),
+        S { r: Box<RawValue> },
+    }
+    #[derive(Serialize)]
+    #[serde(tag = "t", content = "c")]
+    enum Adjacent {
+        N(Box<RawValue>),
+    }
+    let raw = RawValue::from_string(r#" {"a" : "b\"c"} "#.into()).expect("raw JSON");
+    same(&Some(&*raw));
+    same(&Option::<&RawValue>::None);
+    same(&vec![&raw]);
+    same(&BTreeMap::from([("k", raw.clone())]));
+    same(&Some(Newtype(raw.clone())));
+    same(&Flat {
+        a: "x".into(),
+        raw: raw.clone(),
+    });
+    same(&Internal::N(raw.clone()));
+    same(&Internal::S { r: raw.clone() });
+    same(&Adjacent::N(raw.clone()));
+}
+
 #[derive(Serialize)]
 struct Unit;
 #[derive(Serialize)]
