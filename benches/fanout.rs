@@ -20,7 +20,8 @@
 //! delivering overlap on the two cores, and a reader that is woken late finds more frames
 //! ready, as it would in a server. `FANOUT_DEPTH=1` gives the lock-step loop of the first runs
 //! (publish a round, wait until every connection has it). Both broadcast rings have
-//! [`CAPACITY`] = `MAX_DEPTH` × [`BATCH`] slots, so no receiver ever lags in any contender.
+//! [`CAPACITY`] = `MAX_DEPTH` × [`BATCH`] slots, so no receiver ever lags in any contender, and
+//! sse-hub's replay window holds twice that, so that it outlasts the ring as with the defaults.
 
 mod common;
 
@@ -181,6 +182,12 @@ fn hub_config() -> Config {
     let mut config = Config::named("fanout");
     config.capacity = CAPACITY;
     config.max_connections_per_user = 1 << 20;
+    // The replay window outlasts the ring, as with the defaults (256 events against 8 slots): a
+    // frame's last reference is then the window's, dropped by the publisher. With a window
+    // shorter than the ring, a reader behind by more than the window would free each frame
+    // itself, across threads, which no default configuration does.
+    config.replay_events = 2 * CAPACITY;
+    config.replay_bytes = 2 * CAPACITY * 1024;
     config
 }
 
