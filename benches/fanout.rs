@@ -18,8 +18,9 @@
 //! publisher runs at most [`depth`] rounds ahead of the slowest connection. A server's
 //! publisher does not wait for its readers, so the default depth is 2: publishing and
 //! delivering overlap on the two cores, and a reader that is woken late finds more frames
-//! ready, as it would in a server. `FANOUT_DEPTH=1` gives the lock-step loop of the first runs
-//! (publish a round, wait until every connection has it). Both broadcast rings have
+//! ready, as it would in a server. `FANOUT_DEPTH=1` runs the same rounds lock-step (publish a
+//! round, wait until every connection has it; the first runs did that with rounds of 64 on
+//! rings of 64). A measurement runs at least [`MIN_ROUNDS`] rounds. Both broadcast rings have
 //! [`CAPACITY`] = `MAX_DEPTH` × [`BATCH`] slots, so no receiver ever lags in any contender, and
 //! sse-hub's replay window holds twice that, so that it outlasts the ring as with the defaults.
 
@@ -49,17 +50,21 @@ const MAX_DEPTH: usize = 2;
 const CAPACITY: usize = MAX_DEPTH * BATCH;
 /// Connection counts.
 const SIZES: [usize; 4] = [1, 100, 1_000, 10_000];
-/// Completion counters kept: one per round that can be in flight, and one being reset.
+/// Completion counters kept: one per round that can be in flight, and a spare.
 const SLOTS: usize = MAX_DEPTH + 2;
+/// The fewest rounds one measurement runs, so that rounds are in flight for every contender.
+const MIN_ROUNDS: u64 = 4;
 
 /// How many rounds the publisher may run ahead of the slowest connection: `FANOUT_DEPTH`,
 /// 1 or 2, default 2.
 fn depth() -> usize {
-    std::env::var("FANOUT_DEPTH")
-        .ok()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(MAX_DEPTH)
-        .clamp(1, MAX_DEPTH)
+    match std::env::var("FANOUT_DEPTH") {
+        Err(_) => MAX_DEPTH,
+        Ok(depth) => match depth.parse() {
+            Ok(depth @ 1..=MAX_DEPTH) => depth,
+            _ => panic!("FANOUT_DEPTH must be 1 or {MAX_DEPTH}, not {depth:?}"),
+        },
+    }
 }
 
 /// Counts, per round in flight, the connections that have received the whole round.
@@ -123,6 +128,10 @@ impl Counter {
 /// Runs `iters` rounds on a runtime task: `publish` sends one round once the connections have
 /// received all but `depth() - 1` of the earlier ones. The time ends when every connection has
 /// received every round.
+///
+/// Criterion asks a slow contender for one iteration per sample, and one round on its own is
+/// lock-step whatever the depth. So at least [`MIN_ROUNDS`] rounds run, and the time is scaled
+/// to the `iters` asked for: every contender is measured with rounds in flight.
 fn rounds<P, F>(
     rt: &tokio::runtime::Runtime,
     round: &Arc<Round>,
@@ -135,10 +144,11 @@ where
 {
     let round = round.clone();
     let depth = depth();
-    rt.block_on(async move {
+    let runs = iters.max(MIN_ROUNDS);
+    let took = rt.block_on(async move {
         tokio::spawn(async move {
             let first = round.next.load(Ordering::Relaxed);
-            let end = first + iters as usize;
+            let end = first + runs as usize;
             let start = Instant::now();
             for k in first..end {
                 if k >= first + depth {
@@ -154,7 +164,8 @@ where
         })
         .await
         .expect("publisher")
-    })
+    });
+    took.mul_f64(iters as f64 / runs as f64)
 }
 
 /// Drains `body` as a server would, counting the events in its chunks (each frame ends with a
