@@ -14,7 +14,7 @@
 //!
 //! Everything else (numbers, map keys, structure, a `RawValue` of the event's own) is serde_json's
 //! doing: the wrapper delegates every call, and wraps only the values nested in maps, sequences,
-//! structs and variants, so that their strings take the same path.
+//! structs, variants, `Some` and newtypes, so that their strings take the same path.
 //!
 //! The raw path relies on serde_json's `raw_value` token, the one `RawValue` relies on. It is
 //! checked once per process against serde_json's own output, and a serde_json that writes it
