@@ -47,6 +47,9 @@ pub(crate) fn to_writer<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
 ) -> serde_json::Result<()> {
+    if !raw_path_works() {
+        return serde_json::to_writer(out, value);
+    }
     value.serialize(Fast(&mut serde_json::Serializer::new(out)))
 }
 
@@ -165,7 +168,7 @@ impl<S: Serializer> Serializer for Fast<S> {
     type SerializeStructVariant = Fields<S::SerializeStructVariant>;
 
     fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
-        if needs_escape(v) || !raw_path_works() {
+        if needs_escape(v) {
             return self.0.serialize_str(v);
         }
         quoted_raw(self.0, v)
