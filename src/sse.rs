@@ -122,8 +122,9 @@ pub struct SseBody<E> {
     opened: bool,
     retry: Option<Duration>,
     heartbeat: Option<(Bytes, Duration, Pin<Box<Sleep>>)>,
-    /// Frames were written since the heartbeat timer was last armed.
-    active: bool,
+    /// When the last chunk was written, if it was since the heartbeat timer was last armed:
+    /// read once per chunk, not per frame, and only with a heartbeat.
+    last_write: Option<Instant>,
     shutdown_retry_jitter: Option<Duration>,
     done: bool,
     /// A frame that was ready but did not fit in the last chunk.
@@ -154,7 +155,7 @@ impl<E> SseBody<E> {
             opened: false,
             retry: config.retry,
             heartbeat,
-            active: false,
+            last_write: None,
             shutdown_retry_jitter: config.shutdown_retry_jitter,
             done: false,
             carry: None,
@@ -219,7 +220,6 @@ impl<E> Stream for SseBody<E> {
         while !this.done {
             match Pin::new(&mut this.subscription).poll_next(cx) {
                 Poll::Ready(Some(frame)) => {
-                    this.active = true;
                     let bytes = frame.into_bytes();
                     if !chunk.fits(bytes.len()) {
                         this.carry = Some(bytes);
@@ -241,6 +241,9 @@ impl<E> Stream for SseBody<E> {
                 Poll::Pending => break,
             }
         }
+        if !matches!(chunk, Chunk::Empty) && this.heartbeat.is_some() {
+            this.last_write = Some(Instant::now());
+        }
         match chunk {
             Chunk::Empty => {}
             Chunk::One(bytes) => {
@@ -260,16 +263,20 @@ impl<E> Stream for SseBody<E> {
         let Some((bytes, interval, sleep)) = this.heartbeat.as_mut() else {
             return Poll::Pending;
         };
-        // Rather than re-arm the timer on every frame, re-arm it when it fires after activity:
-        // the stream is idle once a whole interval passes with nothing written.
+        // Rather than re-arm the timer on every write, re-arm it when it fires after one, for
+        // an interval after that write: the wire is never silent for longer than an interval.
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            sleep.as_mut().reset(Instant::now() + *interval);
-            if std::mem::take(&mut this.active) {
+            let now = Instant::now();
+            if let Some(written) = this.last_write.take()
+                && written + *interval > now
+            {
+                sleep.as_mut().reset(written + *interval);
                 continue;
             }
+            sleep.as_mut().reset(now + *interval);
             return Poll::Ready(Some(Ok(bytes.clone())));
         }
     }

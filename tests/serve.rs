@@ -351,6 +351,59 @@ async fn a_lean_connection_serves_again_after_its_stream_ends_and_hands_other_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_204_goes_out_without_content_length_or_body_on_both_paths() {
+    // A 204 is how an SSE endpoint tells `EventSource` to stop reconnecting. RFC 9110 8.6: no
+    // `Content-Length` on a 1xx or 204, and no body, so no last chunk either.
+    let stop = || {
+        axum::Router::new().route(
+            "/events/{user}",
+            axum::routing::get(|| async { StatusCode::NO_CONTENT }),
+        )
+    };
+    for lean in [false, true] {
+        let server = Served::start(stop(), lean, || {}).await;
+        let mut raw = Raw::connect(server.addr).await;
+        for _ in 0..2 {
+            // The second answer on the same connection also shows that nothing followed the
+            // first one's head.
+            raw.send(&get("/events/ada", SSE_GET)).await;
+            let head = raw.read_through(b"\r\n\r\n").await;
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let path = if lean { "lean" } else { "hyper" };
+            assert!(
+                head.starts_with("http/1.1 204 no content\r\n"),
+                "{path}: {head}"
+            );
+            assert!(!head.contains("content-length"), "{path}: {head}");
+            assert!(!head.contains("transfer-encoding"), "{path}: {head}");
+        }
+        server.shut_down().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_whose_lines_end_in_a_bare_lf_is_served_on_both_paths() {
+    // RFC 9112 2.2: a recipient may take a bare LF for a line's end; hyper does.
+    for lean in [false, true] {
+        let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+        let server = start_with(&hub, lean).await;
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send("GET /events/ada HTTP/1.1\nHost: test\nAccept: text/event-stream\n\n")
+            .await;
+        let head = raw.read_through(b"\r\n\r\n").await;
+        assert!(
+            head.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "lean {lean}: {}",
+            String::from_utf8_lossy(&head)
+        );
+        raw.read_through(b"\n\n\r\n").await;
+        publish(&hub, "ada", 1);
+        raw.read_through(b"\"n\":1").await;
+        server.shut_down().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lean_stream_whose_client_goes_away_is_dropped_at_once() {
     let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
     let server = start(&hub).await;

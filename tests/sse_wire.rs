@@ -560,6 +560,73 @@ async fn a_steady_stream_of_events_gets_no_heartbeat() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_comes_one_interval_after_the_last_event_not_two() {
+    // The timer is armed when the stream opens; an event a third of an interval later makes it
+    // due while the wire has been idle for only two thirds of one. A proxy that cuts idle
+    // connections after a little more than the interval must still see the heartbeat in time.
+    let interval = Duration::from_millis(1_000);
+    let hub = json_hub(heartbeat_config(Heartbeat::Event, interval));
+    let server = TestServer::start(router(hub.clone())).await;
+    let http = http_client();
+    let mona = UserId::from("mona");
+
+    let mut tab = SseClient::open(&http, &server.events_url("mona"), None).await;
+    tab.read_opening().await;
+    // Paces the publish into the first interval; it waits for nothing.
+    tokio::time::sleep(interval / 3).await;
+    let id = publish(&hub, &mona, 1);
+    let note = tab.expect_event().await;
+    let written = Instant::now();
+    assert_note(&note, &id, 1);
+    let heartbeat = tab.expect_event().await;
+    let silence = written.elapsed();
+    assert_eq!(heartbeat.event, "heartbeat");
+    // Re-armed from when the timer fired, it came 5/3 of an interval after the event.
+    assert!(
+        silence <= interval * 13 / 10,
+        "the wire was idle for {silence:?}, with a heartbeat interval of {interval:?}"
+    );
+    assert!(
+        silence >= interval - Duration::from_millis(50),
+        "a heartbeat {silence:?} after the event, before an idle interval"
+    );
+}
+
+/// The same, exact to the millisecond on tokio's paused clock, through the body itself.
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_timer_counts_from_the_last_write() {
+    use futures_util::StreamExt;
+    let interval = Duration::from_secs(15);
+    let hub = json_hub(heartbeat_config(Heartbeat::Comment, interval));
+    let nina = UserId::from("nina");
+    let mut body = hub
+        .sse_response(&nina, &sse_hub::LastEventId::default())
+        .expect("subscribe")
+        .into_stream();
+    let opening = bounded("the opening", WAIT, body.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(opening.starts_with(b"id: "), "{opening:?}");
+    for wait in [Duration::from_millis(100), Duration::from_secs(9)] {
+        tokio::time::sleep(wait).await;
+        publish(&hub, &nina, 1);
+        let event = bounded("the event", WAIT, body.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(event.starts_with(b"data: "), "{event:?}");
+    }
+    let written = Instant::now();
+    let beat = bounded("the heartbeat", interval * 3, body.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&beat[..], b": heartbeat\n\n");
+    assert_eq!(written.elapsed(), interval);
+}
+
 // 6. Headers and the first bytes.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use axum::http::{
+    HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
 use bytes::{Buf, Bytes};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -111,8 +113,13 @@ where
         if buffered.starts_with(b"PRI ") {
             return Ok(None);
         }
-        if let Some(at) = memchr::memmem::find(buffered, b"\r\n\r\n") {
-            return Ok(Some(at + 4));
+        // httparse finds the end of the head as hyper does, lines ending in a bare LF included
+        // (RFC 9112, 2.2); a head it cannot parse is hyper's to answer.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Request::new(&mut headers).parse(buffered) {
+            Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Ok(None),
         }
         if buffered.len() >= MAX_HEAD {
             return Ok(None);
@@ -210,9 +217,24 @@ async fn respond<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut body) = response.into_parts();
-    let length = body.size_hint().exact();
-    let chunked = length.is_none() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let (mut parts, mut body) = response.into_parts();
+    // As hyper: a 1xx, 204 or 304 response has no body, so no framing; 1xx and 204 may not even
+    // say `content-length` (RFC 9110, 8.6), and a handler's is dropped.
+    let status = parts.status;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+    }
+    let length = if bodiless {
+        None
+    } else {
+        body.size_hint().exact()
+    };
+    let chunked =
+        !bodiless && length.is_none() && !parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -250,6 +272,11 @@ where
     }
     head.extend_from_slice(b"\r\n");
     drop(parts);
+    if bodiless {
+        io.write_all(&head).await?;
+        io.flush().await?;
+        return Ok(keep_alive);
+    }
 
     // The head goes out with the first chunk when the body has one ready (an SSE body's
     // opening always is), as hyper does.
