@@ -382,6 +382,43 @@ async fn a_204_goes_out_without_content_length_or_body_on_both_paths() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_says_connection_close_closes_the_connection_on_both_paths() {
+    let closing = || {
+        axum::Router::new().route(
+            "/events/{user}",
+            axum::routing::get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::CONNECTION, "close")],
+                    "try elsewhere",
+                )
+            }),
+        )
+    };
+    for lean in [false, true] {
+        use tokio::io::AsyncReadExt;
+        let server = Served::start(closing(), lean, || {}).await;
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get("/events/ada", SSE_GET)).await;
+        let head = raw.read_through(b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert_eq!(
+            head.matches("connection: close").count(),
+            1,
+            "lean {lean}: {head}"
+        );
+        raw.read_through(b"try elsewhere").await;
+        let mut rest = Vec::new();
+        let read = bounded("the close", WAIT, raw.stream.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok() && rest.is_empty(),
+            "lean {lean}: {read:?} {rest:?}"
+        );
+        server.shut_down().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_whose_lines_end_in_a_bare_lf_is_served_on_both_paths() {
     // RFC 9112 2.2: a recipient may take a bare LF for a line's end; hyper does.
     for lean in [false, true] {

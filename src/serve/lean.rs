@@ -262,7 +262,18 @@ where
         head.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if !keep_alive {
+    // A handler that says `connection: close` closes it, as with hyper.
+    let closes = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("close"))
+        });
+    let keep_alive = keep_alive && !closes;
+    if !keep_alive && !closes {
         head.extend_from_slice(b"connection: close\r\n");
     }
     if !parts.headers.contains_key(header::DATE) {
