@@ -423,7 +423,10 @@ impl LastEventId {
                 .find(|(key, _)| key == LAST_EVENT_ID_QUERY)
                 .map(|(_, value)| value.into_owned())
         };
-        let value = header.or_else(query).filter(|v| !v.is_empty());
+        // An empty header (a proxy's, say) is no id, and hides no query parameter.
+        let value = header
+            .filter(|v| !v.is_empty())
+            .or_else(|| query().filter(|v| !v.is_empty()));
         Self(value.map(|mut v| {
             // One byte past the longest valid id keeps it invalid without keeping it all.
             if v.len() > MAX_EVENT_ID_LEN {
@@ -527,5 +530,29 @@ impl IntoResponse for PublishError {
             }
         };
         error_response(status, code, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_event_id(uri: &str, header: Option<&str>) -> Option<String> {
+        let mut request = axum::http::Request::builder().uri(uri);
+        if let Some(header) = header {
+            request = request.header("last-event-id", header);
+        }
+        let (parts, ()) = request.body(()).expect("request").into_parts();
+        LastEventId::from_parts(&parts).0
+    }
+
+    #[test]
+    fn the_header_wins_and_an_empty_one_leaves_the_query_parameter() {
+        let uri = "/events?last_event_id=1-2";
+        assert_eq!(last_event_id(uri, Some("3-4")).as_deref(), Some("3-4"));
+        assert_eq!(last_event_id(uri, Some("")).as_deref(), Some("1-2"));
+        assert_eq!(last_event_id(uri, None).as_deref(), Some("1-2"));
+        assert_eq!(last_event_id("/events?last_event_id=", Some("")), None);
+        assert_eq!(last_event_id("/events", None), None);
     }
 }
