@@ -230,3 +230,71 @@ async fn a_history_restored_without_its_tail_skips_confirmed_events_silently() {
         "event 3 (confirmed as {id3}) was skipped silently: the resume from {id2} yielded {got:?}"
     );
 }
+
+/// A publish whose reply was lost is retried with its token, and the publish marks make it run
+/// once. But the script forgets every node's mark once more than 64 nodes published to the
+/// user within the history's time to live (`HLEN > 64` → `DEL`): a node's id is random per
+/// process, so restarts and autoscaling add ids. A retry that crosses that `DEL` runs the
+/// publish a second time: the event is stored twice, with two ids, and a client resuming from
+/// before it receives it twice (the feed's token filter only hides the live copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_runs_twice_once_more_than_64_nodes_published_to_the_user() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    // Slow to come back, so that the test holds A away before it retries.
+    a_settings.reconnect_min = Duration::from_millis(500);
+    a_settings.reconnect_max = Duration::from_secs(1);
+    a_settings.publish_retry = Duration::from_secs(60);
+    let a = Node::with_settings(a_settings).await;
+    let b = Node::start(redis.url()).await;
+    let alice = UserId::from("alice");
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+    let id0 = a.publish("alice", 0).await;
+    assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
+
+    // A's publish of 1 runs in Redis, and its reply is cut: A will send it again.
+    proxy.cut_mid_reply();
+    let publishing = {
+        let hub = a.hub.clone();
+        tokio::spawn(async move { hub.broadcast_async(&UserId::from("alice"), &json!({"n": 1})).await })
+    };
+    let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
+    assert_eq!(n_of(&live), Some(1), "the publish ran once");
+    // A network partition keeps A away from Redis for a while.
+    proxy.set(Fault::Hold);
+    proxy.cut();
+
+    // Meanwhile 70 other node processes (restarts, autoscaling, short-lived publishers)
+    // publish to alice: each has its own random node id.
+    for i in 0..70 {
+        let other = Node::start(redis.url()).await;
+        other.publish("alice", 100 + i).await;
+        other.backplane.close().await;
+    }
+
+    // The partition heals: A retries its publish of 1.
+    proxy.set(Fault::None);
+    let answered = timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the retried publish is answered")
+        .unwrap();
+    eprintln!("A's publish of 1 answered {answered:?}; live copy {:?}", live.id());
+
+    // A client that resumes from before event 1 (a reload, another tab, a node change).
+    let mut resumed = b
+        .hub
+        .subscribe_async(&alice, Some(&id0.to_string()))
+        .await
+        .unwrap();
+    let got = drain(&mut resumed, Duration::from_millis(500)).await;
+    let ones = got.iter().filter(|(_, n)| *n == Some(1)).count();
+    assert_eq!(
+        ones, 1,
+        "event 1 published once was replayed {ones} times: {:?}",
+        got.iter().map(|(k, n)| (k.clone(), *n)).filter(|(_, n)| *n < Some(100)).collect::<Vec<_>>()
+    );
+}
