@@ -298,3 +298,139 @@ async fn a_retried_publish_runs_twice_once_more_than_64_nodes_published_to_the_u
         got.iter().map(|(k, n)| (k.clone(), *n)).filter(|(_, n)| *n < Some(100)).collect::<Vec<_>>()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A proxy that can black-hole one connection (by accept order) and leave the others alone: a
+// TCP connection silently dropped by a stateful firewall or NAT on the way, while another
+// connection to the same Redis, kept busy by PINGs, stays up.
+
+struct SplitProxy {
+    addr: std::net::SocketAddr,
+    holes: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SplitProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holes: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>> =
+            Arc::default();
+        let task = {
+            let holes = holes.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let (hole, _) = tokio::sync::watch::channel(false);
+                    let rx = hole.subscribe();
+                    holes.lock().unwrap().push(hole);
+                    tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (mut cr, mut cw) = client.into_split();
+                        let (mut sr, mut sw) = server.into_split();
+                        let rx2 = rx.clone();
+                        let up = async move {
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let n = match cr.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if !*rx.borrow() && sw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        let down = async move {
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let n = match sr.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if !*rx2.borrow() && cw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::select! { () = up => {}, () = down => {} }
+                    });
+                }
+            })
+        };
+        Self { addr, holes, task }
+    }
+
+    /// From now on, the `nth` connection accepted carries nothing either way, and stays open.
+    fn black_hole(&self, nth: usize) {
+        self.holes.lock().unwrap()[nth].send_replace(true);
+    }
+
+    fn accepted(&self) -> usize {
+        self.holes.lock().unwrap().len()
+    }
+}
+
+impl Drop for SplitProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The command connection goes silently dead (its packets dropped, no RST) while the pub/sub
+/// connection stays up. Every command on it times out, but a timeout never makes the node
+/// replace it (only a `Disconnected` error does), and the pub/sub PINGs keep passing: the node
+/// says it is connected, and every publish ends `Unknown` after `publish_retry`, for as long as
+/// the pub/sub connection lives. It should reconnect and publish again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_command_connection_is_never_replaced() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = SplitProxy::start(redis.addr()).await;
+    let mut a_settings = settings(format!("redis://{}/", proxy.addr));
+    a_settings.command_timeout = Duration::from_millis(300);
+    a_settings.publish_retry = Duration::from_secs(1);
+    let a = Node::with_settings(a_settings).await;
+    let b = Node::start(redis.url()).await;
+    let alice = UserId::from("alice");
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+    a.publish("alice", 1).await;
+    assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
+    // The backplane opened its command connection first, then its pub/sub connection.
+    assert_eq!(proxy.accepted(), 2, "one command and one pub/sub connection");
+    proxy.black_hole(0);
+
+    // For 12 s (a dozen publish_retry, forty command timeouts), publish once in a while.
+    let until = tokio::time::Instant::now() + Duration::from_secs(12);
+    let mut outcomes = Vec::new();
+    let mut ok = false;
+    while tokio::time::Instant::now() < until {
+        let outcome = a
+            .hub
+            .broadcast_async(&alice, &json!({"n": 2}))
+            .await
+            .map(|p| p.id);
+        ok = matches!(outcome, Ok(Some(_)));
+        outcomes.push(outcome);
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = a.backplane.health();
+    assert!(
+        ok,
+        "no publish went through in 12 s ({} tries, last {:?}); the node says connected={} \
+         reconnects={} unknown={} connections accepted={}",
+        outcomes.len(),
+        outcomes.last(),
+        health.connected,
+        health.reconnects,
+        health.publish_unknown,
+        proxy.accepted()
+    );
+}
