@@ -71,6 +71,15 @@
 //!
 //! # Faults
 //!
+//! A connection can die silently (a NAT or a stateful firewall forgets it: no RST, packets
+//! dropped), and the two connections die independently. So every
+//! [`RedisConfig::ping_interval`] the task `PING`s *both*, together; a `PING` unanswered
+//! within [`RedisConfig::command_timeout`] counts as a failed connection. Otherwise a dead
+//! command connection would never be replaced while the pub/sub one lives: its commands only
+//! time out, the node would say it is connected, and every publish would end
+//! [`BackplaneError::Unknown`]. A command that times out does not by itself reconnect: Redis
+//! may only be slow, and a publish then waits for its answer (see above).
+//!
 //! When a connection fails, the task reconnects with capped exponential backoff
 //! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),
 //! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
