@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sse_hub::backplane::{RedisBackplane, RedisConfig};
-use sse_hub::{Broadcaster, Config, EventId, Frame, FrameKind, Subscription, UserId};
+use sse_hub::{Broadcaster, Config, EventId, Frame, FrameKind, ResetReason, Subscription, UserId};
 use tokio::time::timeout;
 
 #[path = "support/backplane.rs"]
@@ -189,11 +189,11 @@ impl Drop for PersistentRedis {
 
 /// Redis restarts from a snapshot older than the last events (RDB persistence, Redis's default,
 /// after a crash; or a failover to a replica that lagged): the history comes back *without its
-/// tail*. A client whose last id is inside the lost tail resumes, after new publishes, with no
-/// `reset` and no `lagged`: the confirmed events of the lost tail after its id are skipped
-/// silently.
+/// tail*. A client whose last id is inside the lost tail resumes, after new publishes, with a
+/// `reset` (`expired`: its id is missing from the span the history must hold whole), never a
+/// silent skip of the confirmed events lost after its id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_history_restored_without_its_tail_skips_confirmed_events_silently() {
+async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
     if !redis_available() {
         return;
     }
@@ -240,6 +240,32 @@ async fn a_history_restored_without_its_tail_skips_confirmed_events_silently() {
         told || numbers == [3, 4],
         "event 3 (confirmed as {id3}) was skipped silently: the resume from {id2} yielded {got:?}"
     );
+    assert!(
+        matches!(
+            got.first(),
+            Some((FrameKind::Reset(ResetReason::Expired), _))
+        ),
+        "the lost id resumes as expired: {got:?}"
+    );
+    assert_eq!(resumed.start_id(), id4, "restarts at the history's last id");
+
+    // An id ahead of everything the restored history issued is `unknown`, on any node.
+    let ahead = EventId::new(id4.epoch() + 60_000, 0);
+    for node in [&a, &b] {
+        let mut sub = node
+            .hub
+            .subscribe_async(&alice, Some(&ahead.to_string()))
+            .await
+            .unwrap();
+        let got = drain(&mut sub, Duration::from_millis(200)).await;
+        assert!(
+            matches!(
+                got.first(),
+                Some((FrameKind::Reset(ResetReason::Unknown), _))
+            ),
+            "an id ahead of the history resumed silently: {got:?}"
+        );
+    }
 }
 
 /// A publish whose reply was lost is retried with its token, and the publish marks make it run

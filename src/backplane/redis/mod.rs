@@ -67,7 +67,10 @@
 //! is confirmed ([`RedisConfig::subscribe_timeout`] at most), then reads the history in one
 //! script (`XINFO STREAM` for the last and the deleted ids, `XRANGE … COUNT` for the events),
 //! which reads nothing beyond the channel's replay bounds (events, bytes, age): a resume from
-//! further back is `expired`.
+//! further back is `expired`. The client's id must also be in the stream, unless it is the
+//! `max-deleted-entry-id`: entries are only deleted oldest first, so a missing one was lost
+//! with the stream's tail (see the [backplane docs](super#faults)), and the resume is
+//! `expired` rather than a silent skip of what followed it.
 //!
 //! # Faults
 //!

@@ -167,10 +167,11 @@ return 1
 ///
 /// `ARGV`: ttl ms, the client's id (`''`: none), max events, max bytes, max age ms (0: none).
 /// The events after the client's id are read only when they can be replayed: the id is within
-/// the history, and what follows it fits the replay bounds (events, bytes, age) of the
-/// channel. When it does not, the second value is the first event the client lacks, so that
-/// the client's id is older than it and resumes as `expired`; nothing is read beyond the
-/// bounds.
+/// the history (the deleted marker, or an entry the stream still holds), and what follows it
+/// fits the replay bounds (events, bytes, age) of the channel. When it does not, the second
+/// value is newer than the client's id (the first event the client lacks, or the last id when
+/// the client's own entry is gone: a history restored without its tail), so that the client
+/// resumes as `expired`; nothing is read beyond the bounds.
 pub(crate) fn history_lua() -> String {
     format!("{CMPID_LUA}{}", HISTORY_BODY_LUA)
 }
@@ -190,6 +191,13 @@ end
 local after = ARGV[2]
 if after == '' or cmpid(after, last) >= 0 or cmpid(after, deleted) < 0 then
   return {last, deleted, {}}
+end
+-- Only the oldest entries are ever deleted, so every id issued after the deleted marker is
+-- still there. One that is not was lost with the tail of the history (Redis restored from a
+-- snapshot, or failed over to a lagging replica, then published again): what followed it is
+-- unknown, so the client resumes as expired rather than skip the lost events silently.
+if after ~= deleted and #redis.call('XRANGE', KEYS[1], after, after) == 0 then
+  return {last, last, {}}
 end
 local max_events, max_bytes, age = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local events = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', max_events + 1)
