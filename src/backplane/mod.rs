@@ -169,7 +169,9 @@
 //!   remembers about 8192 × 40 bytes;
 //! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
 //!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
-//!   plus a small hash of publish marks (one field per node), and expires
+//!   plus a small hash of publish marks (one field per node that published to the user
+//!   lately: expired marks are dropped once it holds 64; see the
+//!   [Redis keys](redis#keys)), and expires
 //!   [`RedisConfig::history_ttl`] after the last node serving the user left;
 //! * in Redis, with threads, per (channel, user): at most `T` =
 //!   [`max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) snapshots, each the
