@@ -42,7 +42,11 @@
 //!   to the user's feed, then reads the history after the client's id. Live frames whose id is
 //!   not after the last one read are skipped, so the seam has no gap and no duplicate. An id
 //!   that cannot be resumed gives a `reset`, as on a single node: `malformed`, `expired` (the
-//!   history no longer holds what followed it) or `unknown` (ahead of the history).
+//!   history no longer holds what followed it) or `unknown` (ahead of the history). Since a
+//!   history only ever loses its *oldest* events, every id it issued after the newest one it
+//!   deleted is still in it; an id in that span that is not was lost with the history's
+//!   *tail* (Redis restored from a snapshot, or failed over to a replica that lagged), and
+//!   resumes as `expired` too, never as a silent skip of the events lost after it.
 //!
 //! Inside a node, frames still get local sequence numbers: the ring, the replay window and the
 //! lag policies work on them as on a single node; only the ids the client sees are the
@@ -131,6 +135,15 @@
 //!   that clients do not all come back at once: they reconnect with their `Last-Event-ID` and
 //!   resume from the history, with the gap signalled if the history lost events too (a
 //!   restarted Redis without persistence), never a silent loss and never a duplicate.
+//! * **The history lost its tail** (Redis restarted from a snapshot older than its last
+//!   events, or failed over to a replica that lagged): a client whose last id is one of the
+//!   lost events gets `expired` (its id is missing from a span the history must hold whole),
+//!   and one whose id is ahead of everything the history issued gets `unknown`. *Limit:* a
+//!   client whose last id is at or before the restored history's last event cannot be told
+//!   apart from one that saw everything: Redis keeps no trace of what it lost, so the events
+//!   published between the snapshot and the crash are missing from its resume without a
+//!   `reset`. Use persistence that does not lose acknowledged writes (AOF with
+//!   `appendfsync always`, `WAIT` on replicas) where that matters.
 //! * **A subscribe whose catch-up fails** (the backplane down, or too slow to confirm the feed
 //!   or to read the history) is served *degraded*: no priming id, no history, and only frames
 //!   without an id (events published on this node that could not go through). It cannot
@@ -156,7 +169,9 @@
 //!   remembers about 8192 × 40 bytes;
 //! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
 //!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
-//!   plus a small hash of publish marks (one field per node), and expires
+//!   plus a small hash of publish marks (one field per node that published to the user
+//!   lately: expired marks are dropped once it holds 64; see the
+//!   [Redis keys](redis#keys)), and expires
 //!   [`RedisConfig::history_ttl`] after the last node serving the user left;
 //! * in Redis, with threads, per (channel, user): at most `T` =
 //!   [`max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) snapshots, each the
@@ -212,8 +227,10 @@ pub use crate::error::BackplaneError;
 pub struct History {
     /// The last id the history ever issued (`0-0` if none).
     pub last_id: EventId,
-    /// The newest id deleted from the history (`0-0` if none): a client whose id is older lost
-    /// what followed it.
+    /// The newest id the history cannot resume from (`0-0` if none): a client whose id is
+    /// older lost what followed it. Usually the newest id deleted from the history; newer
+    /// when the client's own id is gone from the history (a history restored without its
+    /// tail) or what follows it exceeds the replay bounds.
     pub deleted_through: EventId,
     /// The finished frames after the requested position, oldest first, each ending with its
     /// `id:` line, with the thread each was published into, if any.

@@ -188,6 +188,9 @@ impl Remote {
             None => None,
             Some(Err(())) => Some(ResetReason::Malformed),
             Some(Ok(id)) if id > history.last_id => Some(ResetReason::Unknown),
+            // The backplane answers a `deleted_through` newer than the id for every id it
+            // cannot resume from: trimmed, beyond the replay bounds, or lost with the
+            // history's tail (the id is missing from the span the history holds whole).
             Some(Ok(id)) if history.deleted_through > id => Some(ResetReason::Expired),
             Some(Ok(_)) => None,
         };

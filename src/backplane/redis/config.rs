@@ -41,7 +41,10 @@ pub struct RedisConfig {
     /// Publishes that may wait for Redis on one node; beyond, a publish is refused at once with
     /// [`BackplaneError::Overloaded`] and delivered nowhere. Default 4096.
     pub publish_queue: usize,
-    /// How often an idle pub/sub connection is checked with a `PING`. Default 5 s.
+    /// How often both connections (pub/sub and command) are checked with a `PING`, answered
+    /// within [`command_timeout`](Self::command_timeout) or the node reconnects: a connection
+    /// that died silently (no RST) is replaced within `ping_interval + command_timeout`.
+    /// Default 5 s.
     pub ping_interval: Duration,
 }
 

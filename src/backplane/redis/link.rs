@@ -211,6 +211,26 @@ fn kick_degraded(shared: &Shared) {
     }
 }
 
+/// `PING`s the command connection, within the command timeout: `Err` (why) if it does not
+/// answer. Commands on a connection that went silently dead only ever time out, and a timeout
+/// alone does not mean the connection is dead (Redis may just be slow: a publish then waits
+/// for its answer, see the publisher), so without this probe nothing would replace it: the
+/// node would say it is connected while every publish ends
+/// [`BackplaneError::Unknown`](crate::error::BackplaneError::Unknown).
+async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Result<(), String> {
+    // A clone of the connection the node uses, with its own response timeout: a PING queued
+    // behind a publish pipeline waits for it, as any command would.
+    let mut command = command.clone();
+    command.set_response_timeout(shared.config.command_timeout);
+    let ping = redis::cmd("PING");
+    let pong = ping.query_async::<Value>(&mut command);
+    match tokio::time::timeout(shared.config.command_timeout, pong).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("PING on the command connection failed: {error}")),
+        Err(_) => Err("PING on the command connection timed out".to_owned()),
+    }
+}
+
 /// Serves one connection until it fails; returns why.
 async fn serve(
     shared: &Shared,
@@ -219,7 +239,7 @@ async fn serve(
     command: MultiplexedConnection,
     reconnected: bool,
 ) -> String {
-    shared.set_command(Some(command));
+    shared.set_command(Some(command.clone()));
     shared.lock().command_broken = false;
     // Messages that arrive meanwhile wait in the connection's buffer.
     if let Err(error) = reconcile(shared, &mut sink).await {
@@ -264,11 +284,19 @@ async fn serve(
                 kick_degraded(shared);
             }
             _ = ping.tick() => {
-                let pong = tokio::time::timeout(shared.config.command_timeout, sink.ping::<Value>());
-                match pong.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => return format!("PING failed: {error}"),
-                    Err(_) => return "PING timed out".to_owned(),
+                // Both connections: either can die silently while the other lives. Probed
+                // together, so a tick waits one command timeout at most.
+                let pubsub = async {
+                    let pong = tokio::time::timeout(shared.config.command_timeout, sink.ping::<Value>());
+                    match pong.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(error)) => Err(format!("PING failed: {error}")),
+                        Err(_) => Err("PING timed out".to_owned()),
+                    }
+                };
+                let (pubsub, command) = tokio::join!(pubsub, ping_command(shared, &command));
+                if let Err(error) = pubsub.and(command) {
+                    return error;
                 }
             }
             _ = refresh.tick() => refresh_ttls(shared),

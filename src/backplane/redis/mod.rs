@@ -9,7 +9,7 @@
 //! | key | what |
 //! |---|---|
 //! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t` |
-//! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran |
+//! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran, and when the mark may be forgotten (ms, Redis time: twice [`RedisConfig::publish_retry`] and a minute after that publish ran) |
 //! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
 //! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread |
 //! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
@@ -31,7 +31,10 @@
 //!    length ([`Config::replay_events`](crate::Config::replay_events), in batches) and older
 //!    than [`Config::replay_age`](crate::Config::replay_age), so that the stream's
 //!    `max-deleted-entry-id` says exactly what was lost;
-//! 4. sets the history's time to live ([`RedisConfig::history_ttl`]) and the node's mark;
+//! 4. sets the history's time to live ([`RedisConfig::history_ttl`]) and the node's mark,
+//!    and, once the marks hash holds 64 fields, drops the marks past their time (kept while
+//!    a copy of their node's publishes may still arrive; so however many node processes
+//!    published to the user, a retry still finds its mark);
 //! 5. `PUBLISH`es the token and the finished frame, `head` + `id: <id>` + blank line, and
 //!    returns the id and the number of nodes that received it.
 //!
@@ -67,9 +70,21 @@
 //! is confirmed ([`RedisConfig::subscribe_timeout`] at most), then reads the history in one
 //! script (`XINFO STREAM` for the last and the deleted ids, `XRANGE … COUNT` for the events),
 //! which reads nothing beyond the channel's replay bounds (events, bytes, age): a resume from
-//! further back is `expired`.
+//! further back is `expired`. The client's id must also be in the stream, unless it is the
+//! `max-deleted-entry-id`: entries are only deleted oldest first, so a missing one was lost
+//! with the stream's tail (see the [backplane docs](super#faults)), and the resume is
+//! `expired` rather than a silent skip of what followed it.
 //!
 //! # Faults
+//!
+//! A connection can die silently (a NAT or a stateful firewall forgets it: no RST, packets
+//! dropped), and the two connections die independently. So every
+//! [`RedisConfig::ping_interval`] the task `PING`s *both*, together; a `PING` unanswered
+//! within [`RedisConfig::command_timeout`] counts as a failed connection. Otherwise a dead
+//! command connection would never be replaced while the pub/sub one lives: its commands only
+//! time out, the node would say it is connected, and every publish would end
+//! [`BackplaneError::Unknown`]. A command that times out does not by itself reconnect: Redis
+//! may only be slow, and a publish then waits for its answer (see above).
 //!
 //! When a connection fails, the task reconnects with capped exponential backoff
 //! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),

@@ -142,6 +142,16 @@ async fn wait_to_retry(shared: &Shared, until: Instant) {
     tokio::time::sleep_until(until.min(Instant::now() + pause)).await;
 }
 
+/// How long Redis must keep this node's publish mark after a publish ran: while a copy of it
+/// may still arrive. Every copy is sent before the batch's retry deadline (`publish_retry`
+/// after its first send, which is before the first run), so it arrives within `publish_retry`
+/// of the mark unless the network held it: the margin (another `publish_retry`, and a
+/// minute) covers a copy held in flight, and clocks that differ after a failover. Validated
+/// durations are at most a week: no overflow.
+fn mark_ttl(publish_retry: Duration) -> Duration {
+    publish_retry * 2 + Duration::from_secs(60)
+}
+
 /// Sends the batch as one pipeline; one result per job, in order.
 async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Attempt {
     let Some(mut command) = shared.command() else {
@@ -152,6 +162,7 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
         command.set_response_timeout(wait.max(shared.config.command_timeout));
     }
     let hash = shared.publish_script.get_hash();
+    let mark_ttl = mark_ttl(shared.config.publish_retry);
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for job in batch {
@@ -180,7 +191,8 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
                     .as_deref()
                     .map_or("", |(thread, _, _)| thread.as_str()),
             )
-            .arg(job.channels.max_threads());
+            .arg(job.channels.max_threads())
+            .arg(mark_ttl.as_millis() as u64);
     }
     for _ in 0..2 {
         let results = match pipe

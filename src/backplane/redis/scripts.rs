@@ -4,9 +4,10 @@
 /// The publish script; see the [module docs](super#publishing).
 ///
 /// `KEYS`: the history, the publish marks (a hash: node → the last publish counter of that node
-/// that ran), and for a publish into a thread the thread snapshots (a hash) and the threads'
-/// recency (a sorted set). `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms
-/// (0: none), thread (`''`: none), max threads.
+/// that ran and when the mark may be forgotten), and for a publish into a thread the thread
+/// snapshots (a hash) and the threads' recency (a sorted set). `ARGV`: feed, head, keep, slack,
+/// ttl ms, node, counter, max age ms (0: none), thread (`''`: none), max threads, how long the
+/// node's mark must be kept (ms: its retries' window and a margin).
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
 /// already run (a retry; `id` is `''` if the history no longer holds it).
 pub(crate) const PUBLISH_LUA: &str = r"
@@ -14,7 +15,7 @@ local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
 local thread = ARGV[9]
 local token = node .. ':' .. ARGV[7]
 local seen = redis.call('HGET', KEYS[2], node)
-if seen and tonumber(seen) >= counter then
+if seen and tonumber(string.match(seen, '^(%d+)')) >= counter then
   local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', tonumber(ARGV[3]) + tonumber(ARGV[4]))
   local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
   for _, entry in ipairs(recent) do
@@ -72,8 +73,26 @@ if age > 0 then
     end
   end
 end
-if redis.call('HLEN', KEYS[2]) > 64 then redis.call('DEL', KEYS[2]) end
-redis.call('HSET', KEYS[2], node, ARGV[7])
+-- A mark is `counter expiry-ms` (Redis time): it must outlive every retry of the node's
+-- publishes, and only its node knows how long those last. Past 64 fields (nodes come and go:
+-- a node's id is random per process), the expired marks are dropped, never a live one, which
+-- a pending retry needs to run once. A mark of an older version, without an expiry, counts
+-- as expired.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if redis.call('HLEN', KEYS[2]) >= 64 then
+  local marks = redis.call('HGETALL', KEYS[2])
+  local gone = {}
+  for i = 1, #marks, 2 do
+    if tonumber(string.match(marks[i + 1], '^%d+ (%d+)$') or '0') < now then
+      gone[#gone + 1] = marks[i]
+    end
+  end
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', KEYS[2], unpack(gone, i, math.min(i + 999, #gone)))
+  end
+end
+redis.call('HSET', KEYS[2], node, ARGV[7] .. ' ' .. string.format('%d', now + tonumber(ARGV[11])))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 local meta = '\n'
@@ -167,10 +186,11 @@ return 1
 ///
 /// `ARGV`: ttl ms, the client's id (`''`: none), max events, max bytes, max age ms (0: none).
 /// The events after the client's id are read only when they can be replayed: the id is within
-/// the history, and what follows it fits the replay bounds (events, bytes, age) of the
-/// channel. When it does not, the second value is the first event the client lacks, so that
-/// the client's id is older than it and resumes as `expired`; nothing is read beyond the
-/// bounds.
+/// the history (the deleted marker, or an entry the stream still holds), and what follows it
+/// fits the replay bounds (events, bytes, age) of the channel. When it does not, the second
+/// value is newer than the client's id (the first event the client lacks, or the last id when
+/// the client's own entry is gone: a history restored without its tail), so that the client
+/// resumes as `expired`; nothing is read beyond the bounds.
 pub(crate) fn history_lua() -> String {
     format!("{CMPID_LUA}{}", HISTORY_BODY_LUA)
 }
@@ -190,6 +210,13 @@ end
 local after = ARGV[2]
 if after == '' or cmpid(after, last) >= 0 or cmpid(after, deleted) < 0 then
   return {last, deleted, {}}
+end
+-- Only the oldest entries are ever deleted, so every id issued after the deleted marker is
+-- still there. One that is not was lost with the tail of the history (Redis restored from a
+-- snapshot, or failed over to a lagging replica, then published again): what followed it is
+-- unknown, so the client resumes as expired rather than skip the lost events silently.
+if after ~= deleted and #redis.call('XRANGE', KEYS[1], after, after) == 0 then
+  return {last, last, {}}
 end
 local max_events, max_bytes, age = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local events = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', max_events + 1)

@@ -1,0 +1,489 @@
+//! The Redis backplane when Redis fails only in part, against real `redis-server` processes on
+//! loopback, each fault injected: one of the node's two connections silently dead (packets
+//! dropped, no RST) while the other lives; a Redis restored without the tail of its history (an
+//! RDB snapshot after a crash, a failover to a lagging replica); and more than 64 node
+//! processes publishing to one user while a node's publish waits to be retried. Every wait is
+//! bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
+#![cfg(feature = "redis")]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sse_hub::backplane::{RedisBackplane, RedisConfig};
+use sse_hub::{Broadcaster, Config, EventId, Frame, FrameKind, ResetReason, Subscription, UserId};
+use tokio::time::timeout;
+
+#[path = "support/backplane.rs"]
+mod support;
+
+use support::{Fault, FaultProxy, RedisServer, free_port, redis_available};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Hub = Broadcaster<Value>;
+
+fn settings(url: String) -> RedisConfig {
+    let mut settings = RedisConfig::new(url);
+    settings.reconnect_min = Duration::from_millis(20);
+    settings.reconnect_max = Duration::from_millis(200);
+    settings.command_timeout = Duration::from_secs(1);
+    settings.ping_interval = Duration::from_millis(100);
+    settings
+}
+
+struct Node {
+    hub: Hub,
+    backplane: RedisBackplane,
+}
+
+impl Node {
+    async fn start(url: String) -> Self {
+        Self::with_settings(settings(url)).await
+    }
+
+    async fn with_settings(settings: RedisConfig) -> Self {
+        let backplane = RedisBackplane::new(settings).expect("backplane");
+        assert!(
+            backplane.wait_connected(WAIT).await,
+            "not connected: {:?}",
+            backplane.health()
+        );
+        let hub = Broadcaster::with_backplane(Config::default(), Arc::new(backplane.clone()));
+        Self { hub, backplane }
+    }
+
+    async fn publish(&self, user: &str, n: u64) -> EventId {
+        self.hub
+            .broadcast_async(&UserId::from(user), &json!({ "n": n }))
+            .await
+            .expect("publish")
+            .id
+            .expect("an id: the event is stored")
+    }
+
+    async fn wait_connected(&self) {
+        let ok = timeout(WAIT, async {
+            // Disconnected first (the fault was seen), then connected again.
+            while self.backplane.health().reconnects == 0 || !self.backplane.is_connected() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            ok.is_ok(),
+            "did not reconnect: {:?}",
+            self.backplane.health()
+        );
+    }
+}
+
+/// The `n` of an event frame.
+fn n_of(frame: &Frame) -> Option<u64> {
+    let text = std::str::from_utf8(frame.bytes()).ok()?;
+    let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+    serde_json::from_str::<Value>(data).ok()?["n"].as_u64()
+}
+
+/// What a subscription yields within `within`: (kind, n).
+async fn drain<E>(sub: &mut Subscription<E>, within: Duration) -> Vec<(FrameKind, Option<u64>)> {
+    let mut out = Vec::new();
+    let until = tokio::time::Instant::now() + within;
+    while let Ok(Some(frame)) = tokio::time::timeout_at(until, sub.next()).await {
+        out.push((frame.kind(), n_of(&frame)));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// A redis-server with RDB persistence in a temporary directory, as Redis runs by default.
+
+struct PersistentRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PersistentRedis {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("sse-hub-review-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn launch(&mut self) {
+        // No automatic save points: the test takes the snapshot itself (`SAVE`), as a save
+        // point would; the server loads `dump.rdb` when it starts.
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--dbfilename", "dump.rdb"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        let up = timeout(WAIT, async {
+            loop {
+                if let Ok(client) = redis::Client::open(url.as_str())
+                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                    && redis::cmd("PING")
+                        .query_async::<String>(&mut c)
+                        .await
+                        .is_ok()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(up.is_ok(), "redis-server did not come up");
+    }
+
+    async fn save(&self) {
+        let mut c = redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SAVE").query_async(&mut c).await.unwrap();
+    }
+
+    /// SIGKILL (a crash, an OOM kill, a node lost), then a restart that loads the last
+    /// snapshot.
+    async fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch().await;
+    }
+}
+
+impl Drop for PersistentRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Redis restarts from a snapshot older than the last events (RDB persistence, Redis's default,
+/// after a crash; or a failover to a replica that lagged): the history comes back *without its
+/// tail*. A client whose last id is inside the lost tail resumes, after new publishes, with a
+/// `reset` (`expired`: its id is missing from the span the history must hold whole), never a
+/// silent skip of the confirmed events lost after its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = PersistentRedis::start().await;
+    let a = Node::start(redis.url()).await;
+    let b = Node::start(redis.url()).await;
+    let alice = UserId::from("alice");
+    // B serves alice (a tab), so that A's publishes are stored.
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+
+    let _id1 = a.publish("alice", 1).await;
+    redis.save().await; // the last snapshot holds event 1 only
+    let id2 = a.publish("alice", 2).await;
+    let id3 = a.publish("alice", 3).await;
+    let got = drain(&mut tab, Duration::from_millis(500)).await;
+    assert_eq!(
+        got.iter().filter_map(|(_, n)| *n).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // The client saw 2, then its connection dropped (it will resume with id2); 3 was
+    // confirmed to the publisher with an id.
+    drop(tab);
+    assert!(id3 > id2);
+
+    redis.crash_and_restart().await;
+    a.wait_connected().await;
+    b.wait_connected().await;
+    // Publishing goes on after the restart.
+    let id4 = a.publish("alice", 4).await;
+    assert!(id4 > id3, "ids still grow: {id4} > {id3}");
+
+    // The client resumes with its last id, on either node.
+    let mut resumed = b
+        .hub
+        .subscribe_async(&alice, Some(&id2.to_string()))
+        .await
+        .unwrap();
+    let got = drain(&mut resumed, Duration::from_millis(500)).await;
+    let told = got
+        .iter()
+        .any(|(kind, _)| matches!(kind, FrameKind::Reset(_) | FrameKind::Lagged { .. }));
+    let numbers: Vec<u64> = got.iter().filter_map(|(_, n)| *n).collect();
+    assert!(
+        told || numbers == [3, 4],
+        "event 3 (confirmed as {id3}) was skipped silently: the resume from {id2} yielded {got:?}"
+    );
+    assert!(
+        matches!(
+            got.first(),
+            Some((FrameKind::Reset(ResetReason::Expired), _))
+        ),
+        "the lost id resumes as expired: {got:?}"
+    );
+    assert_eq!(resumed.start_id(), id4, "restarts at the history's last id");
+
+    // An id ahead of everything the restored history issued is `unknown`, on any node.
+    let ahead = EventId::new(id4.epoch() + 60_000, 0);
+    for node in [&a, &b] {
+        let mut sub = node
+            .hub
+            .subscribe_async(&alice, Some(&ahead.to_string()))
+            .await
+            .unwrap();
+        let got = drain(&mut sub, Duration::from_millis(200)).await;
+        assert!(
+            matches!(
+                got.first(),
+                Some((FrameKind::Reset(ResetReason::Unknown), _))
+            ),
+            "an id ahead of the history resumed silently: {got:?}"
+        );
+    }
+}
+
+/// A publish whose reply was lost is retried with its token, and the publish marks make it run
+/// once. Node ids are random per process, so restarts and autoscaling add marks: here more
+/// than 64 node processes publish to the user while a node's retry is held back by a
+/// partition. The marks hash stays bounded by dropping only *expired* marks, so the retry
+/// still finds its own and does not run the publish again: a client resuming from before the
+/// event receives it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    // Slow to come back, so that the test holds A away before it retries.
+    a_settings.reconnect_min = Duration::from_millis(500);
+    a_settings.reconnect_max = Duration::from_secs(1);
+    a_settings.publish_retry = Duration::from_secs(60);
+    let a = Node::with_settings(a_settings).await;
+    let b = Node::start(redis.url()).await;
+    let alice = UserId::from("alice");
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+    let id0 = a.publish("alice", 0).await;
+    assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
+
+    // A's publish of 1 runs in Redis, and its reply is cut: A will send it again.
+    proxy.cut_mid_reply();
+    let publishing = {
+        let hub = a.hub.clone();
+        tokio::spawn(async move {
+            hub.broadcast_async(&UserId::from("alice"), &json!({"n": 1}))
+                .await
+        })
+    };
+    let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
+    assert_eq!(n_of(&live), Some(1), "the publish ran once");
+    // A network partition keeps A away from Redis for a while.
+    proxy.set(Fault::Hold);
+    proxy.cut();
+
+    // Meanwhile 70 other node processes (restarts, autoscaling, short-lived publishers)
+    // publish to alice: each has its own random node id.
+    for i in 0..70 {
+        let other = Node::start(redis.url()).await;
+        other.publish("alice", 100 + i).await;
+        other.backplane.close().await;
+    }
+
+    // The partition heals: A retries its publish of 1.
+    proxy.set(Fault::None);
+    let answered = timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the retried publish is answered")
+        .unwrap();
+    eprintln!(
+        "A's publish of 1 answered {answered:?}; live copy {:?}",
+        live.id()
+    );
+
+    // A client that resumes from before event 1 (a reload, another tab, a node change).
+    let mut resumed = b
+        .hub
+        .subscribe_async(&alice, Some(&id0.to_string()))
+        .await
+        .unwrap();
+    let got = drain(&mut resumed, Duration::from_millis(500)).await;
+    let ones = got.iter().filter(|(_, n)| *n == Some(1)).count();
+    assert_eq!(
+        ones,
+        1,
+        "event 1 published once was replayed {ones} times: {:?}",
+        got.iter()
+            .map(|(k, n)| (*k, *n))
+            .filter(|(_, n)| *n < Some(100))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A proxy that can black-hole one connection (by accept order) and leave the others alone: a
+// TCP connection silently dropped by a stateful firewall or NAT on the way, while another
+// connection to the same Redis, kept busy by PINGs, stays up.
+
+struct SplitProxy {
+    addr: std::net::SocketAddr,
+    holes: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SplitProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holes: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>> = Arc::default();
+        let task = {
+            let holes = holes.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let (hole, _) = tokio::sync::watch::channel(false);
+                    let rx = hole.subscribe();
+                    holes.lock().unwrap().push(hole);
+                    tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (mut cr, mut cw) = client.into_split();
+                        let (mut sr, mut sw) = server.into_split();
+                        let rx2 = rx.clone();
+                        let up = async move {
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let n = match cr.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if !*rx.borrow() && sw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        let down = async move {
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let n = match sr.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if !*rx2.borrow() && cw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::select! { () = up => {}, () = down => {} }
+                    });
+                }
+            })
+        };
+        Self { addr, holes, task }
+    }
+
+    /// From now on, the `nth` connection accepted carries nothing either way, and stays open.
+    fn black_hole(&self, nth: usize) {
+        self.holes.lock().unwrap()[nth].send_replace(true);
+    }
+
+    fn accepted(&self) -> usize {
+        self.holes.lock().unwrap().len()
+    }
+}
+
+impl Drop for SplitProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The command connection goes silently dead (its packets dropped, no RST) while the pub/sub
+/// connection stays up, so the pub/sub PINGs keep passing and every command just times out.
+/// The node must notice (its probe of the command connection goes unanswered), reconnect, say
+/// so in its health, and publish again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_command_connection_is_replaced() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = SplitProxy::start(redis.addr()).await;
+    let mut a_settings = settings(format!("redis://{}/", proxy.addr));
+    a_settings.command_timeout = Duration::from_millis(300);
+    a_settings.publish_retry = Duration::from_secs(1);
+    let a = Node::with_settings(a_settings).await;
+    let b = Node::start(redis.url()).await;
+    let alice = UserId::from("alice");
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+    a.publish("alice", 1).await;
+    assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
+    // The backplane opened its command connection first, then its pub/sub connection.
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command and one pub/sub connection"
+    );
+    proxy.black_hole(0);
+
+    // For 12 s (a dozen publish_retry, forty command timeouts), publish once in a while.
+    let until = tokio::time::Instant::now() + Duration::from_secs(12);
+    let mut outcomes = Vec::new();
+    let mut ok = false;
+    while tokio::time::Instant::now() < until {
+        let outcome = a
+            .hub
+            .broadcast_async(&alice, &json!({"n": 2}))
+            .await
+            .map(|p| p.id);
+        ok = matches!(outcome, Ok(Some(_)));
+        outcomes.push(outcome);
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = a.backplane.health();
+    assert!(
+        ok,
+        "no publish went through in 12 s ({} tries, last {:?}); the node says connected={} \
+         reconnects={} unknown={} connections accepted={}",
+        outcomes.len(),
+        outcomes.last(),
+        health.connected,
+        health.reconnects,
+        health.publish_unknown,
+        proxy.accepted()
+    );
+    // The health says what happened: a reconnect, because of the command connection.
+    assert!(health.connected && health.reconnects >= 1, "{health:?}");
+    let error = health.last_error.unwrap_or_default();
+    assert!(error.contains("command connection"), "last error: {error}");
+}
