@@ -193,6 +193,7 @@ impl Drop for PersistentRedis {
 /// `reset` (`expired`: its id is missing from the span the history must hold whole), never a
 /// silent skip of the confirmed events lost after its id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
     if !redis_available() {
         return;
@@ -275,6 +276,7 @@ async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
 /// still finds its own and does not run the publish again: a client resuming from before the
 /// event receives it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() {
     if !redis_available() {
         return;
@@ -430,6 +432,7 @@ impl Drop for SplitProxy {
 /// The node must notice (its probe of the command connection goes unanswered), reconnect, say
 /// so in its health, and publish again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_silently_dead_command_connection_is_replaced() {
     if !redis_available() {
         return;
