@@ -133,6 +133,41 @@ fn steady_config() -> Config {
     config
 }
 
+/// Times `publish` to the users of each sequence, one by one, while `churn` runs; then stops
+/// the churn and prints the latencies of contender `name`.
+fn measure(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    sequences: &[(&'static str, Vec<u32>)],
+    users: &[UserId],
+    churn: Churn,
+    mut publish: impl FnMut(&UserId),
+) {
+    let mut measured = Vec::new();
+    for (label, picks) in sequences {
+        let mut latencies = Latencies::new();
+        let mut next = 0usize;
+        group.bench_function(BenchmarkId::new(name, label), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let user = &users[picks[next % picks.len()] as usize];
+                    next += 1;
+                    let t0 = Instant::now();
+                    publish(user);
+                    latencies.record(t0.elapsed());
+                }
+                start.elapsed()
+            })
+        });
+        measured.push((*label, latencies));
+    }
+    let (ops, took) = churn.stop();
+    for (label, mut latencies) in measured {
+        latencies.report(&format!("{name}/{label}"), ops, took);
+    }
+}
+
 /// sse-hub's contender `name`: every user subscribed once, `warm` events published to each
 /// before timing, then the sequences published under churn.
 ///
@@ -168,29 +203,9 @@ fn sse_hub(
         let users = users.clone();
         Churn::start(move |i| drop(hub.subscribe(&users[i as usize]).expect("churn")))
     };
-    let mut measured = Vec::new();
-    for (label, picks) in sequences {
-        let mut latencies = Latencies::new();
-        let mut next = 0usize;
-        group.bench_function(BenchmarkId::new(name, label), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let user = &users[picks[next % picks.len()] as usize];
-                    next += 1;
-                    let t0 = Instant::now();
-                    black_box(hub.broadcast(user, &event).expect("publish"));
-                    latencies.record(t0.elapsed());
-                }
-                start.elapsed()
-            })
-        });
-        measured.push((*label, latencies));
-    }
-    let (ops, took) = churn.stop();
-    for (label, mut latencies) in measured {
-        latencies.report(&format!("{name}/{label}"), ops, took);
-    }
+    measure(group, name, sequences, &users, churn, |user| {
+        black_box(hub.broadcast(user, &event).expect("publish"));
+    });
     drop(connections);
 }
 
@@ -244,31 +259,18 @@ fn churn(c: &mut Criterion) {
                 drop(rx);
             })
         };
-        let mut measured = Vec::new();
-        for (label, picks) in &sequences {
-            let mut latencies = Latencies::new();
-            let mut next = 0usize;
-            group.bench_function(BenchmarkId::new("bare-broadcast", label), |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let user = &users[picks[next % picks.len()] as usize];
-                        next += 1;
-                        let t0 = Instant::now();
-                        if let Some(tx) = map.get(user) {
-                            black_box(tx.send(frame.clone()).ok());
-                        }
-                        latencies.record(t0.elapsed());
-                    }
-                    start.elapsed()
-                })
-            });
-            measured.push((*label, latencies));
-        }
-        let (ops, took) = churn.stop();
-        for (label, mut latencies) in measured {
-            latencies.report(&format!("bare-broadcast/{label}"), ops, took);
-        }
+        measure(
+            &mut group,
+            "bare-broadcast",
+            &sequences,
+            &users,
+            churn,
+            |user| {
+                if let Some(tx) = map.get(user) {
+                    black_box(tx.send(frame.clone()).ok());
+                }
+            },
+        );
         drop(connections);
     }
 
