@@ -1,0 +1,111 @@
+//! Review of the AG-UI run state: each test here is a bug found in review, failing until fixed.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sse_hub::models::AgUiEvent;
+use sse_hub::run_state::ThreadRun;
+use sse_hub::{EventRouter, ThreadId, UserId};
+
+fn ev(v: Value) -> String {
+    v.to_string()
+}
+
+/// A STATE_DELTA that hoists a child into its parent (`move` from `/a/b` to `/a`) and then has an
+/// operation that fails. The official client warns and keeps its state; the fold must report the
+/// state unknown. Instead the `json-patch` crate cannot undo the move and hits
+/// `unreachable!("unable to undo applied patches")`: the fold panics.
+#[test]
+fn a_state_delta_whose_undo_fails_does_not_panic_the_fold() {
+    let mut t = ThreadRun::default();
+    for e in [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r"}),
+        json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}}),
+    ] {
+        assert!(t.fold(ev(e).as_bytes()).folded());
+    }
+    let delta = ev(json!({"type":"STATE_DELTA","delta":[
+        {"op":"move","from":"/a/b","path":"/a"},
+        {"op":"test","path":"/missing","value":0}
+    ]}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
+    let outcome = outcome.expect("folding a STATE_DELTA panicked");
+    assert!(outcome.state_unknown, "{outcome:?}");
+}
+
+/// The same patch as an ACTIVITY_DELTA: the client warns and keeps the activity; the fold panics.
+#[test]
+fn an_activity_delta_whose_undo_fails_does_not_panic_the_fold() {
+    let mut t = ThreadRun::default();
+    for e in [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r"}),
+        json!({"type":"ACTIVITY_SNAPSHOT","messageId":"act","activityType":"plan","content":{"a":{"b":{"c":1}}}}),
+    ] {
+        assert!(t.fold(ev(e).as_bytes()).folded());
+    }
+    let delta = ev(json!({"type":"ACTIVITY_DELTA","messageId":"act","activityType":"plan","patch":[
+        {"op":"move","from":"/a/b","path":"/a"},
+        {"op":"test","path":"/missing","value":0}
+    ]}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
+    assert!(outcome.is_ok(), "folding an ACTIVITY_DELTA panicked");
+}
+
+/// The same STATE_DELTA published through the router: the model accepts it (it is a valid JSON
+/// Patch), so `route_agui_in_thread` folds it under the channel lock and panics in the publisher.
+#[tokio::test(flavor = "current_thread")]
+async fn publishing_a_state_delta_whose_undo_fails_does_not_panic() {
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let thread = ThreadId::new("t-1").unwrap();
+    let publish = |v: Value| {
+        let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
+        router.route_agui_in_thread(&alice, &thread, &event)
+    };
+    publish(json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r"})).unwrap();
+    publish(json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}})).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        publish(json!({"type":"STATE_DELTA","delta":[
+            {"op":"move","from":"/a/b","path":"/a"},
+            {"op":"test","path":"/missing","value":0}
+        ]}))
+    }));
+    let result = result.expect("publishing a STATE_DELTA panicked");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// What the panic above does to the user's other connections: `publish` had taken a sequence
+/// number before the fold panicked and never sent the frame, so every stream of the user sees a
+/// gap the window cannot fill. A tab streaming ANOTHER thread, with nothing wrong in it, is
+/// ended (`EndReason::Lagged`) at the next event of its own thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_bad_state_delta_in_one_thread_does_not_end_another_threads_stream() {
+    use tokio_stream::StreamExt;
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let (t1, t2) = (ThreadId::new("t-1").unwrap(), ThreadId::new("t-2").unwrap());
+    let publish = |thread: &ThreadId, v: Value| {
+        let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
+        router.route_agui_in_thread(&alice, thread, &event)
+    };
+    publish(&t2, json!({"type":"RUN_STARTED","threadId":"t-2","runId":"r2"})).unwrap();
+    publish(&t2, json!({"type":"TEXT_MESSAGE_START","messageId":"m","role":"assistant"})).unwrap();
+    let mut tab = router.agui().subscribe_in_thread(&alice, &t2, None).unwrap();
+    let opening = tokio::time::timeout(Duration::from_secs(5), tab.next()).await.unwrap();
+    assert!(opening.is_some());
+
+    publish(&t1, json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r1"})).unwrap();
+    publish(&t1, json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}})).unwrap();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        publish(&t1, json!({"type":"STATE_DELTA","delta":[
+            {"op":"move","from":"/a/b","path":"/a"},
+            {"op":"test","path":"/missing","value":0}
+        ]}))
+    }));
+    publish(&t2, json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"hi"})).unwrap();
+
+    let next = tokio::time::timeout(Duration::from_secs(5), tab.next()).await.unwrap();
+    let frame = next.unwrap_or_else(|| panic!("thread t-2's stream ended: {:?}", tab.end_reason()));
+    let text = String::from_utf8_lossy(frame.bytes()).into_owned();
+    assert!(text.contains("TEXT_MESSAGE_CONTENT"), "{text}");
+}
