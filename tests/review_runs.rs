@@ -109,3 +109,53 @@ async fn a_bad_state_delta_in_one_thread_does_not_end_another_threads_stream() {
     let text = String::from_utf8_lossy(frame.bytes()).into_owned();
     assert!(text.contains("TEXT_MESSAGE_CONTENT"), "{text}");
 }
+
+/// A run whose input carries a long user message (a pasted document, a long history): the
+/// thread holds the input twice, verbatim in `RUN_STARTED` and as messages, and the byte cap
+/// counts both. Past the cap, the trim drops the messages (the copy the opening sends) and keeps
+/// the `RUN_STARTED` copy, which the opening then strips of its input because its messages are
+/// no longer the thread's first: a tab that joins gets neither copy. The user's message, which
+/// alone is well under the cap, is gone from every opening, while the thread keeps its bytes.
+#[test]
+fn a_long_run_input_under_the_cap_survives_in_the_opening() {
+    let cap = 64 * 1024;
+    let document = "x".repeat(40 * 1024);
+    let mut t = ThreadRun::new(cap);
+    let started = ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{
+        "threadId":"t","runId":"r","messages":[{"id":"u1","role":"user","content":document}],
+        "tools":[],"context":[],"state":{},"forwardedProps":{}}}));
+    let outcome = t.fold(started.as_bytes());
+    assert!(outcome.folded());
+    for e in [
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Summary:"}),
+    ] {
+        t.fold(ev(e).as_bytes());
+    }
+    let opening: Vec<Value> = t
+        .opening()
+        .events()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect();
+    let user_message_sent = opening.iter().any(|e| {
+        e["input"]["messages"][0]["id"] == "u1"
+            || e["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == "u1"))
+    });
+    assert!(
+        user_message_sent,
+        "the user's 40 KiB message (cap {cap}) is in no event of the opening, while the thread \
+         still holds {} bytes (trimmed at RUN_STARTED: {} bytes): {}",
+        t.bytes(),
+        outcome.trimmed_bytes,
+        opening
+            .iter()
+            .map(|e| {
+                let s = e.to_string();
+                if s.len() > 200 { format!("{}…", &s[..200]) } else { s }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
