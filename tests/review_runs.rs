@@ -213,3 +213,40 @@ fn a_tab_joining_while_a_subagent_runs_accepts_the_rest_of_the_run() {
         }],
     );
 }
+
+/// JSON numbers compare as numbers in the official client (fast-json-patch's `test` is JS
+/// equality: `1 == 1.0`), but the `json-patch` crate compares `serde_json::Value`s, where the
+/// integer `1` and the float `1.0` differ. A `test` operation that every connected client passes
+/// fails in the fold: the thread's state becomes unknown, so every tab that joins later opens
+/// without `STATE_SNAPSHOT`, and fails each following STATE_DELTA on its empty state.
+/// (A producer in Python writes `1.0` for a float that happens to be whole.)
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_state_delta_testing_a_whole_float_is_applied_as_the_client_applies_it() {
+    use support_agui::{Case, check, frames};
+    let events: Vec<String> = [
+        r#"{"type":"RUN_STARTED","threadId":"t","runId":"r"}"#,
+        r#"{"type":"STATE_SNAPSHOT","snapshot":{"progress":1.0,"status":"working"}}"#,
+        r#"{"type":"STATE_DELTA","delta":[{"op":"test","path":"/progress","value":1},{"op":"replace","path":"/status","value":"done"}]}"#,
+        // A tab joins here.
+        r#"{"type":"STATE_DELTA","delta":[{"op":"add","path":"/summary","value":"ok"}]}"#,
+        r#"{"type":"RUN_FINISHED","threadId":"t","runId":"r"}"#,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let mut t = ThreadRun::default();
+    for e in &events[..3] {
+        t.fold(e.as_bytes());
+    }
+    let joined = String::from_utf8(t.opening().to_sse()).unwrap() + &frames(&events[3..]);
+    check(
+        vec![vec![frames(&events)]],
+        &[Case {
+            name: "joined after a test op on a whole float".into(),
+            connections: vec![joined],
+            reference: 0,
+        }],
+    );
+    assert!(!t.state_unknown(), "the fold made the state unknown");
+}
