@@ -250,3 +250,41 @@ fn a_state_delta_testing_a_whole_float_is_applied_as_the_client_applies_it() {
     );
     assert!(!t.state_unknown(), "the fold made the state unknown");
 }
+
+/// Two concurrent runs of one user on two threads: thread B streams a long answer while the
+/// connection to thread A is not polled (a busy runtime, a burst of tokens published in one
+/// go). Nothing of thread A is lost, and its events are all in the window, but the gap check
+/// counts the window's loss over every thread: the older frames it dropped were B's, yet
+/// thread A's stream is ended as lagged at its next event (an AG-UI `HttpAgent` does not
+/// reconnect: the run fails in that tab).
+#[tokio::test(flavor = "current_thread")]
+async fn a_thread_stream_is_not_ended_for_frames_of_another_thread() {
+    use tokio_stream::StreamExt;
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let (a, b) = (ThreadId::new("thread-a").unwrap(), ThreadId::new("thread-b").unwrap());
+    let publish = |thread: &ThreadId, v: Value| {
+        let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
+        router.route_agui_in_thread(&alice, thread, &event).unwrap();
+    };
+    publish(&a, json!({"type":"RUN_STARTED","threadId":"thread-a","runId":"ra"}));
+    publish(&a, json!({"type":"TEXT_MESSAGE_START","messageId":"ma","role":"assistant"}));
+    let mut tab_a = router.agui().subscribe_in_thread(&alice, &a, None).unwrap();
+    let opening = tokio::time::timeout(Duration::from_secs(5), tab_a.next()).await.unwrap();
+    assert!(opening.is_some());
+
+    // Thread B: a run of 400 events, published while tab A is not polled.
+    publish(&b, json!({"type":"RUN_STARTED","threadId":"thread-b","runId":"rb"}));
+    publish(&b, json!({"type":"TEXT_MESSAGE_START","messageId":"mb","role":"assistant"}));
+    for i in 0..400 {
+        publish(&b, json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"mb","delta":format!("t{i} ")}));
+    }
+    // Thread A goes on.
+    publish(&a, json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"ma","delta":"Hello"}));
+
+    let next = tokio::time::timeout(Duration::from_secs(5), tab_a.next()).await.unwrap();
+    let frame =
+        next.unwrap_or_else(|| panic!("thread A's stream ended: {:?}", tab_a.end_reason()));
+    let text = String::from_utf8_lossy(frame.bytes()).into_owned();
+    assert!(text.contains(r#""delta":"Hello""#), "{text}");
+}
