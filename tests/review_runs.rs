@@ -28,7 +28,8 @@ fn a_state_delta_whose_undo_fails_does_not_panic_the_fold() {
         {"op":"move","from":"/a/b","path":"/a"},
         {"op":"test","path":"/missing","value":0}
     ]}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
     let outcome = outcome.expect("folding a STATE_DELTA panicked");
     assert!(outcome.state_unknown, "{outcome:?}");
 }
@@ -43,11 +44,14 @@ fn an_activity_delta_whose_undo_fails_does_not_panic_the_fold() {
     ] {
         assert!(t.fold(ev(e).as_bytes()).folded());
     }
-    let delta = ev(json!({"type":"ACTIVITY_DELTA","messageId":"act","activityType":"plan","patch":[
-        {"op":"move","from":"/a/b","path":"/a"},
-        {"op":"test","path":"/missing","value":0}
-    ]}));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
+    let delta = ev(
+        json!({"type":"ACTIVITY_DELTA","messageId":"act","activityType":"plan","patch":[
+            {"op":"move","from":"/a/b","path":"/a"},
+            {"op":"test","path":"/missing","value":0}
+        ]}),
+    );
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
     assert!(outcome.is_ok(), "folding an ACTIVITY_DELTA panicked");
 }
 
@@ -88,23 +92,53 @@ async fn a_bad_state_delta_in_one_thread_does_not_end_another_threads_stream() {
         let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
         router.route_agui_in_thread(&alice, thread, &event)
     };
-    publish(&t2, json!({"type":"RUN_STARTED","threadId":"t-2","runId":"r2"})).unwrap();
-    publish(&t2, json!({"type":"TEXT_MESSAGE_START","messageId":"m","role":"assistant"})).unwrap();
-    let mut tab = router.agui().subscribe_in_thread(&alice, &t2, None).unwrap();
-    let opening = tokio::time::timeout(Duration::from_secs(5), tab.next()).await.unwrap();
+    publish(
+        &t2,
+        json!({"type":"RUN_STARTED","threadId":"t-2","runId":"r2"}),
+    )
+    .unwrap();
+    publish(
+        &t2,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"m","role":"assistant"}),
+    )
+    .unwrap();
+    let mut tab = router
+        .agui()
+        .subscribe_in_thread(&alice, &t2, None)
+        .unwrap();
+    let opening = tokio::time::timeout(Duration::from_secs(5), tab.next())
+        .await
+        .unwrap();
     assert!(opening.is_some());
 
-    publish(&t1, json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r1"})).unwrap();
-    publish(&t1, json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}})).unwrap();
+    publish(
+        &t1,
+        json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r1"}),
+    )
+    .unwrap();
+    publish(
+        &t1,
+        json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}}),
+    )
+    .unwrap();
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        publish(&t1, json!({"type":"STATE_DELTA","delta":[
-            {"op":"move","from":"/a/b","path":"/a"},
-            {"op":"test","path":"/missing","value":0}
-        ]}))
+        publish(
+            &t1,
+            json!({"type":"STATE_DELTA","delta":[
+                {"op":"move","from":"/a/b","path":"/a"},
+                {"op":"test","path":"/missing","value":0}
+            ]}),
+        )
     }));
-    publish(&t2, json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"hi"})).unwrap();
+    publish(
+        &t2,
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"hi"}),
+    )
+    .unwrap();
 
-    let next = tokio::time::timeout(Duration::from_secs(5), tab.next()).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), tab.next())
+        .await
+        .unwrap();
     let frame = next.unwrap_or_else(|| panic!("thread t-2's stream ended: {:?}", tab.end_reason()));
     let text = String::from_utf8_lossy(frame.bytes()).into_owned();
     assert!(text.contains("TEXT_MESSAGE_CONTENT"), "{text}");
@@ -121,9 +155,11 @@ fn a_long_run_input_under_the_cap_survives_in_the_opening() {
     let cap = 64 * 1024;
     let document = "x".repeat(40 * 1024);
     let mut t = ThreadRun::new(cap);
-    let started = ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{
+    let started = ev(
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{
         "threadId":"t","runId":"r","messages":[{"id":"u1","role":"user","content":document}],
-        "tools":[],"context":[],"state":{},"forwardedProps":{}}}));
+        "tools":[],"context":[],"state":{},"forwardedProps":{}}}),
+    );
     let outcome = t.fold(started.as_bytes());
     assert!(outcome.folded());
     for e in [
@@ -153,7 +189,11 @@ fn a_long_run_input_under_the_cap_survives_in_the_opening() {
             .iter()
             .map(|e| {
                 let s = e.to_string();
-                if s.len() > 200 { format!("{}…", &s[..200]) } else { s }
+                if s.len() > 200 {
+                    format!("{}…", &s[..200])
+                } else {
+                    s
+                }
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -262,29 +302,53 @@ async fn a_thread_stream_is_not_ended_for_frames_of_another_thread() {
     use tokio_stream::StreamExt;
     let router = EventRouter::default();
     let alice = UserId::from("alice");
-    let (a, b) = (ThreadId::new("thread-a").unwrap(), ThreadId::new("thread-b").unwrap());
+    let (a, b) = (
+        ThreadId::new("thread-a").unwrap(),
+        ThreadId::new("thread-b").unwrap(),
+    );
     let publish = |thread: &ThreadId, v: Value| {
         let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
         router.route_agui_in_thread(&alice, thread, &event).unwrap();
     };
-    publish(&a, json!({"type":"RUN_STARTED","threadId":"thread-a","runId":"ra"}));
-    publish(&a, json!({"type":"TEXT_MESSAGE_START","messageId":"ma","role":"assistant"}));
+    publish(
+        &a,
+        json!({"type":"RUN_STARTED","threadId":"thread-a","runId":"ra"}),
+    );
+    publish(
+        &a,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"ma","role":"assistant"}),
+    );
     let mut tab_a = router.agui().subscribe_in_thread(&alice, &a, None).unwrap();
-    let opening = tokio::time::timeout(Duration::from_secs(5), tab_a.next()).await.unwrap();
+    let opening = tokio::time::timeout(Duration::from_secs(5), tab_a.next())
+        .await
+        .unwrap();
     assert!(opening.is_some());
 
     // Thread B: a run of 400 events, published while tab A is not polled.
-    publish(&b, json!({"type":"RUN_STARTED","threadId":"thread-b","runId":"rb"}));
-    publish(&b, json!({"type":"TEXT_MESSAGE_START","messageId":"mb","role":"assistant"}));
+    publish(
+        &b,
+        json!({"type":"RUN_STARTED","threadId":"thread-b","runId":"rb"}),
+    );
+    publish(
+        &b,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"mb","role":"assistant"}),
+    );
     for i in 0..400 {
-        publish(&b, json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"mb","delta":format!("t{i} ")}));
+        publish(
+            &b,
+            json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"mb","delta":format!("t{i} ")}),
+        );
     }
     // Thread A goes on.
-    publish(&a, json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"ma","delta":"Hello"}));
+    publish(
+        &a,
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"ma","delta":"Hello"}),
+    );
 
-    let next = tokio::time::timeout(Duration::from_secs(5), tab_a.next()).await.unwrap();
-    let frame =
-        next.unwrap_or_else(|| panic!("thread A's stream ended: {:?}", tab_a.end_reason()));
+    let next = tokio::time::timeout(Duration::from_secs(5), tab_a.next())
+        .await
+        .unwrap();
+    let frame = next.unwrap_or_else(|| panic!("thread A's stream ended: {:?}", tab_a.end_reason()));
     let text = String::from_utf8_lossy(frame.bytes()).into_owned();
     assert!(text.contains(r#""delta":"Hello""#), "{text}");
 }

@@ -1,8 +1,10 @@
 //! One user's channel: the broadcast ring its connections read, and the replay window behind it.
 //!
 //! Publishing and subscribing on a channel take its one mutex, briefly and never across an
-//! `.await`. Under it a publish assigns the next sequence number, appends the frame to the
-//! window and sends it on the ring; a subscribe joins the ring and reads the window. Because
+//! `.await`. Under it a publish folds the event into its thread's state (if any), then assigns
+//! the next sequence number, appends the frame to the window and sends it on the ring (nothing
+//! that can fail comes between taking a number and sending it, so no stream sees a gap that was
+//! not a loss); a subscribe joins the ring and reads the window. Because
 //! both happen under the same lock, a resuming subscriber sees every event exactly once: those
 //! up to the moment it joined in the window, those after it on the ring.
 //!
@@ -224,8 +226,10 @@ impl UserChannel {
         if state.closed {
             return None;
         }
-        state.head += 1;
-        let seq = state.head;
+        // The sequence number is taken (`head` moved) only once the fold is done, right before
+        // the append: a fold that panics (a `ThreadState` is the caller's code) then leaves no
+        // number taken and never sent, which every stream of the user would see as a gap.
+        let seq = state.head + 1;
         // A thread's events are kept for the retention after the last of them, not after the
         // channel went idle: a run streaming to nobody for longer than the retention must still
         // be there when the page opens. (The queued expiry re-queues itself at the new
@@ -236,6 +240,7 @@ impl UserChannel {
         let thread = thread.map(|thread| self.fold(&mut state, thread, seq, &payload));
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(id);
+        state.head = seq;
         let receivers = self.append(&mut state, seq, frame, thread, now);
         Some((id, receivers))
     }
@@ -258,8 +263,8 @@ impl UserChannel {
         if state.closed {
             return None;
         }
-        state.head += 1;
-        let seq = state.head;
+        // Taken only after the fold, as in `publish`.
+        let seq = state.head + 1;
         let id = frame_id(&frame);
         if let Some(id) = id {
             state.last_remote_id = id;
@@ -268,6 +273,7 @@ impl UserChannel {
         let tag = thread.map(|(thread, ordinal)| {
             self.fold_remote(&mut state, thread, ordinal, seq, id, &frame, &mut delivered)
         });
+        state.head = seq;
         delivered.receivers = self.append(&mut state, seq, frame, tag, now);
         if seq >= state.snapshot_due {
             self.due_snapshots(&mut state, seq, &mut delivered);

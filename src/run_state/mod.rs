@@ -54,7 +54,8 @@
 //!   `STATE_SNAPSHOT` rather than invent one, until the next `STATE_SNAPSHOT`. (The client
 //!   itself warns and keeps its state: a client that saw everything and one that joined then
 //!   differ, which is why it is reported.) Deltas while unknown are ignored
-//!   ([`Ignored::StateUnknown`]).
+//!   ([`Ignored::StateUnknown`]). A patch is applied without the undo `json_patch::patch` does
+//!   (which panics on some valid patches): a failed one drops the document it was applied to.
 //! * **Untouched state.** Before any state event the opening sends no `STATE_SNAPSHOT`: the
 //!   client keeps the state it has, as one that saw the run would.
 //! * **The byte cap.** Past [`RunStates::max_thread_bytes`] the thread is trimmed to
@@ -78,6 +79,7 @@
 mod fold;
 mod message;
 mod opening;
+mod patch;
 mod scan;
 mod slow;
 mod states;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::fold::{Folded, Opener, Run, State, hot_from, metadata_of, opener_bytes, str_of};
 use super::message::{Content, Message, merge_metadata, value_bytes};
 use super::scan::{HotKind, boundary_at_or_after, escape};
-use super::{FoldOutcome, Ignored, ThreadRun};
+use super::{FoldOutcome, Ignored, ThreadRun, patch};
 
 impl ThreadRun {
     pub(super) fn fold_slow(&mut self, bytes: &[u8], outcome: &mut FoldOutcome) -> Folded {
@@ -262,10 +262,8 @@ impl ThreadRun {
             }
             State::Known(v) => v,
         };
-        let applied = serde_json::from_value::<json_patch::Patch>(delta.clone())
-            .ok()
-            .and_then(|patch| json_patch::patch(state, &patch).ok());
-        if applied.is_none() {
+        // Applied in place without undo (see `patch`): on failure the state is dropped.
+        if patch::apply(state, delta).is_err() {
             self.state = State::Unknown;
             self.state_bytes = 0;
             self.state_drift = 0;
@@ -420,10 +418,9 @@ impl ThreadRun {
             .get("patch")
             .cloned()
             .unwrap_or(Value::Array(Vec::new()));
-        let applied = serde_json::from_value::<json_patch::Patch>(patch)
-            .ok()
-            .and_then(|p| json_patch::patch(&mut content, &p).ok());
-        if applied.is_none() {
+        // `content` is a copy: on failure it is dropped and the activity stays as it was, as
+        // in the client.
+        if patch::apply(&mut content, &patch).is_err() {
             self.recount_messages();
             return Err(Ignored::PatchFailed);
         }
