@@ -310,6 +310,48 @@ async fn an_event_the_state_cannot_apply_is_delivered_and_counted() {
     assert_eq!(hub.stats().thread_states_unknown, 1);
 }
 
+/// A thread stream reads its thread and the unthreaded events: when the ring and the window
+/// overflow, frames of the user's other threads are no loss to it (it goes on, with every event
+/// of its own), but an unthreaded event it would have delivered is (it ends, to reopen from the
+/// state).
+#[tokio::test]
+async fn a_thread_stream_counts_as_lost_only_the_events_it_would_have_delivered() {
+    let mut config = Config::default();
+    config.capacity = 2;
+    config.replay_events = 4;
+    let hub = folding(config);
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
+        .unwrap();
+    let got: Vec<Value> = ready(&mut sub).iter().flat_map(datas).collect();
+    assert_eq!(got, [json!({"n": 1})]);
+    for n in 100..120 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 2 }))
+        .unwrap();
+    let got: Vec<Value> = ready(&mut sub).iter().flat_map(datas).collect();
+    assert_eq!(got, [json!({"n": 2})]);
+    assert_eq!(sub.end_reason(), None);
+    assert_eq!(hub.stats().events_missed, 0);
+
+    // An unthreaded event amid the other thread's burst: dropped from the window, it is lost.
+    hub.broadcast(&alice, &json!({ "note": "for every tab" }))
+        .unwrap();
+    for n in 200..220 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 3 }))
+        .unwrap();
+    let frames = ready(&mut sub);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(sub.end_reason(), Some(EndReason::Lagged));
+}
+
 /// A thread state that panics while folding makes that publish panic, and nothing else: the
 /// sequence number is taken only after the fold, so the user's other streams see no gap and are
 /// neither ended nor told of a loss.
