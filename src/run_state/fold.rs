@@ -566,7 +566,7 @@ impl ThreadRun {
 
 /// A streaming event read by the slow path (it had `metadata`, an attribution or an unknown
 /// member), in the fast path's form.
-pub(super) fn hot_from(obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored> {
+pub(super) fn hot_from(kind: HotKind, obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored> {
     let s = |k: &str| str_of(obj, k).map(|v| Cow::Owned(v.to_owned()));
     let delta = match obj.get("delta") {
         None => None,
@@ -574,7 +574,12 @@ pub(super) fn hot_from(obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored
         Some(_) => return Err(Ignored::Malformed),
     };
     Ok(Hot {
-        id: s("messageId").or_else(|| s("toolCallId")),
+        // The id the type means, as the scanner reads it (see `HotKind::by_tool_call_id`).
+        id: s(if kind.by_tool_call_id() {
+            "toolCallId"
+        } else {
+            "messageId"
+        }),
         delta,
         role: s("role"),
         name: s("name"),

@@ -17,7 +17,7 @@ impl ThreadRun {
         };
         let ty = str_of(&obj, "type").ok_or(Ignored::NotAnEvent)?;
         if let Some(kind) = HotKind::from_type(ty) {
-            return self.fold_hot(kind, hot_from(&obj)?);
+            return self.fold_hot(kind, hot_from(kind, &obj)?);
         }
         let owner = str_of(&obj, "subagentRunId").map(str::to_owned);
         match ty {
