@@ -62,9 +62,18 @@ pub(crate) struct Lane {
     pub(crate) parent: Option<String>,
 }
 
+/// The most subagents a run keeps open: each costs an opener in every opening, and a run
+/// that leaves them open without bound would grow the thread past its cap unseen by the trim
+/// (which never drops what is open). Past it, see [`Ignored::TooManyOpen`].
+pub(crate) const MAX_OPEN_SUBAGENTS: usize = 64;
+
 /// What is open in the current run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Open {
+    /// The running subagents, in the order they started: a child starts after its parent, so
+    /// this order re-opens parents first. `owner` is the parent (`parentSubagentRunId`) while
+    /// it runs.
+    pub(crate) subagents: Vec<Opener>,
     pub(crate) steps: Vec<Opener>,
     pub(crate) reasoning_spans: Vec<Opener>,
     pub(crate) reasoning_messages: Vec<Opener>,
@@ -76,6 +85,7 @@ pub(crate) struct Open {
 impl Open {
     pub(super) fn bytes(&self) -> usize {
         let openers = [
+            &self.subagents,
             &self.steps,
             &self.reasoning_spans,
             &self.reasoning_messages,

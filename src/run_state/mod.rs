@@ -24,11 +24,11 @@
 //!   in as the client merges it; `*_CHUNK` events as the client's `transformChunks` turns them
 //!   into start / content / end;
 //! * the shared state: `STATE_SNAPSHOT`, then each `STATE_DELTA` applied as JSON Patch;
-//! * what is open: steps, reasoning spans and messages, text messages, tool calls, and chunk
-//!   streams (which the client closes at the next event of most types).
+//! * what is open: subagents, steps, reasoning spans and messages, text messages, tool calls,
+//!   and chunk streams (which the client closes at the next event of most types).
 //!
-//! [`ThreadRun::opening`] turns it into a **snapshot opening**: `RUN_STARTED`,
-//! `MESSAGES_SNAPSHOT` (partial text and arguments included), `STATE_SNAPSHOT`, then the open
+//! [`ThreadRun::opening`] turns it into a **snapshot opening**: `RUN_STARTED`, the running
+//! subagents' `SUBAGENT_STARTED`, `MESSAGES_SNAPSHOT` (partial text and arguments included), `STATE_SNAPSHOT`, then the open
 //! entities re-opened with their ids; after it, the live tail continues where the fold
 //! stopped. A finished run opens with its start, the snapshots and its end; a thread with no
 //! run opens with nothing.
@@ -71,6 +71,13 @@
 //!   keeps their order, so the opening rebuilds the exact order for a new tab and for a tab
 //!   that reconnects, except when a `TOOL_CALL_RESULT` was inserted before a message that tab
 //!   already had (it then lands after it).
+//! * **Subagents.** The client refuses a `SUBAGENT_FINISHED` or `SUBAGENT_ERROR` for a subagent
+//!   it did not see start, and a `parentSubagentRunId` it did not see start, within the
+//!   connection: the opening re-opens every running subagent, parents before children (the
+//!   order they started in). A child whose parent ended is re-opened without its parent; a
+//!   subagent started later under a parent that ended before a tab joined is refused by that
+//!   tab (only what runs is re-opened). At most 64 run at once ([`Ignored::TooManyOpen`]);
+//!   they count in the thread's bytes and end with the run.
 //! * **Garbage.** Input that is not JSON, not an object with a `type`, of an unknown type
 //!   (including 0.x `THINKING_*`), missing a required member, or naming a message or tool call
 //!   the thread does not hold is ignored and reported ([`FoldOutcome::ignored`]). Nothing
@@ -108,6 +115,10 @@ pub enum Ignored {
     StateUnknown,
     /// An `ACTIVITY_DELTA` that did not apply (the activity is unchanged, as in the client).
     PatchFailed,
+    /// A `SUBAGENT_STARTED` while the run already has the most subagents open that a thread
+    /// keeps (64): an opening will not re-open it, so a tab that joins while it runs refuses
+    /// its `SUBAGENT_FINISHED`.
+    TooManyOpen,
 }
 
 /// What folding one event did.

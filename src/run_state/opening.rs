@@ -85,7 +85,8 @@ impl ThreadRun {
     /// The snapshot opening of this thread, for a connection that joins now.
     ///
     /// * No run seen: no event.
-    /// * A run open: `RUN_STARTED`, `MESSAGES_SNAPSHOT`, `STATE_SNAPSHOT` (unless the state is
+    /// * A run open: `RUN_STARTED`, a `SUBAGENT_STARTED` for each running subagent (parents
+    ///   first), `MESSAGES_SNAPSHOT`, `STATE_SNAPSHOT` (unless the state is
     ///   untouched or unknown), then what is open re-opened with its ids: `STEP_STARTED`s,
     ///   `REASONING_START`s, `REASONING_MESSAGE_START`s, `TEXT_MESSAGE_START`s,
     ///   `TOOL_CALL_START`s, and last the chunk streams (`*_CHUNK` without a delta), since any
@@ -119,6 +120,14 @@ impl ThreadRun {
                 write_value(buf, &Value::Object(started));
             }
         });
+
+        // The running subagents, parents first, right after the run's start: the client
+        // refuses the end of a subagent (and a child naming a parent) it did not see start.
+        if run.ended.is_none() {
+            for subagent in &self.open.subagents {
+                o.event(|buf| buf.extend_from_slice(&subagent.event));
+            }
+        }
 
         o.event(|buf| {
             buf.extend_from_slice(br#"{"type":"MESSAGES_SNAPSHOT","messages":["#);
@@ -195,7 +204,8 @@ impl ThreadRun {
 
     fn open_count(&self) -> usize {
         let open = &self.open;
-        open.steps.len()
+        open.subagents.len()
+            + open.steps.len()
             + open.reasoning_spans.len()
             + open.reasoning_messages.len()
             + open.texts.len()

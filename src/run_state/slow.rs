@@ -4,7 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use super::fold::{Folded, Opener, Run, State, hot_from, metadata_of, opener_bytes, str_of};
+use super::fold::{
+    Folded, MAX_OPEN_SUBAGENTS, Opener, Run, State, hot_from, metadata_of, opener_bytes, str_of,
+};
 use super::message::{Content, Message, merge_metadata, value_bytes};
 use super::scan::{HotKind, boundary_at_or_after, escape};
 use super::{FoldOutcome, Ignored, ThreadRun, patch};
@@ -196,15 +198,74 @@ impl ThreadRun {
                 self.close_lane(&owner);
                 Ok(())
             }
+            "SUBAGENT_STARTED" => self.subagent_started(obj),
             "SUBAGENT_FINISHED" | "SUBAGENT_ERROR" => {
                 if owner.is_some() {
                     self.close_lane(&owner);
                 }
-                Ok(())
+                self.subagent_ended(owner.as_deref())
             }
-            "RAW" | "SUBAGENT_STARTED" => Ok(()),
+            "RAW" => Ok(()),
             _ => Err(Ignored::UnknownType),
         }
+    }
+
+    /// `SUBAGENT_STARTED`: the subagent is open until its `SUBAGENT_FINISHED` or
+    /// `SUBAGENT_ERROR` (or the run's end), and an opening re-opens it, since the client
+    /// refuses the end of a subagent, and its attributed events, that it did not see start.
+    pub(super) fn subagent_started(&mut self, mut obj: Map<String, Value>) -> Folded {
+        let id = str_of(&obj, "subagentRunId")
+            .ok_or(Ignored::Malformed)?
+            .to_owned();
+        str_of(&obj, "name").ok_or(Ignored::Malformed)?;
+        // The client refuses a subagent started twice.
+        if self.open.subagents.iter().any(|o| o.key == id) {
+            return Err(Ignored::Malformed);
+        }
+        if self.open.subagents.len() >= MAX_OPEN_SUBAGENTS {
+            return Err(Ignored::TooManyOpen);
+        }
+        let parent = str_of(&obj, "parentSubagentRunId").map(str::to_owned);
+        let parent_open = parent
+            .as_ref()
+            .is_some_and(|p| self.open.subagents.iter().any(|o| &o.key == p));
+        if parent.is_some() && !parent_open {
+            // Its parent already ended: an opening cannot name it (see `subagent_ended`).
+            obj.remove("parentSubagentRunId");
+        }
+        self.open.subagents.push(Opener {
+            key: id,
+            owner: parent.filter(|_| parent_open),
+            event: serde_json::to_vec(&Value::Object(obj)).unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    /// `SUBAGENT_FINISHED` or `SUBAGENT_ERROR` of `id`.
+    pub(super) fn subagent_ended(&mut self, id: Option<&str>) -> Folded {
+        let id = id.ok_or(Ignored::Malformed)?;
+        let at = self
+            .open
+            .subagents
+            .iter()
+            .position(|o| o.key == id)
+            .ok_or(Ignored::NoTarget)?;
+        self.open.subagents.remove(at);
+        // Its children that still run are re-opened without their parent from now on: the
+        // client refuses a `parentSubagentRunId` it did not see start in the connection, and
+        // an opening re-opens only what runs. (A subagent started later under this finished
+        // parent is refused by a tab that joined after the parent ended: a limit of re-opening
+        // only what runs.)
+        for child in &mut self.open.subagents {
+            if child.owner.as_deref() == Some(id) {
+                child.owner = None;
+                if let Ok(Value::Object(mut event)) = serde_json::from_slice(&child.event) {
+                    event.remove("parentSubagentRunId");
+                    child.event = serde_json::to_vec(&Value::Object(event)).unwrap_or_default();
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn tool_result(&mut self, obj: &Map<String, Value>) -> Folded {

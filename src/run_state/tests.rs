@@ -309,3 +309,64 @@ fn a_second_runs_input_out_of_order_is_left_to_the_snapshot() {
     assert_eq!(o[0]["runId"], "r2");
     assert_eq!(o[1]["messages"].as_array().unwrap().len(), 2);
 }
+
+/// Running subagents are re-opened after `RUN_STARTED`, parents first; a child whose parent
+/// ended loses the parent; an end without a start, a second start and one start too many are
+/// reported; the run's end closes them all.
+#[test]
+fn running_subagents_are_reopened_parents_first() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    let sub = |id: &str, parent: Option<&str>| {
+        let mut e = json!({"type":"SUBAGENT_STARTED","subagentRunId":id,"name":"helper"});
+        if let Some(p) = parent {
+            e["parentSubagentRunId"] = json!(p);
+        }
+        e
+    };
+    for e in [sub("p", None), sub("c", Some("p")), sub("d", Some("p"))] {
+        assert!(fold(&mut t, e).folded());
+    }
+    let opening = opening_json(&t);
+    assert_eq!(
+        types(&opening)[..4],
+        [
+            "RUN_STARTED",
+            "SUBAGENT_STARTED",
+            "SUBAGENT_STARTED",
+            "SUBAGENT_STARTED"
+        ]
+    );
+    assert_eq!(opening[1]["subagentRunId"], "p");
+    assert_eq!(opening[2]["parentSubagentRunId"], "p");
+
+    assert_eq!(
+        fold(&mut t, sub("c", None)).ignored,
+        Some(Ignored::Malformed)
+    );
+    let finished = |id: &str| json!({"type":"SUBAGENT_FINISHED","subagentRunId":id});
+    assert!(fold(&mut t, finished("c")).folded());
+    assert_eq!(fold(&mut t, finished("c")).ignored, Some(Ignored::NoTarget));
+    assert!(fold(&mut t, finished("p")).folded());
+    let opening = opening_json(&t);
+    let subagents: Vec<&Value> = opening
+        .iter()
+        .filter(|e| e["type"] == "SUBAGENT_STARTED")
+        .collect();
+    assert_eq!(subagents.len(), 1);
+    assert_eq!(subagents[0]["subagentRunId"], "d");
+    assert!(subagents[0].get("parentSubagentRunId").is_none());
+
+    for i in 1..64 {
+        assert!(fold(&mut t, sub(&format!("s{i}"), None)).folded());
+    }
+    assert_eq!(
+        fold(&mut t, sub("one-too-many", None)).ignored,
+        Some(Ignored::TooManyOpen)
+    );
+    fold(
+        &mut t,
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    );
+    assert!(!types(&opening_json(&t)).contains(&"SUBAGENT_STARTED"));
+}
