@@ -62,11 +62,13 @@
 //!   3/4 of it, oldest first: completed messages, then the oldest text of messages still
 //!   being written (cut on a character boundary), then the state (which becomes unknown).
 //!   [`FoldOutcome::trimmed_bytes`] reports it; a connection then gets what remains.
-//! * **Run input out of order.** The client appends a `RUN_STARTED` input's messages before
-//!   the `MESSAGES_SNAPSHOT` is merged, and the merge keeps existing messages in place. When
-//!   the input's messages are not the first messages of the thread in the same order (a second
-//!   run whose input holds only the new user message), the opening's `RUN_STARTED` goes
-//!   without its `input`; the snapshot carries those messages.
+//! * **Run input.** A `RUN_STARTED` input's messages become the thread's messages and are
+//!   kept only there: the opening's `RUN_STARTED` carries its input with `messages: []`, and
+//!   the `MESSAGES_SNAPSHOT` carries them, so they are sent, counted by the byte cap and
+//!   trimmed once. The client ends with the same messages either way: it appends the input's
+//!   missing messages before merging the snapshot, which appends its missing ones in its own
+//!   order, where a run input's come in the order the input had them (a second run's input
+//!   holding only the new user message included).
 //! * **Reconnects.** The client keeps its messages across connections and the snapshot merge
 //!   keeps their order, so the opening rebuilds the exact order for a new tab and for a tab
 //!   that reconnects, except when a `TOOL_CALL_RESULT` was inserted before a message that tab

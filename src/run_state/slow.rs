@@ -25,15 +25,25 @@ impl ThreadRun {
         match ty {
             "RUN_STARTED" => {
                 self.open.clear();
-                if let Some(Value::Array(input)) = obj.get("input").and_then(|i| i.get("messages"))
+                let mut obj = obj;
+                if let Some(Value::Array(input)) =
+                    obj.get_mut("input").and_then(|i| i.get_mut("messages"))
                 {
-                    for m in input {
-                        let m = Message::from_value(m).ok_or(Ignored::Malformed)?;
+                    let fresh: Vec<Message> = input
+                        .iter()
+                        .map(Message::from_value)
+                        .collect::<Option<_>>()
+                        .ok_or(Ignored::Malformed)?;
+                    for m in fresh {
                         if self.find(&m.id).is_none() {
                             self.messages.push(m);
                         }
                     }
                     self.recount_messages();
+                    // Kept once, as the thread's messages: the opening sends them in its
+                    // snapshot, and its `RUN_STARTED` with an input without them (see
+                    // `opening`), so the cap counts them once and trims what is sent.
+                    input.clear();
                 }
                 let value = Value::Object(obj);
                 let bytes = value_bytes(&value);
