@@ -56,6 +56,7 @@
 //!   differ, which is why it is reported.) Deltas while unknown are ignored
 //!   ([`Ignored::StateUnknown`]). A patch is applied without the undo `json_patch::patch` does
 //!   (which panics on some valid patches): a failed one drops the document it was applied to.
+//!   A `test` operation compares numbers by value, as the client does (`1` equals `1.0`).
 //! * **Untouched state.** Before any state event the opening sends no `STATE_SNAPSHOT`: the
 //!   client keeps the state it has, as one that saw the run would.
 //! * **The byte cap.** Past [`RunStates::max_thread_bytes`] the thread is trimmed to
