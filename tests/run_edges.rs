@@ -1,4 +1,9 @@
-//! Review of the AG-UI run state: each test here is a bug found in review, failing until fixed.
+//! Edge cases of the AG-UI run state and of thread streams, as a user sees them: JSON Patches
+//! that json-patch cannot undo (no panic, no gap in the user's other streams), a thread stream
+//! lagging only over other threads' frames (not ended), a run input's long messages under the
+//! byte cap (sent once, kept), a subagent running when a tab joins, `test` operations on whole
+//! floats, and streaming events that carry the other entity's id. The cases judged by the
+//! official client (`@ag-ui/client`, through node) are skipped without node.
 
 use std::time::Duration;
 
