@@ -43,7 +43,8 @@ fn ready<E>(sub: &mut sse_hub::Subscription<E>) -> Vec<Frame> {
 }
 
 /// A thread state for the tests: remembers every `n` folded, and opens with one frame
-/// `{"seen":[...]}`. Events without `n` are ignored; `{"fail":true}` cannot be applied.
+/// `{"seen":[...]}`. Events without `n` are ignored; `{"fail":true}` cannot be applied;
+/// `{"panic":true}` panics (a caller's state with a bug).
 #[derive(Debug, Default)]
 struct Seen(Vec<u64>);
 
@@ -53,6 +54,7 @@ impl ThreadState for Seen {
         if value["fail"] == true {
             return Folded::Unknown;
         }
+        assert!(value["panic"] != true, "the state panics");
         match value["n"].as_u64() {
             Some(n) => {
                 self.0.push(n);
@@ -306,6 +308,80 @@ async fn an_event_the_state_cannot_apply_is_delivered_and_counted() {
         "delivered as published"
     );
     assert_eq!(hub.stats().thread_states_unknown, 1);
+}
+
+/// A thread stream reads its thread and the unthreaded events: when the ring and the window
+/// overflow, frames of the user's other threads are no loss to it (it goes on, with every event
+/// of its own), but an unthreaded event it would have delivered is (it ends, to reopen from the
+/// state).
+#[tokio::test]
+async fn a_thread_stream_counts_as_lost_only_the_events_it_would_have_delivered() {
+    let mut config = Config::default();
+    config.capacity = 2;
+    config.replay_events = 4;
+    let hub = folding(config);
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
+        .unwrap();
+    let got: Vec<Value> = ready(&mut sub).iter().flat_map(datas).collect();
+    assert_eq!(got, [json!({"n": 1})]);
+    for n in 100..120 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 2 }))
+        .unwrap();
+    let got: Vec<Value> = ready(&mut sub).iter().flat_map(datas).collect();
+    assert_eq!(got, [json!({"n": 2})]);
+    assert_eq!(sub.end_reason(), None);
+    assert_eq!(hub.stats().events_missed, 0);
+
+    // An unthreaded event amid the other thread's burst: dropped from the window, it is lost.
+    hub.broadcast(&alice, &json!({ "note": "for every tab" }))
+        .unwrap();
+    for n in 200..220 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 3 }))
+        .unwrap();
+    let frames = ready(&mut sub);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(sub.end_reason(), Some(EndReason::Lagged));
+}
+
+/// A thread state that panics while folding makes that publish panic, and nothing else: the
+/// sequence number is taken only after the fold, so the user's other streams see no gap and are
+/// neither ended nor told of a loss.
+#[tokio::test]
+async fn a_fold_that_panics_leaves_no_gap_in_the_users_other_streams() {
+    let hub = folding(Config::default());
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut only_b = hub.subscribe_in_thread(&alice, &b, None).unwrap();
+    let mut all = hub.subscribe(&alice).unwrap();
+    hub.broadcast_in_thread(&alice, &b, &json!({"n": 1}))
+        .unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        hub.broadcast_in_thread(&alice, &a, &json!({"panic": true}))
+    }));
+    assert!(panicked.is_err());
+    hub.broadcast_in_thread(&alice, &b, &json!({"n": 2}))
+        .unwrap();
+    let got: Vec<Value> = ready(&mut only_b).iter().flat_map(datas).collect();
+    assert_eq!(got, [json!({"n": 1}), json!({"n": 2})]);
+    assert_eq!(only_b.end_reason(), None);
+    let frames = ready(&mut all);
+    assert!(
+        frames
+            .iter()
+            .all(|f| matches!(f.kind(), FrameKind::Event(_))),
+        "no control frame: {frames:?}"
+    );
+    assert_eq!(frames.len(), 2);
+    assert_eq!(hub.stats().events_missed, 0);
 }
 
 #[tokio::test]

@@ -1,13 +1,41 @@
 //! One user's channel: the broadcast ring its connections read, and the replay window behind it.
 //!
 //! Publishing and subscribing on a channel take its one mutex, briefly and never across an
-//! `.await`. Under it a publish assigns the next sequence number, appends the frame to the
-//! window and sends it on the ring; a subscribe joins the ring and reads the window. Because
+//! `.await`. Under it a publish folds the event into its thread's state (if any), then assigns
+//! the next sequence number, appends the frame to the window and sends it on the ring (nothing
+//! that can fail comes between taking a number and sending it, so no stream sees a gap that was
+//! not a loss); a subscribe joins the ring and reads the window. Because
 //! both happen under the same lock, a resuming subscriber sees every event exactly once: those
 //! up to the moment it joined in the window, those after it on the ring.
 //!
 //! The window is a `VecDeque` of the same [`Bytes`] the ring carries, so keeping history costs
 //! one reference per event and nothing at all until the first publish.
+//!
+//! # Chains: what a thread subscription lost
+//!
+//! A subscription sees a gap when the ring overwrote frames it had not read; it takes back from
+//! the window what the window still holds, and what the window dropped too is lost. For a
+//! subscription to every event that is the whole dropped range. A thread subscription, though,
+//! delivers only its thread's events and the unthreaded ones: frames of the user's other
+//! threads in the dropped range are no loss to it, and ending its stream for them (a thread
+//! stream ends on a loss) would fail a run in a tab that missed nothing.
+//!
+//! So every event is linked to the previous event of its *chain*: its thread's, or for an
+//! unthreaded event the previous unthreaded event (`Slot::prev` on the ring, `Retained::prev`
+//! in the window; 0 when there is none). The channel knows each chain's last event (the
+//! thread's entry, `State::last_unthreaded`). At a gap a thread subscription at position `p`
+//! whose window starts again at `oldest` follows its two chains back from their last events,
+//! through the window, to the first link before `oldest`: it lost something if and only if
+//! that link is after `p`. A link the walk cannot follow (an event too large for the window,
+//! or a thread the channel forgot, whose first event after is linked to the last event of any
+//! thread forgotten) counts as a loss: the check may end a stream that lost nothing, never
+//! skip an event silently.
+//!
+//! The link costs no memory: in the ring's slot it takes the word that was padding, and the
+//! window's entries keep their 64 bytes by giving up their own sequence number, which their
+//! place gives (the window always holds consecutive events). A per-thread position map in
+//! each subscription, or a per-thread window, would cost memory per thread and per
+//! connection; the walk costs time only at a gap, under the lock, bounded by the window.
 //!
 //! A channel is created by the registry on first subscribe and is *idle* when its last receiver
 //! is dropped. An idle channel is queued for removal after the retention; removal marks it
@@ -49,17 +77,20 @@ pub(crate) use threads::{Delivered, SyncBegin, SyncStart};
 /// receiver makes of every slot costs nothing for it (see [`crate::thread`]).
 ///
 /// The slot keeps the 56 bytes it had with a shared name as the tag (80 in tokio's ring, with
-/// its lock and counters), padded: at 48, fan-out to 100 and 1 000 connections read 5–14 %
-/// slower than the build before in four interleaved runs, which padding undid in three. The
-/// cause is not understood (the instructions per delivery fell) and the bench's spread is
-/// about ±10 %, so the layout that was measured before stays; it costs 64 bytes per user.
+/// its lock and counters): at 48, fan-out to 100 and 1 000 connections read 5–14 % slower than
+/// the build before in four interleaved runs, which padding undid in three. The cause is not
+/// understood (the instructions per delivery fell) and the bench's spread is about ±10 %, so
+/// the layout that was measured before stays; it costs 64 bytes per user. The word that was
+/// padding now carries [`Slot::prev`], the link of the frame's chain (see the module docs,
+/// *Chains*).
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub(crate) seq: u64,
     pub(crate) frame: Bytes,
     pub(crate) thread: Option<ThreadKey>,
-    /// See the type's docs.
-    _pad: u64,
+    /// The sequence number of the previous event of the frame's chain (see the module docs,
+    /// *Chains*); 0 if none.
+    pub(crate) prev: u64,
 }
 
 impl Slot {
@@ -70,7 +101,7 @@ impl Slot {
             seq: Self::KICK_SEQ,
             frame: Bytes::new(),
             thread: None,
-            _pad: 0,
+            prev: 0,
         }
     }
 
@@ -95,7 +126,19 @@ pub(crate) struct UserChannel {
 struct State {
     /// Sequence number of the last event published; 0 before the first.
     head: u64,
+    /// The frames kept for resumes and back-fills: always a run of consecutive events (see
+    /// [`UserChannel::append`]), the front being event `window_start`, so that an entry needs
+    /// no sequence number of its own.
     window: VecDeque<Retained>,
+    /// The sequence number of the window's front (meaningless while the window is empty).
+    window_start: u64,
+    /// The last unthreaded event: the head of the unthreaded chain (0: none yet; see the
+    /// module docs, *Chains*).
+    last_unthreaded: u64,
+    /// The last event of every thread the channel forgot (see `evict_oldest_thread`): a thread
+    /// created afresh links its first event to it, since its earlier events may be after a
+    /// subscription's position (0: none forgotten).
+    forgotten: u64,
     window_bytes: usize,
     /// When the window's oldest frame was published (meaningless while the window is empty):
     /// kept here so that a publish checks the window's bounds without reading its buffer, which
@@ -118,11 +161,57 @@ struct State {
     snapshot_due: u64,
 }
 
+/// A frame of the window; its sequence number is its place in the window (see `window_start`).
 struct Retained {
-    seq: u64,
+    /// See [`Slot::prev`].
+    prev: u64,
     at: Instant,
     frame: Bytes,
     thread: Option<ThreadKey>,
+}
+
+impl State {
+    /// The sequence number of the window's front, if the window holds a frame.
+    fn front_seq(&self) -> Option<u64> {
+        (!self.window.is_empty()).then_some(self.window_start)
+    }
+
+    /// The index in the window of the first frame after `seq` (the window's length if none).
+    fn index_after(&self, seq: u64) -> usize {
+        let before = (seq + 1).saturating_sub(self.window_start);
+        usize::try_from(before).map_or(self.window.len(), |i| i.min(self.window.len()))
+    }
+
+    /// The window's frame `seq`, if it holds it.
+    fn retained(&self, seq: u64) -> Option<&Retained> {
+        let i = seq.checked_sub(self.window_start)?;
+        self.window.get(usize::try_from(i).ok()?)
+    }
+
+    /// Whether the chain whose last event is `head` has an event in `after < seq < oldest`
+    /// (the part of a gap the window no longer holds), following the links back from `head`
+    /// through the window and the `arriving` slot. A link that cannot be followed (an event
+    /// not in the window: too large to keep, or published after the check's range) counts as
+    /// a loss: the answer errs on ending a stream, never on skipping an event silently.
+    fn chain_lost(&self, head: u64, after: u64, oldest: u64, arriving: &Slot) -> bool {
+        let mut at = head;
+        loop {
+            if at <= after {
+                return false;
+            }
+            if at < oldest {
+                return true;
+            }
+            at = if at == arriving.seq {
+                arriving.prev
+            } else {
+                match self.retained(at) {
+                    Some(r) => r.prev,
+                    None => return true,
+                }
+            };
+        }
+    }
 }
 
 /// What a new receiver starts with.
@@ -157,6 +246,9 @@ pub(crate) struct Backfill {
     pub(crate) oldest: u64,
     /// The frames of the receiver's thread (all frames, without a thread) it missed.
     pub(crate) frames: Vec<(u64, Bytes)>,
+    /// Whether some event before `oldest` that the receiver would have delivered (of its
+    /// thread or unthreaded; any, without a thread) is gone.
+    pub(crate) lost: bool,
 }
 
 /// Why a channel refused a receiver.
@@ -184,6 +276,9 @@ impl UserChannel {
             state: Mutex::new(State {
                 head: 0,
                 window: VecDeque::new(),
+                window_start: 0,
+                last_unthreaded: 0,
+                forgotten: 0,
                 window_bytes: 0,
                 oldest_at: Instant::now(),
                 active: false,
@@ -224,8 +319,10 @@ impl UserChannel {
         if state.closed {
             return None;
         }
-        state.head += 1;
-        let seq = state.head;
+        // The sequence number is taken (`head` moved) only once the fold is done, right before
+        // the append: a fold that panics (a `ThreadState` is the caller's code) then leaves no
+        // number taken and never sent, which every stream of the user would see as a gap.
+        let seq = state.head + 1;
         // A thread's events are kept for the retention after the last of them, not after the
         // channel went idle: a run streaming to nobody for longer than the retention must still
         // be there when the page opens. (The queued expiry re-queues itself at the new
@@ -233,10 +330,12 @@ impl UserChannel {
         if thread.is_some() && !state.active && now > state.idle_since {
             state.idle_since = now;
         }
-        let thread = thread.map(|thread| self.fold(&mut state, thread, seq, &payload));
+        let linked = thread.map(|thread| self.fold(&mut state, thread, seq, &payload));
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(id);
-        let receivers = self.append(&mut state, seq, frame, thread, now);
+        state.head = seq;
+        let (thread, prev) = Self::link(&mut state, linked, seq);
+        let receivers = self.append(&mut state, seq, frame, thread, prev, now);
         Some((id, receivers))
     }
 
@@ -258,8 +357,8 @@ impl UserChannel {
         if state.closed {
             return None;
         }
-        state.head += 1;
-        let seq = state.head;
+        // Taken only after the fold, as in `publish`.
+        let seq = state.head + 1;
         let id = frame_id(&frame);
         if let Some(id) = id {
             state.last_remote_id = id;
@@ -268,11 +367,26 @@ impl UserChannel {
         let tag = thread.map(|(thread, ordinal)| {
             self.fold_remote(&mut state, thread, ordinal, seq, id, &frame, &mut delivered)
         });
-        delivered.receivers = self.append(&mut state, seq, frame, tag, now);
+        state.head = seq;
+        let (tag, prev) = Self::link(&mut state, tag, seq);
+        delivered.receivers = self.append(&mut state, seq, frame, tag, prev, now);
         if seq >= state.snapshot_due {
             self.due_snapshots(&mut state, seq, &mut delivered);
         }
         Some(delivered)
+    }
+
+    /// The frame `seq`'s tag and its chain link (see the module docs, *Chains*): the thread's
+    /// (from its fold), or the unthreaded chain's.
+    fn link(
+        state: &mut State,
+        thread: Option<(ThreadKey, u64)>,
+        seq: u64,
+    ) -> (Option<ThreadKey>, u64) {
+        match thread {
+            Some((key, prev)) => (Some(key), prev),
+            None => (None, std::mem::replace(&mut state.last_unthreaded, seq)),
+        }
     }
 
     /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.
@@ -282,6 +396,7 @@ impl UserChannel {
         seq: u64,
         frame: Bytes,
         thread: Option<ThreadKey>,
+        prev: u64,
         now: Instant,
     ) -> usize {
         let config = &self.shared.config;
@@ -297,9 +412,10 @@ impl UserChannel {
         if keep {
             if state.window.is_empty() {
                 state.oldest_at = now;
+                state.window_start = seq;
             }
             state.window.push_back(Retained {
-                seq,
+                prev,
                 at: now,
                 frame: frame.clone(),
                 thread,
@@ -312,7 +428,7 @@ impl UserChannel {
                 seq,
                 frame,
                 thread,
-                _pad: 0,
+                prev,
             })
             .unwrap_or(0)
     }
@@ -333,6 +449,7 @@ impl UserChannel {
                 break;
             }
             if let Some(oldest) = state.window.pop_front() {
+                state.window_start += 1;
                 let len = oldest.frame.len();
                 state.window_bytes -= len;
                 self.shared.buffered_removed(len);
@@ -406,7 +523,7 @@ impl UserChannel {
         let Some(raw) = last_event_id else {
             return Ok(joined);
         };
-        let oldest = state.window.front().map_or(head + 1, |r| r.seq);
+        let oldest = state.front_seq().unwrap_or(head + 1);
         joined.reset = match EventId::parse(raw) {
             None => Some(ResetReason::Malformed),
             Some(id) if id.epoch() != self.epoch => Some(ResetReason::Stale),
@@ -431,27 +548,54 @@ impl UserChannel {
         thread: Option<&ThreadId>,
     ) -> (u64, Vec<(u64, Bytes)>) {
         let wanted = thread.map(ThreadId::key);
-        let start = state.window.partition_point(|r| r.seq <= after);
-        let oldest = state
-            .window
-            .get(start)
-            .map_or(before, |r| r.seq.min(before));
+        let start = state.index_after(after);
+        let first = state.window_start + start as u64;
+        let oldest = if start < state.window.len() {
+            first.min(before)
+        } else {
+            before
+        };
         let frames = state
             .window
             .range(start..)
-            .take_while(|r| r.seq < before)
-            .filter(|r| ThreadKey::admits(wanted, r.thread))
-            .map(|r| (r.seq, r.frame.clone()))
+            .zip(first..)
+            .take_while(|&(_, seq)| seq < before)
+            .filter(|(r, _)| ThreadKey::admits(wanted, r.thread))
+            .map(|(r, seq)| (seq, r.frame.clone()))
             .collect();
         (oldest, frames)
     }
 
-    /// What a lagging receiver missed, `after < seq < before`, that the window still has.
-    pub(crate) fn backfill(&self, after: u64, before: u64, thread: Option<&ThreadId>) -> Backfill {
+    /// What a lagging receiver missed, `after < seq < before`, that the window still has, and
+    /// whether it lost any of its own events (see the module docs, *Chains*). `arriving` is the
+    /// slot `before`, whose link the window may not hold (a frame too large to keep).
+    pub(crate) fn backfill(
+        &self,
+        after: u64,
+        before: u64,
+        thread: Option<&ThreadId>,
+        arriving: &Slot,
+    ) -> Backfill {
         let mut state = self.lock();
         self.evict(&mut state, Instant::now(), (0, 0));
         let (oldest, frames) = Self::frames_between(&state, after, before, thread);
-        Backfill { oldest, frames }
+        let lost = match thread {
+            None => oldest > after + 1,
+            Some(thread) => {
+                let head = state
+                    .threads
+                    .iter()
+                    .find(|t| t.id.same(thread))
+                    .map_or(state.forgotten, |t| t.last_event);
+                let lost_in = |head: u64| state.chain_lost(head, after, oldest, arriving);
+                lost_in(head) || lost_in(state.last_unthreaded)
+            }
+        };
+        Backfill {
+            oldest,
+            frames,
+            lost,
+        }
     }
 
     /// Drops a receiver under the lock, so that the count is exact when this returns and the

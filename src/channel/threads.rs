@@ -10,6 +10,9 @@ use crate::wire::data_of;
 pub(super) struct ThreadEntry {
     pub(super) id: ThreadId,
     pub(super) last_seq: u64,
+    /// The last event published to the thread: the head of its chain (see the channel docs,
+    /// *Chains*). Not `last_seq`, which also moves when a subscription looks the thread up.
+    pub(super) last_event: u64,
     pub(super) state: Option<Box<dyn ThreadState>>,
     /// What `state` held after its last fold, as accounted in the shared gauge.
     pub(super) bytes: usize,
@@ -90,19 +93,22 @@ pub(super) fn opening_datas(opening: &[u8]) -> Vec<Cow<'_, [u8]>> {
 
 impl UserChannel {
     /// Records the event `seq` in its thread, folding it into the thread's state if the
-    /// broadcaster keeps one; returns the thread's shared name for the frame's tag.
+    /// broadcaster keeps one; returns the thread's tag for the frame and the frame's chain
+    /// link, the thread's previous event (see the channel docs, *Chains*).
     pub(super) fn fold(
         &self,
         state: &mut State,
         thread: &ThreadId,
         seq: u64,
         payload: &Payload,
-    ) -> ThreadKey {
+    ) -> (ThreadKey, u64) {
         let at = self.thread_at(state, thread, seq, false);
         let entry = &mut state.threads[at];
         entry.last_seq = seq;
+        // Linked before the fold: the fold may panic (a caller's state), the link cannot.
+        let prev = std::mem::replace(&mut entry.last_event, seq);
         self.fold_into(entry, &payload.data(), seq);
-        entry.id.key()
+        (entry.id.key(), prev)
     }
 
     /// The index of `thread`'s entry, created if needed (forgetting the thread published to
@@ -128,9 +134,11 @@ impl UserChannel {
             self.evict_oldest_thread(state);
         }
         let states = shared.config.threads.state.as_ref();
+        let forgotten = state.forgotten;
         state.threads.push(ThreadEntry {
             id: thread.clone(),
             last_seq: seq,
+            last_event: forgotten,
             state: if remote {
                 None
             } else {
@@ -181,6 +189,7 @@ impl UserChannel {
             return;
         };
         let gone = state.threads.swap_remove(at);
+        state.forgotten = state.forgotten.max(gone.last_event);
         let shared = &self.shared;
         shared.thread_state_resized(gone.bytes, 0);
         shared.threads_evicted.fetch_add(1, Ordering::Relaxed);
@@ -205,8 +214,26 @@ impl UserChannel {
         id: Option<EventId>,
         frame: &[u8],
         delivered: &mut Delivered,
-    ) -> ThreadKey {
+    ) -> (ThreadKey, u64) {
         let at = self.thread_at(state, thread, seq, true);
+        let prev = std::mem::replace(&mut state.threads[at].last_event, seq);
+        let key = self.fold_remote_at(state, at, thread, ordinal, seq, id, frame, delivered);
+        (key, prev)
+    }
+
+    /// [`fold_remote`](Self::fold_remote) once the entry `at` is found.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_remote_at(
+        &self,
+        state: &mut State,
+        at: usize,
+        thread: &ThreadId,
+        ordinal: u64,
+        seq: u64,
+        id: Option<EventId>,
+        frame: &[u8],
+        delivered: &mut Delivered,
+    ) -> ThreadKey {
         let every = self.snapshot_every();
         let states = self.shared.config.threads.state.clone();
         let entry = &mut state.threads[at];
@@ -379,7 +406,8 @@ impl UserChannel {
         let now = Instant::now();
         self.evict(&mut state, now, (0, 0));
         let head = state.head;
-        let oldest = state.window.front().map_or(head + 1, |r| r.seq);
+        let oldest = state.front_seq().unwrap_or(head + 1);
+        let skip = state.index_after(start.from_seq);
         let State {
             threads, window, ..
         } = &mut *state;
@@ -405,7 +433,7 @@ impl UserChannel {
         }
         let mut ordinal = read.count;
         let mut last_id = read.last_id;
-        for retained in window.iter().filter(|r| r.seq > start.from_seq) {
+        for retained in window.range(skip..) {
             let ours = retained.thread == Some(thread.key());
             match frame_id(&retained.frame) {
                 Some(id) if ours && id > read.last_id => {

@@ -62,9 +62,18 @@ pub(crate) struct Lane {
     pub(crate) parent: Option<String>,
 }
 
+/// The most subagents a run keeps open: each costs an opener in every opening, and a run
+/// that leaves them open without bound would grow the thread past its cap unseen by the trim
+/// (which never drops what is open). Past it, see [`Ignored::TooManyOpen`].
+pub(crate) const MAX_OPEN_SUBAGENTS: usize = 64;
+
 /// What is open in the current run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Open {
+    /// The running subagents, in the order they started: a child starts after its parent, so
+    /// this order re-opens parents first. `owner` is the parent (`parentSubagentRunId`) while
+    /// it runs.
+    pub(crate) subagents: Vec<Opener>,
     pub(crate) steps: Vec<Opener>,
     pub(crate) reasoning_spans: Vec<Opener>,
     pub(crate) reasoning_messages: Vec<Opener>,
@@ -76,6 +85,7 @@ pub(crate) struct Open {
 impl Open {
     pub(super) fn bytes(&self) -> usize {
         let openers = [
+            &self.subagents,
             &self.steps,
             &self.reasoning_spans,
             &self.reasoning_messages,
@@ -566,7 +576,7 @@ impl ThreadRun {
 
 /// A streaming event read by the slow path (it had `metadata`, an attribution or an unknown
 /// member), in the fast path's form.
-pub(super) fn hot_from(obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored> {
+pub(super) fn hot_from(kind: HotKind, obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored> {
     let s = |k: &str| str_of(obj, k).map(|v| Cow::Owned(v.to_owned()));
     let delta = match obj.get("delta") {
         None => None,
@@ -574,7 +584,12 @@ pub(super) fn hot_from(obj: &Map<String, Value>) -> Result<Hot<'static>, Ignored
         Some(_) => return Err(Ignored::Malformed),
     };
     Ok(Hot {
-        id: s("messageId").or_else(|| s("toolCallId")),
+        // The id the type means, as the scanner reads it (see `HotKind::by_tool_call_id`).
+        id: s(if kind.by_tool_call_id() {
+            "toolCallId"
+        } else {
+            "messageId"
+        }),
         delta,
         role: s("role"),
         name: s("name"),

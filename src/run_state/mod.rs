@@ -24,11 +24,11 @@
 //!   in as the client merges it; `*_CHUNK` events as the client's `transformChunks` turns them
 //!   into start / content / end;
 //! * the shared state: `STATE_SNAPSHOT`, then each `STATE_DELTA` applied as JSON Patch;
-//! * what is open: steps, reasoning spans and messages, text messages, tool calls, and chunk
-//!   streams (which the client closes at the next event of most types).
+//! * what is open: subagents, steps, reasoning spans and messages, text messages, tool calls,
+//!   and chunk streams (which the client closes at the next event of most types).
 //!
-//! [`ThreadRun::opening`] turns it into a **snapshot opening**: `RUN_STARTED`,
-//! `MESSAGES_SNAPSHOT` (partial text and arguments included), `STATE_SNAPSHOT`, then the open
+//! [`ThreadRun::opening`] turns it into a **snapshot opening**: `RUN_STARTED`, the running
+//! subagents' `SUBAGENT_STARTED`, `MESSAGES_SNAPSHOT` (partial text and arguments included), `STATE_SNAPSHOT`, then the open
 //! entities re-opened with their ids; after it, the live tail continues where the fold
 //! stopped. A finished run opens with its start, the snapshots and its end; a thread with no
 //! run opens with nothing.
@@ -54,22 +54,33 @@
 //!   `STATE_SNAPSHOT` rather than invent one, until the next `STATE_SNAPSHOT`. (The client
 //!   itself warns and keeps its state: a client that saw everything and one that joined then
 //!   differ, which is why it is reported.) Deltas while unknown are ignored
-//!   ([`Ignored::StateUnknown`]).
+//!   ([`Ignored::StateUnknown`]). A patch is applied without the undo `json_patch::patch` does
+//!   (which panics on some valid patches): a failed one drops the document it was applied to.
+//!   A `test` operation compares numbers by value, as the client does (`1` equals `1.0`).
 //! * **Untouched state.** Before any state event the opening sends no `STATE_SNAPSHOT`: the
 //!   client keeps the state it has, as one that saw the run would.
 //! * **The byte cap.** Past [`RunStates::max_thread_bytes`] the thread is trimmed to
 //!   3/4 of it, oldest first: completed messages, then the oldest text of messages still
 //!   being written (cut on a character boundary), then the state (which becomes unknown).
 //!   [`FoldOutcome::trimmed_bytes`] reports it; a connection then gets what remains.
-//! * **Run input out of order.** The client appends a `RUN_STARTED` input's messages before
-//!   the `MESSAGES_SNAPSHOT` is merged, and the merge keeps existing messages in place. When
-//!   the input's messages are not the first messages of the thread in the same order (a second
-//!   run whose input holds only the new user message), the opening's `RUN_STARTED` goes
-//!   without its `input`; the snapshot carries those messages.
+//! * **Run input.** A `RUN_STARTED` input's messages become the thread's messages and are
+//!   kept only there: the opening's `RUN_STARTED` carries its input with `messages: []`, and
+//!   the `MESSAGES_SNAPSHOT` carries them, so they are sent, counted by the byte cap and
+//!   trimmed once. The client ends with the same messages either way: it appends the input's
+//!   missing messages before merging the snapshot, which appends its missing ones in its own
+//!   order, where a run input's come in the order the input had them (a second run's input
+//!   holding only the new user message included).
 //! * **Reconnects.** The client keeps its messages across connections and the snapshot merge
 //!   keeps their order, so the opening rebuilds the exact order for a new tab and for a tab
 //!   that reconnects, except when a `TOOL_CALL_RESULT` was inserted before a message that tab
 //!   already had (it then lands after it).
+//! * **Subagents.** The client refuses a `SUBAGENT_FINISHED` or `SUBAGENT_ERROR` for a subagent
+//!   it did not see start, and a `parentSubagentRunId` it did not see start, within the
+//!   connection: the opening re-opens every running subagent, parents before children (the
+//!   order they started in). A child whose parent ended is re-opened without its parent; a
+//!   subagent started later under a parent that ended before a tab joined is refused by that
+//!   tab (only what runs is re-opened). At most 64 run at once ([`Ignored::TooManyOpen`]);
+//!   they count in the thread's bytes and end with the run.
 //! * **Garbage.** Input that is not JSON, not an object with a `type`, of an unknown type
 //!   (including 0.x `THINKING_*`), missing a required member, or naming a message or tool call
 //!   the thread does not hold is ignored and reported ([`FoldOutcome::ignored`]). Nothing
@@ -78,6 +89,7 @@
 mod fold;
 mod message;
 mod opening;
+mod patch;
 mod scan;
 mod slow;
 mod states;
@@ -106,6 +118,10 @@ pub enum Ignored {
     StateUnknown,
     /// An `ACTIVITY_DELTA` that did not apply (the activity is unchanged, as in the client).
     PatchFailed,
+    /// A `SUBAGENT_STARTED` while the run already has the most subagents open that a thread
+    /// keeps (64): an opening will not re-open it, so a tab that joins while it runs refuses
+    /// its `SUBAGENT_FINISHED`.
+    TooManyOpen,
 }
 
 /// What folding one event did.

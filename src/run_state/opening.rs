@@ -3,8 +3,6 @@
 
 use std::ops::Range;
 
-use serde_json::Value;
-
 use super::fold::{LaneKind, State, ThreadRun};
 use super::message::{write_str, write_value};
 
@@ -85,7 +83,8 @@ impl ThreadRun {
     /// The snapshot opening of this thread, for a connection that joins now.
     ///
     /// * No run seen: no event.
-    /// * A run open: `RUN_STARTED`, `MESSAGES_SNAPSHOT`, `STATE_SNAPSHOT` (unless the state is
+    /// * A run open: `RUN_STARTED`, a `SUBAGENT_STARTED` for each running subagent (parents
+    ///   first), `MESSAGES_SNAPSHOT`, `STATE_SNAPSHOT` (unless the state is
     ///   untouched or unknown), then what is open re-opened with its ids: `STEP_STARTED`s,
     ///   `REASONING_START`s, `REASONING_MESSAGE_START`s, `TEXT_MESSAGE_START`s,
     ///   `TOOL_CALL_START`s, and last the chunk streams (`*_CHUNK` without a delta), since any
@@ -97,28 +96,20 @@ impl ThreadRun {
         o.buf.reserve_exact(self.bytes() + 512);
         o.ends.reserve_exact(3 + self.open_count());
 
-        // RUN_STARTED, verbatim, unless its input's messages would land out of order: the
-        // client appends them before the MESSAGES_SNAPSHOT, which keeps existing messages in
-        // place; then the input goes (the snapshot carries those messages anyway).
-        let input_in_order = match run.started.get("input").and_then(|i| i.get("messages")) {
-            Some(Value::Array(input)) => {
-                input.len() <= self.messages.len()
-                    && input
-                        .iter()
-                        .zip(&self.messages)
-                        .all(|(i, m)| i.get("id").and_then(Value::as_str) == Some(&m.id))
+        // RUN_STARTED as published, but for its input's messages, which the fold keeps only
+        // as the thread's messages (`messages: []` here): the MESSAGES_SNAPSHOT that follows
+        // carries them, in the client's order, and the client ends with the same messages
+        // whether the input repeats them or not (it appends the input's missing messages, and
+        // the snapshot appends its missing ones in its order, where the input's come first).
+        o.event(|buf| write_value(buf, &run.started));
+
+        // The running subagents, parents first, right after the run's start: the client
+        // refuses the end of a subagent (and a child naming a parent) it did not see start.
+        if run.ended.is_none() {
+            for subagent in &self.open.subagents {
+                o.event(|buf| buf.extend_from_slice(&subagent.event));
             }
-            _ => true,
-        };
-        o.event(|buf| {
-            if input_in_order {
-                write_value(buf, &run.started);
-            } else if let Value::Object(started) = &run.started {
-                let mut started = started.clone();
-                started.remove("input");
-                write_value(buf, &Value::Object(started));
-            }
-        });
+        }
 
         o.event(|buf| {
             buf.extend_from_slice(br#"{"type":"MESSAGES_SNAPSHOT","messages":["#);
@@ -195,7 +186,8 @@ impl ThreadRun {
 
     fn open_count(&self) -> usize {
         let open = &self.open;
-        open.steps.len()
+        open.subagents.len()
+            + open.steps.len()
             + open.reasoning_spans.len()
             + open.reasoning_messages.len()
             + open.texts.len()

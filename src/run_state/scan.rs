@@ -38,6 +38,13 @@ impl HotKind {
         Self::from_bytes(ty.as_bytes())
     }
 
+    /// Whether the event names its entity by `toolCallId` (else by `messageId`). An event may
+    /// carry the other id too (a `TOOL_CALL_ARGS` naming its message: a member the protocol
+    /// does not define); the client reads only this one, and so does the fold.
+    pub(crate) fn by_tool_call_id(self) -> bool {
+        matches!(self, Self::ToolArgs | Self::ToolEnd | Self::ToolChunk)
+    }
+
     fn from_bytes(ty: &[u8]) -> Option<Self> {
         Some(match ty {
             b"TEXT_MESSAGE_CONTENT" => Self::TextContent,
@@ -56,7 +63,8 @@ impl HotKind {
 /// One streaming event, its strings borrowed from the input where possible.
 #[derive(Debug, Default)]
 pub(crate) struct Hot<'a> {
-    /// `messageId` or `toolCallId`, unescaped.
+    /// The id the event's type names its entity by (`toolCallId` for the tool events,
+    /// `messageId` for the others: see [`HotKind::by_tool_call_id`]), unescaped.
     pub(crate) id: Option<Cow<'a, str>>,
     /// `delta`, still escaped (JSON string contents without the quotes).
     pub(crate) delta: Option<Cow<'a, str>>,
@@ -100,7 +108,10 @@ impl Raw {
 #[derive(Debug, Clone, Copy, Default)]
 struct Read {
     kind: Option<HotKind>,
-    id: Option<Raw>,
+    /// Both ids are read, each in its own slot: which one the event means depends on its type,
+    /// which may come after them.
+    message_id: Option<Raw>,
+    tool_call_id: Option<Raw>,
     delta: Option<Raw>,
     role: Option<Raw>,
     name: Option<Raw>,
@@ -206,7 +217,8 @@ fn members(
                 let (value, next) = string(b, i)?;
                 match key {
                     b"type" => read.kind = Some(HotKind::from_bytes(&b[value.range()])?),
-                    b"messageId" | b"toolCallId" => read.id = Some(value),
+                    b"messageId" => read.message_id = Some(value),
+                    b"toolCallId" => read.tool_call_id = Some(value),
                     b"delta" => read.delta = Some(value),
                     b"role" => read.role = Some(value),
                     b"name" => read.name = Some(value),
@@ -230,9 +242,15 @@ fn members(
 
 /// The event `read` found in `b`, its strings checked to be UTF-8.
 fn hot(b: &[u8], read: Read) -> Option<(HotKind, Hot<'_>)> {
+    let kind = read.kind?;
+    let id = if kind.by_tool_call_id() {
+        read.tool_call_id
+    } else {
+        read.message_id
+    };
     let mut hot = Hot::default();
     for (raw, field) in [
-        (read.id, &mut hot.id),
+        (id, &mut hot.id),
         (read.role, &mut hot.role),
         (read.name, &mut hot.name),
         (read.tool_call_name, &mut hot.tool_call_name),
@@ -245,7 +263,7 @@ fn hot(b: &[u8], read: Read) -> Option<(HotKind, Hot<'_>)> {
     if let Some(raw) = read.delta {
         hot.delta = Some(Cow::Borrowed(raw.text(b)?));
     }
-    Some((read.kind?, hot))
+    Some((kind, hot))
 }
 
 #[inline]
@@ -400,6 +418,22 @@ mod tests {
         assert_eq!(kind, HotKind::TextContent);
         assert_eq!(hot.id.as_deref(), Some("m1"));
         assert_eq!(hot.delta.as_deref(), Some(r#"a\"b\u00e9"#));
+    }
+
+    /// An event carrying both ids is read by the one its type names its entity by, wherever
+    /// the members stand.
+    #[test]
+    fn reads_the_id_its_type_means() {
+        for (event, id) in [
+            (&br#"{"type":"TOOL_CALL_ARGS","toolCallId":"tc1","delta":"x","messageId":"a1"}"#[..], "tc1"),
+            (br#"{"messageId":"a1","type":"TOOL_CALL_ARGS","toolCallId":"tc1","delta":"x"}"#, "tc1"),
+            (br#"{"type":"TOOL_CALL_END","messageId":"a1","toolCallId":"tc1"}"#, "tc1"),
+            (br#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"x","toolCallId":"tc1"}"#, "a1"),
+            (br#"{"toolCallId":"tc1","type":"TEXT_MESSAGE_END","messageId":"a1"}"#, "a1"),
+        ] {
+            let (_, hot) = scan(event).unwrap();
+            assert_eq!(hot.id.as_deref(), Some(id), "{}", String::from_utf8_lossy(event));
+        }
     }
 
     #[test]

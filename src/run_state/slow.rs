@@ -4,10 +4,12 @@
 
 use serde_json::{Map, Value};
 
-use super::fold::{Folded, Opener, Run, State, hot_from, metadata_of, opener_bytes, str_of};
+use super::fold::{
+    Folded, MAX_OPEN_SUBAGENTS, Opener, Run, State, hot_from, metadata_of, opener_bytes, str_of,
+};
 use super::message::{Content, Message, merge_metadata, value_bytes};
 use super::scan::{HotKind, boundary_at_or_after, escape};
-use super::{FoldOutcome, Ignored, ThreadRun};
+use super::{FoldOutcome, Ignored, ThreadRun, patch};
 
 impl ThreadRun {
     pub(super) fn fold_slow(&mut self, bytes: &[u8], outcome: &mut FoldOutcome) -> Folded {
@@ -17,21 +19,31 @@ impl ThreadRun {
         };
         let ty = str_of(&obj, "type").ok_or(Ignored::NotAnEvent)?;
         if let Some(kind) = HotKind::from_type(ty) {
-            return self.fold_hot(kind, hot_from(&obj)?);
+            return self.fold_hot(kind, hot_from(kind, &obj)?);
         }
         let owner = str_of(&obj, "subagentRunId").map(str::to_owned);
         match ty {
             "RUN_STARTED" => {
                 self.open.clear();
-                if let Some(Value::Array(input)) = obj.get("input").and_then(|i| i.get("messages"))
+                let mut obj = obj;
+                if let Some(Value::Array(input)) =
+                    obj.get_mut("input").and_then(|i| i.get_mut("messages"))
                 {
-                    for m in input {
-                        let m = Message::from_value(m).ok_or(Ignored::Malformed)?;
+                    let fresh: Vec<Message> = input
+                        .iter()
+                        .map(Message::from_value)
+                        .collect::<Option<_>>()
+                        .ok_or(Ignored::Malformed)?;
+                    for m in fresh {
                         if self.find(&m.id).is_none() {
                             self.messages.push(m);
                         }
                     }
                     self.recount_messages();
+                    // Kept once, as the thread's messages: the opening sends them in its
+                    // snapshot, and its `RUN_STARTED` with an input without them (see
+                    // `opening`), so the cap counts them once and trims what is sent.
+                    input.clear();
                 }
                 let value = Value::Object(obj);
                 let bytes = value_bytes(&value);
@@ -196,15 +208,74 @@ impl ThreadRun {
                 self.close_lane(&owner);
                 Ok(())
             }
+            "SUBAGENT_STARTED" => self.subagent_started(obj),
             "SUBAGENT_FINISHED" | "SUBAGENT_ERROR" => {
                 if owner.is_some() {
                     self.close_lane(&owner);
                 }
-                Ok(())
+                self.subagent_ended(owner.as_deref())
             }
-            "RAW" | "SUBAGENT_STARTED" => Ok(()),
+            "RAW" => Ok(()),
             _ => Err(Ignored::UnknownType),
         }
+    }
+
+    /// `SUBAGENT_STARTED`: the subagent is open until its `SUBAGENT_FINISHED` or
+    /// `SUBAGENT_ERROR` (or the run's end), and an opening re-opens it, since the client
+    /// refuses the end of a subagent, and its attributed events, that it did not see start.
+    pub(super) fn subagent_started(&mut self, mut obj: Map<String, Value>) -> Folded {
+        let id = str_of(&obj, "subagentRunId")
+            .ok_or(Ignored::Malformed)?
+            .to_owned();
+        str_of(&obj, "name").ok_or(Ignored::Malformed)?;
+        // The client refuses a subagent started twice.
+        if self.open.subagents.iter().any(|o| o.key == id) {
+            return Err(Ignored::Malformed);
+        }
+        if self.open.subagents.len() >= MAX_OPEN_SUBAGENTS {
+            return Err(Ignored::TooManyOpen);
+        }
+        let parent = str_of(&obj, "parentSubagentRunId").map(str::to_owned);
+        let parent_open = parent
+            .as_ref()
+            .is_some_and(|p| self.open.subagents.iter().any(|o| &o.key == p));
+        if parent.is_some() && !parent_open {
+            // Its parent already ended: an opening cannot name it (see `subagent_ended`).
+            obj.remove("parentSubagentRunId");
+        }
+        self.open.subagents.push(Opener {
+            key: id,
+            owner: parent.filter(|_| parent_open),
+            event: serde_json::to_vec(&Value::Object(obj)).unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    /// `SUBAGENT_FINISHED` or `SUBAGENT_ERROR` of `id`.
+    pub(super) fn subagent_ended(&mut self, id: Option<&str>) -> Folded {
+        let id = id.ok_or(Ignored::Malformed)?;
+        let at = self
+            .open
+            .subagents
+            .iter()
+            .position(|o| o.key == id)
+            .ok_or(Ignored::NoTarget)?;
+        self.open.subagents.remove(at);
+        // Its children that still run are re-opened without their parent from now on: the
+        // client refuses a `parentSubagentRunId` it did not see start in the connection, and
+        // an opening re-opens only what runs. (A subagent started later under this finished
+        // parent is refused by a tab that joined after the parent ended: a limit of re-opening
+        // only what runs.)
+        for child in &mut self.open.subagents {
+            if child.owner.as_deref() == Some(id) {
+                child.owner = None;
+                if let Ok(Value::Object(mut event)) = serde_json::from_slice(&child.event) {
+                    event.remove("parentSubagentRunId");
+                    child.event = serde_json::to_vec(&Value::Object(event)).unwrap_or_default();
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn tool_result(&mut self, obj: &Map<String, Value>) -> Folded {
@@ -262,10 +333,8 @@ impl ThreadRun {
             }
             State::Known(v) => v,
         };
-        let applied = serde_json::from_value::<json_patch::Patch>(delta.clone())
-            .ok()
-            .and_then(|patch| json_patch::patch(state, &patch).ok());
-        if applied.is_none() {
+        // Applied in place without undo (see `patch`): on failure the state is dropped.
+        if patch::apply(state, delta).is_err() {
             self.state = State::Unknown;
             self.state_bytes = 0;
             self.state_drift = 0;
@@ -420,10 +489,9 @@ impl ThreadRun {
             .get("patch")
             .cloned()
             .unwrap_or(Value::Array(Vec::new()));
-        let applied = serde_json::from_value::<json_patch::Patch>(patch)
-            .ok()
-            .and_then(|p| json_patch::patch(&mut content, &p).ok());
-        if applied.is_none() {
+        // `content` is a copy: on failure it is dropped and the activity stays as it was, as
+        // in the client.
+        if patch::apply(&mut content, &patch).is_err() {
             self.recount_messages();
             return Err(Ignored::PatchFailed);
         }

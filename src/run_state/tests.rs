@@ -291,8 +291,10 @@ fn the_byte_cap_drops_completed_messages_first_then_old_text() {
     assert_eq!(types(&o).last(), Some(&"TEXT_MESSAGE_START"));
 }
 
+/// A run input's messages are sent once, in the snapshot (in the client's order): the opening's
+/// `RUN_STARTED` keeps the rest of its input.
 #[test]
-fn a_second_runs_input_out_of_order_is_left_to_the_snapshot() {
+fn a_second_runs_input_messages_are_left_to_the_snapshot() {
     let mut t = ThreadRun::default();
     started(&mut t);
     fold(
@@ -305,7 +307,99 @@ fn a_second_runs_input_out_of_order_is_left_to_the_snapshot() {
         "messages":[{"id":"u2","role":"user","content":"again"}],"tools":[],"context":[],"state":{},"forwardedProps":{}}}),
     );
     let o = opening_json(&t);
-    assert!(o[0].get("input").is_none());
+    assert_eq!(o[0]["input"]["messages"], json!([]));
+    assert_eq!(o[0]["input"]["runId"], "r2");
     assert_eq!(o[0]["runId"], "r2");
-    assert_eq!(o[1]["messages"].as_array().unwrap().len(), 2);
+    let ids: Vec<&str> = o[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["u1", "u2"]);
+}
+
+/// Running subagents are re-opened after `RUN_STARTED`, parents first; a child whose parent
+/// ended loses the parent; an end without a start, a second start and one start too many are
+/// reported; the run's end closes them all.
+#[test]
+fn running_subagents_are_reopened_parents_first() {
+    let mut t = ThreadRun::default();
+    started(&mut t);
+    let sub = |id: &str, parent: Option<&str>| {
+        let mut e = json!({"type":"SUBAGENT_STARTED","subagentRunId":id,"name":"helper"});
+        if let Some(p) = parent {
+            e["parentSubagentRunId"] = json!(p);
+        }
+        e
+    };
+    for e in [sub("p", None), sub("c", Some("p")), sub("d", Some("p"))] {
+        assert!(fold(&mut t, e).folded());
+    }
+    let opening = opening_json(&t);
+    assert_eq!(
+        types(&opening)[..4],
+        [
+            "RUN_STARTED",
+            "SUBAGENT_STARTED",
+            "SUBAGENT_STARTED",
+            "SUBAGENT_STARTED"
+        ]
+    );
+    assert_eq!(opening[1]["subagentRunId"], "p");
+    assert_eq!(opening[2]["parentSubagentRunId"], "p");
+
+    assert_eq!(
+        fold(&mut t, sub("c", None)).ignored,
+        Some(Ignored::Malformed)
+    );
+    let finished = |id: &str| json!({"type":"SUBAGENT_FINISHED","subagentRunId":id});
+    assert!(fold(&mut t, finished("c")).folded());
+    assert_eq!(fold(&mut t, finished("c")).ignored, Some(Ignored::NoTarget));
+    assert!(fold(&mut t, finished("p")).folded());
+    let opening = opening_json(&t);
+    let subagents: Vec<&Value> = opening
+        .iter()
+        .filter(|e| e["type"] == "SUBAGENT_STARTED")
+        .collect();
+    assert_eq!(subagents.len(), 1);
+    assert_eq!(subagents[0]["subagentRunId"], "d");
+    assert!(subagents[0].get("parentSubagentRunId").is_none());
+
+    for i in 1..64 {
+        assert!(fold(&mut t, sub(&format!("s{i}"), None)).folded());
+    }
+    assert_eq!(
+        fold(&mut t, sub("one-too-many", None)).ignored,
+        Some(Ignored::TooManyOpen)
+    );
+    fold(
+        &mut t,
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    );
+    assert!(!types(&opening_json(&t)).contains(&"SUBAGENT_STARTED"));
+}
+
+/// The byte cap counts a run input's messages once, as the opening sends them: a long message
+/// well under the cap is kept (and sent), and the thread holds about its size once.
+#[test]
+fn the_byte_cap_counts_a_run_inputs_messages_once() {
+    let document = "x".repeat(40 * 1024);
+    let mut t = ThreadRun::new(64 * 1024);
+    let o = fold(
+        &mut t,
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r",
+            "messages":[{"id":"u1","role":"user","content":document}],"tools":[],"context":[],
+            "state":{},"forwardedProps":{}}}),
+    );
+    assert_eq!(o.trimmed_bytes, 0);
+    assert!(t.bytes() < 41 * 1024, "{}", t.bytes());
+    let opening = t.opening();
+    assert!(opening.as_bytes().len() < 41 * 1024);
+    assert!(t.bytes() + 512 >= opening.as_bytes().len());
+    let o = opening_json(&t);
+    assert_eq!(
+        o[1]["messages"][0]["content"].as_str().map(str::len),
+        Some(40 * 1024)
+    );
 }

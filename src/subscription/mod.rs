@@ -48,7 +48,7 @@ use futures_core::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::channel::{Joined, Slot, UserChannel};
+use crate::channel::{Backfill, Joined, Slot, UserChannel};
 use crate::config::LagPolicy;
 use crate::event_id::EventId;
 pub use crate::frame::{Frame, FrameKind, LAGGED_EVENT, RESET_EVENT};
@@ -282,10 +282,16 @@ impl<E> Subscription<E> {
         })
     }
 
-    /// Handles the event `seq` arriving after a gap (`seq > position + 1`).
-    fn fill_gap(&mut self, seq: u64, frame: Bytes, thread: Option<ThreadKey>) {
+    /// Handles the event `slot.seq` arriving after a gap (`seq > position + 1`).
+    ///
+    /// A thread subscription counts as lost only what it would have delivered: its thread's
+    /// events and the unthreaded ones. The channel tells from the frames' chain links whether
+    /// the window dropped any of those (see the channel's docs, *Chains*): a gap of other
+    /// threads' frames only is no loss, whatever the policy.
+    fn fill_gap(&mut self, slot: Slot) {
         let shared = &self.channel.shared;
         let epoch = self.channel.epoch;
+        let seq = slot.seq;
         let gap = seq - self.position - 1;
         shared.lag_events.fetch_add(1, Ordering::Relaxed);
         // While a backplane subscription still skips what its catch-up replayed, the frames
@@ -295,28 +301,43 @@ impl<E> Subscription<E> {
         let skipping = self.remote().is_some_and(|r| r.skipping());
         let opened_from_state = self.thread().is_some_and(|t| t.opened_from_state);
         let recover = self.policy == LagPolicy::Recover || skipping || opened_from_state;
-        let mut missed = gap;
-        if recover {
+        // A thread subscription reads the window whatever its policy, to tell its own losses
+        // from other threads' frames.
+        let backfill = (recover || self.thread().is_some()).then(|| {
             let thread = self.thread().map(|t| &t.id);
-            let backfill = self.channel.backfill(self.position, seq, thread);
-            missed = backfill.oldest - self.position - 1;
-            let count = backfill.frames.len() as u64;
-            shared.events_recovered.fetch_add(count, Ordering::Relaxed);
-            shared.metrics.recovered(count);
-            if missed > 0 && !opened_from_state {
+            self.channel.backfill(self.position, seq, thread, &slot)
+        });
+        let position = self.position;
+        let dropped = |b: &Backfill| {
+            if b.lost { b.oldest - position - 1 } else { 0 }
+        };
+        let mut missed = gap;
+        match backfill {
+            // No recovery, and some of its own events in the gap: reported and skipped.
+            Some(backfill) if !recover && (backfill.lost || !backfill.frames.is_empty()) => {
+                missed = backfill.frames.len() as u64 + dropped(&backfill);
                 self.pending.push_back(Frame::lagged(missed));
             }
-            if missed == 0 || !opened_from_state {
-                let mut remote = self.ext.as_mut().and_then(|ext| ext.remote.as_mut());
-                self.pending.extend(
-                    backfill
-                        .frames
-                        .into_iter()
-                        .filter_map(|(s, b)| event_frame(remote.as_deref_mut(), epoch, s, b)),
-                );
+            // Recovery, or nothing of its own in the gap (then nothing to recover or report).
+            Some(backfill) => {
+                missed = dropped(&backfill);
+                let count = backfill.frames.len() as u64;
+                shared.events_recovered.fetch_add(count, Ordering::Relaxed);
+                shared.metrics.recovered(count);
+                if missed > 0 && !opened_from_state {
+                    self.pending.push_back(Frame::lagged(missed));
+                }
+                if missed == 0 || !opened_from_state {
+                    let mut remote = self.ext.as_mut().and_then(|ext| ext.remote.as_mut());
+                    self.pending.extend(
+                        backfill
+                            .frames
+                            .into_iter()
+                            .filter_map(|(s, b)| event_frame(remote.as_deref_mut(), epoch, s, b)),
+                    );
+                }
             }
-        } else {
-            self.pending.push_back(Frame::lagged(missed));
+            None => self.pending.push_back(Frame::lagged(missed)),
         }
         shared.events_missed.fetch_add(missed, Ordering::Relaxed);
         shared.metrics.lagged(missed);
@@ -327,8 +348,8 @@ impl<E> Subscription<E> {
             self.end(EndReason::Lagged);
             return;
         }
-        if self.wants(thread) {
-            let frame = event_frame(self.remote_mut(), epoch, seq, frame);
+        if self.wants(slot.thread) {
+            let frame = event_frame(self.remote_mut(), epoch, seq, slot.frame);
             self.pending.extend(frame);
         }
         self.position = seq;
@@ -392,14 +413,13 @@ impl<E> Stream for Subscription<E> {
             };
             match ready!(Pin::new(live).poll_next(cx)) {
                 Some(Ok(slot)) if !slot.is_kick() => {
-                    let Slot {
-                        seq, frame, thread, ..
-                    } = slot;
+                    let seq = slot.seq;
                     if seq <= this.position {
                         continue;
                     }
                     if seq == this.position + 1 {
                         this.position = seq;
+                        let Slot { frame, thread, .. } = slot;
                         if !this.wants(thread) {
                             continue;
                         }
@@ -410,7 +430,7 @@ impl<E> Stream for Subscription<E> {
                         this.count_delivered();
                         return Poll::Ready(Some(frame));
                     }
-                    this.fill_gap(seq, frame, thread);
+                    this.fill_gap(slot);
                 }
                 // A kick, or a lag (which may have overwritten a kick; the next event shows the gap).
                 Some(Ok(_)) | Some(Err(BroadcastStreamRecvError::Lagged(_))) => {

@@ -1,0 +1,406 @@
+//! Edge cases of the AG-UI run state and of thread streams, as a user sees them: JSON Patches
+//! that json-patch cannot undo (no panic, no gap in the user's other streams), a thread stream
+//! lagging only over other threads' frames (not ended), a run input's long messages under the
+//! byte cap (sent once, kept), a subagent running when a tab joins, `test` operations on whole
+//! floats, and streaming events that carry the other entity's id. The cases judged by the
+//! official client (`@ag-ui/client`, through node) are skipped without node.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sse_hub::models::AgUiEvent;
+use sse_hub::run_state::ThreadRun;
+use sse_hub::{EventRouter, ThreadId, UserId};
+
+fn ev(v: Value) -> String {
+    v.to_string()
+}
+
+/// A STATE_DELTA that hoists a child into its parent (`move` from `/a/b` to `/a`) and then has an
+/// operation that fails. The official client warns and keeps its state; the fold must report the
+/// state unknown. Instead the `json-patch` crate cannot undo the move and hits
+/// `unreachable!("unable to undo applied patches")`: the fold panics.
+#[test]
+fn a_state_delta_whose_undo_fails_does_not_panic_the_fold() {
+    let mut t = ThreadRun::default();
+    for e in [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r"}),
+        json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}}),
+    ] {
+        assert!(t.fold(ev(e).as_bytes()).folded());
+    }
+    let delta = ev(json!({"type":"STATE_DELTA","delta":[
+        {"op":"move","from":"/a/b","path":"/a"},
+        {"op":"test","path":"/missing","value":0}
+    ]}));
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
+    let outcome = outcome.expect("folding a STATE_DELTA panicked");
+    assert!(outcome.state_unknown, "{outcome:?}");
+}
+
+/// The same patch as an ACTIVITY_DELTA: the client warns and keeps the activity; the fold panics.
+#[test]
+fn an_activity_delta_whose_undo_fails_does_not_panic_the_fold() {
+    let mut t = ThreadRun::default();
+    for e in [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r"}),
+        json!({"type":"ACTIVITY_SNAPSHOT","messageId":"act","activityType":"plan","content":{"a":{"b":{"c":1}}}}),
+    ] {
+        assert!(t.fold(ev(e).as_bytes()).folded());
+    }
+    let delta = ev(
+        json!({"type":"ACTIVITY_DELTA","messageId":"act","activityType":"plan","patch":[
+            {"op":"move","from":"/a/b","path":"/a"},
+            {"op":"test","path":"/missing","value":0}
+        ]}),
+    );
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.fold(delta.as_bytes())));
+    assert!(outcome.is_ok(), "folding an ACTIVITY_DELTA panicked");
+}
+
+/// The same STATE_DELTA published through the router: the model accepts it (it is a valid JSON
+/// Patch), so `route_agui_in_thread` folds it under the channel lock and panics in the publisher.
+#[tokio::test(flavor = "current_thread")]
+async fn publishing_a_state_delta_whose_undo_fails_does_not_panic() {
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let thread = ThreadId::new("t-1").unwrap();
+    let publish = |v: Value| {
+        let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
+        router.route_agui_in_thread(&alice, &thread, &event)
+    };
+    publish(json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r"})).unwrap();
+    publish(json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}})).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        publish(json!({"type":"STATE_DELTA","delta":[
+            {"op":"move","from":"/a/b","path":"/a"},
+            {"op":"test","path":"/missing","value":0}
+        ]}))
+    }));
+    let result = result.expect("publishing a STATE_DELTA panicked");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// What the panic above does to the user's other connections: `publish` had taken a sequence
+/// number before the fold panicked and never sent the frame, so every stream of the user sees a
+/// gap the window cannot fill. A tab streaming ANOTHER thread, with nothing wrong in it, is
+/// ended (`EndReason::Lagged`) at the next event of its own thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_bad_state_delta_in_one_thread_does_not_end_another_threads_stream() {
+    use tokio_stream::StreamExt;
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let (t1, t2) = (ThreadId::new("t-1").unwrap(), ThreadId::new("t-2").unwrap());
+    let publish = |thread: &ThreadId, v: Value| {
+        let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
+        router.route_agui_in_thread(&alice, thread, &event)
+    };
+    publish(
+        &t2,
+        json!({"type":"RUN_STARTED","threadId":"t-2","runId":"r2"}),
+    )
+    .unwrap();
+    publish(
+        &t2,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"m","role":"assistant"}),
+    )
+    .unwrap();
+    let mut tab = router
+        .agui()
+        .subscribe_in_thread(&alice, &t2, None)
+        .unwrap();
+    let opening = tokio::time::timeout(Duration::from_secs(5), tab.next())
+        .await
+        .unwrap();
+    assert!(opening.is_some());
+
+    publish(
+        &t1,
+        json!({"type":"RUN_STARTED","threadId":"t-1","runId":"r1"}),
+    )
+    .unwrap();
+    publish(
+        &t1,
+        json!({"type":"STATE_SNAPSHOT","snapshot":{"a":{"b":{"c":1}}}}),
+    )
+    .unwrap();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        publish(
+            &t1,
+            json!({"type":"STATE_DELTA","delta":[
+                {"op":"move","from":"/a/b","path":"/a"},
+                {"op":"test","path":"/missing","value":0}
+            ]}),
+        )
+    }));
+    publish(
+        &t2,
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"m","delta":"hi"}),
+    )
+    .unwrap();
+
+    let next = tokio::time::timeout(Duration::from_secs(5), tab.next())
+        .await
+        .unwrap();
+    let frame = next.unwrap_or_else(|| panic!("thread t-2's stream ended: {:?}", tab.end_reason()));
+    let text = String::from_utf8_lossy(frame.bytes()).into_owned();
+    assert!(text.contains("TEXT_MESSAGE_CONTENT"), "{text}");
+}
+
+/// A run whose input carries a long user message (a pasted document, a long history): the
+/// thread holds the input twice, verbatim in `RUN_STARTED` and as messages, and the byte cap
+/// counts both. Past the cap, the trim drops the messages (the copy the opening sends) and keeps
+/// the `RUN_STARTED` copy, which the opening then strips of its input because its messages are
+/// no longer the thread's first: a tab that joins gets neither copy. The user's message, which
+/// alone is well under the cap, is gone from every opening, while the thread keeps its bytes.
+#[test]
+fn a_long_run_input_under_the_cap_survives_in_the_opening() {
+    let cap = 64 * 1024;
+    let document = "x".repeat(40 * 1024);
+    let mut t = ThreadRun::new(cap);
+    let started = ev(
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{
+        "threadId":"t","runId":"r","messages":[{"id":"u1","role":"user","content":document}],
+        "tools":[],"context":[],"state":{},"forwardedProps":{}}}),
+    );
+    let outcome = t.fold(started.as_bytes());
+    assert!(outcome.folded());
+    for e in [
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Summary:"}),
+    ] {
+        t.fold(ev(e).as_bytes());
+    }
+    let opening: Vec<Value> = t
+        .opening()
+        .events()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect();
+    let user_message_sent = opening.iter().any(|e| {
+        e["input"]["messages"][0]["id"] == "u1"
+            || e["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == "u1"))
+    });
+    assert!(
+        user_message_sent,
+        "the user's 40 KiB message (cap {cap}) is in no event of the opening, while the thread \
+         still holds {} bytes (trimmed at RUN_STARTED: {} bytes): {}",
+        t.bytes(),
+        outcome.trimmed_bytes,
+        opening
+            .iter()
+            .map(|e| {
+                let s = e.to_string();
+                if s.len() > 200 {
+                    format!("{}…", &s[..200])
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+// ----- judged by the official client ------------------------------------------------------------
+
+#[path = "support_agui/mod.rs"]
+mod support_agui;
+
+/// Every event folded, then the opening as SSE.
+fn opening_after(events: &[String]) -> String {
+    let mut t = ThreadRun::default();
+    for e in events {
+        let outcome = t.fold(e.as_bytes());
+        assert!(outcome.folded(), "{outcome:?} for {e}");
+    }
+    String::from_utf8(t.opening().to_sse()).unwrap()
+}
+
+/// A run that delegates to a subagent (AG-UI 1.0's `SUBAGENT_*`): a tab that joins while the
+/// subagent runs gets an opening without `SUBAGENT_STARTED` (the fold does not track subagents),
+/// so the official client refuses the live `SUBAGENT_FINISHED` ("no active subagent found")
+/// and the connection fails; the subagent's later messages never reach that tab.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_tab_joining_while_a_subagent_runs_accepts_the_rest_of_the_run() {
+    use support_agui::{Case, check, frames};
+    let events: Vec<String> = [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r",
+            "messages":[{"id":"u1","role":"user","content":"Research this"}],"tools":[],"context":[],
+            "state":{},"forwardedProps":{}}}),
+        json!({"type":"SUBAGENT_STARTED","subagentRunId":"sub-1","name":"researcher"}),
+        json!({"type":"TEXT_MESSAGE_START","messageId":"s1","role":"assistant","subagentRunId":"sub-1"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"s1","delta":"Looking","subagentRunId":"sub-1"}),
+        // A tab joins here.
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"s1","delta":" it up.","subagentRunId":"sub-1"}),
+        json!({"type":"TEXT_MESSAGE_END","messageId":"s1","subagentRunId":"sub-1"}),
+        json!({"type":"SUBAGENT_FINISHED","subagentRunId":"sub-1"}),
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Done."}),
+        json!({"type":"TEXT_MESSAGE_END","messageId":"a1"}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]
+    .into_iter()
+    .map(ev)
+    .collect();
+    let cut = 4;
+    let joined = opening_after(&events[..cut]) + &frames(&events[cut..]);
+    check(
+        vec![vec![frames(&events)]],
+        &[Case {
+            name: "joined while the subagent runs".into(),
+            connections: vec![joined],
+            reference: 0,
+        }],
+    );
+}
+
+/// JSON numbers compare as numbers in the official client (fast-json-patch's `test` is JS
+/// equality: `1 == 1.0`), but the `json-patch` crate compares `serde_json::Value`s, where the
+/// integer `1` and the float `1.0` differ. A `test` operation that every connected client passes
+/// fails in the fold: the thread's state becomes unknown, so every tab that joins later opens
+/// without `STATE_SNAPSHOT`, and fails each following STATE_DELTA on its empty state.
+/// (A producer in Python writes `1.0` for a float that happens to be whole.)
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_state_delta_testing_a_whole_float_is_applied_as_the_client_applies_it() {
+    use support_agui::{Case, check, frames};
+    let events: Vec<String> = [
+        r#"{"type":"RUN_STARTED","threadId":"t","runId":"r"}"#,
+        r#"{"type":"STATE_SNAPSHOT","snapshot":{"progress":1.0,"status":"working"}}"#,
+        r#"{"type":"STATE_DELTA","delta":[{"op":"test","path":"/progress","value":1},{"op":"replace","path":"/status","value":"done"}]}"#,
+        // A tab joins here.
+        r#"{"type":"STATE_DELTA","delta":[{"op":"add","path":"/summary","value":"ok"}]}"#,
+        r#"{"type":"RUN_FINISHED","threadId":"t","runId":"r"}"#,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let mut t = ThreadRun::default();
+    for e in &events[..3] {
+        t.fold(e.as_bytes());
+    }
+    let joined = String::from_utf8(t.opening().to_sse()).unwrap() + &frames(&events[3..]);
+    check(
+        vec![vec![frames(&events)]],
+        &[Case {
+            name: "joined after a test op on a whole float".into(),
+            connections: vec![joined],
+            reference: 0,
+        }],
+    );
+    assert!(!t.state_unknown(), "the fold made the state unknown");
+}
+
+/// Two concurrent runs of one user on two threads: thread B streams a long answer while the
+/// connection to thread A is not polled (a busy runtime, a burst of tokens published in one
+/// go). Nothing of thread A is lost, and its events are all in the window, but the gap check
+/// counts the window's loss over every thread: the older frames it dropped were B's, yet
+/// thread A's stream is ended as lagged at its next event (an AG-UI `HttpAgent` does not
+/// reconnect: the run fails in that tab).
+#[tokio::test(flavor = "current_thread")]
+async fn a_thread_stream_is_not_ended_for_frames_of_another_thread() {
+    use tokio_stream::StreamExt;
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let (a, b) = (
+        ThreadId::new("thread-a").unwrap(),
+        ThreadId::new("thread-b").unwrap(),
+    );
+    let publish = |thread: &ThreadId, v: Value| {
+        let event: AgUiEvent = serde_json::from_value(v).expect("a valid AG-UI event");
+        router.route_agui_in_thread(&alice, thread, &event).unwrap();
+    };
+    publish(
+        &a,
+        json!({"type":"RUN_STARTED","threadId":"thread-a","runId":"ra"}),
+    );
+    publish(
+        &a,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"ma","role":"assistant"}),
+    );
+    let mut tab_a = router.agui().subscribe_in_thread(&alice, &a, None).unwrap();
+    let opening = tokio::time::timeout(Duration::from_secs(5), tab_a.next())
+        .await
+        .unwrap();
+    assert!(opening.is_some());
+
+    // Thread B: a run of 400 events, published while tab A is not polled.
+    publish(
+        &b,
+        json!({"type":"RUN_STARTED","threadId":"thread-b","runId":"rb"}),
+    );
+    publish(
+        &b,
+        json!({"type":"TEXT_MESSAGE_START","messageId":"mb","role":"assistant"}),
+    );
+    for i in 0..400 {
+        publish(
+            &b,
+            json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"mb","delta":format!("t{i} ")}),
+        );
+    }
+    // Thread A goes on.
+    publish(
+        &a,
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"ma","delta":"Hello"}),
+    );
+
+    let next = tokio::time::timeout(Duration::from_secs(5), tab_a.next())
+        .await
+        .unwrap();
+    let frame = next.unwrap_or_else(|| panic!("thread A's stream ended: {:?}", tab_a.end_reason()));
+    let text = String::from_utf8_lossy(frame.bytes()).into_owned();
+    assert!(text.contains(r#""delta":"Hello""#), "{text}");
+}
+
+/// A `TOOL_CALL_ARGS` that also names the message it belongs to (`messageId`, a member the
+/// protocol does not define: the model keeps it, the official client ignores it and appends the
+/// delta to the call `toolCallId`). The fold's scanner reads `messageId` and `toolCallId` into
+/// one slot, the last written winning: it appends the arguments to "message a1", finds no such
+/// tool call, and drops them. A tab that joins after them gets the call with no arguments.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn tool_call_args_that_also_name_their_message_are_folded() {
+    use support_agui::frames;
+    // Published through the model, as the router does: unknown members after the known ones.
+    let events: Vec<String> = [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r"}),
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Let me check."}),
+        json!({"type":"TEXT_MESSAGE_END","messageId":"a1"}),
+        json!({"type":"TOOL_CALL_START","toolCallId":"tc1","toolCallName":"get_weather","parentMessageId":"a1"}),
+        json!({"type":"TOOL_CALL_ARGS","toolCallId":"tc1","delta":"{\"city\":","messageId":"a1"}),
+        json!({"type":"TOOL_CALL_ARGS","toolCallId":"tc1","delta":"\"Paris\"}","messageId":"a1"}),
+        // A tab joins here.
+        json!({"type":"TOOL_CALL_END","toolCallId":"tc1"}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]
+    .into_iter()
+    .map(|v| {
+        let event: AgUiEvent = serde_json::from_value(v).expect("the model accepts it");
+        serde_json::to_string(&event).unwrap()
+    })
+    .collect();
+    let cut = 7;
+    let mut t = ThreadRun::default();
+    let outcomes: Vec<_> = events[..cut].iter().map(|e| t.fold(e.as_bytes())).collect();
+    let joined = String::from_utf8(t.opening().to_sse()).unwrap() + &frames(&events[cut..]);
+    if !support_agui::judge_available() {
+        return;
+    }
+    // Client 1.0 warns that it removed the unknown member (on every client alike), so only the
+    // messages are compared here.
+    for version in support_agui::VERSIONS {
+        let results = support_agui::judge(version, &[vec![frames(&events)], vec![joined.clone()]]);
+        assert_eq!(
+            results[1]["messages"], results[0]["messages"],
+            "client {version}: a tab that joined differs from one that saw the run \
+             (fold outcomes before the join: {outcomes:?})"
+        );
+    }
+}
