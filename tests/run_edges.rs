@@ -17,9 +17,9 @@ fn ev(v: Value) -> String {
 }
 
 /// A STATE_DELTA that hoists a child into its parent (`move` from `/a/b` to `/a`) and then has an
-/// operation that fails. The official client warns and keeps its state; the fold must report the
-/// state unknown. Instead the `json-patch` crate cannot undo the move and hits
-/// `unreachable!("unable to undo applied patches")`: the fold panics.
+/// operation that fails. The official client warns and keeps its state; the fold reports the
+/// state unknown. (`json_patch::patch` cannot undo such a move and panics with `unreachable!`,
+/// so the fold must not rely on its undo.)
 #[test]
 fn a_state_delta_whose_undo_fails_does_not_panic_the_fold() {
     let mut t = ThreadRun::default();
@@ -39,7 +39,7 @@ fn a_state_delta_whose_undo_fails_does_not_panic_the_fold() {
     assert!(outcome.state_unknown, "{outcome:?}");
 }
 
-/// The same patch as an ACTIVITY_DELTA: the client warns and keeps the activity; the fold panics.
+/// The same patch as an ACTIVITY_DELTA: the client warns and keeps the activity; no panic.
 #[test]
 fn an_activity_delta_whose_undo_fails_does_not_panic_the_fold() {
     let mut t = ThreadRun::default();
@@ -61,7 +61,7 @@ fn an_activity_delta_whose_undo_fails_does_not_panic_the_fold() {
 }
 
 /// The same STATE_DELTA published through the router: the model accepts it (it is a valid JSON
-/// Patch), so `route_agui_in_thread` folds it under the channel lock and panics in the publisher.
+/// Patch), and `route_agui_in_thread`, which folds it under the channel lock, does not panic.
 #[tokio::test(flavor = "current_thread")]
 async fn publishing_a_state_delta_whose_undo_fails_does_not_panic() {
     let router = EventRouter::default();
@@ -83,10 +83,9 @@ async fn publishing_a_state_delta_whose_undo_fails_does_not_panic() {
     assert!(result.is_ok(), "{result:?}");
 }
 
-/// What the panic above does to the user's other connections: `publish` had taken a sequence
-/// number before the fold panicked and never sent the frame, so every stream of the user sees a
-/// gap the window cannot fill. A tab streaming ANOTHER thread, with nothing wrong in it, is
-/// ended (`EndReason::Lagged`) at the next event of its own thread.
+/// A bad patch in one thread leaves the user's other streams alone: a sequence number taken
+/// and never sent would be a gap the window cannot fill in every stream of the user, and a tab
+/// streaming ANOTHER thread, with nothing wrong in it, would be ended as lagged.
 #[tokio::test(flavor = "current_thread")]
 async fn a_bad_state_delta_in_one_thread_does_not_end_another_threads_stream() {
     use tokio_stream::StreamExt;
@@ -149,12 +148,9 @@ async fn a_bad_state_delta_in_one_thread_does_not_end_another_threads_stream() {
     assert!(text.contains("TEXT_MESSAGE_CONTENT"), "{text}");
 }
 
-/// A run whose input carries a long user message (a pasted document, a long history): the
-/// thread holds the input twice, verbatim in `RUN_STARTED` and as messages, and the byte cap
-/// counts both. Past the cap, the trim drops the messages (the copy the opening sends) and keeps
-/// the `RUN_STARTED` copy, which the opening then strips of its input because its messages are
-/// no longer the thread's first: a tab that joins gets neither copy. The user's message, which
-/// alone is well under the cap, is gone from every opening, while the thread keeps its bytes.
+/// A run whose input carries a long user message (a pasted document, a long history), well
+/// under the byte cap alone: the thread keeps it once, as a message (not again inside
+/// `RUN_STARTED`), so the cap counts it once and a tab that joins gets it in the opening.
 #[test]
 fn a_long_run_input_under_the_cap_survives_in_the_opening() {
     let cap = 64 * 1024;
@@ -221,9 +217,8 @@ fn opening_after(events: &[String]) -> String {
 }
 
 /// A run that delegates to a subagent (AG-UI 1.0's `SUBAGENT_*`): a tab that joins while the
-/// subagent runs gets an opening without `SUBAGENT_STARTED` (the fold does not track subagents),
-/// so the official client refuses the live `SUBAGENT_FINISHED` ("no active subagent found")
-/// and the connection fails; the subagent's later messages never reach that tab.
+/// subagent runs gets `SUBAGENT_STARTED` in its opening, so the official client accepts the
+/// live `SUBAGENT_FINISHED` (without it: "no active subagent found", and the connection fails).
 #[test]
 #[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn a_tab_joining_while_a_subagent_runs_accepts_the_rest_of_the_run() {
@@ -262,8 +257,8 @@ fn a_tab_joining_while_a_subagent_runs_accepts_the_rest_of_the_run() {
 /// JSON numbers compare as numbers in the official client (fast-json-patch's `test` is JS
 /// equality: `1 == 1.0`), but the `json-patch` crate compares `serde_json::Value`s, where the
 /// integer `1` and the float `1.0` differ. A `test` operation that every connected client passes
-/// fails in the fold: the thread's state becomes unknown, so every tab that joins later opens
-/// without `STATE_SNAPSHOT`, and fails each following STATE_DELTA on its empty state.
+/// must pass in the fold too, or the thread's state would become unknown and every tab that
+/// joins later would open without `STATE_SNAPSHOT`.
 /// (A producer in Python writes `1.0` for a float that happens to be whole.)
 #[test]
 #[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
@@ -298,10 +293,9 @@ fn a_state_delta_testing_a_whole_float_is_applied_as_the_client_applies_it() {
 
 /// Two concurrent runs of one user on two threads: thread B streams a long answer while the
 /// connection to thread A is not polled (a busy runtime, a burst of tokens published in one
-/// go). Nothing of thread A is lost, and its events are all in the window, but the gap check
-/// counts the window's loss over every thread: the older frames it dropped were B's, yet
-/// thread A's stream is ended as lagged at its next event (an AG-UI `HttpAgent` does not
-/// reconnect: the run fails in that tab).
+/// go). Nothing of thread A is lost: the older frames the window dropped were B's, so thread
+/// A's stream goes on (ended as lagged, an AG-UI `HttpAgent` would not reconnect, and the run
+/// would fail in that tab).
 #[tokio::test(flavor = "current_thread")]
 async fn a_thread_stream_is_not_ended_for_frames_of_another_thread() {
     use tokio_stream::StreamExt;
@@ -360,9 +354,8 @@ async fn a_thread_stream_is_not_ended_for_frames_of_another_thread() {
 
 /// A `TOOL_CALL_ARGS` that also names the message it belongs to (`messageId`, a member the
 /// protocol does not define: the model keeps it, the official client ignores it and appends the
-/// delta to the call `toolCallId`). The fold's scanner reads `messageId` and `toolCallId` into
-/// one slot, the last written winning: it appends the arguments to "message a1", finds no such
-/// tool call, and drops them. A tab that joins after them gets the call with no arguments.
+/// delta to the call `toolCallId`). The fold reads the id the event's type means, so a tab that
+/// joins after them gets the call with its arguments.
 #[test]
 #[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
 fn tool_call_args_that_also_name_their_message_are_folded() {
