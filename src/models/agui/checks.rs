@@ -444,7 +444,11 @@ pub(crate) fn usage(entries: &[Value], member: &str) -> Checked {
             "cacheWriteInputTokens",
         ] {
             if let Some(count) = optional(entry, &path, key)? {
-                let ok = count.as_u64().is_some_and(|n| n <= MAX_SAFE_INTEGER as u64);
+                // By value, as the official schema checks it: `5.0` is a count too.
+                let ok = count.as_u64().is_some_and(|n| n <= MAX_SAFE_INTEGER as u64)
+                    || count.as_f64().is_some_and(|f| {
+                        f.fract() == 0.0 && (0.0..=MAX_SAFE_INTEGER as f64).contains(&f)
+                    });
                 if !ok {
                     return Err(path.key(key).error(format!(
                         "must be an integer from 0 to 2^53 − 1, got {count}"

@@ -126,7 +126,13 @@ impl<'de> Visitor<'de> for IntSeed {
         check_safe_integer(self.0, v).map_err(E::custom)
     }
 
+    /// A whole number written in float form (`1.7E12` from a Java double, `1700000000000.0`
+    /// from a Python float, `-0`) is an integer to the official schemas (`z.int()` checks the
+    /// value, not the spelling), and to a JavaScript client.
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+        if v.fract() == 0.0 && v.abs() <= MAX_SAFE_INTEGER as f64 {
+            return Ok(v as i64);
+        }
         Err(E::custom(InvalidEvent::new(
             self.0,
             format!("must be an integer number of milliseconds, got {v}"),

@@ -1,0 +1,169 @@
+//! Review 4: failing tests for bugs found in review. Each test states what should happen; it
+//! fails on the code as it is.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use support::{DemoServer, client, send};
+
+use serde_json::json;
+use sse_hub::models::AgUiEvent;
+use sse_hub::{Config, EventRouter, PublishError, ThreadId, UserId};
+use tokio_stream::StreamExt;
+
+/// Events the official `@ag-ui/core` 1.0.0 schemas accept (checked with
+/// `tests/agui/validate.mjs`: `z.int()` takes any JSON number whose value is an integer): the
+/// model must read them too. A Java producer with a `double` writes `1.7E12`, Python's float
+/// `1700000000000.0`; `-0` is an integer literal in JSON.
+#[test]
+fn integer_valued_numbers_in_float_form_are_valid_agui() {
+    let valid = [
+        r#"{"type":"TEXT_MESSAGE_END","messageId":"m","timestamp":1.7E12}"#,
+        r#"{"type":"TEXT_MESSAGE_END","messageId":"m","timestamp":1700000000000.0}"#,
+        r#"{"type":"TEXT_MESSAGE_END","messageId":"m","timestamp":-0}"#,
+        r#"{"type":"RUN_FINISHED","threadId":"t","runId":"r","usage":[{"inputTokens":5.0}]}"#,
+    ];
+    let mut refused = Vec::new();
+    for event in valid {
+        // Through the text, as the demo server and any HTTP handler read it.
+        if let Err(error) = serde_json::from_str::<AgUiEvent>(event) {
+            refused.push(format!("{event}: {error}"));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "valid AG-UI 1.0 events refused:\n{}",
+        refused.join("\n")
+    );
+}
+
+/// The router's contract: "an event goes to all its targets or to none". A publish into a
+/// thread creates the user's channel on both targets; when the context channel is at its
+/// `max_channels` but the AG-UI one is not, the route fails with `AtCapacity` (503 in the
+/// demo) and yet the event was published to the AG-UI channel and folded into the thread's
+/// run state. The caller, told it failed, retries: the thread gets the event twice.
+#[tokio::test]
+async fn a_thread_publish_refused_at_capacity_on_context_is_not_published_to_agui() {
+    let mut config = Config::default();
+    config.max_channels = 1;
+    let router = EventRouter::new(config);
+    // Another user's tab holds the context channel's only slot.
+    let _tab = router.context().subscribe(&UserId::from("other")).unwrap();
+
+    let bob = UserId::from("bob");
+    let thread = ThreadId::new("t-1").unwrap();
+    let event: AgUiEvent = serde_json::from_value(
+        json!({"type": "RUN_STARTED", "threadId": "t-1", "runId": "r-1"}),
+    )
+    .unwrap();
+    let result = router.route_agui_in_thread(&bob, &thread, &event);
+    assert!(
+        matches!(result, Err(PublishError::AtCapacity { .. })),
+        "{result:?}"
+    );
+
+    // Refused, so published nowhere: not on agui either.
+    let agui = router.stats().agui;
+    let mut view = router
+        .agui()
+        .subscribe_in_thread(&bob, &thread, None)
+        .unwrap();
+    let opened = tokio::time::timeout(Duration::from_millis(200), view.next()).await;
+    let opened = opened.ok().flatten().map(|frame| {
+        String::from_utf8_lossy(frame.bytes()).into_owned()
+    });
+    assert_eq!(
+        (agui.published, opened),
+        (0, None),
+        "a route reported as refused published the event to the AG-UI thread"
+    );
+}
+
+/// A2A, system and analytics events keep unknown members in `extra` and write them back after
+/// the known ones, but nothing stops `extra` from holding `type` or a known member (the AG-UI
+/// model refuses that in `validate` and never writes it). The router then publishes an object
+/// with the member twice: a browser's `JSON.parse` keeps the last, so the client sees another
+/// `type` and `state` than the event's, and the model cannot read its own output back.
+#[tokio::test]
+async fn an_a2a_event_never_goes_out_with_a_member_twice() {
+    let router = EventRouter::default();
+    let alice = UserId::from("alice");
+    let mut tab = router.a2a().subscribe(&alice).unwrap();
+    let mut event: sse_hub::models::A2AEvent = serde_json::from_value(json!({
+        "type": "TASK_STATUS_UPDATE", "taskId": "t-1", "contextId": "c-1", "state": "working"
+    }))
+    .unwrap();
+    let sse_hub::models::A2AEvent::TaskStatusUpdate(update) = &mut event else {
+        unreachable!()
+    };
+    // E.g. the members of an upstream object forwarded as they came.
+    update.extra.insert("type".into(), json!("status-update"));
+    update.extra.insert("state".into(), json!("failed"));
+
+    let routed = router.route_a2a(&alice, &event);
+    if routed.is_err() {
+        return; // refused: fine
+    }
+    let frame = tokio::time::timeout(Duration::from_secs(1), tab.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(frame.bytes()).into_owned();
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap()
+        .to_owned();
+    let read_back = serde_json::from_str::<sse_hub::models::A2AEvent>(&data);
+    assert!(
+        read_back.is_ok() && data.matches("\"type\"").count() == 1,
+        "published {data}, which reads back as {read_back:?}"
+    );
+}
+
+/// README, "Bad input": an unknown channel is "404 `unknown_channel` with a JSON body, on
+/// every method". Other methods than GET, POST and DELETE get 405 `method_not_allowed`.
+#[tokio::test]
+async fn an_unknown_channel_is_404_on_every_method() {
+    let server = DemoServer::start();
+    let client = client();
+    for method in [Method::PUT, Method::PATCH] {
+        let reply = send(&client, method.clone(), &server.url("/events/nope/u"), None).await;
+        reply.assert_error(StatusCode::NOT_FOUND, "unknown_channel");
+    }
+}
+
+/// Channels are "kept for the retention, then one sweeper removes it" (README, "How it
+/// works"). A publish into a thread creates the user's channels (the AG-UI one with the
+/// thread's run state) even when nobody is connected, but only a subscribe starts the
+/// broadcaster's sweeper: on a router nobody subscribed to yet, the channels and their state
+/// stay, and the stats count them as retained, long after the retention.
+#[tokio::test(start_paused = true)]
+async fn channels_made_by_a_thread_publish_expire_after_the_retention() {
+    let mut config = Config::default();
+    config.retention = Duration::from_millis(100);
+    let router = EventRouter::new(config);
+    let bob = UserId::from("bob");
+    let thread = ThreadId::new("t-1").unwrap();
+    let event: AgUiEvent = serde_json::from_value(
+        json!({"type": "RUN_STARTED", "threadId": "t-1", "runId": "r-1"}),
+    )
+    .unwrap();
+    router.route_agui_in_thread(&bob, &thread, &event).unwrap();
+    assert_eq!(router.stats().agui.retained_channels, 1);
+
+    // Fifty retentions later.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stats = router.stats();
+    assert_eq!(
+        (
+            stats.agui.retained_channels,
+            stats.agui.thread_state_bytes,
+            stats.context.retained_channels
+        ),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
