@@ -171,6 +171,9 @@ impl<E> Broadcaster<E> {
                 if let Some(backplane) = &self.inner.backplane {
                     backplane.channel_created(&shared.config.name, user);
                 }
+                // A publish into a thread makes channels too, maybe before anyone subscribed:
+                // the sweeper must run to expire them.
+                self.ensure_sweeper();
                 Ok(channel)
             }
         }
