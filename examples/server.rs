@@ -547,6 +547,15 @@ async fn not_found(method: Method, uri: Uri) -> Response {
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    // An unknown channel is 404 on every method (README, "Bad input"), whatever the method.
+    if let Some((channel, _user)) = uri
+        .path()
+        .strip_prefix("/events/")
+        .and_then(|rest| rest.split_once('/'))
+        && let Err(unknown) = channel.parse::<Channel>()
+    {
+        return Refusal::new(StatusCode::NOT_FOUND, "unknown_channel", unknown).into_response();
+    }
     error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
