@@ -1,5 +1,8 @@
-//! Review 4: failing tests for bugs found in review. Each test states what should happen; it
-//! fails on the code as it is.
+//! Edges of the public API a user meets: numbers in float form the AG-UI schemas accept, the
+//! router's all-or-none contract at `max_channels` for a thread publish, unknown members that
+//! would repeat a known one, the demo's 404 for an unknown channel on every method, and the
+//! expiry of channels a publish made before anyone subscribed. Servers bind loopback only;
+//! every wait is bounded.
 
 mod support;
 
@@ -42,8 +45,8 @@ fn integer_valued_numbers_in_float_form_are_valid_agui() {
 /// The router's contract: "an event goes to all its targets or to none". A publish into a
 /// thread creates the user's channel on both targets; when the context channel is at its
 /// `max_channels` but the AG-UI one is not, the route fails with `AtCapacity` (503 in the
-/// demo) and yet the event was published to the AG-UI channel and folded into the thread's
-/// run state. The caller, told it failed, retries: the thread gets the event twice.
+/// demo) and nothing is published or folded anywhere, so that the caller's retry does not
+/// put the event into the thread twice.
 #[tokio::test]
 async fn a_thread_publish_refused_at_capacity_on_context_is_not_published_to_agui() {
     let mut config = Config::default();
@@ -54,10 +57,9 @@ async fn a_thread_publish_refused_at_capacity_on_context_is_not_published_to_agu
 
     let bob = UserId::from("bob");
     let thread = ThreadId::new("t-1").unwrap();
-    let event: AgUiEvent = serde_json::from_value(
-        json!({"type": "RUN_STARTED", "threadId": "t-1", "runId": "r-1"}),
-    )
-    .unwrap();
+    let event: AgUiEvent =
+        serde_json::from_value(json!({"type": "RUN_STARTED", "threadId": "t-1", "runId": "r-1"}))
+            .unwrap();
     let result = router.route_agui_in_thread(&bob, &thread, &event);
     assert!(
         matches!(result, Err(PublishError::AtCapacity { .. })),
@@ -71,9 +73,10 @@ async fn a_thread_publish_refused_at_capacity_on_context_is_not_published_to_agu
         .subscribe_in_thread(&bob, &thread, None)
         .unwrap();
     let opened = tokio::time::timeout(Duration::from_millis(200), view.next()).await;
-    let opened = opened.ok().flatten().map(|frame| {
-        String::from_utf8_lossy(frame.bytes()).into_owned()
-    });
+    let opened = opened
+        .ok()
+        .flatten()
+        .map(|frame| String::from_utf8_lossy(frame.bytes()).into_owned());
     assert_eq!(
         (agui.published, opened),
         (0, None),
@@ -82,10 +85,10 @@ async fn a_thread_publish_refused_at_capacity_on_context_is_not_published_to_agu
 }
 
 /// A2A, system and analytics events keep unknown members in `extra` and write them back after
-/// the known ones, but nothing stops `extra` from holding `type` or a known member (the AG-UI
-/// model refuses that in `validate` and never writes it). The router then publishes an object
-/// with the member twice: a browser's `JSON.parse` keeps the last, so the client sees another
-/// `type` and `state` than the event's, and the model cannot read its own output back.
+/// the known ones. One that is `type` or a member the model writes would go out twice (a
+/// browser's `JSON.parse` keeps the last, so the client would see another `type` and `state`
+/// than the event's): the router refuses it as `InvalidEvent`, and publishes unknown members
+/// that repeat nothing.
 #[tokio::test]
 async fn an_a2a_event_never_goes_out_with_a_member_twice() {
     let router = EventRouter::default();
@@ -102,10 +105,22 @@ async fn an_a2a_event_never_goes_out_with_a_member_twice() {
     update.extra.insert("type".into(), json!("status-update"));
     update.extra.insert("state".into(), json!("failed"));
 
-    let routed = router.route_a2a(&alice, &event);
-    if routed.is_err() {
-        return; // refused: fine
-    }
+    let refused = router.route_a2a(&alice, &event);
+    assert!(
+        matches!(&refused, Err(PublishError::InvalidEvent(e))
+            if ["type", "state"].iter().any(|m| e.to_string().contains(m))),
+        "{refused:?}"
+    );
+
+    // Unknown members that repeat nothing go out once, after the known ones; an unknown
+    // `timestamp` beside no `timestamp` field is written once too.
+    let sse_hub::models::A2AEvent::TaskStatusUpdate(update) = &mut event else {
+        unreachable!()
+    };
+    update.extra.clear();
+    update.extra.insert("vendorTrace".into(), json!("x-1"));
+    update.extra.insert("timestamp".into(), json!(5));
+    router.route_a2a(&alice, &event).expect("published");
     let frame = tokio::time::timeout(Duration::from_secs(1), tab.next())
         .await
         .unwrap()
@@ -116,15 +131,15 @@ async fn an_a2a_event_never_goes_out_with_a_member_twice() {
         .find_map(|line| line.strip_prefix("data: "))
         .unwrap()
         .to_owned();
-    let read_back = serde_json::from_str::<sse_hub::models::A2AEvent>(&data);
-    assert!(
-        read_back.is_ok() && data.matches("\"type\"").count() == 1,
-        "published {data}, which reads back as {read_back:?}"
-    );
+    let read_back: sse_hub::models::A2AEvent = serde_json::from_str(&data).expect(&data);
+    assert_eq!(read_back.event_type(), "TASK_STATUS_UPDATE");
+    assert_eq!(data.matches("\"type\"").count(), 1, "{data}");
+    assert_eq!(data.matches("\"timestamp\"").count(), 1, "{data}");
+    assert!(data.contains("\"vendorTrace\":\"x-1\""), "{data}");
 }
 
 /// README, "Bad input": an unknown channel is "404 `unknown_channel` with a JSON body, on
-/// every method". Other methods than GET, POST and DELETE get 405 `method_not_allowed`.
+/// every method", those the route does not serve included.
 #[tokio::test]
 async fn an_unknown_channel_is_404_on_every_method() {
     let server = DemoServer::start();
@@ -137,9 +152,8 @@ async fn an_unknown_channel_is_404_on_every_method() {
 
 /// Channels are "kept for the retention, then one sweeper removes it" (README, "How it
 /// works"). A publish into a thread creates the user's channels (the AG-UI one with the
-/// thread's run state) even when nobody is connected, but only a subscribe starts the
-/// broadcaster's sweeper: on a router nobody subscribed to yet, the channels and their state
-/// stay, and the stats count them as retained, long after the retention.
+/// thread's run state) even when nobody is connected: the sweeper runs for them too, on a
+/// router nobody subscribed to yet.
 #[tokio::test(start_paused = true)]
 async fn channels_made_by_a_thread_publish_expire_after_the_retention() {
     let mut config = Config::default();
@@ -147,10 +161,9 @@ async fn channels_made_by_a_thread_publish_expire_after_the_retention() {
     let router = EventRouter::new(config);
     let bob = UserId::from("bob");
     let thread = ThreadId::new("t-1").unwrap();
-    let event: AgUiEvent = serde_json::from_value(
-        json!({"type": "RUN_STARTED", "threadId": "t-1", "runId": "r-1"}),
-    )
-    .unwrap();
+    let event: AgUiEvent =
+        serde_json::from_value(json!({"type": "RUN_STARTED", "threadId": "t-1", "runId": "r-1"}))
+            .unwrap();
     router.route_agui_in_thread(&bob, &thread, &event).unwrap();
     assert_eq!(router.stats().agui.retained_channels, 1);
 

@@ -51,6 +51,8 @@ event_enum!(A2AEvent {
     JsonRpcError => "JSON_RPC_ERROR",
 });
 
+unknown_members!(extra: TaskSubmitted, TaskStatusUpdate, ArtifactCreated, ArtifactUpdated, AgentMessage, InputRequired, AuthRequired, JsonRpcResponse, JsonRpcError);
+
 /// The lifecycle state of an A2A task, serialised in kebab-case as in the
 /// A2A protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

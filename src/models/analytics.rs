@@ -39,6 +39,9 @@ event_enum!(AnalyticsEvent {
     Heartbeat => "HEARTBEAT",
 });
 
+unknown_members!(extra: SessionStarted, SessionEnded, PageView, EngagementUpdate, Heartbeat);
+unknown_members!(unknown: RealTimeStats);
+
 /// Payload of `SESSION_STARTED`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStarted {

@@ -56,6 +56,18 @@ macro_rules! event_enum {
                     $(Self::$variant(e) => e.timestamp,)+
                 }
             }
+
+            /// Checks that the event would be written with each member once: a member
+            /// kept among the unknown ones (`extra`) must not be `type` or a member the
+            /// model writes itself, or the JSON would hold it twice (a browser's
+            /// `JSON.parse` keeps the last, and this model could not read it back). The
+            /// [`EventRouter`](crate::EventRouter) refuses such an event with
+            /// [`PublishError::InvalidEvent`](crate::PublishError::InvalidEvent).
+            pub fn validate(&self) -> Result<(), crate::error::InvalidEvent> {
+                match self {
+                    $(Self::$variant(e) => crate::models::check_unknown(e),)+
+                }
+            }
         }
 
         $(
@@ -66,6 +78,55 @@ macro_rules! event_enum {
             }
         )+
     };
+}
+
+/// A model struct's members it does not know, kept as they came (`extra`; `unknown` where
+/// `extra` is a member of the event).
+pub(crate) trait Unknown {
+    fn unknown(&self) -> &serde_json::Map<String, serde_json::Value>;
+    fn unknown_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value>;
+}
+
+/// Implements [`Unknown`] for model structs whose unknown members are in field `$field`.
+macro_rules! unknown_members {
+    ($field:ident: $($model:ty),+ $(,)?) => {
+        $(
+            impl crate::models::Unknown for $model {
+                fn unknown(&self) -> &serde_json::Map<String, serde_json::Value> {
+                    &self.$field
+                }
+                fn unknown_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value> {
+                    &mut self.$field
+                }
+            }
+        )+
+    };
+}
+
+/// The check behind `validate` of the A2A, system and analytics events: `event` written with
+/// its unknown members repeats none of its own. Free when there is no unknown member (the usual
+/// case); otherwise the known members are written once more to see which they are, since the
+/// models skip absent optional members (an unknown `timestamp` beside no `timestamp` field is
+/// written once, and is fine).
+pub(crate) fn check_unknown<T: Unknown + serde::Serialize + Clone>(
+    event: &T,
+) -> Result<(), crate::error::InvalidEvent> {
+    if event.unknown().is_empty() {
+        return Ok(());
+    }
+    let mut known = event.clone();
+    known.unknown_mut().clear();
+    let written = serde_json::to_value(&known)
+        .map_err(|error| crate::error::InvalidEvent::new("", error.to_string()))?;
+    for member in event.unknown().keys() {
+        if member == "type" || written.get(member).is_some() {
+            return Err(crate::error::InvalidEvent::new(
+                member.as_str(),
+                "is a member the model writes: set it there, not among the unknown members",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub mod a2a;

@@ -37,6 +37,8 @@ event_enum!(SystemEvent {
     Heartbeat => "HEARTBEAT",
 });
 
+unknown_members!(extra: ContextCreated, ContextUpdated, ContextDeleted, ContextsSnapshot, Connected, Heartbeat);
+
 /// Payload of `CONTEXT_CREATED`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -116,6 +116,23 @@ impl<E> Broadcaster<E> {
         Ok(published)
     }
 
+    /// Makes sure `user` has a channel on this node, as a publish into a thread would make it
+    /// (with a backplane, checking that it carries threads): so that a router publishing one
+    /// event into a thread on several broadcasters is refused by a full one before it has
+    /// published anywhere.
+    pub(crate) fn prepare_thread_channel(&self, user: &UserId) -> Result<(), PublishError> {
+        if let Some(backplane) = &self.inner.backplane {
+            return self.keep_thread_channel(backplane, user);
+        }
+        if self.channel(user).is_none() {
+            self.create_channel(user)
+                .map_err(|_| PublishError::AtCapacity {
+                    max: self.inner.shared.config.max_channels,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Before a publish into a thread with a backplane: the backplane must carry threads, and
     /// this node keeps a channel for the user, as a single node does, so that it listens to
     /// the user's feed, folds the thread and writes its snapshots (see the

@@ -210,6 +210,7 @@ impl EventRouter {
 
     /// A2A event: to the A2A channel, and wrapped to the context channel.
     pub fn route_a2a(&self, user: &UserId, event: &A2AEvent) -> Result<Routed, PublishError> {
+        event.validate()?;
         self.route_with_context(user, event, &self.a2a, "a2a", None)
     }
 
@@ -230,6 +231,7 @@ impl EventRouter {
         user: &UserId,
         event: &AnalyticsEvent,
     ) -> Result<Routed, PublishError> {
+        event.validate()?;
         let mut routed = Routed::default();
         routed.push(
             Channel::Analytics.as_str(),
@@ -247,6 +249,9 @@ impl EventRouter {
         thread: Option<&ThreadId>,
     ) -> Result<Routed, PublishError> {
         let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
+        if thread.is_some() {
+            self.prepare_thread_channels(user, primary)?;
+        }
         // Both targets are tried even if the first fails (a full backplane queue, say, after
         // which the event was still delivered locally), so that no target is skipped.
         let (direct, wrapped) = match thread {
@@ -264,6 +269,18 @@ impl EventRouter {
         routed.push(protocol, direct?);
         routed.push(Channel::Context.as_str(), wrapped?);
         Ok(routed)
+    }
+
+    /// Before an event goes into a thread: both targets have (or make) the user's channel, as
+    /// a publish into a thread makes it. A registry at `max_channels` refuses the event here,
+    /// before it is published to either, so that it goes to all its targets or to none.
+    fn prepare_thread_channels<E>(
+        &self,
+        user: &UserId,
+        primary: &Broadcaster<E>,
+    ) -> Result<(), PublishError> {
+        primary.prepare_thread_channel(user)?;
+        self.context.prepare_thread_channel(user)
     }
 
     /// Serialises `event` once into the primary channel's payload and the context channel's
@@ -288,6 +305,7 @@ impl EventRouter {
 
     /// A system event's payload for the context channel, checked against its limits.
     fn system_payload(&self, event: &SystemEvent) -> Result<Payload, PublishError> {
+        event.validate()?;
         let json =
             crate::json::to_vec(event).inspect_err(|_| self.context.count_encode_failure())?;
         let wrapped = wrap(&json, "system")?;
@@ -449,6 +467,7 @@ impl EventRouter {
             return self.route_with_context(user, event, &self.agui, "agui", Some(thread));
         }
         let (direct, wrapped) = self.payloads_with_context(event, &self.agui, "agui")?;
+        self.prepare_thread_channels(user, &self.agui)?;
         // Both targets are tried even if the first fails, as in `route_with_context_async`.
         let direct = self
             .agui
@@ -469,6 +488,7 @@ impl EventRouter {
         user: &UserId,
         event: &A2AEvent,
     ) -> Result<Routed, PublishError> {
+        event.validate()?;
         self.route_with_context_async(user, event, &self.a2a, "a2a")
             .await
     }
@@ -490,6 +510,7 @@ impl EventRouter {
         user: &UserId,
         event: &AnalyticsEvent,
     ) -> Result<Routed, PublishError> {
+        event.validate()?;
         let mut routed = Routed::default();
         let published = self.analytics.broadcast_async(user, event).await?;
         routed.push(Channel::Analytics.as_str(), published);
