@@ -128,3 +128,64 @@ async fn graceful_shutdown_is_not_held_up_by_a_stalled_http2_stream() {
     );
     drop((stalled, healthy, send));
 }
+
+/// Connects, sends `bytes`, and reports whether the server closed the connection within
+/// `within` (a read returned 0 or failed).
+async fn closed_within(addr: SocketAddr, bytes: &[u8], within: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = bounded("connect", WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    tcp.write_all(bytes).await.expect("write");
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// `Serve` docs: "A request head must arrive within `header_read_timeout`". A connection that
+/// sends the start of the HTTP/2 preface (or, with the lean path off, nothing at all) and then
+/// goes silent is held open for ever: hyper-util's protocol sniffing (`ReadVersion`) has no
+/// timeout, hyper's HTTP/1 header timer starts only after it, and HTTP/2 pings only once the
+/// HTTP/2 connection exists. Each such connection holds a socket and a task until shutdown:
+/// a slowloris that the header read timeout is there to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_silent_before_its_protocol_is_known_is_closed_by_the_header_read_timeout() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let mut failures = Vec::new();
+    for lean in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(
+            sse_hub::serve(listener, router(hub.clone()))
+                .lean_http1(lean)
+                .header_read_timeout(Duration::from_millis(300))
+                .into_future(),
+        );
+        // Control: a partial HTTP/1.1 head is closed by the timeout on both paths.
+        assert!(
+            closed_within(addr, b"GET /events/ada HTTP/1.1\r\n", Duration::from_secs(3)).await,
+            "lean {lean}: a partial HTTP/1.1 head is closed"
+        );
+        for (what, bytes) in [
+            ("the start of the HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
+            ("nothing", &b""[..]),
+        ] {
+            if !closed_within(addr, bytes, Duration::from_secs(3)).await {
+                failures.push(format!(
+                    "lean_http1({lean}): a connection that sent {what} is still open 3 s later \
+                     (header read timeout 300 ms)"
+                ));
+            }
+        }
+        server.abort();
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
