@@ -189,3 +189,29 @@ async fn a_connection_silent_before_its_protocol_is_known_is_closed_by_the_heade
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// `Broadcaster::sweep` docs: expired channels are removed "lazily on subscribes and publishes
+/// once something is due, and in one sweeper task per broadcaster while a tokio runtime runs".
+/// The sweeper is started only by a subscribe: a channel made by a publish into a thread (an
+/// agent's run for a page not open yet) on a broadcaster nobody has subscribed to is never
+/// removed while nothing else is published: its window and thread state stay, and `Stats` and
+/// the `retained_channels` gauge keep counting it, long after the retention.
+#[tokio::test(start_paused = true)]
+async fn a_channel_made_by_a_thread_publish_expires_without_further_traffic() {
+    let mut config = Config::default();
+    config.retention = Duration::from_secs(1);
+    let hub: Broadcaster<Value> = Broadcaster::new(config);
+    let user = UserId::from("ada");
+    let thread = sse_hub::ThreadId::new("run-1").unwrap();
+    hub.broadcast_in_thread(&user, &thread, &json!({"type": "started"}))
+        .expect("publish");
+    assert_eq!(hub.stats().retained_channels, 1);
+    assert!(hub.stats().buffered_bytes > 0);
+    // Ten times the retention, with the runtime running (paused time auto-advances).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        (hub.stats().retained_channels, hub.stats().buffered_bytes),
+        (0, 0),
+        "the channel outlived its retention tenfold: no sweeper was started for it"
+    );
+}
