@@ -7,7 +7,7 @@ mod common;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -74,17 +74,15 @@ async fn read_through(
     .await;
 }
 
-/// `Serve` docs: "on every connection, a write that makes no progress for the stall timeout
-/// closes it", and graceful shutdown returns once every stream ended after
-/// `Broadcaster::shutdown`. Over HTTP/2, a stream whose peer stops granting it flow-control
-/// window (a proxy whose downstream client stopped reading) makes no progress, but the
-/// connection's writes do (its sibling streams, pings), so the TCP write timeout never fires;
-/// hyper stops polling the stalled stream's body, so the kick of `Broadcaster::shutdown` is never
-/// seen; and the connection's graceful shutdown waits for that stream forever.
+/// Over HTTP/2, a stream whose peer stops granting it flow-control window (a proxy whose
+/// downstream client stopped reading) makes no progress while its connection's writes do (its
+/// sibling streams, pings), so the socket's write timeout never fires, and hyper stops polling
+/// the stream's body, so the kick of `Broadcaster::shutdown` is never seen. The graceful
+/// shutdown must not wait for that stream for ever.
 ///
 /// Here: one HTTP/2 connection, a stalled stream and a healthy sibling, stall timeout 300 ms.
-/// The sibling keeps flowing (good). After `hub.shutdown()` and the shutdown signal, `serve` must
-/// return within a few stall timeouts; it never does.
+/// The sibling keeps flowing. After `hub.shutdown()` and the shutdown signal, `serve` returns
+/// within a few stall timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_is_not_held_up_by_a_stalled_http2_stream() {
     let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
@@ -137,6 +135,225 @@ async fn graceful_shutdown_is_not_held_up_by_a_stalled_http2_stream() {
          it stalled)"
     );
     drop((stalled, healthy, send));
+}
+
+/// Starts `serve` on `127.0.0.1:0` with `stall` as the stall timeout; its graceful shutdown
+/// begins when the returned sender is used (or dropped) and, unlike a well-behaved application,
+/// does not end the hub's streams.
+async fn start_without_ending_streams(
+    hub: &Broadcaster<Value>,
+    stall: Duration,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        sse_hub::serve(listener, router(hub.clone()))
+            .stall_timeout(stall)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    (addr, stop, server)
+}
+
+/// The stall timeout per HTTP/2 stream: a stream whose peer grants it no window while hyper
+/// holds a chunk of it is reset once that lasts the stall timeout, though its connection is
+/// healthy. Its body, and with it the subscription, is dropped (the user's connection count
+/// falls, so `disconnect_user` and the per-user cap are not held by a dead stream), the client
+/// sees the stream reset rather than ended, and the sibling stream on the same connection goes
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_stream_is_reset_after_the_stall_timeout_while_its_sibling_flows() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let stall = Duration::from_millis(300);
+    let (addr, _stop, _server) = start_without_ending_streams(&hub, stall).await;
+    let mut send = h2_connection(addr, 16 * 1024).await;
+    let mut stalled = open(&mut send, addr, "stalled").await;
+    let mut healthy = open(&mut send, addr, "healthy").await;
+    read_through(&mut stalled, "retry:").await;
+    read_through(&mut healthy, "retry:").await;
+    let (stalled_user, healthy_user) = (UserId::from("stalled"), UserId::from("healthy"));
+
+    // 20 frames of 8 KiB into a 16 KiB window the client does not reopen.
+    let stalled_at = Instant::now();
+    let big = "x".repeat(8 * 1024);
+    for n in 0..20 {
+        hub.broadcast(&stalled_user, &json!({"n": n, "big": big}))
+            .expect("publish");
+    }
+    // Nothing the client could await tells it the server gave up on the stream without reading
+    // it (which would reopen the window): poll the count (bounded).
+    common::wait_until("the stalled stream's subscription is dropped", WAIT, || {
+        hub.connection_count(&stalled_user) == 0
+    })
+    .await;
+    assert!(
+        stalled_at.elapsed() >= stall,
+        "dropped after {:?}, before the stall timeout",
+        stalled_at.elapsed()
+    );
+    // The client reads only now: what was sent before the reset, then the reset.
+    let ended = bounded("the stalled stream's end", WAIT, async {
+        loop {
+            match stalled.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await;
+    let error = format!(
+        "{:?}",
+        ended.expect_err("the stream is reset, not ended cleanly")
+    );
+    assert!(error.contains("CANCEL"), "reset with CANCEL: {error}");
+
+    // The connection and the sibling stream are untouched.
+    assert_eq!(hub.connection_count(&healthy_user), 1);
+    for n in 0..3 {
+        hub.broadcast(&healthy_user, &json!({"n": n}))
+            .expect("publish");
+        read_through(&mut healthy, &format!("\"n\":{n}")).await;
+    }
+    let mut again = open(&mut send, addr, "stalled").await;
+    read_through(&mut again, "retry:").await;
+    assert_eq!(hub.connection_count(&stalled_user), 1);
+}
+
+/// A stream that drains slowly is not a stalled one: each time the server's buffer for it has
+/// drained, hyper takes the next chunk from the body and the clock restarts, so a reader that
+/// keeps up at a modest rate, for several stall timeouts in all, is never reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_http2_stream_that_keeps_draining_is_not_reset() {
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let stall = Duration::from_millis(300);
+    let (addr, _stop, _server) = start_without_ending_streams(&hub, stall).await;
+    let mut send = h2_connection(addr, 16 * 1024).await;
+    let mut slow = open(&mut send, addr, "slow").await;
+    read_through(&mut slow, "retry:").await;
+    let user = UserId::from("slow");
+
+    let started = Instant::now();
+    let big = "x".repeat(8 * 1024);
+    for n in 0..20 {
+        hub.broadcast(&user, &json!({"n": n, "big": big}))
+            .expect("publish");
+    }
+    // 160 KiB through a 16 KiB window, read at 160 KiB/s: a second in all, three stall
+    // timeouts, but never more than about 100 ms without the server's buffer draining.
+    let mut seen = Vec::new();
+    bounded("the whole burst, slowly", WAIT * 2, async {
+        while !String::from_utf8_lossy(&seen).contains("\"n\":19") {
+            let chunk = slow
+                .next()
+                .await
+                .expect("the stream goes on")
+                .expect("not reset");
+            seen.extend_from_slice(&chunk);
+            // 8 KiB per 50 ms: the 16 KiB window, all the server can have sent, takes 100 ms.
+            tokio::time::sleep(Duration::from_micros(chunk.len() as u64 * 50_000 / 8192)).await;
+        }
+    })
+    .await;
+    assert!(
+        started.elapsed() >= 3 * stall,
+        "the burst took {:?}: the reader was not slow enough to test anything",
+        started.elapsed()
+    );
+    assert_eq!(
+        hub.connection_count(&user),
+        1,
+        "the slow stream is still open"
+    );
+}
+
+/// Reads `tcp` until `needle` arrived.
+async fn read_tcp_through(tcp: &mut tokio::net::TcpStream, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    bounded(&format!("{needle:?} on the connection"), WAIT, async {
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before {needle:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+}
+
+/// Reads `tcp` until the server closes it.
+async fn read_tcp_to_close(tcp: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    bounded("the server's close", WAIT, async {
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// The bound on graceful shutdown: a connection whose responses have not completed a stall
+/// timeout after shutdown began is dropped, whatever holds it. Here the application does not
+/// end its SSE streams on shutdown, so none completes: one over HTTP/2, one on the lean HTTP/1.1
+/// path, one on hyper's HTTP/1.1 path (no `Accept: text/event-stream`). `serve` returns after
+/// the stall timeout, every connection is closed, and every subscription is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drops_connections_still_open_a_stall_timeout_later() {
+    use tokio::io::AsyncWriteExt;
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let stall = Duration::from_millis(300);
+    let (addr, stop, server) = start_without_ending_streams(&hub, stall).await;
+
+    let mut send = h2_connection(addr, 1 << 20).await;
+    let mut h2 = open(&mut send, addr, "h2").await;
+    read_through(&mut h2, "retry:").await;
+    let mut http1 = Vec::new();
+    for (user, accept) in [("lean", "accept: text/event-stream\r\n"), ("hyper", "")] {
+        let mut tcp = bounded("connect", WAIT, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        let head = format!("GET /events/{user} HTTP/1.1\r\nhost: x\r\n{accept}\r\n");
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        read_tcp_through(&mut tcp, "retry:").await;
+        http1.push(tcp);
+    }
+    let users = ["h2", "lean", "hyper"].map(UserId::from);
+    for user in &users {
+        assert_eq!(hub.connection_count(user), 1);
+    }
+
+    let signalled = Instant::now();
+    stop.send(()).unwrap();
+    let served = bounded("serve's return", WAIT, server).await;
+    served.expect("the server task").expect("serve");
+    let took = signalled.elapsed();
+    assert!(took >= stall, "returned after {took:?}, before the grace");
+
+    for tcp in &mut http1 {
+        read_tcp_to_close(tcp).await;
+    }
+    let h2_end = bounded("the HTTP/2 stream's end", WAIT, async {
+        loop {
+            match h2.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    h2_end.await;
+    // HTTP/2 streams run in tasks of their own, which end as they notice their connection
+    // went away: no event tells the test when, so poll (bounded).
+    common::wait_until("every subscription is dropped", WAIT, || {
+        users.iter().all(|user| hub.connection_count(user) == 0)
+    })
+    .await;
 }
 
 /// Connects, sends `bytes`, and reports whether the server closed the connection within
