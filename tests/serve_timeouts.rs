@@ -377,12 +377,13 @@ async fn closed_within(addr: SocketAddr, bytes: &[u8], within: Duration) -> bool
     .is_ok()
 }
 
-/// `Serve` docs: "A request head must arrive within `header_read_timeout`". A connection that
-/// sends the start of the HTTP/2 preface (or, with the lean path off, nothing at all) and then
-/// goes silent is held open for ever: hyper-util's protocol sniffing (`ReadVersion`) has no
-/// timeout, hyper's HTTP/1 header timer starts only after it, and HTTP/2 pings only once the
-/// HTTP/2 connection exists. Each such connection holds a socket and a task until shutdown:
-/// a slowloris that the header read timeout is there to stop.
+/// The header read timeout covers a connection's first bytes, until they show its protocol. A
+/// connection that sends the start of the HTTP/2 preface, or nothing at all, and then goes
+/// silent must be closed by it: hyper-util's protocol sniffing has no timeout, hyper's HTTP/1.1
+/// head timer starts only after it, and HTTP/2 pings only once the HTTP/2 connection exists,
+/// so each such connection used to hold a socket and a task until shutdown (a slowloris that
+/// the header read timeout is there to stop). On both paths; a partial HTTP/1.1 head is the
+/// control.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_silent_before_its_protocol_is_known_is_closed_by_the_header_read_timeout() {
     let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
@@ -423,4 +424,119 @@ async fn a_connection_silent_before_its_protocol_is_known_is_closed_by_the_heade
         server.abort();
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Connects to `addr`, with `TCP_NODELAY` so that each write leaves as its own segment.
+async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
+    let tcp = bounded("connect", WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    tcp
+}
+
+/// Reading on until the protocol is known must not break what reads on: an HTTP/2 preface
+/// that arrives in pieces is still HTTP/2 (the server answers with its SETTINGS frame), and an
+/// HTTP/1.1 request whose first bytes are also the preface's (`PR`, then `OPFIND`) is still
+/// HTTP/1.1, on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preface_in_pieces_and_a_request_that_starts_like_one_are_served_on_both_paths() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    for lean in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(
+            sse_hub::serve(listener, router(hub.clone()))
+                .lean_http1(lean)
+                .header_read_timeout(Duration::from_secs(5))
+                .into_future(),
+        );
+
+        let mut tcp = connect(addr).await;
+        let (first, rest) = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".split_at(5);
+        tcp.write_all(first).await.expect("write");
+        // Not a wait for the server: the rest must leave as a segment of its own.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(rest).await.expect("write");
+        // An empty SETTINGS frame, as the preface must be followed by one.
+        tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .expect("write");
+        let mut head = [0u8; 9];
+        bounded("the server's first frame", WAIT, tcp.read_exact(&mut head))
+            .await
+            .expect("a frame header");
+        assert_eq!(head[3], 4, "lean {lean}: the server's SETTINGS: {head:?}");
+
+        let mut tcp = connect(addr).await;
+        tcp.write_all(b"PROPFIND /events/ada HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = Vec::new();
+        bounded("the response", WAIT, tcp.read_to_end(&mut response))
+            .await
+            .expect("read");
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            response.starts_with("HTTP/1.1 405"),
+            "lean {lean}: an HTTP/1.1 answer: {response}"
+        );
+        server.abort();
+    }
+}
+
+/// A connection whose protocol is not known yet when shutdown begins has nothing being served:
+/// it is closed at once, on both paths, and does not hold `serve` (here for the whole header
+/// read timeout, or the stall timeout that bounds the close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_a_connection_whose_protocol_is_not_known_yet_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    for lean in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            sse_hub::serve(listener, router(hub.clone()))
+                .lean_http1(lean)
+                .header_read_timeout(Duration::from_secs(60))
+                .stall_timeout(Duration::from_secs(60))
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .into_future(),
+        );
+        let mut silent = connect(addr).await;
+        let mut partial = connect(addr).await;
+        partial
+            .write_all(b"PRI * HTTP/2.0\r\n")
+            .await
+            .expect("write");
+        // Connections are accepted in the order they were made: once a later one is answered,
+        // both are being served.
+        let mut later = connect(addr).await;
+        later
+            .write_all(b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = [0u8; 12];
+        bounded("an answer", WAIT, later.read_exact(&mut answer))
+            .await
+            .expect("read");
+        assert_eq!(&answer, b"HTTP/1.1 404");
+        stop.send(()).unwrap();
+        bounded("serve's return", WAIT, server)
+            .await
+            .expect("the server task")
+            .expect("serve");
+        for tcp in [&mut silent, &mut partial] {
+            let mut buf = [0u8; 64];
+            let read = bounded("the close", WAIT, tcp.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "lean {lean}: closed, nothing answered: {read:?}"
+            );
+        }
+    }
 }

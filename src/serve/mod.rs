@@ -63,7 +63,16 @@
 //!   acknowledgement, up to 40 ms; many streams multiplexed on one HTTP/2 connection hit this
 //!   all the time.
 //! * **A request head must arrive within** [`DEFAULT_HEADER_READ_TIMEOUT`], and may be at most
-//!   [`DEFAULT_MAX_BUF_SIZE`] long (hyper's default is about 400 KiB).
+//!   [`DEFAULT_MAX_BUF_SIZE`] long (hyper's default is about 400 KiB). So must a connection's
+//!   first bytes, until they show its protocol: the whole 24-byte HTTP/2 preface, or a byte that
+//!   is not the preface's (an HTTP/1.1 request). They are read before hyper gets the
+//!   connection, since hyper-util waits for them with no timeout and hyper's own HTTP/1.1 head
+//!   timer starts only after them: a connection that sends nothing, or only the start of the
+//!   preface, would otherwise be held open until shutdown. On the lean path both are read under
+//!   one timeout; with it off, hyper's timer starts once the first byte shows HTTP/1.1, so a
+//!   head may take up to twice the timeout from the connect. After the preface, an HTTP/2
+//!   client that goes silent is found by the HTTP/2 pings ([`Serve::http2_keep_alive`]), not by
+//!   this timeout.
 //! * **The router is shared**, not cloned per connection: `axum::serve` re-builds the router's
 //!   route table for each connection (about 1 KB each for a router of one route).
 //! * **Graceful shutdown**: once the future given to [`Serve::with_graceful_shutdown`] resolves,
@@ -196,8 +205,10 @@ impl<L, F> Serve<L, F> {
         self
     }
 
-    /// Closes an HTTP/1.1 connection whose request head does not arrive within `timeout`
-    /// (`None`: never). Default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    /// Closes a connection whose first bytes do not show its protocol (the HTTP/2 preface or
+    /// the start of an HTTP/1.1 request), or whose HTTP/1.1 request head does not arrive,
+    /// within `timeout` (`None`: never). Default [`DEFAULT_HEADER_READ_TIMEOUT`]. See the
+    /// [module docs](self).
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.settings.header_read_timeout = timeout.into();
         self
@@ -436,7 +447,12 @@ async fn serve_connection<I>(
             lean::Outcome::Hyper(prefix) => prefix,
         }
     } else {
-        Bytes::new()
+        match read_until_protocol_known(&mut io, settings.header_read_timeout, &mut drain_signal)
+            .await
+        {
+            Some(prefix) => prefix,
+            None => return,
+        }
     };
     // Boxed, so that a connection served on the lean path does not carry the space of hyper's
     // connection state in its task.
@@ -447,6 +463,55 @@ async fn serve_connection<I>(
         drain_signal,
     ))
     .await;
+}
+
+/// What a client speaking HTTP/2 with prior knowledge opens with (RFC 9113, 3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `read`, the first bytes of a connection, leave its protocol unknown: they are the
+/// start of the HTTP/2 preface but not all of it (nothing read leaves it unknown too).
+/// hyper-util decides between HTTP/1.1 and HTTP/2 on these bytes and, while they stay unknown,
+/// waits for more with no timeout of its own.
+fn protocol_unknown(read: &[u8]) -> bool {
+    read.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(read)
+}
+
+/// Reads the first bytes of a connection that is not served on the lean path until its
+/// protocol is known (see [`protocol_unknown`]), within `timeout`; they are returned for
+/// hyper. `None` when the connection is to be closed: it closed or failed, the time ran out, or
+/// shutdown began first (nothing was served on it yet).
+async fn read_until_protocol_known<I>(
+    io: &mut I,
+    timeout: Option<Duration>,
+    draining: &mut watch::Receiver<bool>,
+) -> Option<Bytes>
+where
+    I: AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    // Never more than the preface: whatever follows is hyper's to read.
+    let mut read = [0u8; HTTP2_PREFACE.len()];
+    let mut len = 0;
+    let sniff = async {
+        while protocol_unknown(&read[..len]) {
+            match io.read(&mut read[len..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => len += n,
+            }
+        }
+        true
+    };
+    let sniff = async {
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, sniff).await.unwrap_or(false),
+            None => sniff.await,
+        }
+    };
+    let known = tokio::select! {
+        known = sniff => known,
+        _ = draining.wait_for(|draining| *draining) => false,
+    };
+    known.then(|| Bytes::copy_from_slice(&read[..len]))
 }
 
 async fn with_hyper<I>(
