@@ -26,6 +26,12 @@
 //! A healthy client is never affected: an idle stream writes nothing but heartbeats, and each
 //! write that completes restarts the clock. Choose a timeout longer than a slow but live client
 //! needs to drain its socket; twice the heartbeat interval is a good start.
+//!
+//! Over HTTP/2 this sees only the connection: one stream whose peer stops granting it
+//! flow-control window (a proxy whose own client of that stream stopped reading) stalls while
+//! the connection's other streams keep its writes progressing. [`serve`](crate::serve) resets
+//! such a stream after the stall timeout, and bounds graceful shutdown by it; `axum::serve`
+//! with this listener does neither.
 
 use std::io;
 use std::pin::Pin;

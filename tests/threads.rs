@@ -188,6 +188,31 @@ async fn a_publish_into_a_thread_is_kept_when_nobody_is_connected() {
     assert!(hub.stats().thread_state_bytes > 0);
 }
 
+/// `Broadcaster::sweep` docs: expired channels are removed "lazily on subscribes and publishes
+/// once something is due, and in one sweeper task per broadcaster while a tokio runtime runs".
+/// A channel made by a publish into a thread (an agent's run for a page not open yet), on a
+/// broadcaster nobody ever subscribed to, must be swept too when nothing else happens: the
+/// sweeper used to be started only by a subscribe, and such a channel, its window and its thread
+/// state stayed (and were counted in `Stats` and the `retained_channels` gauge) for ever.
+#[tokio::test(start_paused = true)]
+async fn a_channel_made_by_a_thread_publish_expires_without_further_traffic() {
+    let mut config = Config::default();
+    config.retention = Duration::from_secs(1);
+    let hub: Broadcaster<Value> = Broadcaster::new(config);
+    let user = UserId::from("ada");
+    hub.broadcast_in_thread(&user, &thread("run-1"), &json!({"type": "started"}))
+        .expect("publish");
+    assert_eq!(hub.stats().retained_channels, 1);
+    assert!(hub.stats().buffered_bytes > 0);
+    // Ten times the retention, with the runtime running (paused time auto-advances).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        (hub.stats().retained_channels, hub.stats().buffered_bytes),
+        (0, 0),
+        "the channel outlived its retention tenfold: no sweeper was started for it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_opening_and_the_live_tail_meet_without_gap_or_duplicate_under_concurrent_publishing() {
     let hub = folding(Config::default());

@@ -78,7 +78,12 @@ where
         let head = tokio::select! {
             head = read => head,
             _ = draining.wait_for(|draining| *draining) => {
-                return if buffered.is_empty() { Outcome::Close } else { Outcome::Hyper(buffered.into()) };
+                // Nothing read, or only the start of the HTTP/2 preface: nothing to answer.
+                return if super::protocol_unknown(&buffered) {
+                    Outcome::Close
+                } else {
+                    Outcome::Hyper(buffered.into())
+                };
             }
         };
         match head {
@@ -103,26 +108,32 @@ where
 }
 
 /// Reads until `buffered` holds a whole request head; returns its length, or `None` when the
-/// bytes cannot start a request for this path (HTTP/2's preface, a head too long). `Err` when
-/// the connection closes or fails first.
+/// bytes cannot start a request for this path (HTTP/2's preface, read whole, or a head too
+/// long). `Err` when the connection closes or fails first.
 async fn read_head<I>(io: &mut I, buffered: &mut Vec<u8>) -> io::Result<Option<usize>>
 where
     I: AsyncRead + Unpin,
 {
     loop {
-        if buffered.starts_with(b"PRI ") {
+        if buffered.starts_with(super::HTTP2_PREFACE) {
             return Ok(None);
         }
-        // httparse finds the end of the head as hyper does, lines ending in a bare LF included
-        // (RFC 9112, 2.2); a head it cannot parse is hyper's to answer.
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::Request::new(&mut headers).parse(buffered) {
-            Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
-            Ok(httparse::Status::Partial) => {}
-            Err(_) => return Ok(None),
-        }
-        if buffered.len() >= MAX_HEAD {
-            return Ok(None);
+        // Nothing yet, or the start of the HTTP/2 preface: read on, under the caller's timeout,
+        // until all of it has come (or a byte that is not its), so that hyper is not left
+        // waiting for the rest with no timeout. httparse would take it for a head it cannot
+        // parse.
+        if !super::protocol_unknown(buffered) {
+            // httparse finds the end of the head as hyper does, lines ending in a bare LF included
+            // (RFC 9112, 2.2); a head it cannot parse is hyper's to answer.
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::Request::new(&mut headers).parse(buffered) {
+                Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Ok(None),
+            }
+            if buffered.len() >= MAX_HEAD {
+                return Ok(None);
+            }
         }
         if buffered.capacity() == buffered.len() {
             buffered.reserve(if buffered.is_empty() {

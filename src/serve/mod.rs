@@ -33,6 +33,20 @@
 //!   that does not answer within as long is closed); on every connection, a write that makes no
 //!   progress for [`DEFAULT_STALL_TIMEOUT`] closes it (see [`StallTimeout`](crate::StallTimeout)
 //!   for why a stream cannot notice this by itself).
+//! * **Stalled HTTP/2 streams are reset.** Over HTTP/2 one stream can stall while its
+//!   connection is healthy: a proxy whose own client of that stream stopped reading stops
+//!   granting the stream flow-control window, while the connection's other streams and pings
+//!   flow, so the connection's writes progress and its write timeout never fires. hyper then
+//!   holds the stream's next chunk and stops polling its body, so
+//!   [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) and
+//!   [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) are never seen by it. When hyper
+//!   has held a chunk of a stream for the stall timeout (which means nothing of the stream's
+//!   buffered data, at most about [`Serve::http2_max_send_buf`] plus a chunk, was taken up in
+//!   that time), the stream is reset (`RST_STREAM`, `CANCEL`) and its body and subscription are
+//!   dropped; the connection and its other streams go on. A stream that stalls while its body
+//!   has nothing to send is reset once the body next has a frame (for an SSE stream, the next
+//!   event or heartbeat). Each chunk taken restarts the clock, so a slow client is reset only if
+//!   it cannot take its buffered data within the timeout.
 //! * **A lean HTTP/1.1 path for SSE.** A request that can only be an SSE stream (`GET` with
 //!   `Accept: text/event-stream`, which is what `EventSource` sends, with no body and no
 //!   upgrade) is read, routed and answered by sse-hub's own HTTP/1.1 writer, which writes what
@@ -49,7 +63,16 @@
 //!   acknowledgement, up to 40 ms; many streams multiplexed on one HTTP/2 connection hit this
 //!   all the time.
 //! * **A request head must arrive within** [`DEFAULT_HEADER_READ_TIMEOUT`], and may be at most
-//!   [`DEFAULT_MAX_BUF_SIZE`] long (hyper's default is about 400 KiB).
+//!   [`DEFAULT_MAX_BUF_SIZE`] long (hyper's default is about 400 KiB). So must a connection's
+//!   first bytes, until they show its protocol: the whole 24-byte HTTP/2 preface, or a byte that
+//!   is not the preface's (an HTTP/1.1 request). They are read before hyper gets the
+//!   connection, since hyper-util waits for them with no timeout and hyper's own HTTP/1.1 head
+//!   timer starts only after them: a connection that sends nothing, or only the start of the
+//!   preface, would otherwise be held open until shutdown. On the lean path both are read under
+//!   one timeout; with it off, hyper's timer starts once the first byte shows HTTP/1.1, so a
+//!   head may take up to twice the timeout from the connect. After the preface, an HTTP/2
+//!   client that goes silent is found by the HTTP/2 pings ([`Serve::http2_keep_alive`]), not by
+//!   this timeout.
 //! * **The router is shared**, not cloned per connection: `axum::serve` re-builds the router's
 //!   route table for each connection (about 1 KB each for a router of one route).
 //! * **Graceful shutdown**: once the future given to [`Serve::with_graceful_shutdown`] resolves,
@@ -58,6 +81,19 @@
 //!   responses complete when their streams end: end them in the same future with
 //!   [`Broadcaster::shutdown`](crate::Broadcaster::shutdown) (or `EventRouter::shutdown`),
 //!   which sends each client a jittered `retry:` first.
+//!
+//!   The close is bounded by the stall timeout: a connection still open a stall timeout after
+//!   shutdown began is dropped, with whatever responses it still serves (their bodies and
+//!   subscriptions are dropped, its clients see the connection close). Something would
+//!   otherwise hold `serve` for ever: a response that never completes (an SSE stream that was
+//!   not ended, a stream its peer no longer reads), or a client that never lets go. The stall
+//!   timeout is the bound because it already says how long a response may make no progress: a
+//!   stream that is ended at shutdown needs only to write its last frames, which a live client
+//!   takes well within it, and one that cannot is one the stall timeout gives up on anyway.
+//!   Responses that need longer to complete (a large download) are cut at that point: give
+//!   `serve` a longer stall timeout. With no stall timeout (`stall_timeout(None)`), the close
+//!   waits as long as the responses take. HTTP/2 streams run in tasks of their own, which end
+//!   as they notice their connection is gone, just after `serve` returns.
 //!
 //! WebSocket and other HTTP/1.1 upgrades keep working, and so does HTTP/2's extended CONNECT.
 
@@ -72,9 +108,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::serve::Listener;
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_io_timeout::TimeoutStream;
@@ -82,6 +117,9 @@ use tokio_io_timeout::TimeoutStream;
 use crate::config::HEARTBEAT_INTERVAL;
 
 mod lean;
+mod stall;
+
+use stall::StreamExecutor;
 
 /// The default of [`Serve::max_concurrent_streams`]: how many requests (SSE streams) one
 /// HTTP/2 connection may have open at once.
@@ -158,15 +196,19 @@ impl Default for Settings {
 }
 
 impl<L, F> Serve<L, F> {
-    /// Closes a connection whose writes make no progress for `timeout` (`None`: never). Default
-    /// [`DEFAULT_STALL_TIMEOUT`]. See [`StallTimeout`](crate::StallTimeout).
+    /// Closes a connection whose writes make no progress for `timeout`, resets an HTTP/2 stream
+    /// whose peer takes none of its data for as long, and bounds each connection's graceful
+    /// close by it (`None`: none of these). Default [`DEFAULT_STALL_TIMEOUT`]. See the
+    /// [module docs](self) and [`StallTimeout`](crate::StallTimeout).
     pub fn stall_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.settings.stall_timeout = timeout.into();
         self
     }
 
-    /// Closes an HTTP/1.1 connection whose request head does not arrive within `timeout`
-    /// (`None`: never). Default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    /// Closes a connection whose first bytes do not show its protocol (the HTTP/2 preface or
+    /// the start of an HTTP/1.1 request), or whose HTTP/1.1 request head does not arrive,
+    /// within `timeout` (`None`: never). Default [`DEFAULT_HEADER_READ_TIMEOUT`]. See the
+    /// [module docs](self).
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.settings.header_read_timeout = timeout.into();
         self
@@ -265,8 +307,11 @@ where
 }
 
 impl Settings {
-    fn builder(&self) -> Builder<TokioExecutor> {
-        let mut builder = Builder::new(TokioExecutor::new());
+    fn builder(&self) -> Builder<StreamExecutor> {
+        // hyper spawns each HTTP/2 stream on this executor, which watches it for stalls.
+        let mut builder = Builder::new(StreamExecutor {
+            stall_timeout: self.stall_timeout,
+        });
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -302,6 +347,8 @@ where
             shutdown,
         } = self;
         let builder = Arc::new(settings.builder());
+        // Shared, as the builder: each connection's task holds a reference, not a copy.
+        let settings = Arc::new(settings);
         // `true` once shutdown began; every connection watches it.
         let (draining, drain_signal) = watch::channel(false);
         // Every connection holds a receiver: all are closed when the count falls to zero.
@@ -325,9 +372,9 @@ where
             let builder = builder.clone();
             let drain_signal = drain_signal.clone();
             let open = open.clone();
-            let lean = settings.lean_http1.then_some(settings.header_read_timeout);
+            let settings = settings.clone();
             tokio::spawn(async move {
-                connection(io, router, builder, lean, drain_signal).await;
+                connection(io, router, builder, &settings, drain_signal).await;
                 drop(open);
             });
         }
@@ -344,24 +391,68 @@ where
 }
 
 /// Serves one connection: on the lean path while its requests are SSE streams over HTTP/1.1
-/// (when `lean` is given, with the header read timeout), then with hyper.
+/// (when that path is on), then with hyper; once shutdown began, for at most the stall timeout.
 async fn connection<I>(
+    io: Pin<Box<TimeoutStream<I>>>,
+    router: Router,
+    builder: Arc<Builder<StreamExecutor>>,
+    settings: &Settings,
+    drain_signal: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut draining = drain_signal.clone();
+    let served = serve_connection(io, router, builder, settings, drain_signal);
+    // The bound on a graceful close (see the module docs): a connection whose responses have
+    // not completed a stall timeout after shutdown began is dropped, with whatever it still
+    // serves. Without a stall timeout, the close waits as long as the responses take.
+    let grace = async {
+        drop(draining.wait_for(|draining| *draining).await);
+        match settings.stall_timeout {
+            Some(grace) => tokio::time::sleep(grace).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        () = served => {}
+        () = grace => {
+            tracing::debug!(
+                grace = ?settings.stall_timeout,
+                "connection dropped: still open a stall timeout after shutdown began"
+            );
+        }
+    }
+}
+
+async fn serve_connection<I>(
     mut io: Pin<Box<TimeoutStream<I>>>,
     router: Router,
-    builder: Arc<Builder<TokioExecutor>>,
-    lean: Option<Option<Duration>>,
+    builder: Arc<Builder<StreamExecutor>>,
+    settings: &Settings,
     mut drain_signal: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let prefix = match lean {
-        Some(header_read_timeout) => {
-            match lean::serve(&mut io, &router, header_read_timeout, &mut drain_signal).await {
-                lean::Outcome::Close => return,
-                lean::Outcome::Hyper(prefix) => prefix,
-            }
+    let prefix = if settings.lean_http1 {
+        match lean::serve(
+            &mut io,
+            &router,
+            settings.header_read_timeout,
+            &mut drain_signal,
+        )
+        .await
+        {
+            lean::Outcome::Close => return,
+            lean::Outcome::Hyper(prefix) => prefix,
         }
-        None => Bytes::new(),
+    } else {
+        match read_until_protocol_known(&mut io, settings.header_read_timeout, &mut drain_signal)
+            .await
+        {
+            Some(prefix) => prefix,
+            None => return,
+        }
     };
     // Boxed, so that a connection served on the lean path does not carry the space of hyper's
     // connection state in its task.
@@ -374,15 +465,64 @@ async fn connection<I>(
     .await;
 }
 
+/// What a client speaking HTTP/2 with prior knowledge opens with (RFC 9113, 3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `read`, the first bytes of a connection, leave its protocol unknown: they are the
+/// start of the HTTP/2 preface but not all of it (nothing read leaves it unknown too).
+/// hyper-util decides between HTTP/1.1 and HTTP/2 on these bytes and, while they stay unknown,
+/// waits for more with no timeout of its own.
+fn protocol_unknown(read: &[u8]) -> bool {
+    read.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(read)
+}
+
+/// Reads the first bytes of a connection that is not served on the lean path until its
+/// protocol is known (see [`protocol_unknown`]), within `timeout`; they are returned for
+/// hyper. `None` when the connection is to be closed: it closed or failed, the time ran out, or
+/// shutdown began first (nothing was served on it yet).
+async fn read_until_protocol_known<I>(
+    io: &mut I,
+    timeout: Option<Duration>,
+    draining: &mut watch::Receiver<bool>,
+) -> Option<Bytes>
+where
+    I: AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    // Never more than the preface: whatever follows is hyper's to read.
+    let mut read = [0u8; HTTP2_PREFACE.len()];
+    let mut len = 0;
+    let sniff = async {
+        while protocol_unknown(&read[..len]) {
+            match io.read(&mut read[len..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => len += n,
+            }
+        }
+        true
+    };
+    let sniff = async {
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, sniff).await.unwrap_or(false),
+            None => sniff.await,
+        }
+    };
+    let known = tokio::select! {
+        known = sniff => known,
+        _ = draining.wait_for(|draining| *draining) => false,
+    };
+    known.then(|| Bytes::copy_from_slice(&read[..len]))
+}
+
 async fn with_hyper<I>(
     io: lean::Rewind<Pin<Box<TimeoutStream<I>>>>,
     router: Router,
-    builder: Arc<Builder<TokioExecutor>>,
+    builder: Arc<Builder<StreamExecutor>>,
     mut drain_signal: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    let service = stall::Routed { router };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = pin!(connection);
     tokio::select! {
@@ -392,6 +532,8 @@ async fn with_hyper<I>(
             }
         }
         () = async { drop(drain_signal.wait_for(|draining| *draining).await) } => {
+            // Bounded by the caller's grace: a response that never completes (a stream whose
+            // peer stopped reading it, an SSE stream that was not ended) does not hold it.
             connection.as_mut().graceful_shutdown();
             if let Err(error) = connection.await {
                 tracing::trace!(%error, "connection failed while closing");
