@@ -84,7 +84,7 @@ impl<E> Broadcaster<E> {
         }
         if let Some(backplane) = &self.inner.backplane {
             if thread.is_some() {
-                self.keep_thread_channel(backplane, user)?;
+                self.keep_thread_channel(user)?;
             }
             return queue_on_backplane(backplane, &self.inner.local, user, &payload, thread);
         }
@@ -116,33 +116,15 @@ impl<E> Broadcaster<E> {
         Ok(published)
     }
 
-    /// Makes sure `user` has a channel on this node, as a publish into a thread would make it
-    /// (with a backplane, checking that it carries threads): so that a router publishing one
-    /// event into a thread on several broadcasters is refused by a full one before it has
-    /// published anywhere.
-    pub(crate) fn prepare_thread_channel(&self, user: &UserId) -> Result<(), PublishError> {
-        if let Some(backplane) = &self.inner.backplane {
-            return self.keep_thread_channel(backplane, user);
-        }
-        if self.channel(user).is_none() {
-            self.create_channel(user)
-                .map_err(|_| PublishError::AtCapacity {
-                    max: self.inner.shared.config.max_channels,
-                })?;
-        }
-        Ok(())
-    }
-
-    /// Before a publish into a thread with a backplane: the backplane must carry threads, and
-    /// this node keeps a channel for the user, as a single node does, so that it listens to
-    /// the user's feed, folds the thread and writes its snapshots (see the
-    /// [backplane docs](crate::backplane#threads)).
-    fn keep_thread_channel(
-        &self,
-        backplane: &Arc<dyn Backplane>,
-        user: &UserId,
-    ) -> Result<(), PublishError> {
-        if !backplane.supports_threads() {
+    /// Before a publish into a thread: this node keeps a channel for the user (the publish
+    /// would make it), and with a backplane, the backplane must carry threads; the node then
+    /// listens to the user's feed, folds the thread and writes its snapshots, as a single node
+    /// does (see the [backplane docs](crate::backplane#threads)). The router calls it for every
+    /// target first, so that a full registry refuses an event before it is published anywhere.
+    pub(crate) fn keep_thread_channel(&self, user: &UserId) -> Result<(), PublishError> {
+        if let Some(backplane) = &self.inner.backplane
+            && !backplane.supports_threads()
+        {
             return Err(PublishError::ThreadsNeedOneNode);
         }
         if self.channel(user).is_none() {
@@ -279,7 +261,7 @@ impl<E> Broadcaster<E> {
         };
         self.check_payload(&payload)?;
         self.maybe_sweep();
-        self.keep_thread_channel(backplane, user)?;
+        self.keep_thread_channel(user)?;
         let head = Bytes::copy_from_slice(payload.as_bytes());
         backplane
             .publish_in_thread(&self.inner.local, user, thread, head)

@@ -279,8 +279,8 @@ impl EventRouter {
         user: &UserId,
         primary: &Broadcaster<E>,
     ) -> Result<(), PublishError> {
-        primary.prepare_thread_channel(user)?;
-        self.context.prepare_thread_channel(user)
+        primary.keep_thread_channel(user)?;
+        self.context.keep_thread_channel(user)
     }
 
     /// Serialises `event` once into the primary channel's payload and the context channel's
