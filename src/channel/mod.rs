@@ -11,31 +11,11 @@
 //! The window is a `VecDeque` of the same [`Bytes`] the ring carries, so keeping history costs
 //! one reference per event and nothing at all until the first publish.
 //!
-//! # Chains: what a thread subscription lost
+//! # Chains
 //!
-//! A subscription sees a gap when the ring overwrote frames it had not read; it takes back from
-//! the window what the window still holds, and what the window dropped too is lost. For a
-//! subscription to every event that is the whole dropped range. A thread subscription, though,
-//! delivers only its thread's events and the unthreaded ones: frames of the user's other
-//! threads in the dropped range are no loss to it, and ending its stream for them (a thread
-//! stream ends on a loss) would fail a run in a tab that missed nothing.
-//!
-//! So every event is linked to the previous event of its *chain*: its thread's, or for an
-//! unthreaded event the previous unthreaded event (`Slot::prev` on the ring, `Retained::prev`
-//! in the window; 0 when there is none). The channel knows each chain's last event (the
-//! thread's entry, `State::last_unthreaded`). At a gap a thread subscription at position `p`
-//! whose window starts again at `oldest` follows its two chains back from their last events,
-//! through the window, to the first link before `oldest`: it lost something if and only if
-//! that link is after `p`. A link the walk cannot follow (an event too large for the window,
-//! or a thread the channel forgot, whose first event after is linked to the last event of any
-//! thread forgotten) counts as a loss: the check may end a stream that lost nothing, never
-//! skip an event silently.
-//!
-//! The link costs no memory: in the ring's slot it takes the word that was padding, and the
-//! window's entries keep their 64 bytes by giving up their own sequence number, which their
-//! place gives (the window always holds consecutive events). A per-thread position map in
-//! each subscription, or a per-thread window, would cost memory per thread and per
-//! connection; the walk costs time only at a gap, under the lock, bounded by the window.
+//! Every event is linked to the previous event of its thread (or, unthreaded, to the previous
+//! unthreaded event), so that a thread subscription that lags counts as lost only its own
+//! events: see `chain.rs`.
 //!
 //! A channel is created by the registry on first subscribe and is *idle* when its last receiver
 //! is dropped. An idle channel is queued for removal after the retention; removal marks it
@@ -61,6 +41,7 @@ use crate::thread::{Folded, ThreadId, ThreadKey, ThreadState};
 use crate::user_id::UserId;
 use crate::wire::frame_id;
 
+mod chain;
 mod threads;
 
 use threads::*;
@@ -186,31 +167,6 @@ impl State {
     fn retained(&self, seq: u64) -> Option<&Retained> {
         let i = seq.checked_sub(self.window_start)?;
         self.window.get(usize::try_from(i).ok()?)
-    }
-
-    /// Whether the chain whose last event is `head` has an event in `after < seq < oldest`
-    /// (the part of a gap the window no longer holds), following the links back from `head`
-    /// through the window and the `arriving` slot. A link that cannot be followed (an event
-    /// not in the window: too large to keep, or published after the check's range) counts as
-    /// a loss: the answer errs on ending a stream, never on skipping an event silently.
-    fn chain_lost(&self, head: u64, after: u64, oldest: u64, arriving: &Slot) -> bool {
-        let mut at = head;
-        loop {
-            if at <= after {
-                return false;
-            }
-            if at < oldest {
-                return true;
-            }
-            at = if at == arriving.seq {
-                arriving.prev
-            } else {
-                match self.retained(at) {
-                    Some(r) => r.prev,
-                    None => return true,
-                }
-            };
-        }
     }
 }
 
@@ -374,19 +330,6 @@ impl UserChannel {
             self.due_snapshots(&mut state, seq, &mut delivered);
         }
         Some(delivered)
-    }
-
-    /// The frame `seq`'s tag and its chain link (see the module docs, *Chains*): the thread's
-    /// (from its fold), or the unthreaded chain's.
-    fn link(
-        state: &mut State,
-        thread: Option<(ThreadKey, u64)>,
-        seq: u64,
-    ) -> (Option<ThreadKey>, u64) {
-        match thread {
-            Some((key, prev)) => (Some(key), prev),
-            None => (None, std::mem::replace(&mut state.last_unthreaded, seq)),
-        }
     }
 
     /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.

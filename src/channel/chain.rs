@@ -1,0 +1,70 @@
+//! Chains: what a thread subscription lost.
+//!
+//! A subscription sees a gap when the ring overwrote frames it had not read; it takes back from
+//! the window what the window still holds, and what the window dropped too is lost. For a
+//! subscription to every event that is the whole dropped range. A thread subscription, though,
+//! delivers only its thread's events and the unthreaded ones: frames of the user's other
+//! threads in the dropped range are no loss to it, and ending its stream for them (a thread
+//! stream ends on a loss) would fail a run in a tab that missed nothing.
+//!
+//! So every event is linked to the previous event of its *chain*: its thread's, or for an
+//! unthreaded event the previous unthreaded event (`Slot::prev` on the ring, `Retained::prev`
+//! in the window; 0 when there is none). The channel knows each chain's last event (the
+//! thread's entry, `State::last_unthreaded`). At a gap a thread subscription at position `p`
+//! whose window starts again at `oldest` follows its two chains back from their last events,
+//! through the window, to the first link before `oldest`: it lost something if and only if
+//! that link is after `p`. A link the walk cannot follow (an event too large for the window,
+//! or a thread the channel forgot, whose first event after is linked to the last event of any
+//! thread forgotten) counts as a loss: the check may end a stream that lost nothing, never
+//! skip an event silently.
+//!
+//! The link costs no memory: in the ring's slot it takes the word that was padding, and the
+//! window's entries keep their 64 bytes by giving up their own sequence number, which their
+//! place gives (the window always holds consecutive events). A per-thread position map in
+//! each subscription, or a per-thread window, would cost memory per thread and per
+//! connection; the walk costs time only at a gap, under the lock, bounded by the window.
+
+use super::{Slot, State, UserChannel};
+use crate::thread::ThreadKey;
+
+impl State {
+    /// Whether the chain whose last event is `head` has an event in `after < seq < oldest`
+    /// (the part of a gap the window no longer holds), following the links back from `head`
+    /// through the window and the `arriving` slot. A link that cannot be followed (an event
+    /// not in the window: too large to keep, or published after the check's range) counts as
+    /// a loss: the answer errs on ending a stream, never on skipping an event silently.
+    pub(super) fn chain_lost(&self, head: u64, after: u64, oldest: u64, arriving: &Slot) -> bool {
+        let mut at = head;
+        loop {
+            if at <= after {
+                return false;
+            }
+            if at < oldest {
+                return true;
+            }
+            at = if at == arriving.seq {
+                arriving.prev
+            } else {
+                match self.retained(at) {
+                    Some(r) => r.prev,
+                    None => return true,
+                }
+            };
+        }
+    }
+}
+
+impl UserChannel {
+    /// The frame `seq`'s tag and its chain link (see the module docs): the thread's
+    /// (from its fold), or the unthreaded chain's.
+    pub(super) fn link(
+        state: &mut State,
+        thread: Option<(ThreadKey, u64)>,
+        seq: u64,
+    ) -> (Option<ThreadKey>, u64) {
+        match thread {
+            Some((key, prev)) => (Some(key), prev),
+            None => (None, std::mem::replace(&mut state.last_unthreaded, seq)),
+        }
+    }
+}
