@@ -29,8 +29,8 @@
 //!
 //! Over HTTP/2 this sees only the connection: one stream whose peer stops granting it
 //! flow-control window (a proxy whose own client of that stream stopped reading) stalls while
-//! the connection's other streams keep its writes progressing: such a stream is not reset
-//! (see [`serve`](crate::serve)'s docs), but [`serve`](crate::serve) bounds graceful shutdown
+//! the connection's other streams keep its writes progressing. Such a stream is not reset (see
+//! [`serve`](mod@crate::serve)'s docs), but [`serve`](crate::serve()) bounds graceful shutdown
 //! by the stall timeout, so it does not hold that up; `axum::serve` with this listener does not.
 
 use std::io;
