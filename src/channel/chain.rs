@@ -28,12 +28,22 @@ use super::{Slot, State, UserChannel};
 use crate::thread::ThreadKey;
 
 impl State {
-    /// Whether the chain whose last event is `head` has an event in `after < seq < oldest`
-    /// (the part of a gap the window no longer holds), following the links back from `head`
-    /// through the window and the `arriving` slot. A link that cannot be followed (an event
-    /// not in the window: too large to keep, or published after the check's range) counts as
-    /// a loss: the answer errs on ending a stream, never on skipping an event silently.
-    pub(super) fn chain_lost(&self, head: u64, after: u64, oldest: u64, arriving: &Slot) -> bool {
+    /// Whether the chain of `key` (a thread's; `None`: the unthreaded events) whose last event
+    /// is `head` has an event in `after < seq < oldest` (the part of a gap the window no longer
+    /// holds), following the links back from `head` through the window and the `arriving`
+    /// slot. A link that cannot be followed counts as a loss: an event not in the window (too
+    /// large to keep, or published after the check's range), or one of another chain, which a
+    /// thread made again after the channel forgot it links to (the last event of any thread
+    /// forgotten, whose chain may pass over this thread's events). The answer errs on ending a
+    /// stream, never on skipping an event silently.
+    pub(super) fn chain_lost(
+        &self,
+        key: Option<ThreadKey>,
+        head: u64,
+        after: u64,
+        oldest: u64,
+        arriving: &Slot,
+    ) -> bool {
         let mut at = head;
         loop {
             if at <= after {
@@ -42,14 +52,18 @@ impl State {
             if at < oldest {
                 return true;
             }
-            at = if at == arriving.seq {
-                arriving.prev
+            let (thread, prev) = if at == arriving.seq {
+                (arriving.thread, arriving.prev)
             } else {
                 match self.retained(at) {
-                    Some(r) => r.prev,
+                    Some(r) => (r.thread, r.prev),
                     None => return true,
                 }
             };
+            if thread != key {
+                return true;
+            }
+            at = prev;
         }
     }
 }

@@ -530,8 +530,8 @@ impl UserChannel {
                     .iter()
                     .find(|t| t.id.same(thread))
                     .map_or(state.forgotten, |t| t.last_event);
-                let lost_in = |head: u64| state.chain_lost(head, after, oldest, arriving);
-                lost_in(head) || lost_in(state.last_unthreaded)
+                state.chain_lost(Some(thread.key()), head, after, oldest, arriving)
+                    || state.chain_lost(None, state.last_unthreaded, after, oldest, arriving)
             }
         };
         Backfill {

@@ -105,9 +105,12 @@ impl UserChannel {
         let at = self.thread_at(state, thread, seq, false);
         let entry = &mut state.threads[at];
         entry.last_seq = seq;
-        // Linked before the fold: the fold may panic (a caller's state), the link cannot.
-        let prev = std::mem::replace(&mut entry.last_event, seq);
+        let prev = entry.last_event;
         self.fold_into(entry, &payload.data(), seq);
+        // Linked after the fold, as the sequence number is taken after it: a fold that panics
+        // (a caller's state) leaves `seq` to the next publish, of any thread, and the chain
+        // must not point at it.
+        entry.last_event = seq;
         (entry.id.key(), prev)
     }
 
@@ -216,8 +219,10 @@ impl UserChannel {
         delivered: &mut Delivered,
     ) -> (ThreadKey, u64) {
         let at = self.thread_at(state, thread, seq, true);
-        let prev = std::mem::replace(&mut state.threads[at].last_event, seq);
+        let prev = state.threads[at].last_event;
         let key = self.fold_remote_at(state, at, thread, ordinal, seq, id, frame, delivered);
+        // After the fold, as in `fold`.
+        state.threads[at].last_event = seq;
         (key, prev)
     }
 
