@@ -105,10 +105,9 @@ impl ThreadRun {
 
         // The running subagents, parents first, right after the run's start: the client
         // refuses the end of a subagent (and a child naming a parent) it did not see start.
-        if run.ended.is_none() {
-            for subagent in &self.open.subagents {
-                o.event(|buf| buf.extend_from_slice(&subagent.event));
-            }
+        // (A run's end clears what is open, these included.)
+        for subagent in &self.open.subagents {
+            o.event(|buf| buf.extend_from_slice(&subagent.event));
         }
 
         o.event(|buf| {
