@@ -625,6 +625,59 @@ fn gauges_follow_connections_channels_and_buffered_bytes() {
     });
 }
 
+/// A broadcaster dropped with channels still held (a hub rebuilt on reconfiguration, a test
+/// server torn down) gives back everything its channels counted in the gauges, also when a
+/// connection outlives it: a new broadcaster under the same name starts from zero.
+#[test]
+fn gauges_return_to_zero_when_a_broadcaster_is_dropped() {
+    let recorder = DebuggingRecorder::new();
+    let mut probe = Probe::new(&recorder);
+    metrics::with_local_recorder(&recorder, || {
+        let mut cfg = config("dropped");
+        cfg.replay_events = 4;
+        cfg.retention = Duration::from_secs(3600);
+        let hub: Broadcaster<Value> = Broadcaster::new(cfg.clone());
+        let (alice, bob, carol) = (
+            UserId::from("alice"),
+            UserId::from("bob"),
+            UserId::from("carol"),
+        );
+        let outliving = hub.subscribe(&alice).unwrap();
+        drop(hub.subscribe(&bob).unwrap());
+        for user in [&alice, &bob, &carol] {
+            hub.broadcast(user, &json!({ "pad": "x".repeat(40) }))
+                .unwrap();
+        }
+        probe.take();
+        assert_eq!(probe.gauge(USER_CHANNELS, "dropped"), 2.0);
+        assert_eq!(probe.gauge(RETAINED_CHANNELS, "dropped"), 1.0);
+        assert!(probe.gauge(BUFFERED_BYTES, "dropped") > 0.0);
+
+        drop(hub);
+        probe.take();
+        // alice's connection still holds her channel: it counts until it goes.
+        assert_eq!(probe.gauge(CONNECTIONS, "dropped"), 1.0);
+        assert_eq!(probe.gauge(USER_CHANNELS, "dropped"), 1.0);
+        assert_eq!(probe.gauge(RETAINED_CHANNELS, "dropped"), 0.0);
+        drop(outliving);
+        probe.take();
+        for gauge in [
+            CONNECTIONS,
+            USER_CHANNELS,
+            RETAINED_CHANNELS,
+            BUFFERED_BYTES,
+        ] {
+            assert_eq!(probe.gauge(gauge, "dropped"), 0.0, "{gauge}");
+        }
+
+        let again: Broadcaster<Value> = Broadcaster::new(cfg);
+        let _tab = again.subscribe(&alice).unwrap();
+        probe.take();
+        assert_eq!(probe.gauge(USER_CHANNELS, "dropped"), 1.0);
+        assert_eq!(probe.gauge(CONNECTIONS, "dropped"), 1.0);
+    });
+}
+
 /// A recorder whose gauges remember every value they were set to, to check bounds that a
 /// scrape at the wrong moment could see.
 #[derive(Default)]

@@ -588,12 +588,8 @@ impl UserChannel {
         }
         state.closed = true;
         state.queued = false;
-        self.shared.buffered_removed(state.window_bytes);
-        state.window = VecDeque::new();
-        state.window_bytes = 0;
-        for thread in std::mem::take(&mut state.threads) {
-            self.shared.thread_state_resized(thread.bytes, 0);
-        }
+        // The memory goes now, not when the last reference to the channel does.
+        release_held(&self.shared, &mut state);
         true
     }
 
@@ -601,6 +597,31 @@ impl UserChannel {
     pub(crate) fn buffered(&self) -> (usize, usize) {
         let state = self.lock();
         (state.window_bytes, state.window.len())
+    }
+}
+
+/// A channel gives back what it counts in its broadcaster's gauges when it goes, whichever way
+/// it goes: swept after its retention, or with its broadcaster, maybe after a connection that
+/// outlived the broadcaster. A new broadcaster under the same name then starts from zero.
+impl Drop for UserChannel {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        release_held(&self.shared, state);
+        if !state.active {
+            self.shared.metrics.retained_channels.decrement(1.0);
+        }
+        self.shared.channels.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.channels.decrement(1.0);
+    }
+}
+
+/// Frees the window and the thread states, and takes their bytes off the gauges.
+fn release_held(shared: &Shared, state: &mut State) {
+    shared.buffered_removed(state.window_bytes);
+    state.window = VecDeque::new();
+    state.window_bytes = 0;
+    for thread in std::mem::take(&mut state.threads) {
+        shared.thread_state_resized(thread.bytes, 0);
     }
 }
 

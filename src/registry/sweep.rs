@@ -31,11 +31,10 @@ impl<E> Broadcaster<E> {
                     Arc::ptr_eq(current, &channel) && channel.expire(now)
                 })
                 .is_some();
+            // The channel takes itself off the gauges when it is dropped (`UserChannel`'s
+            // `Drop`), which `channel` delays to the end of this iteration at most.
             if gone {
                 removed += 1;
-                shared.channels.fetch_sub(1, Ordering::Relaxed);
-                shared.metrics.channels.decrement(1.0);
-                shared.metrics.retained_channels.decrement(1.0);
                 if let Some(backplane) = &self.inner.backplane {
                     backplane.channel_removed(&shared.config.name, &channel.user);
                 }
