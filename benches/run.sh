@@ -24,6 +24,14 @@ mkdir -p "$OUT"
 
 cargo build --release --example loadgen --example memory
 cargo bench --bench fanout --bench churn --bench router 2>&1 | tee "$OUT/criterion.log"
+# The churn bench's sse-hub contenders again, with glibc's malloc asking for transparent huge
+# pages (glibc >= 2.35; the kernel's THP mode must be `madvise` or `always`): a publish to a
+# random user of 100 000 touches cold memory spread over gigabytes, and its p99 is page faults
+# and TLB misses (BENCHMARKS.md, "Publish to random users"). Its own criterion directory, so
+# that the default-heap figures above stay as they are.
+rm -rf "$TARGET/criterion-hugetlb"
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 CRITERION_HOME="$TARGET/criterion-hugetlb" \
+  cargo bench --bench churn -- 'churn/sse-hub' 2>&1 | tee "$OUT/churn-hugetlb.log"
 
 "$TARGET/release/examples/memory" | tee "$OUT/memory.txt"
 

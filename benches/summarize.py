@@ -3,7 +3,8 @@
 
 usage: summarize.py TARGET_DIR OUT_DIR
 Reads TARGET_DIR/criterion/**/new/estimates.json (medians), OUT_DIR/criterion.log (LATENCY
-lines), OUT_DIR/memory.txt and OUT_DIR/loadgen.txt, and prints markdown.
+lines), the churn bench's second run on huge pages (TARGET_DIR/criterion-hugetlb,
+OUT_DIR/churn-hugetlb.log), OUT_DIR/memory.txt and OUT_DIR/loadgen.txt, and prints markdown.
 """
 import json
 import os
@@ -14,7 +15,7 @@ target, out = sys.argv[1], sys.argv[2]
 crit = os.path.join(target, "criterion")
 
 
-def median_ns(group, contender, param):
+def median_ns(group, contender, param, crit=crit):
     path = os.path.join(crit, group, contender, str(param), "new", "estimates.json")
     try:
         with open(path) as f:
@@ -47,29 +48,40 @@ for n in [1, 100, 1000, 10000]:
     print(f"| {n:,} | {fmt_rate(r['sse-hub'])} | {fmt_rate(r['bare-broadcast'])} | {fmt_rate(r['replaced'])} "
           f"| {ratio(r['sse-hub'], r['bare-broadcast'])} | {ratio(r['sse-hub'], r['replaced'])} |")
 
-latency = {}
-try:
-    with open(os.path.join(out, "criterion.log")) as f:
-        for line in f:
-            m = re.match(r"LATENCY churn/(\S+)/(\S+): (.*)", line.strip())
-            if m:
-                latency[(m.group(1), m.group(2))] = dict(kv.split("=") for kv in m.group(3).split())
-except OSError:
-    pass
+def churn_latencies(log):
+    latency = {}
+    try:
+        with open(os.path.join(out, log)) as f:
+            for line in f:
+                m = re.match(r"LATENCY churn/(\S+)/(\S+): (.*)", line.strip())
+                if m and "samples=0 " not in m.group(3):
+                    latency[(m.group(1), m.group(2))] = dict(kv.split("=") for kv in m.group(3).split())
+    except OSError:
+        pass
+    return latency
+
+
+def churn_table(log, crit, contenders):
+    latency = churn_latencies(log)
+    print("| publishes to | contender | publishes/s (median) | p50 | p99 | p99.9 | churn ops/s | sse-hub / replaced |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for seq in ["one-user", "random-user"]:
+        hub = rate(1, median_ns("churn", "sse-hub", seq, crit))
+        old = rate(1, median_ns("churn", "replaced", seq, crit))
+        for c in contenders:
+            r = rate(1, median_ns("churn", c, seq, crit))
+            lat = latency.get((c, seq), {})
+            us = lambda k: f"{int(lat[k]) / 1000:.2f} µs" if k in lat else "n/a"
+            churn = f"{float(lat['churn_ops_per_sec']):,.0f}" if "churn_ops_per_sec" in lat else "n/a"
+            rel = ratio(hub, old) if c == "sse-hub" else ""
+            print(f"| {seq} | {c} | {fmt_rate(r)} | {us('p50_ns')} | {us('p99_ns')} | {us('p999_ns')} | {churn} | {rel} |")
+
 
 print("\n### Publish to one of 100 000 users under connect/disconnect churn\n")
-print("| publishes to | contender | publishes/s (median) | p50 | p99 | p99.9 | churn ops/s | sse-hub / replaced |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
-for seq in ["one-user", "random-user"]:
-    hub = rate(1, median_ns("churn", "sse-hub", seq))
-    old = rate(1, median_ns("churn", "replaced", seq))
-    for c in ["sse-hub", "bare-broadcast", "replaced"]:
-        r = rate(1, median_ns("churn", c, seq))
-        lat = latency.get((c, seq), {})
-        us = lambda k: f"{int(lat[k]) / 1000:.2f} µs" if k in lat else "n/a"
-        churn = f"{float(lat['churn_ops_per_sec']):,.0f}" if "churn_ops_per_sec" in lat else "n/a"
-        rel = ratio(hub, old) if c == "sse-hub" else ""
-        print(f"| {seq} | {c} | {fmt_rate(r)} | {us('p50_ns')} | {us('p99_ns')} | {us('p999_ns')} | {churn} | {rel} |")
+churn_table("criterion.log", crit, ["sse-hub", "sse-hub-steady", "bare-broadcast", "replaced"])
+
+print("\n### The same, with glibc's heap on transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`)\n")
+churn_table("churn-hugetlb.log", os.path.join(target, "criterion-hugetlb"), ["sse-hub", "sse-hub-steady"])
 
 print("\n### Router: one AG-UI event to the AG-UI and context channels\n")
 print("| contender | time per event (median) | events/s | sse-hub / contender |")
