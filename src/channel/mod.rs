@@ -348,11 +348,10 @@ impl UserChannel {
         // then, since it must hold a run of consecutive events: one with a hole in it would let
         // a resume or a back-fill skip the big event without a `reset` or a `lagged`.
         let keep = config.replay_events > 0 && len <= config.replay_bytes;
-        // Room is made before the frame is added, so that the accounted bytes never exceed the
-        // window's bound, not even for a moment.
-        let incoming = if keep { (1, len) } else { (usize::MAX, 0) };
-        self.evict(state, now, incoming);
         if keep {
+            // Room is made before the frame is added, so that the accounted bytes never exceed
+            // the window's bound, not even for a moment.
+            self.evict(state, now, (1, len));
             if state.window.is_empty() {
                 state.oldest_at = now;
                 state.window_start = seq;
@@ -365,6 +364,11 @@ impl UserChannel {
             });
             state.window_bytes += len;
             self.shared.buffered_added(len);
+        } else {
+            // Emptied outright rather than evicted against an incoming count of "everything",
+            // which a `replay_events` of `usize::MAX` (a window bounded by bytes only) never
+            // exceeds.
+            Self::empty_window(&self.shared, state);
         }
         self.sender
             .send(Slot {
@@ -401,6 +405,13 @@ impl UserChannel {
                 state.oldest_at = next.at;
             }
         }
+    }
+
+    /// Drops every frame of the window, releasing its memory and its accounting.
+    fn empty_window(shared: &Shared, state: &mut State) {
+        shared.buffered_removed(state.window_bytes);
+        state.window = VecDeque::new();
+        state.window_bytes = 0;
     }
 
     /// Adds a receiver, and reads the window when resuming from `last_event_id`. With a thread,
@@ -588,9 +599,7 @@ impl UserChannel {
         }
         state.closed = true;
         state.queued = false;
-        self.shared.buffered_removed(state.window_bytes);
-        state.window = VecDeque::new();
-        state.window_bytes = 0;
+        Self::empty_window(&self.shared, &mut state);
         for thread in std::mem::take(&mut state.threads) {
             self.shared.thread_state_resized(thread.bytes, 0);
         }
