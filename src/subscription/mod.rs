@@ -285,9 +285,9 @@ impl<E> Subscription<E> {
     /// Handles the event `slot.seq` arriving after a gap (`seq > position + 1`).
     ///
     /// A thread subscription counts as lost only what it would have delivered: its thread's
-    /// events and the unthreaded ones. The channel tells from the frames' chain links whether
-    /// the window dropped any of those (see the channel's docs, *Chains*): a gap of other
-    /// threads' frames only is no loss, whatever the policy.
+    /// events. The channel tells from the frames' chain links whether the window dropped any
+    /// of those (see the channel's docs, *Chains*): a gap of other threads' frames and
+    /// unthreaded ones only is no loss, whatever the policy.
     fn fill_gap(&mut self, slot: Slot) {
         let shared = &self.channel.shared;
         let epoch = self.channel.epoch;
