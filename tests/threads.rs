@@ -414,6 +414,34 @@ async fn an_unthreaded_event_dropped_from_the_window_is_no_loss_to_a_thread_stre
     }
 }
 
+/// A thread stream opened from the state that lost an event of its own ends without the frames
+/// the window still had: they were not recovered, and `events_recovered` does not count them.
+#[tokio::test]
+async fn a_thread_stream_ended_by_a_loss_counts_nothing_recovered() {
+    let mut config = Config::default();
+    config.capacity = 2;
+    config.replay_events = 4;
+    let hub = folding(config);
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
+        .unwrap();
+    for n in 100..110 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    // The window keeps 2..5 of a, the ring 4 and 5: 1 is lost, 2 and 3 are in the window.
+    for n in 2..=5 {
+        hub.broadcast_in_thread(&alice, &a, &json!({ "n": n }))
+            .unwrap();
+    }
+    let frames = ready(&mut sub);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(sub.end_reason(), Some(EndReason::Lagged));
+    assert_eq!(hub.stats().events_recovered, 0, "{:?}", hub.stats());
+}
+
 /// A thread state that panics while folding makes that publish panic, and nothing else: the
 /// sequence number is taken only after the fold, so the user's other streams see no gap and are
 /// neither ended nor told of a loss.

@@ -321,13 +321,15 @@ impl<E> Subscription<E> {
             // Recovery, or nothing of its own in the gap (then nothing to recover or report).
             Some(backfill) => {
                 missed = dropped(&backfill);
-                let count = backfill.frames.len() as u64;
-                shared.events_recovered.fetch_add(count, Ordering::Relaxed);
-                shared.metrics.recovered(count);
                 if missed > 0 && !opened_from_state {
                     self.pending.push_back(Frame::lagged(missed));
                 }
+                // A stream opened from the state that lost events ends without the frames the
+                // window had: those are not recovered, and not counted as such.
                 if missed == 0 || !opened_from_state {
+                    let count = backfill.frames.len() as u64;
+                    shared.events_recovered.fetch_add(count, Ordering::Relaxed);
+                    shared.metrics.recovered(count);
                     let mut remote = self.ext.as_mut().and_then(|ext| ext.remote.as_mut());
                     self.pending.extend(
                         backfill
