@@ -721,6 +721,38 @@ async fn an_event_too_big_for_the_window_is_never_skipped_silently() {
     assert_eq!(got[1..], numbers(5..=12)[..]);
 }
 
+/// The same with a window bounded by bytes only (`replay_events` at `usize::MAX`): the window
+/// is still emptied, so the frames after the big event keep their own ids and the resume is
+/// a reset, never a replay that skips the big event and numbers the next one as it.
+#[tokio::test]
+async fn a_window_bounded_by_bytes_only_never_skips_an_event_too_big_for_it() {
+    let mut config = lag_config(LagPolicy::Recover);
+    config.replay_events = usize::MAX;
+    config.replay_bytes = 1000;
+    let hub = hub(config);
+    let alice = UserId::from("alice");
+    let mut tab = hub.subscribe(&alice).unwrap();
+    publish_n(&hub, &alice, 1..=1);
+    let first = ready(&mut tab)[0].id().unwrap();
+    drop(tab);
+    hub.broadcast(&alice, &json!({ "n": 2, "pad": "x".repeat(1200) }))
+        .unwrap();
+    let third = hub.broadcast(&alice, &json!({ "n": 3 })).unwrap().id;
+    let mut back = hub
+        .subscribe_from(&alice, Some(&first.to_string()))
+        .unwrap();
+    assert_eq!(summary(&ready(&mut back)), ["reset expired"]);
+
+    // A resume from just before the kept frame gets it, under its own id.
+    let second = sse_hub::EventId::new(first.epoch(), first.seq() + 1);
+    let mut back = hub
+        .subscribe_from(&alice, Some(&second.to_string()))
+        .unwrap();
+    let frames = ready(&mut back);
+    assert_eq!(summary(&frames), ["3"]);
+    assert_eq!(frames[0].id(), third);
+}
+
 #[tokio::test]
 async fn a_retention_of_forever_is_kept_not_a_panic() {
     let mut config = Config::default();

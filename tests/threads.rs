@@ -335,10 +335,9 @@ async fn an_event_the_state_cannot_apply_is_delivered_and_counted() {
     assert_eq!(hub.stats().thread_states_unknown, 1);
 }
 
-/// A thread stream reads its thread and the unthreaded events: when the ring and the window
-/// overflow, frames of the user's other threads are no loss to it (it goes on, with every event
-/// of its own), but an unthreaded event it would have delivered is (it ends, to reopen from the
-/// state).
+/// A thread stream reads its thread only: when the ring and the window overflow, frames of the
+/// user's other threads are no loss to it (it goes on, with every event of its own), but an
+/// event of its own that the window dropped is (it ends, to reopen from the state).
 #[tokio::test]
 async fn a_thread_stream_counts_as_lost_only_the_events_it_would_have_delivered() {
     let mut config = Config::default();
@@ -363,18 +362,84 @@ async fn a_thread_stream_counts_as_lost_only_the_events_it_would_have_delivered(
     assert_eq!(sub.end_reason(), None);
     assert_eq!(hub.stats().events_missed, 0);
 
-    // An unthreaded event amid the other thread's burst: dropped from the window, it is lost.
-    hub.broadcast(&alice, &json!({ "note": "for every tab" }))
+    // An event of its own amid the other thread's burst: dropped from the window, it is lost.
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 3 }))
         .unwrap();
     for n in 200..220 {
         hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
             .unwrap();
     }
-    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 3 }))
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 4 }))
         .unwrap();
     let frames = ready(&mut sub);
     assert!(frames.is_empty(), "{frames:?}");
     assert_eq!(sub.end_reason(), Some(EndReason::Lagged));
+}
+
+/// An unthreaded event is not for a thread stream (it receives only its thread's events), so
+/// one that the window dropped while the stream lagged is no loss to it either: a stream opened
+/// from the state goes on, and one that resumes by id says nothing of a `lagged`.
+#[tokio::test]
+async fn an_unthreaded_event_dropped_from_the_window_is_no_loss_to_a_thread_stream() {
+    let mut config = Config::default();
+    config.capacity = 2;
+    config.replay_events = 4;
+    for hub in [folding(config.clone()), Hub::new(config)] {
+        let alice = UserId::from("alice");
+        let (a, b) = (thread("a"), thread("b"));
+        let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+        hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
+            .unwrap();
+        // Not delivered to the thread stream, lag or no lag.
+        hub.broadcast(&alice, &json!({ "note": "for every tab" }))
+            .unwrap();
+        hub.broadcast_in_thread(&alice, &a, &json!({ "n": 2 }))
+            .unwrap();
+        let got: Vec<Value> = ready(&mut sub).iter().flat_map(datas).collect();
+        assert_eq!(got, [json!({"n": 1}), json!({"n": 2})]);
+
+        hub.broadcast(&alice, &json!({ "note": "for every tab" }))
+            .unwrap();
+        for n in 200..220 {
+            hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+                .unwrap();
+        }
+        hub.broadcast_in_thread(&alice, &a, &json!({ "n": 3 }))
+            .unwrap();
+        let frames = ready(&mut sub);
+        let got: Vec<Value> = frames.iter().flat_map(datas).collect();
+        assert_eq!(got, [json!({"n": 3})], "{frames:?}");
+        assert_eq!(sub.end_reason(), None);
+        assert_eq!(hub.stats().events_missed, 0);
+    }
+}
+
+/// A thread stream opened from the state that lost an event of its own ends without the frames
+/// the window still had: they were not recovered, and `events_recovered` does not count them.
+#[tokio::test]
+async fn a_thread_stream_ended_by_a_loss_counts_nothing_recovered() {
+    let mut config = Config::default();
+    config.capacity = 2;
+    config.replay_events = 4;
+    let hub = folding(config);
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
+        .unwrap();
+    for n in 100..110 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    // The window keeps 2..5 of a, the ring 4 and 5: 1 is lost, 2 and 3 are in the window.
+    for n in 2..=5 {
+        hub.broadcast_in_thread(&alice, &a, &json!({ "n": n }))
+            .unwrap();
+    }
+    let frames = ready(&mut sub);
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(sub.end_reason(), Some(EndReason::Lagged));
+    assert_eq!(hub.stats().events_recovered, 0, "{:?}", hub.stats());
 }
 
 /// A thread state that panics while folding makes that publish panic, and nothing else: the

@@ -3,20 +3,20 @@
 //! A subscription sees a gap when the ring overwrote frames it had not read; it takes back from
 //! the window what the window still holds, and what the window dropped too is lost. For a
 //! subscription to every event that is the whole dropped range. A thread subscription, though,
-//! delivers only its thread's events and the unthreaded ones: frames of the user's other
-//! threads in the dropped range are no loss to it, and ending its stream for them (a thread
-//! stream ends on a loss) would fail a run in a tab that missed nothing.
+//! delivers only its thread's events: frames of the user's other threads and unthreaded frames
+//! in the dropped range are no loss to it, and ending its stream for them (a thread stream ends
+//! on a loss) would fail a run in a tab that missed nothing.
 //!
-//! So every event is linked to the previous event of its *chain*: its thread's, or for an
-//! unthreaded event the previous unthreaded event (`Slot::prev` on the ring, `Retained::prev`
-//! in the window; 0 when there is none). The channel knows each chain's last event (the
-//! thread's entry, `State::last_unthreaded`). At a gap a thread subscription at position `p`
-//! whose window starts again at `oldest` follows its two chains back from their last events,
-//! through the window, to the first link before `oldest`: it lost something if and only if
-//! that link is after `p`. A link the walk cannot follow (an event too large for the window,
-//! or a thread the channel forgot, whose first event after is linked to the last event of any
-//! thread forgotten) counts as a loss: the check may end a stream that lost nothing, never
-//! skip an event silently.
+//! So every event of a thread is linked to the previous event of its thread, its *chain*
+//! (`Slot::prev` on the ring, `Retained::prev` in the window; 0 when there is none, and always
+//! 0 for an unthreaded event, which no thread subscription delivers). The channel knows each
+//! chain's last event (the thread's entry). At a gap a thread subscription at position `p`
+//! whose window starts again at `oldest` follows its chain back from its last event, through
+//! the window, to the first link before `oldest`: it lost something if and only if that link
+//! is after `p`. A link the walk cannot follow (an event too large for the window, or a thread
+//! the channel forgot, whose first event after is linked to the last event of any thread
+//! forgotten) counts as a loss: the check may end a stream that lost nothing, never skip an
+//! event silently.
 //!
 //! The link costs no memory: in the ring's slot it takes the word that was padding, and the
 //! window's entries keep their 64 bytes by giving up their own sequence number, which their
@@ -28,17 +28,17 @@ use super::{Slot, State, UserChannel};
 use crate::thread::ThreadKey;
 
 impl State {
-    /// Whether the chain of `key` (a thread's; `None`: the unthreaded events) whose last event
-    /// is `head` has an event in `after < seq < oldest` (the part of a gap the window no longer
-    /// holds), following the links back from `head` through the window and the `arriving`
-    /// slot. A link that cannot be followed counts as a loss: an event not in the window (too
-    /// large to keep, or published after the check's range), or one of another chain, which a
-    /// thread made again after the channel forgot it links to (the last event of any thread
-    /// forgotten, whose chain may pass over this thread's events). The answer errs on ending a
-    /// stream, never on skipping an event silently.
+    /// Whether the chain of the thread `key`, whose last event is `head`, has an event in
+    /// `after < seq < oldest` (the part of a gap the window no longer holds), following the
+    /// links back from `head` through the window and the `arriving` slot. A link that cannot be
+    /// followed counts as a loss: an event not in the window (too large to keep, or published
+    /// after the check's range), or one of another chain, which a thread made again after the
+    /// channel forgot it links to (the last event of any thread forgotten, whose chain may pass
+    /// over this thread's events). The answer errs on ending a stream, never on skipping an
+    /// event silently.
     pub(super) fn chain_lost(
         &self,
-        key: Option<ThreadKey>,
+        key: ThreadKey,
         head: u64,
         after: u64,
         oldest: u64,
@@ -60,7 +60,7 @@ impl State {
                     None => return true,
                 }
             };
-            if thread != key {
+            if thread != Some(key) {
                 return true;
             }
             at = prev;
@@ -69,16 +69,12 @@ impl State {
 }
 
 impl UserChannel {
-    /// The frame `seq`'s tag and its chain link (see the module docs): the thread's
-    /// (from its fold), or the unthreaded chain's.
-    pub(super) fn link(
-        state: &mut State,
-        thread: Option<(ThreadKey, u64)>,
-        seq: u64,
-    ) -> (Option<ThreadKey>, u64) {
+    /// The frame's tag and its chain link (see the module docs): the thread's, from its fold;
+    /// none for an unthreaded frame, which no thread subscription delivers.
+    pub(super) fn link(thread: Option<(ThreadKey, u64)>) -> (Option<ThreadKey>, u64) {
         match thread {
             Some((key, prev)) => (Some(key), prev),
-            None => (None, std::mem::replace(&mut state.last_unthreaded, seq)),
+            None => (None, 0),
         }
     }
 }

@@ -13,9 +13,8 @@
 //!
 //! # Chains
 //!
-//! Every event is linked to the previous event of its thread (or, unthreaded, to the previous
-//! unthreaded event), so that a thread subscription that lags counts as lost only its own
-//! events: see `chain.rs`.
+//! Every event of a thread is linked to the previous event of its thread, so that a thread
+//! subscription that lags counts as lost only its own events: see `chain.rs`.
 //!
 //! A channel is created by the registry on first subscribe and is *idle* when its last receiver
 //! is dropped. An idle channel is queued for removal after the retention; removal marks it
@@ -69,8 +68,8 @@ pub(crate) struct Slot {
     pub(crate) seq: u64,
     pub(crate) frame: Bytes,
     pub(crate) thread: Option<ThreadKey>,
-    /// The sequence number of the previous event of the frame's chain (see the module docs,
-    /// *Chains*); 0 if none.
+    /// The sequence number of the previous event of the frame's thread (see the module docs,
+    /// *Chains*); 0 if none, and for an unthreaded frame.
     pub(crate) prev: u64,
 }
 
@@ -113,9 +112,6 @@ struct State {
     window: VecDeque<Retained>,
     /// The sequence number of the window's front (meaningless while the window is empty).
     window_start: u64,
-    /// The last unthreaded event: the head of the unthreaded chain (0: none yet; see the
-    /// module docs, *Chains*).
-    last_unthreaded: u64,
     /// The last event of every thread the channel forgot (see `evict_oldest_thread`): a thread
     /// created afresh links its first event to it, since its earlier events may be after a
     /// subscription's position (0: none forgotten).
@@ -203,7 +199,7 @@ pub(crate) struct Backfill {
     /// The frames of the receiver's thread (all frames, without a thread) it missed.
     pub(crate) frames: Vec<(u64, Bytes)>,
     /// Whether some event before `oldest` that the receiver would have delivered (of its
-    /// thread or unthreaded; any, without a thread) is gone.
+    /// thread; any, without a thread) is gone.
     pub(crate) lost: bool,
 }
 
@@ -233,7 +229,6 @@ impl UserChannel {
                 head: 0,
                 window: VecDeque::new(),
                 window_start: 0,
-                last_unthreaded: 0,
                 forgotten: 0,
                 window_bytes: 0,
                 oldest_at: Instant::now(),
@@ -290,7 +285,7 @@ impl UserChannel {
         let id = EventId::new(self.epoch, seq);
         let frame = payload.finish(id);
         state.head = seq;
-        let (thread, prev) = Self::link(&mut state, linked, seq);
+        let (thread, prev) = Self::link(linked);
         let receivers = self.append(&mut state, seq, frame, thread, prev, now);
         Some((id, receivers))
     }
@@ -324,7 +319,7 @@ impl UserChannel {
             self.fold_remote(&mut state, thread, ordinal, seq, id, &frame, &mut delivered)
         });
         state.head = seq;
-        let (tag, prev) = Self::link(&mut state, tag, seq);
+        let (tag, prev) = Self::link(tag);
         delivered.receivers = self.append(&mut state, seq, frame, tag, prev, now);
         if seq >= state.snapshot_due {
             self.due_snapshots(&mut state, seq, &mut delivered);
@@ -348,11 +343,10 @@ impl UserChannel {
         // then, since it must hold a run of consecutive events: one with a hole in it would let
         // a resume or a back-fill skip the big event without a `reset` or a `lagged`.
         let keep = config.replay_events > 0 && len <= config.replay_bytes;
-        // Room is made before the frame is added, so that the accounted bytes never exceed the
-        // window's bound, not even for a moment.
-        let incoming = if keep { (1, len) } else { (usize::MAX, 0) };
-        self.evict(state, now, incoming);
         if keep {
+            // Room is made before the frame is added, so that the accounted bytes never exceed
+            // the window's bound, not even for a moment.
+            self.evict(state, now, (1, len));
             if state.window.is_empty() {
                 state.oldest_at = now;
                 state.window_start = seq;
@@ -365,6 +359,11 @@ impl UserChannel {
             });
             state.window_bytes += len;
             self.shared.buffered_added(len);
+        } else {
+            // Emptied outright rather than evicted against an incoming count of "everything",
+            // which a `replay_events` of `usize::MAX` (a window bounded by bytes only) never
+            // exceeds.
+            Self::empty_window(&self.shared, state);
         }
         self.sender
             .send(Slot {
@@ -401,6 +400,13 @@ impl UserChannel {
                 state.oldest_at = next.at;
             }
         }
+    }
+
+    /// Drops every frame of the window, releasing its memory and its accounting.
+    fn empty_window(shared: &Shared, state: &mut State) {
+        shared.buffered_removed(state.window_bytes);
+        state.window = VecDeque::new();
+        state.window_bytes = 0;
     }
 
     /// Adds a receiver, and reads the window when resuming from `last_event_id`. With a thread,
@@ -530,8 +536,7 @@ impl UserChannel {
                     .iter()
                     .find(|t| t.id.same(thread))
                     .map_or(state.forgotten, |t| t.last_event);
-                state.chain_lost(Some(thread.key()), head, after, oldest, arriving)
-                    || state.chain_lost(None, state.last_unthreaded, after, oldest, arriving)
+                state.chain_lost(thread.key(), head, after, oldest, arriving)
             }
         };
         Backfill {
@@ -617,9 +622,7 @@ impl Drop for UserChannel {
 
 /// Frees the window and the thread states, and takes their bytes off the gauges.
 fn release_held(shared: &Shared, state: &mut State) {
-    shared.buffered_removed(state.window_bytes);
-    state.window = VecDeque::new();
-    state.window_bytes = 0;
+    UserChannel::empty_window(shared, state);
     for thread in std::mem::take(&mut state.threads) {
         shared.thread_state_resized(thread.bytes, 0);
     }

@@ -285,9 +285,9 @@ impl<E> Subscription<E> {
     /// Handles the event `slot.seq` arriving after a gap (`seq > position + 1`).
     ///
     /// A thread subscription counts as lost only what it would have delivered: its thread's
-    /// events and the unthreaded ones. The channel tells from the frames' chain links whether
-    /// the window dropped any of those (see the channel's docs, *Chains*): a gap of other
-    /// threads' frames only is no loss, whatever the policy.
+    /// events. The channel tells from the frames' chain links whether the window dropped any
+    /// of those (see the channel's docs, *Chains*): a gap of other threads' frames and
+    /// unthreaded ones only is no loss, whatever the policy.
     fn fill_gap(&mut self, slot: Slot) {
         let shared = &self.channel.shared;
         let epoch = self.channel.epoch;
@@ -321,13 +321,15 @@ impl<E> Subscription<E> {
             // Recovery, or nothing of its own in the gap (then nothing to recover or report).
             Some(backfill) => {
                 missed = dropped(&backfill);
-                let count = backfill.frames.len() as u64;
-                shared.events_recovered.fetch_add(count, Ordering::Relaxed);
-                shared.metrics.recovered(count);
                 if missed > 0 && !opened_from_state {
                     self.pending.push_back(Frame::lagged(missed));
                 }
+                // A stream opened from the state that lost events ends without the frames the
+                // window had: those are not recovered, and not counted as such.
                 if missed == 0 || !opened_from_state {
+                    let count = backfill.frames.len() as u64;
+                    shared.events_recovered.fetch_add(count, Ordering::Relaxed);
+                    shared.metrics.recovered(count);
                     let mut remote = self.ext.as_mut().and_then(|ext| ext.remote.as_mut());
                     self.pending.extend(
                         backfill
