@@ -22,7 +22,9 @@
 //! send timestamp is taken at each publish, so the tick adds nothing to the measured latency. Because the server is
 //! alone in this process, `/proc/self/stat` (utime + stime) is its CPU, `/proc/self/statm` its
 //! RSS and `syscw` of `/proc/self/io` its write system calls (`server_writes_per_delivery`:
-//! below 1 when frames ready together leave in one write).
+//! below 1 when frames ready together leave in one write). `server_user_cpu_ns_per_delivery` is
+//! the utime part alone: the server's own code, without the kernel's (system calls, and the
+//! loopback TCP path they run, the receiving side's included).
 //!
 //! With `--http2 S` the clients speak HTTP/2 with prior knowledge (h2c), `S` streams per
 //! connection, through hyper's client; otherwise HTTP/1.1 as below.
@@ -265,6 +267,13 @@ fn raise_fd_limit() -> u64 {
 
 /// utime + stime of a process, in nanoseconds.
 fn cpu_ns(pid: Option<u32>) -> Option<u64> {
+    cpu_split_ns(pid).map(|(user, system)| user + system)
+}
+
+/// utime and stime of a process, in nanoseconds: the time in its own code and in the kernel
+/// on its behalf (system calls, and the loopback TCP path they run, the peer's receive side
+/// included).
+fn cpu_split_ns(pid: Option<u32>) -> Option<(u64, u64)> {
     let path = pid.map_or("/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
     let stat = std::fs::read_to_string(path).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
@@ -273,7 +282,7 @@ fn cpu_ns(pid: Option<u32>) -> Option<u64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some((utime + stime) * 1_000_000_000 / ticks)
+    Some((utime * 1_000_000_000 / ticks, stime * 1_000_000_000 / ticks))
 }
 
 /// The write system calls (`write`, `writev`, `sendmsg`...) a process has made so far:
@@ -1380,7 +1389,8 @@ fn main() {
     let heap_connected = heap_bytes();
 
     // Publish (or hold the connections idle) for the duration.
-    let cpu_before = cpu_ns(self_pid).unwrap_or(0);
+    let (user_before, system_before) = cpu_split_ns(self_pid).unwrap_or((0, 0));
+    let cpu_before = user_before + system_before;
     let writes_before = write_calls(self_pid).unwrap_or(0);
     let clients_cpu = |workers: &[Worker]| -> u64 {
         workers
@@ -1430,7 +1440,8 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let cpu_after = cpu_ns(self_pid).unwrap_or(0);
+    let (user_after, system_after) = cpu_split_ns(self_pid).unwrap_or((0, 0));
+    let cpu_after = user_after + system_after;
     let writes_after = write_calls(self_pid).unwrap_or(0);
     let client_cpu_after = clients_cpu(&workers);
     let rss_end = rss_bytes(self_pid).unwrap_or(0);
@@ -1509,6 +1520,11 @@ fn main() {
     } else {
         0.0
     };
+    let user_cpu_per_delivery = if measurable && received > 0 {
+        (user_after.saturating_sub(user_before)) as f64 / received as f64
+    } else {
+        0.0
+    };
     let writes_per_delivery = if measurable && received > 0 {
         writes_after.saturating_sub(writes_before) as f64 / received as f64
     } else {
@@ -1530,7 +1546,7 @@ fn main() {
         0.0
     };
     println!(
-        "summary design={} serve={} http2={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} server_writes_per_delivery={writes_per_delivery:.3} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1}",
+        "summary design={} serve={} http2={} policy={} capacity={} connections={} connected={connected} users={} rate={} seconds={} published={published} publish_failed={publish_failed} publish_rate={:.0} received={received} deliveries_per_sec={deliveries_per_sec:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} lost={lost} duplicates={duplicates} signalled={signalled} heartbeats={heartbeats} ended={ended} server_cpu_ns_per_delivery={cpu_per_delivery:.0} server_cpu_s={:.2} server_writes_per_delivery={writes_per_delivery:.3} client_cpu_ns_per_delivery={client_cpu_per_delivery:.0} server_rss_before_bytes={rss_before} server_rss_connected_bytes={rss_connected} server_rss_end_bytes={rss_end} server_rss_per_conn_bytes={rss_per_conn:.0} server_heap_per_conn_bytes={heap_per_conn:.0} connect_secs={connect_secs:.1} server_user_cpu_ns_per_delivery={user_cpu_per_delivery:.0}",
         if in_process {
             o.design.as_str()
         } else {

@@ -50,7 +50,8 @@ pub enum LagPolicy {
 pub struct Config {
     /// The channel's name, used in metrics labels, tracing fields and errors. Default `"events"`.
     pub name: Cow<'static, str>,
-    /// Slots of each user's broadcast ring, rounded up to a power of two and at least 1. tokio
+    /// Slots of each user's broadcast ring, rounded up to a power of two, at least 1 and at
+    /// most 2²⁰ (a larger value is taken as 2²⁰: a ring is preallocated per user). tokio
     /// preallocates every slot (80 bytes each, a thread tag included) when the channel is
     /// created, so this is the idle cost of a user: the default, 8, costs 640 bytes. Events
     /// beyond it are not lost: a receiver that falls this far behind recovers from the replay

@@ -28,6 +28,13 @@
 //! Events the ring still delivers after a replay are skipped by sequence number, so nothing is
 //! ever delivered twice.
 //!
+//! A subscription to one thread counts differently: whether it lost anything is decided by
+//! following its thread's chain of events (`channel/chain.rs`; where a link cannot be
+//! followed it errs toward a loss, never toward silence), but how many is not known
+//! without more memory per thread, so N in its `lagged` (and in the metrics) is every event the
+//! window dropped from the gap, other threads' included: an upper bound on its own losses,
+//! never fewer.
+//!
 //! # Ending
 //!
 //! A subscription ends when its user is disconnected
