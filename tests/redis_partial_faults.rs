@@ -2,8 +2,8 @@
 //! loopback, each fault injected: one of the node's two connections silently dead (packets
 //! dropped, no RST) while the other lives; a Redis restored without the tail of its history (an
 //! RDB snapshot after a crash, a failover to a lagging replica); and more than 64 node
-//! processes publishing to one user while a node's publish waits to be retried. Every wait is
-//! bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
+//! processes, or more publishes than any window the backplane keeps, going through while a
+//! node's publish waits to be retried. Every wait is bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
 #![cfg(feature = "redis")]
 
 use std::path::PathBuf;
@@ -346,6 +346,168 @@ async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() 
             .filter(|(_, n)| *n < Some(100))
             .collect::<Vec<_>>()
     );
+}
+
+/// Publishes that go through while a publish of another node waits for its retry: more than
+/// the publish tokens a node remembers having dispatched (8192)…
+const MEANWHILE: u64 = 9_000;
+/// …one in 20 to the same user: 450, more than her history keeps (256 and a slack of 32).
+const SAME_USER_EVERY: u64 = 20;
+/// The `n` of the event that closes a stream's check: a user's events arrive in order, so
+/// a late copy of anything would come before it.
+const MARKER: u64 = 999_999;
+
+/// A publish whose reply was lost is retried long after it ran, with far more publishes in
+/// between than any window the backplane keeps: more than the 8192 publish tokens the
+/// receiving node remembers having dispatched, and more of the same user than the history
+/// holds (so the retry cannot even find the entry it made). The retry must still not run the
+/// publish again: the publish marks compare counters, they do not look the token up in a
+/// window. The client on the other node receives the event once, live, with every other event
+/// once; the node never had to drop a copy (no second copy was ever sent); and the history
+/// holds it at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_retried_publish_runs_once_however_many_publishes_went_through_meanwhile() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    // Slow to come back, and patient: the retry comes after everything below.
+    a_settings.reconnect_min = Duration::from_millis(500);
+    a_settings.reconnect_max = Duration::from_secs(1);
+    a_settings.publish_retry = Duration::from_secs(60);
+    let a = Node::with_settings(a_settings).await;
+    let b = Node::start(redis.url()).await;
+    let alice = UserId::from("alice");
+    let bob = UserId::from("bob");
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+    // B serves bob too: every publish to bob is dispatched on B, and remembered there.
+    let mut bobs_tab = b.hub.subscribe_async(&bob, None).await.unwrap();
+    let bobs_reader = tokio::spawn(async move { while bobs_tab.next().await.is_some() {} });
+
+    // A's publish of 1 runs in Redis, and its reply is cut: A will send it again.
+    proxy.cut_mid_reply();
+    let publishing = {
+        let hub = a.hub.clone();
+        tokio::spawn(async move {
+            hub.broadcast_async(&UserId::from("alice"), &json!({"n": 1}))
+                .await
+        })
+    };
+    let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
+    assert_eq!(n_of(&live), Some(1), "the publish ran");
+    // A partition keeps A away from Redis: its retry waits.
+    proxy.set(Fault::Hold);
+    proxy.cut();
+
+    // The tab reads on while B publishes, up to the marker.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            match timeout(WAIT, tab.next()).await {
+                Ok(Some(frame)) => {
+                    let n = n_of(&frame);
+                    got.push((frame.kind(), n));
+                    if n == Some(MARKER) {
+                        return got;
+                    }
+                }
+                Ok(None) => panic!("alice's stream ended after {got:?}"),
+                Err(_) => panic!("alice's stream stalled after {got:?}"),
+            }
+        }
+    });
+    let received_before = b.backplane.health().received;
+    let mut n = 1000;
+    let mut to_alice = 0;
+    while n < 1000 + MEANWHILE {
+        // Concurrent, so that B's publisher pipelines them; alice's in small groups, so that
+        // her tab keeps up (its ring holds 256 frames).
+        let mut group = Vec::new();
+        for _ in 0..500 {
+            let user = if n % SAME_USER_EVERY == 0 {
+                to_alice += 1;
+                &alice
+            } else {
+                &bob
+            };
+            let hub = &b.hub;
+            group.push(async move { hub.broadcast_async(user, &json!({ "n": n })).await });
+            n += 1;
+        }
+        for published in futures_util::future::join_all(group).await {
+            published.expect("B publishes");
+        }
+    }
+    let dispatched = b.backplane.health().received - received_before;
+    assert!(
+        dispatched > 8192,
+        "B dispatched only {dispatched} publishes meanwhile"
+    );
+
+    // The partition heals: A sends its publish of 1 again.
+    proxy.set(Fault::None);
+    let answered = timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the retried publish is answered")
+        .unwrap()
+        .expect("the retry is confirmed");
+    assert!(a.backplane.health().publish_retries >= 1);
+    // The retry answers the id the first run gave, or none: the history no longer holds it.
+    assert!(
+        answered.id.is_none() || answered.id == live.id(),
+        "the retry was answered {answered:?}; the publish ran as {:?}",
+        live.id()
+    );
+    a.publish("alice", MARKER).await;
+
+    let got = timeout(WAIT * 3, reader).await.unwrap().unwrap();
+    let mut seen = vec![1];
+    for (kind, n) in &got {
+        assert!(
+            matches!(kind, FrameKind::Event(_)),
+            "alice's tab was told of a loss: {kind:?} (after {} frames)",
+            seen.len()
+        );
+        seen.push(n.expect("a numbered event"));
+    }
+    let ones = seen.iter().filter(|&&n| n == 1).count();
+    assert_eq!(ones, 1, "event 1 reached alice's tab {ones} times");
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "an event twice on alice's tab");
+    assert_eq!(seen.len(), 2 + to_alice, "alice's tab: {seen:?}");
+    // No second copy was ever sent, so none had to be dropped by B's window.
+    assert_eq!(b.backplane.health().duplicates_dropped, 0);
+    assert_eq!(a.backplane.health().duplicates_dropped, 0);
+
+    // The history holds event 1 at most once (it was trimmed since: a second run would be
+    // its newest entries).
+    let mut connection = redis.connection().await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("sse-hub:events:alice")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .expect("XRANGE");
+    let ones = entries
+        .iter()
+        .filter(|(_, fields)| {
+            fields.iter().any(|(field, head)| {
+                field == "f"
+                    && head
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data: "))
+                        .any(|data| data == r#"{"n":1}"#)
+            })
+        })
+        .count();
+    assert!(ones <= 1, "event 1 is {ones} times in the history");
+    bobs_reader.abort();
 }
 
 // ---------------------------------------------------------------------------------------------
