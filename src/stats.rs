@@ -11,7 +11,9 @@ pub struct Published {
     /// The event's id on the user's channel; `None` when the user has no channel (no
     /// connection, and none within the retention), so there was nobody to deliver it to or to
     /// replay it for. With a backplane, the id in the shared history, or `None` when the
-    /// publish was only queued ([`Delivery::Queued`]) or nothing was stored.
+    /// publish was only queued ([`Delivery::Queued`]) or nothing was stored, or (rarely) when
+    /// it was sent again after its answer was lost, had run once, and its entry had left the
+    /// history by then.
     pub id: Option<EventId>,
     /// Whom it reached, as far as the publisher can know when the call returns.
     pub delivery: Delivery,

@@ -8,27 +8,19 @@
 //! `CI=true`, where a missing server is a failure. Every wait is bounded.
 #![cfg(feature = "redis")]
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use sse_hub::backplane::BackplaneError;
 use sse_hub::backplane::{RedisBackplane, RedisConfig};
-use sse_hub::{Broadcaster, Config, LastEventId, PublishError, UserId};
+use sse_hub::{Broadcaster, Config, PublishError, UserId};
 use tokio::time::{Instant, timeout};
 
-/// The bound of one wait.
-const WAIT: Duration = Duration::from_secs(10);
-/// How long "nothing more arrives" is watched for.
 /// The `n` of the marker event that proves a stream has nothing else pending.
 const MARKER: u64 = 999_999;
 
@@ -41,101 +33,20 @@ async fn publish_marker(node: &Node, user: &str) {
 #[path = "support/backplane.rs"]
 mod support;
 
-use support::{EsClient, Fault, FaultProxy, RedisServer, Seen, id_key, redis_available};
+use support::{
+    EsClient, Fault, FaultProxy, Hub, Node, RedisServer, Seen, WAIT, id_key, quick_settings,
+    redis_available, settings,
+};
 
 // ---------------------------------------------------------------------------------------------
 // nodes
 
-type Hub = Broadcaster<Value>;
-
-/// One node: a hub with its own backplane, served by its own axum server.
-struct Node {
-    hub: Hub,
-    backplane: RedisBackplane,
-    addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
-}
-
-async fn events(
-    State(hub): State<Hub>,
-    Path(user): Path<String>,
-    last_event_id: LastEventId,
-) -> Response {
-    hub.sse_response(&UserId::from(user), &last_event_id)
-        .into_response()
-}
-
-/// The backplane settings of the test nodes: quick reconnects and checks.
-fn settings(url: String) -> RedisConfig {
-    let mut settings = RedisConfig::new(url);
-    settings.reconnect_min = Duration::from_millis(20);
-    settings.reconnect_max = Duration::from_millis(200);
-    settings.command_timeout = Duration::from_secs(1);
-    // Every test runs through the idle connection checks too.
-    settings.ping_interval = Duration::from_millis(100);
-    settings
-}
-
-impl Node {
-    async fn start(redis: &RedisServer, config: Config) -> Self {
-        Self::with_settings(settings(redis.url()), config, true).await
-    }
-
-    async fn with_settings(settings: RedisConfig, config: Config, wait: bool) -> Self {
-        let backplane = RedisBackplane::new(settings).expect("backplane");
-        if wait {
-            assert!(
-                backplane.wait_connected(WAIT).await,
-                "the backplane did not connect: {:?}",
-                backplane.health()
-            );
-        }
-        let hub = Broadcaster::with_backplane(config, Arc::new(backplane.clone()));
-        let app = Router::new()
-            .route("/events/{user}", get(events))
-            .with_state(hub.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            hub,
-            backplane,
-            addr,
-            server,
-        }
-    }
-
-    fn url(&self, user: &str) -> String {
-        format!("http://{}/events/{user}", self.addr)
-    }
-
-    async fn publish(&self, user: &str, n: u64) -> Result<sse_hub::Published, PublishError> {
-        self.hub
-            .broadcast_async(&UserId::from(user), &json!({ "n": n }))
-            .await
-    }
-
-    async fn wait_connected(&self, connected: bool) {
-        let waited = timeout(WAIT, async {
-            while self.backplane.is_connected() != connected {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(
-            waited.is_ok(),
-            "the backplane did not become connected={connected}: {:?}",
-            self.backplane.health()
-        );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+/// A node of `redis`, with the test settings, served over HTTP.
+async fn node(redis: &RedisServer, config: Config) -> Node {
+    Node::start(settings(redis.url()), config)
+        .await
+        .serve()
+        .await
 }
 
 fn hub_config() -> Config {
@@ -277,8 +188,8 @@ async fn publish_on_one_node_reaches_every_node_once_in_order() {
         return;
     }
     let redis = RedisServer::start().await;
-    let a = Node::start(&redis, hub_config()).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = node(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
     let mut on_a = Client::open(&a.url("alice"), None).await;
     let mut on_b = Client::open(&b.url("alice"), None).await;
     let mut bob = Client::open(&b.url("bob"), None).await;
@@ -318,8 +229,8 @@ async fn a_client_moves_to_another_node_with_its_last_event_id_and_misses_nothin
         return;
     }
     let redis = RedisServer::start().await;
-    let a = Node::start(&redis, hub_config()).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = node(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
 
     let mut client = Client::open(&a.url("alice"), None).await;
     for i in 1..=5 {
@@ -378,8 +289,8 @@ async fn ids_that_cannot_be_resumed_give_a_reset_on_any_node() {
     let redis = RedisServer::start().await;
     let mut config = hub_config();
     config.replay_events = 4;
-    let a = Node::start(&redis, config.clone()).await;
-    let b = Node::start(&redis, config).await;
+    let a = node(&redis, config.clone()).await;
+    let b = node(&redis, config).await;
 
     let mut client = Client::open(&a.url("alice"), None).await;
     for i in 1..=30 {
@@ -425,8 +336,8 @@ async fn redis_killed_and_restarted_mid_stream() {
         return;
     }
     let mut redis = RedisServer::start().await;
-    let a = Node::start(&redis, hub_config()).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = node(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
     let mut on_a = Client::open(&a.url("alice"), None).await;
     let mut on_b = Client::open(&b.url("alice"), None).await;
     for i in 1..=3 {
@@ -503,8 +414,8 @@ async fn a_broken_live_feed_resumes_from_the_history_without_a_gap() {
     // The live feed of node B breaks while Redis stays up (its client connection is killed):
     // events published meanwhile are in the history, and B's clients get them on resume.
     let redis = RedisServer::start().await;
-    let a = Node::start(&redis, hub_config()).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = node(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
     let (mut on_b, last_id) = resume_point(&b, &a).await;
 
     let killed = redis.kill_pubsub_clients().await;
@@ -542,8 +453,8 @@ async fn a_node_only_receives_traffic_for_the_users_it_serves() {
     let redis = RedisServer::start().await;
     let mut config = hub_config();
     config.retention = Duration::from_millis(200);
-    let a = Node::start(&redis, config.clone()).await;
-    let b = Node::start(&redis, config).await;
+    let a = node(&redis, config.clone()).await;
+    let b = node(&redis, config).await;
     let alice = Client::open(&a.url("alice"), None).await;
     let mut bob = Client::open(&b.url("bob"), None).await;
     assert_eq!(redis.listeners("alice").await, 1);
@@ -646,8 +557,11 @@ async fn a_publish_answered_late_is_confirmed_once_and_delivered_once() {
     // id, then came back through pub/sub with one: a duplicate on A, a lie to the caller.
     let redis = RedisServer::start().await;
     let proxy = FaultProxy::start(redis.addr()).await;
-    let a = Node::with_settings(faulty_settings(&proxy), hub_config(), true).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = Node::start(faulty_settings(&proxy), hub_config())
+        .await
+        .serve()
+        .await;
+    let b = node(&redis, hub_config()).await;
     let mut on_a = Client::open(&a.url("alice"), None).await;
     let mut on_b = Client::open(&b.url("alice"), None).await;
     a.publish("alice", 1).await.unwrap();
@@ -682,8 +596,8 @@ async fn an_unconfirmed_publish_is_unknown_never_delivered_twice() {
     let proxy = FaultProxy::start(redis.addr()).await;
     let mut settings = faulty_settings(&proxy);
     settings.publish_retry = Duration::from_secs(1);
-    let a = Node::with_settings(settings, hub_config(), true).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = Node::start(settings, hub_config()).await.serve().await;
+    let b = node(&redis, hub_config()).await;
     let mut on_a = Client::open(&a.url("alice"), None).await;
     let mut on_b = Client::open(&b.url("alice"), None).await;
 
@@ -768,11 +682,11 @@ async fn a_degraded_subscription_never_moves_the_clients_last_id() {
     let proxy = FaultProxy::start(redis.addr()).await;
     let mut slow = settings(proxy.url());
     slow.subscribe_timeout = Duration::from_millis(1);
-    let a = Node::with_settings(slow, hub_config(), true).await;
+    let a = Node::start(slow, hub_config()).await.serve().await;
     // 100 ms round trips: a SUBSCRIBE is never confirmed within 1 ms, however the test
     // machine is loaded.
     proxy.set(Fault::Latency(Duration::from_millis(50)));
-    let b = Node::start(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
     let (_on_b, last_id) = resume_point(&b, &b).await;
 
     let publisher = Publisher::start(b.hub.clone(), "alice", 2);
@@ -827,8 +741,10 @@ async fn a_node_started_while_redis_is_down_ends_its_degraded_streams_when_it_co
     let redis = RedisServer::start().await;
     let proxy = FaultProxy::start(redis.addr()).await;
     proxy.set(Fault::Hold);
-    let a = Node::with_settings(faulty_settings(&proxy), hub_config(), false).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = Node::new(faulty_settings(&proxy), hub_config())
+        .serve()
+        .await;
+    let b = node(&redis, hub_config()).await;
     let (_on_b, last_id) = resume_point(&b, &b).await;
 
     // A's first attempt failed: a subscribe does not wait, it is served degraded.
@@ -871,7 +787,7 @@ async fn streams_ended_by_a_reconnect_carry_a_jittered_retry() {
         return;
     }
     let redis = RedisServer::start().await;
-    let b = Node::start(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let response = http.get(b.url("alice")).send().await.unwrap();
     let mut body = response.bytes_stream();
@@ -903,8 +819,8 @@ async fn disconnect_user_ends_the_users_streams_on_every_node() {
         return;
     }
     let redis = RedisServer::start().await;
-    let a = Node::start(&redis, hub_config()).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = node(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
     let mut on_a = Client::open(&a.url("alice"), None).await;
     let mut on_b = Client::open(&b.url("alice"), None).await;
     let mut bob = Client::open(&a.url("bob"), None).await;
@@ -932,8 +848,8 @@ async fn a_catch_up_reads_nothing_beyond_the_replay_bounds() {
     let mut config = hub_config();
     config.replay_bytes = 600;
     config.replay_age = Duration::from_millis(1500);
-    let a = Node::start(&redis, config.clone()).await;
-    let b = Node::start(&redis, config).await;
+    let a = node(&redis, config.clone()).await;
+    let b = node(&redis, config).await;
     let mut on_a = Client::open(&a.url("alice"), None).await;
     let pad = "x".repeat(100);
     for n in 1..=10 {
@@ -996,10 +912,7 @@ async fn redis_older_than_7_is_refused_clearly() {
             });
         }
     });
-    let mut config = RedisConfig::new(format!("redis://{addr}/"));
-    config.reconnect_min = Duration::from_millis(20);
-    config.reconnect_max = Duration::from_millis(200);
-    let backplane = RedisBackplane::new(config).unwrap();
+    let backplane = RedisBackplane::new(quick_settings(format!("redis://{addr}/"))).unwrap();
     let refused = timeout(WAIT, async {
         loop {
             let health = backplane.health();
@@ -1039,8 +952,8 @@ async fn close_sends_every_queued_publish() {
         return;
     }
     let redis = RedisServer::start().await;
-    let a = Node::start(&redis, hub_config()).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = node(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
     let mut on_b = Client::open(&b.url("alice"), None).await;
     for n in 1..=200 {
         a.hub
@@ -1103,8 +1016,11 @@ async fn a_history_read_that_times_out_never_skips_events() {
     // live frames with their ids and the client's Last-Event-ID jumped past events.
     let redis = RedisServer::start().await;
     let proxy = FaultProxy::start(redis.addr()).await;
-    let a = Node::with_settings(faulty_settings(&proxy), hub_config(), true).await;
-    let b = Node::start(&redis, hub_config()).await;
+    let a = Node::start(faulty_settings(&proxy), hub_config())
+        .await
+        .serve()
+        .await;
+    let b = node(&redis, hub_config()).await;
     let _keeps_a_listening = Client::open(&a.url("alice"), None).await;
     let (_on_b, last_id) = resume_point(&b, &b).await;
 

@@ -2,83 +2,27 @@
 //! loopback, each fault injected: one of the node's two connections silently dead (packets
 //! dropped, no RST) while the other lives; a Redis restored without the tail of its history (an
 //! RDB snapshot after a crash, a failover to a lagging replica); and more than 64 node
-//! processes publishing to one user while a node's publish waits to be retried. Every wait is
-//! bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
+//! processes, or more publishes than any window the backplane keeps, going through while a
+//! node's publish waits to be retried. Every wait is bounded. Skips (printing so) without
+//! `redis-server`, except under `CI=true`.
 #![cfg(feature = "redis")]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sse_hub::backplane::{RedisBackplane, RedisConfig};
-use sse_hub::{Broadcaster, Config, EventId, Frame, FrameKind, ResetReason, Subscription, UserId};
+use sse_hub::{Config, EventId, Frame, FrameKind, ResetReason, Subscription, UserId};
 use tokio::time::timeout;
 
 #[path = "support/backplane.rs"]
 mod support;
 
-use support::{Fault, FaultProxy, RedisServer, free_port, redis_available};
+use support::{Fault, FaultProxy, Node, RedisServer, WAIT, redis_available, settings};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-type Hub = Broadcaster<Value>;
-
-fn settings(url: String) -> RedisConfig {
-    let mut settings = RedisConfig::new(url);
-    settings.reconnect_min = Duration::from_millis(20);
-    settings.reconnect_max = Duration::from_millis(200);
-    settings.command_timeout = Duration::from_secs(1);
-    settings.ping_interval = Duration::from_millis(100);
-    settings
-}
-
-struct Node {
-    hub: Hub,
-    backplane: RedisBackplane,
-}
-
-impl Node {
-    async fn start(url: String) -> Self {
-        Self::with_settings(settings(url)).await
-    }
-
-    async fn with_settings(settings: RedisConfig) -> Self {
-        let backplane = RedisBackplane::new(settings).expect("backplane");
-        assert!(
-            backplane.wait_connected(WAIT).await,
-            "not connected: {:?}",
-            backplane.health()
-        );
-        let hub = Broadcaster::with_backplane(Config::default(), Arc::new(backplane.clone()));
-        Self { hub, backplane }
-    }
-
-    async fn publish(&self, user: &str, n: u64) -> EventId {
-        self.hub
-            .broadcast_async(&UserId::from(user), &json!({ "n": n }))
-            .await
-            .expect("publish")
-            .id
-            .expect("an id: the event is stored")
-    }
-
-    async fn wait_connected(&self) {
-        let ok = timeout(WAIT, async {
-            // Disconnected first (the fault was seen), then connected again.
-            while self.backplane.health().reconnects == 0 || !self.backplane.is_connected() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(
-            ok.is_ok(),
-            "did not reconnect: {:?}",
-            self.backplane.health()
-        );
-    }
+/// A node of the Redis at `url`, with the test settings.
+async fn node(url: String) -> Node {
+    Node::start(settings(url), Config::default()).await
 }
 
 /// The `n` of an event frame.
@@ -98,95 +42,6 @@ async fn drain<E>(sub: &mut Subscription<E>, within: Duration) -> Vec<(FrameKind
     out
 }
 
-// ---------------------------------------------------------------------------------------------
-// A redis-server with RDB persistence in a temporary directory, as Redis runs by default.
-
-struct PersistentRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PersistentRedis {
-    async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("sse-hub-review-{}", free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Self {
-            port: free_port(),
-            dir,
-            child: None,
-        };
-        server.launch().await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn launch(&mut self) {
-        // No automatic save points: the test takes the snapshot itself (`SAVE`), as a save
-        // point would; the server loads `dump.rdb` when it starts.
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(["--dbfilename", "dump.rdb"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let url = self.url();
-        let up = timeout(WAIT, async {
-            loop {
-                if let Ok(client) = redis::Client::open(url.as_str())
-                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
-                    && redis::cmd("PING")
-                        .query_async::<String>(&mut c)
-                        .await
-                        .is_ok()
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(up.is_ok(), "redis-server did not come up");
-    }
-
-    async fn save(&self) {
-        let mut c = redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let _: () = redis::cmd("SAVE").query_async(&mut c).await.unwrap();
-    }
-
-    /// SIGKILL (a crash, an OOM kill, a node lost), then a restart that loads the last
-    /// snapshot.
-    async fn crash_and_restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.launch().await;
-    }
-}
-
-impl Drop for PersistentRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Redis restarts from a snapshot older than the last events (RDB persistence, Redis's default,
 /// after a crash; or a failover to a replica that lagged): the history comes back *without its
 /// tail*. A client whose last id is inside the lost tail resumes, after new publishes, with a
@@ -198,17 +53,17 @@ async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
     if !redis_available() {
         return;
     }
-    let mut redis = PersistentRedis::start().await;
-    let a = Node::start(redis.url()).await;
-    let b = Node::start(redis.url()).await;
+    let mut redis = RedisServer::start_persistent().await;
+    let a = node(redis.url()).await;
+    let b = node(redis.url()).await;
     let alice = UserId::from("alice");
     // B serves alice (a tab), so that A's publishes are stored.
     let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
 
-    let _id1 = a.publish("alice", 1).await;
+    let _id1 = a.publish_stored("alice", 1).await;
     redis.save().await; // the last snapshot holds event 1 only
-    let id2 = a.publish("alice", 2).await;
-    let id3 = a.publish("alice", 3).await;
+    let id2 = a.publish_stored("alice", 2).await;
+    let id3 = a.publish_stored("alice", 3).await;
     let got = drain(&mut tab, Duration::from_millis(500)).await;
     assert_eq!(
         got.iter().filter_map(|(_, n)| *n).collect::<Vec<_>>(),
@@ -219,11 +74,11 @@ async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
     drop(tab);
     assert!(id3 > id2);
 
-    redis.crash_and_restart().await;
-    a.wait_connected().await;
-    b.wait_connected().await;
+    redis.restart().await; // a crash (SIGKILL), and a restart from the snapshot
+    a.wait_reconnected().await;
+    b.wait_reconnected().await;
     // Publishing goes on after the restart.
-    let id4 = a.publish("alice", 4).await;
+    let id4 = a.publish_stored("alice", 4).await;
     assert!(id4 > id3, "ids still grow: {id4} > {id3}");
 
     // The client resumes with its last id, on either node.
@@ -288,11 +143,11 @@ async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() 
     a_settings.reconnect_min = Duration::from_millis(500);
     a_settings.reconnect_max = Duration::from_secs(1);
     a_settings.publish_retry = Duration::from_secs(60);
-    let a = Node::with_settings(a_settings).await;
-    let b = Node::start(redis.url()).await;
+    let a = Node::start(a_settings, Config::default()).await;
+    let b = node(redis.url()).await;
     let alice = UserId::from("alice");
     let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
-    let id0 = a.publish("alice", 0).await;
+    let id0 = a.publish_stored("alice", 0).await;
     assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
 
     // A's publish of 1 runs in Redis, and its reply is cut: A will send it again.
@@ -313,8 +168,8 @@ async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() 
     // Meanwhile 70 other node processes (restarts, autoscaling, short-lived publishers)
     // publish to alice: each has its own random node id.
     for i in 0..70 {
-        let other = Node::start(redis.url()).await;
-        other.publish("alice", 100 + i).await;
+        let other = node(redis.url()).await;
+        other.publish_stored("alice", 100 + i).await;
         other.backplane.close().await;
     }
 
@@ -346,6 +201,168 @@ async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() 
             .filter(|(_, n)| *n < Some(100))
             .collect::<Vec<_>>()
     );
+}
+
+/// Publishes that go through while a publish of another node waits for its retry: more than
+/// the publish tokens a node remembers having dispatched (8192)…
+const MEANWHILE: u64 = 9_000;
+/// …one in 20 to the same user: 450, more than her history keeps (256 and a slack of 32).
+const SAME_USER_EVERY: u64 = 20;
+/// The `n` of the event that closes a stream's check: a user's events arrive in order, so
+/// a late copy of anything would come before it.
+const MARKER: u64 = 999_999;
+
+/// A publish whose reply was lost is retried long after it ran, with far more publishes in
+/// between than any window the backplane keeps: more than the 8192 publish tokens the
+/// receiving node remembers having dispatched, and more of the same user than the history
+/// holds (so the retry cannot even find the entry it made). The retry must still not run the
+/// publish again: the publish marks compare counters, they do not look the token up in a
+/// window. The client on the other node receives the event once, live, with every other event
+/// once; the node never had to drop a copy (no second copy was ever sent); and the history
+/// holds it at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_retried_publish_runs_once_however_many_publishes_went_through_meanwhile() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    // Slow to come back, and patient: the retry comes after everything below.
+    a_settings.reconnect_min = Duration::from_millis(500);
+    a_settings.reconnect_max = Duration::from_secs(1);
+    a_settings.publish_retry = Duration::from_secs(60);
+    let a = Node::start(a_settings, Config::default()).await;
+    let b = node(redis.url()).await;
+    let alice = UserId::from("alice");
+    let bob = UserId::from("bob");
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+    // B serves bob too: every publish to bob is dispatched on B, and remembered there.
+    let mut bobs_tab = b.hub.subscribe_async(&bob, None).await.unwrap();
+    let bobs_reader = tokio::spawn(async move { while bobs_tab.next().await.is_some() {} });
+
+    // A's publish of 1 runs in Redis, and its reply is cut: A will send it again.
+    proxy.cut_mid_reply();
+    let publishing = {
+        let hub = a.hub.clone();
+        tokio::spawn(async move {
+            hub.broadcast_async(&UserId::from("alice"), &json!({"n": 1}))
+                .await
+        })
+    };
+    let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
+    assert_eq!(n_of(&live), Some(1), "the publish ran");
+    // A partition keeps A away from Redis: its retry waits.
+    proxy.set(Fault::Hold);
+    proxy.cut();
+
+    // The tab reads on while B publishes, up to the marker.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            match timeout(WAIT, tab.next()).await {
+                Ok(Some(frame)) => {
+                    let n = n_of(&frame);
+                    got.push((frame.kind(), n));
+                    if n == Some(MARKER) {
+                        return got;
+                    }
+                }
+                Ok(None) => panic!("alice's stream ended after {got:?}"),
+                Err(_) => panic!("alice's stream stalled after {got:?}"),
+            }
+        }
+    });
+    let received_before = b.backplane.health().received;
+    let mut n = 1000;
+    let mut to_alice = 0;
+    while n < 1000 + MEANWHILE {
+        // Concurrent, so that B's publisher pipelines them; alice's in small groups, so that
+        // her tab keeps up (its ring holds 256 frames).
+        let mut group = Vec::new();
+        for _ in 0..500 {
+            let user = if n % SAME_USER_EVERY == 0 {
+                to_alice += 1;
+                &alice
+            } else {
+                &bob
+            };
+            let hub = &b.hub;
+            group.push(async move { hub.broadcast_async(user, &json!({ "n": n })).await });
+            n += 1;
+        }
+        for published in futures_util::future::join_all(group).await {
+            published.expect("B publishes");
+        }
+    }
+    let dispatched = b.backplane.health().received - received_before;
+    assert!(
+        dispatched > 8192,
+        "B dispatched only {dispatched} publishes meanwhile"
+    );
+
+    // The partition heals: A sends its publish of 1 again.
+    proxy.set(Fault::None);
+    let answered = timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the retried publish is answered")
+        .unwrap()
+        .expect("the retry is confirmed");
+    assert!(a.backplane.health().publish_retries >= 1);
+    // The retry answers the id the first run gave, or none: the history no longer holds it.
+    assert!(
+        answered.id.is_none() || answered.id == live.id(),
+        "the retry was answered {answered:?}; the publish ran as {:?}",
+        live.id()
+    );
+    a.publish_stored("alice", MARKER).await;
+
+    let got = timeout(WAIT * 3, reader).await.unwrap().unwrap();
+    let mut seen = vec![1];
+    for (kind, n) in &got {
+        assert!(
+            matches!(kind, FrameKind::Event(_)),
+            "alice's tab was told of a loss: {kind:?} (after {} frames)",
+            seen.len()
+        );
+        seen.push(n.expect("a numbered event"));
+    }
+    let ones = seen.iter().filter(|&&n| n == 1).count();
+    assert_eq!(ones, 1, "event 1 reached alice's tab {ones} times");
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "an event twice on alice's tab");
+    assert_eq!(seen.len(), 2 + to_alice, "alice's tab: {seen:?}");
+    // No second copy was ever sent, so none had to be dropped by B's window.
+    assert_eq!(b.backplane.health().duplicates_dropped, 0);
+    assert_eq!(a.backplane.health().duplicates_dropped, 0);
+
+    // The history holds event 1 at most once (it was trimmed since: a second run would be
+    // its newest entries).
+    let mut connection = redis.connection().await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("sse-hub:events:alice")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut connection)
+        .await
+        .expect("XRANGE");
+    let ones = entries
+        .iter()
+        .filter(|(_, fields)| {
+            fields.iter().any(|(field, head)| {
+                field == "f"
+                    && head
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data: "))
+                        .any(|data| data == r#"{"n":1}"#)
+            })
+        })
+        .count();
+    assert!(ones <= 1, "event 1 is {ones} times in the history");
+    bobs_reader.abort();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,11 +459,11 @@ async fn a_silently_dead_command_connection_is_replaced() {
     let mut a_settings = settings(format!("redis://{}/", proxy.addr));
     a_settings.command_timeout = Duration::from_millis(300);
     a_settings.publish_retry = Duration::from_secs(1);
-    let a = Node::with_settings(a_settings).await;
-    let b = Node::start(redis.url()).await;
+    let a = Node::start(a_settings, Config::default()).await;
+    let b = node(redis.url()).await;
     let alice = UserId::from("alice");
     let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
-    a.publish("alice", 1).await;
+    a.publish_stored("alice", 1).await;
     assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
     // The backplane opened its command connection first, then its pub/sub connection.
     assert_eq!(

@@ -5,7 +5,8 @@
 //!
 //! Every test starts its own `redis-server` on a free loopback port and its own nodes (hubs with
 //! their own backplane connections). The history is kept short (`replay_events`), so that a late
-//! join can only rebuild the run from the thread's snapshot in Redis.
+//! join can only rebuild the run from the thread's snapshot in Redis. Skips (printing so)
+//! without `redis-server`, except under `CI=true`, as the other Redis tests do.
 #![cfg(feature = "redis")]
 
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sse_hub::backplane::{RedisBackplane, RedisConfig};
 use sse_hub::run_state::{RunStates, ThreadRun};
 use sse_hub::{Broadcaster, Config, Frame, FrameKind, Subscription, ThreadId, UserId};
 use tokio::time::timeout;
@@ -21,11 +21,7 @@ use tokio::time::timeout;
 #[path = "support/backplane.rs"]
 mod support;
 
-use support::{FaultProxy, RedisServer};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-type Hub = Broadcaster<Value>;
+use support::{FaultProxy, Hub, Node, RedisServer, WAIT, quick_settings, redis_available};
 
 /// A config that folds AG-UI runs per thread, with a short history: 32 events.
 fn config() -> Config {
@@ -35,38 +31,11 @@ fn config() -> Config {
     config
 }
 
-struct Node {
-    hub: Hub,
-    backplane: RedisBackplane,
-}
-
-impl Node {
-    async fn start(redis: &RedisServer) -> Self {
-        Self::with_url(redis.url()).await
-    }
-
-    async fn with_url(url: String) -> Self {
-        let mut settings = RedisConfig::new(url);
-        settings.reconnect_min = Duration::from_millis(20);
-        settings.reconnect_max = Duration::from_millis(200);
-        settings.command_timeout = Duration::from_secs(2);
-        let backplane = RedisBackplane::new(settings).expect("backplane");
-        assert!(
-            backplane.wait_connected(WAIT).await,
-            "the backplane connects"
-        );
-        let hub = Broadcaster::with_backplane(config(), Arc::new(backplane.clone()));
-        Self { hub, backplane }
-    }
-
-    async fn publish(&self, user: &UserId, thread: &ThreadId, event: &Value) {
-        let published = self
-            .hub
-            .broadcast_in_thread_async(user, thread, event)
-            .await
-            .expect("publish into the thread");
-        assert!(published.id.is_some(), "a thread event is always stored");
-    }
+/// A node of the Redis at `url`: quick reconnects, a 2 s command timeout.
+async fn node(url: String) -> Node {
+    let mut settings = quick_settings(url);
+    settings.command_timeout = Duration::from_secs(2);
+    Node::start(settings, config()).await
 }
 
 /// The single-node reference: the same events, folded by a hub without a backplane.
@@ -254,14 +223,17 @@ fn an_opening_folds_back_into_the_same_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_late_join_on_another_node_opens_as_on_a_single_node() {
+    if !redis_available() {
+        return;
+    }
     let redis = RedisServer::start().await;
-    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
     let reference = single();
     let alice = UserId::from("alice");
     let events = run(150);
     let (before, after) = events.split_at(120);
     for event in before {
-        a.publish(&alice, &thread(), event).await;
+        a.publish_in_thread(&alice, &thread(), event).await;
         reference
             .broadcast_in_thread(&alice, &thread(), event)
             .unwrap();
@@ -276,7 +248,7 @@ async fn a_late_join_on_another_node_opens_as_on_a_single_node() {
     assert_eq!(text_of(&opened), text_of(before), "the answer so far");
 
     for event in &after[..10] {
-        a.publish(&alice, &thread(), event).await;
+        a.publish_in_thread(&alice, &thread(), event).await;
         reference
             .broadcast_in_thread(&alice, &thread(), event)
             .unwrap();
@@ -330,8 +302,11 @@ async fn a_late_join_on_another_node_opens_as_on_a_single_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn joins_during_concurrent_publishing_have_no_gap_and_no_duplicate_at_the_seam() {
+    if !redis_available() {
+        return;
+    }
     let redis = RedisServer::start().await;
-    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
     let alice = UserId::from("alice");
     const DELTAS: usize = 400;
     let events = run(DELTAS);
@@ -401,8 +376,11 @@ async fn joins_during_concurrent_publishing_have_no_gap_and_no_duplicate_at_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_thread_publish_with_a_backplane_is_kept_and_its_id_resumes_on_any_node() {
+    if !redis_available() {
+        return;
+    }
     let redis = RedisServer::start().await;
-    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
     let bob = UserId::from("bob");
     // Without a thread state, a thread subscription resumes by id, replaying only its thread.
     let mut plain = Config::named("plain");
@@ -454,10 +432,13 @@ async fn a_thread_publish_with_a_backplane_is_kept_and_its_id_resumes_on_any_nod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_node_whose_feed_broke_reads_the_thread_back() {
+    if !redis_available() {
+        return;
+    }
     let redis = RedisServer::start().await;
     let proxy = FaultProxy::start(redis.addr()).await;
-    let a = Node::start(&redis).await;
-    let b = Node::with_url(proxy.url()).await;
+    let a = node(redis.url()).await;
+    let b = node(proxy.url()).await;
     let reference = single();
     let alice = UserId::from("alice");
     let events = run(100);
@@ -465,7 +446,7 @@ async fn a_node_whose_feed_broke_reads_the_thread_back() {
         let (a, reference, alice, events) = (&a, &reference, &alice, &events);
         async move {
             for event in &events[range] {
-                a.publish(alice, &thread(), event).await;
+                a.publish_in_thread(alice, &thread(), event).await;
                 reference
                     .broadcast_in_thread(alice, &thread(), event)
                     .unwrap();

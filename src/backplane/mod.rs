@@ -299,7 +299,8 @@ pub trait Backplane: Send + Sync + 'static {
     /// outcome, and dropping it does not cancel the publish. The result is the event's id and
     /// the number of nodes that received it, or no id when nothing was stored because no node
     /// serves the user and the user has no history (as a single node does for a user without
-    /// a channel). When the backplane cannot take the
+    /// a channel), or when a retry finds that the publish ran but can no longer tell its id
+    /// (the history no longer holds it). When the backplane cannot take the
     /// event, the implementation delivers it to the node's own connections with
     /// [`LocalChannels::deliver_local_only`] and returns the error.
     fn publish(

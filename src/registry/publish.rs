@@ -194,7 +194,8 @@ impl<E> Broadcaster<E> {
     /// With a backplane, this waits for it: the result has the event's id in the shared
     /// history, and its [`Delivery::Nodes`] counts the *nodes* that received it (each delivers it to its
     /// own connections); no id means that nothing was stored, since no node serves the user
-    /// and the user has no history. When
+    /// and the user has no history, or (rarely) that the publish was sent again after its
+    /// answer was lost, had run once, and its entry had left the history by then. When
     /// the backplane is unreachable the error is [`PublishError::Backplane`], and this node's
     /// connections still received the event, without an id (the loss is counted in
     /// [`Stats::backplane_failures`](crate::Stats::backplane_failures)); when its outcome is unknown (sent, never confirmed) the

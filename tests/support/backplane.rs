@@ -1,21 +1,33 @@
-//! What the Redis backplane tests share: `redis-server` child processes on loopback, a
-//! fault-injecting TCP proxy to put between a node and Redis, and a client that behaves like a
-//! browser's `EventSource` (reconnects with its last event id, follows `retry:`) and records
-//! everything it was told.
+//! What the Redis backplane tests share: `redis-server` child processes on loopback (with or
+//! without persistence), the test nodes (a hub with its own backplane, and its own axum server
+//! when a test needs HTTP) and their settings, a fault-injecting TCP proxy to put between a
+//! node and Redis, and a client that behaves like a browser's `EventSource` (reconnects with
+//! its last event id, follows `retry:`) and records everything it was told.
 //!
-//! Every wait is bounded; servers are killed and proxy tasks aborted on drop.
+//! Every wait is bounded; servers are killed (and their data directories removed), node servers
+//! and proxy tasks aborted on drop.
 
 // Each test crate that includes this module uses only part of it.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sse_hub::backplane::{RedisBackplane, RedisConfig};
+use sse_hub::{
+    Broadcaster, Config, EventId, LastEventId, PublishError, Published, ThreadId, UserId,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream as TokioStream};
 use tokio::sync::{mpsc, watch};
@@ -24,6 +36,9 @@ use tokio::time::{Instant, timeout};
 
 /// The bound of one wait on a server.
 pub const SERVER_WAIT: Duration = Duration::from_secs(10);
+
+/// The bound of one wait on a node or a stream.
+pub const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // redis-server
@@ -56,10 +71,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A `redis-server` child process on a loopback port, killed on drop.
+/// A `redis-server` child process on a loopback port, killed on drop. Without persistence,
+/// unless started [`persistent`](Self::start_persistent).
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// The data directory of a persistent server (its RDB snapshot), removed on drop.
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -67,6 +85,23 @@ impl RedisServer {
         let mut server = Self {
             port: free_port(),
             child: None,
+            dir: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    /// A server with RDB persistence in a temporary directory, as Redis runs by default, but
+    /// with no automatic save points: the test takes the snapshot itself ([`save`](Self::save)),
+    /// as a save point would, and the server loads it when it [restarts](Self::restart).
+    pub async fn start_persistent() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("sse-hub-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port,
+            child: None,
+            dir: Some(dir),
         };
         server.launch().await;
         server
@@ -80,25 +115,49 @@ impl RedisServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Starts the process, and waits until it answers a `PING` (after loading its snapshot, if
+    /// it has one).
     async fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string()]).args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        if let Some(dir) = &self.dir {
+            command
+                .arg("--dir")
+                .arg(dir)
+                .args(["--dbfilename", "dump.rdb"]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let addr = self.addr();
+        let url = self.url();
         let up = timeout(SERVER_WAIT, async {
-            while TcpStream::connect(addr).is_err() {
+            loop {
+                if let Ok(client) = redis::Client::open(url.as_str())
+                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                    && redis::cmd("PING")
+                        .query_async::<String>(&mut c)
+                        .await
+                        .is_ok()
+                {
+                    return;
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
         assert!(
             up.is_ok(),
-            "redis-server did not listen on {addr} within {SERVER_WAIT:?}"
+            "redis-server did not answer on {url} within {SERVER_WAIT:?}"
         );
     }
 
@@ -114,10 +173,21 @@ impl RedisServer {
         }
     }
 
-    /// A new server on the same port, with no data (no persistence).
+    /// A new server on the same port: with no data, or, for a persistent one, with the data of
+    /// its last [`save`](Self::save). After [`kill`](Self::kill), this is a crash (an OOM kill,
+    /// a node lost) and its recovery.
     pub async fn restart(&mut self) {
         self.kill();
         self.launch().await;
+    }
+
+    /// `SAVE`: the snapshot a persistent server restarts from.
+    pub async fn save(&self) {
+        let mut connection = self.connection().await;
+        let _: () = redis::cmd("SAVE")
+            .query_async(&mut connection)
+            .await
+            .expect("SAVE");
     }
 
     /// `SIGSTOP`s the server: it holds every connection and answers nothing.
@@ -175,6 +245,161 @@ impl Drop for RedisServer {
         // A stopped server cannot die of SIGKILL until it is continued on some systems.
         self.cont();
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// nodes
+
+/// The hub of a test node: JSON events.
+pub type Hub = Broadcaster<Value>;
+
+/// Backplane settings that reconnect quickly (20 ms, up to 200 ms); the rest are the defaults.
+pub fn quick_settings(url: String) -> RedisConfig {
+    let mut settings = RedisConfig::new(url);
+    settings.reconnect_min = Duration::from_millis(20);
+    settings.reconnect_max = Duration::from_millis(200);
+    settings
+}
+
+/// The backplane settings of most test nodes: quick reconnects and checks, a 1 s command
+/// timeout, and the idle connection checks every 100 ms, so that every test runs through them
+/// too.
+pub fn settings(url: String) -> RedisConfig {
+    let mut settings = quick_settings(url);
+    settings.command_timeout = Duration::from_secs(1);
+    settings.ping_interval = Duration::from_millis(100);
+    settings
+}
+
+/// One node: a hub with its own backplane (its own connections to Redis), and, once
+/// [`serve`](Self::serve)d, its own axum server on `127.0.0.1:0` (`GET /events/{user}`),
+/// aborted on drop.
+pub struct Node {
+    pub hub: Hub,
+    pub backplane: RedisBackplane,
+    http: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+}
+
+async fn events(
+    State(hub): State<Hub>,
+    Path(user): Path<String>,
+    last_event_id: LastEventId,
+) -> Response {
+    hub.sse_response(&UserId::from(user), &last_event_id)
+        .into_response()
+}
+
+impl Node {
+    /// A node that connects in the background: it may serve before it is connected.
+    pub fn new(settings: RedisConfig, config: Config) -> Self {
+        let backplane = RedisBackplane::new(settings).expect("backplane");
+        let hub = Broadcaster::with_backplane(config, Arc::new(backplane.clone()));
+        Self {
+            hub,
+            backplane,
+            http: None,
+        }
+    }
+
+    /// A node, once its backplane is connected (within [`WAIT`]).
+    pub async fn start(settings: RedisConfig, config: Config) -> Self {
+        let node = Self::new(settings, config);
+        assert!(
+            node.backplane.wait_connected(WAIT).await,
+            "the backplane did not connect: {:?}",
+            node.backplane.health()
+        );
+        node
+    }
+
+    /// Serves the node's streams over HTTP: see [`url`](Self::url).
+    pub async fn serve(mut self) -> Self {
+        let app = Router::new()
+            .route("/events/{user}", get(events))
+            .with_state(self.hub.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        self.http = Some((addr, server));
+        self
+    }
+
+    /// The URL of `user`'s stream on a [served](Self::serve) node.
+    pub fn url(&self, user: &str) -> String {
+        let (addr, _) = self.http.as_ref().expect("the node serves HTTP");
+        format!("http://{addr}/events/{user}")
+    }
+
+    /// Publishes `{"n": n}` to `user` and waits for the backplane's answer.
+    pub async fn publish(&self, user: &str, n: u64) -> Result<Published, PublishError> {
+        self.hub
+            .broadcast_async(&UserId::from(user), &json!({ "n": n }))
+            .await
+    }
+
+    /// [`publish`](Self::publish), which must go through and be stored: its id.
+    pub async fn publish_stored(&self, user: &str, n: u64) -> EventId {
+        self.publish(user, n)
+            .await
+            .expect("publish")
+            .id
+            .expect("an id: the event is stored")
+    }
+
+    /// Publishes `event` into `thread`, which must go through (a thread's event is always
+    /// stored).
+    pub async fn publish_in_thread(&self, user: &UserId, thread: &ThreadId, event: &Value) {
+        let published = self
+            .hub
+            .broadcast_in_thread_async(user, thread, event)
+            .await
+            .expect("publish into the thread");
+        assert!(published.id.is_some(), "a thread event is always stored");
+    }
+
+    /// Waits until the backplane says it is `connected` (or not).
+    pub async fn wait_connected(&self, connected: bool) {
+        let waited = timeout(WAIT, async {
+            while self.backplane.is_connected() != connected {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "the backplane did not become connected={connected}: {:?}",
+            self.backplane.health()
+        );
+    }
+
+    /// Waits until the backplane reconnected after a fault: it saw the fault (a reconnect is
+    /// counted) and is connected again.
+    pub async fn wait_reconnected(&self) {
+        let waited = timeout(WAIT, async {
+            while self.backplane.health().reconnects == 0 || !self.backplane.is_connected() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "did not reconnect: {:?}",
+            self.backplane.health()
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some((_, server)) = &self.http {
+            server.abort();
+        }
     }
 }
 

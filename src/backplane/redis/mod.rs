@@ -57,9 +57,22 @@
 //! answers or [`RedisConfig::publish_retry`] passed; the marks make each publish run once
 //! however many copies reach Redis, in whatever order. Publishes queued behind wait, so the
 //! node's publishes stay in order. When the retries run out, the publishes are answered
-//! [`BackplaneError::Unknown`] and are *not* delivered locally. A node also drops a feed
-//! message whose token it already dispatched (the last 8192), which covers a retry that ran
-//! again because Redis restarted in between and lost the marks.
+//! [`BackplaneError::Unknown`] and are *not* delivered locally.
+//!
+//! A mark is a counter, not a window of recent tokens: a copy runs only if its counter is
+//! newer than the mark, so a retry finds that it ran however many publishes (of any node, to
+//! this user or others) ran in between, for as long as the mark lives, which is tied to the
+//! retry window (above), not to a count. (Its answer carries the id the first run gave while
+//! the history still holds that entry, and no id after it was trimmed.)
+//!
+//! A node also drops a feed message whose token it already dispatched (the last 8192 tokens,
+//! so bounded memory). That is not what makes retries idempotent, and its length is no bound on
+//! the guarantees: a publish runs twice only if Redis lost its mark (a restart or failover that
+//! lost data), which also cut every node's pub/sub connection, and a node ends its streams when
+//! it connects again before it dispatches anything from the new connection. So the second copy
+//! only reaches streams that resumed since, with a `reset` (their ids are gone from the
+//! history); the window spares most of them that copy live. Tokens are never reused (a random
+//! node id per backplane, and a counter), so forgetting one never drops a new event.
 //!
 //! # Listening
 //!

@@ -22,7 +22,11 @@ use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 /// Publish tokens a node remembers having dispatched, so that an event sent twice (a retry
-/// after Redis restarted between running a publish and answering it) is delivered once.
+/// after Redis restarted between running a publish and answering it, and lost its mark) is
+/// not delivered live again. Only a second line: the publish marks in Redis make retries run
+/// once whatever the number of publishes in between, and a copy sent twice can only reach
+/// streams that resumed after a `reset` (see the [module docs](super#publishing)); so a bound on
+/// memory, not on a retry window.
 const RECENT_TOKENS: usize = 8192;
 
 /// Whether the link to Redis is up; published through a `watch` channel.
