@@ -12,7 +12,15 @@ fn main() {
     println!(
         "cargo::rustc-check-cfg=cfg(missing_redis, missing_chromium, missing_node, missing_haproxy)"
     );
-    for var in ["CI", "PATH", "CHROMIUM", "CHROMEDRIVER", "HAPROXY"] {
+    for var in [
+        "CI",
+        "PATH",
+        "REDIS_SERVER",
+        "NODE",
+        "CHROMIUM",
+        "CHROMEDRIVER",
+        "HAPROXY",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     println!("cargo::rerun-if-changed=build.rs");

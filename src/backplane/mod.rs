@@ -171,7 +171,7 @@
 //!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
 //!   plus a small hash of publish marks (one field per node that published to the user
 //!   lately: expired marks are dropped once it holds 64; see the
-//!   [Redis keys](redis#keys)), and expires
+//!   [Redis keys][redis-keys]), and expires
 //!   [`RedisConfig::history_ttl`] after the last node serving the user left;
 //! * in Redis, with threads, per (channel, user): at most `T` =
 //!   [`max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) snapshots, each the
@@ -198,6 +198,15 @@
 //!   sync [`subscribe_from`](crate::Broadcaster::subscribe_from) and
 //!   [`sse_response`](crate::Broadcaster::sse_response) work too: the subscription catches up
 //!   when first polled, and the SSE body sends its priming `id:` after that.
+//!
+// Without the `redis` feature these items do not exist: the links then point at this page's
+// own account of them, so that the docs build without warnings under any set of features.
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "[`RedisBackplane`]: self\n[`RedisConfig::publish_queue`]: self\n\
+           [`RedisConfig::history_ttl`]: self\n[redis-keys]: self"
+)]
+#![cfg_attr(feature = "redis", doc = "[redis-keys]: redis#keys")]
 
 use std::future::Future;
 use std::pin::Pin;
