@@ -8,8 +8,8 @@
 //! both happen under the same lock, a resuming subscriber sees every event exactly once: those
 //! up to the moment it joined in the window, those after it on the ring.
 //!
-//! The window is a `VecDeque` of the same [`Bytes`] the ring carries, so keeping history costs
-//! one reference per event and nothing at all until the first publish.
+//! The window (`window.rs`) is a `VecDeque` of the same [`Bytes`] the ring carries, so keeping
+//! history costs one reference per event and nothing at all until the first publish.
 //!
 //! # Chains
 //!
@@ -42,9 +42,12 @@ use crate::wire::frame_id;
 
 mod chain;
 mod threads;
+mod window;
 
 use threads::*;
 pub(crate) use threads::{Delivered, SyncBegin, SyncStart};
+pub(crate) use window::Backfill;
+use window::Retained;
 
 /// What travels on a user's broadcast ring: a published event's sequence number and finished
 /// frame, or, with sequence number 0 (events start at 1), a *kick* that wakes receivers so they
@@ -138,34 +141,6 @@ struct State {
     snapshot_due: u64,
 }
 
-/// A frame of the window; its sequence number is its place in the window (see `window_start`).
-struct Retained {
-    /// See [`Slot::prev`].
-    prev: u64,
-    at: Instant,
-    frame: Bytes,
-    thread: Option<ThreadKey>,
-}
-
-impl State {
-    /// The sequence number of the window's front, if the window holds a frame.
-    fn front_seq(&self) -> Option<u64> {
-        (!self.window.is_empty()).then_some(self.window_start)
-    }
-
-    /// The index in the window of the first frame after `seq` (the window's length if none).
-    fn index_after(&self, seq: u64) -> usize {
-        let before = (seq + 1).saturating_sub(self.window_start);
-        usize::try_from(before).map_or(self.window.len(), |i| i.min(self.window.len()))
-    }
-
-    /// The window's frame `seq`, if it holds it.
-    fn retained(&self, seq: u64) -> Option<&Retained> {
-        let i = seq.checked_sub(self.window_start)?;
-        self.window.get(usize::try_from(i).ok()?)
-    }
-}
-
 /// What a new receiver starts with.
 pub(crate) struct Joined {
     pub(crate) receiver: broadcast::Receiver<Slot>,
@@ -189,18 +164,6 @@ pub(crate) struct Joined {
     pub(crate) remote_id: EventId,
     /// With a backplane: the id the thread's state covers (see `ThreadEntry::last_id`).
     pub(crate) covered: EventId,
-}
-
-/// What a lagging receiver can get back from the window.
-pub(crate) struct Backfill {
-    /// The oldest sequence number the window still had after the receiver's position: events
-    /// before it are lost.
-    pub(crate) oldest: u64,
-    /// The frames of the receiver's thread (all frames, without a thread) it missed.
-    pub(crate) frames: Vec<(u64, Bytes)>,
-    /// Whether some event before `oldest` that the receiver would have delivered (of its
-    /// thread; any, without a thread) is gone.
-    pub(crate) lost: bool,
 }
 
 /// Why a channel refused a receiver.
@@ -327,88 +290,6 @@ impl UserChannel {
         Some(delivered)
     }
 
-    /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.
-    fn append(
-        &self,
-        state: &mut State,
-        seq: u64,
-        frame: Bytes,
-        thread: Option<ThreadKey>,
-        prev: u64,
-        now: Instant,
-    ) -> usize {
-        let config = &self.shared.config;
-        let len = frame.len();
-        // A frame larger than the whole window is only sent, never kept; the window is emptied
-        // then, since it must hold a run of consecutive events: one with a hole in it would let
-        // a resume or a back-fill skip the big event without a `reset` or a `lagged`.
-        let keep = config.replay_events > 0 && len <= config.replay_bytes;
-        if keep {
-            // Room is made before the frame is added, so that the accounted bytes never exceed
-            // the window's bound, not even for a moment.
-            self.evict(state, now, (1, len));
-            if state.window.is_empty() {
-                state.oldest_at = now;
-                state.window_start = seq;
-            }
-            state.window.push_back(Retained {
-                prev,
-                at: now,
-                frame: frame.clone(),
-                thread,
-            });
-            state.window_bytes += len;
-            self.shared.buffered_added(len);
-        } else {
-            // Emptied outright rather than evicted against an incoming count of "everything",
-            // which a `replay_events` of `usize::MAX` (a window bounded by bytes only) never
-            // exceeds.
-            Self::empty_window(&self.shared, state);
-        }
-        self.sender
-            .send(Slot {
-                seq,
-                frame,
-                thread,
-                prev,
-            })
-            .unwrap_or(0)
-    }
-
-    /// Drops what the window may no longer keep: over the count, over the bytes, or too old,
-    /// counting `incoming` (events, bytes) about to be added.
-    fn evict(&self, state: &mut State, now: Instant, incoming: (usize, usize)) {
-        let config = &self.shared.config;
-        // Older than `replay_age` means before `cutoff` (nothing is, this early after boot).
-        let cutoff = now.checked_sub(config.replay_age);
-        // Checked on the state alone (`oldest_at` is the front's time): the window's buffer is
-        // read only when something is due.
-        while !state.window.is_empty() {
-            let over = state.window.len().saturating_add(incoming.0) > config.replay_events
-                || state.window_bytes + incoming.1 > config.replay_bytes
-                || cutoff.is_some_and(|cutoff| state.oldest_at < cutoff);
-            if !over {
-                break;
-            }
-            if let Some(oldest) = state.window.pop_front() {
-                state.window_start += 1;
-                let len = oldest.frame.len();
-                state.window_bytes -= len;
-                self.shared.buffered_removed(len);
-            }
-            if let Some(next) = state.window.front() {
-                state.oldest_at = next.at;
-            }
-        }
-    }
-
-    /// Drops every frame of the window, releasing its memory and its accounting.
-    fn empty_window(shared: &Shared, state: &mut State) {
-        shared.buffered_removed(state.window_bytes);
-        state.window = VecDeque::new();
-        state.window_bytes = 0;
-    }
-
     /// Adds a receiver, and reads the window when resuming from `last_event_id`. With a thread,
     /// the receiver filters on it; if the broadcaster folds threads, it starts with the thread
     /// state's opening instead of a resume.
@@ -488,64 +369,6 @@ impl UserChannel {
         Ok(joined)
     }
 
-    /// The oldest sequence number the window holds after `after` (`before` if none), and the
-    /// window's frames with `after < seq < before` of `thread` (of every thread if `None`).
-    fn frames_between(
-        state: &State,
-        after: u64,
-        before: u64,
-        thread: Option<&ThreadId>,
-    ) -> (u64, Vec<(u64, Bytes)>) {
-        let wanted = thread.map(ThreadId::key);
-        let start = state.index_after(after);
-        let first = state.window_start + start as u64;
-        let oldest = if start < state.window.len() {
-            first.min(before)
-        } else {
-            before
-        };
-        let frames = state
-            .window
-            .range(start..)
-            .zip(first..)
-            .take_while(|&(_, seq)| seq < before)
-            .filter(|(r, _)| ThreadKey::admits(wanted, r.thread))
-            .map(|(r, seq)| (seq, r.frame.clone()))
-            .collect();
-        (oldest, frames)
-    }
-
-    /// What a lagging receiver missed, `after < seq < before`, that the window still has, and
-    /// whether it lost any of its own events (see the module docs, *Chains*). `arriving` is the
-    /// slot `before`, whose link the window may not hold (a frame too large to keep).
-    pub(crate) fn backfill(
-        &self,
-        after: u64,
-        before: u64,
-        thread: Option<&ThreadId>,
-        arriving: &Slot,
-    ) -> Backfill {
-        let mut state = self.lock();
-        self.evict(&mut state, Instant::now(), (0, 0));
-        let (oldest, frames) = Self::frames_between(&state, after, before, thread);
-        let lost = match thread {
-            None => oldest > after + 1,
-            Some(thread) => {
-                let head = state
-                    .threads
-                    .iter()
-                    .find(|t| t.id.same(thread))
-                    .map_or(state.forgotten, |t| t.last_event);
-                state.chain_lost(thread.key(), head, after, oldest, arriving)
-            }
-        };
-        Backfill {
-            oldest,
-            frames,
-            lost,
-        }
-    }
-
     /// Drops a receiver under the lock, so that the count is exact when this returns and the
     /// channel is queued for expiry if it was the last.
     pub(crate) fn leave_with(self: &Arc<Self>, drop_receiver: impl FnOnce()) {
@@ -597,12 +420,6 @@ impl UserChannel {
         release_held(&self.shared, &mut state);
         true
     }
-
-    /// Bytes and frames held by the window.
-    pub(crate) fn buffered(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.window_bytes, state.window.len())
-    }
 }
 
 /// A channel gives back what it counts in its broadcaster's gauges when it goes, whichever way
@@ -635,11 +452,5 @@ mod tests {
     #[test]
     fn a_ring_slot_costs_a_bytes_a_sequence_number_and_a_thread_tag() {
         assert_eq!(std::mem::size_of::<Option<Slot>>(), 56);
-    }
-
-    /// The `64·N` of the memory formula in the crate docs.
-    #[test]
-    fn a_window_entry_costs_64_bytes() {
-        assert_eq!(std::mem::size_of::<super::Retained>(), 64);
     }
 }

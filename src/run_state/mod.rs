@@ -89,6 +89,7 @@
 mod fold;
 mod message;
 mod opening;
+mod open;
 mod patch;
 mod scan;
 mod slow;

@@ -3,8 +3,9 @@
 
 use std::ops::Range;
 
-use super::fold::{LaneKind, State, ThreadRun};
+use super::fold::{State, ThreadRun};
 use super::message::{write_str, write_value};
+use super::open::LaneKind;
 
 /// The AG-UI events of a snapshot opening, each compact JSON (no newline), in one buffer.
 ///

@@ -4,10 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use super::fold::{
-    Folded, MAX_OPEN_SUBAGENTS, Opener, Run, State, hot_from, metadata_of, opener_bytes, str_of,
-};
+use super::fold::{Folded, Run, State, hot_from, metadata_of, opener_bytes, str_of};
 use super::message::{Content, Message, merge_metadata, value_bytes};
+use super::open::{MAX_OPEN_SUBAGENTS, Opener};
 use super::scan::{HotKind, boundary_at_or_after, escape};
 use super::{FoldOutcome, Ignored, ThreadRun, patch};
 
