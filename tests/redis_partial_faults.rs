@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sse_hub::{Config, EventId, Frame, FrameKind, ResetReason, Subscription, UserId};
+use sse_hub::{
+    Config, EventId, Frame, FrameKind, PublishError, Published, ResetReason, Subscription, UserId,
+};
 use tokio::time::timeout;
 
 #[path = "support/backplane.rs"]
@@ -23,6 +25,40 @@ use support::{Fault, FaultProxy, Node, RedisServer, WAIT, redis_available, setti
 /// A node of the Redis at `url`, with the test settings.
 async fn node(url: String) -> Node {
     Node::start(settings(url), Config::default()).await
+}
+
+/// A node whose connection to Redis goes through `proxy`, slow to come back and patient with
+/// its retries, so that a test can hold it away from Redis before it retries a publish.
+async fn patient_node(proxy: &FaultProxy) -> Node {
+    let mut settings = settings(proxy.url());
+    settings.reconnect_min = Duration::from_millis(500);
+    settings.reconnect_max = Duration::from_secs(1);
+    settings.publish_retry = Duration::from_secs(60);
+    Node::start(settings, Config::default()).await
+}
+
+/// A Redis, a proxy to it, node A through the proxy ([`patient_node`]) and node B straight to
+/// Redis.
+async fn patient_and_direct_nodes() -> (RedisServer, FaultProxy, Node, Node) {
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = patient_node(&proxy).await;
+    let b = node(redis.url()).await;
+    (redis, proxy, a, b)
+}
+
+/// Publishes `{"n": 1}` to alice on `node` with the reply cut after Redis ran it: the node will
+/// send it again.
+fn publish_with_reply_cut(
+    proxy: &FaultProxy,
+    node: &Node,
+) -> tokio::task::JoinHandle<Result<Published, PublishError>> {
+    proxy.cut_mid_reply();
+    let hub = node.hub.clone();
+    tokio::spawn(async move {
+        hub.broadcast_async(&UserId::from("alice"), &json!({"n": 1}))
+            .await
+    })
 }
 
 /// The `n` of an event frame.
@@ -136,29 +172,13 @@ async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() 
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    // Slow to come back, so that the test holds A away before it retries.
-    a_settings.reconnect_min = Duration::from_millis(500);
-    a_settings.reconnect_max = Duration::from_secs(1);
-    a_settings.publish_retry = Duration::from_secs(60);
-    let a = Node::start(a_settings, Config::default()).await;
-    let b = node(redis.url()).await;
+    let (redis, proxy, a, b) = patient_and_direct_nodes().await;
     let alice = UserId::from("alice");
     let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
     let id0 = a.publish_stored("alice", 0).await;
     assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
 
-    // A's publish of 1 runs in Redis, and its reply is cut: A will send it again.
-    proxy.cut_mid_reply();
-    let publishing = {
-        let hub = a.hub.clone();
-        tokio::spawn(async move {
-            hub.broadcast_async(&UserId::from("alice"), &json!({"n": 1}))
-                .await
-        })
-    };
+    let publishing = publish_with_reply_cut(&proxy, &a);
     let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
     assert_eq!(n_of(&live), Some(1), "the publish ran once");
     // A network partition keeps A away from Redis for a while.
@@ -226,15 +246,7 @@ async fn a_retried_publish_runs_once_however_many_publishes_went_through_meanwhi
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    // Slow to come back, and patient: the retry comes after everything below.
-    a_settings.reconnect_min = Duration::from_millis(500);
-    a_settings.reconnect_max = Duration::from_secs(1);
-    a_settings.publish_retry = Duration::from_secs(60);
-    let a = Node::start(a_settings, Config::default()).await;
-    let b = node(redis.url()).await;
+    let (redis, proxy, a, b) = patient_and_direct_nodes().await;
     let alice = UserId::from("alice");
     let bob = UserId::from("bob");
     let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
@@ -242,15 +254,7 @@ async fn a_retried_publish_runs_once_however_many_publishes_went_through_meanwhi
     let mut bobs_tab = b.hub.subscribe_async(&bob, None).await.unwrap();
     let bobs_reader = tokio::spawn(async move { while bobs_tab.next().await.is_some() {} });
 
-    // A's publish of 1 runs in Redis, and its reply is cut: A will send it again.
-    proxy.cut_mid_reply();
-    let publishing = {
-        let hub = a.hub.clone();
-        tokio::spawn(async move {
-            hub.broadcast_async(&UserId::from("alice"), &json!({"n": 1}))
-                .await
-        })
-    };
+    let publishing = publish_with_reply_cut(&proxy, &a);
     let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
     assert_eq!(n_of(&live), Some(1), "the publish ran");
     // A partition keeps A away from Redis: its retry waits.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 use sse_hub::{
-    Broadcaster, Config, EndReason, Folded, Frame, FrameKind, ThreadId, ThreadState, ThreadStates,
-    UserId,
+    Broadcaster, Config, EndReason, Folded, Frame, FrameKind, Subscription, ThreadId, ThreadState,
+    ThreadStates, UserId,
 };
 use tokio::task::unconstrained;
 use tokio_stream::StreamExt;
@@ -282,11 +282,29 @@ async fn the_opening_and_the_live_tail_meet_without_gap_or_duplicate_under_concu
     // as missed); it was exact up to its end, which is what is checked above.
 }
 
-#[tokio::test]
-async fn a_thread_stream_that_loses_events_ends_instead_of_signalling_in_band() {
+/// A ring of 2 slots and a window of 4 events: a stream that does not read loses events to the
+/// ring after 2 publishes and to the window after 4.
+fn tiny() -> Config {
     let mut config = Config::default();
     config.capacity = 2;
     config.replay_events = 4;
+    config
+}
+
+/// alice's stream of her thread `a` (and `b`, another of her threads), with the first event of
+/// `a`, `{"n": 1}`, published to it and not read yet.
+fn watching_a(hub: &Hub) -> (UserId, ThreadId, ThreadId, Subscription<Value>) {
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
+        .unwrap();
+    (alice, a, b, sub)
+}
+
+#[tokio::test]
+async fn a_thread_stream_that_loses_events_ends_instead_of_signalling_in_band() {
+    let config = tiny();
     let hub = folding(config);
     let alice = UserId::from("alice");
     let a = thread("a");
@@ -340,15 +358,8 @@ async fn an_event_the_state_cannot_apply_is_delivered_and_counted() {
 /// event of its own that the window dropped is (it ends, to reopen from the state).
 #[tokio::test]
 async fn a_thread_stream_counts_as_lost_only_the_events_it_would_have_delivered() {
-    let mut config = Config::default();
-    config.capacity = 2;
-    config.replay_events = 4;
-    let hub = folding(config);
-    let alice = UserId::from("alice");
-    let (a, b) = (thread("a"), thread("b"));
-    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
-    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
-        .unwrap();
+    let hub = folding(tiny());
+    let (alice, a, b, mut sub) = watching_a(&hub);
     let got: Vec<Value> = ready(&mut sub).iter().flat_map(datas).collect();
     assert_eq!(got, [json!({"n": 1})]);
     for n in 100..120 {
@@ -381,9 +392,7 @@ async fn a_thread_stream_counts_as_lost_only_the_events_it_would_have_delivered(
 /// from the state goes on, and one that resumes by id says nothing of a `lagged`.
 #[tokio::test]
 async fn an_unthreaded_event_dropped_from_the_window_is_no_loss_to_a_thread_stream() {
-    let mut config = Config::default();
-    config.capacity = 2;
-    config.replay_events = 4;
+    let config = tiny();
     for hub in [folding(config.clone()), Hub::new(config)] {
         let alice = UserId::from("alice");
         let (a, b) = (thread("a"), thread("b"));
@@ -418,15 +427,8 @@ async fn an_unthreaded_event_dropped_from_the_window_is_no_loss_to_a_thread_stre
 /// the window still had: they were not recovered, and `events_recovered` does not count them.
 #[tokio::test]
 async fn a_thread_stream_ended_by_a_loss_counts_nothing_recovered() {
-    let mut config = Config::default();
-    config.capacity = 2;
-    config.replay_events = 4;
-    let hub = folding(config);
-    let alice = UserId::from("alice");
-    let (a, b) = (thread("a"), thread("b"));
-    let mut sub = hub.subscribe_in_thread(&alice, &a, None).unwrap();
-    hub.broadcast_in_thread(&alice, &a, &json!({ "n": 1 }))
-        .unwrap();
+    let hub = folding(tiny());
+    let (alice, a, b, mut sub) = watching_a(&hub);
     for n in 100..110 {
         hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
             .unwrap();
