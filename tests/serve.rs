@@ -548,3 +548,71 @@ async fn a_lean_stream_whose_client_stops_reading_is_closed_by_the_stall_timeout
     drop(raw);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_own_transfer_encoding_is_the_only_one_and_frames_the_body() {
+    // A handler that says `transfer-encoding: chunked` itself (one that copies an upstream's
+    // headers, say). hyper frames the body as chunked under that one header. A second
+    // `transfer-encoding` line is refused by strict intermediaries (nginx answers 502,
+    // "upstream sent duplicate header line"), and a `content-length` beside it contradicts
+    // the framing.
+    use axum::http::header::{CONTENT_TYPE, TRANSFER_ENCODING};
+    let app = || {
+        axum::Router::new()
+            .route(
+                "/stream",
+                axum::routing::get(|| async {
+                    let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                        bytes::Bytes::from_static(b"data: x\n\n"),
+                    )]);
+                    (
+                        [
+                            (TRANSFER_ENCODING, "chunked"),
+                            (CONTENT_TYPE, "text/event-stream"),
+                        ],
+                        axum::body::Body::from_stream(frames),
+                    )
+                }),
+            )
+            .route(
+                "/sized",
+                axum::routing::get(|| async { ([(TRANSFER_ENCODING, "chunked")], "hello") }),
+            )
+    };
+    for lean in [false, true] {
+        let server = Served::start(app(), lean, || {}).await;
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get("/stream", SSE_GET)).await;
+        let head = raw.read_through(b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert_eq!(
+            head.matches("transfer-encoding").count(),
+            1,
+            "lean {lean}: {head}"
+        );
+        raw.read_through(b"9\r\ndata: x\n\n\r\n0\r\n\r\n").await;
+        server.shut_down().await;
+    }
+
+    // A body of known size under the handler's `transfer-encoding` (hyper refuses to send such
+    // a response at all and closes the connection): chunked, so that a client reads it whole.
+    let server = Served::start(app(), true, || {}).await;
+    let response = bounded(
+        "the response",
+        WAIT,
+        common::http_client()
+            .get(format!("http://{}/sized", server.addr))
+            .header("accept", "text/event-stream")
+            .send(),
+    )
+    .await
+    .expect("a response");
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "{:?}",
+        response.headers()
+    );
+    let body = bounded("the body", WAIT, response.bytes()).await;
+    assert_eq!(body.as_deref().ok(), Some(&b"hello"[..]), "{body:?}");
+    server.shut_down().await;
+}

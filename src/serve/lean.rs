@@ -230,22 +230,41 @@ where
 {
     let (mut parts, mut body) = response.into_parts();
     // As hyper: a 1xx, 204 or 304 response has no body, so no framing; 1xx and 204 may not even
-    // say `content-length` (RFC 9110, 8.6), and a handler's is dropped.
+    // say `content-length` (RFC 9110, 8.6), and a handler's is dropped, as is a handler's
+    // `transfer-encoding` on all three.
     let status = parts.status;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     if status.is_informational() || status == StatusCode::NO_CONTENT {
         parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    if bodiless {
         parts.headers.remove(header::TRANSFER_ENCODING);
     }
-    let length = if bodiless {
+    // A handler's own `transfer-encoding` (one that copies an upstream's headers, say) frames
+    // the body as chunked, as with hyper: whatever the body's size, with no `content-length`
+    // beside it (RFC 9112, 6.1), and with no second `transfer-encoding` line unless its last
+    // coding is not `chunked` (then ours adds it). A duplicate line makes nginx answer 502.
+    let coded = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    if coded {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    let coded_chunked = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+    let length = if bodiless || coded {
         None
     } else {
         body.size_hint().exact()
     };
-    let chunked =
-        !bodiless && length.is_none() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let chunked = !bodiless
+        && (coded || (length.is_none() && !parts.headers.contains_key(header::CONTENT_LENGTH)));
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -264,7 +283,7 @@ where
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if chunked {
+    if chunked && !coded_chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     } else if let Some(length) = length
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
