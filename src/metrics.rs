@@ -1,7 +1,7 @@
 //! Metrics, through the [`metrics`] facade: the application installs the exporter it wants.
 //!
-//! Every metric carries the label `channel` (the broadcaster's [`Config::name`](crate::Config));
-//! none carries the user, whose cardinality is unbounded. Handles are registered when a
+//! Every metric but [`BACKPLANE_CONNECTED`] carries the label `channel` (the broadcaster's
+//! [`Config::name`](crate::Config)); none carries the user, whose cardinality is unbounded. Handles are registered when a
 //! broadcaster is created, so install the recorder first. The README lists every metric.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
