@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --example server                    # http://127.0.0.1:3000
 //! ADDR=127.0.0.1:0 cargo run --example server   # any free port
+//! cargo run --example server -- --help           # the settings; any other argument is refused
 //! ```
 //!
 //! With `REDIS_URL` (and the `redis` feature), servers that share the Redis behave as one: an
@@ -150,8 +151,31 @@ struct App {
     metrics: PrometheusHandle,
 }
 
+/// What `--help` prints: the demo's settings are environment variables, not flags.
+const USAGE: &str = "\
+The sse-hub demo server. It takes no arguments; its settings are environment variables:
+
+  ADDR=HOST:PORT     where to listen (default 127.0.0.1:3000; port 0 picks a free one)
+  HEARTBEAT_MS=N     idle milliseconds before a heartbeat (default 15000)
+  REDIS_URL=URL      share channels with every server on this Redis (feature `redis`)
+  RUST_LOG=FILTER    log filter for standard error (default info)
+
+The first line on standard output is `listening on http://HOST:PORT`. Routes: see the
+examples/server.rs module docs, or open the address in a browser.
+";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Settings come from the environment; an argument is either a request for help or a
+    // mistake worth saying out loud (`--port 8080` silently ignored would listen on 3000).
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "--help" || arg == "-h" {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("error: unknown argument {arg:?}: the demo takes no arguments\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

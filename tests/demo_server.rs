@@ -405,3 +405,68 @@ async fn sigterm_with_clients_connected_exits_cleanly_and_promptly() {
     let refused = client.get(server.url("/stats")).timeout(WAIT).send().await;
     assert!(refused.is_err(), "the server should be gone: {refused:?}");
 }
+
+/// The demo takes its settings from the environment. `--help` says so and starts nothing; an
+/// argument it does not know is refused, so that `--port 8080` is not silently ignored while the
+/// server listens on 3000.
+#[test]
+fn help_names_the_settings_and_unknown_arguments_are_refused() {
+    for flag in ["--help", "-h"] {
+        let (code, stdout, _) = run_demo_with(&[flag]);
+        assert_eq!(code, Some(0), "{flag}");
+        for setting in ["ADDR", "HEARTBEAT_MS", "REDIS_URL", "RUST_LOG"] {
+            assert!(
+                stdout.contains(setting),
+                "{flag} does not name {setting}: {stdout}"
+            );
+        }
+    }
+    let (code, stdout, stderr) = run_demo_with(&["--port", "8080"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--port") && stderr.contains("ADDR"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "it started: {stdout}");
+}
+
+/// Runs the demo with `args` and returns its exit code and output; one that is still running
+/// after 10 s (it started serving) is killed and fails the test.
+fn run_demo_with(args: &[&str]) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(support::server_binary())
+        .args(args)
+        .env("ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the demo server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the demo server") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the demo server given {args:?} was still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stdout, stderr)
+}
