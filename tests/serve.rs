@@ -222,6 +222,12 @@ impl Raw {
             .expect("write");
     }
 
+    /// Reads the response head, lowercased, so that header names can be matched as text.
+    async fn read_head_lowercase(&mut self) -> String {
+        let head = self.read_through(b"\r\n\r\n").await;
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    }
+
     /// Reads until `needle` has arrived; returns everything up to and including it.
     async fn read_through(&mut self, needle: &[u8]) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
@@ -367,8 +373,7 @@ async fn a_204_goes_out_without_content_length_or_body_on_both_paths() {
             // The second answer on the same connection also shows that nothing followed the
             // first one's head.
             raw.send(&get("/events/ada", SSE_GET)).await;
-            let head = raw.read_through(b"\r\n\r\n").await;
-            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let head = raw.read_head_lowercase().await;
             let path = if lean { "lean" } else { "hyper" };
             assert!(
                 head.starts_with("http/1.1 204 no content\r\n"),
@@ -400,8 +405,7 @@ async fn a_response_that_says_connection_close_closes_the_connection_on_both_pat
         let server = Served::start(closing(), lean, || {}).await;
         let mut raw = Raw::connect(server.addr).await;
         raw.send(&get("/events/ada", SSE_GET)).await;
-        let head = raw.read_through(b"\r\n\r\n").await;
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let head = raw.read_head_lowercase().await;
         assert_eq!(
             head.matches("connection: close").count(),
             1,
@@ -583,8 +587,7 @@ async fn a_handlers_own_transfer_encoding_is_the_only_one_and_frames_the_body() 
         let server = Served::start(app(), lean, || {}).await;
         let mut raw = Raw::connect(server.addr).await;
         raw.send(&get("/stream", SSE_GET)).await;
-        let head = raw.read_through(b"\r\n\r\n").await;
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let head = raw.read_head_lowercase().await;
         assert_eq!(
             head.matches("transfer-encoding").count(),
             1,

@@ -365,33 +365,32 @@ impl Node {
 
     /// Waits until the backplane says it is `connected` (or not).
     pub async fn wait_connected(&self, connected: bool) {
-        let waited = timeout(WAIT, async {
-            while self.backplane.is_connected() != connected {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
+        self.wait_for(
+            &format!("the backplane did not become connected={connected}"),
+            |b| b.is_connected() == connected,
+        )
         .await;
-        assert!(
-            waited.is_ok(),
-            "the backplane did not become connected={connected}: {:?}",
-            self.backplane.health()
-        );
     }
 
     /// Waits until the backplane reconnected after a fault: it saw the fault (a reconnect is
     /// counted) and is connected again.
     pub async fn wait_reconnected(&self) {
+        self.wait_for("did not reconnect", |b| {
+            b.health().reconnects > 0 && b.is_connected()
+        })
+        .await;
+    }
+
+    /// Waits until `ready` holds of the backplane; fails with `what` and its health after
+    /// [`WAIT`].
+    async fn wait_for(&self, what: &str, ready: impl Fn(&RedisBackplane) -> bool) {
         let waited = timeout(WAIT, async {
-            while self.backplane.health().reconnects == 0 || !self.backplane.is_connected() {
+            while !ready(&self.backplane) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
-        assert!(
-            waited.is_ok(),
-            "did not reconnect: {:?}",
-            self.backplane.health()
-        );
+        assert!(waited.is_ok(), "{what}: {:?}", self.backplane.health());
     }
 }
 
