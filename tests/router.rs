@@ -250,3 +250,26 @@ async fn a_run_state_in_the_config_is_the_agui_channels_only() {
         Some(json!("RUN_STARTED"))
     );
 }
+
+/// The global router's AG-UI channel folds each thread's run, as every router's does: a tab
+/// that joins the thread after the run started opens with it.
+#[tokio::test]
+async fn the_global_routers_agui_channel_opens_thread_streams_with_the_run() {
+    use sse_hub::ThreadId;
+
+    let user = UserId::from("global-router-thread-test");
+    let thread = ThreadId::new("t-1").unwrap();
+    let started = r#"{"type":"RUN_STARTED","threadId":"t-1","runId":"r-1"}"#;
+    EventRouter::global()
+        .route_agui_in_thread(&user, &thread, &parse(started))
+        .unwrap();
+    let mut late = AGUI_BROADCASTER
+        .subscribe_in_thread(&user, &thread, None)
+        .unwrap();
+    let opening = ready(&mut late);
+    assert_eq!(
+        opening.first().map(|event| event["type"].clone()),
+        Some(json!("RUN_STARTED")),
+        "{opening:?}"
+    );
+}

@@ -54,8 +54,12 @@ pub type ContextBroadcaster = Broadcaster<ContextEvent>;
 pub type AnalyticsBroadcaster = Broadcaster<AnalyticsEvent>;
 
 /// The process-wide AG-UI broadcaster, for drop-in use in place of the replaced crate's static.
-pub static AGUI_BROADCASTER: LazyLock<AgUiBroadcaster> =
-    LazyLock::new(|| Broadcaster::new(Config::named(Channel::AgUi.as_str())));
+/// It folds each thread's run ([`RunStates`]), as the AG-UI channel of every router does.
+pub static AGUI_BROADCASTER: LazyLock<AgUiBroadcaster> = LazyLock::new(|| {
+    let mut config = Config::named(Channel::AgUi.as_str());
+    config.threads.state = Some(Arc::new(RunStates::default()));
+    Broadcaster::new(config)
+});
 /// The process-wide A2A broadcaster.
 pub static A2A_BROADCASTER: LazyLock<A2ABroadcaster> =
     LazyLock::new(|| Broadcaster::new(Config::named(Channel::A2A.as_str())));
