@@ -202,3 +202,74 @@ fn channel_names_parse_and_print() {
         ["agui", "a2a", "context", "analytics"]
     );
 }
+
+/// A config that brings its own AG-UI run state (to set `RunStates::max_thread_bytes`, say) is
+/// for the AG-UI channel: the context channel carries wrapped events that no run state can
+/// fold, so its thread streams must still resume by event id, as with the default config.
+#[tokio::test]
+async fn a_run_state_in_the_config_is_the_agui_channels_only() {
+    use sse_hub::ThreadId;
+    use sse_hub::run_state::RunStates;
+    use std::sync::Arc;
+
+    let mut config = Config::default();
+    config.threads.state = Some(Arc::new(RunStates::new(64 * 1024)));
+    let router = EventRouter::new(config);
+    let alice = UserId::from("alice");
+    let thread = ThreadId::new("t-1").unwrap();
+    let events = [
+        r#"{"type":"RUN_STARTED","threadId":"t-1","runId":"r-1"}"#,
+        r#"{"type":"TEXT_MESSAGE_START","messageId":"m-1","role":"assistant"}"#,
+        r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m-1","delta":"Hello"}"#,
+    ];
+    let mut ids = Vec::new();
+    for event in events {
+        let routed = router
+            .route_agui_in_thread(&alice, &thread, &parse(event))
+            .unwrap();
+        ids.push(routed.get("context").unwrap().id.unwrap());
+    }
+    // A context tab of the thread saw the first event, then reconnects with its id.
+    let mut tab = router
+        .context()
+        .subscribe_in_thread(&alice, &thread, Some(&ids[0].to_string()))
+        .unwrap();
+    let wrapped: Vec<Value> = events[1..]
+        .iter()
+        .map(|event| json!({"protocol": "agui", "event": parse::<Value>(event)}))
+        .collect();
+    assert_eq!(ready(&mut tab), wrapped, "the context stream resumes by id");
+    // The AG-UI channel keeps the config's run state: a thread stream opens with the run.
+    let mut view = router
+        .agui()
+        .subscribe_in_thread(&alice, &thread, None)
+        .unwrap();
+    let opening = ready(&mut view);
+    assert_eq!(
+        opening.first().map(|e| e["type"].clone()),
+        Some(json!("RUN_STARTED"))
+    );
+}
+
+/// The global router's AG-UI channel folds each thread's run, as every router's does: a tab
+/// that joins the thread after the run started opens with it.
+#[tokio::test]
+async fn the_global_routers_agui_channel_opens_thread_streams_with_the_run() {
+    use sse_hub::ThreadId;
+
+    let user = UserId::from("global-router-thread-test");
+    let thread = ThreadId::new("t-1").unwrap();
+    let started = r#"{"type":"RUN_STARTED","threadId":"t-1","runId":"r-1"}"#;
+    EventRouter::global()
+        .route_agui_in_thread(&user, &thread, &parse(started))
+        .unwrap();
+    let mut late = AGUI_BROADCASTER
+        .subscribe_in_thread(&user, &thread, None)
+        .unwrap();
+    let opening = ready(&mut late);
+    assert_eq!(
+        opening.first().map(|event| event["type"].clone()),
+        Some(json!("RUN_STARTED")),
+        "{opening:?}"
+    );
+}

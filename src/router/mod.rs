@@ -54,8 +54,12 @@ pub type ContextBroadcaster = Broadcaster<ContextEvent>;
 pub type AnalyticsBroadcaster = Broadcaster<AnalyticsEvent>;
 
 /// The process-wide AG-UI broadcaster, for drop-in use in place of the replaced crate's static.
-pub static AGUI_BROADCASTER: LazyLock<AgUiBroadcaster> =
-    LazyLock::new(|| Broadcaster::new(Config::named(Channel::AgUi.as_str())));
+/// It folds each thread's run ([`RunStates`]), as the AG-UI channel of every router does.
+pub static AGUI_BROADCASTER: LazyLock<AgUiBroadcaster> = LazyLock::new(|| {
+    let mut config = Config::named(Channel::AgUi.as_str());
+    config.threads.state = Some(Arc::new(RunStates::default()));
+    Broadcaster::new(config)
+});
 /// The process-wide A2A broadcaster.
 pub static A2A_BROADCASTER: LazyLock<A2ABroadcaster> =
     LazyLock::new(|| Broadcaster::new(Config::named(Channel::A2A.as_str())));
@@ -96,30 +100,42 @@ pub struct RouterStats {
 }
 
 impl EventRouter {
-    /// Four new broadcasters sharing `config`, each under its channel's name.
+    /// Four new broadcasters sharing `config`, each under its channel's name. The AG-UI
+    /// channel folds each thread's run ([`RunStates`], or the config's
+    /// [`threads.state`](crate::ThreadConfig::state) if it has one); the other three keep no
+    /// thread state, so that their thread streams resume by event id.
     pub fn new(config: Config) -> Self {
         Self::build(config, None)
     }
 
-    /// Four new broadcasters sharing `config` and the `backplane`, so that routers on several
-    /// nodes behave as one: see the [`backplane`](crate::backplane) module. Publish with
-    /// [`route_async`](Self::route_async) to get the ids and the errors.
+    /// Four new broadcasters sharing `config` (its thread state as in [`new`](Self::new)) and
+    /// the `backplane`, so that routers on several nodes behave as one: see the
+    /// [`backplane`](crate::backplane) module. Publish with [`route_async`](Self::route_async)
+    /// to get the ids and the errors.
     pub fn with_backplane(config: Config, backplane: Arc<dyn Backplane>) -> Self {
         Self::build(config, Some(backplane))
     }
 
     fn build(config: Config, backplane: Option<Arc<dyn Backplane>>) -> Self {
+        // A thread state folds one protocol: the AG-UI channel's. The other channels carry
+        // other events (the context channel wraps them), which it cannot fold, and a channel
+        // with a state opens thread streams from it instead of resuming them by id.
         let named = |channel: Channel| {
             let mut config = config.clone();
             config.name = Cow::Borrowed(channel.as_str());
+            config.threads.state = None;
             config
         };
         // The AG-UI channel folds each thread's run, so that a connection to a thread opens
-        // with the run so far (see `run_state`), unless the config brings its own state.
+        // with the run so far (see `run_state`), with the config's state if it brings one.
         let mut agui = named(Channel::AgUi);
-        agui.threads
-            .state
-            .get_or_insert_with(|| Arc::new(RunStates::default()));
+        agui.threads.state = Some(
+            config
+                .threads
+                .state
+                .clone()
+                .unwrap_or_else(|| Arc::new(RunStates::default())),
+        );
         Self {
             agui: Broadcaster::build(agui, backplane.clone()),
             a2a: Broadcaster::build(named(Channel::A2A), backplane.clone()),

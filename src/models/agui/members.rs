@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -124,6 +125,25 @@ impl<'de> Visitor<'de> for IntSeed {
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
         let v = i64::try_from(v).unwrap_or(i64::MAX);
         check_safe_integer(self.0, v).map_err(E::custom)
+    }
+
+    /// A number serde_json keeps as its text (its `arbitrary_precision` feature, which any
+    /// crate of an application can turn on) comes as a map that `Number` reads back: every
+    /// number that is not an integer literal, `1.7E12` included.
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<i64, A::Error> {
+        let not_a_number = || de::Error::invalid_type(de::Unexpected::Map, &self);
+        let number = serde_json::Number::deserialize(de::value::MapAccessDeserializer::new(map))
+            .map_err(|_: A::Error| not_a_number())?;
+        if let Some(v) = number.as_i64() {
+            self.visit_i64(v)
+        } else if let Some(v) = number.as_u64() {
+            self.visit_u64(v)
+        } else {
+            match number.as_f64() {
+                Some(v) => self.visit_f64(v),
+                None => Err(not_a_number()),
+            }
+        }
     }
 
     /// A whole number written in float form (`1.7E12` from a Java double, `1700000000000.0`
@@ -411,5 +431,51 @@ impl<'de> Visitor<'de> for TagSeed {
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::models::AgUiEvent;
+
+    /// `scripts/test` runs this with serde_json's `arbitrary_precision` too, which any crate of
+    /// an application can turn on (feature unification): serde_json then hands a number that
+    /// is not an integer literal to the visitor as a map holding its text.
+    #[test]
+    fn timestamps_in_float_form_are_read_with_any_serde_json_features() {
+        for (text, expected) in [
+            ("1.7E12", Some(1_700_000_000_000)),
+            ("1700000000000.0", Some(1_700_000_000_000)),
+            ("-0", Some(0)),
+            ("-0.0", Some(0)),
+            ("42", Some(42)),
+            ("9007199254740991", Some(super::MAX_SAFE_INTEGER)),
+            ("9007199254740992", None),
+            ("9007199254740992.0", None),
+            ("12345678901234567890", None),
+            ("1.5", None),
+            ("{}", None),
+            ("\"5\"", None),
+        ] {
+            let json =
+                format!(r#"{{"type":"TEXT_MESSAGE_END","messageId":"m","timestamp":{text}}}"#);
+            let from_text = serde_json::from_str::<AgUiEvent>(&json);
+            assert_eq!(
+                from_text.as_ref().ok().and_then(AgUiEvent::timestamp),
+                expected,
+                "{text}: {from_text:?}"
+            );
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&json) {
+                let from_value = serde_json::from_value::<AgUiEvent>(value);
+                assert_eq!(
+                    from_value.as_ref().ok().and_then(AgUiEvent::timestamp),
+                    expected,
+                    "{text} as a Value: {from_value:?}"
+                );
+            }
+            if let Err(error) = from_text {
+                assert!(error.to_string().contains("`timestamp`"), "{text}: {error}");
+            }
+        }
     }
 }
