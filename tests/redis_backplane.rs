@@ -904,6 +904,49 @@ async fn disconnect_user_ends_the_users_streams_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn disconnect_user_ends_a_stream_whose_feed_is_not_yet_listened_to() {
+    if !redis_available() {
+        return;
+    }
+    // A node subscribes to its users' feeds one round trip at a time: a user who just
+    // connected may not be listened to yet when `disconnect_user` publishes the disconnect,
+    // which then reaches every node but this one. Its stream must end all the same.
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut slow = settings(proxy.url());
+    slow.ping_interval = Duration::from_secs(60);
+    slow.subscribe_timeout = Duration::from_secs(5);
+    slow.command_timeout = Duration::from_secs(5);
+    let a = Node::start(slow, hub_config()).await.serve().await;
+    proxy.set(Fault::Latency(Duration::from_millis(200)));
+    // Bob's SUBSCRIBE is on its way: alice's waits for its answer.
+    let _bob = a.hub.subscribe(&UserId::from("bob")).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let alice = UserId::from("alice");
+    let client = EsClient::spawn(a.url("alice"), None, Duration::from_millis(100));
+    timeout(WAIT, async {
+        while a.hub.connection_count(&alice) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("alice connects");
+    assert_eq!(a.hub.disconnect_user(&alice), 1);
+    let ended = client
+        .wait_for(WAIT, |seen| {
+            seen.iter().any(|s| matches!(s, Seen::Ended { .. }))
+        })
+        .await;
+    assert!(
+        ended,
+        "alice's stream outlived disconnect_user: {:?}, {:?}",
+        client.seen(),
+        a.backplane.health()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_catch_up_reads_nothing_beyond_the_replay_bounds() {
     if !redis_available() {
         return;
