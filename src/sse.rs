@@ -163,8 +163,8 @@ impl<E> SseBody<E> {
         }
     }
 
-    /// The `retry:` hint and the priming `id:` (not for a degraded backplane subscription,
-    /// whose client keeps its own last event id).
+    /// The `retry:` hint and the priming `id:` (not for a degraded backplane subscription
+    /// whose client has a last event id: it keeps its own).
     fn opening_frame(&self) -> Option<Bytes> {
         let primes = self.subscription.primes();
         if !primes && self.retry.is_none() {

@@ -365,9 +365,14 @@ async fn redis_killed_and_restarted_mid_stream() {
     assert_eq!(a.hub.stats().backplane_failures, 1);
     assert_eq!(a.backplane.health().publish_failures, 1);
 
-    // A subscribe while Redis is down is served, degraded, with no priming id.
+    // A subscribe while Redis is down is served, degraded, with no id it could vouch for: a
+    // client without one is primed with `0-0`, which resumes only with a `reset`.
     let mut degraded = Client::open(&a.url("carol"), None).await;
-    assert!(!degraded.opening.contains("id:"), "{:?}", degraded.opening);
+    assert!(
+        degraded.opening.contains("id: 0-0\n"),
+        "{:?}",
+        degraded.opening
+    );
 
     // Redis comes back (empty: no persistence). Both nodes reconnect and end their streams, so
     // that clients resume from the history.
@@ -782,6 +787,65 @@ async fn a_node_started_while_redis_is_down_ends_its_degraded_streams_when_it_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_fresh_client_served_degraded_misses_nothing_silently() {
+    if !redis_available() {
+        return;
+    }
+    // A page opened (no Last-Event-ID) on a node that cannot reach Redis: its stream is
+    // degraded, so it gets no priming id. Events published meanwhile on another node reach
+    // the history, not this stream. When A connects, the stream ends and the client comes
+    // back: it must get those events, or be told with a `reset` that it lost some.
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    proxy.set(Fault::Hold);
+    let a = Node::new(faulty_settings(&proxy), hub_config())
+        .serve()
+        .await;
+    let b = node(&redis, hub_config()).await;
+    let (_on_b, _) = resume_point(&b, &b).await;
+    timeout(WAIT, async {
+        while a.backplane.health().last_error.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("A's first connection attempt fails");
+    let client = EsClient::spawn(a.url("alice"), None, Duration::from_millis(100));
+    assert!(
+        client
+            .wait_for(WAIT, |seen| seen
+                .contains(&Seen::Opened { resumed_from: None }))
+            .await
+    );
+    for n in 2..=4 {
+        b.publish("alice", n).await.unwrap();
+    }
+    proxy.set(Fault::None);
+    a.wait_connected(true).await;
+    assert!(
+        client
+            .wait_for(WAIT, |seen| seen
+                .iter()
+                .filter(|s| matches!(s, Seen::Opened { .. }))
+                .count()
+                >= 2)
+            .await,
+        "{:?}",
+        client.seen()
+    );
+    b.publish("alice", 5).await.unwrap();
+    assert!(client.wait_for_event(WAIT, 5).await, "{:?}", client.seen());
+    let seen = client.stop().await;
+    let numbers = assert_clean(&seen);
+    let told = seen.iter().any(|s| matches!(s, Seen::Reset(_)));
+    assert!(
+        numbers == [2, 3, 4, 5] || (told && numbers == [5]),
+        "events 2 to 4 were published while the client was connected: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn streams_ended_by_a_reconnect_carry_a_jittered_retry() {
     if !redis_available() {
         return;
@@ -836,6 +900,49 @@ async fn disconnect_user_ends_the_users_streams_on_every_node() {
     );
     publish_marker(&a, "bob").await;
     bob.assert_next_is_marker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn disconnect_user_ends_a_stream_whose_feed_is_not_yet_listened_to() {
+    if !redis_available() {
+        return;
+    }
+    // A node subscribes to its users' feeds one round trip at a time: a user who just
+    // connected may not be listened to yet when `disconnect_user` publishes the disconnect,
+    // which then reaches every node but this one. Its stream must end all the same.
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut slow = settings(proxy.url());
+    slow.ping_interval = Duration::from_secs(60);
+    slow.subscribe_timeout = Duration::from_secs(5);
+    slow.command_timeout = Duration::from_secs(5);
+    let a = Node::start(slow, hub_config()).await.serve().await;
+    proxy.set(Fault::Latency(Duration::from_millis(200)));
+    // Bob's SUBSCRIBE is on its way: alice's waits for its answer.
+    let _bob = a.hub.subscribe(&UserId::from("bob")).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let alice = UserId::from("alice");
+    let client = EsClient::spawn(a.url("alice"), None, Duration::from_millis(100));
+    timeout(WAIT, async {
+        while a.hub.connection_count(&alice) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("alice connects");
+    assert_eq!(a.hub.disconnect_user(&alice), 1);
+    let ended = client
+        .wait_for(WAIT, |seen| {
+            seen.iter().any(|s| matches!(s, Seen::Ended { .. }))
+        })
+        .await;
+    assert!(
+        ended,
+        "alice's stream outlived disconnect_user: {:?}, {:?}",
+        client.seen(),
+        a.backplane.health()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,7 +149,10 @@
 //!   without an id (events published on this node that could not go through). It cannot
 //!   vouch for any id, so it never sends one: at the first live event with an id it ends (as
 //!   it does as soon as the backplane is connected), and the client resumes from its own last
-//!   id, in order, without a gap.
+//!   id, in order, without a gap. A client that came without an id has none to resume from,
+//!   and a fresh start would skip what was published while it was degraded: it is primed with
+//!   `0-0`, the position before every event, so that its reconnect opens with a `reset`
+//!   (`expired`).
 //! * **[`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user)** ends the user's
 //!   streams on every node (best effort while the backplane is unreachable).
 //!   [`Config::max_connections_per_user`](crate::Config::max_connections_per_user) is a cap per

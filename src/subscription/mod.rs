@@ -224,7 +224,7 @@ impl<E> Subscription<E> {
     }
 
     /// Whether the SSE stream should open with the start id as a priming `id:`; not for a
-    /// degraded backplane subscription, whose client keeps its own last event id.
+    /// degraded backplane subscription whose client has a last event id: it keeps its own.
     pub(crate) fn primes(&self) -> bool {
         self.remote().is_none_or(|remote| remote.primes())
     }

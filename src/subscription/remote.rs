@@ -112,7 +112,7 @@ impl Remote {
     }
 
     /// Whether the stream should open with a priming `id:`: not when degraded, so that the
-    /// client keeps its own last event id.
+    /// client keeps its own last event id, unless it has none (then `0-0`, see `caught_up`).
     pub(crate) fn primes(&self) -> bool {
         self.primes
     }
@@ -169,7 +169,11 @@ impl Remote {
         let history = match history {
             Ok(history) => history,
             Err(_) => {
-                self.primes = false;
+                // A client with an id keeps it. One without has nothing to keep, and would come
+                // back without an id, to start after everything published while it was served
+                // degraded: it is primed with `0-0`, before every event, which no history can
+                // resume, so that its reconnect starts with a `reset`.
+                self.primes = parsed.is_none();
                 self.degraded = true;
                 self.last_id = match parsed {
                     Some(Ok(id)) => id,

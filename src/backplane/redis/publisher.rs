@@ -68,14 +68,24 @@ async fn control(shared: &Shared, feed: &str, message: &str) {
         tracing::warn!(%feed, "backplane: disconnected, so disconnect_user ended this node's streams only");
         return;
     };
+    // The message comes back to this node only if Redis had its SUBSCRIBE to the feed before
+    // the PUBLISH, which is sure only once the SUBSCRIBE was confirmed. A feed not listened to
+    // yet (its user just connected) is ended here.
+    let listening = shared.listens(feed);
     let sent: RedisResult<i64> = redis::cmd("PUBLISH")
         .arg(feed)
         .arg(message)
         .query_async(&mut command)
         .await;
-    if let Err(error) = sent {
-        shared.kick_feed(feed);
-        tracing::warn!(%feed, %error, "backplane: disconnect_user may not have reached the other nodes");
+    match sent {
+        Err(error) => {
+            shared.kick_feed(feed);
+            tracing::warn!(%feed, %error, "backplane: disconnect_user may not have reached the other nodes");
+        }
+        Ok(_) if !listening => {
+            shared.kick_feed(feed);
+        }
+        Ok(_) => {}
     }
 }
 

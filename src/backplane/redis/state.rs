@@ -354,7 +354,11 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Ends the local streams of the given feeds, or of every one.
+    /// Whether Redis confirmed that the node listens to `feed` on the current connection.
+    pub(crate) fn listens(&self, feed: &str) -> bool {
+        self.lock().wanted.get(feed).is_some_and(|w| w.confirmed)
+    }
+
     /// Ends this node's streams of the user whose feed is `feed`, at once: what a
     /// cluster-wide disconnect falls back to when its message cannot be sent.
     pub(crate) fn kick_feed(&self, feed: &str) -> usize {
@@ -371,6 +375,7 @@ impl Shared {
         sinks.iter().map(|sink| sink.kick(&user)).sum()
     }
 
+    /// Ends the local streams of the given feeds, or of every one.
     pub(crate) fn kick(&self, which: Option<Vec<Arc<str>>>) {
         let targets: Vec<(Arc<[LocalChannels]>, UserId)> = {
             let state = self.lock();
