@@ -18,7 +18,8 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use sse_hub::backplane::BackplaneError;
 use sse_hub::backplane::{RedisBackplane, RedisConfig};
-use sse_hub::{Broadcaster, Config, PublishError, UserId};
+use sse_hub::models::{AgUiEvent, AnalyticsEvent};
+use sse_hub::{Broadcaster, Config, EventRouter, PublishError, UserId};
 use tokio::time::{Instant, timeout};
 
 /// The `n` of the marker event that proves a stream has nothing else pending.
@@ -1141,4 +1142,83 @@ async fn a_history_read_that_times_out_never_skips_events() {
         .stop_once_seen_by(client, "after a history read timed out")
         .await;
     assert_eq!(assert_clean(&seen), confirmed, "{seen:?}");
+}
+
+/// An AG-UI event goes to the AG-UI channel and, wrapped, to the context channel. When the
+/// node's publish queue has room for one of the two only, neither is queued: the caller is
+/// refused, and retrying the event cannot put it twice on the AG-UI channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_routed_event_is_queued_on_all_its_channels_or_refused_on_all() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    // Timeouts longer than the test, so that the held publish keeps the publisher busy.
+    let mut settings = settings(proxy.url());
+    settings.command_timeout = Duration::from_secs(30);
+    settings.ping_interval = Duration::from_secs(60);
+    settings.publish_retry = Duration::from_secs(60);
+    settings.publish_queue = 2;
+    let backplane = RedisBackplane::new(settings).unwrap();
+    assert!(backplane.wait_connected(WAIT).await);
+    let router = EventRouter::with_backplane(Config::default(), Arc::new(backplane.clone()));
+    let alice = UserId::from("alice");
+    let mut agui = router.agui().subscribe_async(&alice, None).await.unwrap();
+    let content = |delta: &str| -> AgUiEvent {
+        serde_json::from_value(
+            json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m-1", "delta": delta}),
+        )
+        .unwrap()
+    };
+
+    // The publisher takes a first publish and waits for Redis, which hears nothing; a second
+    // one waits in the queue, which has room for one more.
+    proxy.set(Fault::Hold);
+    let sent = proxy.bytes_from_nodes();
+    router.route_analytics(&alice, &page_view()).unwrap();
+    timeout(WAIT, async {
+        while proxy.bytes_from_nodes() == sent {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the publisher sent the first publish");
+    router.route_analytics(&alice, &page_view()).unwrap();
+
+    let error = router
+        .route_agui(&alice, &content("refused"))
+        .expect_err("no room for both channels");
+    assert!(
+        matches!(error, PublishError::Backplane(BackplaneError::Overloaded)),
+        "{error:?}"
+    );
+
+    // Once Redis hears the node again, what was queued goes through, and the next event on
+    // the AG-UI channel is the one published after the refusal.
+    proxy.set(Fault::None);
+    // (Queued behind the two held ones, in the one slot left: once it is done, they are too.)
+    router
+        .route_async(&alice, &page_view())
+        .await
+        .expect("published");
+    router
+        .route_async(&alice, &content("after"))
+        .await
+        .expect("published");
+    let frame = timeout(WAIT, agui.next())
+        .await
+        .expect("an event within the wait")
+        .expect("the stream goes on");
+    let text = std::str::from_utf8(frame.bytes()).unwrap();
+    assert!(
+        text.contains(r#""delta":"after""#),
+        "the refused event reached the AG-UI channel: {text:?}"
+    );
+}
+
+/// An analytics event of the test above.
+fn page_view() -> AnalyticsEvent {
+    serde_json::from_value(json!({"type": "PAGE_VIEW", "session_id": "s-1", "page": "/"})).unwrap()
 }

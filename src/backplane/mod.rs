@@ -129,6 +129,8 @@
 //!   duplicate it.
 //! * **The publish queue is full.** [`BackplaneError::Overloaded`]: the event is delivered
 //!   nowhere (delivering it locally at once would overtake the publishes queued before it).
+//!   An [`EventRouter`](crate::EventRouter)'s event is queued for all its channels at once
+//!   ([`Backplane::publish_all`]), or refused for all.
 //! * **The live feed was interrupted.** A node cannot know what it missed while it was not
 //!   listening, so when it is connected again it ends its local streams, each with a jittered
 //!   `retry:` ([`SseConfig::shutdown_retry_jitter`](crate::SseConfig::shutdown_retry_jitter)) so
@@ -234,6 +236,24 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub use crate::error::BackplaneError;
 
+/// What a publish through the backplane comes to: the event's id and reach, or the error, as
+/// [`Backplane::publish`] describes. Dropping it does not cancel the publish.
+pub type Outcome = BoxFuture<'static, Result<Published, BackplaneError>>;
+
+/// One of the publishes of [`Backplane::publish_all`]: an event's encoded `event:`/`data:`
+/// lines for `user` on the channel of `channels`, into `thread` if there is one.
+#[derive(Clone, Debug)]
+pub struct PublishRequest {
+    /// The local channels of the broadcaster the event is published on.
+    pub channels: LocalChannels,
+    /// The user it is published to.
+    pub user: UserId,
+    /// The thread it goes into, if any (see [`Backplane::publish_in_thread`]).
+    pub thread: Option<ThreadId>,
+    /// The event's encoded lines, without an id line.
+    pub head: Bytes,
+}
+
 /// What a backplane's history holds after a position: the answer to [`Backplane::catch_up`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
@@ -321,6 +341,27 @@ pub trait Backplane: Send + Sync + 'static {
         user: &UserId,
         head: Bytes,
     ) -> BoxFuture<'static, Result<Published, BackplaneError>>;
+
+    /// Publishes one event to several channels (an [`EventRouter`](crate::EventRouter)'s
+    /// targets: AG-UI or A2A, and context) as one: every publish is queued, in order, or none
+    /// is. A refusal ([`BackplaneError::Overloaded`], [`BackplaneError::Closed`]) is the
+    /// result, and the event then went nowhere, so that a caller who retries it cannot
+    /// duplicate it on the channels that had taken it. Otherwise the result has a future per
+    /// publish, each as [`publish`](Self::publish) or
+    /// [`publish_in_thread`](Self::publish_in_thread) returns it.
+    ///
+    /// The default queues them one by one with those two methods, and cannot take back the
+    /// ones queued before a refusal: a backplane whose queue can refuse a publish overrides
+    /// it.
+    fn publish_all(&self, publishes: Vec<PublishRequest>) -> Result<Vec<Outcome>, BackplaneError> {
+        Ok(publishes
+            .into_iter()
+            .map(|p| match &p.thread {
+                None => self.publish(&p.channels, &p.user, p.head),
+                Some(thread) => self.publish_in_thread(&p.channels, &p.user, thread, p.head),
+            })
+            .collect())
+    }
 
     /// Waits (bounded) until the node listens to `user`'s live feed on `channel`, then reads
     /// the history after `after` (no events when `after` is `None`).

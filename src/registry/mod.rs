@@ -37,6 +37,8 @@ mod subscribe;
 mod sweep;
 mod threads;
 
+pub(crate) use publish::queued;
+
 /// A registry of per-user broadcast channels for events of type `E`.
 ///
 /// Cheap to clone: clones share the same channels. Construct one per stream and inject it where

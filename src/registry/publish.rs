@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Broadcaster;
-use crate::backplane::{Backplane, LocalChannels};
+use crate::backplane::{Backplane, LocalChannels, Outcome, PublishRequest};
 use crate::encode::{Payload, ToSse};
 use crate::error::PublishError;
 use crate::stats::{Delivery, Published};
@@ -136,6 +136,25 @@ impl<E> Broadcaster<E> {
         Ok(())
     }
 
+    /// `payload`'s publish to `user` (into `thread`) on this channel, for
+    /// [`Backplane::publish_all`]: what the router hands the backplane when one event goes to
+    /// several channels. The payload must have been checked ([`check_payload`](Self::check_payload)),
+    /// and for a thread, the channel kept ([`keep_thread_channel`](Self::keep_thread_channel)).
+    pub(crate) fn publish_request(
+        &self,
+        user: &UserId,
+        thread: Option<&ThreadId>,
+        payload: &Payload,
+    ) -> PublishRequest {
+        self.maybe_sweep();
+        PublishRequest {
+            channels: self.inner.local.clone(),
+            user: user.clone(),
+            thread: thread.cloned(),
+            head: Bytes::copy_from_slice(payload.as_bytes()),
+        }
+    }
+
     /// Whether `payload` may be published now: the broadcaster is not shutting down and the
     /// frame is within [`Config::max_frame_bytes`](crate::Config::max_frame_bytes).
     pub fn check_payload(&self, payload: &Payload) -> Result<(), PublishError> {
@@ -169,10 +188,15 @@ fn queue_on_backplane(
     thread: Option<&ThreadId>,
 ) -> Result<Published, PublishError> {
     let head = Bytes::copy_from_slice(payload.as_bytes());
-    let mut outcome = match thread {
+    queued(match thread {
         None => backplane.publish(local, user, head),
         Some(thread) => backplane.publish_in_thread(local, user, thread, head),
-    };
+    })
+}
+
+/// What a sync publish returns for a publish the backplane was given: queued, with no id yet,
+/// unless the backplane refused it at once.
+pub(crate) fn queued(mut outcome: Outcome) -> Result<Published, PublishError> {
     // The publish is queued by the call; one poll reports a refusal to queue, which is ready at
     // once. Dropping the future does not cancel the publish.
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

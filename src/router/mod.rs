@@ -14,6 +14,9 @@
 //! only six HTTP/1.1 connections per origin). The inner event is serialised once; each target's
 //! frame is built from that one serialisation. Every target's frame is checked against its
 //! channel's limits before any is published, so an event goes to all its targets or to none.
+//! With a [backplane](crate::backplane) shared by the targets' channels, the targets are handed
+//! to it together ([`Backplane::publish_all`]): a full publish queue refuses them all, so
+//! that a caller who retries the event does not get it twice on one channel.
 //!
 //! Event types of your own get routes the same way: implement [`Route`] for them, publishing
 //! to the standard channels or to broadcasters of your own with
@@ -268,8 +271,28 @@ impl EventRouter {
         if thread.is_some() {
             self.prepare_thread_channels(user, primary)?;
         }
-        // Both targets are tried even if the first fails (a full backplane queue, say, after
-        // which the event was still delivered locally), so that no target is skipped.
+        if let Some(backplane) = self.backplane_of_both(primary) {
+            let outcomes = backplane
+                .publish_all(vec![
+                    primary.publish_request(user, thread, &direct),
+                    self.context.publish_request(user, thread, &wrapped),
+                ])
+                .map_err(PublishError::Backplane)?;
+            let mut routed = Routed::default();
+            let mut result = Ok(());
+            for (channel, outcome) in [protocol, Channel::Context.as_str()]
+                .into_iter()
+                .zip(outcomes)
+            {
+                match crate::registry::queued(outcome) {
+                    Ok(published) => routed.push(channel, published),
+                    Err(error) => result = result.and(Err(error)),
+                }
+            }
+            return result.map(|()| routed);
+        }
+        // Without a backplane both channels share, each target is published on its own, and
+        // both are tried even if the first fails, so that no target is skipped.
         let (direct, wrapped) = match thread {
             None => (
                 primary.broadcast_payload(user, direct),
@@ -285,6 +308,44 @@ impl EventRouter {
         routed.push(protocol, direct?);
         routed.push(Channel::Context.as_str(), wrapped?);
         Ok(routed)
+    }
+
+    /// The backplane of `primary` if the context channel has the same one: the two targets of
+    /// an event can then be queued on it together, all or none.
+    fn backplane_of_both<E>(&self, primary: &Broadcaster<E>) -> Option<Arc<dyn Backplane>> {
+        let backplane = primary.backplane()?;
+        Arc::ptr_eq(backplane, self.context.backplane()?).then(|| backplane.clone())
+    }
+
+    /// Hands both targets of an event to their shared `backplane` together (see
+    /// [`Backplane::publish_all`]) and waits for both outcomes.
+    async fn publish_both_async<E>(
+        &self,
+        backplane: &Arc<dyn Backplane>,
+        user: &UserId,
+        thread: Option<&ThreadId>,
+        (primary, direct, protocol): (&Broadcaster<E>, Payload, &'static str),
+        wrapped: Payload,
+    ) -> Result<Routed, PublishError> {
+        let outcomes = backplane
+            .publish_all(vec![
+                primary.publish_request(user, thread, &direct),
+                self.context.publish_request(user, thread, &wrapped),
+            ])
+            .map_err(PublishError::Backplane)?;
+        let mut routed = Routed::default();
+        let mut result = Ok(());
+        // Every outcome is waited for, so that the result reports on all of them.
+        for (channel, outcome) in [protocol, Channel::Context.as_str()]
+            .into_iter()
+            .zip(outcomes)
+        {
+            match outcome.await {
+                Ok(published) => routed.push(channel, published),
+                Err(error) => result = result.and(Err(PublishError::Backplane(error))),
+            }
+        }
+        result.map(|()| routed)
     }
 
     /// Before an event goes into a thread: both targets have (or make) the user's channel, as
@@ -484,6 +545,17 @@ impl EventRouter {
         }
         let (direct, wrapped) = self.payloads_with_context(event, &self.agui, "agui")?;
         self.prepare_thread_channels(user, &self.agui)?;
+        if let Some(backplane) = self.backplane_of_both(&self.agui) {
+            return self
+                .publish_both_async(
+                    &backplane,
+                    user,
+                    Some(thread),
+                    (&self.agui, direct, "agui"),
+                    wrapped,
+                )
+                .await;
+        }
         // Both targets are tried even if the first fails, as in `route_with_context_async`.
         let direct = self
             .agui
@@ -541,6 +613,11 @@ impl EventRouter {
         protocol: &'static str,
     ) -> Result<Routed, PublishError> {
         let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
+        if let Some(backplane) = self.backplane_of_both(primary) {
+            return self
+                .publish_both_async(&backplane, user, None, (primary, direct, protocol), wrapped)
+                .await;
+        }
         // Both targets are tried even if the first fails, so that a backplane failure delivers
         // the event locally on both, as the sync route would.
         let direct = primary.broadcast_payload_async(user, direct).await;

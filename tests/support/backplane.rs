@@ -13,7 +13,7 @@
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -431,6 +431,8 @@ pub struct FaultProxy {
 struct ProxyInner {
     connections: Mutex<JoinSet<()>>,
     cut_mid_reply: AtomicBool,
+    /// Bytes read from the nodes' side, held or not.
+    from_nodes: AtomicU64,
 }
 
 impl FaultProxy {
@@ -441,6 +443,7 @@ impl FaultProxy {
         let inner = Arc::new(ProxyInner {
             connections: Mutex::new(JoinSet::new()),
             cut_mid_reply: AtomicBool::new(false),
+            from_nodes: AtomicU64::new(0),
         });
         let accept = {
             let inner = inner.clone();
@@ -478,6 +481,11 @@ impl FaultProxy {
         self.inner.connections.lock().unwrap().abort_all();
     }
 
+    /// How many bytes the nodes have sent towards Redis so far, including those held.
+    pub fn bytes_from_nodes(&self) -> u64 {
+        self.inner.from_nodes.load(Ordering::SeqCst)
+    }
+
     /// The next reply from Redis is forwarded half, then every connection is cut.
     pub fn cut_mid_reply(&self) {
         self.inner.cut_mid_reply.store(true, Ordering::SeqCst);
@@ -509,19 +517,36 @@ async fn carry(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let mut pumps = JoinSet::new();
-    pumps.spawn(pump(client_read, server_write, fault.clone(), None));
-    pumps.spawn(pump(server_read, client_write, fault, Some(inner)));
+    pumps.spawn(pump(
+        client_read,
+        server_write,
+        fault.clone(),
+        Side::Node(inner.clone()),
+    ));
+    pumps.spawn(pump(server_read, client_write, fault, Side::Redis(inner)));
     // The first pump to end (a close, an error, a cut) ends the connection: dropping the
     // set aborts the other.
     let _ = pumps.join_next().await;
+}
+
+/// Which side a pump reads from.
+enum Side {
+    /// The node's: its bytes are counted.
+    Node(Arc<ProxyInner>),
+    /// Redis's: its replies may be cut midway.
+    Redis(Arc<ProxyInner>),
 }
 
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     fault: watch::Receiver<Fault>,
-    replies: Option<Arc<ProxyInner>>,
+    side: Side,
 ) {
+    let (counted, replies) = match side {
+        Side::Node(inner) => (Some(inner), None),
+        Side::Redis(inner) => (None, Some(inner)),
+    };
     let (queue, mut chunks) = mpsc::unbounded_channel::<(Instant, Bytes)>();
     let writer = async move {
         let mut fault = fault;
@@ -563,6 +588,9 @@ async fn pump(
             match from.read(&mut buffer).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
+                    if let Some(inner) = &counted {
+                        inner.from_nodes.fetch_add(n as u64, Ordering::SeqCst);
+                    }
                     let chunk = Bytes::copy_from_slice(&buffer[..n]);
                     if queue.send((Instant::now(), chunk)).is_err() {
                         return;

@@ -39,7 +39,9 @@ pub struct RedisConfig {
     /// The longest reconnection delay. Default 5 s; at least `reconnect_min`.
     pub reconnect_max: Duration,
     /// Publishes that may wait for Redis on one node; beyond, a publish is refused at once with
-    /// [`BackplaneError::Overloaded`] and delivered nowhere. Default 4096.
+    /// [`BackplaneError::Overloaded`] and delivered nowhere. At least 2: an
+    /// [`EventRouter`](crate::EventRouter) queues an AG-UI or A2A event for two channels at
+    /// once (all or none). Default 4096.
     pub publish_queue: usize,
     /// How often both connections (pub/sub and command) are checked with a `PING`, answered
     /// within [`command_timeout`](Self::command_timeout) or the node reconnects: a connection
@@ -68,7 +70,7 @@ impl RedisConfig {
     /// Checks that the settings can work: every duration within a week (so that no deadline
     /// overflows), the timeouts and intervals above zero (a zero reconnection delay would spin),
     /// `reconnect_min <= reconnect_max`, a history time to live of at least a second (shorter,
-    /// every publish would outlive its own history), a queue of at least one publish, and a
+    /// every publish would outlive its own history), a queue of at least two publishes, and a
     /// prefix without `:` or whitespace.
     pub fn validate(&self) -> Result<(), BackplaneError> {
         let invalid = |setting, problem| Err(BackplaneError::InvalidConfig { setting, problem });
@@ -98,8 +100,8 @@ impl RedisConfig {
         if self.ping_interval < Duration::from_millis(10) {
             return invalid("ping_interval", "shorter than 10 ms");
         }
-        if self.publish_queue == 0 {
-            return invalid("publish_queue", "zero");
+        if self.publish_queue < 2 {
+            return invalid("publish_queue", "under 2");
         }
         if self.prefix.is_empty()
             || self

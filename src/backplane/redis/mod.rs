@@ -125,7 +125,8 @@ use self::publisher::run_publisher;
 use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
 use self::wire::{disconnect_message, keys, thread_keys};
 use super::{
-    Backplane, BackplaneError, BoxFuture, History, LocalChannels, ThreadHistory, ThreadSnapshot,
+    Backplane, BackplaneError, BoxFuture, History, LocalChannels, Outcome, PublishRequest,
+    ThreadHistory, ThreadSnapshot,
 };
 use crate::event_id::EventId;
 use crate::stats::Published;
@@ -288,10 +289,34 @@ impl RedisBackplane {
         user: &UserId,
         head: Bytes,
         thread: Option<&ThreadId>,
-    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+    ) -> Outcome {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Box::pin(std::future::ready(Err(BackplaneError::Closed)));
         }
+        let (job, outcome) = self.job(channels, user, head, thread);
+        match self.shared.queue.try_send(Queued::Publish(job)) {
+            Ok(()) => outcome,
+            Err(
+                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
+            ) => {
+                // Refused: delivered nowhere, so that it cannot overtake the publishes queued
+                // before it on this node's connections.
+                if let Queued::Publish(mut job) = queued {
+                    job.reply = None;
+                }
+                Box::pin(std::future::ready(Err(BackplaneError::Overloaded)))
+            }
+        }
+    }
+
+    /// A publish's job for the queue, and the future of its outcome.
+    fn job(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        head: Bytes,
+        thread: Option<&ThreadId>,
+    ) -> (Job, Outcome) {
         let keys = keys(&self.shared.config.prefix, channels.name(), user);
         let (reply, outcome) = oneshot::channel();
         let job = Job {
@@ -309,22 +334,11 @@ impl RedisBackplane {
             counter: None,
             reply: Some(reply),
         };
-        match self.shared.queue.try_send(Queued::Publish(job)) {
-            Ok(()) => Box::pin(async move {
-                // The sender is dropped unanswered only when the backplane is dropped.
-                outcome.await.unwrap_or(Err(BackplaneError::Closed))
-            }),
-            Err(
-                mpsc::error::TrySendError::Full(queued) | mpsc::error::TrySendError::Closed(queued),
-            ) => {
-                // Refused: delivered nowhere, so that it cannot overtake the publishes queued
-                // before it on this node's connections.
-                if let Queued::Publish(mut job) = queued {
-                    job.reply = None;
-                }
-                Box::pin(std::future::ready(Err(BackplaneError::Overloaded)))
-            }
-        }
+        let outcome = Box::pin(async move {
+            // The sender is dropped unanswered only when the backplane is dropped.
+            outcome.await.unwrap_or(Err(BackplaneError::Closed))
+        });
+        (job, outcome)
     }
 
     /// The backplane's state and counters.
@@ -418,6 +432,28 @@ impl Backplane for RedisBackplane {
 
     fn supports_threads(&self) -> bool {
         true
+    }
+
+    /// Takes room in the queue for every publish at once (`try_reserve_many`), so that a full
+    /// queue refuses them all and none is queued.
+    fn publish_all(&self, publishes: Vec<PublishRequest>) -> Result<Vec<Outcome>, BackplaneError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(BackplaneError::Closed);
+        }
+        let permits = self
+            .shared
+            .queue
+            .try_reserve_many(publishes.len())
+            .map_err(|_| BackplaneError::Overloaded)?;
+        Ok(publishes
+            .into_iter()
+            .zip(permits)
+            .map(|(p, permit)| {
+                let (job, outcome) = self.job(&p.channels, &p.user, p.head, p.thread.as_ref());
+                permit.send(Queued::Publish(job));
+                outcome
+            })
+            .collect())
     }
 
     fn publish_in_thread(
