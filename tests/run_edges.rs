@@ -397,3 +397,52 @@ fn tool_call_args_that_also_name_their_message_are_folded() {
         );
     }
 }
+
+/// What a run leaves open is never trimmed (an opening must re-open it, or the client refuses
+/// what follows), so a run that opens without end (steps never finished, messages never ended,
+/// chunk streams of ever new producers) must not take its thread past the byte cap either.
+#[test]
+fn a_run_that_opens_without_end_stays_within_the_byte_cap() {
+    let cap = 64 * 1024;
+    type Opener = fn(usize) -> Value;
+    let openers: [(&str, Opener); 6] = [
+        (
+            "steps",
+            |i| json!({"type":"STEP_STARTED","stepName":format!("step-{i}")}),
+        ),
+        (
+            "text messages",
+            |i| json!({"type":"TEXT_MESSAGE_START","messageId":format!("m-{i}"),"role":"assistant"}),
+        ),
+        (
+            "tool calls",
+            |i| json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),"toolCallName":"search"}),
+        ),
+        (
+            "reasoning spans",
+            |i| json!({"type":"REASONING_START","messageId":format!("rs-{i}")}),
+        ),
+        (
+            "reasoning messages",
+            |i| json!({"type":"REASONING_MESSAGE_START","messageId":format!("rm-{i}"),"role":"reasoning"}),
+        ),
+        ("chunk streams", |i| {
+            json!({"type":"TEXT_MESSAGE_CHUNK","messageId":format!("c-{i}"),
+                "subagentRunId":format!("producer-{i}"),"delta":"x"})
+        }),
+    ];
+    for (what, opener) in openers {
+        let mut t = ThreadRun::new(cap);
+        t.fold(ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r"})).as_bytes());
+        for i in 0..20_000 {
+            t.fold(ev(opener(i)).as_bytes());
+        }
+        let opening = t.opening().as_bytes().len();
+        assert!(
+            t.bytes() <= cap && opening <= cap,
+            "{what} left open: the thread holds {} bytes and opens with {opening}, over its cap \
+             of {cap}",
+            t.bytes()
+        );
+    }
+}

@@ -221,25 +221,26 @@ impl ThreadRun {
                         }
                         _ => None,
                     };
-                    let name = owned(hot.name);
+                    let opened = Lane {
+                        owner: lane,
+                        kind: lane_kind,
+                        id: id.clone(),
+                        role,
+                        name: owned(hot.name),
+                        parent: None,
+                    };
+                    self.may_open(opened.bytes())?;
                     let created = match lane_kind {
                         LaneKind::Text => self.start_text(
                             &id,
-                            role.as_deref().unwrap_or("assistant"),
-                            name.as_deref(),
+                            opened.role.as_deref().unwrap_or("assistant"),
+                            opened.name.as_deref(),
                             owner.as_deref(),
                         ),
                         _ => self.start_reasoning(&id, owner.as_deref()),
                     };
                     created?;
-                    self.open.lanes.push(Lane {
-                        owner: lane,
-                        kind: lane_kind,
-                        id: id.clone(),
-                        role,
-                        name,
-                        parent: None,
-                    });
+                    self.open.lanes.push(opened);
                     id
                 };
                 match hot.delta {
@@ -272,16 +273,23 @@ impl ThreadRun {
                     self.close_lane(&lane);
                     let id = owned(hot.id).ok_or(Ignored::Malformed)?;
                     let name = owned(hot.tool_call_name).ok_or(Ignored::Malformed)?;
-                    let parent = owned(hot.parent_message_id);
-                    self.start_tool_call(&id, &name, parent.as_deref(), owner.as_deref(), None);
-                    self.open.lanes.push(Lane {
+                    let opened = Lane {
                         owner: lane,
                         kind: LaneKind::Tool,
                         id: id.clone(),
                         role: None,
-                        name: Some(name),
-                        parent,
-                    });
+                        name: Some(name.clone()),
+                        parent: owned(hot.parent_message_id),
+                    };
+                    self.may_open(opened.bytes())?;
+                    self.start_tool_call(
+                        &id,
+                        &name,
+                        opened.parent.as_deref(),
+                        owner.as_deref(),
+                        None,
+                    );
+                    self.open.lanes.push(opened);
                     id
                 };
                 match hot.delta {
