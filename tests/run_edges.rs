@@ -446,3 +446,38 @@ fn a_run_that_opens_without_end_stays_within_the_byte_cap() {
         );
     }
 }
+
+/// A `TOOL_CALL_CHUNK` may carry `metadata` without a `delta` (the provider's call id, say, on
+/// the chunk that opens the call). The official client merges it into the tool call: from the
+/// `TOOL_CALL_START` it makes of an opening chunk, and from the empty `TOOL_CALL_ARGS` it makes
+/// of a later one. A tab that joins after such chunks must open with that metadata too.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_tool_call_chunks_metadata_without_a_delta_reaches_a_tab_that_joins_later() {
+    use support_agui::{Case, check, frames};
+    let events: Vec<String> = [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r",
+            "messages":[{"id":"u1","role":"user","content":"Search"}],"tools":[],"context":[],
+            "state":{},"forwardedProps":{}}}),
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","toolCallName":"search",
+            "metadata":{"provider":"p-1"}}),
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","delta":"{\"q\":"}),
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","metadata":{"index":0}}),
+        // A tab joins here.
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","delta":"\"rust\"}"}),
+        json!({"type":"TOOL_CALL_RESULT","messageId":"r1","toolCallId":"tc1","role":"tool","content":"ok"}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]
+    .into_iter()
+    .map(ev)
+    .collect();
+    let cases: Vec<Case> = [2, 4]
+        .into_iter()
+        .map(|cut| Case {
+            name: format!("joined after {cut} events"),
+            connections: vec![opening_after(&events[..cut]) + &frames(&events[cut..])],
+            reference: 0,
+        })
+        .collect();
+    check(vec![vec![frames(&events)]], &cases);
+}

@@ -177,16 +177,7 @@ impl ThreadRun {
                 self.close_lane(&owner);
                 let id = hot.id.ok_or(Ignored::Malformed)?;
                 self.open.tool_calls.retain(|o| o.key != id);
-                if let Some(meta) = &hot.metadata
-                    && let Some(call) = self
-                        .messages
-                        .iter_mut()
-                        .rev()
-                        .find_map(|m| m.tool_call_mut(&id))
-                {
-                    merge_metadata(&mut call.extra, meta);
-                    self.recount_messages();
-                }
+                self.merge_tool_call_metadata(&id, hot.metadata.as_ref());
                 Ok(())
             }
             HotKind::TextChunk | HotKind::ReasoningChunk => {
@@ -282,19 +273,24 @@ impl ThreadRun {
                         parent: owned(hot.parent_message_id),
                     };
                     self.may_open(opened.bytes())?;
+                    // The client's `TOOL_CALL_START` made of the chunk carries its metadata.
                     self.start_tool_call(
                         &id,
                         &name,
                         opened.parent.as_deref(),
                         owner.as_deref(),
-                        None,
+                        hot.metadata.as_ref(),
                     );
                     self.open.lanes.push(opened);
                     id
                 };
                 match hot.delta {
                     Some(delta) => self.append_args(&id, &delta, hot.metadata.as_ref()),
-                    None => Ok(()),
+                    // The client makes an empty `TOOL_CALL_ARGS` of it, metadata included.
+                    None => {
+                        self.merge_tool_call_metadata(&id, hot.metadata.as_ref());
+                        Ok(())
+                    }
                 }
             }
         }
@@ -360,6 +356,23 @@ impl ThreadRun {
             && let Some(i) = self.find(id)
         {
             merge_metadata(&mut self.messages[i].extra, meta);
+            self.recount_messages();
+        }
+    }
+
+    pub(super) fn merge_tool_call_metadata(
+        &mut self,
+        id: &str,
+        metadata: Option<&Map<String, Value>>,
+    ) {
+        if let Some(meta) = metadata
+            && let Some(call) = self
+                .messages
+                .iter_mut()
+                .rev()
+                .find_map(|m| m.tool_call_mut(id))
+        {
+            merge_metadata(&mut call.extra, meta);
             self.recount_messages();
         }
     }
