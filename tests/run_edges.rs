@@ -397,3 +397,87 @@ fn tool_call_args_that_also_name_their_message_are_folded() {
         );
     }
 }
+
+/// What a run leaves open is never trimmed (an opening must re-open it, or the client refuses
+/// what follows), so a run that opens without end (steps never finished, messages never ended,
+/// chunk streams of ever new producers) must not take its thread past the byte cap either.
+#[test]
+fn a_run_that_opens_without_end_stays_within_the_byte_cap() {
+    let cap = 64 * 1024;
+    type Opener = fn(usize) -> Value;
+    let openers: [(&str, Opener); 6] = [
+        (
+            "steps",
+            |i| json!({"type":"STEP_STARTED","stepName":format!("step-{i}")}),
+        ),
+        (
+            "text messages",
+            |i| json!({"type":"TEXT_MESSAGE_START","messageId":format!("m-{i}"),"role":"assistant"}),
+        ),
+        (
+            "tool calls",
+            |i| json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),"toolCallName":"search"}),
+        ),
+        (
+            "reasoning spans",
+            |i| json!({"type":"REASONING_START","messageId":format!("rs-{i}")}),
+        ),
+        (
+            "reasoning messages",
+            |i| json!({"type":"REASONING_MESSAGE_START","messageId":format!("rm-{i}"),"role":"reasoning"}),
+        ),
+        ("chunk streams", |i| {
+            json!({"type":"TEXT_MESSAGE_CHUNK","messageId":format!("c-{i}"),
+                "subagentRunId":format!("producer-{i}"),"delta":"x"})
+        }),
+    ];
+    for (what, opener) in openers {
+        let mut t = ThreadRun::new(cap);
+        t.fold(ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r"})).as_bytes());
+        for i in 0..20_000 {
+            t.fold(ev(opener(i)).as_bytes());
+        }
+        let opening = t.opening().as_bytes().len();
+        assert!(
+            t.bytes() <= cap && opening <= cap,
+            "{what} left open: the thread holds {} bytes and opens with {opening}, over its cap \
+             of {cap}",
+            t.bytes()
+        );
+    }
+}
+
+/// A `TOOL_CALL_CHUNK` may carry `metadata` without a `delta` (the provider's call id, say, on
+/// the chunk that opens the call). The official client merges it into the tool call: from the
+/// `TOOL_CALL_START` it makes of an opening chunk, and from the empty `TOOL_CALL_ARGS` it makes
+/// of a later one. A tab that joins after such chunks must open with that metadata too.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_tool_call_chunks_metadata_without_a_delta_reaches_a_tab_that_joins_later() {
+    use support_agui::{Case, check, frames};
+    let events: Vec<String> = [
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t","runId":"r",
+            "messages":[{"id":"u1","role":"user","content":"Search"}],"tools":[],"context":[],
+            "state":{},"forwardedProps":{}}}),
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","toolCallName":"search",
+            "metadata":{"provider":"p-1"}}),
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","delta":"{\"q\":"}),
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","metadata":{"index":0}}),
+        // A tab joins here.
+        json!({"type":"TOOL_CALL_CHUNK","toolCallId":"tc1","delta":"\"rust\"}"}),
+        json!({"type":"TOOL_CALL_RESULT","messageId":"r1","toolCallId":"tc1","role":"tool","content":"ok"}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]
+    .into_iter()
+    .map(ev)
+    .collect();
+    let cases: Vec<Case> = [2, 4]
+        .into_iter()
+        .map(|cut| Case {
+            name: format!("joined after {cut} events"),
+            connections: vec![opening_after(&events[..cut]) + &frames(&events[cut..])],
+            reference: 0,
+        })
+        .collect();
+    check(vec![vec![frames(&events)]], &cases);
+}

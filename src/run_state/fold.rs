@@ -177,16 +177,7 @@ impl ThreadRun {
                 self.close_lane(&owner);
                 let id = hot.id.ok_or(Ignored::Malformed)?;
                 self.open.tool_calls.retain(|o| o.key != id);
-                if let Some(meta) = &hot.metadata
-                    && let Some(call) = self
-                        .messages
-                        .iter_mut()
-                        .rev()
-                        .find_map(|m| m.tool_call_mut(&id))
-                {
-                    merge_metadata(&mut call.extra, meta);
-                    self.recount_messages();
-                }
+                self.merge_tool_call_metadata(&id, hot.metadata.as_ref());
                 Ok(())
             }
             HotKind::TextChunk | HotKind::ReasoningChunk => {
@@ -221,25 +212,26 @@ impl ThreadRun {
                         }
                         _ => None,
                     };
-                    let name = owned(hot.name);
+                    let opened = Lane {
+                        owner: lane,
+                        kind: lane_kind,
+                        id: id.clone(),
+                        role,
+                        name: owned(hot.name),
+                        parent: None,
+                    };
+                    self.may_open(opened.bytes())?;
                     let created = match lane_kind {
                         LaneKind::Text => self.start_text(
                             &id,
-                            role.as_deref().unwrap_or("assistant"),
-                            name.as_deref(),
+                            opened.role.as_deref().unwrap_or("assistant"),
+                            opened.name.as_deref(),
                             owner.as_deref(),
                         ),
                         _ => self.start_reasoning(&id, owner.as_deref()),
                     };
                     created?;
-                    self.open.lanes.push(Lane {
-                        owner: lane,
-                        kind: lane_kind,
-                        id: id.clone(),
-                        role,
-                        name,
-                        parent: None,
-                    });
+                    self.open.lanes.push(opened);
                     id
                 };
                 match hot.delta {
@@ -272,21 +264,33 @@ impl ThreadRun {
                     self.close_lane(&lane);
                     let id = owned(hot.id).ok_or(Ignored::Malformed)?;
                     let name = owned(hot.tool_call_name).ok_or(Ignored::Malformed)?;
-                    let parent = owned(hot.parent_message_id);
-                    self.start_tool_call(&id, &name, parent.as_deref(), owner.as_deref(), None);
-                    self.open.lanes.push(Lane {
+                    let opened = Lane {
                         owner: lane,
                         kind: LaneKind::Tool,
                         id: id.clone(),
                         role: None,
-                        name: Some(name),
-                        parent,
-                    });
+                        name: Some(name.clone()),
+                        parent: owned(hot.parent_message_id),
+                    };
+                    self.may_open(opened.bytes())?;
+                    // The client's `TOOL_CALL_START` made of the chunk carries its metadata.
+                    self.start_tool_call(
+                        &id,
+                        &name,
+                        opened.parent.as_deref(),
+                        owner.as_deref(),
+                        hot.metadata.as_ref(),
+                    );
+                    self.open.lanes.push(opened);
                     id
                 };
                 match hot.delta {
                     Some(delta) => self.append_args(&id, &delta, hot.metadata.as_ref()),
-                    None => Ok(()),
+                    // The client makes an empty `TOOL_CALL_ARGS` of it, metadata included.
+                    None => {
+                        self.merge_tool_call_metadata(&id, hot.metadata.as_ref());
+                        Ok(())
+                    }
                 }
             }
         }
@@ -352,6 +356,23 @@ impl ThreadRun {
             && let Some(i) = self.find(id)
         {
             merge_metadata(&mut self.messages[i].extra, meta);
+            self.recount_messages();
+        }
+    }
+
+    pub(super) fn merge_tool_call_metadata(
+        &mut self,
+        id: &str,
+        metadata: Option<&Map<String, Value>>,
+    ) {
+        if let Some(meta) = metadata
+            && let Some(call) = self
+                .messages
+                .iter_mut()
+                .rev()
+                .find_map(|m| m.tool_call_mut(id))
+        {
+            merge_metadata(&mut call.extra, meta);
             self.recount_messages();
         }
     }

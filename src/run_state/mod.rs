@@ -62,7 +62,10 @@
 //! * **The byte cap.** Past [`RunStates::max_thread_bytes`] the thread is trimmed to
 //!   3/4 of it, oldest first: completed messages, then the oldest text of messages still
 //!   being written (cut on a character boundary), then the state (which becomes unknown).
-//!   [`FoldOutcome::trimmed_bytes`] reports it; a connection then gets what remains.
+//!   [`FoldOutcome::trimmed_bytes`] reports it; a connection then gets what remains. What is
+//!   open is never trimmed (an opening must re-open it), so it may take at most a quarter of
+//!   the cap: past it, a new step, message, tool call, reasoning, chunk stream or subagent is
+//!   ignored ([`Ignored::TooManyOpen`]).
 //! * **Run input.** A `RUN_STARTED` input's messages become the thread's messages and are
 //!   kept only there: the opening's `RUN_STARTED` carries its input with `messages: []`, and
 //!   the `MESSAGES_SNAPSHOT` carries them, so they are sent, counted by the byte cap and
@@ -119,9 +122,11 @@ pub enum Ignored {
     StateUnknown,
     /// An `ACTIVITY_DELTA` that did not apply (the activity is unchanged, as in the client).
     PatchFailed,
-    /// A `SUBAGENT_STARTED` while the run already has the most subagents open that a thread
-    /// keeps (64): an opening will not re-open it, so a tab that joins while it runs refuses
-    /// its `SUBAGENT_FINISHED`.
+    /// Something that opens (a step, a text message, a tool call, reasoning, a chunk stream, a
+    /// subagent) while what the run has open already takes a quarter of the thread's byte cap,
+    /// or a `SUBAGENT_STARTED` while 64 subagents run: what is open is never trimmed, so the
+    /// thread could not stay within its cap. An opening will not re-open it, so a tab that
+    /// joins while it is open refuses what follows for it.
     TooManyOpen,
 }
 

@@ -41,6 +41,13 @@ pub(crate) struct Lane {
 /// (which never drops what is open). Past it, see [`Ignored::TooManyOpen`].
 pub(crate) const MAX_OPEN_SUBAGENTS: usize = 64;
 
+/// What is open may take at most this fraction (1/N) of a thread's byte cap. The trim never
+/// drops what is open, nor the message each open entity writes, so without a share a run that
+/// keeps opening without closing (steps never finished, messages never ended, chunk streams of
+/// ever new producers) would grow its thread past the cap. A quarter leaves the rest of the cap
+/// to those messages and to what the trim can drop.
+const OPEN_SHARE: usize = 4;
+
 /// What is open in the current run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Open {
@@ -56,6 +63,23 @@ pub(crate) struct Open {
     pub(crate) lanes: Vec<Lane>,
 }
 
+impl Opener {
+    pub(super) fn bytes(&self) -> usize {
+        48 + self.key.len() + self.event.len()
+    }
+}
+
+impl Lane {
+    pub(super) fn bytes(&self) -> usize {
+        let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        128 + self.id.len()
+            + len(&self.owner)
+            + len(&self.role)
+            + len(&self.name)
+            + len(&self.parent)
+    }
+}
+
 impl Open {
     pub(super) fn bytes(&self) -> usize {
         let openers = [
@@ -69,9 +93,9 @@ impl Open {
         let o: usize = openers
             .iter()
             .flat_map(|v| v.iter())
-            .map(|o| 48 + o.key.len() + o.event.len())
+            .map(Opener::bytes)
             .sum();
-        o + self.lanes.len() * 128
+        o + self.lanes.iter().map(Lane::bytes).sum::<usize>()
     }
 
     pub(super) fn clear(&mut self) {
@@ -92,6 +116,15 @@ impl Open {
 }
 
 impl ThreadRun {
+    /// Whether something costing `bytes` may open now (see [`OPEN_SHARE`]); else it is
+    /// ignored as [`Ignored::TooManyOpen`], before anything is folded.
+    pub(super) fn may_open(&self, bytes: usize) -> Result<(), Ignored> {
+        if self.open.bytes() + bytes > self.max_bytes / OPEN_SHARE {
+            return Err(Ignored::TooManyOpen);
+        }
+        Ok(())
+    }
+
     pub(super) fn lane(&self, owner: &Option<String>) -> Option<&Lane> {
         self.open.lanes.iter().find(|l| &l.owner == owner)
     }

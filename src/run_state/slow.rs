@@ -74,11 +74,13 @@ impl ThreadRun {
                     .steps
                     .retain(|o| !(o.key == name && o.owner == owner));
                 if ty == "STEP_STARTED" {
-                    self.open.steps.push(Opener {
+                    let opener = Opener {
                         key: name,
                         owner,
                         event: opener_bytes(&obj),
-                    });
+                    };
+                    self.may_open(opener.bytes())?;
+                    self.open.steps.push(opener);
                 }
                 Ok(())
             }
@@ -88,14 +90,16 @@ impl ThreadRun {
                     .ok_or(Ignored::Malformed)?
                     .to_owned();
                 let role = str_of(&obj, "role").unwrap_or("assistant");
+                self.open.texts.retain(|o| o.key != id);
+                let opener = Opener {
+                    key: id.clone(),
+                    owner: owner.clone(),
+                    event: opener_bytes(&obj),
+                };
+                self.may_open(opener.bytes())?;
                 self.start_text(&id, role, str_of(&obj, "name"), owner.as_deref())?;
                 self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
-                self.open.texts.retain(|o| o.key != id);
-                self.open.texts.push(Opener {
-                    key: id,
-                    owner,
-                    event: opener_bytes(&obj),
-                });
+                self.open.texts.push(opener);
                 Ok(())
             }
             "TOOL_CALL_START" => {
@@ -105,6 +109,13 @@ impl ThreadRun {
                     .to_owned();
                 let name = str_of(&obj, "toolCallName").ok_or(Ignored::Malformed)?;
                 let meta = metadata_of(&obj);
+                self.open.tool_calls.retain(|o| o.key != id);
+                let opener = Opener {
+                    key: id.clone(),
+                    owner: owner.clone(),
+                    event: opener_bytes(&obj),
+                };
+                self.may_open(opener.bytes())?;
                 self.start_tool_call(
                     &id,
                     name,
@@ -112,12 +123,7 @@ impl ThreadRun {
                     owner.as_deref(),
                     meta.as_ref(),
                 );
-                self.open.tool_calls.retain(|o| o.key != id);
-                self.open.tool_calls.push(Opener {
-                    key: id,
-                    owner,
-                    event: opener_bytes(&obj),
-                });
+                self.open.tool_calls.push(opener);
                 Ok(())
             }
             "TOOL_CALL_RESULT" => {
@@ -133,24 +139,32 @@ impl ThreadRun {
                     .ok_or(Ignored::Malformed)?
                     .to_owned();
                 let spans = ty == "REASONING_START" || ty == "REASONING_END";
-                if ty == "REASONING_MESSAGE_START" {
-                    self.start_reasoning(&id, owner.as_deref())?;
-                }
-                if !spans {
-                    self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
-                }
                 let list = if spans {
                     &mut self.open.reasoning_spans
                 } else {
                     &mut self.open.reasoning_messages
                 };
                 list.retain(|o| o.key != id);
-                if !ty.ends_with("_END") {
-                    list.push(Opener {
-                        key: id,
-                        owner,
-                        event: opener_bytes(&obj),
-                    });
+                let opener = (!ty.ends_with("_END")).then(|| Opener {
+                    key: id.clone(),
+                    owner: owner.clone(),
+                    event: opener_bytes(&obj),
+                });
+                if let Some(opener) = &opener {
+                    self.may_open(opener.bytes())?;
+                }
+                if ty == "REASONING_MESSAGE_START" {
+                    self.start_reasoning(&id, owner.as_deref())?;
+                }
+                if !spans {
+                    self.merge_message_metadata(&id, metadata_of(&obj).as_ref());
+                }
+                if let Some(opener) = opener {
+                    if spans {
+                        self.open.reasoning_spans.push(opener);
+                    } else {
+                        self.open.reasoning_messages.push(opener);
+                    }
                 }
                 Ok(())
             }
@@ -242,11 +256,13 @@ impl ThreadRun {
             // Its parent already ended: an opening cannot name it (see `subagent_ended`).
             obj.remove("parentSubagentRunId");
         }
-        self.open.subagents.push(Opener {
+        let opener = Opener {
             key: id,
             owner: parent.filter(|_| parent_open),
             event: serde_json::to_vec(&Value::Object(obj)).unwrap_or_default(),
-        });
+        };
+        self.may_open(opener.bytes())?;
+        self.open.subagents.push(opener);
         Ok(())
     }
 
