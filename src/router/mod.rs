@@ -27,7 +27,7 @@ use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 
-use crate::backplane::Backplane;
+use crate::backplane::{Backplane, Outcome};
 use crate::config::Config;
 use crate::encode::Payload;
 use crate::error::{PublishError, SubscribeError};
@@ -35,7 +35,7 @@ use crate::models::{A2AEvent, AgUiEvent, AnalyticsEvent, ContextEvent, SystemEve
 use crate::registry::Broadcaster;
 use crate::run_state::RunStates;
 use crate::sse::LastEventId;
-use crate::stats::Stats;
+use crate::stats::{Published, Stats};
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
@@ -272,24 +272,13 @@ impl EventRouter {
             self.prepare_thread_channels(user, primary)?;
         }
         if let Some(backplane) = self.backplane_of_both(primary) {
-            let outcomes = backplane
-                .publish_all(vec![
-                    primary.publish_request(user, thread, &direct),
-                    self.context.publish_request(user, thread, &wrapped),
-                ])
-                .map_err(PublishError::Backplane)?;
-            let mut routed = Routed::default();
-            let mut result = Ok(());
-            for (channel, outcome) in [protocol, Channel::Context.as_str()]
-                .into_iter()
-                .zip(outcomes)
-            {
-                match crate::registry::queued(outcome) {
-                    Ok(published) => routed.push(channel, published),
-                    Err(error) => result = result.and(Err(error)),
-                }
-            }
-            return result.map(|()| routed);
+            let outcomes =
+                self.publish_both(&backplane, user, thread, (primary, &direct), &wrapped)?;
+            return routed(
+                [protocol, Channel::Context.as_str()]
+                    .into_iter()
+                    .zip(outcomes.into_iter().map(crate::registry::queued)),
+            );
         }
         // Without a backplane both channels share, each target is published on its own, and
         // both are tried even if the first fails, so that no target is skipped.
@@ -304,10 +293,7 @@ impl EventRouter {
                     .broadcast_payload_in_thread(user, thread, wrapped),
             ),
         };
-        let mut routed = Routed::default();
-        routed.push(protocol, direct?);
-        routed.push(Channel::Context.as_str(), wrapped?);
-        Ok(routed)
+        routed([(protocol, direct), (Channel::Context.as_str(), wrapped)])
     }
 
     /// The backplane of `primary` if the context channel has the same one: the two targets of
@@ -317,8 +303,26 @@ impl EventRouter {
         Arc::ptr_eq(backplane, self.context.backplane()?).then(|| backplane.clone())
     }
 
-    /// Hands both targets of an event to their shared `backplane` together (see
-    /// [`Backplane::publish_all`]) and waits for both outcomes.
+    /// Hands both targets of an event (`primary`'s, and the context channel's `wrapped`) to
+    /// their shared `backplane` together, all or none (see [`Backplane::publish_all`]): the
+    /// outcomes, in that order.
+    fn publish_both<E>(
+        &self,
+        backplane: &Arc<dyn Backplane>,
+        user: &UserId,
+        thread: Option<&ThreadId>,
+        (primary, direct): (&Broadcaster<E>, &Payload),
+        wrapped: &Payload,
+    ) -> Result<Vec<Outcome>, PublishError> {
+        backplane
+            .publish_all(vec![
+                primary.publish_request(user, thread, direct),
+                self.context.publish_request(user, thread, wrapped),
+            ])
+            .map_err(PublishError::Backplane)
+    }
+
+    /// [`publish_both`](Self::publish_both), waiting for both outcomes.
     async fn publish_both_async<E>(
         &self,
         backplane: &Arc<dyn Backplane>,
@@ -327,25 +331,17 @@ impl EventRouter {
         (primary, direct, protocol): (&Broadcaster<E>, Payload, &'static str),
         wrapped: Payload,
     ) -> Result<Routed, PublishError> {
-        let outcomes = backplane
-            .publish_all(vec![
-                primary.publish_request(user, thread, &direct),
-                self.context.publish_request(user, thread, &wrapped),
-            ])
-            .map_err(PublishError::Backplane)?;
-        let mut routed = Routed::default();
-        let mut result = Ok(());
+        let outcomes = self.publish_both(backplane, user, thread, (primary, &direct), &wrapped)?;
         // Every outcome is waited for, so that the result reports on all of them.
-        for (channel, outcome) in [protocol, Channel::Context.as_str()]
-            .into_iter()
-            .zip(outcomes)
-        {
-            match outcome.await {
-                Ok(published) => routed.push(channel, published),
-                Err(error) => result = result.and(Err(PublishError::Backplane(error))),
-            }
+        let mut results = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            results.push(outcome.await.map_err(PublishError::Backplane));
         }
-        result.map(|()| routed)
+        routed(
+            [protocol, Channel::Context.as_str()]
+                .into_iter()
+                .zip(results),
+        )
     }
 
     /// Before an event goes into a thread: both targets have (or make) the user's channel, as
@@ -565,10 +561,7 @@ impl EventRouter {
             .context
             .broadcast_payload_in_thread_async(user, thread, wrapped)
             .await;
-        let mut routed = Routed::default();
-        routed.push("agui", direct?);
-        routed.push(Channel::Context.as_str(), wrapped?);
-        Ok(routed)
+        routed([("agui", direct), (Channel::Context.as_str(), wrapped)])
     }
 
     async fn route_a2a_async(
@@ -622,11 +615,26 @@ impl EventRouter {
         // the event locally on both, as the sync route would.
         let direct = primary.broadcast_payload_async(user, direct).await;
         let wrapped = self.context.broadcast_payload_async(user, wrapped).await;
-        let mut routed = Routed::default();
-        routed.push(protocol, direct?);
-        routed.push(Channel::Context.as_str(), wrapped?);
-        Ok(routed)
+        routed([(protocol, direct), (Channel::Context.as_str(), wrapped)])
     }
+}
+
+/// The result of publishing to several targets: each target with what it published, or the
+/// first error (every target was tried).
+fn routed(
+    results: impl IntoIterator<Item = (&'static str, Result<Published, PublishError>)>,
+) -> Result<Routed, PublishError> {
+    let mut routed = Routed::default();
+    let mut first_error = None;
+    for (channel, result) in results {
+        match result {
+            Ok(published) => routed.push(channel, published),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    first_error.map_or(Ok(routed), Err)
 }
 
 /// The context channel's frame for an inner event already serialised as `json`: the same bytes
