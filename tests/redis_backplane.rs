@@ -738,29 +738,62 @@ async fn a_degraded_subscription_never_moves_the_clients_last_id() {
     assert_eq!(assert_clean(&seen), confirmed, "{seen:?}");
 }
 
+/// A node started while Redis cannot be reached: node A behind a proxy that holds every byte,
+/// its first connection attempt failed; node B connected, with a stream on it (`_on_b`) at
+/// `last_id`, the id of a first event. Bind `_redis` and `_on_b` when taking it apart: a field
+/// left to `..` is dropped at once.
+struct Unreachable {
+    _redis: RedisServer,
+    proxy: FaultProxy,
+    a: Node,
+    b: Node,
+    _on_b: Client,
+    last_id: String,
+}
+
+impl Unreachable {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let proxy = FaultProxy::start(redis.addr()).await;
+        proxy.set(Fault::Hold);
+        let a = Node::new(faulty_settings(&proxy), hub_config())
+            .serve()
+            .await;
+        let b = node(&redis, hub_config()).await;
+        let (on_b, last_id) = resume_point(&b, &b).await;
+        timeout(WAIT, async {
+            while a.backplane.health().last_error.is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("A's first connection attempt fails");
+        Self {
+            _redis: redis,
+            proxy,
+            a,
+            b,
+            _on_b: on_b,
+            last_id,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_node_started_while_redis_is_down_ends_its_degraded_streams_when_it_connects() {
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    proxy.set(Fault::Hold);
-    let a = Node::new(faulty_settings(&proxy), hub_config())
-        .serve()
-        .await;
-    let b = node(&redis, hub_config()).await;
-    let (_on_b, last_id) = resume_point(&b, &b).await;
-
+    let Unreachable {
+        _redis,
+        proxy,
+        a,
+        b,
+        _on_b,
+        last_id,
+    } = Unreachable::start().await;
     // A's first attempt failed: a subscribe does not wait, it is served degraded.
-    timeout(WAIT, async {
-        while a.backplane.health().last_error.is_none() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("A's first connection attempt fails");
     let client = EsClient::spawn(
         a.url("alice"),
         Some(last_id.clone()),
@@ -796,21 +829,14 @@ async fn a_fresh_client_served_degraded_misses_nothing_silently() {
     // degraded, so it gets no priming id. Events published meanwhile on another node reach
     // the history, not this stream. When A connects, the stream ends and the client comes
     // back: it must get those events, or be told with a `reset` that it lost some.
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    proxy.set(Fault::Hold);
-    let a = Node::new(faulty_settings(&proxy), hub_config())
-        .serve()
-        .await;
-    let b = node(&redis, hub_config()).await;
-    let (_on_b, _) = resume_point(&b, &b).await;
-    timeout(WAIT, async {
-        while a.backplane.health().last_error.is_none() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("A's first connection attempt fails");
+    let Unreachable {
+        _redis,
+        proxy,
+        a,
+        b,
+        _on_b,
+        ..
+    } = Unreachable::start().await;
     let client = EsClient::spawn(a.url("alice"), None, Duration::from_millis(100));
     assert!(
         client
