@@ -61,7 +61,9 @@ pub(crate) struct Shared {
     /// Wakes the connection task: what to listen to changed, or something must be kicked.
     pub(crate) wake: Notify,
     pub(crate) status: watch::Sender<Status>,
-    command: Mutex<Option<MultiplexedConnection>>,
+    /// The command connection, if connected, and the number of the link it belongs to (each
+    /// connection the task establishes is the next one).
+    command: Mutex<(Option<MultiplexedConnection>, u64)>,
     pub(crate) queue: mpsc::Sender<Queued>,
     pub(crate) closed: AtomicBool,
     pub(crate) reconnects: AtomicU64,
@@ -89,8 +91,9 @@ pub(crate) struct State {
     pub(crate) sinks: HashMap<Arc<str>, Arc<[LocalChannels]>>,
     pub(crate) last_error: Option<String>,
     pub(crate) version: Option<String>,
-    /// A command failed with a broken connection: reconnect.
-    pub(crate) command_broken: bool,
+    /// The newest link whose command connection failed with a broken connection (0: none):
+    /// the connection task serving that link reconnects.
+    pub(crate) broken_link: u64,
     /// Publish tokens recently dispatched, oldest first, and as a set.
     recent: VecDeque<Bytes>,
     recent_set: HashSet<Bytes>,
@@ -200,13 +203,13 @@ impl Shared {
                 sinks: HashMap::new(),
                 last_error: None,
                 version: None,
-                command_broken: false,
+                broken_link: 0,
                 recent: VecDeque::with_capacity(RECENT_TOKENS),
                 recent_set: HashSet::with_capacity(RECENT_TOKENS),
             }),
             wake: Notify::new(),
             status: watch::Sender::new(status),
-            command: Mutex::new(None),
+            command: Mutex::new((None, 0)),
             queue,
             closed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
@@ -229,22 +232,40 @@ impl Shared {
     }
 
     pub(crate) fn command(&self) -> Option<MultiplexedConnection> {
-        self.command
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.command_of_link().map(|(command, _)| command)
     }
 
-    pub(crate) fn set_command(&self, command: Option<MultiplexedConnection>) {
-        *self.command.lock().unwrap_or_else(|p| p.into_inner()) = command;
+    /// The command connection and the number of its link, for a command whose failure
+    /// [`command_failed`](Self::command_failed) may report.
+    pub(crate) fn command_of_link(&self) -> Option<(MultiplexedConnection, u64)> {
+        let command = self.command.lock().unwrap_or_else(|p| p.into_inner());
+        command.0.clone().map(|c| (c, command.1))
     }
 
-    /// A command failed with a broken connection: make the connection task reconnect.
-    pub(crate) fn command_failed(&self, error: &BackplaneError) {
+    /// Installs the command connection of a new link; returns the link's number.
+    pub(crate) fn set_command(&self, command: MultiplexedConnection) -> u64 {
+        let mut current = self.command.lock().unwrap_or_else(|p| p.into_inner());
+        current.1 += 1;
+        current.0 = Some(command);
+        current.1
+    }
+
+    /// The command connection of `link` failed with a broken connection: make the connection
+    /// task reconnect, if it still serves that link. A command sent on an older link may fail
+    /// long after the node reconnected (a clone of that connection outlives it), which says
+    /// nothing of the link now.
+    pub(crate) fn command_failed(&self, error: &BackplaneError, link: u64) {
         if *error == BackplaneError::Disconnected {
-            self.lock().command_broken = true;
+            let mut state = self.lock();
+            state.broken_link = state.broken_link.max(link);
+            drop(state);
             self.wake.notify_one();
         }
+    }
+
+    /// Whether the command connection of `link` failed.
+    pub(crate) fn link_broken(&self, link: u64) -> bool {
+        self.lock().broken_link >= link
     }
 
     pub(crate) fn set_link(&self, link: Link, error: Option<String>) {
@@ -265,7 +286,7 @@ impl Shared {
     /// The connection was lost: nothing is subscribed any more, everything wanted is to be
     /// subscribed again.
     pub(crate) fn lost(&self, error: String) {
-        self.set_command(None);
+        self.command.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
         let mut state = self.lock();
         state.subscribed.clear();
         let State { wanted, dirty, .. } = &mut *state;
