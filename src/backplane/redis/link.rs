@@ -203,11 +203,11 @@ fn refresh_ttls(shared: &Shared) {
     });
 }
 
-/// Ends the streams a degraded subscribe was served on, now that the backplane is connected.
+/// Ends the streams served degraded, now that the backplane is connected.
 fn kick_degraded(shared: &Shared) {
     let kick: Vec<Arc<str>> = shared.lock().to_kick.drain().collect();
     if !kick.is_empty() {
-        shared.kick(Some(kick));
+        shared.end_degraded(&kick);
     }
 }
 
@@ -251,7 +251,7 @@ async fn serve(
         // streams end with a jittered `retry:` (see `SseConfig::shutdown_retry_jitter`), so
         // their clients do not all come back at once.
         shared.lock().to_kick.clear();
-        shared.kick(None);
+        shared.kick_all();
     } else {
         // Subscribes served degraded before the first connection (a start while Redis is
         // down) resume properly now.

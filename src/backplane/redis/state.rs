@@ -84,8 +84,8 @@ pub(crate) struct State {
     pub(crate) subscribed: HashSet<Arc<str>>,
     /// Feeds to (un)subscribe: whether they are wanted changed since the last pass.
     pub(crate) dirty: HashSet<Arc<str>>,
-    /// Feeds whose local streams must end once the backplane is connected: a subscribe on
-    /// them was served degraded.
+    /// Feeds whose degraded local streams must end once the backplane is connected: a
+    /// subscribe on them was served degraded.
     pub(crate) to_kick: HashSet<Arc<str>>,
     /// The broadcasters, by channel name.
     pub(crate) sinks: HashMap<Arc<str>, Arc<[LocalChannels]>>,
@@ -363,8 +363,10 @@ impl Shared {
         }
     }
 
-    /// Ends the local streams of `feed` as soon as the backplane is connected (at once if it
-    /// is): a subscribe on it was served degraded.
+    /// Ends the degraded local streams of `feed` as soon as the backplane is connected (at
+    /// once if it is): a subscribe on it was served degraded. The user's other streams on the
+    /// feed are healthy (a catch-up may fail on its own, a read timing out, while the feed is
+    /// listened to), and stay.
     pub(crate) fn kick_later(&self, feed: &str) {
         let mut state = self.lock();
         if let Some((feed, _)) = state.wanted.get_key_value(feed) {
@@ -396,25 +398,37 @@ impl Shared {
         sinks.iter().map(|sink| sink.kick(&user)).sum()
     }
 
-    /// Ends the local streams of the given feeds, or of every one.
-    pub(crate) fn kick(&self, which: Option<Vec<Arc<str>>>) {
-        let targets: Vec<(Arc<[LocalChannels]>, UserId)> = {
-            let state = self.lock();
-            let target = |wanted: &Wanted| {
-                state
-                    .sinks
-                    .get(&wanted.channel)
-                    .map(|sinks| (sinks.clone(), wanted.user.clone()))
-            };
-            match which {
-                None => state.wanted.values().filter_map(target).collect(),
-                Some(keys) => keys
-                    .iter()
-                    .filter_map(|key| state.wanted.get(key))
-                    .filter_map(target)
-                    .collect(),
-            }
+    /// The broadcasters and the user of each of the given feeds, or of every one.
+    fn targets(&self, which: Option<&[Arc<str>]>) -> Vec<(Arc<[LocalChannels]>, UserId)> {
+        let state = self.lock();
+        let target = |wanted: &Wanted| {
+            state
+                .sinks
+                .get(&wanted.channel)
+                .map(|sinks| (sinks.clone(), wanted.user.clone()))
         };
+        match which {
+            None => state.wanted.values().filter_map(target).collect(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|key| state.wanted.get(key))
+                .filter_map(target)
+                .collect(),
+        }
+    }
+
+    /// Ends the degraded local streams of the given feeds.
+    pub(crate) fn end_degraded(&self, feeds: &[Arc<str>]) {
+        for (sinks, user) in self.targets(Some(feeds)) {
+            for sink in sinks.iter() {
+                sink.end_degraded(&user);
+            }
+        }
+    }
+
+    /// Ends every local stream.
+    pub(crate) fn kick_all(&self) {
+        let targets = self.targets(None);
         let mut kicked = 0;
         for (sinks, user) in targets {
             for sink in sinks.iter() {
