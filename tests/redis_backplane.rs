@@ -1170,6 +1170,80 @@ async fn a_history_read_that_times_out_never_skips_events() {
     assert_eq!(assert_clean(&seen), confirmed, "{seen:?}");
 }
 
+/// One tab's catch-up fails while the backplane is connected (its history read times out on a
+/// slow command connection): that stream is served degraded, and ends so that its client
+/// resumes. The user's other streams on the node are healthy: they must not end with it (each
+/// would come back, and under the same slowness fail its own catch-up, and end the others
+/// again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_failed_catch_up_ends_its_own_stream_only() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = Node::start(faulty_settings(&proxy), hub_config())
+        .await
+        .serve()
+        .await;
+    let healthy = EsClient::spawn(a.url("alice"), None, Duration::from_millis(100));
+    assert!(
+        healthy
+            .wait_for(WAIT, |seen| seen
+                .iter()
+                .any(|s| matches!(s, Seen::Opened { .. })))
+            .await
+    );
+    a.publish("alice", 1).await.unwrap();
+    assert!(
+        healthy.wait_for_event(WAIT, 1).await,
+        "{:?}",
+        healthy.seen()
+    );
+    let last_id = healthy.last_id().expect("an id");
+
+    // Redis answers commands later than the command timeout (300 ms): another tab resumes,
+    // and its history read times out.
+    proxy.set(Fault::Latency(Duration::from_millis(400)));
+    let resuming = EsClient::spawn(
+        a.url("alice"),
+        Some(last_id.clone()),
+        Duration::from_millis(100),
+    );
+    assert!(
+        resuming
+            .wait_for(WAIT, |seen| seen
+                .iter()
+                .any(|s| matches!(s, Seen::Ended { .. })))
+            .await,
+        "the degraded stream did not end: {:?}",
+        resuming.seen()
+    );
+    proxy.set(Fault::None);
+
+    a.publish("alice", 2).await.unwrap();
+    assert!(
+        resuming.wait_for_event(WAIT, 2).await,
+        "{:?}",
+        resuming.seen()
+    );
+    assert!(
+        healthy.wait_for_event(WAIT, 2).await,
+        "{:?}",
+        healthy.seen()
+    );
+    let (healthy, resuming) = (healthy.stop().await, resuming.stop().await);
+    let opened = healthy
+        .iter()
+        .filter(|s| matches!(s, Seen::Opened { .. }))
+        .count();
+    assert_eq!(opened, 1, "the healthy stream was ended too: {healthy:?}");
+    assert_eq!(assert_clean(&healthy), [1, 2]);
+    assert!(stream_of(&resuming, 0).is_empty(), "{resuming:?}");
+    assert_eq!(assert_clean(&resuming), [2]);
+}
+
 /// An AG-UI event goes to the AG-UI channel and, wrapped, to the context channel. When the
 /// node's publish queue has room for one of the two only, neither is queued: the caller is
 /// refused, and retrying the event cannot put it twice on the AG-UI channel.

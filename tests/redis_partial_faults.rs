@@ -372,11 +372,30 @@ async fn a_retried_publish_runs_once_however_many_publishes_went_through_meanwhi
 // ---------------------------------------------------------------------------------------------
 // A proxy that can black-hole one connection (by accept order) and leave the others alone: a
 // TCP connection silently dropped by a stateful firewall or NAT on the way, while another
-// connection to the same Redis, kept busy by PINGs, stays up.
+// connection to the same Redis, kept busy by PINGs, stays up. It can also cut one connection
+// (both sides closed), and counts the bytes each connection sent towards Redis.
+
+/// What the proxy does to one connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Pass,
+    /// Carries nothing either way, and stays open.
+    Hole,
+    /// Closed, both sides.
+    Cut,
+}
 
 struct SplitProxy {
     addr: std::net::SocketAddr,
-    holes: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>>,
+    #[allow(clippy::type_complexity)]
+    connections: Arc<
+        std::sync::Mutex<
+            Vec<(
+                tokio::sync::watch::Sender<Mode>,
+                Arc<std::sync::atomic::AtomicU64>,
+            )>,
+        >,
+    >,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -385,14 +404,15 @@ impl SplitProxy {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let holes: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>> = Arc::default();
+        let connections: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();
         let task = {
-            let holes = holes.clone();
+            let connections = connections.clone();
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let (hole, _) = tokio::sync::watch::channel(false);
-                    let rx = hole.subscribe();
-                    holes.lock().unwrap().push(hole);
+                    let (mode, _) = tokio::sync::watch::channel(Mode::Pass);
+                    let rx = mode.subscribe();
+                    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                    connections.lock().unwrap().push((mode, sent.clone()));
                     tokio::spawn(async move {
                         let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                             return;
@@ -400,6 +420,7 @@ impl SplitProxy {
                         let (mut cr, mut cw) = client.into_split();
                         let (mut sr, mut sw) = server.into_split();
                         let rx2 = rx.clone();
+                        let mut cut = rx.clone();
                         let up = async move {
                             let mut buf = vec![0u8; 65536];
                             loop {
@@ -407,7 +428,10 @@ impl SplitProxy {
                                     Ok(0) | Err(_) => return,
                                     Ok(n) => n,
                                 };
-                                if !*rx.borrow() && sw.write_all(&buf[..n]).await.is_err() {
+                                sent.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                                if *rx.borrow() == Mode::Pass
+                                    && sw.write_all(&buf[..n]).await.is_err()
+                                {
                                     return;
                                 }
                             }
@@ -419,26 +443,57 @@ impl SplitProxy {
                                     Ok(0) | Err(_) => return,
                                     Ok(n) => n,
                                 };
-                                if !*rx2.borrow() && cw.write_all(&buf[..n]).await.is_err() {
+                                if *rx2.borrow() == Mode::Pass
+                                    && cw.write_all(&buf[..n]).await.is_err()
+                                {
                                     return;
                                 }
                             }
                         };
-                        tokio::select! { () = up => {}, () = down => {} }
+                        // Returning drops both sockets: the cut closes both sides.
+                        tokio::select! {
+                            () = up => {},
+                            () = down => {},
+                            _ = cut.wait_for(|m| *m == Mode::Cut) => {},
+                        }
                     });
                 }
             })
         };
-        Self { addr, holes, task }
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    fn set(&self, nth: usize, mode: Mode) {
+        self.connections.lock().unwrap()[nth].0.send_replace(mode);
     }
 
     /// From now on, the `nth` connection accepted carries nothing either way, and stays open.
     fn black_hole(&self, nth: usize) {
-        self.holes.lock().unwrap()[nth].send_replace(true);
+        self.set(nth, Mode::Hole);
+    }
+
+    /// Closes the `nth` connection accepted, both sides.
+    fn cut(&self, nth: usize) {
+        self.set(nth, Mode::Cut);
+    }
+
+    /// The bytes the `nth` connection sent towards Redis, carried or not.
+    fn sent(&self, nth: usize) -> u64 {
+        self.connections.lock().unwrap()[nth]
+            .1
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn accepted(&self) -> usize {
-        self.holes.lock().unwrap().len()
+        self.connections.lock().unwrap().len()
     }
 }
 
@@ -460,7 +515,7 @@ async fn a_silently_dead_command_connection_is_replaced() {
     }
     let redis = RedisServer::start().await;
     let proxy = SplitProxy::start(redis.addr()).await;
-    let mut a_settings = settings(format!("redis://{}/", proxy.addr));
+    let mut a_settings = settings(proxy.url());
     a_settings.command_timeout = Duration::from_millis(300);
     a_settings.publish_retry = Duration::from_secs(1);
     let a = Node::start(a_settings, Config::default()).await;
@@ -510,4 +565,88 @@ async fn a_silently_dead_command_connection_is_replaced() {
     assert!(health.connected && health.reconnects >= 1, "{health:?}");
     let error = health.last_error.unwrap_or_default();
     assert!(error.contains("command connection"), "last error: {error}");
+}
+
+/// Waits (bounded) until `proxy`'s `nth` connection sent more than `than` bytes towards Redis.
+async fn wait_sent(proxy: &SplitProxy, nth: usize, than: u64) {
+    let sent = timeout(WAIT, async {
+        while proxy.sent(nth) <= than {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(sent.is_ok(), "connection {nth} sent nothing more");
+}
+
+/// A history read still in flight on the node's *old* command connection when the node has
+/// reconnected fails when that old connection finally breaks. That is no news about the new
+/// link, which is healthy: the node must not tear it down again (a second reconnect, and every
+/// stream of the node ended once more, needlessly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_read_failing_on_an_old_connection_leaves_the_new_link_alone() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = SplitProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    // The read waits on the silent connection for longer than the test needs, and no idle
+    // check runs: the faults are the test's.
+    a_settings.command_timeout = Duration::from_secs(5);
+    a_settings.ping_interval = Duration::from_secs(60);
+    let a = Node::start(a_settings, Config::default()).await;
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command and one pub/sub connection"
+    );
+    let (alice, bob, carol) = (
+        UserId::from("alice"),
+        UserId::from("bob"),
+        UserId::from("carol"),
+    );
+    // A tab of alice's: her feed is listened to on the first link.
+    let mut tab = a.hub.subscribe_async(&alice, None).await.unwrap();
+    let id1 = a.publish_stored("alice", 1).await;
+    assert_eq!(drain(&mut tab, Duration::from_millis(200)).await.len(), 1);
+
+    // The command connection goes silent; a second tab resumes: its history read is sent on
+    // it, and waits.
+    proxy.black_hole(0);
+    let before = proxy.sent(0);
+    let resuming = {
+        let hub = a.hub.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move { hub.subscribe_async(&alice, Some(&id1.to_string())).await })
+    };
+    wait_sent(&proxy, 0, before).await;
+    // The pub/sub connection breaks: the node reconnects on fresh connections.
+    proxy.cut(1);
+    a.wait_reconnected().await;
+    assert_eq!(proxy.accepted(), 4);
+    // A stream opened on the new link.
+    let mut carols = a.hub.subscribe_async(&carol, None).await.unwrap();
+
+    // The old command connection breaks at last: the read on it fails.
+    proxy.cut(0);
+    let resumed = timeout(WAIT, resuming).await.unwrap().unwrap().unwrap();
+    drop(resumed);
+    // A subscribe of a new user needs the connection task to confirm its feed: by then it has
+    // seen whatever the failed read told it.
+    let _bobs = a.hub.subscribe_async(&bob, None).await.unwrap();
+    let health = a.backplane.health();
+    assert_eq!(
+        health.reconnects, 1,
+        "the new link was torn down for a failure of the old one: {health:?}"
+    );
+    // Carol's stream, on the new link, is still open.
+    a.publish_stored("carol", 7).await;
+    let next = timeout(WAIT, carols.next()).await.unwrap();
+    assert_eq!(
+        next.as_ref().and_then(n_of),
+        Some(7),
+        "carol's stream ended: {:?}",
+        a.backplane.health()
+    );
 }

@@ -150,8 +150,9 @@
 //!   or to read the history) is served *degraded*: no priming id, no history, and only frames
 //!   without an id (events published on this node that could not go through). It cannot
 //!   vouch for any id, so it never sends one: at the first live event with an id it ends (as
-//!   it does as soon as the backplane is connected), and the client resumes from its own last
-//!   id, in order, without a gap. A client that came without an id has none to resume from,
+//!   it does as soon as the backplane is connected; the user's other streams, whose catch-up
+//!   went through, stay), and the client resumes from its own last id, in order, without a
+//!   gap. A client that came without an id has none to resume from,
 //!   and a fresh start would skip what was published while it was degraded: it is primed with
 //!   `0-0`, the position before every event, so that its reconnect opens with a `reset`
 //!   (`expired`).
@@ -454,6 +455,8 @@ pub(crate) trait LocalDelivery: Send + Sync {
     fn count_backplane_failure(&self);
     /// Ends the user's local streams, keeping the channel; returns how many were open.
     fn kick_user(&self, user: &UserId) -> usize;
+    /// Ends the user's degraded local streams only.
+    fn kick_degraded(&self, user: &UserId);
 }
 
 /// The local channels of one broadcaster, as a [`Backplane`] sees them: where it delivers the
@@ -600,5 +603,14 @@ impl LocalChannels {
         self.inner
             .upgrade()
             .map_or(0, |inner| inner.kick_user(user))
+    }
+
+    /// Ends `user`'s *degraded* local streams only: those whose
+    /// [`catch_up`](Backplane::catch_up) failed, once the backplane can serve them again (they
+    /// reconnect and resume from the history). The user's other streams are healthy and stay.
+    pub fn end_degraded(&self, user: &UserId) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.kick_degraded(user);
+        }
     }
 }

@@ -100,6 +100,9 @@ pub(crate) struct UserChannel {
     /// Bumped by every [`kick`](Self::kick); a subscription ends when it differs from the value it
     /// joined with. Checked on a `Kick` slot and after a lag, which may have overwritten one.
     kicks: AtomicU32,
+    /// Bumped by every [`kick_degraded`](Self::kick_degraded): a *degraded* backplane
+    /// subscription ends when it differs from the value it joined with; the others stay.
+    degraded_kicks: AtomicU32,
     state: Mutex<State>,
     pub(crate) shared: Arc<Shared>,
     /// Where the channel queues itself when its last receiver leaves.
@@ -152,6 +155,7 @@ pub(crate) struct Joined {
     pub(crate) replay: Vec<(u64, Bytes)>,
     pub(crate) reset: Option<ResetReason>,
     pub(crate) kicks: u32,
+    pub(crate) degraded_kicks: u32,
     /// For a thread subscription on a channel that folds threads: the thread state's opening,
     /// which covers every event up to `position`.
     pub(crate) opening: Option<Bytes>,
@@ -188,6 +192,7 @@ impl UserChannel {
             epoch: next_epoch(),
             sender,
             kicks: AtomicU32::new(0),
+            degraded_kicks: AtomicU32::new(0),
             state: Mutex::new(State {
                 head: 0,
                 window: VecDeque::new(),
@@ -330,6 +335,7 @@ impl UserChannel {
             replay: Vec::new(),
             reset: None,
             kicks: self.kicks.load(Ordering::Acquire),
+            degraded_kicks: self.degraded_kicks.load(Ordering::Acquire),
             opening: None,
             thread: entry.map(|t| t.id.clone()).or_else(|| thread.cloned()),
             needs_sync: false,
@@ -395,6 +401,18 @@ impl UserChannel {
 
     pub(crate) fn kicked_since(&self, kicks: u32) -> bool {
         self.kicks.load(Ordering::Acquire) != kicks
+    }
+
+    /// Ends the channel's *degraded* backplane subscriptions only (see `Remote`): the
+    /// backplane can serve them properly now, and the others are healthy.
+    pub(crate) fn kick_degraded(&self) {
+        let _state = self.lock();
+        self.degraded_kicks.fetch_add(1, Ordering::AcqRel);
+        let _ = self.sender.send(Slot::kick());
+    }
+
+    pub(crate) fn degraded_kicked_since(&self, degraded_kicks: u32) -> bool {
+        self.degraded_kicks.load(Ordering::Acquire) != degraded_kicks
     }
 
     /// Called by the sweeper for a queued channel once its deadline passed. Closes the channel

@@ -156,6 +156,13 @@ impl LocalDelivery for Inner {
         channel.kick();
         open
     }
+
+    fn kick_degraded(&self, user: &UserId) {
+        // The feed was not interrupted: the healthy streams, and the thread states, are exact.
+        if let Some(channel) = self.channel(user) {
+            channel.kick_degraded();
+        }
+    }
 }
 
 impl Drop for Inner {

@@ -99,8 +99,12 @@ impl<E> Broadcaster<E> {
                     } else {
                         tracing::trace!(channel = %shared.config.name, user = %user, "subscribed");
                     }
-                    let (needs_sync, remote_id, covered) =
-                        (joined.needs_sync, joined.remote_id, joined.covered);
+                    let (needs_sync, remote_id, covered, degraded_kicks) = (
+                        joined.needs_sync,
+                        joined.remote_id,
+                        joined.covered,
+                        joined.degraded_kicks,
+                    );
                     let thread_id = joined.thread.clone();
                     let thread_state = thread.is_some() && shared.config.threads.state.is_some();
                     let subscription =
@@ -118,8 +122,14 @@ impl<E> Broadcaster<E> {
                             subscription.with_remote(Remote::thread_state(remote_id, covered, sync))
                         }
                         (Some(backplane), thread_id) => subscription.with_remote(
-                            Remote::new(backplane, &shared.config.name, user, last_event_id)
-                                .in_thread(thread_id),
+                            Remote::new(
+                                backplane,
+                                &shared.config.name,
+                                user,
+                                last_event_id,
+                                degraded_kicks,
+                            )
+                            .in_thread(thread_id),
                         ),
                     });
                 }

@@ -280,13 +280,16 @@ impl<E> Subscription<E> {
     }
 
     fn kicked(&self) -> Option<EndReason> {
-        self.channel.kicked_since(self.kicks).then(|| {
-            if self.channel.shared.is_shutting_down() {
+        if self.channel.kicked_since(self.kicks) {
+            return Some(if self.channel.shared.is_shutting_down() {
                 EndReason::Shutdown
             } else {
                 EndReason::Disconnected
-            }
-        })
+            });
+        }
+        self.remote()
+            .is_some_and(|r| r.degraded_kicked(|n| self.channel.degraded_kicked_since(n)))
+            .then_some(EndReason::Disconnected)
     }
 
     /// Handles the event `slot.seq` arriving after a gap (`seq > position + 1`).

@@ -54,6 +54,10 @@ pub(crate) struct Remote {
     degraded: bool,
     /// A degraded subscription met a frame with an id: the stream must end.
     must_end: bool,
+    /// The channel's count of degraded kicks when the subscription joined: a degraded
+    /// subscription also ends when the backplane, connected, asks the channel to end its
+    /// degraded streams (`LocalChannels::end_degraded`); the user's healthy streams stay.
+    degraded_kicks: u32,
     /// The subscription's start id, once caught up.
     pub(crate) start: Option<EventId>,
     /// A thread subscription resuming by id: the replay keeps only the thread's events.
@@ -66,6 +70,7 @@ impl Remote {
         channel: &str,
         user: &UserId,
         last_event_id: Option<&str>,
+        degraded_kicks: u32,
     ) -> Self {
         let after = last_event_id.and_then(EventId::parse);
         let catch_up = CatchUp::History(backplane.catch_up(channel, user, after));
@@ -77,6 +82,7 @@ impl Remote {
             primes: true,
             degraded: false,
             must_end: false,
+            degraded_kicks,
             start: None,
             thread: None,
         }
@@ -106,6 +112,7 @@ impl Remote {
             primes: true,
             degraded: false,
             must_end: false,
+            degraded_kicks: 0,
             start: Some(start),
             thread: None,
         }
@@ -238,6 +245,12 @@ impl Remote {
     /// Whether a degraded subscription met a frame it cannot deliver: end the stream.
     pub(crate) fn must_end(&self) -> bool {
         self.must_end
+    }
+
+    /// Whether the subscription is degraded and the channel's degraded streams were ended
+    /// since it joined (`degraded_kicks` is the channel's count now).
+    pub(crate) fn degraded_kicked(&self, degraded_kicks: impl FnOnce(u32) -> bool) -> bool {
+        self.degraded && degraded_kicks(self.degraded_kicks)
     }
 
     pub(crate) fn frame(&mut self, bytes: Bytes) -> Option<Frame> {

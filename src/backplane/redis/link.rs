@@ -203,11 +203,11 @@ fn refresh_ttls(shared: &Shared) {
     });
 }
 
-/// Ends the streams a degraded subscribe was served on, now that the backplane is connected.
+/// Ends the streams served degraded, now that the backplane is connected.
 fn kick_degraded(shared: &Shared) {
     let kick: Vec<Arc<str>> = shared.lock().to_kick.drain().collect();
     if !kick.is_empty() {
-        shared.kick(Some(kick));
+        shared.end_degraded(&kick);
     }
 }
 
@@ -239,8 +239,7 @@ async fn serve(
     command: MultiplexedConnection,
     reconnected: bool,
 ) -> String {
-    shared.set_command(Some(command.clone()));
-    shared.lock().command_broken = false;
+    let link = shared.set_command(command.clone());
     // Messages that arrive meanwhile wait in the connection's buffer.
     if let Err(error) = reconcile(shared, &mut sink).await {
         return error;
@@ -252,7 +251,7 @@ async fn serve(
         // streams end with a jittered `retry:` (see `SseConfig::shutdown_retry_jitter`), so
         // their clients do not all come back at once.
         shared.lock().to_kick.clear();
-        shared.kick(None);
+        shared.kick_all();
     } else {
         // Subscribes served degraded before the first connection (a start while Redis is
         // down) resume properly now.
@@ -275,7 +274,7 @@ async fn serve(
                 None => return "the pub/sub connection closed".to_owned(),
             },
             () = shared.wake.notified() => {
-                if shared.lock().command_broken {
+                if shared.link_broken(link) {
                     return "the command connection failed".to_owned();
                 }
                 if let Err(error) = reconcile(shared, &mut sink).await {
@@ -316,7 +315,9 @@ pub(crate) async fn read_history(
     after: Option<EventId>,
 ) -> Result<History, BackplaneError> {
     wait_subscribed(shared, feed).await?;
-    let mut command = shared.command().ok_or(BackplaneError::Disconnected)?;
+    let (mut command, link) = shared
+        .command_of_link()
+        .ok_or(BackplaneError::Disconnected)?;
     let (events, bytes, age) = shared.bounds(channel);
     let value: Value = shared
         .history_script
@@ -330,7 +331,7 @@ pub(crate) async fn read_history(
         .await
         .map_err(|e| {
             let error = classify(&e);
-            shared.command_failed(&error);
+            shared.command_failed(&error, link);
             error
         })?;
     parse_history(value)
@@ -347,7 +348,9 @@ pub(crate) async fn read_thread(
     thread: &ThreadId,
 ) -> Result<ThreadHistory, BackplaneError> {
     wait_subscribed(shared, feed).await?;
-    let mut command = shared.command().ok_or(BackplaneError::Disconnected)?;
+    let (mut command, link) = shared
+        .command_of_link()
+        .ok_or(BackplaneError::Disconnected)?;
     let value: Value = shared
         .thread_script
         .key(history)
@@ -358,7 +361,7 @@ pub(crate) async fn read_thread(
         .await
         .map_err(|e| {
             let error = classify(&e);
-            shared.command_failed(&error);
+            shared.command_failed(&error, link);
             error
         })?;
     parse_thread_history(value).ok_or_else(|| {

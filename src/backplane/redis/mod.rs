@@ -97,7 +97,10 @@
 //! command connection would never be replaced while the pub/sub one lives: its commands only
 //! time out, the node would say it is connected, and every publish would end
 //! [`BackplaneError::Unknown`]. A command that times out does not by itself reconnect: Redis
-//! may only be slow, and a publish then waits for its answer (see above).
+//! may only be slow, and a publish then waits for its answer (see above). A command that fails
+//! with a broken connection does, but only if it was sent on the current connection: one sent
+//! before a reconnect (a slow history read, a publish waiting for its answer) may fail long
+//! after, which says nothing of the new connection.
 //!
 //! When a connection fails, the task reconnects with capped exponential backoff
 //! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),

@@ -164,7 +164,7 @@ fn mark_ttl(publish_retry: Duration) -> Duration {
 
 /// Sends the batch as one pipeline; one result per job, in order.
 async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Attempt {
-    let Some(mut command) = shared.command() else {
+    let Some((mut command, link)) = shared.command_of_link() else {
         return Attempt::NotSent(BackplaneError::Disconnected);
     };
     if let Some(wait) = wait {
@@ -212,7 +212,7 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
             Ok(results) => results,
             Err(error) => {
                 let error = classify(&error);
-                shared.command_failed(&error);
+                shared.command_failed(&error, link);
                 return Attempt::Unknown(error);
             }
         };

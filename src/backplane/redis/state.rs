@@ -61,7 +61,9 @@ pub(crate) struct Shared {
     /// Wakes the connection task: what to listen to changed, or something must be kicked.
     pub(crate) wake: Notify,
     pub(crate) status: watch::Sender<Status>,
-    command: Mutex<Option<MultiplexedConnection>>,
+    /// The command connection, if connected, and the number of the link it belongs to (each
+    /// connection the task establishes is the next one).
+    command: Mutex<(Option<MultiplexedConnection>, u64)>,
     pub(crate) queue: mpsc::Sender<Queued>,
     pub(crate) closed: AtomicBool,
     pub(crate) reconnects: AtomicU64,
@@ -82,15 +84,16 @@ pub(crate) struct State {
     pub(crate) subscribed: HashSet<Arc<str>>,
     /// Feeds to (un)subscribe: whether they are wanted changed since the last pass.
     pub(crate) dirty: HashSet<Arc<str>>,
-    /// Feeds whose local streams must end once the backplane is connected: a subscribe on
-    /// them was served degraded.
+    /// Feeds whose degraded local streams must end once the backplane is connected: a
+    /// subscribe on them was served degraded.
     pub(crate) to_kick: HashSet<Arc<str>>,
     /// The broadcasters, by channel name.
     pub(crate) sinks: HashMap<Arc<str>, Arc<[LocalChannels]>>,
     pub(crate) last_error: Option<String>,
     pub(crate) version: Option<String>,
-    /// A command failed with a broken connection: reconnect.
-    pub(crate) command_broken: bool,
+    /// The newest link whose command connection failed with a broken connection (0: none):
+    /// the connection task serving that link reconnects.
+    pub(crate) broken_link: u64,
     /// Publish tokens recently dispatched, oldest first, and as a set.
     recent: VecDeque<Bytes>,
     recent_set: HashSet<Bytes>,
@@ -200,13 +203,13 @@ impl Shared {
                 sinks: HashMap::new(),
                 last_error: None,
                 version: None,
-                command_broken: false,
+                broken_link: 0,
                 recent: VecDeque::with_capacity(RECENT_TOKENS),
                 recent_set: HashSet::with_capacity(RECENT_TOKENS),
             }),
             wake: Notify::new(),
             status: watch::Sender::new(status),
-            command: Mutex::new(None),
+            command: Mutex::new((None, 0)),
             queue,
             closed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
@@ -229,22 +232,40 @@ impl Shared {
     }
 
     pub(crate) fn command(&self) -> Option<MultiplexedConnection> {
-        self.command
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.command_of_link().map(|(command, _)| command)
     }
 
-    pub(crate) fn set_command(&self, command: Option<MultiplexedConnection>) {
-        *self.command.lock().unwrap_or_else(|p| p.into_inner()) = command;
+    /// The command connection and the number of its link, for a command whose failure
+    /// [`command_failed`](Self::command_failed) may report.
+    pub(crate) fn command_of_link(&self) -> Option<(MultiplexedConnection, u64)> {
+        let command = self.command.lock().unwrap_or_else(|p| p.into_inner());
+        command.0.clone().map(|c| (c, command.1))
     }
 
-    /// A command failed with a broken connection: make the connection task reconnect.
-    pub(crate) fn command_failed(&self, error: &BackplaneError) {
+    /// Installs the command connection of a new link; returns the link's number.
+    pub(crate) fn set_command(&self, command: MultiplexedConnection) -> u64 {
+        let mut current = self.command.lock().unwrap_or_else(|p| p.into_inner());
+        current.1 += 1;
+        current.0 = Some(command);
+        current.1
+    }
+
+    /// The command connection of `link` failed with a broken connection: make the connection
+    /// task reconnect, if it still serves that link. A command sent on an older link may fail
+    /// long after the node reconnected (a clone of that connection outlives it), which says
+    /// nothing of the link now.
+    pub(crate) fn command_failed(&self, error: &BackplaneError, link: u64) {
         if *error == BackplaneError::Disconnected {
-            self.lock().command_broken = true;
+            let mut state = self.lock();
+            state.broken_link = state.broken_link.max(link);
+            drop(state);
             self.wake.notify_one();
         }
+    }
+
+    /// Whether the command connection of `link` failed.
+    pub(crate) fn link_broken(&self, link: u64) -> bool {
+        self.lock().broken_link >= link
     }
 
     pub(crate) fn set_link(&self, link: Link, error: Option<String>) {
@@ -265,7 +286,7 @@ impl Shared {
     /// The connection was lost: nothing is subscribed any more, everything wanted is to be
     /// subscribed again.
     pub(crate) fn lost(&self, error: String) {
-        self.set_command(None);
+        self.command.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
         let mut state = self.lock();
         state.subscribed.clear();
         let State { wanted, dirty, .. } = &mut *state;
@@ -342,8 +363,10 @@ impl Shared {
         }
     }
 
-    /// Ends the local streams of `feed` as soon as the backplane is connected (at once if it
-    /// is): a subscribe on it was served degraded.
+    /// Ends the degraded local streams of `feed` as soon as the backplane is connected (at
+    /// once if it is): a subscribe on it was served degraded. The user's other streams on the
+    /// feed are healthy (a catch-up may fail on its own, a read timing out, while the feed is
+    /// listened to), and stay.
     pub(crate) fn kick_later(&self, feed: &str) {
         let mut state = self.lock();
         if let Some((feed, _)) = state.wanted.get_key_value(feed) {
@@ -375,25 +398,37 @@ impl Shared {
         sinks.iter().map(|sink| sink.kick(&user)).sum()
     }
 
-    /// Ends the local streams of the given feeds, or of every one.
-    pub(crate) fn kick(&self, which: Option<Vec<Arc<str>>>) {
-        let targets: Vec<(Arc<[LocalChannels]>, UserId)> = {
-            let state = self.lock();
-            let target = |wanted: &Wanted| {
-                state
-                    .sinks
-                    .get(&wanted.channel)
-                    .map(|sinks| (sinks.clone(), wanted.user.clone()))
-            };
-            match which {
-                None => state.wanted.values().filter_map(target).collect(),
-                Some(keys) => keys
-                    .iter()
-                    .filter_map(|key| state.wanted.get(key))
-                    .filter_map(target)
-                    .collect(),
-            }
+    /// The broadcasters and the user of each of the given feeds, or of every one.
+    fn targets(&self, which: Option<&[Arc<str>]>) -> Vec<(Arc<[LocalChannels]>, UserId)> {
+        let state = self.lock();
+        let target = |wanted: &Wanted| {
+            state
+                .sinks
+                .get(&wanted.channel)
+                .map(|sinks| (sinks.clone(), wanted.user.clone()))
         };
+        match which {
+            None => state.wanted.values().filter_map(target).collect(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|key| state.wanted.get(key))
+                .filter_map(target)
+                .collect(),
+        }
+    }
+
+    /// Ends the degraded local streams of the given feeds.
+    pub(crate) fn end_degraded(&self, feeds: &[Arc<str>]) {
+        for (sinks, user) in self.targets(Some(feeds)) {
+            for sink in sinks.iter() {
+                sink.end_degraded(&user);
+            }
+        }
+    }
+
+    /// Ends every local stream.
+    pub(crate) fn kick_all(&self) {
+        let targets = self.targets(None);
         let mut kicked = 0;
         for (sinks, user) in targets {
             for sink in sinks.iter() {
