@@ -481,3 +481,65 @@ fn a_tool_call_chunks_metadata_without_a_delta_reaches_a_tab_that_joins_later() 
         .collect();
     check(vec![vec![frames(&events)]], &cases);
 }
+
+/// A message left open (its text not ended, or one of its tool calls not) is never dropped by
+/// the trim, which only shortened its text: a run that keeps attaching tool calls to it
+/// (`parentMessageId`), each started and ended, grew it, and so its thread, past the byte cap.
+#[test]
+fn a_message_left_open_with_ever_more_tool_calls_stays_within_the_byte_cap() {
+    let cap = 16 * 1024;
+    type Events = fn(usize) -> Vec<Value>;
+    let runs: [(&str, Value, Events); 3] = [
+        (
+            "text not ended",
+            json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+            |i| {
+                vec![
+                    json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),
+                        "toolCallName":"search","parentMessageId":"a1"}),
+                    json!({"type":"TOOL_CALL_ARGS","toolCallId":format!("tc-{i}"),"delta":"{}"}),
+                    json!({"type":"TOOL_CALL_END","toolCallId":format!("tc-{i}")}),
+                ]
+            },
+        ),
+        (
+            "one tool call not ended",
+            json!({"type":"TOOL_CALL_START","toolCallId":"open","toolCallName":"search",
+                "parentMessageId":"a1"}),
+            |i| {
+                vec![
+                    json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),
+                        "toolCallName":"search","parentMessageId":"a1"}),
+                    json!({"type":"TOOL_CALL_END","toolCallId":format!("tc-{i}")}),
+                ]
+            },
+        ),
+        (
+            "text not ended, calls as chunks",
+            json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+            |i| {
+                vec![
+                    json!({"type":"TOOL_CALL_CHUNK","toolCallId":format!("tc-{i}"),
+                    "toolCallName":"search","parentMessageId":"a1","delta":"{}"}),
+                ]
+            },
+        ),
+    ];
+    for (what, opener, events) in runs {
+        let mut t = ThreadRun::new(cap);
+        t.fold(ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r"})).as_bytes());
+        assert!(t.fold(ev(opener).as_bytes()).folded());
+        for i in 0..2_000 {
+            for e in events(i) {
+                t.fold(ev(e).as_bytes());
+            }
+        }
+        let opening = t.opening().as_bytes().len();
+        assert!(
+            t.bytes() <= cap && opening <= cap,
+            "{what}, 2000 tool calls attached: the thread holds {} bytes and opens with \
+             {opening}, over its cap of {cap}",
+            t.bytes()
+        );
+    }
+}
