@@ -543,3 +543,148 @@ fn a_message_left_open_with_ever_more_tool_calls_stays_within_the_byte_cap() {
         );
     }
 }
+
+/// `metadata` is merged into a message or tool call by every event that carries it (as the
+/// client merges it: new keys are added). Into one still open, which the trim never drops,
+/// events that keep bringing new keys grew the thread past the byte cap.
+#[test]
+fn metadata_merged_into_what_is_open_stays_within_the_byte_cap() {
+    let cap = 16 * 1024;
+    type Event = fn(usize) -> Value;
+    let runs: [(&str, Value, Event); 4] = [
+        (
+            "text content",
+            json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+            |i| {
+                json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+        (
+            "tool call args",
+            json!({"type":"TOOL_CALL_START","toolCallId":"tc","toolCallName":"search"}),
+            |i| {
+                json!({"type":"TOOL_CALL_ARGS","toolCallId":"tc","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+        (
+            "reasoning content",
+            json!({"type":"REASONING_MESSAGE_START","messageId":"r1","role":"reasoning"}),
+            |i| {
+                json!({"type":"REASONING_MESSAGE_CONTENT","messageId":"r1","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+        (
+            "text chunks",
+            json!({"type":"TEXT_MESSAGE_CHUNK","messageId":"c1","role":"assistant","delta":"x"}),
+            |i| {
+                json!({"type":"TEXT_MESSAGE_CHUNK","messageId":"c1","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+    ];
+    for (what, opener, event) in runs {
+        let mut t = ThreadRun::new(cap);
+        t.fold(ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r"})).as_bytes());
+        assert!(t.fold(ev(opener).as_bytes()).folded());
+        for i in 0..2_000 {
+            t.fold(ev(event(i)).as_bytes());
+        }
+        let opening = t.opening().as_bytes().len();
+        assert!(
+            t.bytes() <= cap && opening <= cap,
+            "{what}, 2000 metadata keys merged: the thread holds {} bytes and opens with \
+             {opening}, over its cap of {cap}",
+            t.bytes()
+        );
+    }
+}
+
+/// A tab that joins once the trim made room in what is still being written (its completed tool
+/// calls and its metadata) gets an opening the official client accepts, with the rest of the
+/// run: the open message and tool call go on, a result for a call the trim dropped included.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_tab_joining_after_the_trim_made_room_in_what_is_open_accepts_the_rest_of_the_run() {
+    use support_agui::{VERSIONS, frames, judge, judge_available};
+    let cap = 16 * 1024;
+    let mut events = vec![
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r"}),
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant",
+            "metadata":{"model":"m"}}),
+        json!({"type":"TOOL_CALL_START","toolCallId":"open","toolCallName":"search",
+            "parentMessageId":"a1","metadata":{"origin":"planner"}}),
+    ];
+    for i in 0..300 {
+        events.push(
+            json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),
+            "toolCallName":"search","parentMessageId":"a1"}),
+        );
+        events.push(
+            json!({"type":"TOOL_CALL_ARGS","toolCallId":format!("tc-{i}"),
+            "delta":"{\"q\":\"x\"}"}),
+        );
+        events.push(json!({"type":"TOOL_CALL_END","toolCallId":format!("tc-{i}")}));
+        events.push(
+            json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"x",
+            "metadata":{format!("token-{i}"):{"logprob":-0.25}}}),
+        );
+        events.push(
+            json!({"type":"TOOL_CALL_ARGS","toolCallId":"open","delta":"y",
+            "metadata":{format!("token-{i}"):{"logprob":-0.25}}}),
+        );
+    }
+    let cut = events.len();
+    events.extend([
+        json!({"type":"TOOL_CALL_RESULT","messageId":"res-0","toolCallId":"tc-0","content":"ok"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":" done",
+            "metadata":{"last":true}}),
+        json!({"type":"TEXT_MESSAGE_END","messageId":"a1"}),
+        json!({"type":"TOOL_CALL_ARGS","toolCallId":"open","delta":"z"}),
+        json!({"type":"TOOL_CALL_END","toolCallId":"open","metadata":{"done":true}}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]);
+    let events: Vec<String> = events.into_iter().map(ev).collect();
+    let mut t = ThreadRun::new(cap);
+    let mut trimmed = 0;
+    for e in &events[..cut] {
+        let outcome = t.fold(e.as_bytes());
+        assert!(outcome.folded(), "{outcome:?} for {e}");
+        trimmed += outcome.trimmed_bytes;
+    }
+    assert!(trimmed > 0, "the run did not reach the cap");
+    assert!(t.bytes() <= cap, "{} bytes for a cap of {cap}", t.bytes());
+    let joined = String::from_utf8(t.opening().to_sse()).unwrap() + &frames(&events[cut..]);
+    if !judge_available() {
+        return;
+    }
+    for version in VERSIONS {
+        let results = judge(version, &[vec![frames(&events)], vec![joined.clone()]]);
+        for (who, r) in ["a tab that saw the run", "a tab that joined"]
+            .iter()
+            .zip(&results)
+        {
+            assert!(
+                r["errors"] == json!([]) && r["warnings"] == json!([]),
+                "client {version}, {who}: errors {} warnings {}",
+                r["errors"],
+                r["warnings"]
+            );
+        }
+        let ids = |r: &Value| -> Vec<Value> {
+            r["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].clone())
+                .collect()
+        };
+        assert_eq!(
+            ids(&results[1]),
+            vec![json!("a1"), json!("res-0")],
+            "client {version}"
+        );
+    }
+}

@@ -530,8 +530,8 @@ impl ThreadRun {
 
     /// Brings the thread back under its cap, to 3/4 of it so that trimming is rare: completed
     /// messages go first, oldest first; then the completed tool calls of the messages still
-    /// being written; then their oldest text; then the state. What remains is always valid to
-    /// open with.
+    /// being written; then their oldest text; then their metadata; then the state. What
+    /// remains is always valid to open with.
     pub(super) fn trim(&mut self, outcome: &mut FoldOutcome) {
         let before = self.bytes();
         let target = self.max_bytes / 4 * 3;
@@ -588,7 +588,24 @@ impl ThreadRun {
             }
         }
         self.recount_messages();
-        // 4. The state.
+        // 4. The metadata of what is still being written: every event may merge new keys
+        //    into it, and the text alone cannot make room for them.
+        let mut excess = self.bytes().saturating_sub(target);
+        if excess > 0 {
+            for m in &mut self.messages {
+                if excess == 0 {
+                    break;
+                }
+                let before = m.bytes();
+                m.extra.remove("metadata");
+                for call in m.tool_calls.iter_mut().flatten() {
+                    call.extra.remove("metadata");
+                }
+                excess = excess.saturating_sub(before - m.bytes());
+            }
+            self.recount_messages();
+        }
+        // 5. The state.
         if self.bytes() > target && matches!(self.state, State::Known(_)) {
             self.state = State::Unknown;
             self.state_bytes = 0;
