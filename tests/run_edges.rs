@@ -688,3 +688,74 @@ fn a_tab_joining_after_the_trim_made_room_in_what_is_open_accepts_the_rest_of_th
         );
     }
 }
+
+/// A `RUN_STARTED` is kept with its input (but for its messages, kept as the thread's), and the
+/// trim never shortened it: an input holding the app's state (as the client sends it with
+/// every run) took the thread past its cap on its own, and, with the state also held as the
+/// thread's state, made the trim drop that state, so a tab that joined opened without it. The
+/// client takes nothing but the messages from a run's input.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_run_input_that_holds_the_state_gives_way_to_the_byte_cap_before_the_state() {
+    use support_agui::{VERSIONS, frames, judge, judge_available};
+    let cap = 64 * 1024;
+    let started = |state: &Value| {
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t",
+            "runId":"r","messages":[{"id":"u1","role":"user","content":"Go on"}],"tools":[],
+            "context":[],"state":state,"forwardedProps":{}}})
+    };
+
+    // An input larger than the cap.
+    let mut t = ThreadRun::new(cap);
+    t.fold(ev(started(&json!({"doc":"s".repeat(100 * 1024)}))).as_bytes());
+    let opening = t.opening().as_bytes().len();
+    assert!(
+        t.bytes() <= cap && opening <= cap,
+        "a run input of 100 KiB: the thread holds {} bytes and opens with {opening}, over its \
+         cap of {cap}",
+        t.bytes()
+    );
+
+    // A state of 34 KiB, in the input and as the thread's state: the thread's state stays.
+    let state = json!({"doc":"s".repeat(34 * 1024)});
+    let events: Vec<String> = [
+        started(&state),
+        json!({"type":"STATE_SNAPSHOT","snapshot":state}),
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Working"}),
+        // A tab joins here.
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":" on it."}),
+        json!({"type":"TEXT_MESSAGE_END","messageId":"a1"}),
+        json!({"type":"STATE_DELTA","delta":[{"op":"add","path":"/done","value":true}]}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]
+    .into_iter()
+    .map(ev)
+    .collect();
+    let cut = 4;
+    let mut t = ThreadRun::new(cap);
+    for e in &events[..cut] {
+        t.fold(e.as_bytes());
+    }
+    assert!(
+        !t.state_unknown(),
+        "the trim dropped the thread's state of 34 KiB (cap {cap}) while the run's input held \
+         a copy of it"
+    );
+    let joined = String::from_utf8(t.opening().to_sse()).unwrap() + &frames(&events[cut..]);
+    if !judge_available() {
+        return;
+    }
+    // The trim drops the user's message (completed) too: only the state is compared.
+    for version in VERSIONS {
+        let results = judge(version, &[vec![frames(&events)], vec![joined.clone()]]);
+        let r = &results[1];
+        assert!(
+            r["errors"] == json!([]) && r["warnings"] == json!([]),
+            "client {version}: errors {} warnings {}",
+            r["errors"],
+            r["warnings"]
+        );
+        assert_eq!(r["state"], results[0]["state"], "client {version}");
+    }
+}

@@ -530,8 +530,8 @@ impl ThreadRun {
 
     /// Brings the thread back under its cap, to 3/4 of it so that trimming is rare: completed
     /// messages go first, oldest first; then the completed tool calls of the messages still
-    /// being written; then their oldest text; then their metadata; then the state. What
-    /// remains is always valid to open with.
+    /// being written; then their oldest text; then their metadata; then the run's input; then
+    /// the state. What remains is always valid to open with.
     pub(super) fn trim(&mut self, outcome: &mut FoldOutcome) {
         let before = self.bytes();
         let target = self.max_bytes / 4 * 3;
@@ -605,7 +605,16 @@ impl ThreadRun {
             }
             self.recount_messages();
         }
-        // 5. The state.
+        // 5. The run's input (its messages are kept as the thread's): the client takes
+        //    nothing else from it, and it may hold a copy of the state, as the client sends it.
+        if self.bytes() > target
+            && let Some(run) = &mut self.run
+            && let Value::Object(started) = &mut run.started
+            && started.remove("input").is_some()
+        {
+            run.bytes = value_bytes(&run.started) + run.ended.as_ref().map_or(0, value_bytes);
+        }
+        // 6. The state.
         if self.bytes() > target && matches!(self.state, State::Known(_)) {
             self.state = State::Unknown;
             self.state_bytes = 0;
