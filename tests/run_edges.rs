@@ -481,3 +481,281 @@ fn a_tool_call_chunks_metadata_without_a_delta_reaches_a_tab_that_joins_later() 
         .collect();
     check(vec![vec![frames(&events)]], &cases);
 }
+
+/// A message left open (its text not ended, or one of its tool calls not) is never dropped by
+/// the trim, which only shortened its text: a run that keeps attaching tool calls to it
+/// (`parentMessageId`), each started and ended, grew it, and so its thread, past the byte cap.
+#[test]
+fn a_message_left_open_with_ever_more_tool_calls_stays_within_the_byte_cap() {
+    let cap = 16 * 1024;
+    type Events = fn(usize) -> Vec<Value>;
+    let runs: [(&str, Value, Events); 3] = [
+        (
+            "text not ended",
+            json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+            |i| {
+                vec![
+                    json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),
+                        "toolCallName":"search","parentMessageId":"a1"}),
+                    json!({"type":"TOOL_CALL_ARGS","toolCallId":format!("tc-{i}"),"delta":"{}"}),
+                    json!({"type":"TOOL_CALL_END","toolCallId":format!("tc-{i}")}),
+                ]
+            },
+        ),
+        (
+            "one tool call not ended",
+            json!({"type":"TOOL_CALL_START","toolCallId":"open","toolCallName":"search",
+                "parentMessageId":"a1"}),
+            |i| {
+                vec![
+                    json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),
+                        "toolCallName":"search","parentMessageId":"a1"}),
+                    json!({"type":"TOOL_CALL_END","toolCallId":format!("tc-{i}")}),
+                ]
+            },
+        ),
+        (
+            "text not ended, calls as chunks",
+            json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+            |i| {
+                vec![
+                    json!({"type":"TOOL_CALL_CHUNK","toolCallId":format!("tc-{i}"),
+                    "toolCallName":"search","parentMessageId":"a1","delta":"{}"}),
+                ]
+            },
+        ),
+    ];
+    for (what, opener, events) in runs {
+        let mut t = ThreadRun::new(cap);
+        t.fold(ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r"})).as_bytes());
+        assert!(t.fold(ev(opener).as_bytes()).folded());
+        for i in 0..2_000 {
+            for e in events(i) {
+                t.fold(ev(e).as_bytes());
+            }
+        }
+        let opening = t.opening().as_bytes().len();
+        assert!(
+            t.bytes() <= cap && opening <= cap,
+            "{what}, 2000 tool calls attached: the thread holds {} bytes and opens with \
+             {opening}, over its cap of {cap}",
+            t.bytes()
+        );
+    }
+}
+
+/// `metadata` is merged into a message or tool call by every event that carries it (as the
+/// client merges it: new keys are added). Into one still open, which the trim never drops,
+/// events that keep bringing new keys grew the thread past the byte cap.
+#[test]
+fn metadata_merged_into_what_is_open_stays_within_the_byte_cap() {
+    let cap = 16 * 1024;
+    type Event = fn(usize) -> Value;
+    let runs: [(&str, Value, Event); 4] = [
+        (
+            "text content",
+            json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+            |i| {
+                json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+        (
+            "tool call args",
+            json!({"type":"TOOL_CALL_START","toolCallId":"tc","toolCallName":"search"}),
+            |i| {
+                json!({"type":"TOOL_CALL_ARGS","toolCallId":"tc","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+        (
+            "reasoning content",
+            json!({"type":"REASONING_MESSAGE_START","messageId":"r1","role":"reasoning"}),
+            |i| {
+                json!({"type":"REASONING_MESSAGE_CONTENT","messageId":"r1","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+        (
+            "text chunks",
+            json!({"type":"TEXT_MESSAGE_CHUNK","messageId":"c1","role":"assistant","delta":"x"}),
+            |i| {
+                json!({"type":"TEXT_MESSAGE_CHUNK","messageId":"c1","delta":"x",
+                    "metadata":{format!("token-{i}"):{"logprob":-0.25}}})
+            },
+        ),
+    ];
+    for (what, opener, event) in runs {
+        let mut t = ThreadRun::new(cap);
+        t.fold(ev(json!({"type":"RUN_STARTED","threadId":"t","runId":"r"})).as_bytes());
+        assert!(t.fold(ev(opener).as_bytes()).folded());
+        for i in 0..2_000 {
+            t.fold(ev(event(i)).as_bytes());
+        }
+        let opening = t.opening().as_bytes().len();
+        assert!(
+            t.bytes() <= cap && opening <= cap,
+            "{what}, 2000 metadata keys merged: the thread holds {} bytes and opens with \
+             {opening}, over its cap of {cap}",
+            t.bytes()
+        );
+    }
+}
+
+/// A tab that joins once the trim made room in what is still being written (its completed tool
+/// calls and its metadata) gets an opening the official client accepts, with the rest of the
+/// run: the open message and tool call go on, a result for a call the trim dropped included.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_tab_joining_after_the_trim_made_room_in_what_is_open_accepts_the_rest_of_the_run() {
+    use support_agui::{VERSIONS, frames, judge, judge_available};
+    let cap = 16 * 1024;
+    let mut events = vec![
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r"}),
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant",
+            "metadata":{"model":"m"}}),
+        json!({"type":"TOOL_CALL_START","toolCallId":"open","toolCallName":"search",
+            "parentMessageId":"a1","metadata":{"origin":"planner"}}),
+    ];
+    for i in 0..300 {
+        events.push(
+            json!({"type":"TOOL_CALL_START","toolCallId":format!("tc-{i}"),
+            "toolCallName":"search","parentMessageId":"a1"}),
+        );
+        events.push(
+            json!({"type":"TOOL_CALL_ARGS","toolCallId":format!("tc-{i}"),
+            "delta":"{\"q\":\"x\"}"}),
+        );
+        events.push(json!({"type":"TOOL_CALL_END","toolCallId":format!("tc-{i}")}));
+        events.push(
+            json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"x",
+            "metadata":{format!("token-{i}"):{"logprob":-0.25}}}),
+        );
+        events.push(
+            json!({"type":"TOOL_CALL_ARGS","toolCallId":"open","delta":"y",
+            "metadata":{format!("token-{i}"):{"logprob":-0.25}}}),
+        );
+    }
+    let cut = events.len();
+    events.extend([
+        json!({"type":"TOOL_CALL_RESULT","messageId":"res-0","toolCallId":"tc-0","content":"ok"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":" done",
+            "metadata":{"last":true}}),
+        json!({"type":"TEXT_MESSAGE_END","messageId":"a1"}),
+        json!({"type":"TOOL_CALL_ARGS","toolCallId":"open","delta":"z"}),
+        json!({"type":"TOOL_CALL_END","toolCallId":"open","metadata":{"done":true}}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]);
+    let events: Vec<String> = events.into_iter().map(ev).collect();
+    let mut t = ThreadRun::new(cap);
+    let mut trimmed = 0;
+    for e in &events[..cut] {
+        let outcome = t.fold(e.as_bytes());
+        assert!(outcome.folded(), "{outcome:?} for {e}");
+        trimmed += outcome.trimmed_bytes;
+    }
+    assert!(trimmed > 0, "the run did not reach the cap");
+    assert!(t.bytes() <= cap, "{} bytes for a cap of {cap}", t.bytes());
+    let joined = String::from_utf8(t.opening().to_sse()).unwrap() + &frames(&events[cut..]);
+    if !judge_available() {
+        return;
+    }
+    for version in VERSIONS {
+        let results = judge(version, &[vec![frames(&events)], vec![joined.clone()]]);
+        for (who, r) in ["a tab that saw the run", "a tab that joined"]
+            .iter()
+            .zip(&results)
+        {
+            assert!(
+                r["errors"] == json!([]) && r["warnings"] == json!([]),
+                "client {version}, {who}: errors {} warnings {}",
+                r["errors"],
+                r["warnings"]
+            );
+        }
+        let ids = |r: &Value| -> Vec<Value> {
+            r["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].clone())
+                .collect()
+        };
+        assert_eq!(
+            ids(&results[1]),
+            vec![json!("a1"), json!("res-0")],
+            "client {version}"
+        );
+    }
+}
+
+/// A `RUN_STARTED` is kept with its input (but for its messages, kept as the thread's), and the
+/// trim never shortened it: an input holding the app's state (as the client sends it with
+/// every run) took the thread past its cap on its own, and, with the state also held as the
+/// thread's state, made the trim drop that state, so a tab that joined opened without it. The
+/// client takes nothing but the messages from a run's input.
+#[test]
+#[cfg_attr(missing_node, ignore = "node not found (see build.rs)")]
+fn a_run_input_that_holds_the_state_gives_way_to_the_byte_cap_before_the_state() {
+    use support_agui::{VERSIONS, frames, judge, judge_available};
+    let cap = 64 * 1024;
+    let started = |state: &Value| {
+        json!({"type":"RUN_STARTED","threadId":"t","runId":"r","input":{"threadId":"t",
+            "runId":"r","messages":[{"id":"u1","role":"user","content":"Go on"}],"tools":[],
+            "context":[],"state":state,"forwardedProps":{}}})
+    };
+
+    // An input larger than the cap.
+    let mut t = ThreadRun::new(cap);
+    t.fold(ev(started(&json!({"doc":"s".repeat(100 * 1024)}))).as_bytes());
+    let opening = t.opening().as_bytes().len();
+    assert!(
+        t.bytes() <= cap && opening <= cap,
+        "a run input of 100 KiB: the thread holds {} bytes and opens with {opening}, over its \
+         cap of {cap}",
+        t.bytes()
+    );
+
+    // A state of 34 KiB, in the input and as the thread's state: the thread's state stays.
+    let state = json!({"doc":"s".repeat(34 * 1024)});
+    let events: Vec<String> = [
+        started(&state),
+        json!({"type":"STATE_SNAPSHOT","snapshot":state}),
+        json!({"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}),
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Working"}),
+        // A tab joins here.
+        json!({"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":" on it."}),
+        json!({"type":"TEXT_MESSAGE_END","messageId":"a1"}),
+        json!({"type":"STATE_DELTA","delta":[{"op":"add","path":"/done","value":true}]}),
+        json!({"type":"RUN_FINISHED","threadId":"t","runId":"r"}),
+    ]
+    .into_iter()
+    .map(ev)
+    .collect();
+    let cut = 4;
+    let mut t = ThreadRun::new(cap);
+    for e in &events[..cut] {
+        t.fold(e.as_bytes());
+    }
+    assert!(
+        !t.state_unknown(),
+        "the trim dropped the thread's state of 34 KiB (cap {cap}) while the run's input held \
+         a copy of it"
+    );
+    let joined = String::from_utf8(t.opening().to_sse()).unwrap() + &frames(&events[cut..]);
+    if !judge_available() {
+        return;
+    }
+    // The trim drops the user's message (completed) too: only the state is compared.
+    for version in VERSIONS {
+        let results = judge(version, &[vec![frames(&events)], vec![joined.clone()]]);
+        let r = &results[1];
+        assert!(
+            r["errors"] == json!([]) && r["warnings"] == json!([]),
+            "client {version}: errors {} warnings {}",
+            r["errors"],
+            r["warnings"]
+        );
+        assert_eq!(r["state"], results[0]["state"], "client {version}");
+    }
+}

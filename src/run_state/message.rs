@@ -74,7 +74,7 @@ impl ToolCall {
         })
     }
 
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         64 + self.id.len()
             + self.name.len()
             + self.arguments.len()

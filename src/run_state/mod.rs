@@ -60,8 +60,12 @@
 //! * **Untouched state.** Before any state event the opening sends no `STATE_SNAPSHOT`: the
 //!   client keeps the state it has, as one that saw the run would.
 //! * **The byte cap.** Past [`RunStates::max_thread_bytes`] the thread is trimmed to
-//!   3/4 of it, oldest first: completed messages, then the oldest text of messages still
-//!   being written (cut on a character boundary), then the state (which becomes unknown).
+//!   3/4 of it, oldest first: completed messages, then the completed tool calls of messages
+//!   still being written (a later result for one is appended, as the client appends it), then
+//!   the oldest text of messages still being written (cut on a character boundary), then
+//!   their `metadata` and their tool calls' (which events may keep adding keys to), then the
+//!   run's input (the opening's `RUN_STARTED` goes without it: the client takes only its
+//!   messages, kept as the thread's), then the state (which becomes unknown).
 //!   [`FoldOutcome::trimmed_bytes`] reports it; a connection then gets what remains. What is
 //!   open is never trimmed (an opening must re-open it), so it may take at most a quarter of
 //!   the cap: past it, a new step, message, tool call, reasoning, chunk stream or subagent is

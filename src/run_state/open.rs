@@ -102,16 +102,25 @@ impl Open {
         *self = Self::default();
     }
 
-    /// Whether the message `m` is still being written (it must survive trimming whole).
+    /// Whether the message `m` is still being written (it must survive trimming).
     pub(super) fn holds(&self, m: &Message) -> bool {
         let id = |o: &Opener| o.key == m.id;
         self.texts.iter().any(id)
             || self.reasoning_messages.iter().any(id)
+            || self.lanes.iter().any(|l| l.id == m.id)
+            || m.tool_calls
+                .iter()
+                .flatten()
+                .any(|c| self.writes_tool_call(&c.id))
+    }
+
+    /// Whether the tool call `id` is still being written (an opening re-opens it).
+    pub(super) fn writes_tool_call(&self, id: &str) -> bool {
+        self.tool_calls.iter().any(|o| o.key == id)
             || self
                 .lanes
                 .iter()
-                .any(|l| l.id == m.id || (l.kind == LaneKind::Tool && m.has_tool_call(&l.id)))
-            || self.tool_calls.iter().any(|o| m.has_tool_call(&o.key))
+                .any(|l| l.kind == LaneKind::Tool && l.id == id)
     }
 }
 

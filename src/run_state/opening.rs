@@ -102,6 +102,7 @@ impl ThreadRun {
         // carries them, in the client's order, and the client ends with the same messages
         // whether the input repeats them or not (it appends the input's missing messages, and
         // the snapshot appends its missing ones in its order, where the input's come first).
+        // Without its input at all once the byte cap trimmed it.
         o.event(|buf| write_value(buf, &run.started));
 
         // The running subagents, parents first, right after the run's start: the client
