@@ -2,6 +2,9 @@
 //!
 //! * `fold/text_message_content`: `ThreadRun::fold` of one `TEXT_MESSAGE_CONTENT` (its JSON,
 //!   as published) into a thread whose answer is being streamed;
+//! * `fold/token_with_metadata_after_5000_messages`: the same token carrying `metadata`, into a
+//!   thread that already holds 5 000 messages (a long conversation): what it costs does not
+//!   grow with the thread (it measured every message until the seventh session);
 //! * `fold/publish_reference`: for scale, `AgUiBroadcaster::broadcast` of the same event, typed,
 //!   to a user with one connection (serialise once, frame, send);
 //! * `opening/50k_tokens`: `ThreadRun::opening` of a thread whose open answer holds 50 000
@@ -29,6 +32,20 @@ fn thread_with_open_answer(tokens: usize) -> ThreadRun {
     t
 }
 
+/// A thread whose run's input brought `messages` earlier messages, with an answer being
+/// streamed.
+fn thread_with_messages_and_open_answer(messages: usize) -> ThreadRun {
+    let mut t = ThreadRun::new(usize::MAX);
+    let mut started = common::run_started("t");
+    started["input"]["messages"] = (0..messages)
+        .map(|i| serde_json::json!({"id": format!("u{i}"), "role": "user", "content": "Weather?"}))
+        .collect();
+    for start in [started, common::text_start()] {
+        assert!(t.fold(start.to_string().as_bytes()).folded());
+    }
+    t
+}
+
 /// A token's event as published: its JSON text.
 fn content(delta: &str) -> String {
     common::content(delta).to_string()
@@ -44,6 +61,20 @@ fn fold(c: &mut Criterion) {
                 || thread_with_open_answer(0),
                 |t| {
                     black_box(t.fold(black_box(event.as_bytes())));
+                },
+            )
+        })
+    });
+    let mut with_metadata = common::content(" weather");
+    with_metadata["metadata"] = serde_json::json!({"model": "m-1"});
+    let with_metadata = with_metadata.to_string();
+    g.bench_function("token_with_metadata_after_5000_messages", |b| {
+        b.iter_custom(|iters| {
+            common::chunked(
+                iters,
+                || thread_with_messages_and_open_answer(5_000),
+                |t| {
+                    black_box(t.fold(black_box(with_metadata.as_bytes())));
                 },
             )
         })

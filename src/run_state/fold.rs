@@ -311,18 +311,21 @@ impl ThreadRun {
         if m.role == "activity" {
             return Err(Ignored::NoTarget);
         }
-        match &mut m.content {
-            Content::Text(t) => t.push_str(delta),
-            other => {
-                *other = Content::Text(delta.to_owned());
-                self.recount_messages();
+        // A token: counted by its length alone, on the path every streamed token takes.
+        if let (Content::Text(t), None) = (&mut m.content, metadata) {
+            t.push_str(delta);
+            self.messages_bytes += delta.len();
+            return Ok(());
+        }
+        self.change_message(i, |m| {
+            match &mut m.content {
+                Content::Text(t) => t.push_str(delta),
+                other => *other = Content::Text(delta.to_owned()),
             }
-        }
-        self.messages_bytes += delta.len();
-        if let Some(meta) = metadata {
-            merge_metadata(&mut self.messages[i].extra, meta);
-            self.recount_messages();
-        }
+            if let Some(meta) = metadata {
+                merge_metadata(&mut m.extra, meta);
+            }
+        });
         Ok(())
     }
 
@@ -332,18 +335,25 @@ impl ThreadRun {
         delta: &str,
         metadata: Option<&Map<String, Value>>,
     ) -> Folded {
-        let call = self
+        let i = self
             .messages
-            .iter_mut()
-            .rev()
-            .find_map(|m| m.tool_call_mut(id))
+            .iter()
+            .rposition(|m| m.has_tool_call(id))
             .ok_or(Ignored::NoTarget)?;
-        call.arguments.push_str(delta);
-        self.messages_bytes += delta.len();
-        if let Some(meta) = metadata {
-            merge_metadata(&mut call.extra, meta);
-            self.recount_messages();
-        }
+        let Some(meta) = metadata else {
+            // A token of the arguments: counted by its length alone.
+            if let Some(call) = self.messages[i].tool_call_mut(id) {
+                call.arguments.push_str(delta);
+                self.messages_bytes += delta.len();
+            }
+            return Ok(());
+        };
+        self.change_message(i, |m| {
+            if let Some(call) = m.tool_call_mut(id) {
+                call.arguments.push_str(delta);
+                merge_metadata(&mut call.extra, meta);
+            }
+        });
         Ok(())
     }
 
@@ -355,8 +365,7 @@ impl ThreadRun {
         if let Some(meta) = metadata
             && let Some(i) = self.find(id)
         {
-            merge_metadata(&mut self.messages[i].extra, meta);
-            self.recount_messages();
+            self.change_message(i, |m| merge_metadata(&mut m.extra, meta));
         }
     }
 
@@ -366,14 +375,13 @@ impl ThreadRun {
         metadata: Option<&Map<String, Value>>,
     ) {
         if let Some(meta) = metadata
-            && let Some(call) = self
-                .messages
-                .iter_mut()
-                .rev()
-                .find_map(|m| m.tool_call_mut(id))
+            && let Some(i) = self.messages.iter().rposition(|m| m.has_tool_call(id))
         {
-            merge_metadata(&mut call.extra, meta);
-            self.recount_messages();
+            self.change_message(i, |m| {
+                if let Some(call) = m.tool_call_mut(id) {
+                    merge_metadata(&mut call.extra, meta);
+                }
+            });
         }
     }
 
@@ -398,8 +406,7 @@ impl ThreadRun {
                     m.extra
                         .insert("subagentRunId".into(), Value::String(owner.to_owned()));
                 }
-                self.messages.push(m);
-                self.recount_messages();
+                self.push_message(m);
                 Ok(())
             }
         }
@@ -419,12 +426,15 @@ impl ThreadRun {
         owner: Option<&str>,
         metadata: Option<&Map<String, Value>>,
     ) {
-        if let Some(call) = self.messages.iter_mut().find_map(|m| m.tool_call_mut(id)) {
-            call.name = name.to_owned();
-            if let Some(meta) = metadata {
-                merge_metadata(&mut call.extra, meta);
-            }
-            self.recount_messages();
+        if let Some(i) = self.messages.iter().position(|m| m.has_tool_call(id)) {
+            self.change_message(i, |m| {
+                if let Some(call) = m.tool_call_mut(id) {
+                    call.name = name.to_owned();
+                    if let Some(meta) = metadata {
+                        merge_metadata(&mut call.extra, meta);
+                    }
+                }
+            });
             return;
         }
         let found = parent.map(|p| (p, self.find(p)));
@@ -441,14 +451,13 @@ impl ThreadRun {
             }
         };
         let i = target.unwrap_or(self.messages.len().saturating_sub(1));
-        if let Some(m) = self.messages.get_mut(i) {
+        if i < self.messages.len() {
             let mut call = ToolCall::new(id.to_owned(), name.to_owned());
             if let Some(meta) = metadata {
                 merge_metadata(&mut call.extra, meta);
             }
-            m.tool_calls.get_or_insert_with(Vec::new).push(call);
+            self.change_message(i, |m| m.tool_calls.get_or_insert_with(Vec::new).push(call));
         }
-        self.recount_messages();
     }
 
     pub(super) fn push_assistant(&mut self, id: &str, owner: Option<&str>) {
@@ -456,13 +465,37 @@ impl ThreadRun {
         if let Some(owner) = owner {
             extra.insert("subagentRunId".into(), Value::String(owner.to_owned()));
         }
-        self.messages.push(Message {
+        self.push_message(Message {
             id: id.to_owned(),
             role: "assistant".into(),
             content: Content::Absent,
             tool_calls: Some(Vec::new()),
             extra,
         });
+    }
+
+    /// Adds a message at the end, counting it.
+    pub(super) fn push_message(&mut self, m: Message) {
+        self.messages_bytes += m.bytes();
+        self.messages.push(m);
+    }
+
+    /// Changes message `i`, re-measuring that message alone: measuring every message on each
+    /// change made a long thread's fold quadratic, under its channel's lock.
+    pub(super) fn change_message<R>(
+        &mut self,
+        i: usize,
+        change: impl FnOnce(&mut Message) -> R,
+    ) -> R {
+        let before = self.messages[i].bytes();
+        let out = change(&mut self.messages[i]);
+        self.remeasured(i, before);
+        out
+    }
+
+    /// Counts message `i` anew, where it measured `before`.
+    pub(super) fn remeasured(&mut self, i: usize, before: usize) {
+        self.messages_bytes = self.messages_bytes - before + self.messages[i].bytes();
     }
 }
 

@@ -175,13 +175,16 @@ impl ThreadRun {
                     .cloned()
                     .ok_or(Ignored::Malformed)?;
                 if str_of(&obj, "subtype") == Some("tool-call") {
-                    let call = self
+                    let i = self
                         .messages
-                        .iter_mut()
-                        .filter(|m| m.role == "assistant")
-                        .find_map(|m| m.tool_call_mut(entity))
+                        .iter()
+                        .position(|m| m.role == "assistant" && m.has_tool_call(entity))
                         .ok_or(Ignored::NoTarget)?;
-                    call.extra.insert("encryptedValue".into(), value);
+                    self.change_message(i, |m| {
+                        if let Some(call) = m.tool_call_mut(entity) {
+                            call.extra.insert("encryptedValue".into(), value);
+                        }
+                    });
                 } else {
                     let i = self
                         .messages
@@ -191,11 +194,8 @@ impl ThreadRun {
                     if self.messages[i].role == "activity" {
                         return Err(Ignored::NoTarget);
                     }
-                    self.messages[i]
-                        .extra
-                        .insert("encryptedValue".into(), value);
+                    self.change_message(i, |m| m.extra.insert("encryptedValue".into(), value));
                 }
-                self.recount_messages();
                 Ok(())
             }
             "STATE_SNAPSHOT" => {
@@ -312,6 +312,7 @@ impl ThreadRun {
             m.insert("metadata".into(), Value::Object(meta));
         }
         let message = Message::from_value(&Value::Object(m)).ok_or(Ignored::Malformed)?;
+        self.messages_bytes += message.bytes();
         match self
             .messages
             .iter()
@@ -326,7 +327,6 @@ impl ThreadRun {
                 self.messages.insert(at, message);
             }
         }
-        self.recount_messages();
         Ok(())
     }
 
@@ -447,27 +447,28 @@ impl ThreadRun {
         let fresh = Message::from_value(&Value::Object(fresh)).ok_or(Ignored::Malformed)?;
         let target = match self.messages.iter().position(|m| m.id == id) {
             None => {
-                self.messages.push(fresh);
+                self.push_message(fresh);
                 Some(self.messages.len() - 1)
             }
             Some(i) if self.messages[i].role == "activity" => {
                 if replace {
-                    let m = &mut self.messages[i];
-                    m.extra
-                        .insert("activityType".into(), Value::String(ty.to_owned()));
-                    m.content = fresh.content;
-                    match owner {
-                        Some(owner) => m
-                            .extra
-                            .insert("subagentRunId".into(), Value::String(owner.to_owned())),
-                        None => m.extra.remove("subagentRunId"),
-                    };
+                    self.change_message(i, |m| {
+                        m.extra
+                            .insert("activityType".into(), Value::String(ty.to_owned()));
+                        m.content = fresh.content;
+                        match owner {
+                            Some(owner) => m
+                                .extra
+                                .insert("subagentRunId".into(), Value::String(owner.to_owned())),
+                            None => m.extra.remove("subagentRunId"),
+                        };
+                    });
                 }
                 Some(i)
             }
             Some(i) => {
                 if replace {
-                    self.messages[i] = fresh;
+                    self.change_message(i, |m| *m = fresh);
                     Some(i)
                 } else {
                     None
@@ -475,9 +476,8 @@ impl ThreadRun {
             }
         };
         if let (Some(i), Some(meta)) = (target, metadata_of(obj)) {
-            merge_metadata(&mut self.messages[i].extra, &meta);
+            self.change_message(i, |m| merge_metadata(&mut m.extra, &meta));
         }
-        self.recount_messages();
         Ok(())
     }
 
@@ -491,6 +491,7 @@ impl ThreadRun {
         if self.messages[i].role != "activity" {
             return Err(Ignored::NoTarget);
         }
+        let before = self.messages[i].bytes();
         if let Some(meta) = metadata_of(obj) {
             merge_metadata(&mut self.messages[i].extra, &meta);
         }
@@ -507,7 +508,7 @@ impl ThreadRun {
         // `content` is a copy: on failure it is dropped and the activity stays as it was, as
         // in the client.
         if patch::apply(&mut content, &patch).is_err() {
-            self.recount_messages();
+            self.remeasured(i, before);
             return Err(Ignored::PatchFailed);
         }
         m.content = match content {
@@ -518,7 +519,7 @@ impl ThreadRun {
             Some(ty) => m.extra.insert("activityType".into(), ty.clone()),
             None => m.extra.remove("activityType"),
         };
-        self.recount_messages();
+        self.remeasured(i, before);
         Ok(())
     }
 

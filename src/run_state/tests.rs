@@ -4,8 +4,13 @@ use serde_json::{Value, json};
 
 use super::{Ignored, ThreadRun};
 
+/// Folds `v`, and checks that the messages' byte count, kept up to date change by change, is
+/// what measuring every message gives.
 fn fold(t: &mut ThreadRun, v: Value) -> super::FoldOutcome {
-    t.fold(v.to_string().as_bytes())
+    let outcome = t.fold(v.to_string().as_bytes());
+    let measured: usize = t.messages.iter().map(super::message::Message::bytes).sum();
+    assert_eq!(t.messages_bytes, measured, "after {v}");
+    outcome
 }
 
 fn started(t: &mut ThreadRun) {
