@@ -11,7 +11,8 @@ pub enum ResetReason {
     /// `"stale"`: the id comes from an earlier channel of this user (it expired, or the server
     /// restarted), so its position means nothing now.
     Stale,
-    /// `"expired"`: some of the events after the id have left the replay window. The
+    /// `"expired"`: some of the events after the id have left the replay window (for a
+    /// subscription to one thread, some of that thread's events). The
     /// subscription continues live from the newest event; the ones the window still holds are
     /// not replayed, since they would follow a gap of unknown size. A client that must not miss
     /// anything reloads its state from its source of truth on `reset`.

@@ -520,3 +520,63 @@ async fn a_run_streaming_to_nobody_past_the_retention_is_kept() {
     let text: String = (0..40).map(support_agui::token).collect();
     assert_eq!(data[1]["messages"][1]["content"], text.as_str());
 }
+
+/// `DELETE /events/agui/{user}` (`disconnect_user`) ends the user's streams, and "clients
+/// reconnect by themselves with their `Last-Event-ID` and lose nothing": a thread stream's
+/// reconnect opens from the thread's run, which must still be there. On one node the run is
+/// the only copy (there is nothing to read it back from), so the disconnect keeps it, and the
+/// events after it are still folded into it: the reconnected tab and a tab opened later both
+/// open with the run so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_stream_reconnecting_after_a_disconnect_opens_with_the_run_so_far() {
+    let server = Server::start(&[]);
+    let mut run = Run::new("thread-kept");
+    run.run_started("run-1", &[("u1", "Still there?")]);
+    run.text("a1", 8, &[]);
+    let end = run.events.len() - 1; // TEXT_MESSAGE_END
+    for event in &run.events[..4] {
+        server.publish("kim", run.thread, event).await;
+    }
+    let mut tab = server.connect("kim", run.thread).await;
+    tab.wait_data_frames(opening_len(&run.events, 4)).await;
+    let last_id = tab.last_id().expect("the stream primed an id");
+
+    let url = format!("{}/events/agui/kim", server.demo.base);
+    let reply = send(&server.client, Method::DELETE, &url, None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    drop(tab.close());
+    for event in &run.events[4..end] {
+        server.publish("kim", run.thread, event).await;
+    }
+    let back = Conn::open(
+        &server.client,
+        &server.url("kim", run.thread),
+        Some(&last_id),
+    )
+    .await;
+    let late = server.connect("kim", run.thread).await;
+    server.publish("kim", run.thread, &run.events[end]).await;
+
+    let text: String = (0..8).map(support_agui::token).collect();
+    for (name, mut conn) in [("the reconnected tab", back), ("a later tab", late)] {
+        conn.wait_for("TEXT_MESSAGE_END").await;
+        let data: Vec<Value> = conn
+            .close()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let types: Vec<&str> = data.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "RUN_STARTED",
+                "MESSAGES_SNAPSHOT",
+                "TEXT_MESSAGE_START",
+                "TEXT_MESSAGE_END"
+            ],
+            "{name} did not open with the run so far after disconnect_user: {data:?}"
+        );
+        assert_eq!(data[1]["messages"][1]["content"], text.as_str(), "{name}");
+    }
+}

@@ -4,6 +4,8 @@
 //! continues with the live tail, with no gap and no duplicate at the seam, even while
 //! publishes race the join.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -499,4 +501,81 @@ async fn past_the_cap_the_thread_published_to_least_recently_is_forgotten() {
     assert_eq!(opening(&a), [json!({"seen": [1, 3]})]);
     assert_eq!(opening(&b), Vec::<Value>::new(), "b was forgotten");
     assert_eq!(opening(&c), [json!({"seen": [4]})]);
+}
+
+/// A thread stream's `GET /events/{user}?thread=`, as an application serves it.
+async fn thread_events(
+    axum::extract::State(hub): axum::extract::State<Hub>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    sse_hub::ThreadQuery(thread): sse_hub::ThreadQuery,
+    last_event_id: sse_hub::LastEventId,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let user = UserId::from(user);
+    match thread {
+        Some(thread) => hub.sse_response_in_thread(&user, &thread, &last_event_id),
+        None => hub.sse_response(&user, &last_event_id),
+    }
+    .into_response()
+}
+
+/// A thread stream that resumes by id (no thread state) counts as lost only its own thread's
+/// events, as it does when it lags: a client of a quiet thread that comes back after the user's
+/// other threads pushed its last event out of the window lost nothing, so it resumes (with the
+/// event of its thread published meanwhile) rather than being told `expired`, which skips that
+/// event and asks the client to reload. One of its own events that the window dropped is still
+/// a `reset`.
+#[tokio::test]
+async fn a_thread_stream_resumes_past_other_threads_events_that_left_the_window() {
+    use common::{SseClient, TestServer, http_client};
+    let mut config = Config::default();
+    config.replay_events = 8;
+    let hub = Hub::new(config);
+    let app = axum::Router::new()
+        .route("/events/{user}", axum::routing::get(thread_events))
+        .with_state(hub.clone());
+    let server = TestServer::start(app).await;
+    let client = http_client();
+    let url = format!("{}?thread=a", server.events_url("alice"));
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+
+    let mut tab = SseClient::open(&client, &url, None).await;
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 1}))
+        .unwrap();
+    let first = tab.expect_event().await;
+    assert_eq!(first.data, r#"{"n":1}"#);
+    drop(tab);
+    // The user's other thread: more than the window holds.
+    for n in 100..120 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 2}))
+        .unwrap();
+    let mut back = SseClient::resume(&client, &url, &first.id).await;
+    let event = back.expect_event().await;
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str()),
+        ("message", r#"{"n":2}"#),
+        "the thread lost nothing, yet its resume was not honoured"
+    );
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 3}))
+        .unwrap();
+    assert_eq!(back.expect_event().await.data, r#"{"n":3}"#);
+    let last = back.parser_last_event_id().to_owned();
+    drop(back);
+
+    // Now one of its own events leaves the window: that resume is a reset.
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 4}))
+        .unwrap();
+    for n in 200..220 {
+        hub.broadcast_in_thread(&alice, &b, &json!({ "n": n }))
+            .unwrap();
+    }
+    let mut again = SseClient::resume(&client, &url, &last).await;
+    let event = again.expect_event().await;
+    assert_eq!(event.event, "reset", "{event:?}");
+    assert!(event.data.contains("expired"), "{event:?}");
+    assert!(again.event_within(Duration::from_millis(50)).await.is_err());
 }

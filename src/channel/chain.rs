@@ -18,6 +18,11 @@
 //! forgotten) counts as a loss: the check may end a stream that lost nothing, never skip an
 //! event silently.
 //!
+//! A thread subscription that resumes by id (a channel without thread state) is judged the same
+//! way: its `Last-Event-ID` older than the window is `expired` only if an event of its thread
+//! left the window after it; otherwise it resumes, replaying its thread's events from the
+//! window.
+//!
 //! The link costs no memory: in the ring's slot it takes the word that was padding, and the
 //! window's entries keep their 64 bytes by giving up their own sequence number, which their
 //! place gives (the window always holds consecutive events). A per-thread position map in
@@ -25,7 +30,7 @@
 //! connection; the walk costs time only at a gap, under the lock, bounded by the window.
 
 use super::{Slot, State, UserChannel};
-use crate::thread::ThreadKey;
+use crate::thread::{ThreadId, ThreadKey};
 
 impl State {
     /// Whether the chain of the thread `key`, whose last event is `head`, has an event in
@@ -65,6 +70,24 @@ impl State {
             }
             at = prev;
         }
+    }
+
+    /// Whether `thread` has an event in `after < seq < oldest`: [`chain_lost`](Self::chain_lost)
+    /// from the thread's last event, or, for a thread the channel does not hold (never
+    /// published to, or forgotten), from the last event of any thread forgotten.
+    pub(super) fn thread_lost(
+        &self,
+        thread: &ThreadId,
+        after: u64,
+        oldest: u64,
+        arriving: &Slot,
+    ) -> bool {
+        let head = self
+            .threads
+            .iter()
+            .find(|t| t.id.same(thread))
+            .map_or(self.forgotten, |t| t.last_event);
+        self.chain_lost(thread.key(), head, after, oldest, arriving)
     }
 }
 

@@ -14,7 +14,8 @@
 //! # Chains
 //!
 //! Every event of a thread is linked to the previous event of its thread, so that a thread
-//! subscription that lags counts as lost only its own events: see `chain.rs`.
+//! subscription that lags, or resumes from an id the window no longer holds, counts as lost
+//! only its own events: see `chain.rs`.
 //!
 //! A channel is created by the registry on first subscribe and is *idle* when its last receiver
 //! is dropped. An idle channel is queued for removal after the retention; removal marks it
@@ -360,11 +361,19 @@ impl UserChannel {
             return Ok(joined);
         };
         let oldest = state.front_seq().unwrap_or(head + 1);
+        // A thread subscription lost something only if an event of its thread left the window
+        // (see the module docs, *Chains*), as at a gap: the user's other threads may have pushed
+        // its position out of the window without taking anything of its own.
+        let expired = |after: u64| match joined.thread.as_ref() {
+            _ if after + 1 >= oldest => false,
+            None => true,
+            Some(thread) => state.thread_lost(thread, after, oldest, &Slot::kick()),
+        };
         joined.reset = match EventId::parse(raw) {
             None => Some(ResetReason::Malformed),
             Some(id) if id.epoch() != self.epoch => Some(ResetReason::Stale),
             Some(id) if id.seq() > head => Some(ResetReason::Unknown),
-            Some(id) if id.seq() + 1 < oldest => Some(ResetReason::Expired),
+            Some(id) if expired(id.seq()) => Some(ResetReason::Expired),
             Some(id) => {
                 joined.position = id.seq();
                 joined.replay =

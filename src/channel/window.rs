@@ -191,14 +191,7 @@ impl UserChannel {
         let (oldest, frames) = Self::frames_between(&state, after, before, thread);
         let lost = match thread {
             None => oldest > after + 1,
-            Some(thread) => {
-                let head = state
-                    .threads
-                    .iter()
-                    .find(|t| t.id.same(thread))
-                    .map_or(state.forgotten, |t| t.last_event);
-                state.chain_lost(thread.key(), head, after, oldest, arriving)
-            }
+            Some(thread) => state.thread_lost(thread, after, oldest, arriving),
         };
         Backfill {
             oldest,

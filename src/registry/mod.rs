@@ -151,8 +151,12 @@ impl LocalDelivery for Inner {
         };
         let open = channel.receiver_count();
         // Called by the backplane, which ends the streams when its feed was interrupted too:
-        // the thread states may have missed events.
-        channel.threads_unsynced();
+        // the thread states may have missed events, and are read back from it. Without a
+        // backplane (`disconnect_user` on one node) they are exact and the only copy of the
+        // threads: a reconnect opens from them, so they stay.
+        if self.backplane.is_some() {
+            channel.threads_unsynced();
+        }
         channel.kick();
         open
     }

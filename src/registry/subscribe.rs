@@ -41,7 +41,9 @@ impl<E> Broadcaster<E> {
     /// the subscription starts with the state's opening, which rebuilds the thread so far, then
     /// the live tail, with no gap and no duplicate; `last_event_id` is then not needed (the
     /// opening covers it) and ignored. Otherwise it resumes from `last_event_id` as
-    /// [`subscribe_from`](Self::subscribe_from) does, replaying only the thread's events.
+    /// [`subscribe_from`](Self::subscribe_from) does, replaying only the thread's events; an id
+    /// older than the window is `expired` only if an event of the thread left the window after
+    /// it (the user's other threads may have pushed it out without taking anything of its own).
     pub fn subscribe_in_thread(
         &self,
         user: &UserId,

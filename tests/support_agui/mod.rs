@@ -539,6 +539,14 @@ impl Conn {
             .await;
     }
 
+    /// Waits until the bytes received hold `needle`.
+    pub async fn wait_for(&mut self, needle: &str) {
+        self.wait(&format!("{needle:?}"), |r| {
+            find(&r.bytes, needle.as_bytes()).is_some()
+        })
+        .await;
+    }
+
     /// Waits until `n` heartbeat comments have arrived.
     pub async fn wait_comments(&mut self, n: usize) {
         self.wait(&format!("{n} heartbeat comments"), |r| {
