@@ -435,6 +435,7 @@ async fn serve_connection<I>(
             &mut io,
             &router,
             settings.header_read_timeout,
+            settings.max_buf_size,
             &mut drain_signal,
         )
         .await
