@@ -619,3 +619,62 @@ async fn a_handlers_own_transfer_encoding_is_the_only_one_and_frames_the_body() 
     assert_eq!(body.as_deref().ok(), Some(&b"hello"[..]), "{body:?}");
     server.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_is_held_to_the_same_limit_over_http2_as_over_http_1_1() {
+    // `max_buf_size` (64 KiB) bounds a request head. Over HTTP/2 hyper's own limit (16 KiB of
+    // header list) applied instead: a request with large cookies, served over HTTP/1.1, was
+    // refused with 431 when an h2-speaking proxy forwarded it, and one past 64 KiB made h2 send
+    // GOAWAY, ending every stream on the connection (the proxy's other clients').
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let http1 = common::http_client();
+    let h2 = h2_client();
+    let response = bounded(
+        "an HTTP/2 response head",
+        WAIT,
+        h2.get(server.events_url("ada")).send(),
+    )
+    .await
+    .expect("GET over h2c");
+    let mut tab = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+    common::wait_until("the tab is subscribed", WAIT, || {
+        hub.connection_count(&UserId::from("ada")) == 1
+    })
+    .await;
+
+    for (kib, status) in [
+        (48, StatusCode::OK),
+        (80, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+    ] {
+        let cookie = "c".repeat(kib * 1024);
+        for (client, version) in [(&http1, Version::HTTP_11), (&h2, Version::HTTP_2)] {
+            let response = bounded(
+                "a response head",
+                WAIT,
+                client
+                    .get(server.events_url(&format!("big{kib}")))
+                    .header("accept", "text/event-stream")
+                    .header("cookie", &cookie)
+                    .send(),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{kib} KiB of cookie over {version:?}: {error}"));
+            assert_eq!(response.version(), version);
+            assert_eq!(
+                response.status(),
+                status,
+                "{kib} KiB of cookie over {version:?}"
+            );
+        }
+    }
+
+    // The refusal was the request's alone: the tab's stream goes on.
+    publish(&hub, "ada", 1);
+    let event = bounded("the tab's event", WAIT, tab.next())
+        .await
+        .expect("the stream goes on")
+        .expect("the parser accepts it");
+    assert_eq!(number(&event), 1);
+    server.shut_down().await;
+}

@@ -314,6 +314,51 @@ async fn a_connection_silent_before_its_protocol_is_known_is_closed_by_the_heade
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// On the lean path the header read timeout bounds the whole head, from the connect, as the
+/// module docs say. A head that grows past what the lean path reads (8 KiB) was handed to hyper
+/// unfinished, whose own timer then started afresh: a client trickling a long head held its
+/// connection for up to twice the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_longer_than_the_lean_path_reads_is_bounded_by_one_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_secs(1);
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tokio::spawn(
+        sse_hub::serve(listener, router(hub.clone()))
+            .header_read_timeout(timeout)
+            .into_future(),
+    );
+    let pad = |n: usize| format!("x-pad-{n}: {}\r\n", "p".repeat(1000));
+    let mut tcp = connect(addr).await;
+    let connected = Instant::now();
+    let mut start =
+        String::from("GET /events/ada HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n");
+    (0..4).for_each(|n| start.push_str(&pad(n)));
+    tcp.write_all(start.as_bytes()).await.expect("write");
+    // Most of the timeout later, the head grows past 8 KiB, and never ends.
+    tokio::time::sleep(timeout * 9 / 10).await;
+    let more: String = (4..9).map(pad).collect();
+    tcp.write_all(more.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 1024];
+    bounded("the close", WAIT, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let took = connected.elapsed();
+    assert!(
+        took < timeout * 3 / 2,
+        "closed {took:?} after the connect, with a header read timeout of {timeout:?}"
+    );
+    server.abort();
+}
+
 /// Connects to `addr`, with `TCP_NODELAY` so that each write leaves as its own segment.
 async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
     let tcp = bounded("connect", WAIT, tokio::net::TcpStream::connect(addr))

@@ -31,8 +31,8 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower_service::Service;
 
-/// The longest request head read here: a longer one is handed to hyper, which has its own
-/// limit.
+/// The longest request head served here: a longer one is handed to hyper, which has its own
+/// limit (once read whole, see [`read_to_end_of_head`]).
 const MAX_HEAD: usize = 8 * 1024;
 
 /// The most headers a request read here may have.
@@ -51,12 +51,13 @@ pub(super) enum Outcome {
 }
 
 /// Serves requests of the lean kind on `io` one after another, until the connection closes or
-/// a request of another kind comes (then handed to hyper with the bytes read). `draining` is
-/// true once graceful shutdown began.
+/// a request of another kind comes (then handed to hyper with the bytes read). `max_head` is
+/// hyper's limit on a request head; `draining` is true once graceful shutdown began.
 pub(super) async fn serve<I>(
     io: &mut I,
     router: &Router,
     header_read_timeout: Option<Duration>,
+    max_head: usize,
     draining: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Outcome
 where
@@ -66,7 +67,7 @@ where
     loop {
         // The next request head, within the timeout, unless shutdown begins first (a keep-alive
         // connection between requests is closed then, as hyper does).
-        let read = read_head(io, &mut buffered);
+        let read = read_head(io, &mut buffered, max_head);
         let read = async {
             match header_read_timeout {
                 Some(timeout) => tokio::time::timeout(timeout, read)
@@ -109,8 +110,12 @@ where
 
 /// Reads until `buffered` holds a whole request head; returns its length, or `None` when the
 /// bytes cannot start a request for this path (HTTP/2's preface, read whole, or a head too
-/// long). `Err` when the connection closes or fails first.
-async fn read_head<I>(io: &mut I, buffered: &mut Vec<u8>) -> io::Result<Option<usize>>
+/// long, read to its end or `max_head`). `Err` when the connection closes or fails first.
+async fn read_head<I>(
+    io: &mut I,
+    buffered: &mut Vec<u8>,
+    max_head: usize,
+) -> io::Result<Option<usize>>
 where
     I: AsyncRead + Unpin,
 {
@@ -129,35 +134,88 @@ where
             match httparse::Request::new(&mut headers).parse(buffered) {
                 Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
                 Ok(httparse::Status::Partial) => {}
+                // hyper takes more headers than this path.
+                Err(httparse::Error::TooManyHeaders) => {
+                    return read_to_end_of_head(io, buffered, max_head)
+                        .await
+                        .map(|()| None);
+                }
                 Err(_) => return Ok(None),
             }
             if buffered.len() >= MAX_HEAD {
-                return Ok(None);
+                return read_to_end_of_head(io, buffered, max_head)
+                    .await
+                    .map(|()| None);
             }
         }
-        if buffered.capacity() == buffered.len() {
-            buffered.reserve(if buffered.is_empty() {
-                1024
-            } else {
-                buffered.len()
-            });
-        }
-        let read = poll_fn(|cx| {
-            let spare = buffered.spare_capacity_mut();
-            let mut buf = ReadBuf::uninit(spare);
-            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await?;
-        if read == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        // SAFETY: `poll_read` initialised `read` bytes of the spare capacity.
-        unsafe { buffered.set_len(buffered.len() + read) };
+        read_more(io, buffered, MAX_HEAD).await?;
     }
+}
+
+/// Reads on until `buffered` holds the end of a request head (an empty line) or `max_head`
+/// bytes. A head that is not for this path but still coming is handed to hyper only once it
+/// is whole (or too long for hyper too), under the caller's timeout: hyper's own head timer
+/// would start afresh, and a client trickling a long head would get twice the timeout.
+async fn read_to_end_of_head<I>(
+    io: &mut I,
+    buffered: &mut Vec<u8>,
+    max_head: usize,
+) -> io::Result<()>
+where
+    I: AsyncRead + Unpin,
+{
+    // Empty lines before the request line are not its end (RFC 9112, 2.2).
+    let start = buffered
+        .iter()
+        .position(|byte| !matches!(byte, b'\r' | b'\n'))
+        .unwrap_or(buffered.len());
+    let mut scanned = start;
+    loop {
+        // Only what came since the last look (and the two bytes before it): a head trickled a
+        // byte at a time is not searched again from its start each time.
+        let from = scanned.saturating_sub(2).max(start);
+        let fresh = &buffered[from..];
+        if fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n") {
+            return Ok(());
+        }
+        scanned = buffered.len();
+        if buffered.len() >= max_head {
+            return Ok(());
+        }
+        read_more(io, buffered, max_head).await?;
+    }
+}
+
+/// Reads once into `buffered`, growing it (to at most `limit`) when it is full. `Err` when the
+/// connection closes or fails.
+async fn read_more<I>(io: &mut I, buffered: &mut Vec<u8>, limit: usize) -> io::Result<()>
+where
+    I: AsyncRead + Unpin,
+{
+    if buffered.capacity() == buffered.len() {
+        let grow = if buffered.is_empty() {
+            1024
+        } else {
+            buffered.len()
+        };
+        buffered.reserve_exact(grow.min(limit.saturating_sub(buffered.len()).max(1)));
+    }
+    let read = poll_fn(|cx| {
+        let spare = buffered.spare_capacity_mut();
+        let mut buf = ReadBuf::uninit(spare);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await?;
+    if read == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    // SAFETY: `poll_read` initialised `read` bytes of the spare capacity.
+    unsafe { buffered.set_len(buffered.len() + read) };
+    Ok(())
 }
 
 /// Parses a request head: a request for this path becomes a `Request` with an empty body, and

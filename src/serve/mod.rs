@@ -59,16 +59,17 @@
 //!   acknowledgement, up to 40 ms; many streams multiplexed on one HTTP/2 connection hit this
 //!   all the time.
 //! * **A request head must arrive within** [`DEFAULT_HEADER_READ_TIMEOUT`], and may be at most
-//!   [`DEFAULT_MAX_BUF_SIZE`] long (hyper's default is about 400 KiB). So must a connection's
-//!   first bytes, until they show its protocol: the whole 24-byte HTTP/2 preface, or a byte that
-//!   is not the preface's (an HTTP/1.1 request). They are read before hyper gets the
-//!   connection, since hyper-util waits for them with no timeout and hyper's own HTTP/1.1 head
-//!   timer starts only after them: a connection that sends nothing, or only the start of the
-//!   preface, would otherwise be held open until shutdown. On the lean path both are read under
-//!   one timeout; with it off, hyper's timer starts once the first byte shows HTTP/1.1, so a
-//!   head may take up to twice the timeout from the connect. After the preface, an HTTP/2
-//!   client that goes silent is found by the HTTP/2 pings ([`Serve::http2_keep_alive`]), not by
-//!   this timeout.
+//!   [`DEFAULT_MAX_BUF_SIZE`] long, over HTTP/1.1 and HTTP/2 alike (hyper's defaults are about
+//!   400 KiB and 16 KiB: a request a proxy forwards over HTTP/2 would be refused where the same
+//!   request sent directly is served). So must a connection's first bytes, until they show its
+//!   protocol: the whole 24-byte HTTP/2 preface, or a byte that is not the preface's (an
+//!   HTTP/1.1 request). They are read before hyper gets the connection, since hyper-util waits
+//!   for them with no timeout and hyper's own HTTP/1.1 head timer starts only after them: a
+//!   connection that sends nothing, or only the start of the preface, would otherwise be held
+//!   open until shutdown. On the lean path both are read under one timeout; with it off,
+//!   hyper's timer starts once the first byte shows HTTP/1.1, so a head may take up to twice
+//!   the timeout from the connect. After the preface, an HTTP/2 client that goes silent is
+//!   found by the HTTP/2 pings ([`Serve::http2_keep_alive`]), not by this timeout.
 //! * **The router is shared**, not cloned per connection: `axum::serve` re-builds the router's
 //!   route table for each connection (about 1 KB each for a router of one route).
 //! * **Graceful shutdown**: once the future given to [`Serve::with_graceful_shutdown`] resolves,
@@ -126,8 +127,8 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(2 * HEARTBEAT_IN
 /// The default of [`Serve::header_read_timeout`].
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The default of [`Serve::max_buf_size`]: the largest HTTP/1.1 request head accepted, and the
-/// most a connection buffers before it writes.
+/// The default of [`Serve::max_buf_size`]: the largest request head accepted, and the most an
+/// HTTP/1.1 connection buffers before it writes.
 pub const DEFAULT_MAX_BUF_SIZE: usize = 64 * 1024;
 
 /// The default interval of HTTP/2 keep-alive pings ([`Serve::http2_keep_alive`]).
@@ -207,8 +208,9 @@ impl<L, F> Serve<L, F> {
         self
     }
 
-    /// The largest HTTP/1.1 request head accepted, and the most a connection buffers before it
-    /// writes; at least 8 KiB. Default [`DEFAULT_MAX_BUF_SIZE`].
+    /// The largest request head accepted (over HTTP/2, the largest header list, as RFC 9113
+    /// counts it), and the most an HTTP/1.1 connection buffers before it writes; at least
+    /// 8 KiB. Default [`DEFAULT_MAX_BUF_SIZE`].
     pub fn max_buf_size(mut self, bytes: usize) -> Self {
         self.settings.max_buf_size = bytes.max(8 * 1024);
         self
@@ -316,6 +318,10 @@ impl Settings {
             .timer(TokioTimer::new())
             .max_concurrent_streams(self.max_concurrent_streams)
             .max_send_buf_size(self.http2_max_send_buf)
+            // The same bound on a request head as over HTTP/1.1 (hyper's HTTP/2 default is
+            // 16 KiB): a request an h2-speaking proxy forwards is not refused where the same
+            // request sent directly is served.
+            .max_header_list_size(u32::try_from(self.max_buf_size).unwrap_or(u32::MAX))
             .keep_alive_interval(self.http2_keep_alive)
             .keep_alive_timeout(self.http2_keep_alive.unwrap_or(DEFAULT_HTTP2_KEEP_ALIVE))
             // As axum::serve: HTTP/2 WebSockets need the extended CONNECT protocol.
@@ -429,6 +435,7 @@ async fn serve_connection<I>(
             &mut io,
             &router,
             settings.header_read_timeout,
+            settings.max_buf_size,
             &mut drain_signal,
         )
         .await
