@@ -314,12 +314,22 @@ impl EventRouter {
         (primary, direct): (&Broadcaster<E>, &Payload),
         wrapped: &Payload,
     ) -> Result<Vec<Outcome>, PublishError> {
-        backplane
+        let outcomes = backplane
             .publish_all(vec![
                 primary.publish_request(user, thread, direct),
                 self.context.publish_request(user, thread, wrapped),
             ])
-            .map_err(PublishError::Backplane)
+            .map_err(PublishError::Backplane)?;
+        let mut outcomes = outcomes.into_iter();
+        // Counted as published on the two channels, in the order they were requested.
+        Ok([
+            outcomes.next().map(|o| primary.count_handed(o)),
+            outcomes.next().map(|o| self.context.count_handed(o)),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(outcomes)
+        .collect())
     }
 
     /// [`publish_both`](Self::publish_both), waiting for both outcomes.
