@@ -320,16 +320,15 @@ impl EventRouter {
                 self.context.publish_request(user, thread, wrapped),
             ])
             .map_err(PublishError::Backplane)?;
-        let mut outcomes = outcomes.into_iter();
-        // Counted as published on the two channels, in the order they were requested.
-        Ok([
-            outcomes.next().map(|o| primary.count_handed(o)),
-            outcomes.next().map(|o| self.context.count_handed(o)),
-        ]
-        .into_iter()
-        .flatten()
-        .chain(outcomes)
-        .collect())
+        // Each channel counts its own publish, in the order they were requested.
+        Ok(outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(at, outcome)| match at {
+                0 => primary.count_handed(outcome),
+                _ => self.context.count_handed(outcome),
+            })
+            .collect())
     }
 
     /// [`publish_both`](Self::publish_both), waiting for both outcomes.
