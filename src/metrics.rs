@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use crate::reason::ResetReason;
 
-/// Events published.
+/// Events published. With a backplane, counted on the node that published them once the
+/// backplane took them, not on the nodes its feed delivers them to.
 pub const EVENTS_PUBLISHED: &str = "sse_hub_events_published_total";
 /// Frames delivered to connections (flushed in batches per subscription).
 pub const FRAMES_DELIVERED: &str = "sse_hub_frames_delivered_total";
@@ -33,7 +34,8 @@ pub const USER_CHANNELS: &str = "sse_hub_user_channels";
 pub const RETAINED_CHANNELS: &str = "sse_hub_retained_channels";
 /// Bytes held by replay windows (gauge).
 pub const BUFFERED_BYTES: &str = "sse_hub_buffered_bytes";
-/// Time to publish one event to all of a user's connections, in seconds (histogram).
+/// Time to publish one event to all of a user's connections, in seconds (histogram). With a
+/// backplane, each node times its own delivery of every event its feed brings.
 pub const PUBLISH_SECONDS: &str = "sse_hub_publish_seconds";
 /// Bytes held by per-thread states, such as the AG-UI run state (gauge).
 pub const THREAD_STATE_BYTES: &str = "sse_hub_thread_state_bytes";
@@ -126,10 +128,13 @@ impl Metrics {
         }
     }
 
-    /// Counts a publish begun at `started`. The clock is read for the histogram only if a
-    /// recorder gave it a handle: a no-op histogram never converts its value.
-    pub(crate) fn published(&self, _receivers: usize, started: Instant) {
+    pub(crate) fn published(&self) {
         self.published.increment(1);
+    }
+
+    /// Times a delivery to a user's connections begun at `started`. The clock is read only if
+    /// a recorder gave the histogram a handle: a no-op histogram never converts its value.
+    pub(crate) fn publish_timed(&self, started: Instant) {
         self.publish_seconds.record(Elapsed(started));
     }
 

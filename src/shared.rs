@@ -86,10 +86,16 @@ impl Shared {
         self.metrics.buffered_bytes.decrement(bytes as f64);
     }
 
-    /// Counts an accepted publish that reached `receivers`, begun at `started`.
-    pub(crate) fn count_published(&self, receivers: usize, started: Instant) {
+    /// Counts an accepted publish, delivered by this node itself, begun at `started`.
+    pub(crate) fn count_published(&self, started: Instant) {
+        self.count_handed();
+        self.metrics.publish_timed(started);
+    }
+
+    /// Counts an accepted publish that the backplane delivers.
+    pub(crate) fn count_handed(&self) {
         self.published.fetch_add(1, Ordering::Relaxed);
-        self.metrics.published(receivers, started);
+        self.metrics.published();
     }
 
     pub(crate) fn user_became_active(&self) {

@@ -93,7 +93,8 @@ pub struct Stats {
     pub retained_channels: usize,
     /// Bytes of frames held by the replay windows.
     pub buffered_bytes: usize,
-    /// Events published since the broadcaster was created.
+    /// Events published since the broadcaster was created. With a backplane: the publishes
+    /// this node handed to it and it took (not refused at once), whichever nodes deliver them.
     pub published: u64,
     /// Times a subscription fell behind the ring.
     pub lag_events: u64,

@@ -9,24 +9,27 @@
 //! Every metric must carry the label `channel` (the broadcaster's name) and never the user.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::unconstrained;
 
+use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
+use sse_hub::backplane::{Backplane, BackplaneError, BoxFuture, History, LocalChannels};
 use sse_hub::metrics::{
     BUFFERED_BYTES, CONNECTIONS, ENCODE_FAILURES, EVENTS_MISSED, EVENTS_PUBLISHED,
     EVENTS_RECOVERED, FRAMES_DELIVERED, LAG_EVENTS, PUBLISH_SECONDS, RESETS, RETAINED_CHANNELS,
     SUBSCRIBES_REJECTED, THREAD_STATE_BYTES, THREAD_STATES_TRIMMED, THREAD_STATES_UNKNOWN,
     THREADS_EVICTED, USER_CHANNELS,
 };
+use sse_hub::models::AgUiEvent;
 use sse_hub::{
-    Broadcaster, Config, Frame, FrameKind, LagPolicy, Named, PublishError, SubscribeError,
-    Subscription, UserId,
+    Broadcaster, Config, Delivery, EventId, EventRouter, Frame, FrameKind, LagPolicy, Named,
+    PublishError, Published, SubscribeError, Subscription, UserId,
 };
 
 const ALL_METRICS: [&str; 17] = [
@@ -835,4 +838,158 @@ fn gauges_are_exact_after_concurrent_changes() {
         (0, 0),
         "rounds out of {ROUNDS} after which the connections / buffered-bytes gauge was stale"
     );
+}
+
+/// A backplane between the broadcasters of one process, each standing for a node: a publish
+/// gets the next id and is delivered from a task, on every node whose broadcaster has the
+/// channel's name, as a real backplane's feed delivers it. While `refuse` is set, it refuses
+/// every publish at once, as a full queue does.
+#[derive(Default)]
+struct LoopBackplane {
+    nodes: Mutex<Vec<LocalChannels>>,
+    last: Arc<AtomicU64>,
+    refuse: AtomicBool,
+}
+
+impl Backplane for LoopBackplane {
+    fn attach(&self, channels: LocalChannels) {
+        self.nodes.lock().unwrap().push(channels);
+    }
+    fn channel_created(&self, _: &str, _: &UserId) {}
+    fn channel_removed(&self, _: &str, _: &UserId) {}
+    fn publish(
+        &self,
+        channels: &LocalChannels,
+        user: &UserId,
+        head: Bytes,
+    ) -> BoxFuture<'static, Result<Published, BackplaneError>> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(BackplaneError::Overloaded)));
+        }
+        let id = EventId::new(1, self.last.fetch_add(1, Ordering::SeqCst) + 1);
+        let frame = Bytes::from([&head[..], format!("id: {id}\n\n").as_bytes()].concat());
+        let nodes: Vec<LocalChannels> = self
+            .nodes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|node| node.name() == channels.name())
+            .cloned()
+            .collect();
+        let user = user.clone();
+        let delivered = tokio::spawn(async move {
+            for node in &nodes {
+                node.deliver(&user, frame.clone());
+            }
+            Published {
+                id: Some(id),
+                delivery: Delivery::Nodes(nodes.len()),
+            }
+        });
+        Box::pin(async move { Ok(delivered.await.unwrap()) })
+    }
+    fn catch_up(
+        &self,
+        _: &str,
+        _: &UserId,
+        _: Option<EventId>,
+    ) -> BoxFuture<'static, Result<History, BackplaneError>> {
+        let last_id = EventId::new(1, self.last.load(Ordering::SeqCst));
+        Box::pin(std::future::ready(Ok(History {
+            last_id,
+            deleted_through: EventId::new(0, 0),
+            events: Vec::new(),
+        })))
+    }
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+/// The next frame of a subscription, within a bound.
+async fn next_frame<E>(sub: &mut Subscription<E>) -> Frame {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a frame within 5 s")
+        .expect("the stream goes on")
+}
+
+/// With a backplane, `sse_hub_events_published_total` and `Stats::published` count the
+/// publishes a node accepted, as on a single node: not the events the feed brought to its
+/// channels, which every node serving the user counts once more (and a node serving nobody,
+/// never), so that neither a node's figure nor a sum over nodes was the events published.
+#[tokio::test]
+async fn with_a_backplane_published_counts_the_publishes_a_node_accepted() {
+    let backplane = Arc::new(LoopBackplane::default());
+    let (recorder_a, recorder_b) = (DebuggingRecorder::new(), DebuggingRecorder::new());
+    let (mut probe_a, mut probe_b) = (Probe::new(&recorder_a), Probe::new(&recorder_b));
+    let node = |recorder: &DebuggingRecorder| -> Broadcaster<Value> {
+        metrics::with_local_recorder(recorder, || {
+            Broadcaster::with_backplane(config("bp"), backplane.clone())
+        })
+    };
+    let (a, b) = (node(&recorder_a), node(&recorder_b));
+    let alice = UserId::from("alice");
+
+    // Alice is served by node B only; node A publishes to her.
+    let mut on_b = b.subscribe_async(&alice, None).await.unwrap();
+    a.broadcast(&alice, &json!(1)).unwrap();
+    a.broadcast(&alice, &json!(2)).unwrap();
+    a.broadcast_async(&alice, &json!(3)).await.unwrap();
+    for _ in 0..3 {
+        assert!(next_frame(&mut on_b).await.id().is_some());
+    }
+    probe_a.take();
+    probe_b.take();
+    assert_eq!((a.stats().published, b.stats().published), (3, 0));
+    assert_eq!(probe_a.counter(EVENTS_PUBLISHED, "bp"), 3);
+    assert_eq!(probe_b.counter(EVENTS_PUBLISHED, "bp"), 0);
+    // Each node times its own deliveries: B delivered three, A none.
+    assert_eq!(probe_b.histogram(PUBLISH_SECONDS, "bp").len(), 3);
+    assert_eq!(probe_a.histogram(PUBLISH_SECONDS, "bp").len(), 0);
+
+    // Served by both nodes now: one publish on B is one event published, delivered twice.
+    let mut on_a = a.subscribe_async(&alice, None).await.unwrap();
+    b.broadcast_async(&alice, &json!(4)).await.unwrap();
+    assert_eq!(
+        next_frame(&mut on_a).await.id(),
+        next_frame(&mut on_b).await.id()
+    );
+    probe_a.take();
+    probe_b.take();
+    assert_eq!((a.stats().published, b.stats().published), (3, 1));
+    assert_eq!(probe_a.counter(EVENTS_PUBLISHED, "bp"), 3);
+    assert_eq!(probe_b.counter(EVENTS_PUBLISHED, "bp"), 1);
+
+    // A publish the backplane refuses is not published, sync or async.
+    backplane.refuse.store(true, Ordering::SeqCst);
+    assert!(a.broadcast(&alice, &json!(5)).is_err());
+    assert!(a.broadcast_async(&alice, &json!(6)).await.is_err());
+    probe_a.take();
+    assert_eq!(a.stats().published, 3);
+    assert_eq!(probe_a.counter(EVENTS_PUBLISHED, "bp"), 3);
+}
+
+/// The router's publish of one event to two channels through one backplane call
+/// (`Backplane::publish_all`) counts it once on each channel of the publishing node.
+#[tokio::test]
+async fn with_a_backplane_a_routed_event_is_published_once_per_channel_on_its_node() {
+    let backplane = Arc::new(LoopBackplane::default());
+    let (a, b) = (
+        EventRouter::with_backplane(config("unused"), backplane.clone()),
+        EventRouter::with_backplane(config("unused"), backplane.clone()),
+    );
+    let alice = UserId::from("alice");
+    let mut agui_on_b = b.agui().subscribe_async(&alice, None).await.unwrap();
+    let event: AgUiEvent =
+        serde_json::from_value(json!({"type": "RUN_STARTED", "threadId": "t", "runId": "r"}))
+            .unwrap();
+    a.route_agui(&alice, &event).unwrap();
+    a.route_async(&alice, &event).await.unwrap();
+    for _ in 0..2 {
+        next_frame(&mut agui_on_b).await;
+    }
+    let (on_a, on_b) = (a.stats(), b.stats());
+    assert_eq!((on_a.agui.published, on_a.context.published), (2, 2));
+    assert_eq!((on_b.agui.published, on_b.context.published), (0, 0));
 }

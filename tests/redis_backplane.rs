@@ -1322,3 +1322,97 @@ async fn a_routed_event_is_queued_on_all_its_channels_or_refused_on_all() {
 fn page_view() -> AnalyticsEvent {
     serde_json::from_value(json!({"type": "PAGE_VIEW", "session_id": "s-1", "page": "/"})).unwrap()
 }
+
+/// The value a gauge was last set to, as an exporter reads it.
+#[derive(Default)]
+struct LastValue(std::sync::atomic::AtomicU64);
+
+impl metrics::GaugeFn for LastValue {
+    fn increment(&self, value: f64) {
+        self.set(self.get() + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.set(self.get() - value);
+    }
+    fn set(&self, value: f64) {
+        self.0
+            .store(value.to_bits(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl LastValue {
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// A recorder that keeps the `sse_hub_backplane_connected` gauge only.
+#[derive(Default)]
+struct ConnectedGauge(Arc<LastValue>);
+
+impl metrics::Recorder for ConnectedGauge {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        assert_eq!(key.name(), sse_hub::metrics::BACKPLANE_CONNECTED);
+        metrics::Gauge::from_arc(self.0.clone())
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// `sse_hub_backplane_connected` is 1 while the backplane is connected and 0 otherwise: also
+/// once the backplane is gone (its connections closed with its last clone), not the 1 it last
+/// set while it was connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn the_connected_gauge_falls_to_zero_when_the_backplane_is_dropped() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let recorder = ConnectedGauge::default();
+    let backplane = metrics::with_local_recorder(&recorder, || {
+        RedisBackplane::new(settings(redis.url())).expect("backplane")
+    });
+    let gauge = recorder.0.clone();
+    assert!(backplane.wait_connected(WAIT).await);
+    assert_eq!(gauge.get(), 1.0, "connected");
+    let hub: Broadcaster<Value> =
+        Broadcaster::with_backplane(Config::default(), Arc::new(backplane.clone()));
+    drop(hub);
+    backplane.close().await;
+    drop(backplane);
+    assert_eq!(
+        gauge.get(),
+        0.0,
+        "the backplane and its connections are gone"
+    );
+}

@@ -121,12 +121,13 @@ impl LocalDelivery for Inner {
         let Some(channel) = self.channel(user) else {
             return 0;
         };
+        // Counted as published by the node that handed it to the backplane
+        // (`count_handed`); this node times its own delivery only.
         let Some(delivered) = channel.publish_frame(frame, thread, started) else {
-            self.shared.count_published(0, started);
             return 0;
         };
         let receivers = delivered.receivers;
-        self.shared.count_published(receivers, started);
+        self.shared.metrics.publish_timed(started);
         if let Some(backplane) = &self.backplane {
             for (thread, snapshot) in delivered.snapshots {
                 backplane.store_thread_snapshot(self.name(), user, &thread, snapshot);

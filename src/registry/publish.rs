@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Broadcaster;
-use crate::backplane::{Backplane, LocalChannels, Outcome, PublishRequest};
+use crate::backplane::{Backplane, BackplaneError, LocalChannels, Outcome, PublishRequest};
 use crate::encode::{Payload, ToSse};
 use crate::error::PublishError;
 use crate::stats::{Delivery, Published};
@@ -86,7 +86,8 @@ impl<E> Broadcaster<E> {
             if thread.is_some() {
                 self.keep_thread_channel(user)?;
             }
-            return queue_on_backplane(backplane, &self.inner.local, user, &payload, thread);
+            let outcome = hand_to_backplane(backplane, &self.inner.local, user, &payload, thread);
+            return queued(self.count_handed(outcome));
         }
         // A user without a channel (no connection, none retained) is published to all the same:
         // the event reaches nobody and is counted. A thread's event is kept: it makes the channel.
@@ -112,7 +113,7 @@ impl<E> Broadcaster<E> {
             },
             None => Published::default(),
         };
-        shared.count_published(published.connections().unwrap_or(0), started);
+        shared.count_published(started);
         Ok(published)
     }
 
@@ -177,21 +178,41 @@ impl<E> Broadcaster<E> {
     }
 }
 
-/// The sync publish of backplane mode: queues the event and returns at once, with no id.
-/// Only a refusal to queue is an error ([`BackplaneError::Overloaded`](crate::backplane::BackplaneError::Overloaded)
-/// or `Closed`); the event was then delivered nowhere.
-fn queue_on_backplane(
+/// Hands the event to the backplane (into `thread`, if any): the publish is queued by the call.
+fn hand_to_backplane(
     backplane: &Arc<dyn Backplane>,
     local: &LocalChannels,
     user: &UserId,
     payload: &Payload,
     thread: Option<&ThreadId>,
-) -> Result<Published, PublishError> {
+) -> Outcome {
     let head = Bytes::copy_from_slice(payload.as_bytes());
-    queued(match thread {
+    match thread {
         None => backplane.publish(local, user, head),
         Some(thread) => backplane.publish_in_thread(local, user, thread, head),
-    })
+    }
+}
+
+impl<E> Broadcaster<E> {
+    /// Counts a publish handed to the backplane as published by this node, unless the backplane
+    /// refused it (a refusal to queue is ready at once: see [`queued`]). Counted here, on the
+    /// publishing node, and not where the feed delivers it: every node serving the user
+    /// delivers it, and a node that serves nobody delivers it nowhere.
+    pub(crate) fn count_handed(&self, mut outcome: Outcome) -> Outcome {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let first = outcome.as_mut().poll(&mut cx);
+        let refused = matches!(
+            first,
+            std::task::Poll::Ready(Err(BackplaneError::Overloaded | BackplaneError::Closed))
+        );
+        if !refused {
+            self.inner.shared.count_handed();
+        }
+        match first {
+            std::task::Poll::Ready(result) => Box::pin(std::future::ready(result)),
+            std::task::Poll::Pending => outcome,
+        }
+    }
 }
 
 /// What a sync publish returns for a publish the backplane was given: queued, with no id yet,
@@ -246,9 +267,8 @@ impl<E> Broadcaster<E> {
         };
         self.check_payload(&payload)?;
         self.maybe_sweep();
-        let head = Bytes::copy_from_slice(payload.as_bytes());
-        backplane
-            .publish(&self.inner.local, user, head)
+        let outcome = hand_to_backplane(backplane, &self.inner.local, user, &payload, None);
+        self.count_handed(outcome)
             .await
             .map_err(PublishError::Backplane)
     }
@@ -287,9 +307,8 @@ impl<E> Broadcaster<E> {
         self.check_payload(&payload)?;
         self.maybe_sweep();
         self.keep_thread_channel(user)?;
-        let head = Bytes::copy_from_slice(payload.as_bytes());
-        backplane
-            .publish_in_thread(&self.inner.local, user, thread, head)
+        let outcome = hand_to_backplane(backplane, &self.inner.local, user, &payload, Some(thread));
+        self.count_handed(outcome)
             .await
             .map_err(PublishError::Backplane)
     }

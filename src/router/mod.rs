@@ -314,12 +314,21 @@ impl EventRouter {
         (primary, direct): (&Broadcaster<E>, &Payload),
         wrapped: &Payload,
     ) -> Result<Vec<Outcome>, PublishError> {
-        backplane
+        let outcomes = backplane
             .publish_all(vec![
                 primary.publish_request(user, thread, direct),
                 self.context.publish_request(user, thread, wrapped),
             ])
-            .map_err(PublishError::Backplane)
+            .map_err(PublishError::Backplane)?;
+        // Each channel counts its own publish, in the order they were requested.
+        Ok(outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(at, outcome)| match at {
+                0 => primary.count_handed(outcome),
+                _ => self.context.count_handed(outcome),
+            })
+            .collect())
     }
 
     /// [`publish_both`](Self::publish_both), waiting for both outcomes.

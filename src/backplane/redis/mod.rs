@@ -218,10 +218,14 @@ struct Tasks {
     _connection: AbortOnDropHandle<()>,
     _publisher: AbortOnDropHandle<()>,
     queue: mpsc::Sender<Queued>,
+    /// `sse_hub_backplane_connected`, set to 0 here: the connections go with the tasks, and the
+    /// gauge must not keep the 1 it was last set to.
+    connected_gauge: metrics::Gauge,
 }
 
 impl Drop for Tasks {
     fn drop(&mut self) {
+        self.connected_gauge.set(0.0);
         let queued = self.queue.max_capacity() - self.queue.capacity();
         if queued > 0 {
             tracing::warn!(
@@ -251,6 +255,7 @@ impl RedisBackplane {
             _connection: AbortOnDropHandle::new(runtime.spawn(run_connection(shared.clone()))),
             _publisher: AbortOnDropHandle::new(runtime.spawn(run_publisher(shared.clone(), jobs))),
             queue,
+            connected_gauge: shared.connected_gauge.clone(),
         };
         Ok(Self {
             shared,

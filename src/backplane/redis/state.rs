@@ -272,9 +272,10 @@ impl Shared {
         if error.is_some() {
             self.lock().last_error = error;
         }
-        self.status.send_modify(|status| status.link = link);
+        // The gauge first: whoever sees the new link (`wait_connected`) sees the gauge agree.
         let connected = link == Link::Connected;
         self.connected_gauge.set(if connected { 1.0 } else { 0.0 });
+        self.status.send_modify(|status| status.link = link);
     }
 
     /// Wakes the subscribes waiting for Redis to confirm their feed.
