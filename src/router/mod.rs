@@ -41,6 +41,7 @@ use crate::user_id::UserId;
 
 mod channel;
 mod route;
+mod route_async;
 mod routed;
 
 pub use channel::{Channel, UnknownChannel};
@@ -331,28 +332,6 @@ impl EventRouter {
             .collect())
     }
 
-    /// [`publish_both`](Self::publish_both), waiting for both outcomes.
-    async fn publish_both_async<E>(
-        &self,
-        backplane: &Arc<dyn Backplane>,
-        user: &UserId,
-        thread: Option<&ThreadId>,
-        (primary, direct, protocol): (&Broadcaster<E>, Payload, &'static str),
-        wrapped: Payload,
-    ) -> Result<Routed, PublishError> {
-        let outcomes = self.publish_both(backplane, user, thread, (primary, &direct), &wrapped)?;
-        // Every outcome is waited for, so that the result reports on all of them.
-        let mut results = Vec::with_capacity(outcomes.len());
-        for outcome in outcomes {
-            results.push(outcome.await.map_err(PublishError::Backplane));
-        }
-        routed(
-            [protocol, Channel::Context.as_str()]
-                .into_iter()
-                .zip(results),
-        )
-    }
-
     /// Before an event goes into a thread: both targets have (or make) the user's channel, as
     /// a publish into a thread makes it. A registry at `max_channels` refuses the event here,
     /// before it is published to either, so that it goes to all its targets or to none.
@@ -505,126 +484,6 @@ impl EventRouter {
         self.a2a.shutdown();
         self.context.shutdown();
         self.analytics.shutdown();
-    }
-}
-
-/// Routing that waits for the [backplane](crate::backplane), if there is one.
-impl EventRouter {
-    /// Routes any event that implements [`Route`], waiting for the backplane so that the
-    /// result has the events' ids (see [`Broadcaster::broadcast_async`]). If the backplane
-    /// cannot take the event, the error is [`PublishError::Backplane`], after every target
-    /// channel was tried: this node's connections received the event on all of them, without
-    /// an id. Without a backplane this is [`route`](Self::route).
-    pub async fn route_async<R: Route + Sync>(
-        &self,
-        user: &UserId,
-        event: &R,
-    ) -> Result<Routed, PublishError> {
-        event.route_async(self, user).await
-    }
-
-    async fn route_agui_async(
-        &self,
-        user: &UserId,
-        event: &AgUiEvent,
-    ) -> Result<Routed, PublishError> {
-        event.validate()?;
-        self.route_with_context_async(user, event, &self.agui, "agui")
-            .await
-    }
-
-    /// [`route_agui_in_thread`](Self::route_agui_in_thread), waiting for the backplane if
-    /// there is one (see [`Broadcaster::broadcast_in_thread_async`]): the thread travels with
-    /// the event to every node, and a connection to the thread on any node opens with the run
-    /// so far (see the [backplane docs](crate::backplane#threads)). A backplane that does not
-    /// carry threads gives [`PublishError::ThreadsNeedOneNode`].
-    pub async fn route_agui_in_thread_async(
-        &self,
-        user: &UserId,
-        thread: &ThreadId,
-        event: &AgUiEvent,
-    ) -> Result<Routed, PublishError> {
-        event.validate()?;
-        if self.agui.backplane().is_none() {
-            return self.route_with_context(user, event, &self.agui, "agui", Some(thread));
-        }
-        let (direct, wrapped) = self.payloads_with_context(event, &self.agui, "agui")?;
-        self.prepare_thread_channels(user, &self.agui)?;
-        if let Some(backplane) = self.backplane_of_both(&self.agui) {
-            return self
-                .publish_both_async(
-                    &backplane,
-                    user,
-                    Some(thread),
-                    (&self.agui, direct, "agui"),
-                    wrapped,
-                )
-                .await;
-        }
-        // Both targets are tried even if the first fails, as in `route_with_context_async`.
-        let direct = self
-            .agui
-            .broadcast_payload_in_thread_async(user, thread, direct)
-            .await;
-        let wrapped = self
-            .context
-            .broadcast_payload_in_thread_async(user, thread, wrapped)
-            .await;
-        routed([("agui", direct), (Channel::Context.as_str(), wrapped)])
-    }
-
-    async fn route_a2a_async(
-        &self,
-        user: &UserId,
-        event: &A2AEvent,
-    ) -> Result<Routed, PublishError> {
-        event.validate()?;
-        self.route_with_context_async(user, event, &self.a2a, "a2a")
-            .await
-    }
-
-    async fn route_system_async(
-        &self,
-        user: &UserId,
-        event: &SystemEvent,
-    ) -> Result<Routed, PublishError> {
-        let wrapped = self.system_payload(event)?;
-        let mut routed = Routed::default();
-        let published = self.context.broadcast_payload_async(user, wrapped).await?;
-        routed.push(Channel::Context.as_str(), published);
-        Ok(routed)
-    }
-
-    async fn route_analytics_async(
-        &self,
-        user: &UserId,
-        event: &AnalyticsEvent,
-    ) -> Result<Routed, PublishError> {
-        event.validate()?;
-        let mut routed = Routed::default();
-        let published = self.analytics.broadcast_async(user, event).await?;
-        routed.push(Channel::Analytics.as_str(), published);
-        Ok(routed)
-    }
-
-    async fn route_with_context_async<E: Serialize>(
-        &self,
-        user: &UserId,
-        event: &E,
-        primary: &Broadcaster<E>,
-        protocol: &'static str,
-    ) -> Result<Routed, PublishError> {
-        let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
-        if let Some(backplane) = self.backplane_of_both(primary) {
-            return self
-                .publish_both_async(&backplane, user, None, (primary, direct, protocol), wrapped)
-                .await;
-        }
-        // Both targets are tried even if the first fails, so that a backplane failure delivers
-        // the event locally on both, as the sync route would.
-        let direct = primary.broadcast_payload_async(user, direct).await;
-        let wrapped = self.context.broadcast_payload_async(user, wrapped).await;
-        routed([(protocol, direct), (Channel::Context.as_str(), wrapped)])
     }
 }
 
