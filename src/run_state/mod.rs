@@ -101,6 +101,7 @@ mod patch;
 mod scan;
 mod slow;
 mod states;
+mod trim;
 #[cfg(test)]
 mod tests;
 
