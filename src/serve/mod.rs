@@ -115,6 +115,7 @@ use tokio_io_timeout::TimeoutStream;
 use crate::config::HEARTBEAT_INTERVAL;
 
 mod lean;
+mod rewind;
 
 /// The default of [`Serve::max_concurrent_streams`]: how many requests (SSE streams) one
 /// HTTP/2 connection may have open at once.
@@ -454,7 +455,7 @@ async fn serve_connection<I>(
     // Boxed, so that a connection served on the lean path does not carry the space of hyper's
     // connection state in its task.
     Box::pin(with_hyper(
-        lean::Rewind::new(prefix, io),
+        rewind::Rewind::new(prefix, io),
         router,
         builder,
         drain_signal,
@@ -512,7 +513,7 @@ where
 }
 
 async fn with_hyper<I>(
-    io: lean::Rewind<Pin<Box<TimeoutStream<I>>>>,
+    io: rewind::Rewind<Pin<Box<TimeoutStream<I>>>>,
     router: Router,
     builder: Arc<Builder<TokioExecutor>>,
     mut drain_signal: watch::Receiver<bool>,
