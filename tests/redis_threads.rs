@@ -491,3 +491,59 @@ async fn a_node_whose_feed_broke_reads_the_thread_back() {
     a.backplane.close().await;
     b.backplane.close().await;
 }
+
+/// A run slower than the history's age bound (an agent waiting on a tool, say): its events
+/// after the thread's last snapshot are older than `replay_age` when the next one is published.
+/// A node that reads the thread back then must still find them in the history: a tab opening
+/// on node B opens exactly as on a single node (the open message included, which the official
+/// client needs before the next delta), not from the run's start alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_slow_run_opens_whole_on_another_node_after_its_events_aged() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let age = Duration::from_secs(1);
+    let aged = || {
+        let mut config = config();
+        config.replay_age = age;
+        config
+    };
+    let node = |config: Config| {
+        let mut settings = quick_settings(redis.url());
+        settings.command_timeout = Duration::from_secs(2);
+        Node::start(settings, config)
+    };
+    let (a, b) = (node(aged()).await, node(aged()).await);
+    let reference: Hub = Broadcaster::new(aged());
+    let alice = UserId::from("alice");
+    let events = run(20);
+    // The run's start is snapshotted (a checkpoint); the message after it is not yet (fewer
+    // than `replay_events / 2` events).
+    for event in &events[..10] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    wait_snapshot(&redis, "alice", 1).await;
+    // The agent waits longer than the history's age bound, then goes on.
+    tokio::time::sleep(age + Duration::from_millis(200)).await;
+    a.publish_in_thread(&alice, &thread(), &events[10]).await;
+    reference
+        .broadcast_in_thread(&alice, &thread(), &events[10])
+        .unwrap();
+
+    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let opened = opening(&mut on_b).await;
+    assert_eq!(opened, single_opening(&reference, &alice).await);
+    assert_eq!(
+        text_of(&opened),
+        text_of(&events[..11]),
+        "the answer so far"
+    );
+    assert_eq!(b.hub.stats().thread_states_unknown, 0);
+    a.backplane.close().await;
+    b.backplane.close().await;
+}

@@ -174,7 +174,9 @@
 //! * a node's publish queue holds at most `Q·F` bytes of heads, and the publish tokens it
 //!   remembers about 8192 × 40 bytes;
 //! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
-//!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
+//!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it
+//!   (up to its oldest event of a thread: a thread's events go by the length bound only, since
+//!   a thread's snapshots are written by count, and a sync needs the events after the last),
 //!   plus a small hash of publish marks (one field per node that published to the user
 //!   lately: expired marks are dropped once it holds 64; see the
 //!   [Redis keys][redis-keys]), and expires
