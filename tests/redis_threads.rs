@@ -547,3 +547,53 @@ async fn a_slow_run_opens_whole_on_another_node_after_its_events_aged() {
     a.backplane.close().await;
     b.backplane.close().await;
 }
+
+/// The node holding a thread's newest state goes (a crash, a deploy) before its next snapshot
+/// was due, so the snapshot in Redis lags the history. Another node reads the thread back
+/// (a tab opens there): it then holds the exact state, and must leave a snapshot that covers
+/// it, or the history trimming the lagging events (the user's other events go on) leaves every
+/// later reader with a partial run, although a node held the exact state all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_node_that_reads_a_thread_back_leaves_a_snapshot_covering_it() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(20);
+    // The run's start is snapshotted (a checkpoint); the 7 events after it are not yet due.
+    for event in &events[..8] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    wait_snapshot(&redis, "alice", 1).await;
+    drop(a);
+    let expected = single_opening(&reference, &alice).await;
+    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    assert_eq!(opening(&mut on_b).await, expected);
+    drop(on_b);
+    // B holds the thread's exact state while the user's other events fill the history (32
+    // events) past the thread's.
+    let a = node(redis.url()).await;
+    for n in 0..40 {
+        a.publish_stored("alice", n).await;
+    }
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        0,
+        "B's state stayed exact"
+    );
+    // A node that reads the thread back now opens as a single node does.
+    let c = node(redis.url()).await;
+    let mut on_c = c.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    assert_eq!(opening(&mut on_c).await, expected);
+    assert_eq!(c.hub.stats().thread_states_unknown, 0);
+    for node in [&a, &b, &c] {
+        node.backplane.close().await;
+    }
+}

@@ -77,9 +77,10 @@
 //!   snapshot ([`Backplane::store_thread_snapshot`]): the state's opening, the id it covers and
 //!   its ordinal, kept only if newer than the stored one (every node that serves the user
 //!   writes; the newest wins). It writes at each [`checkpoint`](crate::ThreadState::checkpoint)
-//!   (a run started or ended) and when `replay_events / 2` events of the user passed since the
-//!   thread last changed unsnapshotted, so that the history still holds what followed the
-//!   snapshot. The opening must fold back into the same state (the AG-UI run state does:
+//!   (a run started or ended), when `replay_events / 2` events of the user passed since the
+//!   thread last changed unsnapshotted, and after a sync that folded events the stored
+//!   snapshot did not cover (the node that folded them may be gone), so that the history still
+//!   holds what followed the snapshot. The opening must fold back into the same state (the AG-UI run state does:
 //!   tested at every point of a run).
 //! * **A thread subscription** opens from the node's exact state, under the channel lock, then
 //!   the live tail, as on one node; if the state is not exact, it waits for the sync first
