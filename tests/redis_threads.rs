@@ -597,3 +597,106 @@ async fn a_node_that_reads_a_thread_back_leaves_a_snapshot_covering_it() {
         node.backplane.close().await;
     }
 }
+
+/// The count of the thread snapshot stored for `user` (0 if none).
+async fn snapshot_count(connection: &mut redis::aio::MultiplexedConnection, user: &str) -> u64 {
+    let snapshot: Option<String> = redis::cmd("HGET")
+        .arg(format!("sse-hub:threads:agui:{user}"))
+        .arg("s:thread-1")
+        .query_async(connection)
+        .await
+        .unwrap();
+    snapshot
+        .as_deref()
+        .and_then(|s| s.lines().next())
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Many runs end at once while Redis is slow (a latency spike): more snapshot writes than a
+/// node keeps in flight. The run's end is its last snapshot (nothing follows to replace it),
+/// so it must still be stored: otherwise the history later trims what followed the stored
+/// one, and the run opens without its end on a node that reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn the_snapshots_of_runs_ending_together_on_a_slow_redis_are_all_stored() {
+    if !redis_available() {
+        return;
+    }
+    const USERS: usize = 150;
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(proxy.url()).await;
+    let reference = single();
+    let users: Vec<UserId> = (0..USERS).map(|i| UserId::from(format!("u{i}"))).collect();
+    let events = run(2);
+    // A serves the users (so that it folds their runs from the first event), every run starts
+    // (snapshotted), then Redis slows down while they all go on and end.
+    for user in &users {
+        drop(a.hub.subscribe(user).unwrap());
+    }
+    let listening = timeout(WAIT, async {
+        while a.backplane.health().listening < USERS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "A listens to every user");
+    for user in &users {
+        a.publish_in_thread(user, &thread(), &events[0]).await;
+    }
+    let mut connection = redis.connection().await;
+    for (i, _) in users.iter().enumerate() {
+        let stored = timeout(WAIT, async {
+            while snapshot_count(&mut connection, &format!("u{i}")).await < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(stored.is_ok(), "the start of u{i}'s run is snapshotted");
+    }
+    for event in &events {
+        reference
+            .broadcast_in_thread(&users[0], &thread(), event)
+            .unwrap();
+    }
+    proxy.set(support::Fault::Latency(Duration::from_millis(300)));
+    let thread = thread();
+    let mut outcomes = Vec::new();
+    for event in &events[1..] {
+        for user in &users {
+            outcomes.push(a.hub.broadcast_in_thread_async(user, &thread, event));
+        }
+    }
+    for outcome in futures_util::future::join_all(outcomes).await {
+        outcome.expect("publish");
+    }
+    proxy.set(support::Fault::None);
+    let ends = events.len() as u64;
+    for (i, _) in users.iter().enumerate() {
+        let stored = timeout(WAIT, async {
+            while snapshot_count(&mut connection, &format!("u{i}")).await < ends {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            stored.is_ok(),
+            "u{i}'s snapshot never covered its run's end"
+        );
+    }
+    // What the user does next pushes the run out of the history; a node that reads the
+    // thread back still opens it whole.
+    for n in 0..40 {
+        a.publish_stored("u0", n).await;
+    }
+    let b = node(redis.url()).await;
+    let mut on_b = b.hub.subscribe_in_thread(&users[0], &thread, None).unwrap();
+    assert_eq!(
+        opening(&mut on_b).await,
+        single_opening(&reference, &users[0]).await
+    );
+    a.backplane.close().await;
+    b.backplane.close().await;
+}

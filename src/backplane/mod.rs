@@ -189,7 +189,9 @@
 //!   AG-UI run state), plus a count and a recency entry per thread, expiring with the history;
 //! * a sync holds the snapshot and the thread's events of the history (at most the history's
 //!   `N + min(N/8, 64)` entries) while it folds them; a node writes at most 64 snapshots at a
-//!   time (past it, a snapshot is dropped: the next one replaces it).
+//!   time, and past it keeps the newest snapshot of each thread waiting for a writer (at most
+//!   one opening per thread it holds: a run's end may be its thread's last snapshot for long,
+//!   so it is not dropped).
 
 //! # Sync and async
 //!
