@@ -491,3 +491,212 @@ async fn a_node_whose_feed_broke_reads_the_thread_back() {
     a.backplane.close().await;
     b.backplane.close().await;
 }
+
+/// A run slower than the history's age bound (an agent waiting on a tool, say): its events
+/// after the thread's last snapshot are older than `replay_age` when the next one is published.
+/// A node that reads the thread back then must still find them in the history: a tab opening
+/// on node B opens exactly as on a single node (the open message included, which the official
+/// client needs before the next delta), not from the run's start alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_slow_run_opens_whole_on_another_node_after_its_events_aged() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let age = Duration::from_secs(1);
+    let aged = || {
+        let mut config = config();
+        config.replay_age = age;
+        config
+    };
+    let node = |config: Config| {
+        let mut settings = quick_settings(redis.url());
+        settings.command_timeout = Duration::from_secs(2);
+        Node::start(settings, config)
+    };
+    let (a, b) = (node(aged()).await, node(aged()).await);
+    let reference: Hub = Broadcaster::new(aged());
+    let alice = UserId::from("alice");
+    let events = run(20);
+    // The run's start is snapshotted (a checkpoint); the message after it is not yet (fewer
+    // than `replay_events / 2` events).
+    for event in &events[..10] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    wait_snapshot(&redis, "alice", 1).await;
+    // The agent waits longer than the history's age bound, then goes on.
+    tokio::time::sleep(age + Duration::from_millis(200)).await;
+    a.publish_in_thread(&alice, &thread(), &events[10]).await;
+    reference
+        .broadcast_in_thread(&alice, &thread(), &events[10])
+        .unwrap();
+
+    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let opened = opening(&mut on_b).await;
+    assert_eq!(opened, single_opening(&reference, &alice).await);
+    assert_eq!(
+        text_of(&opened),
+        text_of(&events[..11]),
+        "the answer so far"
+    );
+    assert_eq!(b.hub.stats().thread_states_unknown, 0);
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// The node holding a thread's newest state goes (a crash, a deploy) before its next snapshot
+/// was due, so the snapshot in Redis lags the history. Another node reads the thread back
+/// (a tab opens there): it then holds the exact state, and must leave a snapshot that covers
+/// it, or the history trimming the lagging events (the user's other events go on) leaves every
+/// later reader with a partial run, although a node held the exact state all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_node_that_reads_a_thread_back_leaves_a_snapshot_covering_it() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(20);
+    // The run's start is snapshotted (a checkpoint); the 7 events after it are not yet due.
+    for event in &events[..8] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    wait_snapshot(&redis, "alice", 1).await;
+    drop(a);
+    let expected = single_opening(&reference, &alice).await;
+    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    assert_eq!(opening(&mut on_b).await, expected);
+    drop(on_b);
+    // B holds the thread's exact state while the user's other events fill the history (32
+    // events) past the thread's.
+    let a = node(redis.url()).await;
+    for n in 0..40 {
+        a.publish_stored("alice", n).await;
+    }
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        0,
+        "B's state stayed exact"
+    );
+    // A node that reads the thread back now opens as a single node does.
+    let c = node(redis.url()).await;
+    let mut on_c = c.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    assert_eq!(opening(&mut on_c).await, expected);
+    assert_eq!(c.hub.stats().thread_states_unknown, 0);
+    for node in [&a, &b, &c] {
+        node.backplane.close().await;
+    }
+}
+
+/// The count of the thread snapshot stored for `user` (0 if none).
+async fn snapshot_count(connection: &mut redis::aio::MultiplexedConnection, user: &str) -> u64 {
+    let snapshot: Option<String> = redis::cmd("HGET")
+        .arg(format!("sse-hub:threads:agui:{user}"))
+        .arg("s:thread-1")
+        .query_async(connection)
+        .await
+        .unwrap();
+    snapshot
+        .as_deref()
+        .and_then(|s| s.lines().next())
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Many runs end at once while Redis is slow (a latency spike): more snapshot writes than a
+/// node keeps in flight. The run's end is its last snapshot (nothing follows to replace it),
+/// so it must still be stored: otherwise the history later trims what followed the stored
+/// one, and the run opens without its end on a node that reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn the_snapshots_of_runs_ending_together_on_a_slow_redis_are_all_stored() {
+    if !redis_available() {
+        return;
+    }
+    const USERS: usize = 150;
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(proxy.url()).await;
+    let reference = single();
+    let users: Vec<UserId> = (0..USERS).map(|i| UserId::from(format!("u{i}"))).collect();
+    let events = run(2);
+    // A serves the users (so that it folds their runs from the first event), every run starts
+    // (snapshotted), then Redis slows down while they all go on and end.
+    for user in &users {
+        drop(a.hub.subscribe(user).unwrap());
+    }
+    let listening = timeout(WAIT, async {
+        while a.backplane.health().listening < USERS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "A listens to every user");
+    for user in &users {
+        a.publish_in_thread(user, &thread(), &events[0]).await;
+    }
+    let mut connection = redis.connection().await;
+    for (i, _) in users.iter().enumerate() {
+        let stored = timeout(WAIT, async {
+            while snapshot_count(&mut connection, &format!("u{i}")).await < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(stored.is_ok(), "the start of u{i}'s run is snapshotted");
+    }
+    for event in &events {
+        reference
+            .broadcast_in_thread(&users[0], &thread(), event)
+            .unwrap();
+    }
+    proxy.set(support::Fault::Latency(Duration::from_millis(300)));
+    let thread = thread();
+    let mut outcomes = Vec::new();
+    for event in &events[1..] {
+        for user in &users {
+            outcomes.push(a.hub.broadcast_in_thread_async(user, &thread, event));
+        }
+    }
+    for outcome in futures_util::future::join_all(outcomes).await {
+        outcome.expect("publish");
+    }
+    proxy.set(support::Fault::None);
+    let ends = events.len() as u64;
+    for (i, _) in users.iter().enumerate() {
+        let stored = timeout(WAIT, async {
+            while snapshot_count(&mut connection, &format!("u{i}")).await < ends {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            stored.is_ok(),
+            "u{i}'s snapshot never covered its run's end"
+        );
+    }
+    // What the user does next pushes the run out of the history; a node that reads the
+    // thread back still opens it whole.
+    for n in 0..40 {
+        a.publish_stored("u0", n).await;
+    }
+    let b = node(redis.url()).await;
+    let mut on_b = b.hub.subscribe_in_thread(&users[0], &thread, None).unwrap();
+    assert_eq!(
+        opening(&mut on_b).await,
+        single_opening(&reference, &users[0]).await
+    );
+    a.backplane.close().await;
+    b.backplane.close().await;
+}

@@ -77,9 +77,10 @@
 //!   snapshot ([`Backplane::store_thread_snapshot`]): the state's opening, the id it covers and
 //!   its ordinal, kept only if newer than the stored one (every node that serves the user
 //!   writes; the newest wins). It writes at each [`checkpoint`](crate::ThreadState::checkpoint)
-//!   (a run started or ended) and when `replay_events / 2` events of the user passed since the
-//!   thread last changed unsnapshotted, so that the history still holds what followed the
-//!   snapshot. The opening must fold back into the same state (the AG-UI run state does:
+//!   (a run started or ended), when `replay_events / 2` events of the user passed since the
+//!   thread last changed unsnapshotted, and after a sync that folded events the stored
+//!   snapshot did not cover (the node that folded them may be gone), so that the history still
+//!   holds what followed the snapshot. The opening must fold back into the same state (the AG-UI run state does:
 //!   tested at every point of a run).
 //! * **A thread subscription** opens from the node's exact state, under the channel lock, then
 //!   the live tail, as on one node; if the state is not exact, it waits for the sync first
@@ -174,7 +175,9 @@
 //! * a node's publish queue holds at most `Q·F` bytes of heads, and the publish tokens it
 //!   remembers about 8192 × 40 bytes;
 //! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
-//!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it,
+//!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it
+//!   (up to its oldest event of a thread: a thread's events go by the length bound only, since
+//!   a thread's snapshots are written by count, and a sync needs the events after the last),
 //!   plus a small hash of publish marks (one field per node that published to the user
 //!   lately: expired marks are dropped once it holds 64; see the
 //!   [Redis keys][redis-keys]), and expires
@@ -186,7 +189,9 @@
 //!   AG-UI run state), plus a count and a recency entry per thread, expiring with the history;
 //! * a sync holds the snapshot and the thread's events of the history (at most the history's
 //!   `N + min(N/8, 64)` entries) while it folds them; a node writes at most 64 snapshots at a
-//!   time (past it, a snapshot is dropped: the next one replaces it).
+//!   time, and past it keeps the newest snapshot of each thread waiting for a writer (at most
+//!   one opening per thread it holds: a run's end may be its thread's last snapshot for long,
+//!   so it is not dropped).
 
 //! # Sync and async
 //!

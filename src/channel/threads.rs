@@ -385,9 +385,10 @@ impl UserChannel {
     /// Installs what a sync read of `thread` (started as `start`): the snapshot and the events
     /// after it folded into a fresh state, then the thread's frames the channel delivered since
     /// the sync started and the read did not cover (ids after its `last_id`), from the window.
-    /// The state is then exact. Returns the snapshot to store when the read was not complete
-    /// (the history no longer holds every event after the snapshot: the state is rebuilt from
-    /// what there is, counted as unknown, and becomes the thread's).
+    /// The state is then exact. Returns the snapshot to store when the stored one does not
+    /// cover the state: events followed it, or the read was not complete (the history no
+    /// longer holds every event after the snapshot: the state is rebuilt from what there is,
+    /// counted as unknown, and becomes the thread's).
     ///
     /// The sync fails (the state stays inexact, and the next frame or subscription syncs
     /// again) if the read failed, if the window no longer holds every frame since the sync
@@ -456,8 +457,15 @@ impl UserChannel {
         entry.state = Some(fresh);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = last_id;
-        if complete {
+        // This node now holds the thread's exact state, maybe alone (the one that folded the
+        // events after the stored snapshot may be gone, its next snapshot not yet due): it
+        // stores it, before the history trims those events.
+        let stored = read.snapshot.as_ref().map_or(0, |s| s.count);
+        if complete && ordinal == stored {
             return None;
+        }
+        if complete {
+            return Some(Self::snapshot_of(entry));
         }
         let shared = &self.shared;
         shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use crate::thread::ThreadId;
 const SYNC_ATTEMPTS: usize = 3;
 
 /// Reads `thread` back from the backplane and installs it in `channel`; stores the snapshot the
-/// install rebuilt, if any.
+/// install returns, if the stored one does not cover the state.
 async fn sync_thread(
     backplane: Arc<dyn Backplane>,
     channel: Arc<UserChannel>,

@@ -10,7 +10,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Value};
 use tokio_stream::StreamExt;
 
-use crate::backplane::redis::state::{Link, Shared, classify, deadline};
+use crate::backplane::redis::state::{Link, Shared, SnapshotWrite, classify, deadline};
 use crate::backplane::redis::wire::{
     MIN_VERSION, parse_history, parse_thread_history, parse_version, plan_reconcile, snapshot_blob,
 };
@@ -369,48 +369,90 @@ pub(crate) async fn read_thread(
     })
 }
 
-/// Snapshot writes a node has in flight at most; past it, a snapshot is dropped (a later one
-/// replaces it).
+/// Snapshot writes a node has in flight at most; past it, a snapshot waits for a writer.
 const SNAPSHOTS_IN_FLIGHT: usize = 64;
 
-/// Stores a thread's snapshot, newer-wins, in the background: best effort.
+/// Stores a thread's snapshot, newer-wins, in the background: best effort (dropped if the link
+/// is down or changes first: the nodes then read their threads back, which stores them again).
+///
+/// Past [`SNAPSHOTS_IN_FLIGHT`] writes, the snapshot waits for one to end, replacing the one of
+/// its thread that waited: it may be the thread's last for a long while (a run's end), so it
+/// is not dropped, and the waiting ones hold at most one opening per thread the node holds.
 pub(crate) fn store_snapshot(
     shared: &Arc<Shared>,
     threads: String,
     thread: &ThreadId,
     snapshot: &ThreadSnapshot,
 ) {
-    let (Some(mut command), Ok(runtime)) =
-        (shared.command(), tokio::runtime::Handle::try_current())
-    else {
+    let (Some((_, link)), Ok(runtime)) = (
+        shared.command_of_link(),
+        tokio::runtime::Handle::try_current(),
+    ) else {
         return;
     };
-    let in_flight = &shared.snapshots_in_flight;
-    if in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= SNAPSHOTS_IN_FLIGHT {
-        in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        tracing::debug!(%thread, "backplane: too many snapshot writes in flight; one dropped");
+    let write = SnapshotWrite {
+        link,
+        covers: snapshot.covers,
+        blob: snapshot_blob(snapshot),
+    };
+    let mut writes = shared.snapshot_writes();
+    if writes.writing >= SNAPSHOTS_IN_FLIGHT {
+        let waiting = writes.waiting.entry((threads, thread.clone())).or_insert_with(|| {
+            tracing::debug!(%thread, "backplane: too many snapshot writes in flight; one waits");
+            write.clone()
+        });
+        if waiting.covers < write.covers {
+            *waiting = write;
+        }
         return;
     }
-    let (covers, blob) = (snapshot.covers.to_string(), snapshot_blob(snapshot));
-    let shared = shared.clone();
-    let thread = thread.clone();
-    runtime.spawn(async move {
-        let stored: Result<i64, _> = shared
-            .snapshot_script
-            .key(threads)
-            .arg(thread.as_str())
-            .arg(covers)
-            .arg(blob)
-            .arg(shared.config.history_ttl.as_millis() as u64)
-            .invoke_async(&mut command)
-            .await;
-        shared
-            .snapshots_in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        if let Err(error) = stored {
-            tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored");
+    writes.writing += 1;
+    drop(writes);
+    runtime.spawn(write_snapshots(
+        shared.clone(),
+        (threads, thread.clone()),
+        write,
+    ));
+}
+
+/// Writes a snapshot, then the waiting ones, until none waits.
+async fn write_snapshots(
+    shared: Arc<Shared>,
+    mut key: (String, ThreadId),
+    mut write: SnapshotWrite,
+) {
+    loop {
+        let (threads, thread) = &key;
+        match shared.command_of_link() {
+            Some((mut command, link)) if link == write.link => {
+                let stored: Result<i64, _> = shared
+                    .snapshot_script
+                    .key(threads)
+                    .arg(thread.as_str())
+                    .arg(write.covers.to_string())
+                    .arg(write.blob)
+                    .arg(shared.config.history_ttl.as_millis() as u64)
+                    .invoke_async(&mut command)
+                    .await;
+                if let Err(error) = stored {
+                    tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored");
+                }
+            }
+            _ => {
+                tracing::debug!(%thread, "backplane: a thread snapshot of an earlier link dropped")
+            }
         }
-    });
+        let mut writes = shared.snapshot_writes();
+        let Some(next) = writes.waiting.keys().next().cloned() else {
+            writes.writing -= 1;
+            return;
+        };
+        let Some(next_write) = writes.waiting.remove(&next) else {
+            writes.writing -= 1;
+            return;
+        };
+        (key, write) = (next, next_write);
+    }
 }
 
 async fn wait_subscribed(shared: &Shared, feed: &str) -> Result<(), BackplaneError> {

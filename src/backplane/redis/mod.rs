@@ -30,7 +30,10 @@
 //! 3. `XADD`s the frame's head and trims, with `XDEL`, the oldest entries beyond the history
 //!    length ([`Config::replay_events`](crate::Config::replay_events), in batches) and older
 //!    than [`Config::replay_age`](crate::Config::replay_age), so that the stream's
-//!    `max-deleted-entry-id` says exactly what was lost;
+//!    `max-deleted-entry-id` says exactly what was lost. The age trim stops at the oldest event
+//!    published into a thread: a thread's snapshot is written every `replay_events / 2` events,
+//!    not by time, and a node that reads the thread back needs the events after it, however
+//!    slowly the run went (the length trim is what the snapshots keep up with);
 //! 4. sets the history's time to live ([`RedisConfig::history_ttl`]) and the node's mark,
 //!    and, once the marks hash holds 64 fields, drops the marks past their time (kept while
 //!    a copy of their node's publishes may still arrive; so however many node processes

@@ -60,17 +60,21 @@ if len > keep + tonumber(ARGV[4]) then
   for i, entry in ipairs(old) do ids[i] = entry[1] end
   redis.call('XDEL', KEYS[1], unpack(ids))
 end
+-- By age, up to the first event published into a thread: a node that syncs the thread reads
+-- its events after its snapshot, which is written every `keep / 2` events, not by time, so a
+-- slow run's events must stay until the length trims them. Only the oldest entries go, still.
 local age = tonumber(ARGV[8])
 if age > 0 then
   local now = redis.call('TIME')
   local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
   if cutoff > 0 then
     local old = redis.call('XRANGE', KEYS[1], '-', string.format('(%d-0', cutoff), 'COUNT', 256)
-    if #old > 0 then
-      local ids = {}
-      for i, entry in ipairs(old) do ids[i] = entry[1] end
-      redis.call('XDEL', KEYS[1], unpack(ids))
+    local ids = {}
+    for _, entry in ipairs(old) do
+      if entry[2][5] == 'h' then break end
+      ids[#ids + 1] = entry[1]
     end
+    if #ids > 0 then redis.call('XDEL', KEYS[1], unpack(ids)) end
   end
 end
 -- A mark is `counter expiry-ms` (Redis time): it must outlive every retry of the node's

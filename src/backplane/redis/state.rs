@@ -3,7 +3,7 @@
 //! what comes back from Redis (dispatch, kicks).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use crate::backplane::LocalChannels;
 use crate::backplane::redis::config::RedisConfig;
 use crate::backplane::redis::wire::{Message, parse_message};
 use crate::error::BackplaneError;
+use crate::event_id::EventId;
 use crate::stats::Published;
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
@@ -72,8 +73,8 @@ pub(crate) struct Shared {
     pub(crate) publish_retries: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
-    /// Thread snapshots being written.
-    pub(crate) snapshots_in_flight: AtomicUsize,
+    /// Thread snapshots being written, and those waiting for a writer.
+    snapshot_writes: Mutex<SnapshotWrites>,
     pub(crate) connected_gauge: metrics::Gauge,
 }
 
@@ -97,6 +98,23 @@ pub(crate) struct State {
     /// Publish tokens recently dispatched, oldest first, and as a set.
     recent: VecDeque<Bytes>,
     recent_set: HashSet<Bytes>,
+}
+
+/// The node's thread snapshot writes: how many are in flight, and the snapshots waiting for
+/// one to end, the newest per (snapshots key, thread).
+#[derive(Default)]
+pub(crate) struct SnapshotWrites {
+    pub(crate) writing: usize,
+    pub(crate) waiting: HashMap<(String, ThreadId), SnapshotWrite>,
+}
+
+/// A thread snapshot to write: the link it was taken on (a later link may be to a Redis that
+/// lost what it covers), the id it covers, and the stored form.
+#[derive(Clone)]
+pub(crate) struct SnapshotWrite {
+    pub(crate) link: u64,
+    pub(crate) covers: EventId,
+    pub(crate) blob: Vec<u8>,
 }
 
 pub(crate) struct Wanted {
@@ -218,13 +236,19 @@ impl Shared {
             publish_retries: AtomicU64::new(0),
             received: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
-            snapshots_in_flight: AtomicUsize::new(0),
+            snapshot_writes: Mutex::new(SnapshotWrites::default()),
             connected_gauge: metrics::gauge!(crate::metrics::BACKPLANE_CONNECTED),
         }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn snapshot_writes(&self) -> MutexGuard<'_, SnapshotWrites> {
+        self.snapshot_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn link(&self) -> Link {
