@@ -22,6 +22,15 @@
 //! The one normalisation: an optional member set to `null` is read, and written, as absent
 //! (the 1.0 schemas reject `null` there; absent is what the producer meant).
 //!
+//! *Limit: member order.* Inside free-form values, objects are `serde_json::Map`s, which keep
+//! their members sorted by name unless serde_json's `preserve_order` feature is on: an event
+//! read from JSON and written back lists them sorted, where a JavaScript client would see them
+//! in the order published (a form built from a JSON Schema's `properties`, say). Values are
+//! kept exactly (floats too: serde_json's `float_roundtrip` is on). An application that needs
+//! the published order can turn `preserve_order` on for its build; the run state then follows
+//! the client except for a JSON Patch `remove`, after which the remaining members of a state
+//! object may come out of a later opening in another order.
+//!
 //! # Strict where the protocol is strict
 //!
 //! An event the 1.0 schemas reject is an error that names the member ([`InvalidEvent`]):
