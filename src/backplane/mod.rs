@@ -100,6 +100,14 @@
 //!   exact state. A sync that cannot read the backplane (down, too slow) ends the
 //!   subscription, with the jittered `retry:` of the faults below, so that the client comes
 //!   back instead of receiving an opening that is not the thread's.
+//!
+//!   *Limit:* when Redis loses *all* of a thread's data in the middle of a run (a restart
+//!   without persistence), the thread starts again at its next event, with nothing in Redis
+//!   to show that it lost its start: it is not counted, and a connection to it on a node that
+//!   reads it back opens with nothing of the run (no `RUN_STARTED`), so an AG-UI client refuses
+//!   the live events that follow, until the next run starts. Nodes that kept listening keep
+//!   their exact state. Use persistence that keeps acknowledged
+//!   writes where that matters (see the faults below).
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.
