@@ -135,14 +135,7 @@ impl LocalChannels {
     /// Delivers an event that could not go through the backplane to `user`'s local
     /// connections, without an `id:` line, and counts the loss.
     pub fn deliver_local_only(&self, user: &UserId, head: &[u8]) -> usize {
-        let Some(inner) = self.inner.upgrade() else {
-            return 0;
-        };
-        let mut frame = Vec::with_capacity(head.len() + 1);
-        frame.extend_from_slice(head);
-        frame.push(b'\n');
-        inner.count_backplane_failure();
-        inner.deliver_frame(user, Bytes::from(frame), None)
+        self.deliver_unnumbered(user, head, None)
     }
 
     /// [`deliver_local_only`](Self::deliver_local_only) for an event published into
@@ -154,6 +147,16 @@ impl LocalChannels {
         head: &[u8],
         thread: &ThreadId,
     ) -> usize {
+        self.deliver_unnumbered(user, head, Some((thread, 0)))
+    }
+
+    /// `head` as a frame without an id line, delivered locally, the loss counted.
+    fn deliver_unnumbered(
+        &self,
+        user: &UserId,
+        head: &[u8],
+        thread: Option<(&ThreadId, u64)>,
+    ) -> usize {
         let Some(inner) = self.inner.upgrade() else {
             return 0;
         };
@@ -161,7 +164,7 @@ impl LocalChannels {
         frame.extend_from_slice(head);
         frame.push(b'\n');
         inner.count_backplane_failure();
-        inner.deliver_frame(user, Bytes::from(frame), Some((thread, 0)))
+        inner.deliver_frame(user, Bytes::from(frame), thread)
     }
 
     /// Ends `user`'s local streams; they reconnect and resume from the history. Returns how

@@ -403,9 +403,7 @@ impl UserChannel {
     /// Ends every subscription on the channel; the channel itself, with its window and epoch,
     /// stays, so the clients resume where they were.
     pub(crate) fn kick(&self) {
-        let _state = self.lock();
-        self.kicks.fetch_add(1, Ordering::AcqRel);
-        let _ = self.sender.send(Slot::kick());
+        self.bump_and_wake(&self.kicks);
     }
 
     pub(crate) fn kicked_since(&self, kicks: u32) -> bool {
@@ -415,8 +413,14 @@ impl UserChannel {
     /// Ends the channel's *degraded* backplane subscriptions only (see `Remote`): the
     /// backplane can serve them properly now, and the others are healthy.
     pub(crate) fn kick_degraded(&self) {
+        self.bump_and_wake(&self.degraded_kicks);
+    }
+
+    /// Bumps a kick counter and sends a `Kick` slot, under the state lock, so that every
+    /// receiver wakes and compares the counter with the value it joined with.
+    fn bump_and_wake(&self, counter: &AtomicU32) {
         let _state = self.lock();
-        self.degraded_kicks.fetch_add(1, Ordering::AcqRel);
+        counter.fetch_add(1, Ordering::AcqRel);
         let _ = self.sender.send(Slot::kick());
     }
 

@@ -35,7 +35,7 @@ impl EventRouter {
         event: &AgUiEvent,
     ) -> Result<Routed, PublishError> {
         event.validate()?;
-        self.route_with_context_async(user, event, &self.agui, "agui")
+        self.route_with_context_async(user, event, &self.agui, "agui", None)
             .await
     }
 
@@ -54,29 +54,8 @@ impl EventRouter {
         if self.agui.backplane().is_none() {
             return self.route_with_context(user, event, &self.agui, "agui", Some(thread));
         }
-        let (direct, wrapped) = self.payloads_with_context(event, &self.agui, "agui")?;
-        self.prepare_thread_channels(user, &self.agui)?;
-        if let Some(backplane) = self.backplane_of_both(&self.agui) {
-            return self
-                .publish_both_async(
-                    &backplane,
-                    user,
-                    Some(thread),
-                    (&self.agui, direct, "agui"),
-                    wrapped,
-                )
-                .await;
-        }
-        // Both targets are tried even if the first fails, as in `route_with_context_async`.
-        let direct = self
-            .agui
-            .broadcast_payload_in_thread_async(user, thread, direct)
-            .await;
-        let wrapped = self
-            .context
-            .broadcast_payload_in_thread_async(user, thread, wrapped)
-            .await;
-        routed([("agui", direct), (Channel::Context.as_str(), wrapped)])
+        self.route_with_context_async(user, event, &self.agui, "agui", Some(thread))
+            .await
     }
 
     pub(super) async fn route_a2a_async(
@@ -85,7 +64,7 @@ impl EventRouter {
         event: &A2AEvent,
     ) -> Result<Routed, PublishError> {
         event.validate()?;
-        self.route_with_context_async(user, event, &self.a2a, "a2a")
+        self.route_with_context_async(user, event, &self.a2a, "a2a", None)
             .await
     }
 
@@ -119,17 +98,39 @@ impl EventRouter {
         event: &E,
         primary: &Broadcaster<E>,
         protocol: &'static str,
+        thread: Option<&ThreadId>,
     ) -> Result<Routed, PublishError> {
         let (direct, wrapped) = self.payloads_with_context(event, primary, protocol)?;
+        if thread.is_some() {
+            self.prepare_thread_channels(user, primary)?;
+        }
         if let Some(backplane) = self.backplane_of_both(primary) {
             return self
-                .publish_both_async(&backplane, user, None, (primary, direct, protocol), wrapped)
+                .publish_both_async(
+                    &backplane,
+                    user,
+                    thread,
+                    (primary, direct, protocol),
+                    wrapped,
+                )
                 .await;
         }
         // Both targets are tried even if the first fails, so that a backplane failure delivers
         // the event locally on both, as the sync route would.
-        let direct = primary.broadcast_payload_async(user, direct).await;
-        let wrapped = self.context.broadcast_payload_async(user, wrapped).await;
+        let (direct, wrapped) = match thread {
+            None => (
+                primary.broadcast_payload_async(user, direct).await,
+                self.context.broadcast_payload_async(user, wrapped).await,
+            ),
+            Some(thread) => (
+                primary
+                    .broadcast_payload_in_thread_async(user, thread, direct)
+                    .await,
+                self.context
+                    .broadcast_payload_in_thread_async(user, thread, wrapped)
+                    .await,
+            ),
+        };
         routed([(protocol, direct), (Channel::Context.as_str(), wrapped)])
     }
 
