@@ -678,3 +678,27 @@ async fn a_request_head_is_held_to_the_same_limit_over_http2_as_over_http_1_1() 
     assert_eq!(number(&event), 1);
     server.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_stream_whose_client_sent_more_than_its_head_is_still_dropped_when_it_goes_away() {
+    // A request pipelined behind the stream, or a stray empty line after its head (RFC 9112
+    // 2.2 lets a client send one): the socket must still be read, or a client that goes away
+    // is only found by a heartbeat's failed write, 15 s or more later, and its stream keeps
+    // its place in the user's connection cap until then.
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let user = UserId::from("ada");
+    for extra in [get("/nothing-here", ""), "\r\n".to_owned()] {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&format!("{}{extra}", get("/events/ada", SSE_GET)))
+            .await;
+        raw.read_through(b"\n\n\r\n").await;
+        assert_eq!(hub.connection_count(&user), 1);
+        drop(raw);
+        common::wait_until("the stream is dropped", WAIT, || {
+            hub.connection_count(&user) == 0
+        })
+        .await;
+    }
+    server.shut_down().await;
+}

@@ -13,7 +13,8 @@
 //! then the body in chunks, each frame or group of frames as one chunk, and the last chunk when
 //! the body ends. While the body is written, the connection is read too, so a client that goes
 //! away is noticed at once (as hyper does), and a request pipelined behind the stream is kept
-//! for afterwards.
+//! for afterwards; unlike hyper, the reading goes on past it (up to [`MAX_PIPELINED`]), so a
+//! client that pipelined a request, or sent a stray empty line, is still noticed going away.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -38,8 +39,9 @@ const MAX_HEAD: usize = 8 * 1024;
 /// The most headers a request read here may have.
 const MAX_HEADERS: usize = 64;
 
-/// Bytes the client may send while its stream is written (a pipelined request) before the
-/// connection is closed.
+/// Bytes the client may send while its stream is written (a pipelined request, a stray empty
+/// line) that are read and kept for after the response; past them the socket is no longer read
+/// until the response ends (as hyper stops after one read), and a close is not seen at once.
 const MAX_PIPELINED: usize = 8 * 1024;
 
 /// What became of a connection served on the lean path.
@@ -380,7 +382,7 @@ where
     // The head goes out with the first chunk when the body has one ready (an SSE body's
     // opening always is), as hyper does.
     let mut head = Some(head);
-    let mut reading = pipelined.is_empty();
+    let mut reading = pipelined.len() < MAX_PIPELINED;
     let mut probe = [0u8; 64];
     loop {
         let flush_head = head.is_some();
@@ -412,15 +414,12 @@ where
                 }
             }
             Event::Read(0) | Event::ReadFailed => return Ok(false),
-            Event::Read(n) => {
-                pipelined.extend_from_slice(&probe[..n]);
-                if pipelined.len() > MAX_PIPELINED {
-                    return Ok(false);
-                }
-            }
+            Event::Read(n) => pipelined.extend_from_slice(&probe[..n]),
         }
-        // A pipelined request waits for this response: stop reading until then.
-        reading = pipelined.is_empty();
+        // A pipelined request waits for this response, but the socket is still read (bounded):
+        // hyper stops at the first byte past the head, and then a client that goes away is
+        // found only when a heartbeat fails to go out, 15 s or more later.
+        reading = pipelined.len() < MAX_PIPELINED;
     }
     let mut last: Vec<u8> = head.unwrap_or_default();
     if chunked {
