@@ -702,3 +702,38 @@ async fn a_lean_stream_whose_client_sent_more_than_its_head_is_still_dropped_whe
     }
     server.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_at_its_first_poll_gets_no_head_on_either_path() {
+    // hyper writes a response head only once the body has a frame or is pending: a body that
+    // fails at once closes the connection with nothing written, so that a proxy in front
+    // answers 502 rather than forward a `200` that was never going to have a body.
+    let app = || {
+        axum::Router::new().route(
+            "/events/{user}",
+            axum::routing::get(|| async {
+                let frames = futures_util::stream::iter([Err::<bytes::Bytes, _>(
+                    std::io::Error::other("upstream gone"),
+                )]);
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(frames),
+                )
+            }),
+        )
+    };
+    for lean in [false, true] {
+        use tokio::io::AsyncReadExt;
+        let server = Served::start(app(), lean, || {}).await;
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get("/events/ada", SSE_GET)).await;
+        let mut rest = Vec::new();
+        let read = bounded("the close", WAIT, raw.stream.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "lean {lean}: {read:?} {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        server.shut_down().await;
+    }
+}

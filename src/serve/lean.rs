@@ -397,15 +397,11 @@ where
             Event::Data(data) => write_chunk(io, head.take(), data, chunked).await?,
             Event::Other => {}
             Event::End => break,
-            Event::Failed => {
-                // As hyper: a body that fails ends the connection without the last chunk, so
-                // the client sees the response was cut short.
-                if let Some(head) = head.take() {
-                    io.write_all(&head).await?;
-                    io.flush().await?;
-                }
-                return Ok(false);
-            }
+            // As hyper: a body that fails ends the connection without the last chunk, so the
+            // client sees the response was cut short; one that fails before anything was
+            // written ends it with nothing written, not even the head, so that a proxy answers
+            // 502 rather than pass on a status the response never made good.
+            Event::Failed => return Ok(false),
             Event::Pending => {
                 // Nothing ready yet: the head goes out alone.
                 if let Some(head) = head.take() {
