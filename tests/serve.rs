@@ -737,3 +737,53 @@ async fn a_body_that_fails_at_its_first_poll_gets_no_head_on_either_path() {
         server.shut_down().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_transfer_codings_go_out_on_one_line_ending_in_chunked_on_both_paths() {
+    // A handler's `transfer-encoding` whose last coding is not `chunked` (`gzip`), or that is
+    // split over several header lines: hyper writes all the codings on one line and adds
+    // `chunked` to it. A second `transfer-encoding` line makes nginx answer 502 ("upstream
+    // sent duplicate header line").
+    use axum::http::HeaderMap;
+    use axum::http::header::{CONTENT_TYPE, TRANSFER_ENCODING};
+    fn stream(codings: &[&'static str]) -> impl axum::response::IntoResponse {
+        let mut headers = HeaderMap::new();
+        for coding in codings {
+            headers.append(
+                TRANSFER_ENCODING,
+                axum::http::HeaderValue::from_static(coding),
+            );
+        }
+        headers.insert(
+            CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/event-stream"),
+        );
+        let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+            bytes::Bytes::from_static(b"data: x\n\n"),
+        )]);
+        (headers, axum::body::Body::from_stream(frames))
+    }
+    let app = || {
+        axum::Router::new()
+            .route("/gzip", axum::routing::get(|| async { stream(&["gzip"]) }))
+            .route(
+                "/two-lines",
+                axum::routing::get(|| async { stream(&["gzip", "chunked"]) }),
+            )
+    };
+    for lean in [false, true] {
+        let server = Served::start(app(), lean, || {}).await;
+        let mut raw = Raw::connect(server.addr).await;
+        for path in ["/gzip", "/two-lines"] {
+            raw.send(&get(path, SSE_GET)).await;
+            let head = raw.read_head_lowercase().await;
+            let codings: Vec<&str> = head
+                .lines()
+                .filter_map(|line| line.strip_prefix("transfer-encoding: "))
+                .collect();
+            assert_eq!(codings, ["gzip, chunked"], "lean {lean}, {path}: {head}");
+            raw.read_through(b"9\r\ndata: x\n\n\r\n0\r\n\r\n").await;
+        }
+        server.shut_down().await;
+    }
+}

@@ -304,8 +304,9 @@ where
     }
     // A handler's own `transfer-encoding` (one that copies an upstream's headers, say) frames
     // the body as chunked, as with hyper: whatever the body's size, with no `content-length`
-    // beside it (RFC 9112, 6.1), and with no second `transfer-encoding` line unless its last
-    // coding is not `chunked` (then ours adds it). A duplicate line makes nginx answer 502.
+    // beside it (RFC 9112, 6.1), and on one `transfer-encoding` line however many the handler
+    // gave, with `chunked` added when it is not the last coding. A second line makes nginx
+    // answer 502 ("upstream sent duplicate header line").
     let coded = parts.headers.contains_key(header::TRANSFER_ENCODING);
     if coded {
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -338,13 +339,26 @@ where
     );
     head.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if chunked && !coded_chunked {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: ");
+        for value in parts.headers.get_all(header::TRANSFER_ENCODING) {
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b", ");
+        }
+        if coded_chunked {
+            head.truncate(head.len() - 2);
+        } else {
+            head.extend_from_slice(b"chunked");
+        }
+        head.extend_from_slice(b"\r\n");
     } else if let Some(length) = length
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
     {
