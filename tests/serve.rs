@@ -787,3 +787,30 @@ async fn a_handlers_transfer_codings_go_out_on_one_line_ending_in_chunked_on_bot
         server.shut_down().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_cannot_be_parsed_is_refused_by_hyper_with_400_and_no_body_on_both_paths() {
+    // What the README says of hyper's own refusals: before any handler runs, so with no JSON
+    // body (a head too long is 431, `a_request_head_is_held_to_the_same_limit_...`).
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    for lean in [false, true] {
+        let server = start_with(&hub, lean).await;
+        for bad in [
+            "GET /events/ada HTTP/1.1\r\nHost: test\r\nAccept text/event-stream\r\n\r\n",
+            "GET /events/ada HTTP/1.1\r\nHost: test\r\nContent-Length: x\r\n\r\n",
+        ] {
+            let mut raw = Raw::connect(server.addr).await;
+            raw.send(bad).await;
+            let head = raw.read_head_lowercase().await;
+            assert!(
+                head.starts_with("http/1.1 400 bad request\r\n"),
+                "lean {lean}: {head}"
+            );
+            assert!(
+                head.contains("content-length: 0\r\n"),
+                "lean {lean}: {head}"
+            );
+        }
+        server.shut_down().await;
+    }
+}
