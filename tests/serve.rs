@@ -678,3 +678,139 @@ async fn a_request_head_is_held_to_the_same_limit_over_http2_as_over_http_1_1() 
     assert_eq!(number(&event), 1);
     server.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_stream_whose_client_sent_more_than_its_head_is_still_dropped_when_it_goes_away() {
+    // A request pipelined behind the stream, or a stray empty line after its head (RFC 9112
+    // 2.2 lets a client send one): the socket must still be read, or a client that goes away
+    // is only found by a heartbeat's failed write, 15 s or more later, and its stream keeps
+    // its place in the user's connection cap until then.
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    let server = start(&hub).await;
+    let user = UserId::from("ada");
+    for extra in [get("/nothing-here", ""), "\r\n".to_owned()] {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&format!("{}{extra}", get("/events/ada", SSE_GET)))
+            .await;
+        raw.read_through(b"\n\n\r\n").await;
+        assert_eq!(hub.connection_count(&user), 1);
+        drop(raw);
+        common::wait_until("the stream is dropped", WAIT, || {
+            hub.connection_count(&user) == 0
+        })
+        .await;
+    }
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_at_its_first_poll_gets_no_head_on_either_path() {
+    // hyper writes a response head only once the body has a frame or is pending: a body that
+    // fails at once closes the connection with nothing written, so that a proxy in front
+    // answers 502 rather than forward a `200` that was never going to have a body.
+    let app = || {
+        axum::Router::new().route(
+            "/events/{user}",
+            axum::routing::get(|| async {
+                let frames = futures_util::stream::iter([Err::<bytes::Bytes, _>(
+                    std::io::Error::other("upstream gone"),
+                )]);
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(frames),
+                )
+            }),
+        )
+    };
+    for lean in [false, true] {
+        use tokio::io::AsyncReadExt;
+        let server = Served::start(app(), lean, || {}).await;
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&get("/events/ada", SSE_GET)).await;
+        let mut rest = Vec::new();
+        let read = bounded("the close", WAIT, raw.stream.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_err() || rest.is_empty(),
+            "lean {lean}: {read:?} {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        server.shut_down().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_transfer_codings_go_out_on_one_line_ending_in_chunked_on_both_paths() {
+    // A handler's `transfer-encoding` whose last coding is not `chunked` (`gzip`), or that is
+    // split over several header lines: hyper writes all the codings on one line and adds
+    // `chunked` to it. A second `transfer-encoding` line makes nginx answer 502 ("upstream
+    // sent duplicate header line").
+    use axum::http::HeaderMap;
+    use axum::http::header::{CONTENT_TYPE, TRANSFER_ENCODING};
+    fn stream(codings: &[&'static str]) -> impl axum::response::IntoResponse {
+        let mut headers = HeaderMap::new();
+        for coding in codings {
+            headers.append(
+                TRANSFER_ENCODING,
+                axum::http::HeaderValue::from_static(coding),
+            );
+        }
+        headers.insert(
+            CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/event-stream"),
+        );
+        let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+            bytes::Bytes::from_static(b"data: x\n\n"),
+        )]);
+        (headers, axum::body::Body::from_stream(frames))
+    }
+    let app = || {
+        axum::Router::new()
+            .route("/gzip", axum::routing::get(|| async { stream(&["gzip"]) }))
+            .route(
+                "/two-lines",
+                axum::routing::get(|| async { stream(&["gzip", "chunked"]) }),
+            )
+    };
+    for lean in [false, true] {
+        let server = Served::start(app(), lean, || {}).await;
+        let mut raw = Raw::connect(server.addr).await;
+        for path in ["/gzip", "/two-lines"] {
+            raw.send(&get(path, SSE_GET)).await;
+            let head = raw.read_head_lowercase().await;
+            let codings: Vec<&str> = head
+                .lines()
+                .filter_map(|line| line.strip_prefix("transfer-encoding: "))
+                .collect();
+            assert_eq!(codings, ["gzip, chunked"], "lean {lean}, {path}: {head}");
+            raw.read_through(b"9\r\ndata: x\n\n\r\n0\r\n\r\n").await;
+        }
+        server.shut_down().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_cannot_be_parsed_is_refused_by_hyper_with_400_and_no_body_on_both_paths() {
+    // What the README says of hyper's own refusals: before any handler runs, so with no JSON
+    // body (a head too long is 431, `a_request_head_is_held_to_the_same_limit_...`).
+    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
+    for lean in [false, true] {
+        let server = start_with(&hub, lean).await;
+        for bad in [
+            "GET /events/ada HTTP/1.1\r\nHost: test\r\nAccept text/event-stream\r\n\r\n",
+            "GET /events/ada HTTP/1.1\r\nHost: test\r\nContent-Length: x\r\n\r\n",
+        ] {
+            let mut raw = Raw::connect(server.addr).await;
+            raw.send(bad).await;
+            let head = raw.read_head_lowercase().await;
+            assert!(
+                head.starts_with("http/1.1 400 bad request\r\n"),
+                "lean {lean}: {head}"
+            );
+            assert!(
+                head.contains("content-length: 0\r\n"),
+                "lean {lean}: {head}"
+            );
+        }
+        server.shut_down().await;
+    }
+}

@@ -13,7 +13,8 @@
 //! then the body in chunks, each frame or group of frames as one chunk, and the last chunk when
 //! the body ends. While the body is written, the connection is read too, so a client that goes
 //! away is noticed at once (as hyper does), and a request pipelined behind the stream is kept
-//! for afterwards.
+//! for afterwards; unlike hyper, the reading goes on past it (up to [`MAX_PIPELINED`]), so a
+//! client that pipelined a request, or sent a stray empty line, is still noticed going away.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -38,8 +39,9 @@ const MAX_HEAD: usize = 8 * 1024;
 /// The most headers a request read here may have.
 const MAX_HEADERS: usize = 64;
 
-/// Bytes the client may send while its stream is written (a pipelined request) before the
-/// connection is closed.
+/// Bytes the client may send while its stream is written (a pipelined request, a stray empty
+/// line) that are read and kept for after the response; past them the socket is no longer read
+/// until the response ends (as hyper stops after one read), and a close is not seen at once.
 const MAX_PIPELINED: usize = 8 * 1024;
 
 /// What became of a connection served on the lean path.
@@ -302,8 +304,9 @@ where
     }
     // A handler's own `transfer-encoding` (one that copies an upstream's headers, say) frames
     // the body as chunked, as with hyper: whatever the body's size, with no `content-length`
-    // beside it (RFC 9112, 6.1), and with no second `transfer-encoding` line unless its last
-    // coding is not `chunked` (then ours adds it). A duplicate line makes nginx answer 502.
+    // beside it (RFC 9112, 6.1), and on one `transfer-encoding` line however many the handler
+    // gave, with `chunked` added when it is not the last coding. A second line makes nginx
+    // answer 502 ("upstream sent duplicate header line").
     let coded = parts.headers.contains_key(header::TRANSFER_ENCODING);
     if coded {
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -336,13 +339,26 @@ where
     );
     head.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if chunked && !coded_chunked {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: ");
+        for value in parts.headers.get_all(header::TRANSFER_ENCODING) {
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b", ");
+        }
+        if coded_chunked {
+            head.truncate(head.len() - 2);
+        } else {
+            head.extend_from_slice(b"chunked");
+        }
+        head.extend_from_slice(b"\r\n");
     } else if let Some(length) = length
         && !parts.headers.contains_key(header::CONTENT_LENGTH)
     {
@@ -380,7 +396,7 @@ where
     // The head goes out with the first chunk when the body has one ready (an SSE body's
     // opening always is), as hyper does.
     let mut head = Some(head);
-    let mut reading = pipelined.is_empty();
+    let mut reading = pipelined.len() < MAX_PIPELINED;
     let mut probe = [0u8; 64];
     loop {
         let flush_head = head.is_some();
@@ -395,15 +411,11 @@ where
             Event::Data(data) => write_chunk(io, head.take(), data, chunked).await?,
             Event::Other => {}
             Event::End => break,
-            Event::Failed => {
-                // As hyper: a body that fails ends the connection without the last chunk, so
-                // the client sees the response was cut short.
-                if let Some(head) = head.take() {
-                    io.write_all(&head).await?;
-                    io.flush().await?;
-                }
-                return Ok(false);
-            }
+            // As hyper: a body that fails ends the connection without the last chunk, so the
+            // client sees the response was cut short; one that fails before anything was
+            // written ends it with nothing written, not even the head, so that a proxy answers
+            // 502 rather than pass on a status the response never made good.
+            Event::Failed => return Ok(false),
             Event::Pending => {
                 // Nothing ready yet: the head goes out alone.
                 if let Some(head) = head.take() {
@@ -412,15 +424,12 @@ where
                 }
             }
             Event::Read(0) | Event::ReadFailed => return Ok(false),
-            Event::Read(n) => {
-                pipelined.extend_from_slice(&probe[..n]);
-                if pipelined.len() > MAX_PIPELINED {
-                    return Ok(false);
-                }
-            }
+            Event::Read(n) => pipelined.extend_from_slice(&probe[..n]),
         }
-        // A pipelined request waits for this response: stop reading until then.
-        reading = pipelined.is_empty();
+        // A pipelined request waits for this response, but the socket is still read (bounded):
+        // hyper stops at the first byte past the head, and then a client that goes away is
+        // found only when a heartbeat fails to go out, 15 s or more later.
+        reading = pipelined.len() < MAX_PIPELINED;
     }
     let mut last: Vec<u8> = head.unwrap_or_default();
     if chunked {
