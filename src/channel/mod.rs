@@ -140,6 +140,9 @@ struct State {
     threads: Vec<ThreadEntry>,
     /// With a backplane: the id of the last frame delivered with one.
     last_remote_id: EventId,
+    /// With a backplane: the sequence number of the last frame delivered without an id (one
+    /// in no history, which no catch-up replays); 0 if none.
+    last_unnumbered: u64,
     /// With a backplane: the sequence number from which some thread's snapshot is due
     /// (`u64::MAX`: none).
     snapshot_due: u64,
@@ -207,6 +210,7 @@ impl UserChannel {
                 closed: false,
                 threads: Vec::new(),
                 last_remote_id: EventId::new(0, 0),
+                last_unnumbered: 0,
                 snapshot_due: u64::MAX,
             }),
             shared,
@@ -280,8 +284,9 @@ impl UserChannel {
         // Taken only after the fold, as in `publish`.
         let seq = state.head + 1;
         let id = frame_id(&frame);
-        if let Some(id) = id {
-            state.last_remote_id = id;
+        match id {
+            Some(id) => state.last_remote_id = id,
+            None => state.last_unnumbered = seq,
         }
         let mut delivered = Delivered::default();
         let tag = thread.map(|(thread, ordinal)| {

@@ -23,8 +23,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{Slot, State, UserChannel};
+use crate::event_id::EventId;
 use crate::shared::Shared;
 use crate::thread::{ThreadId, ThreadKey};
+use crate::wire::frame_id;
 
 /// A frame of the window; its sequence number is its place in the window (see `window_start`).
 pub(super) struct Retained {
@@ -179,12 +181,20 @@ impl UserChannel {
     /// What a lagging receiver missed, `after < seq < before`, that the window still has, and
     /// whether it lost any of its own events (see the module docs, *Chains*). `arriving` is the
     /// slot `before`, whose link the window may not hold (a frame too large to keep).
+    ///
+    /// With a backplane, `covered` is the id through which the receiver skips frames, which
+    /// its catch-up (or its thread's opening) gave the client already: the frames the window
+    /// dropped are no loss if they all precede it. The feed brings ids in order, so they do
+    /// when the first frame after them has an id up to `covered`, unless one of them had no
+    /// id (in no history, so in no catch-up), which the channel cannot rule out once a frame
+    /// without an id came after `after`.
     pub(crate) fn backfill(
         &self,
         after: u64,
         before: u64,
         thread: Option<&ThreadId>,
         arriving: &Slot,
+        covered: Option<EventId>,
     ) -> Backfill {
         let mut state = self.lock();
         self.evict(&mut state, Instant::now(), (0, 0));
@@ -193,6 +203,18 @@ impl UserChannel {
             None => oldest > after + 1,
             Some(thread) => state.thread_lost(thread, after, oldest, arriving),
         };
+        let lost = lost
+            && !covered.is_some_and(|covered| {
+                let next = if oldest == before {
+                    Some(&arriving.frame)
+                } else {
+                    state.retained(oldest).map(|r| &r.frame)
+                };
+                state.last_unnumbered <= after
+                    && next
+                        .and_then(|frame| frame_id(frame))
+                        .is_some_and(|id| id <= covered)
+            });
         Backfill {
             oldest,
             frames,
