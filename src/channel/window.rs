@@ -49,6 +49,42 @@ impl State {
         usize::try_from(before).map_or(self.window.len(), |i| i.min(self.window.len()))
     }
 
+    /// Of the ring's `receivers`, those that deliver a frame tagged `thread`: not those that
+    /// filter on another thread (or on any, for a frame without one).
+    pub(super) fn receiving(&self, receivers: usize, thread: Option<ThreadKey>) -> usize {
+        let skipping: usize = self
+            .thread_receivers
+            .iter()
+            .filter(|(key, _)| Some(*key) != thread)
+            .map(|(_, n)| n)
+            .sum();
+        receivers.saturating_sub(skipping)
+    }
+
+    pub(super) fn thread_receiver_joined(&mut self, thread: ThreadKey) {
+        match self
+            .thread_receivers
+            .iter_mut()
+            .find(|(key, _)| *key == thread)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.thread_receivers.push((thread, 1)),
+        }
+    }
+
+    pub(super) fn thread_receiver_left(&mut self, thread: ThreadKey) {
+        if let Some(at) = self
+            .thread_receivers
+            .iter()
+            .position(|(key, _)| *key == thread)
+        {
+            self.thread_receivers[at].1 -= 1;
+            if self.thread_receivers[at].1 == 0 {
+                self.thread_receivers.swap_remove(at);
+            }
+        }
+    }
+
     /// The window's frame `seq`, if it holds it.
     pub(super) fn retained(&self, seq: u64) -> Option<&Retained> {
         let i = seq.checked_sub(self.window_start)?;
@@ -69,7 +105,8 @@ pub(crate) struct Backfill {
 }
 
 impl UserChannel {
-    /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.
+    /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers
+    /// that deliver it.
     pub(super) fn append(
         &self,
         state: &mut State,
@@ -107,14 +144,16 @@ impl UserChannel {
             // exceeds.
             Self::empty_window(&self.shared, state);
         }
-        self.sender
+        let receivers = self
+            .sender
             .send(Slot {
                 seq,
                 frame,
                 thread,
                 prev,
             })
-            .unwrap_or(0)
+            .unwrap_or(0);
+        state.receiving(receivers, thread)
     }
 
     /// Drops what the window may no longer keep: over the count, over the bytes, or too old,

@@ -482,7 +482,8 @@ impl<E> Drop for Subscription<E> {
         if let Some(live) = self.live.take() {
             // BroadcastStream cannot give its receiver back; dropping it drops the receiver,
             // which the channel must see under its lock to count exactly.
-            self.channel.leave_with(move || drop(live));
+            let thread = self.thread().map(|t| t.id.key());
+            self.channel.leave_with(thread, move || drop(live));
         }
         self.channel.shared.connection_closed();
     }
