@@ -12,11 +12,16 @@ use crate::reason::ResetReason;
 /// Events published. With a backplane, counted on the node that published them once the
 /// backplane took them, not on the nodes its feed delivers them to.
 pub const EVENTS_PUBLISHED: &str = "sse_hub_events_published_total";
-/// Frames delivered to connections (flushed in batches per subscription).
+/// Published events yielded to connections, with an id or without (flushed in batches per
+/// subscription). Not the control events (`lagged`, `reset`) nor a thread stream's opening,
+/// which are no published event. Counted when the subscription yields them: an SSE body
+/// whose client goes away drops what it had not written yet.
 pub const FRAMES_DELIVERED: &str = "sse_hub_frames_delivered_total";
 /// Times a subscription fell behind the ring.
 pub const LAG_EVENTS: &str = "sse_hub_lag_events_total";
-/// Events lost to lagging subscriptions and signalled with `lagged`.
+/// Events lost to lagging subscriptions and signalled with `lagged` (a thread stream opened
+/// from its state ends instead). For a thread subscription, every event the window dropped
+/// from its gap, other threads' included: an upper bound on its own losses.
 pub const EVENTS_MISSED: &str = "sse_hub_events_missed_total";
 /// Events lagging subscriptions recovered from the replay window.
 pub const EVENTS_RECOVERED: &str = "sse_hub_events_recovered_total";

@@ -1416,3 +1416,100 @@ async fn the_connected_gauge_falls_to_zero_when_the_backplane_is_dropped() {
         "the backplane and its connections are gone"
     );
 }
+
+/// A served node whose stream handler subscribes, says so, and waits for the test's go before
+/// it returns the response (as a handler doing other async work after subscribing does): the
+/// subscription then catches up only after the events published meanwhile filled its ring.
+async fn gated_server(
+    hub: Hub,
+) -> (
+    String,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+    tokio::task::JoinHandle<()>,
+) {
+    use axum::extract::{Path, State};
+    use axum::response::IntoResponse;
+    type Gate = (Hub, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>);
+    async fn stream(
+        State((hub, subscribed, go)): State<Gate>,
+        Path(user): Path<String>,
+        last_event_id: sse_hub::LastEventId,
+    ) -> axum::response::Response {
+        let response = hub.sse_response(&UserId::from(user), &last_event_id);
+        subscribed.notify_one();
+        go.notified().await;
+        response.into_response()
+    }
+    let (subscribed, go) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let app = axum::Router::new()
+        .route("/events/{user}", axum::routing::get(stream))
+        .with_state((hub, subscribed.clone(), go.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, subscribed, go, server)
+}
+
+/// A fresh stream whose ring overflows before its catch-up is read: everything in the gap is
+/// before its start id (the catch-up's last id), which it skips. That is no loss: no `lagged`
+/// (the window having dropped part of the gap does not make it one) and nothing counted as
+/// missed; and no recovery either: nothing counted as recovered from the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_stream_that_lags_while_it_skips_what_its_catch_up_covered_lost_and_recovered_nothing() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    // The default window keeps the whole gap; a window of 4 drops most of it.
+    for replay_events in [4, 256] {
+        let mut config = hub_config();
+        config.replay_events = replay_events;
+        let node = Node::start(settings(redis.url()), config).await;
+        let (url, subscribed, go, server) = gated_server(node.hub.clone()).await;
+        let user = format!("alice-{replay_events}");
+        let alice = UserId::from(user.as_str());
+        // The node already listens to alice's feed (another tab of hers).
+        let mut witness = node.hub.subscribe_async(&alice, None).await.unwrap();
+        let client = tokio::spawn({
+            let url = format!("{url}{user}");
+            async move { Client::open(&url, None).await }
+        });
+        timeout(WAIT, subscribed.notified())
+            .await
+            .expect("subscribed");
+        let capacity = node.hub.config().capacity as u64;
+        for n in 1..=capacity + 12 {
+            node.publish(&user, n).await.unwrap();
+            // Read as it comes: the witness does not lag.
+            timeout(WAIT, witness.next()).await.unwrap().unwrap();
+        }
+        assert_eq!(node.hub.stats().lag_events, 0);
+        go.notify_one();
+        let mut client = timeout(WAIT, client).await.unwrap().unwrap();
+        node.publish(&user, MARKER).await.unwrap();
+        let first = client.next().await.expect("an event");
+        assert_eq!(
+            (
+                first.event.as_str(),
+                first.data.contains(&MARKER.to_string())
+            ),
+            ("message", true),
+            "window of {replay_events}: the first event after the start is the next one published, \
+             with no `lagged` before it: {first:?}"
+        );
+        let stats = node.hub.stats();
+        assert_eq!(
+            (stats.events_missed, stats.events_recovered),
+            (0, 0),
+            "window of {replay_events}: nothing lost, nothing recovered"
+        );
+        server.abort();
+    }
+}

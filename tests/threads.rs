@@ -131,6 +131,67 @@ async fn a_thread_subscription_receives_its_thread_only_and_nothing_is_counted_l
     assert_eq!(hub.stats().events_missed, 0);
 }
 
+/// `Delivery::Connections` is the connections the event reached: a connection to another
+/// thread skips it, so it is not one of them, and a publish that only such connections could
+/// see reached nobody (0, not "someone").
+#[tokio::test]
+async fn a_publish_counts_only_the_connections_that_receive_it() {
+    let hub = Hub::new(Config::default());
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    let mut only_a = hub.subscribe_in_thread(&alice, &a, None).unwrap();
+    let reached = |published: sse_hub::Published| published.connections();
+    assert_eq!(
+        reached(
+            hub.broadcast_in_thread(&alice, &b, &json!({"n": 1}))
+                .unwrap()
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        reached(hub.broadcast(&alice, &json!({"n": 2})).unwrap()),
+        Some(0)
+    );
+    assert_eq!(
+        reached(
+            hub.broadcast_in_thread(&alice, &a, &json!({"n": 3}))
+                .unwrap()
+        ),
+        Some(1)
+    );
+    let mut all = hub.subscribe(&alice).unwrap();
+    let only_b = hub.subscribe_in_thread(&alice, &b, None).unwrap();
+    assert_eq!(
+        reached(
+            hub.broadcast_in_thread(&alice, &b, &json!({"n": 4}))
+                .unwrap()
+        ),
+        Some(2)
+    );
+    assert_eq!(
+        reached(hub.broadcast(&alice, &json!({"n": 5})).unwrap()),
+        Some(1)
+    );
+    drop(only_b);
+    assert_eq!(
+        reached(
+            hub.broadcast_in_thread(&alice, &a, &json!({"n": 6}))
+                .unwrap()
+        ),
+        Some(2)
+    );
+    // What each got is what was counted.
+    let n = |frames: Vec<Frame>| -> Vec<u64> {
+        frames
+            .iter()
+            .flat_map(datas)
+            .map(|d| d["n"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(n(ready(&mut only_a)), [3, 6]);
+    assert_eq!(n(ready(&mut all)), [4, 5, 6]);
+}
+
 #[tokio::test]
 async fn a_thread_subscription_resumes_with_only_its_threads_events() {
     let hub = Hub::new(Config::default());

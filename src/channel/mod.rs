@@ -140,9 +140,16 @@ struct State {
     threads: Vec<ThreadEntry>,
     /// With a backplane: the id of the last frame delivered with one.
     last_remote_id: EventId,
+    /// With a backplane: the sequence number of the last frame delivered without an id (one
+    /// in no history, which no catch-up replays); 0 if none.
+    last_unnumbered: u64,
     /// With a backplane: the sequence number from which some thread's snapshot is due
     /// (`u64::MAX`: none).
     snapshot_due: u64,
+    /// The receivers that filter on a thread, by thread: those that skip a frame of another
+    /// thread, or without one, so that a publish does not count them among those it reached.
+    /// Empty (no allocation) while no connection asked for a thread.
+    thread_receivers: Vec<(ThreadKey, usize)>,
 }
 
 /// What a new receiver starts with.
@@ -207,7 +214,9 @@ impl UserChannel {
                 closed: false,
                 threads: Vec::new(),
                 last_remote_id: EventId::new(0, 0),
+                last_unnumbered: 0,
                 snapshot_due: u64::MAX,
+                thread_receivers: Vec::new(),
             }),
             shared,
             expiry,
@@ -280,8 +289,9 @@ impl UserChannel {
         // Taken only after the fold, as in `publish`.
         let seq = state.head + 1;
         let id = frame_id(&frame);
-        if let Some(id) = id {
-            state.last_remote_id = id;
+        match id {
+            Some(id) => state.last_remote_id = id,
+            None => state.last_unnumbered = seq,
         }
         let mut delivered = Delivered::default();
         let tag = thread.map(|(thread, ordinal)| {
@@ -322,6 +332,9 @@ impl UserChannel {
             return Err(JoinRefused::TooManyConnections);
         }
         let receiver = self.sender.subscribe();
+        if let Some(thread) = thread {
+            state.thread_receiver_joined(thread.key());
+        }
         if !state.active {
             state.active = true;
             self.shared.user_became_active();
@@ -384,11 +397,18 @@ impl UserChannel {
         Ok(joined)
     }
 
-    /// Drops a receiver under the lock, so that the count is exact when this returns and the
-    /// channel is queued for expiry if it was the last.
-    pub(crate) fn leave_with(self: &Arc<Self>, drop_receiver: impl FnOnce()) {
+    /// Drops a receiver (that filtered on `thread`, if any) under the lock, so that the count
+    /// is exact when this returns and the channel is queued for expiry if it was the last.
+    pub(crate) fn leave_with(
+        self: &Arc<Self>,
+        thread: Option<ThreadKey>,
+        drop_receiver: impl FnOnce(),
+    ) {
         let mut state = self.lock();
         drop_receiver();
+        if let Some(thread) = thread {
+            state.thread_receiver_left(thread);
+        }
         if state.active && self.sender.receiver_count() == 0 {
             state.active = false;
             state.idle_since = Instant::now();

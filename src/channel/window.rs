@@ -23,8 +23,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{Slot, State, UserChannel};
+use crate::event_id::EventId;
 use crate::shared::Shared;
 use crate::thread::{ThreadId, ThreadKey};
+use crate::wire::frame_id;
 
 /// A frame of the window; its sequence number is its place in the window (see `window_start`).
 pub(super) struct Retained {
@@ -47,6 +49,42 @@ impl State {
         usize::try_from(before).map_or(self.window.len(), |i| i.min(self.window.len()))
     }
 
+    /// Of the ring's `receivers`, those that deliver a frame tagged `thread`: not those that
+    /// filter on another thread (or on any, for a frame without one).
+    pub(super) fn receiving(&self, receivers: usize, thread: Option<ThreadKey>) -> usize {
+        let skipping: usize = self
+            .thread_receivers
+            .iter()
+            .filter(|(key, _)| Some(*key) != thread)
+            .map(|(_, n)| n)
+            .sum();
+        receivers.saturating_sub(skipping)
+    }
+
+    pub(super) fn thread_receiver_joined(&mut self, thread: ThreadKey) {
+        match self
+            .thread_receivers
+            .iter_mut()
+            .find(|(key, _)| *key == thread)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.thread_receivers.push((thread, 1)),
+        }
+    }
+
+    pub(super) fn thread_receiver_left(&mut self, thread: ThreadKey) {
+        if let Some(at) = self
+            .thread_receivers
+            .iter()
+            .position(|(key, _)| *key == thread)
+        {
+            self.thread_receivers[at].1 -= 1;
+            if self.thread_receivers[at].1 == 0 {
+                self.thread_receivers.swap_remove(at);
+            }
+        }
+    }
+
     /// The window's frame `seq`, if it holds it.
     pub(super) fn retained(&self, seq: u64) -> Option<&Retained> {
         let i = seq.checked_sub(self.window_start)?;
@@ -67,7 +105,8 @@ pub(crate) struct Backfill {
 }
 
 impl UserChannel {
-    /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers.
+    /// Appends the frame `seq` to the window and sends it on the ring; returns the receivers
+    /// that deliver it.
     pub(super) fn append(
         &self,
         state: &mut State,
@@ -105,14 +144,16 @@ impl UserChannel {
             // exceeds.
             Self::empty_window(&self.shared, state);
         }
-        self.sender
+        let receivers = self
+            .sender
             .send(Slot {
                 seq,
                 frame,
                 thread,
                 prev,
             })
-            .unwrap_or(0)
+            .unwrap_or(0);
+        state.receiving(receivers, thread)
     }
 
     /// Drops what the window may no longer keep: over the count, over the bytes, or too old,
@@ -179,12 +220,20 @@ impl UserChannel {
     /// What a lagging receiver missed, `after < seq < before`, that the window still has, and
     /// whether it lost any of its own events (see the module docs, *Chains*). `arriving` is the
     /// slot `before`, whose link the window may not hold (a frame too large to keep).
+    ///
+    /// With a backplane, `covered` is the id through which the receiver skips frames, which
+    /// its catch-up (or its thread's opening) gave the client already: the frames the window
+    /// dropped are no loss if they all precede it. The feed brings ids in order, so they do
+    /// when the first frame after them has an id up to `covered`, unless one of them had no
+    /// id (in no history, so in no catch-up), which the channel cannot rule out once a frame
+    /// without an id came after `after`.
     pub(crate) fn backfill(
         &self,
         after: u64,
         before: u64,
         thread: Option<&ThreadId>,
         arriving: &Slot,
+        covered: Option<EventId>,
     ) -> Backfill {
         let mut state = self.lock();
         self.evict(&mut state, Instant::now(), (0, 0));
@@ -193,6 +242,18 @@ impl UserChannel {
             None => oldest > after + 1,
             Some(thread) => state.thread_lost(thread, after, oldest, arriving),
         };
+        let lost = lost
+            && !covered.is_some_and(|covered| {
+                let next = if oldest == before {
+                    Some(&arriving.frame)
+                } else {
+                    state.retained(oldest).map(|r| &r.frame)
+                };
+                state.last_unnumbered <= after
+                    && next
+                        .and_then(|frame| frame_id(frame))
+                        .is_some_and(|id| id <= covered)
+            });
         Backfill {
             oldest,
             frames,

@@ -306,16 +306,18 @@ impl<E> Subscription<E> {
         shared.lag_events.fetch_add(1, Ordering::Relaxed);
         // While a backplane subscription still skips what its catch-up replayed, the frames
         // the ring overwrote may be ones the client already has: take them from the window
-        // through the skip rather than count them lost, whatever the policy. A stream opened
-        // from a thread's state cannot signal a loss in-band, so it always recovers first.
-        let skipping = self.remote().is_some_and(|r| r.skipping());
+        // through the skip rather than count them lost, whatever the policy, and those the
+        // window dropped too are no loss if they precede the skip. A stream opened from a
+        // thread's state cannot signal a loss in-band, so it always recovers first.
+        let skipping = self.remote().and_then(|r| r.skipping());
         let opened_from_state = self.thread().is_some_and(|t| t.opened_from_state);
-        let recover = self.policy == LagPolicy::Recover || skipping || opened_from_state;
+        let recover = self.policy == LagPolicy::Recover || skipping.is_some() || opened_from_state;
         // A thread subscription reads the window whatever its policy, to tell its own losses
         // from other threads' frames.
         let backfill = (recover || self.thread().is_some()).then(|| {
             let thread = self.thread().map(|t| &t.id);
-            self.channel.backfill(self.position, seq, thread, &slot)
+            self.channel
+                .backfill(self.position, seq, thread, &slot, skipping)
         });
         let position = self.position;
         let dropped = |b: &Backfill| {
@@ -337,16 +339,18 @@ impl<E> Subscription<E> {
                 // A stream opened from the state that lost events ends without the frames the
                 // window had: those are not recovered, and not counted as such.
                 if missed == 0 || !opened_from_state {
-                    let count = backfill.frames.len() as u64;
-                    shared.events_recovered.fetch_add(count, Ordering::Relaxed);
-                    shared.metrics.recovered(count);
                     let mut remote = self.ext.as_mut().and_then(|ext| ext.remote.as_mut());
+                    let before = self.pending.len();
                     self.pending.extend(
                         backfill
                             .frames
                             .into_iter()
                             .filter_map(|(s, b)| event_frame(remote.as_deref_mut(), epoch, s, b)),
                     );
+                    // Only what the client gets: not the frames skipped as replayed already.
+                    let count = (self.pending.len() - before) as u64;
+                    shared.events_recovered.fetch_add(count, Ordering::Relaxed);
+                    shared.metrics.recovered(count);
                 }
             }
             None => self.pending.push_back(Frame::lagged(missed)),
@@ -478,7 +482,8 @@ impl<E> Drop for Subscription<E> {
         if let Some(live) = self.live.take() {
             // BroadcastStream cannot give its receiver back; dropping it drops the receiver,
             // which the channel must see under its lock to count exactly.
-            self.channel.leave_with(move || drop(live));
+            let thread = self.thread().map(|t| t.id.key());
+            self.channel.leave_with(thread, move || drop(live));
         }
         self.channel.shared.connection_closed();
     }

@@ -233,13 +233,9 @@ impl Remote {
         }
     }
 
-    /// The frame a subscription yields for a frame of its local channel, or `None` to skip it.
-    /// A frame without an `id:` line (delivered while the backplane was unreachable) is
-    /// [unnumbered](crate::FrameKind::Unnumbered): the client's last event id stays the last id
-    /// delivered.
-    /// Live frames up to the last replayed id are still being skipped.
-    pub(crate) fn skipping(&self) -> bool {
-        self.skip_through.is_some()
+    /// While live frames up to the last replayed id are still being skipped, that id.
+    pub(crate) fn skipping(&self) -> Option<EventId> {
+        self.skip_through
     }
 
     /// Whether a degraded subscription met a frame it cannot deliver: end the stream.
@@ -253,6 +249,10 @@ impl Remote {
         self.degraded && degraded_kicks(self.degraded_kicks)
     }
 
+    /// The frame a subscription yields for a frame of its local channel, or `None` to skip it.
+    /// A frame without an `id:` line (delivered while the backplane was unreachable) is
+    /// [unnumbered](crate::FrameKind::Unnumbered): the client's last event id stays the last id
+    /// delivered.
     pub(crate) fn frame(&mut self, bytes: Bytes) -> Option<Frame> {
         let Some(id) = frame_id(&bytes) else {
             return Some(Frame::unnumbered(bytes));
