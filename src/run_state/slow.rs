@@ -24,7 +24,7 @@ impl ThreadRun {
         match ty {
             "RUN_STARTED" => {
                 let mut obj = obj;
-                let mut input = obj.get_mut("input").and_then(|i| i.get_mut("messages"));
+                let input = obj.get_mut("input").and_then(|i| i.get_mut("messages"));
                 let fresh: Option<Vec<Message>> = match input.as_deref() {
                     Some(Value::Array(input)) => Some(
                         input
@@ -43,7 +43,7 @@ impl ThreadRun {
                     self.scanner = scanner;
                 }
                 self.open.clear();
-                if let (Some(fresh), Some(Value::Array(input))) = (fresh, input.as_deref_mut()) {
+                if let (Some(fresh), Some(Value::Array(input))) = (fresh, input) {
                     for m in fresh {
                         if self.find(&m.id).is_none() {
                             self.messages.push(m);
