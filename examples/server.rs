@@ -56,7 +56,8 @@
 //! unknown channel is `404`; a body that is not JSON, or not an event of the channel's type, is
 //! `400` with serde's explanation (an AG-UI event the 1.0 schemas reject is `400
 //! invalid_event` naming the member; one of a type the model does not know is carried as it
-//! came); a thread name that is empty, over 256 bytes or not UTF-8 is `400` `invalid_thread`;
+//! came); a thread name that is empty, over 256 bytes or not UTF-8, or a `thread` given more
+//! than once, is `400` `invalid_thread`;
 //! a body over 64 KiB is `413`; a user's 17th connection on a
 //! channel is `429`; and after shutdown began, `503`.
 //!

@@ -37,6 +37,10 @@ pub enum InvalidThread {
     /// The name is not UTF-8.
     #[error("a thread name must be UTF-8")]
     NotUtf8,
+    /// The request names a thread more than once (`?thread=a&thread=b`): which one it meant
+    /// is not known.
+    #[error("the thread is named more than once")]
+    Repeated,
 }
 
 /// Why a subscription was refused.

@@ -451,8 +451,9 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
 
 /// The thread a request names in its `thread` query parameter, if any: what a handler passes to
 /// [`Broadcaster::sse_response_in_thread`] or a publish into a thread. A name that is empty,
-/// longer than [`MAX_THREAD_LEN`](crate::MAX_THREAD_LEN) or not UTF-8 is rejected with `400`
-/// and `{"error":"invalid_thread","message":...}`.
+/// longer than [`MAX_THREAD_LEN`](crate::MAX_THREAD_LEN) or not UTF-8, and a query that names
+/// the thread more than once, are rejected with `400` and
+/// `{"error":"invalid_thread","message":...}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ThreadQuery(pub Option<ThreadId>);
 
@@ -465,18 +466,23 @@ impl ThreadQuery {
         let Some(query) = query else {
             return Ok(Self(None));
         };
-        for pair in query.split('&') {
+        let mut values = query.split('&').filter_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if key != THREAD_QUERY {
-                continue;
-            }
-            // Decoded to bytes, not lossily to text, so that a name that is not UTF-8 is
-            // refused rather than changed.
-            let value = value.replace('+', " ");
-            let bytes: Vec<u8> = percent_encoding::percent_decode_str(&value).collect();
-            return ThreadId::from_bytes(&bytes).map(|id| Self(Some(id)));
+            (key == THREAD_QUERY).then_some(value)
+        });
+        let Some(value) = values.next() else {
+            return Ok(Self(None));
+        };
+        // Taking one of two would publish into, or open, a thread the caller may not have
+        // meant, with nothing to tell.
+        if values.next().is_some() {
+            return Err(InvalidThread::Repeated);
         }
-        Ok(Self(None))
+        // Decoded to bytes, not lossily to text, so that a name that is not UTF-8 is refused
+        // rather than changed.
+        let value = value.replace('+', " ");
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(&value).collect();
+        ThreadId::from_bytes(&bytes).map(|id| Self(Some(id)))
     }
 }
 

@@ -28,8 +28,11 @@
 //!
 //! Bounds: at most [`ThreadConfig::max_threads_per_user`] threads per user channel (past it, the
 //! thread published to least recently is forgotten, counted in
-//! [`Stats::threads_evicted`](crate::Stats::threads_evicted)), and what each state holds is
-//! bounded by the state itself (the AG-UI run state takes a byte cap).
+//! [`Stats::threads_evicted`](crate::Stats::threads_evicted); published to again, it starts
+//! with a fresh state, which must say in its opening what it can no longer rebuild: the AG-UI
+//! run state opens a run whose start it lost with a `RUN_ERROR`, see
+//! [`run_state`](crate::run_state#edge-cases)), and what each state holds is bounded by the
+//! state itself (the AG-UI run state takes a byte cap).
 
 use std::borrow::Borrow;
 use std::fmt;

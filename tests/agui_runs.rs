@@ -580,3 +580,42 @@ async fn a_thread_stream_reconnecting_after_a_disconnect_opens_with_the_run_so_f
         assert_eq!(data[1]["messages"][1]["content"], text.as_str(), "{name}");
     }
 }
+
+/// A `?thread=` given twice names two threads at once: which one the request meant is not
+/// known, so it is `400 invalid_thread` on GET and POST, as a bad name is, and nothing is
+/// published or opened. (The first one was taken silently: a publish could land in the wrong
+/// thread and a tab open the wrong run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_thread_parameter_is_400_and_publishes_nothing() {
+    let server = Server::start(&[]);
+    let client = &server.client;
+    let event = json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m", "delta": "x"}).to_string();
+    let mut watcher = Conn::open(
+        client,
+        &format!("{}/events/agui/lena", server.demo.base),
+        None,
+    )
+    .await;
+    let before = stats(client, &server.demo.base).await;
+    for query in [
+        "thread=a&thread=b",
+        "thread=a&thread=a",
+        "thread=a&x=1&thread=",
+    ] {
+        let url = format!("{}/events/agui/lena?{query}", server.demo.base);
+        for method in [Method::GET, Method::POST] {
+            let body = (method == Method::POST).then(|| event.clone().into_bytes());
+            let reply = send(client, method.clone(), &url, body).await;
+            let message = reply.assert_error(StatusCode::BAD_REQUEST, "invalid_thread");
+            eprintln!("{method} ?{query}: 400 {message}");
+        }
+    }
+    let after = stats(client, &server.demo.base).await;
+    assert_eq!(after, before, "nothing was published or opened");
+    assert_eq!(watcher.data_frames(), 0);
+    // One `thread` among other parameters is fine.
+    let url = format!("{}/events/agui/lena?x=1&thread=a", server.demo.base);
+    let reply = post(client, &url, event.clone().into_bytes()).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+    watcher.wait_data_frames(1).await;
+}

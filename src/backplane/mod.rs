@@ -103,10 +103,11 @@
 //!
 //!   *Limit:* when Redis loses *all* of a thread's data in the middle of a run (a restart
 //!   without persistence), the thread starts again at its next event, with nothing in Redis
-//!   to show that it lost its start: it is not counted, and a connection to it on a node that
-//!   reads it back opens with nothing of the run (no `RUN_STARTED`), so an AG-UI client refuses
-//!   the live events that follow, until the next run starts. Nodes that kept listening keep
-//!   their exact state. Use persistence that keeps acknowledged
+//!   to show that it lost its start: a node that reads it back folds an event of a run with no
+//!   `RUN_STARTED`, so the AG-UI run state counts the run unknown and a connection to it opens
+//!   with a `RUN_ERROR` (`code` `run_unknown`) until the next run starts (see
+//!   [`run_state`](crate::run_state#edge-cases)). Nodes that kept listening keep their exact
+//!   state. Use persistence that keeps acknowledged
 //!   writes where that matters (see the faults below).
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is

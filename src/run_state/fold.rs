@@ -47,8 +47,12 @@ pub struct ThreadRun {
     /// Bytes of deltas folded since `state_bytes` was last measured exactly.
     pub(super) state_drift: usize,
     pub(super) max_bytes: usize,
+    /// An event of a run came with no run started: the run began before what the thread holds
+    /// (the channel forgot the thread, or the backplane lost it), so it cannot be rebuilt. The
+    /// opening says so with a `RUN_ERROR` until the next `RUN_STARTED`.
+    pub(crate) run_unknown: bool,
     /// Reads the streaming events, remembering the start of the last one.
-    scanner: Scanner,
+    pub(super) scanner: Scanner,
 }
 
 impl Default for ThreadRun {
@@ -90,6 +94,7 @@ impl ThreadRun {
             state_bytes: 0,
             state_drift: 0,
             max_bytes,
+            run_unknown: false,
             scanner: Scanner::default(),
         }
     }
@@ -110,9 +115,18 @@ impl ThreadRun {
         self.run.as_ref().is_some_and(|r| r.ended.is_none())
     }
 
-    /// Whether the thread holds nothing to show: no run was seen.
+    /// Whether the thread holds nothing to show: no run was seen (nor an event of a run it
+    /// cannot rebuild, see [`ThreadRun::run_unknown`]).
     pub fn is_empty(&self) -> bool {
-        self.run.is_none()
+        self.run.is_none() && !self.run_unknown
+    }
+
+    /// Whether the thread's current run cannot be rebuilt: events of a run came, but not its
+    /// `RUN_STARTED` (the thread was forgotten mid-run, or its start never reached the hub).
+    /// The opening is then a `RUN_ERROR` with the code [`RUN_UNKNOWN_CODE`](super::RUN_UNKNOWN_CODE),
+    /// until the next `RUN_STARTED`.
+    pub fn run_unknown(&self) -> bool {
+        self.run_unknown
     }
 
     /// Whether the shared state is unknown (a `STATE_DELTA` did not apply, or the state was
@@ -136,6 +150,17 @@ impl ThreadRun {
             Some((kind, hot)) => self.fold_hot(kind, hot),
             None => self.fold_slow(event, &mut outcome),
         };
+        // Every AG-UI event but `RUN_STARTED` belongs to a run: one that comes while the thread
+        // holds none means the run started before what the thread holds (garbage, and a
+        // malformed event, say nothing of it).
+        let an_event_of_a_run = !matches!(
+            result,
+            Err(Ignored::NotJson | Ignored::NotAnEvent | Ignored::UnknownType | Ignored::Malformed)
+        );
+        if self.run.is_none() && an_event_of_a_run && !self.run_unknown {
+            self.run_unknown = true;
+            outcome.run_unknown = true;
+        }
         if let Err(reason) = result {
             outcome.ignored = Some(reason);
         }

@@ -88,6 +88,18 @@
 //!   subagent started later under a parent that ended before a tab joined is refused by that
 //!   tab (only what runs is re-opened). At most 64 run at once ([`Ignored::TooManyOpen`]);
 //!   they count in the thread's bytes and end with the run.
+//! * **A run that began before what the thread holds.** The user's channel forgets the thread
+//!   it published to least recently past [`max_threads_per_user`](crate::ThreadConfig), and a
+//!   backplane may lose a thread whole; the run's next events then come to a thread with no
+//!   `RUN_STARTED`, and no opening can rebuild the run (the official client refuses anything
+//!   but a run's start first). The fold marks the run unknown ([`ThreadRun::run_unknown`],
+//!   [`FoldOutcome::run_unknown`]; counted in
+//!   [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) and logged), and the
+//!   opening says so in-band, with the one event the client accepts first besides
+//!   `RUN_STARTED`: `{"type":"RUN_ERROR","message":…,"code":"run_unknown"}`
+//!   ([`RUN_UNKNOWN_CODE`]). The client reports the run as failed (and refuses the rest of that
+//!   run); the thread's next `RUN_STARTED` starts it afresh, and that run opens whole, as its
+//!   input has the thread's messages.
 //! * **Garbage.** Input that is not JSON, not an object with a `type`, of an unknown type
 //!   (including 0.x `THINKING_*`), missing a required member, or naming a message or tool call
 //!   the thread does not hold is ignored and reported ([`FoldOutcome::ignored`]). Nothing
@@ -146,7 +158,15 @@ pub struct FoldOutcome {
     pub state_unknown: bool,
     /// Bytes dropped to bring the thread back under its cap (0 if none).
     pub trimmed_bytes: usize,
+    /// The thread's current run cannot be rebuilt from this event on
+    /// ([`ThreadRun::run_unknown`]): it is an event of a run whose `RUN_STARTED` the thread
+    /// does not hold.
+    pub run_unknown: bool,
 }
+
+/// The `code` of the `RUN_ERROR` that opens a thread whose current run cannot be rebuilt
+/// ([`ThreadRun::run_unknown`]).
+pub const RUN_UNKNOWN_CODE: &str = "run_unknown";
 
 impl FoldOutcome {
     /// Whether the event was folded.

@@ -91,8 +91,28 @@ impl ThreadRun {
     ///   `TOOL_CALL_START`s, and last the chunk streams (`*_CHUNK` without a delta), since any
     ///   other event would close them.
     /// * The run ended: `RUN_STARTED`, the snapshots, then its `RUN_FINISHED` or `RUN_ERROR`.
+    /// * A run that cannot be rebuilt ([`ThreadRun::run_unknown`]): a `RUN_ERROR` with the code
+    ///   [`RUN_UNKNOWN_CODE`](super::RUN_UNKNOWN_CODE), alone.
     pub fn opening(&self) -> Opening {
         let mut o = Opening::default();
+        if self.run_unknown {
+            // The one event besides `RUN_STARTED` that the client accepts first: it fails the
+            // run it cannot be given, and accepts the next `RUN_STARTED` after it. Folded back
+            // (a backplane's snapshot), it marks the run unknown again.
+            o.event(|buf| {
+                buf.extend_from_slice(br#"{"type":"RUN_ERROR","message":"#);
+                write_str(
+                    buf,
+                    "this run began before what the server holds of the thread (it was \
+                     forgotten, or its start never reached the server): it cannot be rebuilt; \
+                     the thread's next run opens whole",
+                );
+                buf.extend_from_slice(br#","code":"#);
+                write_str(buf, super::RUN_UNKNOWN_CODE);
+                buf.push(b'}');
+            });
+            return o;
+        }
         let Some(run) = &self.run else { return o };
         o.buf.reserve_exact(self.bytes() + 512);
         o.ends.reserve_exact(3 + self.open_count());

@@ -23,16 +23,27 @@ impl ThreadRun {
         let owner = str_of(&obj, "subagentRunId").map(str::to_owned);
         match ty {
             "RUN_STARTED" => {
-                self.open.clear();
                 let mut obj = obj;
-                if let Some(Value::Array(input)) =
-                    obj.get_mut("input").and_then(|i| i.get_mut("messages"))
-                {
-                    let fresh: Vec<Message> = input
-                        .iter()
-                        .map(Message::from_value)
-                        .collect::<Option<_>>()
-                        .ok_or(Ignored::Malformed)?;
+                let input = obj.get_mut("input").and_then(|i| i.get_mut("messages"));
+                let fresh: Option<Vec<Message>> = match input.as_deref() {
+                    Some(Value::Array(input)) => Some(
+                        input
+                            .iter()
+                            .map(Message::from_value)
+                            .collect::<Option<_>>()
+                            .ok_or(Ignored::Malformed)?,
+                    ),
+                    _ => None,
+                };
+                if self.run_unknown {
+                    // What the thread folded of the run it could not rebuild is fragments: the
+                    // new run opens as its input has it.
+                    let scanner = std::mem::take(&mut self.scanner);
+                    *self = Self::new(self.max_bytes);
+                    self.scanner = scanner;
+                }
+                self.open.clear();
+                if let (Some(fresh), Some(Value::Array(input))) = (fresh, input) {
                     for m in fresh {
                         if self.find(&m.id).is_none() {
                             self.messages.push(m);

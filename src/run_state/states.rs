@@ -48,7 +48,7 @@ impl ThreadStates for RunStates {
 impl ThreadState for ThreadRun {
     fn fold(&mut self, data: &[u8]) -> Folded {
         let outcome = ThreadRun::fold(self, data);
-        if outcome.state_unknown {
+        if outcome.state_unknown || outcome.run_unknown {
             Folded::Unknown
         } else if outcome.trimmed_bytes > 0 {
             Folded::Trimmed

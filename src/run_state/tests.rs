@@ -201,16 +201,20 @@ fn garbage_is_ignored_and_reported() {
         (b"{\"type\":1}", Ignored::NotAnEvent),
         (b"{\"type\":\"THINKING_START\"}", Ignored::UnknownType),
         (
-            b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"nope\",\"delta\":\"x\"}",
-            Ignored::NoTarget,
-        ),
-        (
             b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"delta\":\"x\"}",
             Ignored::Malformed,
         ),
+        // Events of a run, with no run: last, since they make the run unknown.
+        (
+            b"{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"nope\",\"delta\":\"x\"}",
+            Ignored::NoTarget,
+        ),
         (b"{\"type\":\"RUN_FINISHED\"}", Ignored::NoTarget),
     ];
-    for (input, reason) in cases {
+    for (i, (input, reason)) in cases.into_iter().enumerate() {
+        if i == 7 {
+            assert!(t.opening().is_empty(), "garbage shows nothing");
+        }
         assert_eq!(
             t.fold(input).ignored,
             Some(reason),
@@ -218,7 +222,12 @@ fn garbage_is_ignored_and_reported() {
             String::from_utf8_lossy(input)
         );
     }
-    assert!(t.opening().is_empty());
+    // An event of a run with no run: the run began before what the thread holds.
+    assert!(t.run_unknown());
+    let o = opening_json(&t);
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0]["type"], "RUN_ERROR");
+    assert_eq!(o[0]["code"], super::RUN_UNKNOWN_CODE);
     // Arbitrary bytes never panic, whatever the state.
     started(&mut t);
     let mut seed = 7u64;
