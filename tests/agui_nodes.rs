@@ -1,0 +1,508 @@
+//! AG-UI runs across nodes, judged by the official client.
+//!
+//! Two or three demo servers (`examples/server.rs`, feature `redis`) share one `redis-server`
+//! through `REDIS_URL`, as nodes behind a load balancer do. Generated runs (`support_agui`'s
+//! [`full_run`], then a second run in the same thread) are published event by event through
+//! node A (`POST /events/agui/{user}?thread=`), and thread connections (`GET …?thread=`) are
+//! opened on node B and on node A at many cut points: before the run, mid reasoning, mid text
+//! message, mid tool call, between state deltas, between the runs…, by users B already serves
+//! (B folds the thread from its feed) and by users B has never served (B reads the thread back
+//! from Redis: a *sync*). Tabs drop and reconnect on the other node with the `Last-Event-ID`
+//! the first node gave. Then backplane faults the library claims to survive (see the
+//! `sse_hub::backplane` docs, *Faults* and *Threads*): node B's link to Redis cut mid-run and
+//! restored (its streams end and the tabs reconnect), a node that starts mid-run, a slow link.
+//!
+//! Each connection is captured byte for byte ([`Conn`]) until it has received the run's last
+//! event (its `id:` is the id `POST` answered for that event: ids are the shared history's, the
+//! same on every node), and `tests/agui/judge.mjs` feeds every simulated client's connections
+//! to `@ag-ui/client` 1.0.0 and 0.0.59: each must end with the `messages` and `state` of a
+//! reference client that received the whole run in one connection, with no error and no
+//! warning.
+//!
+//! Needs `redis-server`, node and `tests/agui/node_modules` (`cd tests/agui && npm ci`); skips
+//! with a message without them, except under `CI=true`, where that is a failure. Waits are
+//! bounded, and poll conditions with deadlines.
+#![cfg(feature = "redis")]
+
+mod support;
+mod support_agui;
+
+#[path = "support/backplane.rs"]
+mod backplane;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use backplane::{Fault, FaultProxy, RedisServer, id_key, redis_available};
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use sse_hub::run_state::ThreadRun;
+use support::{DemoServer, client, post};
+use support_agui::{Case, Conn, Run, check, frames, full_run, judge_available};
+
+// ----- the nodes --------------------------------------------------------------------------------
+
+/// One demo server sharing the test's Redis (killed on drop).
+struct Node {
+    name: &'static str,
+    demo: DemoServer,
+}
+
+impl Node {
+    fn start(name: &'static str, redis_url: &str) -> Self {
+        Self {
+            name,
+            demo: DemoServer::start_with_env(&[("REDIS_URL", redis_url)]),
+        }
+    }
+
+    fn url(&self, user: &str, thread: &str) -> String {
+        format!("{}/events/agui/{user}?thread={thread}", self.demo.base)
+    }
+}
+
+/// Whether everything the tests need is here (panics under `CI=true` when not).
+fn available() -> bool {
+    redis_available() && judge_available()
+}
+
+/// Publishes through a node and remembers, per user, the id of the last event published.
+struct Publisher {
+    client: reqwest::Client,
+    last: HashMap<String, String>,
+}
+
+impl Publisher {
+    fn new() -> Self {
+        Self {
+            client: client(),
+            last: HashMap::new(),
+        }
+    }
+
+    /// Publishes `event` into `thread` of each of `users` through `node`, concurrently across
+    /// users (each user's events stay in order): every publish must be accepted with an id.
+    async fn publish(&mut self, node: &Node, users: &[String], thread: &str, event: &str) {
+        let posts = users.iter().map(|user| {
+            let url = node.url(user, thread);
+            let client = &self.client;
+            async move {
+                let reply = post(client, &url, event.as_bytes().to_vec()).await;
+                assert_eq!(
+                    reply.status,
+                    StatusCode::ACCEPTED,
+                    "POST {url} {event}: {}",
+                    reply.text()
+                );
+                let id = reply.json()["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("POST {url}: no id in {}", reply.text()))
+                    .to_owned();
+                (user.clone(), id)
+            }
+        });
+        for (user, id) in join_all(posts).await {
+            self.last.insert(user, id);
+        }
+    }
+
+    /// The id of the last event published to `user`.
+    fn last(&self, user: &str) -> Option<&str> {
+        self.last.get(user).map(String::as_str)
+    }
+}
+
+/// The bound of one wait for a connection to catch up.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (bounded) until `conn` has been given an id at or after `id`: it has received every
+/// event published up to that one (its opening, or the live tail). Returns whether it did;
+/// the judge then says what is wrong with what it received.
+async fn wait_id(conn: &Conn, id: Option<&str>) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = conn.last_id();
+        let done = match (id, got.as_deref()) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(want), Some(got)) => id_key(got) >= id_key(want),
+        };
+        if done {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("no id at or after {id:?} within {WAIT:?}: last id {got:?}");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`wait_id`] that also returns (`false`) as soon as the stream ends.
+async fn wait_id_or_end(conn: &Conn, id: Option<&str>) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = conn.last_id();
+        match (id, got.as_deref()) {
+            (None, Some(_)) => return true,
+            (Some(want), Some(got)) if id_key(got) >= id_key(want) => return true,
+            _ => {}
+        }
+        if conn.ended() || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The run of every test: [`full_run`] with a `tokens`-token answer, then a second run in the
+/// same thread whose input holds only the new user message.
+fn two_runs(thread: &'static str, tokens: usize) -> Run {
+    let mut r = full_run(thread, tokens);
+    r.cut("between the runs");
+    r.run_started("run-2", &[("u2", "And tomorrow?")]);
+    r.cut("second run: after RUN_STARTED");
+    r.text("a3", 30, &[(12, "second run: mid message")]);
+    r.run_finished("run-2");
+    r.cut("second run: finished");
+    r.cuts.retain(|(name, _)| *name != "run finished");
+    r
+}
+
+/// A simulated client: its connections so far, the one open now, and the case it becomes.
+struct Client {
+    name: String,
+    user: String,
+    done: Vec<String>,
+    open: Option<Conn>,
+    /// The `Last-Event-ID` of the connection it dropped, to reconnect with.
+    last_id: Option<String>,
+}
+
+impl Client {
+    async fn connect(name: String, user: &str, node: &Node, thread: &str) -> Self {
+        let client = client();
+        Self {
+            name,
+            user: user.to_owned(),
+            done: Vec::new(),
+            open: Some(Conn::open(&client, &node.url(user, thread), None).await),
+            last_id: None,
+        }
+    }
+
+    /// Drops the open connection once it has received everything published so far,
+    /// remembering the last id it gave.
+    async fn drop_connection(&mut self, published: &Publisher) {
+        let conn = self.open.take().expect("a connection is open");
+        wait_id(&conn, published.last(&self.user)).await;
+        self.last_id = conn.last_id();
+        self.done.push(conn.close());
+    }
+
+    /// Opens a connection on `node` with the `Last-Event-ID` the dropped one gave, as
+    /// `EventSource` does.
+    async fn reconnect(&mut self, node: &Node, thread: &str) {
+        let client = client();
+        let url = node.url(&self.user, thread);
+        self.open = Some(Conn::open(&client, &url, self.last_id.as_deref()).await);
+    }
+
+    /// Waits (bounded) until the open connection ended, as a node ends its streams when its
+    /// feed was interrupted; then reconnects on `node` with the last id it gave. Returns
+    /// whether it ended.
+    async fn reconnect_when_ended(&mut self, node: &Node, thread: &str) -> bool {
+        let conn = self.open.take().expect("a connection is open");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !conn.ended() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ended = conn.ended();
+        self.last_id = conn.last_id();
+        self.done.push(conn.close());
+        self.reconnect(node, thread).await;
+        ended
+    }
+
+    /// Follows the open connection as `EventSource` does until it has received the last event
+    /// published: when it ends first, reconnects on `node` with its last id (bounded).
+    async fn follow(&mut self, published: &Publisher, node: &Node, thread: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let conn = self.open.as_ref().expect("a connection is open");
+            if !conn.ended() {
+                if wait_id_or_end(conn, published.last(&self.user)).await {
+                    return;
+                }
+                continue;
+            }
+            let conn = self.open.take().expect("open");
+            if conn.last_id().is_some() {
+                self.last_id = conn.last_id();
+            }
+            self.done.push(conn.close());
+            self.reconnect(node, thread).await;
+        }
+    }
+
+    /// Reads the open connection until it has received the last event published, and closes
+    /// it: the client's case. A connection that never received it is pushed to `short` (the
+    /// judge may not see it: a missing `RUN_FINISHED` changes no message).
+    async fn finish(mut self, published: &Publisher, short: &mut Vec<String>) -> Case {
+        if let Some(conn) = self.open.take() {
+            if !wait_id(&conn, published.last(&self.user)).await {
+                short.push(self.name.clone());
+            }
+            self.done.push(conn.close());
+        }
+        Case {
+            name: self.name,
+            connections: self.done,
+            reference: 0,
+        }
+    }
+}
+
+/// Finishes every client and judges them against `events` whole; also fails if a client's
+/// last connection did not receive the last event.
+async fn judge_all(clients: Vec<Client>, published: &Publisher, events: &[String]) {
+    let mut short = Vec::new();
+    let mut cases = Vec::new();
+    for client in clients {
+        cases.push(client.finish(published, &mut short).await);
+    }
+    check(vec![vec![frames(events)]], &cases);
+    assert!(
+        short.is_empty(),
+        "these clients never received the run's last event: {short:?}"
+    );
+}
+
+/// The fold of `events[..cut]`: only to check that the generated cut is where it says.
+fn folds(events: &[String], cut: usize) -> bool {
+    let mut t = ThreadRun::default();
+    events[..cut].iter().all(|e| t.fold(e.as_bytes()).folded())
+}
+
+// ----- runs joined on every node -----------------------------------------------------------------
+
+/// Two runs in one thread, published through A. At every cut, tabs of users both nodes serve
+/// join on A and on B (both fold the thread from their feed); at chosen cuts a tab of a user
+/// B has never served joins on B (B reads the thread back from Redis, with a 300-token answer
+/// longer than the 256-event history, so from the thread's snapshot). Tabs drop and reconnect
+/// on the other node with their `Last-Event-ID`: 20 tokens later, 250 tokens later, and from
+/// mid reasoning to mid tool call on a node that never served the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(missing_redis, missing_node),
+    ignore = "redis-server or node not found (see build.rs)"
+)]
+async fn runs_published_on_one_node_open_the_same_on_every_node() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let a = Node::start("A", &redis.url());
+    let b = Node::start("B", &redis.url());
+    let thread = "thread-x";
+    let run = two_runs(thread, 300);
+    let n = run.events.len();
+    assert!(folds(&run.events, n));
+
+    let late_cuts = [
+        "mid reasoning",
+        "mid message",
+        "mid tool call",
+        "between state deltas",
+        "mid text chunk",
+        "between the runs",
+        "second run: mid message",
+    ];
+    let mut users: Vec<String> = vec!["early-1".into(), "early-2".into(), "hop".into()];
+    users.extend(
+        late_cuts
+            .iter()
+            .map(|cut| format!("late-{}", cut.replace([' ', ':'], "-"))),
+    );
+
+    let first_token = run.position("\"TEXT_MESSAGE_CONTENT\"");
+    let dropped = first_token + 50;
+    // (client, when it drops, when it reconnects, where to): with the other node's id.
+    let mut clients: Vec<Client> = Vec::new();
+    let reconnects = [
+        (0, dropped, dropped + 20, &b),
+        (1, dropped, dropped + 250, &a),
+        (2, run.at("mid reasoning"), run.at("mid tool call"), &b),
+    ];
+    for (name, user, node) in [
+        (
+            "on A from the start, reconnects on B 20 tokens later",
+            "early-1",
+            &a,
+        ),
+        (
+            "on B from the start, reconnects on A 250 tokens later",
+            "early-2",
+            &b,
+        ),
+        (
+            "on A from the start, drops mid reasoning, reconnects mid tool call on B, which \
+             never served the user",
+            "hop",
+            &a,
+        ),
+    ] {
+        clients.push(Client::connect(name.into(), user, node, thread).await);
+    }
+
+    let mut published = Publisher::new();
+    for i in 0..=n {
+        for (k, &(name, cut)) in run.cuts.iter().enumerate() {
+            if cut != i {
+                continue;
+            }
+            let user = ["early-1", "early-2"][k % 2];
+            for node in [&a, &b] {
+                let name = format!("{user} joined {name} on {}", node.name);
+                clients.push(Client::connect(name, user, node, thread).await);
+            }
+            if late_cuts.contains(&name) {
+                let user = format!("late-{}", name.replace([' ', ':'], "-"));
+                let name = format!("{user} joined {name} on B, which never served the user");
+                clients.push(Client::connect(name, &user, &b, thread).await);
+            }
+        }
+        for &(c, drop_at, reconnect_at, node) in &reconnects {
+            if drop_at == i {
+                clients[c].drop_connection(&published).await;
+            }
+            if reconnect_at == i {
+                clients[c].reconnect(node, thread).await;
+            }
+        }
+        if i < n {
+            published.publish(&a, &users, thread, &run.events[i]).await;
+        }
+    }
+    judge_all(clients, &published, &run.events).await;
+}
+
+// ----- faults -----------------------------------------------------------------------------------
+
+/// Node B's link to Redis is cut mid message and held until mid tool call (B's feed misses
+/// those events; it reconnects once the link is back, and ends its streams): B's tabs end, and
+/// reconnect with their `Last-Event-ID`, on B and on A. A tab opened on B while its link is down
+/// (for a user B never served) either opens whole once B is back or ends, and reconnects. Then,
+/// mid way through the second run, every node's feed breaks at once (`CLIENT KILL TYPE
+/// pubsub`): every tab, on A and on B, ends and reconnects on the other node. Every client
+/// ends with the run as the reference client has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(missing_redis, missing_node),
+    ignore = "redis-server or node not found (see build.rs)"
+)]
+async fn tabs_of_a_node_whose_feed_was_cut_reopen_the_run_whole() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = Node::start("A", &redis.url());
+    let b = Node::start("B", &proxy.url());
+    let thread = "thread-cut";
+    let run = two_runs(thread, 120);
+    let n = run.events.len();
+    let users: Vec<String> = vec!["carl".into(), "dana".into()];
+    let (cut_at, restore_at) = (run.at("mid message"), run.at("mid tool call"));
+    let all_cut_at = run.at("second run: mid message");
+
+    let mut published = Publisher::new();
+    let mut failures: Vec<String> = Vec::new();
+    // Each client with the node it reconnects to after B's cut and after the cut of every
+    // feed.
+    let mut clients: Vec<(Client, [&Node; 2])> = Vec::new();
+    for (name, node, then) in [
+        ("carl on B from the start", &b, [&b, &a]),
+        ("carl on A from the start", &a, [&a, &b]),
+    ] {
+        clients.push((
+            Client::connect(name.into(), "carl", node, thread).await,
+            then,
+        ));
+    }
+    for i in 0..=n {
+        if i == run.at("mid reasoning") {
+            let name = "carl joined mid reasoning on B";
+            clients.push((
+                Client::connect(name.into(), "carl", &b, thread).await,
+                [&a, &b],
+            ));
+        }
+        if i == cut_at {
+            proxy.set(Fault::Hold);
+            proxy.cut();
+        }
+        if i == cut_at + 10 {
+            let name = "dana joined on B while its link was down (B never served dana)";
+            clients.push((
+                Client::connect(name.into(), "dana", &b, thread).await,
+                [&b, &a],
+            ));
+        }
+        if i == restore_at {
+            proxy.set(Fault::None);
+            // B's tabs that were open through the cut end, and reconnect.
+            for (client, then) in &mut clients {
+                if client.user == "carl" && client.name.contains("on B") {
+                    if !client.reconnect_when_ended(then[0], thread).await {
+                        failures.push(format!(
+                            "{}: not ended after B's feed was back",
+                            client.name
+                        ));
+                    }
+                    client.name.push_str(&format!(
+                        ", its feed cut mid message, reconnected on {}",
+                        then[0].name
+                    ));
+                }
+            }
+            let name = "dana joined on B once its link was back";
+            clients.push((
+                Client::connect(name.into(), "dana", &b, thread).await,
+                [&b, &a],
+            ));
+        }
+        if i == all_cut_at {
+            // Every tab is at the run's present, then every node's feed breaks at once.
+            for (client, then) in &mut clients {
+                client.follow(&published, then[0], thread).await;
+            }
+            assert!(
+                redis.kill_pubsub_clients().await >= 2,
+                "both nodes' feeds are cut"
+            );
+            for (client, then) in &mut clients {
+                if !client.reconnect_when_ended(then[1], thread).await {
+                    failures.push(format!(
+                        "{}: not ended after every feed was cut",
+                        client.name
+                    ));
+                }
+                client.name.push_str(&format!(
+                    ", every feed cut mid second message, reconnected on {}",
+                    then[1].name
+                ));
+            }
+        }
+        if i < n {
+            published.publish(&a, &users, thread, &run.events[i]).await;
+        }
+    }
+    let mut finished = Vec::new();
+    for (mut client, then) in clients {
+        client.follow(&published, then[1], thread).await;
+        finished.push(client);
+    }
+    judge_all(finished, &published, &run.events).await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}
