@@ -69,7 +69,7 @@ fn available() -> bool {
 /// Publishes through a node and remembers, per user, the id of the last event published.
 struct Publisher {
     client: reqwest::Client,
-    last: HashMap<String, String>,
+    last: HashMap<(String, String), String>,
 }
 
 impl Publisher {
@@ -98,17 +98,19 @@ impl Publisher {
                     .as_str()
                     .unwrap_or_else(|| panic!("POST {url}: no id in {}", reply.text()))
                     .to_owned();
-                (user.clone(), id)
+                ((user.clone(), thread.to_owned()), id)
             }
         });
-        for (user, id) in join_all(posts).await {
-            self.last.insert(user, id);
+        for (key, id) in join_all(posts).await {
+            self.last.insert(key, id);
         }
     }
 
-    /// The id of the last event published to `user`.
-    fn last(&self, user: &str) -> Option<&str> {
-        self.last.get(user).map(String::as_str)
+    /// The id of the last event published into `thread` of `user`.
+    fn last(&self, user: &str, thread: &str) -> Option<&str> {
+        self.last
+            .get(&(user.to_owned(), thread.to_owned()))
+            .map(String::as_str)
     }
 }
 
@@ -177,10 +179,13 @@ struct Client {
     open: Option<Conn>,
     /// The `Last-Event-ID` of the connection it dropped, to reconnect with.
     last_id: Option<String>,
+    /// The reference client it must end equal to.
+    reference: usize,
+    thread: &'static str,
 }
 
 impl Client {
-    async fn connect(name: String, user: &str, node: &Node, thread: &str) -> Self {
+    async fn connect(name: String, user: &str, node: &Node, thread: &'static str) -> Self {
         let client = client();
         Self {
             name,
@@ -188,6 +193,8 @@ impl Client {
             done: Vec::new(),
             open: Some(Conn::open(&client, &node.url(user, thread), None).await),
             last_id: None,
+            reference: 0,
+            thread,
         }
     }
 
@@ -195,7 +202,7 @@ impl Client {
     /// remembering the last id it gave.
     async fn drop_connection(&mut self, published: &Publisher) {
         let conn = self.open.take().expect("a connection is open");
-        wait_id(&conn, published.last(&self.user)).await;
+        wait_id(&conn, published.last(&self.user, self.thread)).await;
         self.last_id = conn.last_id();
         self.done.push(conn.close());
     }
@@ -231,7 +238,7 @@ impl Client {
         while tokio::time::Instant::now() < deadline {
             let conn = self.open.as_ref().expect("a connection is open");
             if !conn.ended() {
-                if wait_id_or_end(conn, published.last(&self.user)).await {
+                if wait_id_or_end(conn, published.last(&self.user, self.thread)).await {
                     return;
                 }
                 continue;
@@ -250,7 +257,7 @@ impl Client {
     /// judge may not see it: a missing `RUN_FINISHED` changes no message).
     async fn finish(mut self, published: &Publisher, short: &mut Vec<String>) -> Case {
         if let Some(conn) = self.open.take() {
-            if !wait_id(&conn, published.last(&self.user)).await {
+            if !wait_id(&conn, published.last(&self.user, self.thread)).await {
                 short.push(self.name.clone());
             }
             self.done.push(conn.close());
@@ -258,7 +265,7 @@ impl Client {
         Case {
             name: self.name,
             connections: self.done,
-            reference: 0,
+            reference: self.reference,
         }
     }
 }
@@ -266,12 +273,20 @@ impl Client {
 /// Finishes every client and judges them against `events` whole; also fails if a client's
 /// last connection did not receive the last event.
 async fn judge_all(clients: Vec<Client>, published: &Publisher, events: &[String]) {
+    judge_against(clients, published, &[events]).await;
+}
+
+/// [`judge_all`] with a reference per run: each client against its own.
+async fn judge_against(clients: Vec<Client>, published: &Publisher, runs: &[&[String]]) {
     let mut short = Vec::new();
     let mut cases = Vec::new();
     for client in clients {
         cases.push(client.finish(published, &mut short).await);
     }
-    check(vec![vec![frames(events)]], &cases);
+    check(
+        runs.iter().map(|events| vec![frames(events)]).collect(),
+        &cases,
+    );
     assert!(
         short.is_empty(),
         "these clients never received the run's last event: {short:?}"
@@ -505,4 +520,185 @@ async fn tabs_of_a_node_whose_feed_was_cut_reopen_the_run_whole() {
     }
     judge_all(finished, &published, &run.events).await;
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Node C starts mid-run (after the history no longer holds the run's start: a 300-token
+/// answer), and tabs open on it, one of them a tab of node A reconnecting with A's id; node B's
+/// link to Redis turns slow (40 ms each way) from mid reasoning to the tool result, and again
+/// over the second run, while tabs join on B (for a user B serves, and for one it never
+/// served: a read-back over the slow link). Every client ends with the run as the reference
+/// client has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(missing_redis, missing_node),
+    ignore = "redis-server or node not found (see build.rs)"
+)]
+async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = Node::start("A", &redis.url());
+    let b = Node::start("B", &proxy.url());
+    let thread = "thread-late";
+    let run = two_runs(thread, 300);
+    let n = run.events.len();
+    let users: Vec<String> = vec!["erin".into(), "fay".into(), "gus".into()];
+    let slow = Fault::Latency(Duration::from_millis(40));
+    let c_starts = run.position("\"TEXT_MESSAGE_CONTENT\"") + 280;
+
+    let mut published = Publisher::new();
+    let mut clients: Vec<Client> = Vec::new();
+    for (name, node) in [
+        ("erin on A from the start", &a),
+        ("erin on B from the start", &b),
+    ] {
+        clients.push(Client::connect(name.into(), "erin", node, thread).await);
+    }
+    let mut c: Option<Node> = None;
+    for i in 0..=n {
+        if i == run.at("mid reasoning") || i == run.at("between the runs") {
+            proxy.set(slow);
+        }
+        if i == run.at("mid message") || i == run.at("second run: after RUN_STARTED") {
+            for (name, user) in [
+                ("erin joined on B over a slow link", "erin"),
+                (
+                    "fay joined on B over a slow link (B never served fay)",
+                    "fay",
+                ),
+            ] {
+                let name = format!("{name}, at {i}");
+                clients.push(Client::connect(name, user, &b, thread).await);
+            }
+        }
+        if i == run.at("before tool result") || i == run.at("second run: finished") {
+            proxy.set(Fault::None);
+        }
+        if i == c_starts {
+            let started = Node::start("C", &redis.url());
+            for (name, user) in [
+                ("erin joined on C, started late in the message", "erin"),
+                ("gus joined on C, started late in the message", "gus"),
+            ] {
+                clients.push(Client::connect(name.into(), user, &started, thread).await);
+            }
+            clients[0].drop_connection(&published).await;
+            clients[0].reconnect(&started, thread).await;
+            clients[0]
+                .name
+                .push_str(", reconnected on C, started late in the message");
+            c = Some(started);
+        }
+        if i == run.at("mid tool call") {
+            let c = c.as_ref().expect("C started");
+            clients.push(
+                Client::connect("gus joined on C mid tool call".into(), "gus", c, thread).await,
+            );
+        }
+        if i < n {
+            published.publish(&a, &users, thread, &run.events[i]).await;
+        }
+    }
+    judge_all(clients, &published, &run.events).await;
+}
+
+/// Two runs at once on two threads of one user, published interleaved through A with the
+/// user's plain (unthreaded) events in between. A third of the way in, the user is
+/// disconnected through A (`DELETE`: every node ends the user's streams) and each tab
+/// reconnects on the other node; two thirds in, Redis stops answering for longer than the
+/// nodes' command timeout (a publish in flight, confirmed once it is back), and whatever tabs
+/// that ends come back. Tabs of a user B never served join on B at a third and at two thirds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(missing_redis, missing_node),
+    ignore = "redis-server or node not found (see build.rs)"
+)]
+async fn concurrent_threads_survive_a_disconnect_and_a_redis_pause() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let a = Node::start("A", &redis.url());
+    let b = Node::start("B", &redis.url());
+    let mut x = full_run("thread-x", 150);
+    x.cuts.clear();
+    let y = support_agui::other_thread_run();
+    let runs = [&x, &y];
+    let interleaved = support_agui::interleave(&x, &y);
+    let (third, two_thirds) = (interleaved.len() / 3, 2 * interleaved.len() / 3);
+    let users: Vec<String> = vec!["hal".into(), "ida".into()];
+    let http = client();
+
+    let mut published = Publisher::new();
+    let mut clients: Vec<(Client, &Node)> = Vec::new();
+    let tab = async |name: String, user: &'static str, node: &Node, which: usize| {
+        let mut client = Client::connect(name, user, node, runs[which].thread).await;
+        client.reference = which;
+        client
+    };
+    for (which, node, other) in [(0, &a, &b), (0, &b, &a), (1, &b, &a), (1, &a, &b)] {
+        let name = format!(
+            "hal, {} on {} from the start",
+            runs[which].thread, node.name
+        );
+        clients.push((tab(name, "hal", node, which).await, other));
+    }
+    for (k, &(r, e)) in interleaved.iter().enumerate() {
+        if k == third || k == two_thirds {
+            for which in [0, 1] {
+                let name = format!("ida, {} joined on B at {k}", runs[which].thread);
+                clients.push((tab(name, "ida", &b, which).await, &a));
+            }
+        }
+        if k == third {
+            for (client, _) in &mut clients {
+                if client.user == "hal" {
+                    client.follow(&published, &a, client.thread).await;
+                }
+            }
+            let url = format!("{}/events/agui/hal", a.demo.base);
+            let reply = support::send(&http, reqwest::Method::DELETE, &url, None).await;
+            assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+            for (client, other) in &mut clients {
+                if client.user == "hal" {
+                    let ended = client.reconnect_when_ended(other, client.thread).await;
+                    assert!(ended, "{}: not ended by the disconnect", client.name);
+                    client.name.push_str(&format!(
+                        ", disconnected at {k}, reconnected on {}",
+                        other.name
+                    ));
+                }
+            }
+        }
+        if k == two_thirds {
+            redis.stop();
+            let publish = published.publish(&a, &users, runs[r].thread, &runs[r].events[e]);
+            let resume = async {
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+                redis.cont();
+            };
+            tokio::join!(publish, resume);
+        } else {
+            published
+                .publish(&a, &users, runs[r].thread, &runs[r].events[e])
+                .await;
+        }
+        if k % 5 == 0 {
+            let plain =
+                serde_json::json!({"type": "CUSTOM", "name": "note", "value": k}).to_string();
+            for user in &users {
+                let url = format!("{}/events/agui/{user}", a.demo.base);
+                let reply = post(&http, &url, plain.clone().into_bytes()).await;
+                assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+            }
+        }
+    }
+    let mut finished = Vec::new();
+    for (mut client, other) in clients {
+        client.follow(&published, other, client.thread).await;
+        finished.push(client);
+    }
+    judge_against(finished, &published, &[&x.events, &y.events]).await;
 }
