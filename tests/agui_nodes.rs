@@ -463,12 +463,25 @@ async fn tabs_of_a_node_whose_feed_was_cut_reopen_the_run_whole() {
                 Client::connect(name.into(), "dana", &b, thread).await,
                 [&b, &a],
             ));
+            let name = "carl joined on B while its link was down";
+            clients.push((
+                Client::connect(name.into(), "carl", &b, thread).await,
+                [&b, &a],
+            ));
+        }
+        if i == cut_at + 20 {
+            // A tab of A moves to B while B's link is still down.
+            let (client, then) = &mut clients[1];
+            client.drop_connection(&published).await;
+            client.reconnect(&b, thread).await;
+            client.name.push_str(", moved to B while B's link was down");
+            *then = [&b, &a];
         }
         if i == restore_at {
             proxy.set(Fault::None);
             // B's tabs that were open through the cut end, and reconnect.
             for (client, then) in &mut clients {
-                if client.user == "carl" && client.name.contains("on B") {
+                if client.user == "carl" {
                     if !client.reconnect_when_ended(then[0], thread).await {
                         failures.push(format!(
                             "{}: not ended after B's feed was back",
@@ -544,7 +557,9 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
     let thread = "thread-late";
     let run = two_runs(thread, 300);
     let n = run.events.len();
-    let users: Vec<String> = vec!["erin".into(), "fay".into(), "gus".into()];
+    let users: Vec<String> = ["erin", "fay", "gus", "hugo", "ivy"]
+        .map(String::from)
+        .to_vec();
     let slow = Fault::Latency(Duration::from_millis(40));
     let c_starts = run.position("\"TEXT_MESSAGE_CONTENT\"") + 280;
 
@@ -557,6 +572,7 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
         clients.push(Client::connect(name.into(), "erin", node, thread).await);
     }
     let mut c: Option<Node> = None;
+    let mut plain: Option<Conn> = None;
     for i in 0..=n {
         if i == run.at("mid reasoning") || i == run.at("between the runs") {
             proxy.set(slow);
@@ -584,12 +600,37 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
             ] {
                 clients.push(Client::connect(name.into(), user, &started, thread).await);
             }
+            // C listens to hugo's feed from here on (a plain stream): the thread's frames,
+            // which do not follow from anything C folded, make C read the thread back.
+            let url = format!("{}/events/agui/hugo", started.demo.base);
+            plain = Some(Conn::open(&client(), &url, None).await);
             clients[0].drop_connection(&published).await;
             clients[0].reconnect(&started, thread).await;
             clients[0]
                 .name
                 .push_str(", reconnected on C, started late in the message");
             c = Some(started);
+        }
+        if i == run.at("between state deltas") {
+            // B's link pauses (shorter than its timeouts) while tabs join on B.
+            proxy.set(Fault::Hold);
+            for (name, user) in [
+                ("erin joined on B while its link paused", "erin"),
+                (
+                    "ivy joined on B while its link paused (B never served ivy)",
+                    "ivy",
+                ),
+            ] {
+                clients.push(Client::connect(name.into(), user, &b, thread).await);
+            }
+        }
+        if i == run.at("mid tool chunk") {
+            proxy.set(Fault::None);
+        }
+        if i == c_starts + 5 {
+            let c = c.as_ref().expect("C started");
+            let name = "hugo joined on C, which listened to hugo's feed since it started";
+            clients.push(Client::connect(name.into(), "hugo", c, thread).await);
         }
         if i == run.at("mid tool call") {
             let c = c.as_ref().expect("C started");
@@ -601,6 +642,7 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
             published.publish(&a, &users, thread, &run.events[i]).await;
         }
     }
+    drop(plain);
     judge_all(clients, &published, &run.events).await;
 }
 
