@@ -10,7 +10,9 @@
 //! from Redis: a *sync*). Tabs drop and reconnect on the other node with the `Last-Event-ID`
 //! the first node gave. Then backplane faults the library claims to survive (see the
 //! `sse_hub::backplane` docs, *Faults* and *Threads*): node B's link to Redis cut mid-run and
-//! restored (its streams end and the tabs reconnect), a node that starts mid-run, a slow link.
+//! restored (its streams end and the tabs reconnect), tabs joining B while its link is down or
+//! paused, every node's feed cut at once, a node that starts mid-run, a slow link, a
+//! disconnect through another node, Redis paused past the nodes' command timeout.
 //!
 //! Each connection is captured byte for byte ([`Conn`]) until it has received the run's last
 //! event (its `id:` is the id `POST` answered for that event: ids are the shared history's, the
