@@ -123,27 +123,15 @@ const WAIT: Duration = Duration::from_secs(10);
 /// event published up to that one (its opening, or the live tail). Returns whether it did;
 /// the judge then says what is wrong with what it received.
 async fn wait_id(conn: &Conn, id: Option<&str>) -> bool {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = conn.last_id();
-        let done = match (id, got.as_deref()) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(want), Some(got)) => id_key(got) >= id_key(want),
-        };
-        if done {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            eprintln!("no id at or after {id:?} within {WAIT:?}: last id {got:?}");
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_id_unless(conn, id, false).await
 }
 
 /// [`wait_id`] that also returns (`false`) as soon as the stream ends.
 async fn wait_id_or_end(conn: &Conn, id: Option<&str>) -> bool {
+    wait_id_unless(conn, id, true).await
+}
+
+async fn wait_id_unless(conn: &Conn, id: Option<&str>, stop_at_end: bool) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let got = conn.last_id();
@@ -152,7 +140,11 @@ async fn wait_id_or_end(conn: &Conn, id: Option<&str>) -> bool {
             (Some(want), Some(got)) if id_key(got) >= id_key(want) => return true,
             _ => {}
         }
-        if conn.ended() || tokio::time::Instant::now() >= deadline {
+        if stop_at_end && conn.ended() {
+            return false;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("no id at or after {id:?} within {WAIT:?}: last id {got:?}");
             return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -295,7 +287,7 @@ async fn judge_against(clients: Vec<Client>, published: &Publisher, runs: &[&[St
     );
 }
 
-/// The fold of `events[..cut]`: only to check that the generated cut is where it says.
+/// Whether `events[..cut]` fold without a fault: the generated run is a valid one.
 fn folds(events: &[String], cut: usize) -> bool {
     let mut t = ThreadRun::default();
     events[..cut].iter().all(|e| t.fold(e.as_bytes()).folded())
