@@ -493,6 +493,11 @@ impl Conn {
         self.received.lock().unwrap().comment_frames
     }
 
+    /// Whether the stream ended (cleanly or not).
+    pub fn ended(&self) -> bool {
+        self.received.lock().unwrap().ended.is_some()
+    }
+
     /// The last `id:` the stream gave, as a browser would send it back in `Last-Event-ID`.
     pub fn last_id(&self) -> Option<String> {
         self.received.lock().unwrap().last_id.clone()
