@@ -84,10 +84,11 @@
 //! # Layers
 //!
 //! The modules form a stack with no import circle, read bottom-up: plain types (ids, errors,
-//! reset reasons, stats, [`Config`]) → wire encoding ([`SseFrame`], [`Payload`], [`Frame`]) →
-//! the user channel with its replay window → the [`Subscription`] (lag policy, resume, the
-//! [`backplane`] catch-up) → the registry ([`Broadcaster`]) → adapters: [`sse`] and
-//! [`listener`] for axum, [`EventRouter`] and [`models`] for agents, and the Redis backplane.
+//! reset reasons, stats, threads, [`Config`]) → wire encoding ([`SseFrame`], [`Payload`],
+//! [`Frame`]) → the user channel with its replay window → the [`Subscription`] (lag policy,
+//! resume, the [`backplane`] catch-up) → the registry ([`Broadcaster`]) → adapters: [`sse`],
+//! [`listener`] and [`serve()`] for axum, [`EventRouter`], [`models`] and [`run_state`] for
+//! agents, and the Redis backplane.
 //!
 //! Words: a *channel* is a named stream of one kind of event (`agui`, `a2a`, `context`,
 //! `analytics`; [`Config::name`], [`Channel`]) served by one [`Broadcaster`]; a *user channel* is

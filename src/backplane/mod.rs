@@ -183,10 +183,11 @@
 //!   backplane reads nothing beyond the replay bounds (a resume from further back is `expired`);
 //! * a node's publish queue holds at most `Q·F` bytes of heads, and the publish tokens it
 //!   remembers about 8192 × 40 bytes;
-//! * in Redis, a (channel, user) history holds at most `N + min(N/8, 64)` entries (each at most
-//!   `F`), none older than [`replay_age`](crate::Config::replay_age) once a publish trims it
-//!   (up to its oldest event of a thread: a thread's events go by the length bound only, since
-//!   a thread's snapshots are written by count, and a sync needs the events after the last),
+//! * in Redis, a (channel, user) history holds at most `N + min(max(N/8, 1), 64)` entries
+//!   (each at most `F`), none older than [`replay_age`](crate::Config::replay_age) once a
+//!   publish trims it (up to its oldest event of a thread: a thread's events go by the length
+//!   bound only, since a thread's snapshots are written by count, and a sync needs the events
+//!   after the last),
 //!   plus a small hash of publish marks (one field per node that published to the user
 //!   lately: expired marks are dropped once it holds 64; see the
 //!   [Redis keys][redis-keys]), and expires
@@ -197,10 +198,10 @@
 //!   [`RunStates::max_thread_bytes`](crate::run_state::RunStates::max_thread_bytes) for the
 //!   AG-UI run state), plus a count and a recency entry per thread, expiring with the history;
 //! * a sync holds the snapshot and the thread's events of the history (at most the history's
-//!   `N + min(N/8, 64)` entries) while it folds them; a node writes at most 64 snapshots at a
-//!   time, and past it keeps the newest snapshot of each thread waiting for a writer (at most
-//!   one opening per thread it holds: a run's end may be its thread's last snapshot for long,
-//!   so it is not dropped).
+//!   `N + min(max(N/8, 1), 64)` entries) while it folds them; a node writes at most 64
+//!   snapshots at a time, and past it keeps the newest snapshot of each thread waiting for a
+//!   writer (at most one opening per thread it holds: a run's end may be its thread's last
+//!   snapshot for long, so it is not dropped).
 
 //! # Sync and async
 //!
