@@ -47,8 +47,7 @@
 //! event on `a2a`, a *system* event on `context` and an analytics event on `analytics`. It is
 //! routed like any event of its type, so an AG-UI or A2A event also reaches the user's
 //! `context` stream, wrapped as `{"protocol": ..., "event": ...}`. In the `202` answer, `id` is
-//! the event's id on the channel posted to and `receivers` the user's connections there (a
-//! stream of one thread counts too, even for an event it does not receive);
+//! the event's id on the channel posted to and `receivers` the connections it reached there;
 //! `routed` has the same for every channel the event went to. `id` is `null` when the user has
 //! no channel at all there: no connection ever, or none for longer than the retention (30 s),
 //! so there was nobody to deliver the event to and nothing to replay it from.

@@ -24,10 +24,7 @@ pub struct Published {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Delivery {
-    /// Single node: the user's connections on the channel when the event was published (0:
-    /// nobody is connected). A connection subscribed to one thread is counted even for an event
-    /// it does not receive (another thread's, or one without a thread): each subscription
-    /// filters for itself, after the publish.
+    /// Single node: the connections of the user the event reached (0: nobody is connected).
     Connections(usize),
     /// With a backplane, once it answered: the nodes that received the event, each of which
     /// delivers it to its own connections of the user.
@@ -45,8 +42,7 @@ impl Default for Delivery {
 }
 
 impl Published {
-    /// The connections published to ([`Delivery::Connections`]), when the publish was
-    /// delivered by this node itself.
+    /// The connections reached, when the publish was delivered by this node itself.
     pub fn connections(&self) -> Option<usize> {
         match self.delivery {
             Delivery::Connections(n) => Some(n),
@@ -64,9 +60,9 @@ impl Published {
 }
 
 /// As JSON: `{"id": ..., "receivers": N}`, the shape the replaced crate's tools and the demo
-/// server's clients read, where `receivers` is the connections published to, or with a
-/// backplane the nodes; a backplane publish adds `"delivery": "nodes"` or `"delivery": "queued"`
-/// (then `receivers` is 0) so that the two are told apart.
+/// server's clients read, where `receivers` is the connections reached, or with a backplane the
+/// nodes; a backplane publish adds `"delivery": "nodes"` or `"delivery": "queued"` (then
+/// `receivers` is 0) so that the two are told apart.
 impl Serialize for Published {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;

@@ -32,7 +32,7 @@ impl Routed {
         self.targets.iter().map(|(c, p)| (&**c, *p))
     }
 
-    /// Connections published to across all targets delivered by this node (targets published
+    /// Connections reached across all targets delivered by this node (targets published
     /// through a backplane count nodes, not connections, and are left out: see
     /// [`Published::delivery`]).
     pub fn connections(&self) -> usize {
