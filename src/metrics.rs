@@ -53,7 +53,8 @@ pub const THREAD_STATES_UNKNOWN: &str = "sse_hub_thread_states_unknown_total";
 /// Events after which a thread state dropped its oldest parts to stay within its byte cap.
 pub const THREAD_STATES_TRIMMED: &str = "sse_hub_thread_states_trimmed_total";
 /// Events that could not go through the backplane: delivered to the publishing node's
-/// connections only, without an id. Registered only for broadcasters with a backplane.
+/// connections only, without an id (or, still queued when the backplane was dropped, delivered
+/// nowhere). Registered only for broadcasters with a backplane.
 pub const BACKPLANE_FAILURES: &str = "sse_hub_backplane_failures_total";
 /// 1 while the Redis backplane is connected, 0 otherwise (gauge, without labels: one backplane
 /// serves every channel of a node).

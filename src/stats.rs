@@ -110,7 +110,8 @@ pub struct Stats {
     pub resets: u64,
     /// Events published on this node that could not go through the
     /// [backplane](crate::backplane): delivered to this node's connections only, without an
-    /// id, and in no history.
+    /// id, and in no history; and those still queued when the backplane was dropped, which
+    /// were delivered nowhere.
     pub backplane_failures: u64,
     /// Bytes held by per-thread states ([`ThreadState`](crate::ThreadState)).
     pub thread_state_bytes: usize,

@@ -187,7 +187,8 @@
 //!   (each at most `F`), none older than [`replay_age`](crate::Config::replay_age) once a
 //!   publish trims it (up to its oldest event of a thread: a thread's events go by the length
 //!   bound only, since a thread's snapshots are written by count, and a sync needs the events
-//!   after the last),
+//!   after the last; a publish deletes at most 256 aged entries, so a longer backlog of them
+//!   takes several publishes),
 //!   plus a small hash of publish marks (one field per node that published to the user
 //!   lately: expired marks are dropped once it holds 64; see the
 //!   [Redis keys][redis-keys]), and expires
