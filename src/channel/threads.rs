@@ -27,6 +27,37 @@ pub(super) struct ThreadEntry {
     pub(super) dirty_since: Option<u64>,
     /// The state's [`checkpoint`](ThreadState::checkpoint) after the last fold.
     pub(super) checkpoint: u8,
+    /// With a backplane that lost its data: what this node knew of the thread then, until it
+    /// is joined to what the backplane holds afterwards (see [`BeforeLoss`]).
+    pub(super) before_loss: BeforeLoss,
+    /// With a backplane: the state holds what the backplane lost (this node joined its kept
+    /// state to the thread's new events), so the next fold writes the thread's snapshot, which
+    /// puts the whole thread back in the backplane.
+    pub(super) reseed: bool,
+}
+
+/// With a backplane, what a node knew of a thread when the backplane lost its data (a Redis
+/// restarted without persistence): the thread then starts over at ordinal 1, with nothing
+/// before it. A node that held the thread's exact state *keeps* it, and joins it to the
+/// thread's new events, when the backplane holds every one of them (it then re-seeds the
+/// backplane with the whole thread); a node that knew the thread without an exact state of it
+/// cannot, and counts the thread's state as unknown.
+pub(super) enum BeforeLoss {
+    /// Nothing lost, or settled.
+    Nothing,
+    /// The exact state the node held (the entry's `bytes` account for it).
+    Kept(Box<dyn ThreadState>),
+    /// The node knew the thread but held no exact state of it.
+    Unknown,
+}
+
+impl BeforeLoss {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Kept(state) => state.bytes(),
+            _ => 0,
+        }
+    }
 }
 
 /// With a backplane, whether a node's state of a thread is the thread's. A node folds the
@@ -156,6 +187,8 @@ impl UserChannel {
             last_id: EventId::new(0, 0),
             dirty_since: None,
             checkpoint: 0,
+            before_loss: BeforeLoss::Nothing,
+            reseed: false,
         });
         let last = state.threads.len() - 1;
         state.threads.swap(0, last);
@@ -255,14 +288,33 @@ impl UserChannel {
             Sync::Inexact => false,
             Sync::Syncing { .. } => return entry.id.key(),
         };
-        if !next && ordinal == 1 {
-            // The thread starts here (it is new, or the backplane forgot it): nothing before.
-            self.shared.thread_state_resized(entry.bytes, 0);
-            entry.bytes = 0;
-            entry.state = Some(states.create(thread));
+        // A node that knew the thread without its exact state when the backplane lost it
+        // reads it back, even from its first event: another node may have put the whole
+        // thread back by then.
+        let unknown = matches!(entry.before_loss, BeforeLoss::Unknown);
+        if !next && ordinal == 1 && !unknown {
+            // The thread starts here (it is new, or the backplane forgot it, or lost it):
+            // nothing before, in the backplane.
+            let base = match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
+                BeforeLoss::Kept(kept) => {
+                    // Everything the backplane now holds of the thread follows what this node
+                    // held when it lost its data: the thread goes on from there.
+                    self.rejoined(entry);
+                    entry.reseed = true;
+                    kept
+                }
+                _ => {
+                    self.shared.thread_state_resized(entry.bytes, 0);
+                    entry.bytes = 0;
+                    states.create(thread)
+                }
+            };
+            entry.state = Some(base);
         } else if !next {
-            self.shared.thread_state_resized(entry.bytes, 0);
-            entry.bytes = 0;
+            // A state kept from before a loss waits for the sync, which may join it.
+            let kept = entry.before_loss.bytes();
+            self.shared.thread_state_resized(entry.bytes, kept);
+            entry.bytes = kept;
             entry.state = None;
             let start = SyncStart {
                 token: SYNC_TOKENS.fetch_add(1, Ordering::Relaxed),
@@ -282,8 +334,9 @@ impl UserChannel {
         entry.last_id = id;
         let checkpoint = entry.state.as_ref().map_or(0, |s| s.checkpoint());
         let crossed = std::mem::replace(&mut entry.checkpoint, checkpoint) != checkpoint;
+        let reseed = std::mem::take(&mut entry.reseed);
         let mut due = None;
-        if crossed {
+        if crossed || reseed {
             delivered
                 .snapshots
                 .push((entry.id.clone(), Self::snapshot_of(entry)));
@@ -428,7 +481,23 @@ impl UserChannel {
             return None;
         };
         let complete = read.is_complete();
-        let mut fresh = states.create(thread);
+        let stored = read.snapshot.as_ref().map_or(0, |s| s.count);
+        // After a loss, the backplane holds the thread whole since it started over when it
+        // stores nothing from before its ordinal 1 and every event after: a kept state is then
+        // what came before. A stored snapshot is another node's join (or a thread that
+        // started afresh), and is the thread's.
+        let mut rejoined = false;
+        let mut fresh = match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
+            BeforeLoss::Kept(kept) if complete && stored == 0 => {
+                rejoined = true;
+                kept
+            }
+            BeforeLoss::Unknown if complete && stored == 0 => {
+                self.lost_unknown(entry);
+                states.create(thread)
+            }
+            _ => states.create(thread),
+        };
         if let Some(snapshot) = &read.snapshot {
             for data in opening_datas(&snapshot.opening) {
                 fresh.fold(&data);
@@ -457,6 +526,12 @@ impl UserChannel {
         entry.state = Some(fresh);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = last_id;
+        if rejoined {
+            self.rejoined(entry);
+            // Until the thread's first new event, the backplane does not count it, and
+            // refuses its snapshot: the fold of that event writes it.
+            entry.reseed = ordinal == 0;
+        }
         // This node now holds the thread's exact state, maybe alone (the one that folded the
         // events after the stored snapshot may be gone, its next snapshot not yet due): it
         // stores it, before the history trims those events.
@@ -475,8 +550,10 @@ impl UserChannel {
     }
 
     /// With a backplane, the feed was interrupted: no thread state can be trusted any more
-    /// (the next frame or subscription of each thread syncs it again).
-    pub(crate) fn threads_unsynced(&self) {
+    /// (the next frame or subscription of each thread syncs it again). If the backplane `lost`
+    /// its data meanwhile, the exact states are kept as they were, since the backplane no
+    /// longer holds what they cover (see [`BeforeLoss`]).
+    pub(crate) fn threads_unsynced(&self, lost: bool) {
         if self.shared.config.threads.state.is_none() {
             return;
         }
@@ -485,12 +562,40 @@ impl UserChannel {
             if let Sync::Syncing { done, .. } = &entry.sync {
                 done.notify_waiters();
             }
+            let exact = matches!(entry.sync, Sync::Exact { .. });
+            let held = entry.state.take();
+            if lost {
+                match held {
+                    Some(held) if exact => entry.before_loss = BeforeLoss::Kept(held),
+                    // A state kept from an earlier loss is still all there is.
+                    _ if matches!(entry.before_loss, BeforeLoss::Kept(_)) => {}
+                    _ => entry.before_loss = BeforeLoss::Unknown,
+                }
+            }
             entry.sync = Sync::Inexact;
-            entry.state = None;
             entry.dirty_since = None;
-            self.shared.thread_state_resized(entry.bytes, 0);
-            entry.bytes = 0;
+            entry.reseed = false;
+            let kept = entry.before_loss.bytes();
+            self.shared.thread_state_resized(entry.bytes, kept);
+            entry.bytes = kept;
         }
+    }
+
+    /// A state kept from before the backplane lost its data was joined to the thread's new
+    /// events: logged, since what the backplane confirmed and no node received before the loss
+    /// is gone (see the backplane docs, *Threads*).
+    fn rejoined(&self, entry: &ThreadEntry) {
+        let shared = &self.shared;
+        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data: this node goes on from the state it held, and stores it as the thread's snapshot");
+    }
+
+    /// The backplane lost the data of a thread this node knew without an exact state of it:
+    /// the thread's state is partly unknown, as when an event cannot be applied.
+    fn lost_unknown(&self, entry: &ThreadEntry) {
+        let shared = &self.shared;
+        shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.thread_states_unknown.increment(1);
+        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data, and no exact state of it was held here: its state starts over, and is partly unknown");
     }
 
     /// With a backplane, the opening of `thread` if its state is exact, with the sequence

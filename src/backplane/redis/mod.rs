@@ -170,6 +170,9 @@ pub struct BackplaneHealth {
     pub received: u64,
     /// Feed messages dropped because their event was dispatched already.
     pub duplicates_dropped: u64,
+    /// Reconnects that found Redis had lost its data since the previous connection (a restart
+    /// without persistence, a flush): its generation marker changed (see the [keys](self#keys)).
+    pub data_losses: u64,
     /// The Redis server's version, once connected.
     pub version: Option<String>,
     /// The last connection error, if any (an unsupported server version included).
@@ -366,6 +369,7 @@ impl RedisBackplane {
             publish_retries: shared.publish_retries.load(Ordering::Relaxed),
             received: shared.received.load(Ordering::Relaxed),
             duplicates_dropped: shared.duplicates_dropped.load(Ordering::Relaxed),
+            data_losses: shared.data_losses.load(Ordering::Relaxed),
             version: state.version.clone(),
             last_error: state.last_error.clone(),
         }
