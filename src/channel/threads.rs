@@ -34,6 +34,11 @@ pub(super) struct ThreadEntry {
     /// state to the thread's new events), so the next fold writes the thread's snapshot, which
     /// puts the whole thread back in the backplane.
     pub(super) reseed: bool,
+    /// With a backplane: the state was joined from a kept one, so it holds events the
+    /// backplane lost, until a sync finds the backplane holds a snapshot from after the loss.
+    /// Until then, a feed interruption keeps it as a loss does: its snapshot may not have
+    /// reached the backplane.
+    pub(super) rejoined: bool,
 }
 
 /// With a backplane, what a node knew of a thread when the backplane lost its data (a Redis
@@ -45,8 +50,13 @@ pub(super) struct ThreadEntry {
 pub(super) enum BeforeLoss {
     /// Nothing lost, or settled.
     Nothing,
-    /// The exact state the node held (the entry's `bytes` account for it).
-    Kept(Box<dyn ThreadState>),
+    /// The exact state the node held (the entry's `bytes` account for it), and how many of the
+    /// thread's events since the backplane started it over it holds (0 when kept at the loss;
+    /// more when kept at a later interruption, before a snapshot of it was seen stored).
+    Kept {
+        state: Box<dyn ThreadState>,
+        ordinal: u64,
+    },
     /// The node knew the thread but held no exact state of it.
     Unknown,
 }
@@ -54,7 +64,7 @@ pub(super) enum BeforeLoss {
 impl BeforeLoss {
     fn bytes(&self) -> usize {
         match self {
-            Self::Kept(state) => state.bytes(),
+            Self::Kept { state, .. } => state.bytes(),
             _ => 0,
         }
     }
@@ -189,6 +199,7 @@ impl UserChannel {
             checkpoint: 0,
             before_loss: BeforeLoss::Nothing,
             reseed: false,
+            rejoined: false,
         });
         let last = state.threads.len() - 1;
         state.threads.swap(0, last);
@@ -296,14 +307,19 @@ impl UserChannel {
             // The thread starts here (it is new, or the backplane forgot it, or lost it):
             // nothing before, in the backplane.
             let base = match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
-                BeforeLoss::Kept(kept) => {
+                BeforeLoss::Kept {
+                    state: kept,
+                    ordinal: 0,
+                } => {
                     // Everything the backplane now holds of the thread follows what this node
                     // held when it lost its data: the thread goes on from there.
-                    self.rejoined(entry);
+                    self.warn_rejoined(entry);
                     entry.reseed = true;
+                    entry.rejoined = true;
                     kept
                 }
                 _ => {
+                    entry.rejoined = false;
                     self.shared.thread_state_resized(entry.bytes, 0);
                     entry.bytes = 0;
                     states.create(thread)
@@ -311,7 +327,16 @@ impl UserChannel {
             };
             entry.state = Some(base);
         } else if !next {
-            // A state kept from before a loss waits for the sync, which may join it.
+            // A state that holds what the backplane lost is kept for the sync, which may join
+            // it (as is one kept from before a loss).
+            if let (true, Sync::Exact { ordinal }, Some(held)) =
+                (entry.rejoined, &entry.sync, entry.state.take())
+            {
+                entry.before_loss = BeforeLoss::Kept {
+                    state: held,
+                    ordinal: *ordinal,
+                };
+            }
             let kept = entry.before_loss.bytes();
             self.shared.thread_state_resized(entry.bytes, kept);
             entry.bytes = kept;
@@ -443,6 +468,9 @@ impl UserChannel {
     /// longer holds every event after the snapshot: the state is rebuilt from what there is,
     /// counted as unknown, and becomes the thread's).
     ///
+    /// A state kept from before the backplane lost its data is the base instead of a fresh one
+    /// when the read holds the whole thread since it started over (see [`BeforeLoss`]).
+    ///
     /// The sync fails (the state stays inexact, and the next frame or subscription syncs
     /// again) if the read failed, if the window no longer holds every frame since the sync
     /// started, or if the state was invalidated meanwhile.
@@ -487,9 +515,15 @@ impl UserChannel {
         // what came before. A stored snapshot is another node's join (or a thread that
         // started afresh), and is the thread's.
         let mut rejoined = false;
+        // Events of the read the kept state holds already.
+        let mut have = 0;
         let mut fresh = match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
-            BeforeLoss::Kept(kept) if complete && stored == 0 => {
+            BeforeLoss::Kept {
+                state: kept,
+                ordinal,
+            } if complete && stored == 0 && read.count >= ordinal => {
                 rejoined = true;
+                have = ordinal as usize;
                 kept
             }
             BeforeLoss::Unknown if complete && stored == 0 => {
@@ -503,7 +537,7 @@ impl UserChannel {
                 fresh.fold(&data);
             }
         }
-        for (_, frame) in &read.events {
+        for (_, frame) in read.events.iter().skip(have) {
             fresh.fold(&data_of(frame));
         }
         let mut ordinal = read.count;
@@ -526,8 +560,9 @@ impl UserChannel {
         entry.state = Some(fresh);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = last_id;
+        entry.rejoined = rejoined;
         if rejoined {
-            self.rejoined(entry);
+            self.warn_rejoined(entry);
             // Until the thread's first new event, the backplane does not count it, and
             // refuses its snapshot: the fold of that event writes it.
             entry.reseed = ordinal == 0;
@@ -562,14 +597,26 @@ impl UserChannel {
             if let Sync::Syncing { done, .. } = &entry.sync {
                 done.notify_waiters();
             }
-            let exact = matches!(entry.sync, Sync::Exact { .. });
+            let exact = match entry.sync {
+                Sync::Exact { ordinal } => Some(ordinal),
+                _ => None,
+            };
             let held = entry.state.take();
-            if lost {
-                match held {
-                    Some(held) if exact => entry.before_loss = BeforeLoss::Kept(held),
+            if lost || entry.rejoined {
+                match (held, exact) {
+                    // It holds none of what the backplane holds after a loss.
+                    (Some(held), Some(ordinal)) => {
+                        entry.before_loss = BeforeLoss::Kept {
+                            state: held,
+                            ordinal: if lost { 0 } else { ordinal },
+                        };
+                    }
                     // A state kept from an earlier loss is still all there is.
-                    _ if matches!(entry.before_loss, BeforeLoss::Kept(_)) => {}
-                    _ => entry.before_loss = BeforeLoss::Unknown,
+                    _ => match &mut entry.before_loss {
+                        BeforeLoss::Kept { ordinal, .. } if lost => *ordinal = 0,
+                        BeforeLoss::Kept { .. } => {}
+                        other => *other = BeforeLoss::Unknown,
+                    },
                 }
             }
             entry.sync = Sync::Inexact;
@@ -584,7 +631,7 @@ impl UserChannel {
     /// A state kept from before the backplane lost its data was joined to the thread's new
     /// events: logged, since what the backplane confirmed and no node received before the loss
     /// is gone (see the backplane docs, *Threads*).
-    fn rejoined(&self, entry: &ThreadEntry) {
+    fn warn_rejoined(&self, entry: &ThreadEntry) {
         let shared = &self.shared;
         tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data: this node goes on from the state it held, and stores it as the thread's snapshot");
     }
