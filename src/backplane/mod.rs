@@ -108,8 +108,7 @@
 //!   marker* in Redis (a key with a random value, created by the first node to connect, with
 //!   no time to live; see the [Redis keys][redis-keys]); a node that reconnects and finds
 //!   another value knows Redis lost its data
-//!   ([`BackplaneHealth::data_losses`](redis::BackplaneHealth::data_losses), logged at
-//!   `warn`), and tells its channels ([`LocalChannels::kick_after_loss`]). Its streams end, as
+//!   (counted in the [`RedisBackplane`]'s `health().data_losses`, logged at `warn`), and tells its channels ([`LocalChannels::kick_after_loss`]). Its streams end, as
 //!   at any reconnect, but it *keeps* the exact state it held of each thread, instead of
 //!   forgetting it, since Redis no longer holds what it covers. Then:
 //!

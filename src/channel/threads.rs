@@ -41,35 +41,6 @@ pub(super) struct ThreadEntry {
     pub(super) rejoined: bool,
 }
 
-/// With a backplane, what a node knew of a thread when the backplane lost its data (a Redis
-/// restarted without persistence): the thread then starts over at ordinal 1, with nothing
-/// before it. A node that held the thread's exact state *keeps* it, and joins it to the
-/// thread's new events, when the backplane holds every one of them (it then re-seeds the
-/// backplane with the whole thread); a node that knew the thread without an exact state of it
-/// cannot, and counts the thread's state as unknown.
-pub(super) enum BeforeLoss {
-    /// Nothing lost, or settled.
-    Nothing,
-    /// The exact state the node held (the entry's `bytes` account for it), and how many of the
-    /// thread's events since the backplane started it over it holds (0 when kept at the loss;
-    /// more when kept at a later interruption, before a snapshot of it was seen stored).
-    Kept {
-        state: Box<dyn ThreadState>,
-        ordinal: u64,
-    },
-    /// The node knew the thread but held no exact state of it.
-    Unknown,
-}
-
-impl BeforeLoss {
-    fn bytes(&self) -> usize {
-        match self {
-            Self::Kept { state, .. } => state.bytes(),
-            _ => 0,
-        }
-    }
-}
-
 /// With a backplane, whether a node's state of a thread is the thread's. A node folds the
 /// thread's events as the feed delivers them, numbered by the backplane: in sequence, its state
 /// is exact; after a gap (the node started listening mid-thread, or its feed was interrupted)
@@ -306,25 +277,7 @@ impl UserChannel {
         if !next && ordinal == 1 && !unknown {
             // The thread starts here (it is new, or the backplane forgot it, or lost it):
             // nothing before, in the backplane.
-            let base = match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
-                BeforeLoss::Kept {
-                    state: kept,
-                    ordinal: 0,
-                } => {
-                    // Everything the backplane now holds of the thread follows what this node
-                    // held when it lost its data: the thread goes on from there.
-                    self.warn_rejoined(entry);
-                    entry.reseed = true;
-                    entry.rejoined = true;
-                    kept
-                }
-                _ => {
-                    entry.rejoined = false;
-                    self.shared.thread_state_resized(entry.bytes, 0);
-                    entry.bytes = 0;
-                    states.create(thread)
-                }
-            };
+            let base = self.restart_base(entry, &states, thread);
             entry.state = Some(base);
         } else if !next {
             // A state that holds what the backplane lost is kept for the sync, which may join
@@ -509,29 +462,8 @@ impl UserChannel {
             return None;
         };
         let complete = read.is_complete();
-        let stored = read.snapshot.as_ref().map_or(0, |s| s.count);
-        // After a loss, the backplane holds the thread whole since it started over when it
-        // stores nothing from before its ordinal 1 and every event after: a kept state is then
-        // what came before. A stored snapshot is another node's join (or a thread that
-        // started afresh), and is the thread's.
-        let mut rejoined = false;
-        // Events of the read the kept state holds already.
-        let mut have = 0;
-        let mut fresh = match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
-            BeforeLoss::Kept {
-                state: kept,
-                ordinal,
-            } if complete && stored == 0 && read.count >= ordinal => {
-                rejoined = true;
-                have = ordinal as usize;
-                kept
-            }
-            BeforeLoss::Unknown if complete && stored == 0 => {
-                self.lost_unknown(entry);
-                states.create(thread)
-            }
-            _ => states.create(thread),
-        };
+        let (mut fresh, rejoin) = self.sync_base(entry, &read, &states, thread);
+        let have = rejoin.unwrap_or(0);
         if let Some(snapshot) = &read.snapshot {
             for data in opening_datas(&snapshot.opening) {
                 fresh.fold(&data);
@@ -560,8 +492,8 @@ impl UserChannel {
         entry.state = Some(fresh);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = last_id;
-        entry.rejoined = rejoined;
-        if rejoined {
+        entry.rejoined = rejoin.is_some();
+        if entry.rejoined {
             self.warn_rejoined(entry);
             // Until the thread's first new event, the backplane does not count it, and
             // refuses its snapshot: the fold of that event writes it.
@@ -582,67 +514,6 @@ impl UserChannel {
         shared.metrics.thread_states_unknown.increment(1);
         tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane's history no longer holds every event of the thread after its snapshot: its state is rebuilt from what there is, and is partly unknown");
         Some(Self::snapshot_of(entry))
-    }
-
-    /// With a backplane, the feed was interrupted: no thread state can be trusted any more
-    /// (the next frame or subscription of each thread syncs it again). If the backplane `lost`
-    /// its data meanwhile, the exact states are kept as they were, since the backplane no
-    /// longer holds what they cover (see [`BeforeLoss`]).
-    pub(crate) fn threads_unsynced(&self, lost: bool) {
-        if self.shared.config.threads.state.is_none() {
-            return;
-        }
-        let mut state = self.lock();
-        for entry in &mut state.threads {
-            if let Sync::Syncing { done, .. } = &entry.sync {
-                done.notify_waiters();
-            }
-            let exact = match entry.sync {
-                Sync::Exact { ordinal } => Some(ordinal),
-                _ => None,
-            };
-            let held = entry.state.take();
-            if lost || entry.rejoined {
-                match (held, exact) {
-                    // It holds none of what the backplane holds after a loss.
-                    (Some(held), Some(ordinal)) => {
-                        entry.before_loss = BeforeLoss::Kept {
-                            state: held,
-                            ordinal: if lost { 0 } else { ordinal },
-                        };
-                    }
-                    // A state kept from an earlier loss is still all there is.
-                    _ => match &mut entry.before_loss {
-                        BeforeLoss::Kept { ordinal, .. } if lost => *ordinal = 0,
-                        BeforeLoss::Kept { .. } => {}
-                        other => *other = BeforeLoss::Unknown,
-                    },
-                }
-            }
-            entry.sync = Sync::Inexact;
-            entry.dirty_since = None;
-            entry.reseed = false;
-            let kept = entry.before_loss.bytes();
-            self.shared.thread_state_resized(entry.bytes, kept);
-            entry.bytes = kept;
-        }
-    }
-
-    /// A state kept from before the backplane lost its data was joined to the thread's new
-    /// events: logged, since what the backplane confirmed and no node received before the loss
-    /// is gone (see the backplane docs, *Threads*).
-    fn warn_rejoined(&self, entry: &ThreadEntry) {
-        let shared = &self.shared;
-        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data: this node goes on from the state it held, and stores it as the thread's snapshot");
-    }
-
-    /// The backplane lost the data of a thread this node knew without an exact state of it:
-    /// the thread's state is partly unknown, as when an event cannot be applied.
-    fn lost_unknown(&self, entry: &ThreadEntry) {
-        let shared = &self.shared;
-        shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.thread_states_unknown.increment(1);
-        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data, and no exact state of it was held here: its state starts over, and is partly unknown");
     }
 
     /// With a backplane, the opening of `thread` if its state is exact, with the sequence

@@ -1,4 +1,5 @@
-//! The connection task of the Redis backplane: connects (checking the server's version),
+//! The connection task of the Redis backplane: connects (checking the server's version, and
+//! reading its generation marker, which tells a Redis that lost its data),
 //! subscribes the node to the feeds it wants, dispatches what comes on them, checks the link,
 //! and reconnects with capped, jittered, exponential backoff; and the catch-up read a
 //! subscribe makes through the command connection.
