@@ -53,7 +53,7 @@ impl UserChannel {
             let held = entry.state.take();
             if lost || entry.rejoined {
                 match (held, exact) {
-                    // It holds none of what the backplane holds after a loss.
+                    // After a loss, it holds none of what the backplane holds.
                     (Some(held), Some(ordinal)) => {
                         entry.before_loss = BeforeLoss::Kept {
                             state: held,

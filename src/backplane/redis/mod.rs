@@ -112,12 +112,12 @@
 //! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
 //! resume from the history. If the generation marker changed meanwhile (`p:generation`, read
 //! at every connection), Redis lost its data: the node says so to its channels, which keep
-//! their thread states (see the [backplane docs](super#threads)). While it is down, publishes fail at once and are delivered locally
-//! without an id, and subscribes are degraded (see the [module docs](super#faults)). Nothing
-//! grows while Redis is down: the publish queue is bounded ([`RedisConfig::publish_queue`]),
-//! and the set of users to listen to is the node's own channels. Histories of users every node
-//! left expire after [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the
-//! users they serve.
+//! their thread states (see the [backplane docs](super#threads)). While it is down, publishes
+//! fail at once and are delivered locally without an id, and subscribes are degraded (see the
+//! [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
+//! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
+//! own channels. Histories of users every node left expire after
+//! [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the users they serve.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
