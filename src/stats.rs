@@ -117,7 +117,9 @@ pub struct Stats {
     pub thread_state_bytes: usize,
     /// Thread states forgotten because a user channel held its maximum of threads.
     pub threads_evicted: u64,
-    /// Events a thread state could not apply ([`Folded::Unknown`](crate::Folded::Unknown)).
+    /// Events a thread state could not apply ([`Folded::Unknown`](crate::Folded::Unknown)),
+    /// and, with a backplane, thread states rebuilt from less than the whole thread (the
+    /// backplane no longer held all of it: see the [backplane docs](crate::backplane#threads)).
     pub thread_states_unknown: u64,
     /// Events after which a thread state trimmed its oldest parts
     /// ([`Folded::Trimmed`](crate::Folded::Trimmed)).

@@ -20,8 +20,9 @@ pub(crate) trait LocalDelivery: Send + Sync {
     -> usize;
     /// Counts an event that could not go through the backplane.
     fn count_backplane_failure(&self);
-    /// Ends the user's local streams, keeping the channel; returns how many were open.
-    fn kick_user(&self, user: &UserId) -> usize;
+    /// Ends the user's local streams, keeping the channel; returns how many were open. With
+    /// `lost`, the backplane lost its data meanwhile (see [`LocalChannels::kick_after_loss`]).
+    fn kick_user(&self, user: &UserId, lost: bool) -> usize;
     /// Ends the user's degraded local streams only.
     fn kick_degraded(&self, user: &UserId);
 }
@@ -172,7 +173,18 @@ impl LocalChannels {
     pub fn kick(&self, user: &UserId) -> usize {
         self.inner
             .upgrade()
-            .map_or(0, |inner| inner.kick_user(user))
+            .map_or(0, |inner| inner.kick_user(user, false))
+    }
+
+    /// [`kick`](Self::kick), when the backplane knows it lost its data while the feed was
+    /// interrupted (a Redis restarted without persistence): the node then keeps its exact
+    /// thread states as they were, since the backplane no longer holds what they cover, and
+    /// joins them to what the backplane holds afterwards (see the
+    /// [backplane docs](super#threads)). Returns how many streams were open.
+    pub fn kick_after_loss(&self, user: &UserId) -> usize {
+        self.inner
+            .upgrade()
+            .map_or(0, |inner| inner.kick_user(user, true))
     }
 
     /// Ends `user`'s *degraded* local streams only: those whose

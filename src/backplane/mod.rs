@@ -67,7 +67,8 @@
 //! * **Every node folds it**, under the channel lock as a single node does, but only *in
 //!   sequence*: a node's state of a thread is *exact* while it has folded the ordinals 1, 2, 3…
 //!   without a hole. A node that starts listening mid-thread, or whose feed was interrupted
-//!   (it then ends its streams and forgets its thread states), *syncs* the thread instead:
+//!   (it then ends its streams and forgets its thread states, unless Redis lost its data:
+//!   below), *syncs* the thread instead:
 //!   it reads the thread's snapshot and the thread's events the history holds after it
 //!   ([`Backplane::catch_up_thread`]), folds them into a fresh state, then folds the frames
 //!   its feed delivered meanwhile (from the replay window, those with ids after the read). A
@@ -101,13 +102,45 @@
 //!   subscription, with the jittered `retry:` of the faults below, so that the client comes
 //!   back instead of receiving an opening that is not the thread's.
 //!
-//!   *Limit:* when Redis loses *all* of a thread's data in the middle of a run (a restart
-//!   without persistence), the thread starts again at its next event, with nothing in Redis
-//!   to show that it lost its start: a node that reads it back folds an event of a run with no
-//!   `RUN_STARTED`, so the AG-UI run state counts the run unknown and a connection to it opens
-//!   with a `RUN_ERROR` (`code` `run_unknown`) until the next run starts (see
-//!   [`run_state`](crate::run_state#edge-cases)). Nodes that kept listening keep their exact
-//!   state. Use persistence that keeps acknowledged
+//! * **When Redis loses *all* its data** in the middle of a run (a restart without
+//!   persistence, a flush), nothing in Redis is left to show it: the thread starts again at
+//!   its next event (ordinal 1), as a new one would. So the backplane keeps a *generation
+//!   marker* in Redis (a key with a random value, created by the first node to connect, with
+//!   no time to live; see the [Redis keys][redis-keys]); a node that reconnects and finds
+//!   another value knows Redis lost its data
+//!   (counted in the [`RedisBackplane`]'s `health().data_losses`, logged at `warn`), and tells its channels ([`LocalChannels::kick_after_loss`]). Its streams end, as
+//!   at any reconnect, but it *keeps* the exact state it held of each thread, instead of
+//!   forgetting it, since Redis no longer holds what it covers. Then:
+//!
+//!   - when the node next meets the thread (its next event on the feed, or a subscription's
+//!     sync) and Redis holds every event of the thread since it started over, and no snapshot
+//!     of it yet, the node goes on from its kept state plus those events: its state is the
+//!     whole thread, and it writes it as the thread's snapshot, so that Redis holds the whole
+//!     thread again and every other node, and every new tab, opens with the whole run. If
+//!     nothing was published since, it waits for the thread's next event to write it (Redis
+//!     counts the thread only from there). Logged at `warn`. Until a sync finds a snapshot of
+//!     the thread stored after the loss, a later interruption keeps the state again (its
+//!     snapshot may not have reached Redis);
+//!   - when Redis already holds a snapshot of the thread written after the loss (another node
+//!     went on from its kept state first), that snapshot is the thread's, as for any sync;
+//!   - a node that knew the thread without holding an exact state of it (its sync had not
+//!     ended), or whose kept state cannot be joined (Redis no longer holds every event since
+//!     the thread started over), cannot rebuild it: the state it reads back is counted in
+//!     [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) and logged at
+//!     `warn`, as when the history no longer reaches back to the snapshot (above).
+//!
+//!   *Limits:* what Redis confirmed and lost before it reached a node's feed is not in the
+//!   kept state (the [lost tail](#faults) of a history, which no node can see); if the nodes
+//!   kept different states (one's feed lagged at the crash), the first snapshot stored is the
+//!   one the others read back, and each keeps its own state until its next interruption. A
+//!   thread that no node held (no node served the user, or every node restarted too) starts
+//!   over from what Redis holds after the loss; so does everything when Redis evicts the
+//!   marker (an `allkeys-*` eviction policy) or loses its data without cutting the nodes'
+//!   connections (a `FLUSHALL`). The backplane does not count those, but the AG-UI run state
+//!   does: an event of a run with no `RUN_STARTED` marks the run unknown (counted in
+//!   `thread_states_unknown`), and a connection to the thread opens with a `RUN_ERROR`
+//!   (`code` `run_unknown`) until the next run starts (see
+//!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
 //!   writes where that matters (see the faults below).
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is

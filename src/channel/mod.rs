@@ -37,14 +37,16 @@ use crate::event_id::{EventId, next_epoch};
 use crate::expiry::ExpiryQueue;
 use crate::reason::ResetReason;
 use crate::shared::Shared;
-use crate::thread::{Folded, ThreadId, ThreadKey, ThreadState};
+use crate::thread::{Folded, ThreadId, ThreadKey, ThreadState, ThreadStates};
 use crate::user_id::UserId;
 use crate::wire::frame_id;
 
 mod chain;
+mod loss;
 mod threads;
 mod window;
 
+use loss::BeforeLoss;
 use threads::*;
 pub(crate) use threads::{Delivered, SyncBegin, SyncStart};
 pub(crate) use window::Backfill;

@@ -27,6 +27,18 @@ pub(super) struct ThreadEntry {
     pub(super) dirty_since: Option<u64>,
     /// The state's [`checkpoint`](ThreadState::checkpoint) after the last fold.
     pub(super) checkpoint: u8,
+    /// With a backplane that lost its data: what this node knew of the thread then, until it
+    /// is joined to what the backplane holds afterwards (see [`BeforeLoss`]).
+    pub(super) before_loss: BeforeLoss,
+    /// With a backplane: the state holds what the backplane lost (this node joined its kept
+    /// state to the thread's new events), so the next fold writes the thread's snapshot, which
+    /// puts the whole thread back in the backplane.
+    pub(super) reseed: bool,
+    /// With a backplane: the state was joined from a kept one, so it holds events the
+    /// backplane lost, until a sync finds the backplane holds a snapshot from after the loss.
+    /// Until then, a feed interruption keeps it as a loss does: its snapshot may not have
+    /// reached the backplane.
+    pub(super) rejoined: bool,
 }
 
 /// With a backplane, whether a node's state of a thread is the thread's. A node folds the
@@ -156,6 +168,9 @@ impl UserChannel {
             last_id: EventId::new(0, 0),
             dirty_since: None,
             checkpoint: 0,
+            before_loss: BeforeLoss::Nothing,
+            reseed: false,
+            rejoined: false,
         });
         let last = state.threads.len() - 1;
         state.threads.swap(0, last);
@@ -255,14 +270,29 @@ impl UserChannel {
             Sync::Inexact => false,
             Sync::Syncing { .. } => return entry.id.key(),
         };
-        if !next && ordinal == 1 {
-            // The thread starts here (it is new, or the backplane forgot it): nothing before.
-            self.shared.thread_state_resized(entry.bytes, 0);
-            entry.bytes = 0;
-            entry.state = Some(states.create(thread));
+        // A node that knew the thread without its exact state when the backplane lost it
+        // reads it back, even from its first event: another node may have put the whole
+        // thread back by then.
+        let unknown = matches!(entry.before_loss, BeforeLoss::Unknown);
+        if !next && ordinal == 1 && !unknown {
+            // The thread starts here (it is new, or the backplane forgot it, or lost it):
+            // nothing before, in the backplane.
+            let base = self.restart_base(entry, &states, thread);
+            entry.state = Some(base);
         } else if !next {
-            self.shared.thread_state_resized(entry.bytes, 0);
-            entry.bytes = 0;
+            // A state that holds what the backplane lost is kept for the sync, which may join
+            // it (as is one kept from before a loss).
+            if let (true, Sync::Exact { ordinal }, Some(held)) =
+                (entry.rejoined, &entry.sync, entry.state.take())
+            {
+                entry.before_loss = BeforeLoss::Kept {
+                    state: held,
+                    ordinal: *ordinal,
+                };
+            }
+            let kept = entry.before_loss.bytes();
+            self.shared.thread_state_resized(entry.bytes, kept);
+            entry.bytes = kept;
             entry.state = None;
             let start = SyncStart {
                 token: SYNC_TOKENS.fetch_add(1, Ordering::Relaxed),
@@ -282,8 +312,9 @@ impl UserChannel {
         entry.last_id = id;
         let checkpoint = entry.state.as_ref().map_or(0, |s| s.checkpoint());
         let crossed = std::mem::replace(&mut entry.checkpoint, checkpoint) != checkpoint;
+        let reseed = std::mem::take(&mut entry.reseed);
         let mut due = None;
-        if crossed {
+        if crossed || reseed {
             delivered
                 .snapshots
                 .push((entry.id.clone(), Self::snapshot_of(entry)));
@@ -390,6 +421,9 @@ impl UserChannel {
     /// longer holds every event after the snapshot: the state is rebuilt from what there is,
     /// counted as unknown, and becomes the thread's).
     ///
+    /// A state kept from before the backplane lost its data is the base instead of a fresh one
+    /// when the read holds the whole thread since it started over (see [`BeforeLoss`]).
+    ///
     /// The sync fails (the state stays inexact, and the next frame or subscription syncs
     /// again) if the read failed, if the window no longer holds every frame since the sync
     /// started, or if the state was invalidated meanwhile.
@@ -428,13 +462,14 @@ impl UserChannel {
             return None;
         };
         let complete = read.is_complete();
-        let mut fresh = states.create(thread);
+        let (mut fresh, rejoin) = self.sync_base(entry, &read, &states, thread);
+        let have = rejoin.unwrap_or(0);
         if let Some(snapshot) = &read.snapshot {
             for data in opening_datas(&snapshot.opening) {
                 fresh.fold(&data);
             }
         }
-        for (_, frame) in &read.events {
+        for (_, frame) in read.events.iter().skip(have) {
             fresh.fold(&data_of(frame));
         }
         let mut ordinal = read.count;
@@ -457,6 +492,13 @@ impl UserChannel {
         entry.state = Some(fresh);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = last_id;
+        entry.rejoined = rejoin.is_some();
+        if entry.rejoined {
+            self.warn_rejoined(entry);
+            // Until the thread's first new event, the backplane does not count it, and
+            // refuses its snapshot: the fold of that event writes it.
+            entry.reseed = ordinal == 0;
+        }
         // This node now holds the thread's exact state, maybe alone (the one that folded the
         // events after the stored snapshot may be gone, its next snapshot not yet due): it
         // stores it, before the history trims those events.
@@ -472,25 +514,6 @@ impl UserChannel {
         shared.metrics.thread_states_unknown.increment(1);
         tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane's history no longer holds every event of the thread after its snapshot: its state is rebuilt from what there is, and is partly unknown");
         Some(Self::snapshot_of(entry))
-    }
-
-    /// With a backplane, the feed was interrupted: no thread state can be trusted any more
-    /// (the next frame or subscription of each thread syncs it again).
-    pub(crate) fn threads_unsynced(&self) {
-        if self.shared.config.threads.state.is_none() {
-            return;
-        }
-        let mut state = self.lock();
-        for entry in &mut state.threads {
-            if let Sync::Syncing { done, .. } = &entry.sync {
-                done.notify_waiters();
-            }
-            entry.sync = Sync::Inexact;
-            entry.state = None;
-            entry.dirty_since = None;
-            self.shared.thread_state_resized(entry.bytes, 0);
-            entry.bytes = 0;
-        }
     }
 
     /// With a backplane, the opening of `thread` if its state is exact, with the sequence

@@ -146,17 +146,18 @@ impl LocalDelivery for Inner {
         self.shared.metrics.backplane_failed();
     }
 
-    fn kick_user(&self, user: &UserId) -> usize {
+    fn kick_user(&self, user: &UserId, lost: bool) -> usize {
         let Some(channel) = self.channel(user) else {
             return 0;
         };
         let open = channel.receiver_count();
         // Called by the backplane, which ends the streams when its feed was interrupted too:
-        // the thread states may have missed events, and are read back from it. Without a
+        // the thread states may have missed events, and are read back from it (or, if it lost
+        // its data, kept until they can be joined to what it holds afterwards). Without a
         // backplane (`disconnect_user` on one node) they are exact and the only copy of the
         // threads: a reconnect opens from them, so they stay.
         if self.backplane.is_some() {
-            channel.threads_unsynced();
+            channel.threads_unsynced(lost);
         }
         channel.kick();
         open
@@ -311,7 +312,7 @@ impl<E> Broadcaster<E> {
         let open = if queued {
             self.connection_count(user)
         } else {
-            self.inner.kick_user(user)
+            self.inner.kick_user(user, false)
         };
         tracing::debug!(channel = %self.name(), user = %user, open, "user disconnected");
         open

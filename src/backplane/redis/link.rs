@@ -1,4 +1,5 @@
-//! The connection task of the Redis backplane: connects (checking the server's version),
+//! The connection task of the Redis backplane: connects (checking the server's version, and
+//! reading its generation marker, which tells a Redis that lost its data),
 //! subscribes the node to the feeds it wants, dispatches what comes on them, checks the link,
 //! and reconnects with capped, jittered, exponential backoff; and the catch-up read a
 //! subscribe makes through the command connection.
@@ -27,10 +28,18 @@ enum ConnectError {
     Unsupported(String),
 }
 
-/// Connects both connections, checks the server's version and loads the scripts.
-async fn connect(
-    shared: &Shared,
-) -> Result<(PubSubSink, PubSubStream, MultiplexedConnection), ConnectError> {
+/// What a connection attempt established: the two connections, and the server's generation
+/// marker.
+struct Connected {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    command: MultiplexedConnection,
+    generation: String,
+}
+
+/// Connects both connections, checks the server's version, loads the scripts and reads the
+/// generation marker.
+async fn connect(shared: &Shared) -> Result<Connected, ConnectError> {
     let io = |e: redis::RedisError| ConnectError::Io(e.to_string());
     let timeout = shared.config.command_timeout;
     let config = AsyncConnectionConfig::new()
@@ -73,8 +82,39 @@ async fn connect(
     ] {
         script.load_async(&mut command).await.map_err(io)?;
     }
+    let generation = generation(shared, &mut command).await.map_err(io)?;
     let (sink, stream) = pubsub.split();
-    Ok((sink, stream, command))
+    Ok(Connected {
+        sink,
+        stream,
+        command,
+        generation,
+    })
+}
+
+/// The server's generation marker (`<prefix>:generation`), created with a new random value if
+/// absent. Nothing else writes or deletes it, and it has no time to live: a value other than
+/// the one the node saw on its previous connection means Redis lost its data in between (a
+/// restart without persistence, a flush), which nothing else in Redis can show, since every
+/// key went with it.
+async fn generation(
+    shared: &Shared,
+    command: &mut MultiplexedConnection,
+) -> redis::RedisResult<String> {
+    let key = format!("{}:generation", shared.config.prefix);
+    let fresh = format!("{}-{:016x}", shared.node, fastrand::u64(..));
+    let (generation,): (String,) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&key)
+        .arg(fresh)
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(&key)
+        .query_async(command)
+        .await?;
+    Ok(generation)
 }
 
 /// The connection task: connects, serves until the connection fails, reconnects with backoff.
@@ -83,16 +123,36 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
     let mut backoff = config.reconnect_min;
     let mut ever_connected = false;
     let mut failing = false;
+    let mut generation: Option<String> = None;
     loop {
         match connect(&shared).await {
-            Ok((sink, stream, command)) => {
+            Ok(connected) => {
                 backoff = config.reconnect_min;
                 if ever_connected {
                     shared
                         .reconnects
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                let error = serve(&shared, sink, stream, command, ever_connected).await;
+                let lost = generation
+                    .replace(connected.generation)
+                    .is_some_and(|seen| Some(&seen) != generation.as_ref());
+                if lost {
+                    shared
+                        .data_losses
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        "backplane: Redis lost its data since the last connection (its generation marker changed)"
+                    );
+                }
+                let reconnected = ever_connected.then_some(lost);
+                let error = serve(
+                    &shared,
+                    connected.sink,
+                    connected.stream,
+                    connected.command,
+                    reconnected,
+                )
+                .await;
                 ever_connected = true;
                 failing = false;
                 tracing::warn!(%error, "backplane: connection to Redis lost; reconnecting");
@@ -231,13 +291,14 @@ async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Resul
     }
 }
 
-/// Serves one connection until it fails; returns why.
+/// Serves one connection until it fails; returns why. `reconnected` if the node was connected
+/// before: with whether Redis lost its data since.
 async fn serve(
     shared: &Shared,
     mut sink: PubSubSink,
     mut stream: PubSubStream,
     command: MultiplexedConnection,
-    reconnected: bool,
+    reconnected: Option<bool>,
 ) -> String {
     let link = shared.set_command(command.clone());
     // Messages that arrive meanwhile wait in the connection's buffer.
@@ -245,13 +306,14 @@ async fn serve(
         return error;
     }
     shared.set_link(Link::Connected, None);
-    if reconnected {
+    if let Some(lost) = reconnected {
         tracing::info!("backplane: reconnected to Redis");
         // What was published while the node did not listen is only in the histories. The
         // streams end with a jittered `retry:` (see `SseConfig::shutdown_retry_jitter`), so
-        // their clients do not all come back at once.
+        // their clients do not all come back at once. If Redis `lost` its data, the thread
+        // states are kept: they hold what Redis no longer does.
         shared.lock().to_kick.clear();
-        shared.kick_all();
+        shared.kick_all(lost);
     } else {
         // Subscribes served degraded before the first connection (a start while Redis is
         // down) resume properly now.

@@ -13,6 +13,7 @@
 //! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
 //! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread |
 //! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
+//! | `p:generation` | the generation marker: a random value, set by the first node to connect (`SET NX`), with no time to live; a node that reconnects and reads another value knows Redis lost its data meanwhile (see the [backplane docs](super#threads)) |
 //!
 //! User ids are only key material: they are never parsed back from a key (the node maps the
 //! feeds it listens to back to its users), so any string is a valid user id. Channel names
@@ -109,12 +110,14 @@
 //! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),
 //! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
 //! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
-//! resume from the history. While it is down, publishes fail at once and are delivered locally
-//! without an id, and subscribes are degraded (see the [module docs](super#faults)). Nothing
-//! grows while Redis is down: the publish queue is bounded ([`RedisConfig::publish_queue`]),
-//! and the set of users to listen to is the node's own channels. Histories of users every node
-//! left expire after [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the
-//! users they serve.
+//! resume from the history. If the generation marker changed meanwhile (`p:generation`, read
+//! at every connection), Redis lost its data: the node says so to its channels, which keep
+//! their thread states (see the [backplane docs](super#threads)). While it is down, publishes
+//! fail at once and are delivered locally without an id, and subscribes are degraded (see the
+//! [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
+//! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
+//! own channels. Histories of users every node left expire after
+//! [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the users they serve.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -170,6 +173,9 @@ pub struct BackplaneHealth {
     pub received: u64,
     /// Feed messages dropped because their event was dispatched already.
     pub duplicates_dropped: u64,
+    /// Reconnects that found Redis had lost its data since the previous connection (a restart
+    /// without persistence, a flush): its generation marker changed (see the [keys](self#keys)).
+    pub data_losses: u64,
     /// The Redis server's version, once connected.
     pub version: Option<String>,
     /// The last connection error, if any (an unsupported server version included).
@@ -366,6 +372,7 @@ impl RedisBackplane {
             publish_retries: shared.publish_retries.load(Ordering::Relaxed),
             received: shared.received.load(Ordering::Relaxed),
             duplicates_dropped: shared.duplicates_dropped.load(Ordering::Relaxed),
+            data_losses: shared.data_losses.load(Ordering::Relaxed),
             version: state.version.clone(),
             last_error: state.last_error.clone(),
         }

@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) publish_retries: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
+    /// Reconnects that found Redis had lost its data (its generation marker changed).
+    pub(crate) data_losses: AtomicU64,
     /// Thread snapshots being written, and those waiting for a writer.
     snapshot_writes: Mutex<SnapshotWrites>,
     pub(crate) connected_gauge: metrics::Gauge,
@@ -236,6 +238,7 @@ impl Shared {
             publish_retries: AtomicU64::new(0),
             received: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
+            data_losses: AtomicU64::new(0),
             snapshot_writes: Mutex::new(SnapshotWrites::default()),
             connected_gauge: metrics::gauge!(crate::metrics::BACKPLANE_CONNECTED),
         }
@@ -451,13 +454,18 @@ impl Shared {
         }
     }
 
-    /// Ends every local stream.
-    pub(crate) fn kick_all(&self) {
+    /// Ends every local stream; `lost`: Redis lost its data meanwhile (see
+    /// [`LocalChannels::kick_after_loss`]).
+    pub(crate) fn kick_all(&self, lost: bool) {
         let targets = self.targets(None);
         let mut kicked = 0;
         for (sinks, user) in targets {
             for sink in sinks.iter() {
-                kicked += sink.kick(&user);
+                kicked += if lost {
+                    sink.kick_after_loss(&user)
+                } else {
+                    sink.kick(&user)
+                };
             }
         }
         if kicked > 0 {

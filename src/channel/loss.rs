@@ -1,0 +1,151 @@
+//! What a user channel keeps of its threads when the backplane lost its data (a Redis restarted
+//! without persistence): the thread then starts over in the backplane at ordinal 1, with
+//! nothing before it. A node that held a thread's exact state *keeps* it ([`BeforeLoss`]), and
+//! goes on from it with the thread's new events when the backplane holds every one of them,
+//! re-seeding the backplane with the whole thread; a node that knew the thread without an exact
+//! state cannot, and counts the state it reads back as unknown. See the
+//! [backplane docs](crate::backplane#threads).
+
+use super::*;
+
+/// What a node knew of a thread when the backplane lost its data (see the module docs).
+pub(super) enum BeforeLoss {
+    /// Nothing lost, or settled.
+    Nothing,
+    /// The exact state the node held (the entry's `bytes` account for it), and how many of the
+    /// thread's events since the backplane started it over it holds (0 when kept at the loss;
+    /// more when kept at a later interruption, before a snapshot of it was seen stored).
+    Kept {
+        state: Box<dyn ThreadState>,
+        ordinal: u64,
+    },
+    /// The node knew the thread but held no exact state of it.
+    Unknown,
+}
+
+impl BeforeLoss {
+    pub(super) fn bytes(&self) -> usize {
+        match self {
+            Self::Kept { state, .. } => state.bytes(),
+            _ => 0,
+        }
+    }
+}
+
+impl UserChannel {
+    /// With a backplane, the feed was interrupted: no thread state can be trusted any more
+    /// (the next frame or subscription of each thread syncs it again). If the backplane `lost`
+    /// its data meanwhile, the exact states are kept as they were, since the backplane no
+    /// longer holds what they cover (see [`BeforeLoss`]).
+    pub(crate) fn threads_unsynced(&self, lost: bool) {
+        if self.shared.config.threads.state.is_none() {
+            return;
+        }
+        let mut state = self.lock();
+        for entry in &mut state.threads {
+            if let Sync::Syncing { done, .. } = &entry.sync {
+                done.notify_waiters();
+            }
+            let exact = match entry.sync {
+                Sync::Exact { ordinal } => Some(ordinal),
+                _ => None,
+            };
+            let held = entry.state.take();
+            if lost || entry.rejoined {
+                match (held, exact) {
+                    // After a loss, it holds none of what the backplane holds.
+                    (Some(held), Some(ordinal)) => {
+                        entry.before_loss = BeforeLoss::Kept {
+                            state: held,
+                            ordinal: if lost { 0 } else { ordinal },
+                        };
+                    }
+                    // A state kept from an earlier loss is still all there is.
+                    _ => match &mut entry.before_loss {
+                        BeforeLoss::Kept { ordinal, .. } if lost => *ordinal = 0,
+                        BeforeLoss::Kept { .. } => {}
+                        other => *other = BeforeLoss::Unknown,
+                    },
+                }
+            }
+            entry.sync = Sync::Inexact;
+            entry.dirty_since = None;
+            entry.reseed = false;
+            let kept = entry.before_loss.bytes();
+            self.shared.thread_state_resized(entry.bytes, kept);
+            entry.bytes = kept;
+        }
+    }
+
+    /// A state kept from before the backplane lost its data was joined to the thread's new
+    /// events: logged, since what the backplane confirmed and no node received before the loss
+    /// is gone (see the backplane docs, *Threads*).
+    pub(super) fn warn_rejoined(&self, entry: &ThreadEntry) {
+        let shared = &self.shared;
+        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data: this node goes on from the state it held, and stores it as the thread's snapshot");
+    }
+
+    /// The backplane lost the data of a thread this node knew without an exact state of it:
+    /// the thread's state is partly unknown, as when an event cannot be applied.
+    fn lost_unknown(&self, entry: &ThreadEntry) {
+        let shared = &self.shared;
+        shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.thread_states_unknown.increment(1);
+        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data, and no exact state of it was held here: its state starts over, and is partly unknown");
+    }
+
+    /// The state a thread that starts over (its ordinal 1 on the feed) goes on from: the one
+    /// kept from before a loss (everything the backplane now holds of the thread follows it),
+    /// else a fresh one.
+    pub(super) fn restart_base(
+        &self,
+        entry: &mut ThreadEntry,
+        states: &Arc<dyn ThreadStates>,
+        thread: &ThreadId,
+    ) -> Box<dyn ThreadState> {
+        match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
+            BeforeLoss::Kept {
+                state: kept,
+                ordinal: 0,
+            } => {
+                self.warn_rejoined(entry);
+                entry.reseed = true;
+                entry.rejoined = true;
+                kept
+            }
+            _ => {
+                entry.rejoined = false;
+                self.shared.thread_state_resized(entry.bytes, 0);
+                entry.bytes = 0;
+                states.create(thread)
+            }
+        }
+    }
+
+    /// The state a sync folds `read` into, and, if it is the one kept from before a loss, how
+    /// many of the read's events it holds already. After a loss, the backplane holds the
+    /// thread whole since it started over when it stores no snapshot of it and every event
+    /// after: the kept state is then what came before. A stored snapshot is another node's
+    /// (which went on from its own kept state first, or folded the thread from its new start),
+    /// and is the thread's, as for any sync. A node that knew the thread without an exact
+    /// state counts it unknown.
+    pub(super) fn sync_base(
+        &self,
+        entry: &mut ThreadEntry,
+        read: &ThreadHistory,
+        states: &Arc<dyn ThreadStates>,
+        thread: &ThreadId,
+    ) -> (Box<dyn ThreadState>, Option<usize>) {
+        let whole = read.is_complete() && read.snapshot.as_ref().is_none_or(|s| s.count == 0);
+        match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
+            BeforeLoss::Kept { state, ordinal } if whole && read.count >= ordinal => {
+                (state, Some(ordinal as usize))
+            }
+            BeforeLoss::Unknown if whole => {
+                self.lost_unknown(entry);
+                (states.create(thread), None)
+            }
+            _ => (states.create(thread), None),
+        }
+    }
+}
