@@ -272,3 +272,65 @@ fn a_run_that_cannot_be_rebuilt_folds_back_from_its_opening_and_the_next_run_sta
         );
     }
 }
+
+/// An agent that fails before its run starts sends a `RUN_ERROR` alone, which the official
+/// client accepts as a stream's first event: a whole (failed) run, not the rest of a run whose
+/// start the thread lost. It was taken for one: a tab that joined got a `RUN_ERROR`
+/// `run_unknown` ("this run began before what the server holds...") in place of the agent's
+/// own error, which the tab present got, and the thread was counted unknown (and logged at
+/// `warn`) though nothing was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_before_it_starts_is_not_taken_for_a_run_the_thread_lost() {
+    let router = EventRouter::new(Config::default());
+    let app = axum::Router::new()
+        .route("/events/agui/{user}", axum::routing::get(stream))
+        .with_state(router.clone());
+    let server = common::TestServer::start(app).await;
+    let client = common::http_client();
+    let url = server.url("/events/agui/mia?thread=t1");
+    let mia = UserId::from("mia");
+    let thread = ThreadId::new("t1").unwrap();
+    let publish = |event: &str| {
+        let event: AgUiEvent = serde_json::from_str(event).unwrap();
+        router.route_agui_in_thread(&mia, &thread, &event).unwrap();
+    };
+
+    let mut present = Conn::open(&client, &url, None).await;
+    publish(r#"{"type":"RUN_ERROR","message":"quota exceeded","code":"rate_limited"}"#);
+    present.wait_for("rate_limited").await;
+    let mut joined = Conn::open(&client, &url, None).await;
+    let mut run = Run::new("t1");
+    run.run_started("run-1", &[("u1", "Hi")]);
+    run.text("a1", 3, &[]);
+    run.run_finished("run-1");
+    for e in &run.events {
+        publish(e);
+    }
+    for conn in [&mut present, &mut joined] {
+        conn.wait_for("RUN_FINISHED").await;
+    }
+    let (present, joined) = (present.close(), joined.close());
+
+    let unknown: Vec<Value> = datas(&joined)
+        .into_iter()
+        .filter(|e| e["code"] == sse_hub::run_state::RUN_UNKNOWN_CODE)
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "a tab that joined after the agent's own RUN_ERROR is told the run cannot be rebuilt: \
+         {unknown:?}"
+    );
+    assert_eq!(
+        router.agui().stats().thread_states_unknown,
+        0,
+        "nothing was lost, yet the thread is counted unknown"
+    );
+    check(
+        vec![vec![present]],
+        &[Case {
+            name: "joined after a run that failed before it started".into(),
+            connections: vec![joined],
+            reference: 0,
+        }],
+    );
+}

@@ -640,3 +640,68 @@ async fn a_thread_stream_resumes_past_other_threads_events_that_left_the_window(
     assert!(event.data.contains("expired"), "{event:?}");
     assert!(again.event_within(Duration::from_millis(50)).await.is_err());
 }
+
+/// A thread state whose opening panics once it folded `{"n":0}` (a caller's state with a bug).
+#[derive(Debug, Default)]
+struct OpeningPanics(bool);
+
+impl ThreadState for OpeningPanics {
+    fn fold(&mut self, data: &[u8]) -> Folded {
+        self.0 |= serde_json::from_slice::<Value>(data).unwrap()["n"] == 0;
+        Folded::Applied
+    }
+
+    fn write_opening(&self, _out: &mut Vec<u8>) {
+        assert!(!self.0, "the opening panics");
+    }
+
+    fn bytes(&self) -> usize {
+        0
+    }
+}
+
+#[derive(Debug)]
+struct OpeningPanicsStates;
+
+impl ThreadStates for OpeningPanicsStates {
+    fn create(&self, _thread: &ThreadId) -> Box<dyn ThreadState> {
+        Box::new(OpeningPanics::default())
+    }
+}
+
+/// A thread state whose opening panics makes that subscribe panic, and nothing else: the
+/// connection it did not make is not counted anywhere. It was left counted among the thread's
+/// connections (which no drop would take off), so every later publish that thread's connections
+/// skip counted one connection fewer than it reached: `Connections(0)` for an event a
+/// connection got.
+#[tokio::test]
+async fn an_opening_that_panics_leaves_the_publish_counts_exact() {
+    let mut config = Config::default();
+    config.threads.state = Some(Arc::new(OpeningPanicsStates));
+    let hub = Hub::new(config);
+    let alice = UserId::from("alice");
+    let (a, b) = (thread("a"), thread("b"));
+    hub.broadcast_in_thread(&alice, &a, &json!({"n": 0}))
+        .unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        hub.subscribe_in_thread(&alice, &a, None)
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(hub.connection_count(&alice), 0);
+    let mut all = hub.subscribe(&alice).unwrap();
+    let mut only_b = hub.subscribe_in_thread(&alice, &b, None).unwrap();
+    let reached = |published: sse_hub::Published| published.connections();
+    assert_eq!(
+        reached(hub.broadcast(&alice, &json!({"n": 1})).unwrap()),
+        Some(1)
+    );
+    assert_eq!(
+        reached(
+            hub.broadcast_in_thread(&alice, &b, &json!({"n": 2}))
+                .unwrap()
+        ),
+        Some(2)
+    );
+    assert_eq!(ready(&mut all).len(), 2);
+    assert_eq!(ready(&mut only_b).len(), 1);
+}

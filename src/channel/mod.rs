@@ -333,6 +333,25 @@ impl UserChannel {
         if self.sender.receiver_count() >= config.max_connections_per_user {
             return Err(JoinRefused::TooManyConnections);
         }
+        self.evict(&mut state, Instant::now(), (0, 0));
+        let head = state.head;
+        let entry = thread.and_then(|thread| state.threads.iter().find(|t| t.id.same(thread)));
+        let opens = thread.is_some() && config.threads.state.is_some();
+        let needs_sync =
+            opens && remote && !entry.is_some_and(|t| matches!(t.sync, Sync::Exact { .. }));
+        // The opening covers every event up to `head`, read under the lock that publishes take:
+        // the live tail starts right after it. It is written before the receiver is made and
+        // counted: a thread state is the caller's code, and one that panics here must leave no
+        // receiver counted among its thread's, which no `leave_with` would take off.
+        let opening = (opens && !needs_sync).then(|| {
+            let mut opening = Vec::new();
+            if let Some(thread_state) = entry.and_then(|t| t.state.as_ref()) {
+                thread_state.write_opening(&mut opening);
+            }
+            Bytes::from(opening)
+        });
+        let thread_id = entry.map(|t| t.id.clone()).or_else(|| thread.cloned());
+        let covered = entry.map_or(EventId::new(0, 0), |t| t.last_id);
         let receiver = self.sender.subscribe();
         if let Some(thread) = thread {
             state.thread_receiver_joined(thread.key());
@@ -341,9 +360,6 @@ impl UserChannel {
             state.active = true;
             self.shared.user_became_active();
         }
-        self.evict(&mut state, Instant::now(), (0, 0));
-        let head = state.head;
-        let entry = thread.and_then(|thread| state.threads.iter().find(|t| t.id.same(thread)));
         let mut joined = Joined {
             receiver,
             position: head,
@@ -352,24 +368,13 @@ impl UserChannel {
             reset: None,
             kicks: self.kicks.load(Ordering::Acquire),
             degraded_kicks: self.degraded_kicks.load(Ordering::Acquire),
-            opening: None,
-            thread: entry.map(|t| t.id.clone()).or_else(|| thread.cloned()),
-            needs_sync: false,
+            opening,
+            thread: thread_id,
+            needs_sync,
             remote_id: state.last_remote_id,
-            covered: entry.map_or(EventId::new(0, 0), |t| t.last_id),
+            covered,
         };
-        if thread.is_some() && config.threads.state.is_some() {
-            if remote && !entry.is_some_and(|t| matches!(t.sync, Sync::Exact { .. })) {
-                joined.needs_sync = true;
-                return Ok(joined);
-            }
-            // The opening covers every event up to `head`, read under the lock that publishes
-            // take: the live tail starts right after it.
-            let mut opening = Vec::new();
-            if let Some(thread_state) = entry.and_then(|t| t.state.as_ref()) {
-                thread_state.write_opening(&mut opening);
-            }
-            joined.opening = Some(Bytes::from(opening));
+        if opens {
             return Ok(joined);
         }
         let Some(raw) = last_event_id else {

@@ -63,6 +63,25 @@ impl Default for ThreadRun {
 
 pub(super) type Folded = Result<(), Ignored>;
 
+/// Whether an event the thread holds no run for, folded to `result`, is part of a run whose
+/// `RUN_STARTED` the thread does not hold. Garbage and a malformed event say nothing of a run;
+/// nor does a `RUN_ERROR` alone: an agent that fails before its run starts sends just that,
+/// and the client takes it as a stream's first event, a whole (failed) run. Its opening stays
+/// empty, as for a thread with no run, rather than a `run_unknown` in place of the agent's own
+/// error. The `run_unknown` opening itself, folded back (a backplane's snapshot), still marks
+/// the run unknown. Read only while the thread holds no run, which is rare.
+fn of_a_run(result: &Folded, event: &[u8]) -> bool {
+    match result {
+        Err(Ignored::NotJson | Ignored::NotAnEvent | Ignored::UnknownType | Ignored::Malformed) => {
+            false
+        }
+        // `RUN_ERROR` with no run is `NoTarget`.
+        Err(Ignored::NoTarget) => !serde_json::from_slice::<Value>(event)
+            .is_ok_and(|e| e["type"] == "RUN_ERROR" && e["code"] != super::RUN_UNKNOWN_CODE),
+        _ => true,
+    }
+}
+
 pub(super) fn str_of<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v str> {
     obj.get(key).and_then(Value::as_str)
 }
@@ -151,13 +170,8 @@ impl ThreadRun {
             None => self.fold_slow(event, &mut outcome),
         };
         // Every AG-UI event but `RUN_STARTED` belongs to a run: one that comes while the thread
-        // holds none means the run started before what the thread holds (garbage, and a
-        // malformed event, say nothing of it).
-        let an_event_of_a_run = !matches!(
-            result,
-            Err(Ignored::NotJson | Ignored::NotAnEvent | Ignored::UnknownType | Ignored::Malformed)
-        );
-        if self.run.is_none() && an_event_of_a_run && !self.run_unknown {
+        // holds none means the run started before what the thread holds.
+        if self.run.is_none() && !self.run_unknown && of_a_run(&result, event) {
             self.run_unknown = true;
             outcome.run_unknown = true;
         }

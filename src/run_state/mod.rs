@@ -100,6 +100,9 @@
 //!   ([`RUN_UNKNOWN_CODE`]). The client reports the run as failed (and refuses the rest of that
 //!   run); the thread's next `RUN_STARTED` starts it afresh, and that run opens whole, as its
 //!   input has the thread's messages.
+//!   A `RUN_ERROR` alone is no such event: an agent that fails before its run starts sends
+//!   just that, and the client takes it first, as a whole (failed) run; the thread then opens
+//!   with nothing, as one with no run, and nothing is counted.
 //! * **Garbage.** Input that is not JSON, not an object with a `type`, of an unknown type
 //!   (including 0.x `THINKING_*`), missing a required member, or naming a message or tool call
 //!   the thread does not hold is ignored and reported ([`FoldOutcome::ignored`]). Nothing
