@@ -1043,3 +1043,85 @@ async fn a_run_rejoined_after_a_loss_survives_its_snapshot_not_reaching_redis() 
         node.backplane.close().await;
     }
 }
+
+/// `ACL SETUSER default <rule>` on `redis`: a test's way to make a node's reconnect fail at a
+/// given step (`-subscribe`: its `SUBSCRIBE`s, after it connected and read the generation
+/// marker).
+async fn acl_default(redis: &RedisServer, rule: &str) {
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg(rule)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// Redis loses its data, and the first reconnect of a node that finds it out fails after it
+/// read the generation marker (its `SUBSCRIBE`s are refused). The node must still keep its
+/// exact state of the thread: its next reconnect reads the new marker as the one it saw, so
+/// only the first could tell its channels, and a tab that opens on it must show the whole run,
+/// not a thread started over from nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(redis.url()).await;
+    let b = node(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    // B serves alice, so it folds the run from its first event.
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    for event in &run(20)[..12] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    let expected = single_opening(&reference, &alice).await;
+    opening_on(&b, &alice, &expected).await;
+
+    // Redis loses everything while B cannot reach it; the new Redis refuses `SUBSCRIBE`.
+    proxy.set(support::Fault::Hold);
+    redis.restart().await;
+    a.wait_reconnected().await;
+    acl_default(&redis, "-subscribe").await;
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    let found = timeout(WAIT, async {
+        while b.backplane.health().data_losses == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "B finds the loss: {:?}",
+        b.backplane.health()
+    );
+    // Its reconnect fails, and the next ones too, until Redis takes `SUBSCRIBE` again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.backplane.is_connected());
+    let before = b.backplane.health().reconnects;
+    acl_default(&redis, "+subscribe").await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    let opened = opening_on(&b, &alice, &expected).await;
+    assert_eq!(opened[0]["type"], "RUN_STARTED");
+    assert_eq!(b.hub.stats().thread_states_unknown, 0);
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
