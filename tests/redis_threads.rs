@@ -1125,3 +1125,91 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
     a.backplane.close().await;
     b.backplane.close().await;
 }
+
+/// A thread state for [`a_marker_gone_without_the_data_does_not_fold_a_thread_twice`]: the
+/// numbers `n` folded, in order; its opening is one `{"n":…}` frame per number, so it folds
+/// back into the same state. Its checkpoint never changes (the trait's default), so a node
+/// writes its snapshot only every `replay_events / 2` events.
+#[derive(Debug, Default)]
+struct Numbers(Vec<u64>);
+
+impl sse_hub::ThreadState for Numbers {
+    fn fold(&mut self, data: &[u8]) -> sse_hub::Folded {
+        let value: Value = serde_json::from_slice(data).unwrap();
+        match value["n"].as_u64() {
+            Some(n) => {
+                self.0.push(n);
+                sse_hub::Folded::Applied
+            }
+            None => sse_hub::Folded::Ignored,
+        }
+    }
+
+    fn write_opening(&self, out: &mut Vec<u8>) {
+        for n in &self.0 {
+            out.extend_from_slice(format!("data: {{\"n\":{n}}}\n\n").as_bytes());
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.len() * 8
+    }
+}
+
+#[derive(Debug)]
+struct NumbersStates;
+
+impl sse_hub::ThreadStates for NumbersStates {
+    fn create(&self, _: &ThreadId) -> Box<dyn sse_hub::ThreadState> {
+        Box::new(Numbers::default())
+    }
+}
+
+/// Redis keeps its data but its generation marker goes (an `allkeys-*` eviction policy evicts
+/// it, or someone deletes it): a node that reconnects reads a new marker and takes it for a
+/// loss, keeping its exact states. Redis still holds the thread from its first event, with no
+/// snapshot but the empty one its first event stored: the node must not fold those events
+/// again on top of the state it kept, which holds them already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_marker_gone_without_the_data_does_not_fold_a_thread_twice() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let mut config = config();
+    config.threads.state = Some(Arc::new(NumbersStates));
+    let a = Node::start(quick_settings(redis.url()), config.clone()).await;
+    let b = Node::start(quick_settings(redis.url()), config).await;
+    let alice = UserId::from("alice");
+    // B serves alice, so it folds the thread from its first event.
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    // Fewer events than a snapshot is written after.
+    let expected: Vec<Value> = (0..5).map(|n| json!({ "n": n })).collect();
+    for event in &expected {
+        a.publish_in_thread(&alice, &thread(), event).await;
+    }
+    opening_on(&b, &alice, &expected).await;
+
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg("sse-hub:generation")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let before = b.backplane.health().reconnects;
+    assert!(redis.kill_pubsub_clients().await >= 1);
+    wait_reconnected_after(&b, before).await;
+
+    let opened = opening_on(&b, &alice, &expected).await;
+    assert_eq!(opened, expected, "each event once");
+    a.backplane.close().await;
+    b.backplane.close().await;
+}

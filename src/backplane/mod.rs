@@ -141,7 +141,11 @@
 //!   `thread_states_unknown`), and a connection to the thread opens with a `RUN_ERROR`
 //!   (`code` `run_unknown`) until the next run starts (see
 //!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
-//!   writes where that matters (see the faults below).
+//!   writes where that matters (see the faults below). Conversely, a marker that goes without
+//!   the data (evicted, deleted) reads as a loss at the nodes' next reconnect (counted in
+//!   `data_losses`); a kept state is only joined to events that follow the last one it holds
+//!   (Redis' ids grow with time), so where Redis still holds the thread from before, the
+//!   node reads it back as after any interruption, and folds nothing twice.
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.

@@ -288,6 +288,7 @@ impl UserChannel {
                 entry.before_loss = BeforeLoss::Kept {
                     state: held,
                     ordinal: *ordinal,
+                    covers: entry.last_id,
                 };
             }
             let kept = entry.before_loss.bytes();
