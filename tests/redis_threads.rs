@@ -1213,3 +1213,71 @@ async fn a_marker_gone_without_the_data_does_not_fold_a_thread_twice() {
     a.backplane.close().await;
     b.backplane.close().await;
 }
+
+/// Redis loses its data while a node knows the thread without its exact state; a tab opens on
+/// that node before the run goes on (it reads the thread back: nothing yet, counted unknown),
+/// then the run goes on, with an event of a run whose start the node's state lacks. That is
+/// the same loss of the same thread: counted once, not again by the run state's fold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_lost_without_its_exact_state_is_counted_once() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(redis.url()).await;
+    let b = node(proxy.url()).await;
+    let alice = UserId::from("alice");
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    let events = run(20);
+    for event in &events[..12] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+    }
+    // B's feed breaks (Redis keeps its data): B no longer holds the thread's exact state.
+    let before = b.backplane.health().reconnects;
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+    // Then Redis loses everything.
+    let before = b.backplane.health().reconnects;
+    redis.restart().await;
+    a.wait_reconnected().await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    // A tab on B reads the thread back: nothing B can vouch for, counted.
+    let mut tab = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let counted = timeout(WAIT, async {
+        while b.hub.stats().thread_states_unknown == 0 {
+            // Polled: the subscription runs the sync. The thread has nothing to show yet.
+            let _ = timeout(Duration::from_millis(10), tab.next()).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "B cannot rebuild the thread: counted");
+    // The run goes on; the tab gets its events.
+    for event in &events[12..14] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let frame = next(&mut tab).await;
+        seen.extend(datas(&frame));
+    }
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "one loss, counted once"
+    );
+    a.backplane.close().await;
+    b.backplane.close().await;
+}

@@ -127,7 +127,9 @@
 //!     ended), or whose kept state cannot be joined (Redis no longer holds every event since
 //!     the thread started over), cannot rebuild it: the state it reads back is counted in
 //!     [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) and logged at
-//!     `warn`, as when the history no longer reaches back to the snapshot (above).
+//!     `warn`, as when the history no longer reaches back to the snapshot (above). Once: the
+//!     first event that state then cannot apply (to the AG-UI run state, an event of the run
+//!     whose start it lacks) is that same loss, and is not counted again.
 //!
 //!   *Limits:* what Redis confirmed and lost before it reached a node's feed is not in the
 //!   kept state (the [lost tail](#faults) of a history, which no node can see); if the nodes

@@ -23,6 +23,10 @@ pub(super) enum BeforeLoss {
     },
     /// The node knew the thread but held no exact state of it.
     Unknown,
+    /// That state was counted unknown when read back, and has folded no event since: the
+    /// first event it cannot apply is that loss again (an event of a run whose start it lacks,
+    /// to the AG-UI run state), not counted twice.
+    Counted,
 }
 
 impl BeforeLoss {
@@ -163,6 +167,7 @@ impl UserChannel {
             }
             BeforeLoss::Unknown if whole => {
                 self.lost_unknown(entry);
+                entry.before_loss = BeforeLoss::Counted;
                 (states.create(thread), None)
             }
             _ => (states.create(thread), None),
