@@ -1043,3 +1043,241 @@ async fn a_run_rejoined_after_a_loss_survives_its_snapshot_not_reaching_redis() 
         node.backplane.close().await;
     }
 }
+
+/// `ACL SETUSER default <rule>` on `redis`: a test's way to make a node's reconnect fail at a
+/// given step (`-subscribe`: its `SUBSCRIBE`s, after it connected and read the generation
+/// marker).
+async fn acl_default(redis: &RedisServer, rule: &str) {
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg(rule)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// Redis loses its data, and the first reconnect of a node that finds it out fails after it
+/// read the generation marker (its `SUBSCRIBE`s are refused). The node must still keep its
+/// exact state of the thread: its next reconnect reads the new marker as the one it saw, so
+/// only the first could tell its channels, and a tab that opens on it must show the whole run,
+/// not a thread started over from nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(redis.url()).await;
+    let b = node(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    // B serves alice, so it folds the run from its first event.
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    for event in &run(20)[..12] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    let expected = single_opening(&reference, &alice).await;
+    opening_on(&b, &alice, &expected).await;
+
+    // Redis loses everything while B cannot reach it; the new Redis refuses `SUBSCRIBE`.
+    proxy.set(support::Fault::Hold);
+    redis.restart().await;
+    a.wait_reconnected().await;
+    acl_default(&redis, "-subscribe").await;
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    let found = timeout(WAIT, async {
+        while b.backplane.health().data_losses == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "B finds the loss: {:?}",
+        b.backplane.health()
+    );
+    // Its reconnect fails, and the next ones too, until Redis takes `SUBSCRIBE` again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.backplane.is_connected());
+    let before = b.backplane.health().reconnects;
+    acl_default(&redis, "+subscribe").await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    let opened = opening_on(&b, &alice, &expected).await;
+    assert_eq!(opened[0]["type"], "RUN_STARTED");
+    assert_eq!(b.hub.stats().thread_states_unknown, 0);
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// A thread state for [`a_marker_gone_without_the_data_does_not_fold_a_thread_twice`]: the
+/// numbers `n` folded, in order; its opening is one `{"n":…}` frame per number, so it folds
+/// back into the same state. Its checkpoint never changes (the trait's default), so a node
+/// writes its snapshot only every `replay_events / 2` events.
+#[derive(Debug, Default)]
+struct Numbers(Vec<u64>);
+
+impl sse_hub::ThreadState for Numbers {
+    fn fold(&mut self, data: &[u8]) -> sse_hub::Folded {
+        let value: Value = serde_json::from_slice(data).unwrap();
+        match value["n"].as_u64() {
+            Some(n) => {
+                self.0.push(n);
+                sse_hub::Folded::Applied
+            }
+            None => sse_hub::Folded::Ignored,
+        }
+    }
+
+    fn write_opening(&self, out: &mut Vec<u8>) {
+        for n in &self.0 {
+            out.extend_from_slice(format!("data: {{\"n\":{n}}}\n\n").as_bytes());
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.len() * 8
+    }
+}
+
+#[derive(Debug)]
+struct NumbersStates;
+
+impl sse_hub::ThreadStates for NumbersStates {
+    fn create(&self, _: &ThreadId) -> Box<dyn sse_hub::ThreadState> {
+        Box::new(Numbers::default())
+    }
+}
+
+/// Redis keeps its data but its generation marker goes (an `allkeys-*` eviction policy evicts
+/// it, or someone deletes it): a node that reconnects reads a new marker and takes it for a
+/// loss, keeping its exact states. Redis still holds the thread from its first event, with no
+/// snapshot but the empty one its first event stored: the node must not fold those events
+/// again on top of the state it kept, which holds them already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_marker_gone_without_the_data_does_not_fold_a_thread_twice() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let mut config = config();
+    config.threads.state = Some(Arc::new(NumbersStates));
+    let a = Node::start(quick_settings(redis.url()), config.clone()).await;
+    let b = Node::start(quick_settings(redis.url()), config).await;
+    let alice = UserId::from("alice");
+    // B serves alice, so it folds the thread from its first event.
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    // Fewer events than a snapshot is written after.
+    let expected: Vec<Value> = (0..5).map(|n| json!({ "n": n })).collect();
+    for event in &expected {
+        a.publish_in_thread(&alice, &thread(), event).await;
+    }
+    opening_on(&b, &alice, &expected).await;
+
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg("sse-hub:generation")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let before = b.backplane.health().reconnects;
+    assert!(redis.kill_pubsub_clients().await >= 1);
+    wait_reconnected_after(&b, before).await;
+
+    let opened = opening_on(&b, &alice, &expected).await;
+    assert_eq!(opened, expected, "each event once");
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// Redis loses its data while a node knows the thread without its exact state; a tab opens on
+/// that node before the run goes on (it reads the thread back: nothing yet, counted unknown),
+/// then the run goes on, with an event of a run whose start the node's state lacks. That is
+/// the same loss of the same thread: counted once, not again by the run state's fold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_lost_without_its_exact_state_is_counted_once() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(redis.url()).await;
+    let b = node(proxy.url()).await;
+    let alice = UserId::from("alice");
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    let events = run(20);
+    for event in &events[..12] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+    }
+    // B's feed breaks (Redis keeps its data): B no longer holds the thread's exact state.
+    let before = b.backplane.health().reconnects;
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+    // Then Redis loses everything.
+    let before = b.backplane.health().reconnects;
+    redis.restart().await;
+    a.wait_reconnected().await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    // A tab on B reads the thread back: nothing B can vouch for, counted.
+    let mut tab = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let counted = timeout(WAIT, async {
+        while b.hub.stats().thread_states_unknown == 0 {
+            // Polled: the subscription runs the sync. The thread has nothing to show yet.
+            let _ = timeout(Duration::from_millis(10), tab.next()).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "B cannot rebuild the thread: counted");
+    // The run goes on; the tab gets its events.
+    for event in &events[12..14] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let frame = next(&mut tab).await;
+        seen.extend(datas(&frame));
+    }
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "one loss, counted once"
+    );
+    a.backplane.close().await;
+    b.backplane.close().await;
+}

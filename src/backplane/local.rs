@@ -180,7 +180,9 @@ impl LocalChannels {
     /// interrupted (a Redis restarted without persistence): the node then keeps its exact
     /// thread states as they were, since the backplane no longer holds what they cover, and
     /// joins them to what the backplane holds afterwards (see the
-    /// [backplane docs](super#threads)). Returns how many streams were open.
+    /// [backplane docs](super#threads)). Returns how many streams were open. Call it as soon
+    /// as the loss is known, before the backplane serves any read of its new data: a state
+    /// made exact from that data meanwhile would be kept as one from before the loss.
     pub fn kick_after_loss(&self, user: &UserId) -> usize {
         self.inner
             .upgrade()

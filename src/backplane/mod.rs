@@ -127,7 +127,9 @@
 //!     ended), or whose kept state cannot be joined (Redis no longer holds every event since
 //!     the thread started over), cannot rebuild it: the state it reads back is counted in
 //!     [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) and logged at
-//!     `warn`, as when the history no longer reaches back to the snapshot (above).
+//!     `warn`, as when the history no longer reaches back to the snapshot (above). Once: the
+//!     first event that state then cannot apply (to the AG-UI run state, an event of the run
+//!     whose start it lacks) is that same loss, and is not counted again.
 //!
 //!   *Limits:* what Redis confirmed and lost before it reached a node's feed is not in the
 //!   kept state (the [lost tail](#faults) of a history, which no node can see); if the nodes
@@ -141,7 +143,11 @@
 //!   `thread_states_unknown`), and a connection to the thread opens with a `RUN_ERROR`
 //!   (`code` `run_unknown`) until the next run starts (see
 //!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
-//!   writes where that matters (see the faults below).
+//!   writes where that matters (see the faults below). Conversely, a marker that goes without
+//!   the data (evicted, deleted) reads as a loss at the nodes' next reconnect (counted in
+//!   `data_losses`); a kept state is only joined to events that follow the last one it holds
+//!   (Redis' ids grow with time), so where Redis still holds the thread from before, the
+//!   node reads it back as after any interruption, and folds nothing twice.
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.

@@ -14,13 +14,19 @@ pub(super) enum BeforeLoss {
     Nothing,
     /// The exact state the node held (the entry's `bytes` account for it), and how many of the
     /// thread's events since the backplane started it over it holds (0 when kept at the loss;
-    /// more when kept at a later interruption, before a snapshot of it was seen stored).
+    /// more when kept at a later interruption, before a snapshot of it was seen stored), and
+    /// the id of the last event it holds.
     Kept {
         state: Box<dyn ThreadState>,
         ordinal: u64,
+        covers: EventId,
     },
     /// The node knew the thread but held no exact state of it.
     Unknown,
+    /// That state was counted unknown when read back, and has folded no event since: the
+    /// first event it cannot apply is that loss again (an event of a run whose start it lacks,
+    /// to the AG-UI run state), not counted twice.
+    Counted,
 }
 
 impl BeforeLoss {
@@ -58,6 +64,7 @@ impl UserChannel {
                         entry.before_loss = BeforeLoss::Kept {
                             state: held,
                             ordinal: if lost { 0 } else { ordinal },
+                            covers: entry.last_id,
                         };
                     }
                     // A state kept from an earlier loss is still all there is.
@@ -107,6 +114,7 @@ impl UserChannel {
             BeforeLoss::Kept {
                 state: kept,
                 ordinal: 0,
+                ..
             } => {
                 self.warn_rejoined(entry);
                 entry.reseed = true;
@@ -129,6 +137,12 @@ impl UserChannel {
     /// (which went on from its own kept state first, or folded the thread from its new start),
     /// and is the thread's, as for any sync. A node that knew the thread without an exact
     /// state counts it unknown.
+    ///
+    /// The kept state holds the read's events up to the last it folded (`covers`): Redis
+    /// numbers the thread anew from where it started over, and its ids grow with time, so
+    /// those are exactly its first `ordinal` (none when kept at the loss). When they are not,
+    /// Redis did not start the thread over after the state was kept: its marker went without
+    /// its data (evicted, deleted), and the read is the whole thread, as for any sync.
     pub(super) fn sync_base(
         &self,
         entry: &mut ThreadEntry,
@@ -138,11 +152,22 @@ impl UserChannel {
     ) -> (Box<dyn ThreadState>, Option<usize>) {
         let whole = read.is_complete() && read.snapshot.as_ref().is_none_or(|s| s.count == 0);
         match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
-            BeforeLoss::Kept { state, ordinal } if whole && read.count >= ordinal => {
-                (state, Some(ordinal as usize))
+            BeforeLoss::Kept {
+                state,
+                ordinal,
+                covers,
+            } if whole => {
+                let have = read.events.iter().take_while(|(id, _)| *id <= covers);
+                let have = have.count();
+                if have as u64 == ordinal {
+                    (state, Some(have))
+                } else {
+                    (states.create(thread), None)
+                }
             }
             BeforeLoss::Unknown if whole => {
                 self.lost_unknown(entry);
+                entry.before_loss = BeforeLoss::Counted;
                 (states.create(thread), None)
             }
             _ => (states.create(thread), None),

@@ -185,7 +185,13 @@ impl UserChannel {
             let bytes = thread_state.bytes();
             shared.thread_state_resized(entry.bytes, bytes);
             entry.bytes = bytes;
+            let counted = matches!(entry.before_loss, BeforeLoss::Counted);
+            if counted {
+                entry.before_loss = BeforeLoss::Nothing;
+            }
             match folded {
+                // The loss the state was counted for when read back (see `BeforeLoss`).
+                Folded::Unknown if counted => {}
                 Folded::Unknown => {
                     shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.thread_states_unknown.increment(1);
@@ -288,6 +294,7 @@ impl UserChannel {
                 entry.before_loss = BeforeLoss::Kept {
                     state: held,
                     ordinal: *ordinal,
+                    covers: entry.last_id,
                 };
             }
             let kept = entry.before_loss.bytes();
@@ -492,6 +499,10 @@ impl UserChannel {
         entry.state = Some(fresh);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = last_id;
+        if ordinal > 0 && matches!(entry.before_loss, BeforeLoss::Counted) {
+            // It folded events already, uncounted: the first of the lost run was among them.
+            entry.before_loss = BeforeLoss::Nothing;
+        }
         entry.rejoined = rejoin.is_some();
         if entry.rejoined {
             self.warn_rejoined(entry);

@@ -300,20 +300,29 @@ async fn serve(
     command: MultiplexedConnection,
     reconnected: Option<bool>,
 ) -> String {
+    // A loss is told to the channels first (they keep their exact thread states): at once,
+    // since if this connection fails before the kick below, the next one reads the new marker
+    // as the one it saw and could never tell them; and before this link serves any read, so
+    // that a state they keep holds nothing of the new Redis (a sync that reads it and ends
+    // before the kick below would be kept as from before the loss, then joined to the same
+    // events again).
+    if reconnected == Some(true) {
+        shared.kick_all(true);
+    }
     let link = shared.set_command(command.clone());
     // Messages that arrive meanwhile wait in the connection's buffer.
     if let Err(error) = reconcile(shared, &mut sink).await {
         return error;
     }
     shared.set_link(Link::Connected, None);
-    if let Some(lost) = reconnected {
+    if reconnected.is_some() {
         tracing::info!("backplane: reconnected to Redis");
         // What was published while the node did not listen is only in the histories. The
         // streams end with a jittered `retry:` (see `SseConfig::shutdown_retry_jitter`), so
-        // their clients do not all come back at once. If Redis `lost` its data, the thread
-        // states are kept: they hold what Redis no longer does.
+        // their clients do not all come back at once. After a loss, the states kept above
+        // stay kept (and one joined since is kept with what it holds of the new Redis).
         shared.lock().to_kick.clear();
-        shared.kick_all(lost);
+        shared.kick_all(false);
     } else {
         // Subscribes served degraded before the first connection (a start while Redis is
         // down) resume properly now.

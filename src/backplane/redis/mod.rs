@@ -111,8 +111,11 @@
 //! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
 //! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
 //! resume from the history. If the generation marker changed meanwhile (`p:generation`, read
-//! at every connection), Redis lost its data: the node says so to its channels, which keep
-//! their thread states (see the [backplane docs](super#threads)). While it is down, publishes
+//! at every connection), Redis lost its data: the node says so to its channels at once, which
+//! keep their thread states (see the [backplane docs](super#threads)), before it subscribes
+//! (a reconnect that fails then would leave the next one, which reads the new marker as the
+//! one it saw, nothing to tell) and before the new connection serves any read (a state read
+//! from the new Redis is not one from before the loss). While it is down, publishes
 //! fail at once and are delivered locally without an id, and subscribes are degraded (see the
 //! [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
 //! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
