@@ -33,6 +33,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use backplane::{Fault, FaultProxy, RedisServer, redis_available};
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sse_hub::backplane::{RedisBackplane, RedisConfig};
@@ -605,7 +606,9 @@ async fn a_redis_pause_past_the_timeouts_ends_streams_and_loses_nothing_silently
     }
     let redis = RedisServer::start().await;
     let a = AgNode::start("A", settings(redis.url())).await;
-    let b = AgNode::start("B", settings(redis.url())).await;
+    let mut patient = settings(redis.url());
+    patient.publish_retry = Duration::from_secs(5);
+    let b = AgNode::start("B", patient).await;
     let nodes = [&a, &b];
     let (user, thread) = ("pat", "thread-pause");
     let run = full_run(thread, 60);
@@ -626,113 +629,110 @@ async fn a_redis_pause_past_the_timeouts_ends_streams_and_loses_nothing_silently
     let mut n = 0;
     let (mut last, mut last_thread, mut last_other) = (String::new(), String::new(), String::new());
     let (mut resuming, mut fresh, mut pia) = (None, None, None);
+    let mut before_pause = 0;
     for (i, event) in run.events.iter().enumerate() {
         if i == pause_at {
+            before_pause = plain.len();
             redis.stop();
-            // Publishes through both nodes while Redis is stopped: first before the nodes
-            // notice (sent, unanswered), then once they have (refused at once).
-            let early = async {
-                let mut results = Vec::new();
-                for k in 0..4 {
-                    let node = nodes[k % 2];
-                    results.push((
-                        k as u64,
-                        node.name,
-                        node.publish_plain(user, 1000 + k as u64).await,
-                    ));
+            // Two publishes through each node before the nodes notice (sent, unanswered). A
+            // gives up after its `publish_retry` (1 s, Redis still stopped): `Unknown`. B
+            // retries for 5 s, so its publishes are confirmed once Redis is back.
+            let early_a = join_all((0..2).map(|k| a.publish_plain(user, 1000 + k)));
+            let early_b = join_all((0..2).map(|k| b.publish_plain(user, 1010 + k)));
+            let pause = async {
+                assert!(
+                    until(|| !a.backplane.is_connected() && !b.backplane.is_connected()).await,
+                    "the nodes noticed the pause"
+                );
+                // Tabs join while the nodes are cut off: a plain one on B resuming with the id of
+                // B's plain tab (served degraded: this node's refused events only, no id), a
+                // fresh plain one on B (primed `0-0`, so that its reconnect opens with a
+                // `reset`), a thread one on A (from A's state as the pause found it), and a
+                // thread one on B for a user B never served (its read-back fails: it ends).
+                let resume = plain_tabs[1].open.as_ref().expect("open").last_id();
+                let name = "plain tab on B, joined during the pause with its id".to_owned();
+                let mut tab = Tab::open(name, b.plain_url(user), resume.as_deref()).await;
+                tab.tag = "B";
+                resuming = Some(tab);
+                let name = "plain tab on B, joined during the pause without an id".to_owned();
+                fresh = Some(Tab::open(name, b.plain_url(user), None).await);
+                let name = "thread tab on A, joined during the pause".to_owned();
+                thread_tabs.push(Tab::open(name, a.thread_url(user, thread), None).await);
+                let conn = Conn::open(&client(), &b.thread_url(other, thread), None).await;
+                let raw = ended(conn, "pia's thread tab on B, joined during the pause").await;
+                assert!(
+                    datas(&raw).is_empty(),
+                    "pia's tab on B: events before its end: {raw:?}"
+                );
+                assert!(
+                    ends_with_retry(&raw),
+                    "pia's tab on B: no retry: at its end: {raw:?}"
+                );
+                let name = "pia's thread tab on B, joined during the pause".to_owned();
+                let url = b.thread_url(other, thread);
+                let mut tab = Tab::open_later(name, url, last_id_of(&raw));
+                tab.done.push(raw);
+                pia = Some(tab);
+                // Through A once it noticed (after its unanswered batch, which they queue behind):
+                // refused, and delivered to A's tabs only, without an id.
+                for n in [2000, 2001] {
+                    let result = a.publish_plain(user, n).await;
+                    assert!(
+                        matches!(&result, Err(PublishError::Backplane(e)) if *e != sse_hub::backplane::BackplaneError::Unknown),
+                        "a publish through A while its link is down is refused: {result:?}"
+                    );
+                    plain.push(PlainPublish {
+                        n,
+                        node: "A",
+                        result,
+                    });
                 }
-                results
+                redis.cont();
+                for node in nodes {
+                    assert!(
+                        node.backplane.wait_connected(WAIT).await,
+                        "{} reconnects: {:?}",
+                        node.name,
+                        node.backplane.health()
+                    );
+                }
+                // Every stream open through the pause ends with a retry: hint.
+                let joined = resuming.iter_mut().chain(fresh.as_mut());
+                for tab in thread_tabs
+                    .iter_mut()
+                    .chain(plain_tabs.iter_mut())
+                    .chain(joined)
+                {
+                    let conn = tab.open.as_ref().expect("open");
+                    assert!(
+                        until(|| conn.ended()).await,
+                        "{}: not ended after the pause",
+                        tab.name
+                    );
+                    tab.reconnect_if_ended().await;
+                    let raw = tab.done.last().expect("the ended connection");
+                    assert!(
+                        ends_with_retry(raw),
+                        "{}: no retry: at its end: {raw:?}",
+                        tab.name
+                    );
+                    tab.name.push_str(", ended by the pause, reconnected");
+                }
             };
-            let noticed = async {
-                until(|| !a.backplane.is_connected() && !b.backplane.is_connected()).await
-            };
-            let (early, noticed) = tokio::join!(early, noticed);
-            assert!(noticed, "the nodes noticed the pause");
-            for (k, node, result) in early {
-                plain.push(PlainPublish {
-                    n: 1000 + k,
-                    node,
-                    result,
-                });
+            let (early_a, early_b, ()) = tokio::join!(early_a, early_b, pause);
+            for (node, early, from) in [("A", early_a, 1000), ("B", early_b, 1010)] {
+                for (k, result) in early.into_iter().enumerate() {
+                    plain.push(PlainPublish {
+                        n: from + k as u64,
+                        node,
+                        result,
+                    });
+                }
             }
-            // Tabs join while the nodes are cut off: a plain one on B resuming with the id of
-            // B's plain tab (served degraded: this node's refused events only, no id), a
-            // fresh plain one on B (primed `0-0`, so that its reconnect opens with a
-            // `reset`), a thread one on A (from A's state as the pause found it), and a
-            // thread one on B for a user B never served (its read-back fails: it ends).
-            let resume = plain_tabs[1].open.as_ref().expect("open").last_id();
-            let name = "plain tab on B, joined during the pause with its id".to_owned();
-            let mut tab = Tab::open(name, b.plain_url(user), resume.as_deref()).await;
-            tab.tag = "B";
-            resuming = Some((tab, plain.len()));
-            let name = "plain tab on B, joined during the pause without an id".to_owned();
-            fresh = Some(Tab::open(name, b.plain_url(user), None).await);
-            let name = "thread tab on A, joined during the pause".to_owned();
-            thread_tabs.push(Tab::open(name, a.thread_url(user, thread), None).await);
-            let conn = Conn::open(&client(), &b.thread_url(other, thread), None).await;
-            let raw = ended(conn, "pia's thread tab on B, joined during the pause").await;
             assert!(
-                datas(&raw).is_empty(),
-                "pia's tab on B: events before its end: {raw:?}"
+                plain[plain.len() - 2..].iter().all(|p| p.result.is_ok()),
+                "B's publishes made before it noticed are confirmed once Redis is back"
             );
-            assert!(
-                ends_with_retry(&raw),
-                "pia's tab on B: no retry: at its end: {raw:?}"
-            );
-            let name = "pia's thread tab on B, joined during the pause".to_owned();
-            let url = b.thread_url(other, thread);
-            let mut tab = Tab::open_later(name, url, last_id_of(&raw));
-            tab.done.push(raw);
-            pia = Some(tab);
-            for k in 0..4 {
-                let node = nodes[k % 2];
-                let n = 2000 + k as u64;
-                let result = node.publish_plain(user, n).await;
-                assert!(
-                    matches!(&result, Err(PublishError::Backplane(e)) if *e != sse_hub::backplane::BackplaneError::Unknown),
-                    "a publish through {} while its link is down is refused: {result:?}",
-                    node.name
-                );
-                plain.push(PlainPublish {
-                    n,
-                    node: node.name,
-                    result,
-                });
-            }
-            redis.cont();
-            for node in nodes {
-                assert!(
-                    node.backplane.wait_connected(WAIT).await,
-                    "{} reconnects: {:?}",
-                    node.name,
-                    node.backplane.health()
-                );
-            }
-            // Every stream open through the pause ends with a retry: hint.
-            let joined = resuming
-                .iter_mut()
-                .map(|(tab, _)| tab)
-                .chain(fresh.as_mut());
-            for tab in thread_tabs
-                .iter_mut()
-                .chain(plain_tabs.iter_mut())
-                .chain(joined)
-            {
-                let conn = tab.open.as_ref().expect("open");
-                assert!(
-                    until(|| conn.ended()).await,
-                    "{}: not ended after the pause",
-                    tab.name
-                );
-                tab.reconnect_if_ended().await;
-                let raw = tab.done.last().expect("the ended connection");
-                assert!(
-                    ends_with_retry(raw),
-                    "{}: no retry: at its end: {raw:?}",
-                    tab.name
-                );
-                tab.name.push_str(", ended by the pause, reconnected");
-            }
         }
         last_thread = a.publish_ok(user, thread, event).await;
         last.clone_from(&last_thread);
@@ -765,9 +765,9 @@ async fn a_redis_pause_past_the_timeouts_ends_streams_and_loses_nothing_silently
         let case = tab.finish(&last, 0).await;
         wrong.extend(check_plain(&case, node, &plain));
     }
-    let (tab, joined_at) = resuming.expect("joined");
-    let case = tab.finish(&last, 0).await;
-    wrong.extend(check_plain(&case, "B", &plain[joined_at..]));
+    // It resumed from the id B's plain tab had when Redis stopped.
+    let case = resuming.expect("joined").finish(&last, 0).await;
+    wrong.extend(check_plain(&case, "B", &plain[before_pause..]));
     let case = fresh.expect("joined").finish(&last, 0).await;
     wrong.extend(check_plain(&case, "B", &[]));
     let first = datas(&case.connections[1])
