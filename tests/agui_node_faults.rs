@@ -827,6 +827,9 @@ async fn a_publish_through_a_node_whose_link_is_down_is_refused_and_stays_local(
     let (user, thread) = ("lou", "thread-local");
     let run = full_run(thread, 40);
     let cut_at = run.at("mid message");
+    // A token of the message open at the cut, published through B while its link is down.
+    let local_delta =
+        json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "a1", "delta": "LOCAL-B"}).to_string();
     let mut tabs = Vec::new();
     for node in [&a, &b] {
         let name = format!("thread tab on {}", node.name);
@@ -852,11 +855,13 @@ async fn a_publish_through_a_node_whose_link_is_down_is_refused_and_stays_local(
                 matches!(&refused, Err(PublishError::Backplane(e)) if *e != sse_hub::backplane::BackplaneError::Unknown),
                 "a plain publish through B is refused: {refused:?}"
             );
-            let refused = b.publish_in_thread(user, thread, &local_event("B")).await;
-            assert!(
-                matches!(&refused, Err(PublishError::Backplane(e)) if *e != sse_hub::backplane::BackplaneError::Unknown),
-                "a thread publish through B is refused: {refused:?}"
-            );
+            for event in [local_event("B"), local_delta.clone()] {
+                let refused = b.publish_in_thread(user, thread, &event).await;
+                assert!(
+                    matches!(&refused, Err(PublishError::Backplane(e)) if *e != sse_hub::backplane::BackplaneError::Unknown),
+                    "a thread publish through B is refused: {refused:?}"
+                );
+            }
             // A publishes on meanwhile.
             a.publish_ok(user, thread, &local_event("A")).await;
             for tab in &tabs {
@@ -868,13 +873,30 @@ async fn a_publish_through_a_node_whose_link_is_down_is_refused_and_stays_local(
                     tab.name
                 );
             }
+            // B's state of the thread, which its link's cut left as it was, did not fold the
+            // refused events: a tab opened on B now opens from it without them.
+            let name = "thread tab on B, opened while its link was down".to_owned();
+            let mut tab = Tab::open(name, b.thread_url(user, thread), None).await;
+            let conn = tab.open.as_ref().expect("open");
+            assert!(
+                until(|| conn.data_frames() >= 3 || conn.ended()).await,
+                "the tab opened while B's link was down neither opened nor ended"
+            );
+            let opening = conn.snapshot();
+            assert!(
+                !opening.contains("LOCAL-B"),
+                "B folded an event it could not publish: {opening:?}"
+            );
+            tab.tag = "B";
+            tabs.push(tab);
             proxy.set(Fault::None);
             assert!(b.backplane.wait_connected(WAIT).await, "B reconnects");
             for tab in tabs.iter_mut().filter(|t| t.tag == "B") {
                 let conn = tab.open.as_ref().expect("open");
                 assert!(until(|| conn.ended()).await, "{}: not ended", tab.name);
                 tab.reconnect_if_ended().await;
-                tab.name.push_str(", its link cut mid message, reconnected");
+                tab.name
+                    .push_str(", ended when its link was back, reconnected");
             }
             let name = "thread tab on B, opened once its link was back".to_owned();
             let mut tab = Tab::open(name, b.thread_url(user, thread), None).await;
@@ -890,12 +912,24 @@ async fn a_publish_through_a_node_whose_link_is_down_is_refused_and_stays_local(
         let case = tab.finish(&last, 0).await;
         let mut plain = Vec::new();
         for (k, raw) in case.connections.iter().enumerate() {
+            // B's refused events reach B's tabs open through the cut, without an id, and no
+            // other; A's event reaches every tab, with its id (a thread tab opened after it
+            // has it in its opening).
+            let through_the_cut = node == "B" && k == 0 && !case.name.contains("opened");
+            let delta = datas(raw)
+                .into_iter()
+                .find(|(data, _)| data["delta"] == "LOCAL-B")
+                .map(|(_, id)| id);
+            if delta != through_the_cut.then_some(None) {
+                wrong.push(format!(
+                    "{}, connection {k}: the token refused through B received as {delta:?}",
+                    case.name
+                ));
+            }
             for value in ["B", "A"] {
                 let got = local_received(raw, value);
-                // B's event reaches B's tabs open through the cut, without an id; A's reaches
-                // every tab, with its id (and every thread tab opens with it once it passed).
                 let want = match value {
-                    "B" if node == "B" && k == 0 && case.connections.len() > 1 => Some(None),
+                    "B" if through_the_cut => Some(None),
                     "B" => None,
                     _ => got.clone().filter(|id| id.is_some()),
                 };
