@@ -2,8 +2,9 @@
 //! the official client (`tests/agui/judge.mjs`, as there):
 //!
 //! * a thread rebuild that fails: a node reads a thread back (`Backplane::catch_up_thread`)
-//!   while its link to Redis is paused or cut; the stream must end with a `retry:` before
-//!   anything is delivered, and the tab's reconnect must open the whole run;
+//!   while its link to Redis is paused, cut or too slow, or while a burst of events outruns
+//!   its window; the stream must end with a `retry:` before any event is delivered, and the
+//!   tab's reconnect must open the whole run;
 //! * Redis paused (`SIGSTOP`) past the nodes' ping interval and command timeout: every stream
 //!   ends with `retry:`, every tab that comes back opens the whole run, and the plain events
 //!   arrive with no duplicate and no silent gap, whatever was published during the pause;
@@ -326,7 +327,8 @@ fn last_id_of(raw: &str) -> Option<String> {
 // ----- 1. a thread rebuild that fails -----------------------------------------------------------
 
 /// Node B reads a thread back from Redis (its user's tab is the first B serves) while B's
-/// link is paused, then while it is cut and held: every read fails, so the stream must end
+/// link is paused, then cut and held, then slower than its timeouts (a user for each, at three
+/// points of the run): every read fails, so the stream must end
 /// with a `retry:` before it delivers anything (no opening that is not the thread's). The
 /// tab comes back with the id it was given, once B's link is back, and must open the run
 /// whole, then follow it to its end. Node A publishes throughout.
