@@ -98,9 +98,16 @@
 //!   on a single node when an event cannot be applied. This is a choice: ending the stream
 //!   instead would end every reconnect the same way, forever, since no node can rebuild what
 //!   the history lost. A node that has been listening throughout never syncs, so it keeps its
-//!   exact state. A sync that cannot read the backplane (down, too slow) ends the
-//!   subscription, with the jittered `retry:` of the faults below, so that the client comes
-//!   back instead of receiving an opening that is not the thread's.
+//!   exact state. A sync fails when it cannot read the backplane (down, too slow) or when
+//!   the node's window no longer holds every frame delivered while it read (a slow read during
+//!   a burst of events); a subscription waits for three syncs at most (for the Redis backplane
+//!   each is bounded by its `subscribe_timeout` and `command_timeout`), and if none got
+//!   through it ends before sending any event, with the jittered `retry:` of the faults below,
+//!   so that the client comes back instead of receiving an opening that is not the thread's.
+//!   While a node's link is down, a thread whose state it holds exact opens from that state as
+//!   the cut left it (the node cannot know what it missed); such a stream ends with the
+//!   node's others when it is connected again, and its client comes back to the whole run
+//!   (`tests/agui_node_faults.rs`).
 //!
 //! * **When Redis loses *all* its data** in the middle of a run (a restart without
 //!   persistence, a flush), nothing in Redis is left to show it: the thread starts again at

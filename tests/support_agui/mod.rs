@@ -560,6 +560,11 @@ impl Conn {
         .await;
     }
 
+    /// Everything received so far, as text (lossy while a character is cut in two).
+    pub fn snapshot(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap().bytes).into_owned()
+    }
+
     /// Closes the connection and returns everything it received, as text.
     pub fn close(self) -> String {
         self.task.abort();
