@@ -98,6 +98,12 @@ impl Shared {
         self.metrics.published();
     }
 
+    /// Counts a thread state made partly unknown (the caller logs why).
+    pub(crate) fn count_thread_state_unknown(&self) {
+        self.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
+        self.metrics.thread_states_unknown.increment(1);
+    }
+
     pub(crate) fn user_became_active(&self) {
         self.active_users.fetch_add(1, Ordering::Relaxed);
         self.metrics.retained_channels.decrement(1.0);

@@ -96,8 +96,7 @@ impl UserChannel {
     /// the thread's state is partly unknown, as when an event cannot be applied.
     fn lost_unknown(&self, entry: &ThreadEntry) {
         let shared = &self.shared;
-        shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.thread_states_unknown.increment(1);
+        shared.count_thread_state_unknown();
         tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane lost the thread's data, and no exact state of it was held here: its state starts over, and is partly unknown");
     }
 

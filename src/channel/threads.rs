@@ -193,8 +193,7 @@ impl UserChannel {
                 // The loss the state was counted for when read back (see `BeforeLoss`).
                 Folded::Unknown if counted => {}
                 Folded::Unknown => {
-                    shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
-                    shared.metrics.thread_states_unknown.increment(1);
+                    shared.count_thread_state_unknown();
                     tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, seq, "event could not be applied to the thread's state: its state is unknown until replaced");
                 }
                 Folded::Trimmed => {
@@ -521,8 +520,7 @@ impl UserChannel {
             return Some(Self::snapshot_of(entry));
         }
         let shared = &self.shared;
-        shared.thread_states_unknown.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.thread_states_unknown.increment(1);
+        shared.count_thread_state_unknown();
         tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane's history no longer holds every event of the thread after its snapshot: its state is rebuilt from what there is, and is partly unknown");
         Some(Self::snapshot_of(entry))
     }
