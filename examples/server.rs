@@ -47,10 +47,12 @@
 //! event on `a2a`, a *system* event on `context` and an analytics event on `analytics`. It is
 //! routed like any event of its type, so an AG-UI or A2A event also reaches the user's
 //! `context` stream, wrapped as `{"protocol": ..., "event": ...}`. In the `202` answer, `id` is
-//! the event's id on the channel posted to and `receivers` the connections it reached there;
-//! `routed` has the same for every channel the event went to. `id` is `null` when the user has
-//! no channel at all there: no connection ever, or none for longer than the retention (30 s),
-//! so there was nobody to deliver the event to and nothing to replay it from.
+//! the event's id on the channel posted to and `receivers` the connections it reached there
+//! (with `REDIS_URL`, the servers that received it); `routed` has the same for every channel the
+//! event went to. `id` is `null` when the user has no channel at all there: no connection ever,
+//! or none for longer than the retention (30 s), so there was nobody to deliver the event to and
+//! nothing to replay it from (with `REDIS_URL`: no server serves the user, and Redis holds no
+//! history of them).
 //!
 //! Bad input gets a JSON error `{"error": code, "message": text}` and changes nothing: an
 //! unknown channel is `404`; a body that is not JSON, or not an event of the channel's type, is

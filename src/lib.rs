@@ -41,7 +41,8 @@
 //! preallocates it for every user. A connection that falls further behind *lags*: what happens
 //! then is the [`LagPolicy`]. By default it is back-filled from the replay window and loses
 //! nothing while it stays within it; beyond the window, and with the other policies, every loss
-//! is counted ([`Stats`], the metrics) and signalled in-band with a `lagged` control event.
+//! is counted ([`Stats`], the metrics) and signalled in-band with a `lagged` control event (a
+//! thread stream opened from its thread's state ends instead: its reconnect opens whole).
 //! A slow client never makes the server grow: the ring and the window are the only buffers.
 //!
 //! # Closing and retention

@@ -48,7 +48,8 @@ pub const THREAD_STATE_BYTES: &str = "sse_hub_thread_state_bytes";
 pub const THREADS_EVICTED: &str = "sse_hub_threads_evicted_total";
 /// Events a thread state could not apply, leaving it partly unknown until replaced (a
 /// `STATE_DELTA` that does not apply, say, or an AG-UI event of a run whose `RUN_STARTED` the
-/// thread no longer holds).
+/// thread no longer holds); with a backplane, also thread states a node rebuilt from less than
+/// the whole thread (see [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown)).
 pub const THREAD_STATES_UNKNOWN: &str = "sse_hub_thread_states_unknown_total";
 /// Events after which a thread state dropped its oldest parts to stay within its byte cap.
 pub const THREAD_STATES_TRIMMED: &str = "sse_hub_thread_states_trimmed_total";

@@ -37,10 +37,15 @@ impl ResetReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EndReason {
-    /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called.
+    /// [`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user) was called; or,
+    /// with a [backplane](crate::backplane), the node ended the stream so that its client
+    /// resumes from the shared history (the node's feed was interrupted, a degraded stream can
+    /// be served properly again, or a thread could not be read back).
     Disconnected,
     /// The broadcaster shut down.
     Shutdown,
-    /// It fell behind under [`LagPolicy::Disconnect`](crate::LagPolicy::Disconnect).
+    /// It fell behind and lost events: under [`LagPolicy::Disconnect`](crate::LagPolicy::Disconnect),
+    /// or, whatever the policy, as a thread stream opened from its thread's state, which
+    /// cannot signal a loss in-band.
     Lagged,
 }

@@ -24,7 +24,9 @@ pub struct Published {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Delivery {
-    /// Single node: the connections of the user the event reached (0: nobody is connected).
+    /// Single node: the connections of the user the event reached. A connection subscribed to
+    /// a thread skips the events of other threads and those without one, and is not counted
+    /// for them: 0 means that nobody received the event, not that nobody is connected.
     Connections(usize),
     /// With a backplane, once it answered: the nodes that received the event, each of which
     /// delivers it to its own connections of the user.

@@ -17,8 +17,9 @@
 //! subscription that lags, or resumes from an id the window no longer holds, counts as lost
 //! only its own events: see `chain.rs`.
 //!
-//! A channel is created by the registry on first subscribe and is *idle* when its last receiver
-//! is dropped. An idle channel is queued for removal after the retention; removal marks it
+//! A channel is created by the registry on first subscribe, or by a publish into a thread (born
+//! idle), and is *idle* while it has no receiver. An idle channel is queued for removal after
+//! the retention (on one node, a thread's publish restarts it); removal marks it
 //! `closed` under the lock, so a subscriber that raced with it retries on a fresh channel
 //! instead of joining one that is gone.
 

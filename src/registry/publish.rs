@@ -15,7 +15,8 @@ use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
 impl<E> Broadcaster<E> {
-    /// Encodes `event` once and publishes it to every connection of `user`.
+    /// Encodes `event` once and publishes it to every connection of `user` but those
+    /// subscribed to a thread, which receive only their thread's events.
     ///
     /// Publishing to a user with no connection is `Ok` with 0 connections reached; if the user's channel
     /// is retained, the event is kept in its window for the client's reconnect.
@@ -234,7 +235,8 @@ pub(crate) fn queued(mut outcome: Outcome) -> Result<Published, PublishError> {
 /// Publishing and subscribing that wait for the [backplane](crate::backplane). Without a
 /// backplane they are the sync methods.
 impl<E> Broadcaster<E> {
-    /// Encodes `event` once and publishes it to every connection of `user` on every node.
+    /// Encodes `event` once and publishes it to every connection of `user` on every node, but
+    /// those subscribed to a thread.
     ///
     /// With a backplane, this waits for it: the result has the event's id in the shared
     /// history, and its [`Delivery::Nodes`] counts the *nodes* that received it (each delivers it to its

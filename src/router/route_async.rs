@@ -17,10 +17,15 @@ use crate::user_id::UserId;
 /// Routing that waits for the [backplane](crate::backplane), if there is one.
 impl EventRouter {
     /// Routes any event that implements [`Route`], waiting for the backplane so that the
-    /// result has the events' ids (see [`Broadcaster::broadcast_async`]). If the backplane
-    /// cannot take the event, the error is [`PublishError::Backplane`], after every target
-    /// channel was tried: this node's connections received the event on all of them, without
-    /// an id. Without a backplane this is [`route`](Self::route).
+    /// result has the events' ids (see [`Broadcaster::broadcast_async`]). If the backplane is
+    /// unreachable, the error is [`PublishError::Backplane`], after every target channel was
+    /// tried: this node's connections received the event on all of them, without an id. The
+    /// other backplane errors deliver nothing locally: a full publish queue
+    /// ([`Overloaded`](crate::backplane::BackplaneError::Overloaded)) refuses the event (on
+    /// every target at once when they share the backplane), and a publish whose outcome stays
+    /// [`Unknown`](crate::backplane::BackplaneError::Unknown) may have reached every node (see
+    /// the [backplane docs](crate::backplane#faults)). Without a backplane this is
+    /// [`route`](Self::route).
     pub async fn route_async<R: Route + Sync>(
         &self,
         user: &UserId,

@@ -51,12 +51,13 @@
 //!   between writes: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer (often twice
 //!   the read buffer) for every open connection, most of an idle stream's memory. While the
 //!   body is written the socket is read too, so a client that goes away is noticed at once, and
-//!   a request pipelined behind the stream waits for its end. (So a client that pipelines a
-//!   request and then shuts its side of the connection is taken to have gone, and its stream
-//!   ends; hyper, which stops reading at a pipelined request, writes that stream to its end,
-//!   then closes without answering the request.) Any other request goes to hyper,
-//!   and so does everything after it on that connection ([`Serve::lean_http1`] turns the path
-//!   off).
+//!   a request pipelined behind the stream waits for its end; the reading stops only once 8 KiB
+//!   of such bytes are held, and a client that goes away after sending more is found by a
+//!   failed write. (So a client that pipelines a request and then shuts its side of the
+//!   connection is taken to have gone, and its stream ends; hyper, which stops reading at a
+//!   pipelined request, writes that stream to its end, then closes without answering the
+//!   request.) Any other request goes to hyper, and so does everything after it on that
+//!   connection ([`Serve::lean_http1`] turns the path off).
 //! * **`TCP_NODELAY`** on every TCP connection ([`Serve::tcp_nodelay`]): with Nagle's algorithm
 //!   a frame written while an earlier one is unacknowledged waits for the client's delayed
 //!   acknowledgement, up to 40 ms; many streams multiplexed on one HTTP/2 connection hit this

@@ -38,8 +38,11 @@
 //! # Ending
 //!
 //! A subscription ends when its user is disconnected
-//! ([`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user)), when the broadcaster
-//! shuts down, or after a lag under `Disconnect`; [`Subscription::end_reason`] says which.
+//! ([`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user), or, with a
+//! [backplane](crate::backplane), by its node so that the client resumes from the shared
+//! history), when the broadcaster shuts down, or after a lag that lost events under
+//! `Disconnect` (and under any policy for a thread stream opened from its state, which has no
+//! `lagged` to send); [`Subscription::end_reason`] says which.
 //! Dropping a subscription removes the connection at once: the counts are exact when `drop`
 //! returns.
 
