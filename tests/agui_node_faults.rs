@@ -25,15 +25,19 @@ mod support_agui;
 #[path = "support/backplane.rs"]
 mod backplane;
 
+#[path = "support_agui/nodes.rs"]
+mod across_nodes;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use across_nodes::{ProxiedPair, WAIT, available};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use backplane::{Fault, FaultProxy, RedisServer, redis_available};
+use backplane::{Fault, FaultProxy, RedisServer};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -42,16 +46,9 @@ use sse_hub::models::AgUiEvent;
 use sse_hub::{
     Channel, Config, EventRouter, LastEventId, PublishError, ThreadId, ThreadQuery, UserId,
 };
-use support::{DemoServer, client, post};
-use support_agui::{Case, Conn, check, frames, full_run, judge_available};
+use support::{client, post};
+use support_agui::{Case, Conn, check, frames, full_run};
 use tokio::time::Instant;
-
-/// The bound of one wait.
-const WAIT: Duration = Duration::from_secs(10);
-
-fn available() -> bool {
-    redis_available() && judge_available()
-}
 
 /// Small timeouts, so that faults are noticed within a fraction of a second: a 300 ms command
 /// and subscribe timeout, connections checked every 100 ms, quick reconnects, and publishes
@@ -147,6 +144,28 @@ impl AgNode {
         format!("{}/events/agui/{user}", self.base)
     }
 
+    /// A tab of `user`'s `thread` and one of their plain stream, opened now, each named after
+    /// the node and `when`, and tagged with the node.
+    async fn open_tabs(&self, user: &str, thread: &str, when: &str) -> [Tab; 2] {
+        let name = format!("thread tab on {}{when}", self.name);
+        let mut thread_tab = Tab::open(name, self.thread_url(user, thread), None).await;
+        thread_tab.tag = self.name;
+        let name = format!("plain tab on {}{when}", self.name);
+        let mut plain_tab = Tab::open(name, self.plain_url(user), None).await;
+        plain_tab.tag = self.name;
+        [thread_tab, plain_tab]
+    }
+
+    /// Waits (bounded) until the node's backplane is connected again.
+    async fn wait_reconnected(&self) {
+        assert!(
+            self.backplane.wait_connected(WAIT).await,
+            "{} reconnects: {:?}",
+            self.name,
+            self.backplane.health()
+        );
+    }
+
     /// Publishes `event` (AG-UI JSON) into `thread` of `user`: the result of the library call.
     async fn publish_in_thread(
         &self,
@@ -183,6 +202,13 @@ impl AgNode {
             .get("agui")
             .and_then(|p| p.id)
             .map(|id| id.to_string()))
+    }
+}
+
+impl ProxiedPair<AgNode> {
+    /// The nodes as in-process routers, with the [`settings`] of these tests.
+    async fn routers() -> Self {
+        Self::start(async |name, url| AgNode::start(name, settings(url)).await).await
     }
 }
 
@@ -223,6 +249,19 @@ fn ends_with_retry(raw: &str) -> bool {
     frames_of(raw)
         .last()
         .is_some_and(|f| f.len() == 1 && f[0].starts_with("retry: "))
+}
+
+/// Asserts that the stream `raw` (`name`) ended with a `retry:` before it delivered any event:
+/// what a node that cannot rebuild a thread must do.
+fn assert_ended_before_any_event(raw: &str, name: &str) {
+    assert!(
+        datas(raw).is_empty(),
+        "{name}: events delivered before the end: {raw:?}"
+    );
+    assert!(
+        ends_with_retry(raw),
+        "{name}: no retry: at the end: {raw:?}"
+    );
 }
 
 /// Waits until `conn` ended; returns its bytes.
@@ -270,6 +309,14 @@ impl Tab {
         }
     }
 
+    /// A tab whose first connection ended (`raw`): it comes back, once
+    /// [`reconnect`](Self::reconnect)ed, with the last id that connection gave.
+    fn after_ended(name: String, url: String, raw: String) -> Self {
+        let mut tab = Self::open_later(name, url, last_id_of(&raw));
+        tab.done.push(raw);
+        tab
+    }
+
     /// Opens a connection with the last id the tab was given.
     async fn reconnect(&mut self) {
         self.open = Some(Conn::open(&client(), &self.url, self.last_id.as_deref()).await);
@@ -287,6 +334,19 @@ impl Tab {
         }
         self.done.push(conn.close());
         self.reconnect().await;
+    }
+
+    /// Waits (bounded) until the open connection ended, as a node ends its streams `when` its
+    /// feed is back, then reconnects with the last id the tab was given.
+    async fn reconnect_when_ended(&mut self, when: &str) {
+        let conn = self.open.as_ref().expect("open");
+        assert!(
+            until(|| conn.ended()).await,
+            "{}: not ended {when}",
+            self.name
+        );
+        self.reconnect_if_ended().await;
+        self.name.push_str(&format!(", ended {when}, reconnected"));
     }
 
     /// Follows the tab until it got an id at or after `id` (the last event published),
@@ -347,10 +407,8 @@ async fn a_thread_rebuild_that_fails_ends_with_retry_and_the_tab_reopens_whole()
     if !available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = AgNode::start("A", settings(redis.url())).await;
-    let b = AgNode::start("B", settings(proxy.url())).await;
+    let nodes = ProxiedPair::routers().await;
+    let ProxiedPair { proxy, a, b, .. } = &nodes;
     let thread = "thread-rebuild";
     let run = full_run(thread, 80);
     let n = run.events.len();
@@ -382,29 +440,16 @@ async fn a_thread_rebuild_that_fails_ends_with_retry_and_the_tab_reopens_whole()
             let conn = Conn::open(&http, &b.thread_url(user, thread), None).await;
             let raw = ended(conn, &name).await;
             proxy.set(Fault::None);
-            assert!(
-                datas(&raw).is_empty(),
-                "{name}: events delivered before the end: {raw:?}"
-            );
-            assert!(
-                ends_with_retry(&raw),
-                "{name}: no retry: at the end: {raw:?}"
-            );
-            let given = last_id_of(&raw);
-            assert!(
-                b.backplane.wait_connected(WAIT).await,
-                "B reconnects: {:?}",
-                b.backplane.health()
-            );
+            assert_ended_before_any_event(&raw, &name);
+            b.wait_reconnected().await;
             // The tabs B ended when its link came back come back too.
             for tab in &mut open {
                 tab.reconnect_if_ended().await;
             }
             let url = b.thread_url(user, thread);
-            let mut tab =
-                Tab::open(format!("{name}, reconnected on B"), url, given.as_deref()).await;
+            let mut tab = Tab::after_ended(format!("{name}, reconnected on B"), url, raw);
+            tab.reconnect().await;
             tab.tag = user;
-            tab.done.push(raw);
             open.push(tab);
         }
         for user in &users {
@@ -478,18 +523,11 @@ async fn a_thread_rebuild_outrun_by_its_window_ends_with_retry_and_the_tab_reope
         let url = b.thread_url(user, thread);
         let tab = if conn.ended() {
             let raw = conn.close();
-            assert!(
-                datas(&raw).is_empty(),
-                "{user}: events delivered before the end: {raw:?}"
-            );
-            assert!(
-                ends_with_retry(&raw),
-                "{user}: no retry: at the end: {raw:?}"
-            );
+            assert_ended_before_any_event(&raw, user);
             let name =
                 format!("{user}: opened on B during a burst, outrun by its window, reconnected");
-            let mut tab = Tab::open(name, url, last_id_of(&raw).as_deref()).await;
-            tab.done.push(raw);
+            let mut tab = Tab::after_ended(name, url, raw);
+            tab.reconnect().await;
             tab
         } else {
             let name = format!("{user}: opened on B during a burst, its read-back not outrun");
@@ -624,12 +662,9 @@ async fn a_redis_pause_past_the_timeouts_ends_streams_and_loses_nothing_silently
     let mut thread_tabs = Vec::new();
     let mut plain_tabs = Vec::new();
     for node in nodes {
-        let name = format!("thread tab on {} from the start", node.name);
-        thread_tabs.push(Tab::open(name, node.thread_url(user, thread), None).await);
-        let name = format!("plain tab on {} from the start", node.name);
-        let mut tab = Tab::open(name, node.plain_url(user), None).await;
-        tab.tag = node.name;
-        plain_tabs.push(tab);
+        let [thread_tab, plain_tab] = node.open_tabs(user, thread, " from the start").await;
+        thread_tabs.push(thread_tab);
+        plain_tabs.push(plain_tab);
     }
     let mut plain: Vec<PlainPublish> = Vec::new();
     let mut n = 0;
@@ -673,20 +708,10 @@ async fn a_redis_pause_past_the_timeouts_ends_streams_and_loses_nothing_silently
                 let name = "thread tab on A, joined during the pause".to_owned();
                 thread_tabs.push(Tab::open(name, a.thread_url(user, thread), None).await);
                 let conn = Conn::open(&client(), &b.thread_url(other, thread), None).await;
-                let raw = ended(conn, "pia's thread tab on B, joined during the pause").await;
-                assert!(
-                    datas(&raw).is_empty(),
-                    "pia's tab on B: events before its end: {raw:?}"
-                );
-                assert!(
-                    ends_with_retry(&raw),
-                    "pia's tab on B: no retry: at its end: {raw:?}"
-                );
                 let name = "pia's thread tab on B, joined during the pause".to_owned();
-                let url = b.thread_url(other, thread);
-                let mut tab = Tab::open_later(name, url, last_id_of(&raw));
-                tab.done.push(raw);
-                pia = Some(tab);
+                let raw = ended(conn, &name).await;
+                assert_ended_before_any_event(&raw, &name);
+                pia = Some(Tab::after_ended(name, b.thread_url(other, thread), raw));
                 // Through A once it noticed (after its unanswered batch, which they queue behind):
                 // refused, and delivered to A's tabs only, without an id.
                 for n in [2000, 2001] {
@@ -703,12 +728,7 @@ async fn a_redis_pause_past_the_timeouts_ends_streams_and_loses_nothing_silently
                 }
                 redis.cont();
                 for node in nodes {
-                    assert!(
-                        node.backplane.wait_connected(WAIT).await,
-                        "{} reconnects: {:?}",
-                        node.name,
-                        node.backplane.health()
-                    );
+                    node.wait_reconnected().await;
                 }
                 // Every stream open through the pause ends with a retry: hint.
                 let joined = resuming.iter_mut().chain(fresh.as_mut());
@@ -717,20 +737,13 @@ async fn a_redis_pause_past_the_timeouts_ends_streams_and_loses_nothing_silently
                     .chain(plain_tabs.iter_mut())
                     .chain(joined)
                 {
-                    let conn = tab.open.as_ref().expect("open");
-                    assert!(
-                        until(|| conn.ended()).await,
-                        "{}: not ended after the pause",
-                        tab.name
-                    );
-                    tab.reconnect_if_ended().await;
+                    tab.reconnect_when_ended("by the pause").await;
                     let raw = tab.done.last().expect("the ended connection");
                     assert!(
                         ends_with_retry(raw),
                         "{}: no retry: at its end: {raw:?}",
                         tab.name
                     );
-                    tab.name.push_str(", ended by the pause, reconnected");
                 }
             };
             let (early_a, early_b, early_thread, ()) =
@@ -845,10 +858,8 @@ async fn a_publish_through_a_node_whose_link_is_down_is_refused_and_stays_local(
     if !available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = AgNode::start("A", settings(redis.url())).await;
-    let b = AgNode::start("B", settings(proxy.url())).await;
+    let nodes = ProxiedPair::routers().await;
+    let ProxiedPair { proxy, a, b, .. } = &nodes;
     let (user, thread) = ("lou", "thread-local");
     let run = full_run(thread, 40);
     let cut_at = run.at("mid message");
@@ -857,14 +868,7 @@ async fn a_publish_through_a_node_whose_link_is_down_is_refused_and_stays_local(
         json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "a1", "delta": "LOCAL-B"}).to_string();
     let mut tabs = Vec::new();
     for node in [&a, &b] {
-        let name = format!("thread tab on {}", node.name);
-        let mut tab = Tab::open(name, node.thread_url(user, thread), None).await;
-        tab.tag = node.name;
-        tabs.push(tab);
-        let name = format!("plain tab on {}", node.name);
-        let mut tab = Tab::open(name, node.plain_url(user), None).await;
-        tab.tag = node.name;
-        tabs.push(tab);
+        tabs.extend(node.open_tabs(user, thread, "").await);
     }
     let mut last = String::new();
     for (i, event) in run.events.iter().enumerate() {
@@ -915,13 +919,9 @@ async fn a_publish_through_a_node_whose_link_is_down_is_refused_and_stays_local(
             tab.tag = "B";
             tabs.push(tab);
             proxy.set(Fault::None);
-            assert!(b.backplane.wait_connected(WAIT).await, "B reconnects");
+            b.wait_reconnected().await;
             for tab in tabs.iter_mut().filter(|t| t.tag == "B") {
-                let conn = tab.open.as_ref().expect("open");
-                assert!(until(|| conn.ended()).await, "{}: not ended", tab.name);
-                tab.reconnect_if_ended().await;
-                tab.name
-                    .push_str(", ended when its link was back, reconnected");
+                tab.reconnect_when_ended("when its link was back").await;
             }
             let name = "thread tab on B, opened once its link was back".to_owned();
             let mut tab = Tab::open(name, b.thread_url(user, thread), None).await;
@@ -1000,14 +1000,10 @@ async fn the_demo_refuses_a_publish_through_a_server_whose_link_is_down_with_503
     if !available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = DemoServer::start_with_env(&[("REDIS_URL", &redis.url())]);
-    let b = DemoServer::start_with_env(&[("REDIS_URL", &proxy.url())]);
+    let nodes = ProxiedPair::demo_servers().await;
+    let ProxiedPair { proxy, a, b, .. } = &nodes;
     let http = client();
     let (user, thread) = ("mia", "thread-demo");
-    let thread_url = |base: &str| format!("{base}/events/agui/{user}?thread={thread}");
-    let plain_url = |base: &str| format!("{base}/events/agui/{user}");
     let connected = async |base: &str| {
         let metrics = support::get(&http, &format!("{base}/metrics")).await.text();
         metrics
@@ -1016,7 +1012,7 @@ async fn the_demo_refuses_a_publish_through_a_server_whose_link_is_down_with_503
             .map(|l| l.ends_with(" 1"))
     };
     // Both servers connected before anything is published.
-    for base in [&a.base, &b.base] {
+    for base in [&a.demo.base, &b.demo.base] {
         let deadline = Instant::now() + WAIT;
         while connected(base).await != Some(true) {
             assert!(Instant::now() < deadline, "{base} never connected to Redis");
@@ -1026,18 +1022,18 @@ async fn the_demo_refuses_a_publish_through_a_server_whose_link_is_down_with_503
     let run = full_run(thread, 10);
     let started = &run.events[..3];
     for event in started {
-        let reply = post(&http, &thread_url(&a.base), event.clone().into_bytes()).await;
+        let reply = post(&http, &a.url(user, thread), event.clone().into_bytes()).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
     }
-    let on_a = Conn::open(&http, &thread_url(&a.base), None).await;
-    let on_b = Conn::open(&http, &thread_url(&b.base), None).await;
+    let on_a = Conn::open(&http, &a.url(user, thread), None).await;
+    let on_b = Conn::open(&http, &b.url(user, thread), None).await;
     for conn in [&on_a, &on_b] {
         assert!(until(|| conn.data_frames() >= 3).await, "the tab opened");
     }
     proxy.set(Fault::Hold);
     proxy.cut();
     let deadline = Instant::now() + WAIT;
-    while connected(&b.base).await != Some(false) {
+    while connected(&b.demo.base).await != Some(false) {
         assert!(
             Instant::now() < deadline,
             "B never noticed its link was cut"
@@ -1046,8 +1042,8 @@ async fn the_demo_refuses_a_publish_through_a_server_whose_link_is_down_with_503
     }
     let plain = json!({"type": "CUSTOM", "name": "n", "value": 1}).to_string();
     for (url, body) in [
-        (plain_url(&b.base), plain),
-        (thread_url(&b.base), local_event("B")),
+        (b.plain_url(user), plain),
+        (b.url(user, thread), local_event("B")),
     ] {
         let reply = post(&http, &url, body.into_bytes()).await;
         reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable");
@@ -1059,7 +1055,7 @@ async fn the_demo_refuses_a_publish_through_a_server_whose_link_is_down_with_503
     // A publishes on, and A's tab gets that but never B's event.
     let reply = post(
         &http,
-        &thread_url(&a.base),
+        &a.url(user, thread),
         run.events[3].clone().into_bytes(),
     )
     .await;

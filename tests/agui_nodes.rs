@@ -32,41 +32,21 @@ mod support_agui;
 #[path = "support/backplane.rs"]
 mod backplane;
 
+#[path = "support_agui/nodes.rs"]
+mod across_nodes;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
-use backplane::{Fault, FaultProxy, RedisServer, id_key, redis_available};
+use across_nodes::{DemoNode, ProxiedPair, WAIT, available};
+use backplane::{Fault, RedisServer, id_key};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use sse_hub::run_state::ThreadRun;
-use support::{DemoServer, client, post};
-use support_agui::{Case, Conn, Run, check, frames, full_run, judge_available};
+use support::{client, post};
+use support_agui::{Case, Conn, Run, check, frames, full_run};
 
 // ----- the nodes --------------------------------------------------------------------------------
-
-/// One demo server sharing the test's Redis (killed on drop).
-struct Node {
-    name: &'static str,
-    demo: DemoServer,
-}
-
-impl Node {
-    fn start(name: &'static str, redis_url: &str) -> Self {
-        Self {
-            name,
-            demo: DemoServer::start_with_env(&[("REDIS_URL", redis_url)]),
-        }
-    }
-
-    fn url(&self, user: &str, thread: &str) -> String {
-        format!("{}/events/agui/{user}?thread={thread}", self.demo.base)
-    }
-}
-
-/// Whether everything the tests need is here (panics under `CI=true` when not).
-fn available() -> bool {
-    redis_available() && judge_available()
-}
 
 /// Publishes through a node and remembers, per user, the id of the last event published.
 struct Publisher {
@@ -84,7 +64,7 @@ impl Publisher {
 
     /// Publishes `event` into `thread` of each of `users` through `node`, concurrently across
     /// users (each user's events stay in order): every publish must be accepted with an id.
-    async fn publish(&mut self, node: &Node, users: &[String], thread: &str, event: &str) {
+    async fn publish(&mut self, node: &DemoNode, users: &[String], thread: &str, event: &str) {
         let posts = users.iter().map(|user| {
             let url = node.url(user, thread);
             let client = &self.client;
@@ -115,9 +95,6 @@ impl Publisher {
             .map(String::as_str)
     }
 }
-
-/// The bound of one wait for a connection to catch up.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Waits (bounded) until `conn` has been given an id at or after `id`: it has received every
 /// event published up to that one (its opening, or the live tail). Returns whether it did;
@@ -179,7 +156,7 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(name: String, user: &str, node: &Node, thread: &'static str) -> Self {
+    async fn connect(name: String, user: &str, node: &DemoNode, thread: &'static str) -> Self {
         let client = client();
         Self {
             name,
@@ -203,7 +180,7 @@ impl Client {
 
     /// Opens a connection on `node` with the `Last-Event-ID` the dropped one gave, as
     /// `EventSource` does.
-    async fn reconnect(&mut self, node: &Node, thread: &str) {
+    async fn reconnect(&mut self, node: &DemoNode, thread: &str) {
         let client = client();
         let url = node.url(&self.user, thread);
         self.open = Some(Conn::open(&client, &url, self.last_id.as_deref()).await);
@@ -212,7 +189,7 @@ impl Client {
     /// Waits (bounded) until the open connection ended, as a node ends its streams when its
     /// feed was interrupted; then reconnects on `node` with the last id it gave. Returns
     /// whether it ended.
-    async fn reconnect_when_ended(&mut self, node: &Node, thread: &str) -> bool {
+    async fn reconnect_when_ended(&mut self, node: &DemoNode, thread: &str) -> bool {
         let conn = self.open.take().expect("a connection is open");
         let deadline = tokio::time::Instant::now() + WAIT;
         while !conn.ended() && tokio::time::Instant::now() < deadline {
@@ -227,7 +204,7 @@ impl Client {
 
     /// Follows the open connection as `EventSource` does until it has received the last event
     /// published: when it ends first, reconnects on `node` with its last id (bounded).
-    async fn follow(&mut self, published: &Publisher, node: &Node, thread: &str) {
+    async fn follow(&mut self, published: &Publisher, node: &DemoNode, thread: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::time::Instant::now() < deadline {
             let conn = self.open.as_ref().expect("a connection is open");
@@ -311,8 +288,8 @@ async fn runs_published_on_one_node_open_the_same_on_every_node() {
         return;
     }
     let redis = RedisServer::start().await;
-    let a = Node::start("A", &redis.url());
-    let b = Node::start("B", &redis.url());
+    let a = DemoNode::start("A", &redis.url());
+    let b = DemoNode::start("B", &redis.url());
     let thread = "thread-x";
     let run = two_runs(thread, 300);
     let n = run.events.len();
@@ -414,10 +391,7 @@ async fn tabs_of_a_node_whose_feed_was_cut_reopen_the_run_whole() {
     if !available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = Node::start("A", &redis.url());
-    let b = Node::start("B", &proxy.url());
+    let ProxiedPair { redis, proxy, a, b } = ProxiedPair::demo_servers().await;
     let thread = "thread-cut";
     let run = two_runs(thread, 120);
     let n = run.events.len();
@@ -429,7 +403,7 @@ async fn tabs_of_a_node_whose_feed_was_cut_reopen_the_run_whole() {
     let mut failures: Vec<String> = Vec::new();
     // Each client with the node it reconnects to after B's cut and after the cut of every
     // feed.
-    let mut clients: Vec<(Client, [&Node; 2])> = Vec::new();
+    let mut clients: Vec<(Client, [&DemoNode; 2])> = Vec::new();
     for (name, node, then) in [
         ("carl on B from the start", &b, [&b, &a]),
         ("carl on A from the start", &a, [&a, &b]),
@@ -544,10 +518,7 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
     if !available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = Node::start("A", &redis.url());
-    let b = Node::start("B", &proxy.url());
+    let ProxiedPair { redis, proxy, a, b } = ProxiedPair::demo_servers().await;
     let thread = "thread-late";
     let run = two_runs(thread, 300);
     let n = run.events.len();
@@ -565,7 +536,7 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
     ] {
         clients.push(Client::connect(name.into(), "erin", node, thread).await);
     }
-    let mut c: Option<Node> = None;
+    let mut c: Option<DemoNode> = None;
     let mut plain: Option<Conn> = None;
     for i in 0..=n {
         if i == run.at("mid reasoning") || i == run.at("between the runs") {
@@ -587,7 +558,7 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
             proxy.set(Fault::None);
         }
         if i == c_starts {
-            let started = Node::start("C", &redis.url());
+            let started = DemoNode::start("C", &redis.url());
             for (name, user) in [
                 ("erin joined on C, started late in the message", "erin"),
                 ("gus joined on C, started late in the message", "gus"),
@@ -596,8 +567,7 @@ async fn a_node_started_mid_run_and_a_slow_link_open_the_run_whole() {
             }
             // C listens to hugo's feed from here on (a plain stream): the thread's frames,
             // which do not follow from anything C folded, make C read the thread back.
-            let url = format!("{}/events/agui/hugo", started.demo.base);
-            plain = Some(Conn::open(&client(), &url, None).await);
+            plain = Some(Conn::open(&client(), &started.plain_url("hugo"), None).await);
             clients[0].drop_connection(&published).await;
             clients[0].reconnect(&started, thread).await;
             clients[0]
@@ -656,8 +626,8 @@ async fn concurrent_threads_survive_a_disconnect_and_a_redis_pause() {
         return;
     }
     let redis = RedisServer::start().await;
-    let a = Node::start("A", &redis.url());
-    let b = Node::start("B", &redis.url());
+    let a = DemoNode::start("A", &redis.url());
+    let b = DemoNode::start("B", &redis.url());
     let mut x = full_run("thread-x", 150);
     x.cuts.clear();
     let y = support_agui::other_thread_run();
@@ -668,8 +638,8 @@ async fn concurrent_threads_survive_a_disconnect_and_a_redis_pause() {
     let http = client();
 
     let mut published = Publisher::new();
-    let mut clients: Vec<(Client, &Node)> = Vec::new();
-    let tab = async |name: String, user: &'static str, node: &Node, which: usize| {
+    let mut clients: Vec<(Client, &DemoNode)> = Vec::new();
+    let tab = async |name: String, user: &'static str, node: &DemoNode, which: usize| {
         let mut client = Client::connect(name, user, node, runs[which].thread).await;
         client.reference = which;
         client
@@ -694,7 +664,7 @@ async fn concurrent_threads_survive_a_disconnect_and_a_redis_pause() {
                     client.follow(&published, &a, client.thread).await;
                 }
             }
-            let url = format!("{}/events/agui/hal", a.demo.base);
+            let url = a.plain_url("hal");
             let reply = support::send(&http, reqwest::Method::DELETE, &url, None).await;
             assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
             for (client, other) in &mut clients {
@@ -725,8 +695,7 @@ async fn concurrent_threads_survive_a_disconnect_and_a_redis_pause() {
             let plain =
                 serde_json::json!({"type": "CUSTOM", "name": "note", "value": k}).to_string();
             for user in &users {
-                let url = format!("{}/events/agui/{user}", a.demo.base);
-                let reply = post(&http, &url, plain.clone().into_bytes()).await;
+                let reply = post(&http, &a.plain_url(user), plain.clone().into_bytes()).await;
                 assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
             }
         }

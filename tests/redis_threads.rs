@@ -9,6 +9,7 @@
 //! without `redis-server`, except under `CI=true`, as the other Redis tests do.
 #![cfg(feature = "redis")]
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ fn single() -> Hub {
 
 fn thread() -> ThreadId {
     ThreadId::new("thread-1").unwrap()
+}
+
+fn alice() -> UserId {
+    UserId::from("alice")
 }
 
 fn run_started() -> Value {
@@ -134,6 +139,60 @@ fn text_of(events: &[Value]) -> String {
 
 fn full_text(deltas: usize) -> String {
     (0..deltas).map(|n| format!("{n},")).collect()
+}
+
+/// Alice's run, and a single-node reference fed every event of it published so far: what a
+/// node must open her thread with is the reference's opening.
+struct Published {
+    events: Vec<Value>,
+    reference: Hub,
+}
+
+impl Published {
+    fn new(events: Vec<Value>) -> Self {
+        Self {
+            events,
+            reference: single(),
+        }
+    }
+
+    /// Publishes `events[range]` through `node` (each confirmed before the next), and into the
+    /// reference.
+    async fn publish(&self, node: &Node, range: Range<usize>) {
+        for event in &self.events[range] {
+            node.publish_in_thread(&alice(), &thread(), event).await;
+            self.reference
+                .broadcast_in_thread(&alice(), &thread(), event)
+                .unwrap();
+        }
+    }
+
+    /// The reference's opening now: a single node's.
+    async fn expected(&self) -> Vec<Value> {
+        single_opening(&self.reference, &alice()).await
+    }
+
+    /// Waits until each of `nodes` opens the thread as the reference does (its feed delivered
+    /// everything published); returns that opening.
+    async fn wait_folded_on(&self, nodes: &[&Node]) -> Vec<Value> {
+        let expected = self.expected().await;
+        for node in nodes {
+            opening_on(node, &alice(), &expected).await;
+        }
+        expected
+    }
+
+    /// A tab opening on `node` now opens as the reference, with the run's start and the text of
+    /// the first `published` events, each delta once.
+    async fn assert_opens_whole_on(&self, node: &Node, published: usize) {
+        let opened = opening_on(node, &alice(), &self.expected().await).await;
+        assert_eq!(opened[0]["type"], "RUN_STARTED");
+        assert_eq!(
+            text_of(&opened),
+            text_of(&self.events[..published]),
+            "the answer so far, each delta once"
+        );
+    }
 }
 
 /// Waits until `node` has written a snapshot of the thread covering its `ordinal`-th event.
@@ -228,31 +287,20 @@ async fn a_late_join_on_another_node_opens_as_on_a_single_node() {
     }
     let redis = RedisServer::start().await;
     let (a, b) = (node(redis.url()).await, node(redis.url()).await);
-    let reference = single();
     let alice = UserId::from("alice");
-    let events = run(150);
-    let (before, after) = events.split_at(120);
-    for event in before {
-        a.publish_in_thread(&alice, &thread(), event).await;
-        reference
-            .broadcast_in_thread(&alice, &thread(), event)
-            .unwrap();
-    }
+    let published = Published::new(run(150));
+    let (before, after) = published.events.split_at(120);
+    published.publish(&a, 0..120).await;
     // Far more than the history holds: only a snapshot can rebuild the run.
     wait_snapshot(&redis, "alice", 90).await;
 
     let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
     let opened = opening(&mut on_b).await;
-    assert_eq!(opened, single_opening(&reference, &alice).await);
+    assert_eq!(opened, published.expected().await);
     assert_eq!(opened[0]["type"], "RUN_STARTED");
     assert_eq!(text_of(&opened), text_of(before), "the answer so far");
 
-    for event in &after[..10] {
-        a.publish_in_thread(&alice, &thread(), event).await;
-        reference
-            .broadcast_in_thread(&alice, &thread(), event)
-            .unwrap();
-    }
+    published.publish(&a, 120..130).await;
     let mut tail = Vec::new();
     for _ in 0..10 {
         tail.extend(datas(&next(&mut on_b).await));
@@ -267,7 +315,7 @@ async fn a_late_join_on_another_node_opens_as_on_a_single_node() {
     // The client moves to node A (and again to B): the same opening as a single node's, once
     // the node's feed delivered the last event (a publish is confirmed when Redis ran it, and
     // reaches the nodes' feeds a moment later; an opening taken before is followed by it).
-    let expected = single_opening(&reference, &alice).await;
+    let expected = published.expected().await;
     for node in [&a, &b] {
         let moved = timeout(WAIT, async {
             loop {
@@ -439,31 +487,19 @@ async fn a_node_whose_feed_broke_reads_the_thread_back() {
     let proxy = FaultProxy::start(redis.addr()).await;
     let a = node(redis.url()).await;
     let b = node(proxy.url()).await;
-    let reference = single();
     let alice = UserId::from("alice");
-    let events = run(100);
-    let publish = |range: std::ops::Range<usize>| {
-        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
-        async move {
-            for event in &events[range] {
-                a.publish_in_thread(alice, &thread(), event).await;
-                reference
-                    .broadcast_in_thread(alice, &thread(), event)
-                    .unwrap();
-            }
-        }
-    };
-    publish(0..40).await;
+    let published = Published::new(run(100));
+    published.publish(&a, 0..40).await;
     let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
     let mut seen = opening(&mut on_b).await;
-    publish(40..50).await;
-    while text_of(&seen) != text_of(&events[..50]) {
+    published.publish(&a, 40..50).await;
+    while text_of(&seen) != text_of(&published.events[..50]) {
         seen.extend(datas(&next(&mut on_b).await));
     }
     // B loses its connections, and cannot reconnect until A published the rest.
     proxy.set(support::Fault::Hold);
     proxy.cut();
-    publish(50..80).await;
+    published.publish(&a, 50..80).await;
     proxy.set(support::Fault::None);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(b.backplane.wait_connected(WAIT).await, "B reconnects");
@@ -484,7 +520,7 @@ async fn a_node_whose_feed_broke_reads_the_thread_back() {
     .await;
     assert!(ended.is_ok(), "the thread stream ends after the reconnect");
     // ...and a new connection opens with the run as a single node has it.
-    let expected = single_opening(&reference, &alice).await;
+    let expected = published.expected().await;
     let mut again = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
     assert_eq!(opening(&mut again).await, expected);
     assert_eq!(b.hub.stats().thread_states_unknown, 0);
@@ -562,19 +598,13 @@ async fn a_node_that_reads_a_thread_back_leaves_a_snapshot_covering_it() {
     }
     let redis = RedisServer::start().await;
     let (a, b) = (node(redis.url()).await, node(redis.url()).await);
-    let reference = single();
     let alice = UserId::from("alice");
-    let events = run(20);
+    let published = Published::new(run(20));
     // The run's start is snapshotted (a checkpoint); the 7 events after it are not yet due.
-    for event in &events[..8] {
-        a.publish_in_thread(&alice, &thread(), event).await;
-        reference
-            .broadcast_in_thread(&alice, &thread(), event)
-            .unwrap();
-    }
+    published.publish(&a, 0..8).await;
     wait_snapshot(&redis, "alice", 1).await;
     drop(a);
-    let expected = single_opening(&reference, &alice).await;
+    let expected = published.expected().await;
     let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
     assert_eq!(opening(&mut on_b).await, expected);
     drop(on_b);
@@ -747,6 +777,143 @@ async fn opening_on(node: &Node, user: &UserId, expected: &[Value]) -> Vec<Value
     last
 }
 
+/// `user`'s plain stream on `node`, once the node listens to the user: from then on the node
+/// folds the user's threads from their first event, so it holds their exact states.
+async fn serve(node: &Node, user: &UserId) -> Subscription<Value> {
+    let plain = node.hub.subscribe(user).unwrap();
+    let listening = timeout(WAIT, async {
+        while node.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "the node listens to {user}");
+    plain
+}
+
+/// Waits until `node` reconnected once more than `before` reconnects, and is connected.
+async fn wait_reconnected_after(node: &Node, before: u64) {
+    let waited = timeout(WAIT, async {
+        while node.backplane.health().reconnects <= before || !node.backplane.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "reconnects: {:?}", node.backplane.health());
+}
+
+/// Redis restarts without persistence: every key is gone, the generation marker included.
+/// Waits until each of `nodes` reconnected to the new one.
+async fn lose_redis_data(redis: &mut RedisServer, nodes: &[&Node]) {
+    let before: Vec<u64> = nodes
+        .iter()
+        .map(|node| node.backplane.health().reconnects)
+        .collect();
+    redis.restart().await;
+    for (node, before) in nodes.iter().zip(before) {
+        wait_reconnected_after(node, before).await;
+    }
+}
+
+/// Every node's feed on `redis` breaks (`CLIENT KILL TYPE pubsub`), Redis keeping its data;
+/// waits until each of `nodes` reconnected.
+async fn break_feeds(redis: &RedisServer, nodes: &[&Node]) {
+    let before: Vec<u64> = nodes
+        .iter()
+        .map(|node| node.backplane.health().reconnects)
+        .collect();
+    assert!(redis.kill_pubsub_clients().await >= nodes.len() as i64);
+    for (node, before) in nodes.iter().zip(before) {
+        wait_reconnected_after(node, before).await;
+    }
+}
+
+/// Polls `tab` (a thread subscription reads its thread back as it is polled) until `node`
+/// counted a thread's state unknown.
+async fn wait_counted_unknown(node: &Node, tab: &mut Subscription<Value>) {
+    let counted = timeout(WAIT, async {
+        while node.hub.stats().thread_states_unknown == 0 {
+            // An ended stream answers at once: wait rather than spin.
+            if let Ok(None) = timeout(Duration::from_millis(10), tab.next()).await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "B cannot rebuild the thread: counted");
+}
+
+/// Every thread's exact state was kept through Redis losing its data: no node counted one
+/// unknown, and each of `found` found the loss, once.
+fn assert_kept_through_one_loss(nodes: &[&Node], found: &[&Node]) {
+    for node in nodes {
+        assert_eq!(
+            node.hub.stats().thread_states_unknown,
+            0,
+            "nothing was lost"
+        );
+    }
+    for node in found {
+        assert_eq!(
+            node.backplane.health().data_losses,
+            1,
+            "Redis lost its data once"
+        );
+    }
+}
+
+async fn close(nodes: &[&Node]) {
+    for node in nodes {
+        node.backplane.close().await;
+    }
+}
+
+/// The scene of the tests in which a node loses a thread's exact state: node A on a Redis,
+/// node B on it through a fault proxy (so that B's feed alone can break) serving alice a plain
+/// stream (so that B folds her thread from its first event), and 12 events of her run (a
+/// 20-delta answer) published through A.
+struct MidRun {
+    redis: RedisServer,
+    proxy: FaultProxy,
+    a: Node,
+    b: Node,
+    plain: Subscription<Value>,
+    published: Published,
+}
+
+impl MidRun {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let proxy = FaultProxy::start(redis.addr()).await;
+        let a = node(redis.url()).await;
+        let b = node(proxy.url()).await;
+        let plain = serve(&b, &alice()).await;
+        let published = Published::new(run(20));
+        published.publish(&a, 0..12).await;
+        Self {
+            redis,
+            proxy,
+            a,
+            b,
+            plain,
+            published,
+        }
+    }
+
+    /// B's feed breaks while Redis keeps its data, so B no longer trusts its state of the
+    /// thread; then Redis loses everything, and both nodes reconnect to the new one, B having
+    /// found the loss.
+    async fn b_loses_the_exact_state_then_redis_its_data(&mut self) {
+        let before = self.b.backplane.health().reconnects;
+        self.proxy.set(support::Fault::Hold);
+        self.proxy.cut();
+        self.proxy.set(support::Fault::None);
+        wait_reconnected_after(&self.b, before).await;
+        lose_redis_data(&mut self.redis, &[&self.a, &self.b]).await;
+        assert_eq!(self.b.backplane.health().data_losses, 1);
+    }
+}
+
 /// Redis restarts without persistence in the middle of a run: every key is gone, the thread's
 /// count and snapshot included, and the run goes on (its next event is the thread's first in
 /// the new Redis). The nodes held the run's exact state, so nothing of it is lost: a tab that
@@ -762,32 +929,20 @@ async fn a_run_survives_redis_losing_its_data_mid_run() {
     const DELTAS: usize = 60;
     let mut redis = RedisServer::start().await;
     let (a, b) = (node(redis.url()).await, node(redis.url()).await);
-    let reference = single();
-    let alice = UserId::from("alice");
-    let events = run(DELTAS);
-    let publish = |range: std::ops::Range<usize>| {
-        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
-        async move {
-            for event in &events[range] {
-                a.publish_in_thread(alice, &thread(), event).await;
-                reference
-                    .broadcast_in_thread(alice, &thread(), event)
-                    .unwrap();
-            }
-        }
-    };
+    let published = Published::new(run(DELTAS));
+    let events = &published.events;
     // The run is under way, a tab open on each node.
-    publish(0..10).await;
+    published.publish(&a, 0..10).await;
     let mut tabs = Vec::new();
     for node in [&a, &b] {
         let mut tab = node
             .hub
-            .subscribe_in_thread(&alice, &thread(), None)
+            .subscribe_in_thread(&alice(), &thread(), None)
             .unwrap();
         let seen = opening(&mut tab).await;
         tabs.push((tab, seen));
     }
-    publish(10..30).await;
+    published.publish(&a, 10..30).await;
     for (tab, seen) in &mut tabs {
         while text_of(seen) != text_of(&events[..30]) {
             seen.extend(datas(&next(tab).await));
@@ -796,9 +951,7 @@ async fn a_run_survives_redis_losing_its_data_mid_run() {
 
     // Redis loses everything. Both nodes reconnect, and end their streams (they cannot know
     // what they missed); what a tab got before its stream ended is the run so far, once.
-    redis.restart().await;
-    a.wait_reconnected().await;
-    b.wait_reconnected().await;
+    lose_redis_data(&mut redis, &[&a, &b]).await;
     for (mut tab, mut seen) in tabs {
         seen.extend(until_end(&mut tab).await);
         assert_eq!(seen[0]["type"], "RUN_STARTED");
@@ -810,36 +963,22 @@ async fn a_run_survives_redis_losing_its_data_mid_run() {
     }
 
     // A tab opening on the node that did not publish before the run goes on: the whole run.
-    let expected = single_opening(&reference, &alice).await;
-    let opened = opening_on(&b, &alice, &expected).await;
-    assert_eq!(opened[0]["type"], "RUN_STARTED");
-    assert_eq!(
-        text_of(&opened),
-        text_of(&events[..30]),
-        "the answer so far"
-    );
+    published.assert_opens_whole_on(&b, 30).await;
 
     // The run goes on; then tabs open on both nodes, and on a node that never held the thread
     // (it reads it back from Redis, which must hold the whole run again).
-    publish(30..45).await;
-    let expected = single_opening(&reference, &alice).await;
+    published.publish(&a, 30..45).await;
     let c = node(redis.url()).await;
     let mut tabs = Vec::new();
     for node in [&b, &a, &c] {
-        let opened = opening_on(node, &alice, &expected).await;
-        assert_eq!(opened[0]["type"], "RUN_STARTED");
-        assert_eq!(
-            text_of(&opened),
-            text_of(&events[..45]),
-            "the answer so far"
-        );
+        published.assert_opens_whole_on(node, 45).await;
         let tab = node
             .hub
-            .subscribe_in_thread(&alice, &thread(), None)
+            .subscribe_in_thread(&alice(), &thread(), None)
             .unwrap();
         tabs.push(tab);
     }
-    publish(45..events.len()).await;
+    published.publish(&a, 45..events.len()).await;
     for (k, mut tab) in tabs.into_iter().enumerate() {
         let mut seen = Vec::new();
         while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
@@ -854,24 +993,9 @@ async fn a_run_survives_redis_losing_its_data_mid_run() {
             "tab {k}: every delta, once"
         );
     }
-    for node in [&a, &b, &c] {
-        assert_eq!(
-            node.hub.stats().thread_states_unknown,
-            0,
-            "nothing was lost"
-        );
-    }
-    for node in [&a, &b] {
-        assert_eq!(
-            node.backplane.health().data_losses,
-            1,
-            "Redis lost its data once"
-        );
-    }
+    assert_kept_through_one_loss(&[&a, &b, &c], &[&a, &b]);
     assert_eq!(c.backplane.health().data_losses, 0);
-    for node in [&a, &b, &c] {
-        node.backplane.close().await;
-    }
+    close(&[&a, &b, &c]).await;
 }
 
 /// Redis loses its data while a node knows the thread without holding its exact state (its
@@ -885,83 +1009,28 @@ async fn a_node_without_the_exact_state_counts_a_thread_redis_lost() {
     if !redis_available() {
         return;
     }
-    let mut redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = node(redis.url()).await;
-    let b = node(proxy.url()).await;
-    let reference = single();
-    let alice = UserId::from("alice");
-    // B serves alice (a plain stream), so it folds the run from its first event.
-    let plain = b.hub.subscribe(&alice).unwrap();
-    let listening = timeout(WAIT, async {
-        while b.backplane.health().listening < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(listening.is_ok(), "B listens to alice");
-    for event in &run(20)[..12] {
-        a.publish_in_thread(&alice, &thread(), event).await;
-        reference
-            .broadcast_in_thread(&alice, &thread(), event)
-            .unwrap();
-    }
+    let mut scene = MidRun::start().await;
     // Both nodes hold the run's exact state.
-    let expected = single_opening(&reference, &alice).await;
-    for node in [&a, &b] {
-        opening_on(node, &alice, &expected).await;
-    }
-    // B's feed breaks (Redis keeps its data): B no longer trusts its state of the thread.
-    proxy.set(support::Fault::Hold);
-    proxy.cut();
-    proxy.set(support::Fault::None);
-    b.wait_reconnected().await;
-    let reconnects = b.backplane.health().reconnects;
-    // Then Redis loses everything.
-    redis.restart().await;
-    a.wait_reconnected().await;
-    let again = timeout(WAIT, async {
-        while b.backplane.health().reconnects == reconnects || !b.backplane.is_connected() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(again.is_ok(), "B reconnects to the new Redis");
-    assert_eq!(b.backplane.health().data_losses, 1);
+    let expected = scene.published.wait_folded_on(&[&scene.a, &scene.b]).await;
+    scene.b_loses_the_exact_state_then_redis_its_data().await;
+    let MidRun { a, b, plain, .. } = scene;
     drop(plain);
 
     // A tab opens on B: B reads the thread back, and finds nothing it can vouch for.
-    let mut on_b = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
-    let counted = timeout(WAIT, async {
-        while b.hub.stats().thread_states_unknown == 0 {
-            if let Ok(None) = timeout(Duration::from_millis(10), on_b.next()).await {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    })
-    .await;
-    assert!(counted.is_ok(), "B cannot rebuild the thread: counted");
+    let mut on_b = b
+        .hub
+        .subscribe_in_thread(&alice(), &thread(), None)
+        .unwrap();
+    wait_counted_unknown(&b, &mut on_b).await;
     assert_eq!(b.hub.stats().thread_states_unknown, 1, "once");
-    let opened = opening_on(&a, &alice, &expected).await;
+    let opened = opening_on(&a, &alice(), &expected).await;
     assert_eq!(opened[0]["type"], "RUN_STARTED");
     assert_eq!(
         a.hub.stats().thread_states_unknown,
         0,
         "A kept the exact state"
     );
-    a.backplane.close().await;
-    b.backplane.close().await;
-}
-
-/// Waits until `node` reconnected once more than `before` reconnects, and is connected.
-async fn wait_reconnected_after(node: &Node, before: u64) {
-    let waited = timeout(WAIT, async {
-        while node.backplane.health().reconnects <= before || !node.backplane.is_connected() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "reconnects: {:?}", node.backplane.health());
+    close(&[&a, &b]).await;
 }
 
 /// After Redis lost its data, the nodes went on from their kept states, but the snapshot that
@@ -978,33 +1047,12 @@ async fn a_run_rejoined_after_a_loss_survives_its_snapshot_not_reaching_redis() 
     }
     let mut redis = RedisServer::start().await;
     let (a, b) = (node(redis.url()).await, node(redis.url()).await);
-    let reference = single();
-    let alice = UserId::from("alice");
-    let events = run(40);
-    let publish = |range: std::ops::Range<usize>| {
-        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
-        async move {
-            for event in &events[range] {
-                a.publish_in_thread(alice, &thread(), event).await;
-                reference
-                    .broadcast_in_thread(alice, &thread(), event)
-                    .unwrap();
-            }
-        }
-    };
-    publish(0..20).await;
-    let expected = single_opening(&reference, &alice).await;
-    for node in [&a, &b] {
-        opening_on(node, &alice, &expected).await;
-    }
-    redis.restart().await;
-    a.wait_reconnected().await;
-    b.wait_reconnected().await;
-    publish(20..30).await;
-    let expected = single_opening(&reference, &alice).await;
-    for node in [&a, &b] {
-        opening_on(node, &alice, &expected).await;
-    }
+    let published = Published::new(run(40));
+    published.publish(&a, 0..20).await;
+    published.wait_folded_on(&[&a, &b]).await;
+    lose_redis_data(&mut redis, &[&a, &b]).await;
+    published.publish(&a, 20..30).await;
+    published.wait_folded_on(&[&a, &b]).await;
     // Every snapshot write of the nodes is done (a later command on the same connection is
     // answered after it); then the re-seeded snapshot is taken back, as if it never came.
     wait_snapshot(&redis, "alice", 1).await;
@@ -1019,29 +1067,14 @@ async fn a_run_rejoined_after_a_loss_survives_its_snapshot_not_reaching_redis() 
         .await
         .unwrap();
     // The feeds break; Redis keeps its data.
-    let before = (
-        a.backplane.health().reconnects,
-        b.backplane.health().reconnects,
-    );
-    assert!(redis.kill_pubsub_clients().await >= 2);
-    wait_reconnected_after(&a, before.0).await;
-    wait_reconnected_after(&b, before.1).await;
+    break_feeds(&redis, &[&a, &b]).await;
 
     let c = node(redis.url()).await;
     for node in [&b, &a, &c] {
-        let opened = opening_on(node, &alice, &expected).await;
-        assert_eq!(opened[0]["type"], "RUN_STARTED");
-        assert_eq!(text_of(&opened), text_of(&events[..30]), "once each");
+        published.assert_opens_whole_on(node, 30).await;
     }
-    for node in [&a, &b, &c] {
-        assert_eq!(node.hub.stats().thread_states_unknown, 0);
-    }
-    for node in [&a, &b] {
-        assert_eq!(node.backplane.health().data_losses, 1);
-    }
-    for node in [&a, &b, &c] {
-        node.backplane.close().await;
-    }
+    assert_kept_through_one_loss(&[&a, &b, &c], &[&a, &b]);
+    close(&[&a, &b, &c]).await;
 }
 
 /// `ACL SETUSER default <rule>` on `redis`: a test's way to make a node's reconnect fail at a
@@ -1069,34 +1102,19 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
     if !redis_available() {
         return;
     }
-    let mut redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = node(redis.url()).await;
-    let b = node(proxy.url()).await;
-    let reference = single();
-    let alice = UserId::from("alice");
-    // B serves alice, so it folds the run from its first event.
-    let _plain = b.hub.subscribe(&alice).unwrap();
-    let listening = timeout(WAIT, async {
-        while b.backplane.health().listening < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(listening.is_ok(), "B listens to alice");
-    for event in &run(20)[..12] {
-        a.publish_in_thread(&alice, &thread(), event).await;
-        reference
-            .broadcast_in_thread(&alice, &thread(), event)
-            .unwrap();
-    }
-    let expected = single_opening(&reference, &alice).await;
-    opening_on(&b, &alice, &expected).await;
+    let MidRun {
+        mut redis,
+        proxy,
+        a,
+        b,
+        plain: _plain,
+        published,
+    } = MidRun::start().await;
+    let expected = published.wait_folded_on(&[&b]).await;
 
     // Redis loses everything while B cannot reach it; the new Redis refuses `SUBSCRIBE`.
     proxy.set(support::Fault::Hold);
-    redis.restart().await;
-    a.wait_reconnected().await;
+    lose_redis_data(&mut redis, &[&a]).await;
     acl_default(&redis, "-subscribe").await;
     proxy.cut();
     proxy.set(support::Fault::None);
@@ -1119,11 +1137,10 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
     wait_reconnected_after(&b, before).await;
     assert_eq!(b.backplane.health().data_losses, 1);
 
-    let opened = opening_on(&b, &alice, &expected).await;
+    let opened = opening_on(&b, &alice(), &expected).await;
     assert_eq!(opened[0]["type"], "RUN_STARTED");
     assert_eq!(b.hub.stats().thread_states_unknown, 0);
-    a.backplane.close().await;
-    b.backplane.close().await;
+    close(&[&a, &b]).await;
 }
 
 /// A thread state for [`a_marker_gone_without_the_data_does_not_fold_a_thread_twice`]: the
@@ -1181,22 +1198,14 @@ async fn a_marker_gone_without_the_data_does_not_fold_a_thread_twice() {
     config.threads.state = Some(Arc::new(NumbersStates));
     let a = Node::start(quick_settings(redis.url()), config.clone()).await;
     let b = Node::start(quick_settings(redis.url()), config).await;
-    let alice = UserId::from("alice");
     // B serves alice, so it folds the thread from its first event.
-    let _plain = b.hub.subscribe(&alice).unwrap();
-    let listening = timeout(WAIT, async {
-        while b.backplane.health().listening < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(listening.is_ok(), "B listens to alice");
+    let _plain = serve(&b, &alice()).await;
     // Fewer events than a snapshot is written after.
     let expected: Vec<Value> = (0..5).map(|n| json!({ "n": n })).collect();
     for event in &expected {
-        a.publish_in_thread(&alice, &thread(), event).await;
+        a.publish_in_thread(&alice(), &thread(), event).await;
     }
-    opening_on(&b, &alice, &expected).await;
+    opening_on(&b, &alice(), &expected).await;
 
     let mut connection = redis.connection().await;
     let _: () = redis::cmd("DEL")
@@ -1204,14 +1213,11 @@ async fn a_marker_gone_without_the_data_does_not_fold_a_thread_twice() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    let before = b.backplane.health().reconnects;
-    assert!(redis.kill_pubsub_clients().await >= 1);
-    wait_reconnected_after(&b, before).await;
+    break_feeds(&redis, &[&b]).await;
 
-    let opened = opening_on(&b, &alice, &expected).await;
+    let opened = opening_on(&b, &alice(), &expected).await;
     assert_eq!(opened, expected, "each event once");
-    a.backplane.close().await;
-    b.backplane.close().await;
+    close(&[&a, &b]).await;
 }
 
 /// Redis loses its data while a node knows the thread without its exact state; a tab opens on
@@ -1224,50 +1230,20 @@ async fn a_thread_lost_without_its_exact_state_is_counted_once() {
     if !redis_available() {
         return;
     }
-    let mut redis = RedisServer::start().await;
-    let proxy = FaultProxy::start(redis.addr()).await;
-    let a = node(redis.url()).await;
-    let b = node(proxy.url()).await;
-    let alice = UserId::from("alice");
-    let _plain = b.hub.subscribe(&alice).unwrap();
-    let listening = timeout(WAIT, async {
-        while b.backplane.health().listening < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(listening.is_ok(), "B listens to alice");
-    let events = run(20);
-    for event in &events[..12] {
-        a.publish_in_thread(&alice, &thread(), event).await;
-    }
-    // B's feed breaks (Redis keeps its data): B no longer holds the thread's exact state.
-    let before = b.backplane.health().reconnects;
-    proxy.set(support::Fault::Hold);
-    proxy.cut();
-    proxy.set(support::Fault::None);
-    wait_reconnected_after(&b, before).await;
-    // Then Redis loses everything.
-    let before = b.backplane.health().reconnects;
-    redis.restart().await;
-    a.wait_reconnected().await;
-    wait_reconnected_after(&b, before).await;
-    assert_eq!(b.backplane.health().data_losses, 1);
+    let mut scene = MidRun::start().await;
+    scene.b_loses_the_exact_state_then_redis_its_data().await;
+    let MidRun {
+        a, b, published, ..
+    } = &scene;
 
     // A tab on B reads the thread back: nothing B can vouch for, counted.
-    let mut tab = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
-    let counted = timeout(WAIT, async {
-        while b.hub.stats().thread_states_unknown == 0 {
-            // Polled: the subscription runs the sync. The thread has nothing to show yet.
-            let _ = timeout(Duration::from_millis(10), tab.next()).await;
-        }
-    })
-    .await;
-    assert!(counted.is_ok(), "B cannot rebuild the thread: counted");
+    let mut tab = b
+        .hub
+        .subscribe_in_thread(&alice(), &thread(), None)
+        .unwrap();
+    wait_counted_unknown(b, &mut tab).await;
     // The run goes on; the tab gets its events.
-    for event in &events[12..14] {
-        a.publish_in_thread(&alice, &thread(), event).await;
-    }
+    published.publish(a, 12..14).await;
     let mut seen = Vec::new();
     while seen.len() < 2 {
         let frame = next(&mut tab).await;
@@ -1278,6 +1254,5 @@ async fn a_thread_lost_without_its_exact_state_is_counted_once() {
         1,
         "one loss, counted once"
     );
-    a.backplane.close().await;
-    b.backplane.close().await;
+    close(&[a, b]).await;
 }

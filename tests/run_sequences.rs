@@ -117,6 +117,56 @@ async fn stream(
         .into_response()
 }
 
+/// An application serving `GET /events/agui/{user}?thread=` from one router, on a loopback
+/// port: the tests publish into mia's threads and open tabs of her thread `t1`.
+struct App {
+    router: EventRouter,
+    server: common::TestServer,
+    client: reqwest::Client,
+}
+
+impl App {
+    async fn start(config: Config) -> Self {
+        let router = EventRouter::new(config);
+        let app = axum::Router::new()
+            .route("/events/agui/{user}", axum::routing::get(stream))
+            .with_state(router.clone());
+        Self {
+            router,
+            server: common::TestServer::start(app).await,
+            client: common::http_client(),
+        }
+    }
+
+    /// A tab of mia's thread `t1`, opened now.
+    async fn open_tab(&self) -> Conn {
+        let url = self.server.url("/events/agui/mia?thread=t1");
+        Conn::open(&self.client, &url, None).await
+    }
+
+    /// Publishes `event` (AG-UI JSON) into mia's `thread`.
+    fn publish(&self, thread: &str, event: &str) {
+        let event: AgUiEvent = serde_json::from_str(event).unwrap();
+        let thread = ThreadId::new(thread).unwrap();
+        self.router
+            .route_agui_in_thread(&UserId::from("mia"), &thread, &event)
+            .unwrap();
+    }
+}
+
+/// The official client ends a tab that joined (`joined`: its one connection, which `name`
+/// describes) with what the tab present from the start (`present`) ends with.
+fn assert_ends_as_present(present: String, name: &str, joined: String) {
+    check(
+        vec![vec![present]],
+        &[Case {
+            name: name.into(),
+            connections: vec![joined],
+            reference: 0,
+        }],
+    );
+}
+
 /// The `data:` of each frame of a connection's text.
 fn datas(text: &str) -> Vec<Value> {
     text.lines()
@@ -136,19 +186,7 @@ fn datas(text: &str) -> Vec<Value> {
 async fn a_thread_forgotten_mid_run_says_so_in_band_and_its_next_run_opens_whole() {
     let mut config = Config::default();
     config.threads.max_threads_per_user = 1;
-    let router = EventRouter::new(config);
-    let app = axum::Router::new()
-        .route("/events/agui/{user}", axum::routing::get(stream))
-        .with_state(router.clone());
-    let server = common::TestServer::start(app).await;
-    let client = common::http_client();
-    let url = server.url("/events/agui/mia?thread=t1");
-    let mia = UserId::from("mia");
-    let publish = |thread: &str, event: &str| {
-        let event: AgUiEvent = serde_json::from_str(event).unwrap();
-        let thread = ThreadId::new(thread).unwrap();
-        router.route_agui_in_thread(&mia, &thread, &event).unwrap();
-    };
+    let app = App::start(config).await;
 
     let mut run = Run::new("t1");
     run.run_started("run-1", &[("u1", "Hi")]);
@@ -170,25 +208,25 @@ async fn a_thread_forgotten_mid_run_says_so_in_band_and_its_next_run_opens_whole
     let (forgotten, joined_at, second_at) =
         (run.at("forgotten"), run.at("joined"), run.at("second run"));
 
-    let mut present = Conn::open(&client, &url, None).await;
+    let mut present = app.open_tab().await;
     for e in &run.events[..forgotten] {
-        publish("t1", e);
+        app.publish("t1", e);
     }
-    publish(
+    app.publish(
         "t2",
         r#"{"type":"RUN_STARTED","threadId":"t2","runId":"other"}"#,
     );
-    assert_eq!(router.agui().stats().threads_evicted, 1);
+    assert_eq!(app.router.agui().stats().threads_evicted, 1);
     for e in &run.events[forgotten..joined_at] {
-        publish("t1", e);
+        app.publish("t1", e);
     }
-    let mut joined = Conn::open(&client, &url, None).await;
+    let mut joined = app.open_tab().await;
     for e in &run.events[joined_at..second_at] {
-        publish("t1", e);
+        app.publish("t1", e);
     }
-    let mut later = Conn::open(&client, &url, None).await;
+    let mut later = app.open_tab().await;
     for e in &run.events[second_at..] {
-        publish("t1", e);
+        app.publish("t1", e);
     }
     for conn in [&mut present, &mut joined, &mut later] {
         conn.wait_for("done-2").await;
@@ -204,9 +242,9 @@ async fn a_thread_forgotten_mid_run_says_so_in_band_and_its_next_run_opens_whole
          {first:?}"
     );
     assert!(
-        router.agui().stats().thread_states_unknown >= 1,
+        app.router.agui().stats().thread_states_unknown >= 1,
         "the run that cannot be rebuilt is not counted: {:?}",
-        router.agui().stats()
+        app.router.agui().stats()
     );
     if judge_available() {
         for version in support_agui::VERSIONS {
@@ -218,14 +256,7 @@ async fn a_thread_forgotten_mid_run_says_so_in_band_and_its_next_run_opens_whole
             );
         }
     }
-    check(
-        vec![vec![present]],
-        &[Case {
-            name: "joined the run after the forgotten one".into(),
-            connections: vec![later],
-            reference: 0,
-        }],
-    );
+    assert_ends_as_present(present, "joined the run after the forgotten one", later);
 }
 
 /// A run that cannot be rebuilt folds back from its opening (a backplane's snapshot is the
@@ -281,30 +312,21 @@ fn a_run_that_cannot_be_rebuilt_folds_back_from_its_opening_and_the_next_run_sta
 /// `warn`) though nothing was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_fails_before_it_starts_is_not_taken_for_a_run_the_thread_lost() {
-    let router = EventRouter::new(Config::default());
-    let app = axum::Router::new()
-        .route("/events/agui/{user}", axum::routing::get(stream))
-        .with_state(router.clone());
-    let server = common::TestServer::start(app).await;
-    let client = common::http_client();
-    let url = server.url("/events/agui/mia?thread=t1");
-    let mia = UserId::from("mia");
-    let thread = ThreadId::new("t1").unwrap();
-    let publish = |event: &str| {
-        let event: AgUiEvent = serde_json::from_str(event).unwrap();
-        router.route_agui_in_thread(&mia, &thread, &event).unwrap();
-    };
+    let app = App::start(Config::default()).await;
 
-    let mut present = Conn::open(&client, &url, None).await;
-    publish(r#"{"type":"RUN_ERROR","message":"quota exceeded","code":"rate_limited"}"#);
+    let mut present = app.open_tab().await;
+    app.publish(
+        "t1",
+        r#"{"type":"RUN_ERROR","message":"quota exceeded","code":"rate_limited"}"#,
+    );
     present.wait_for("rate_limited").await;
-    let mut joined = Conn::open(&client, &url, None).await;
+    let mut joined = app.open_tab().await;
     let mut run = Run::new("t1");
     run.run_started("run-1", &[("u1", "Hi")]);
     run.text("a1", 3, &[]);
     run.run_finished("run-1");
     for e in &run.events {
-        publish(e);
+        app.publish("t1", e);
     }
     for conn in [&mut present, &mut joined] {
         conn.wait_for("RUN_FINISHED").await;
@@ -321,16 +343,13 @@ async fn a_run_that_fails_before_it_starts_is_not_taken_for_a_run_the_thread_los
          {unknown:?}"
     );
     assert_eq!(
-        router.agui().stats().thread_states_unknown,
+        app.router.agui().stats().thread_states_unknown,
         0,
         "nothing was lost, yet the thread is counted unknown"
     );
-    check(
-        vec![vec![present]],
-        &[Case {
-            name: "joined after a run that failed before it started".into(),
-            connections: vec![joined],
-            reference: 0,
-        }],
+    assert_ends_as_present(
+        present,
+        "joined after a run that failed before it started",
+        joined,
     );
 }
