@@ -276,6 +276,53 @@ fn an_opening_folds_back_into_the_same_state() {
     }
 }
 
+/// A run streaming through a node to nobody, for longer than the retention, keeps the node
+/// listening to the user and folding the thread, as a single node keeps it
+/// (`agui_runs::a_run_streaming_to_nobody_past_the_retention_is_kept`): each of the thread's
+/// events restarts the retention. Before, the node dropped the user's channel a retention after
+/// the run's first event, mid-run, and made it again at the next: an `UNSUBSCRIBE`, a
+/// `SUBSCRIBE` and a read-back of the thread from Redis every retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_run_streaming_to_nobody_past_the_retention_keeps_its_node_listening() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let mut config = config();
+    config.retention = Duration::from_millis(300);
+    let mut settings = quick_settings(redis.url());
+    settings.command_timeout = Duration::from_secs(2);
+    let a = Node::start(settings, config).await;
+    let published = Published::new(run(30));
+    // An event every 50 ms: about two seconds of streaming, six retentions.
+    for i in 0..published.events.len() {
+        published.publish(&a, i..i + 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        unsubscribes(&redis).await,
+        0,
+        "the node stopped listening to the user mid-run"
+    );
+    published
+        .assert_opens_whole_on(&a, published.events.len())
+        .await;
+}
+
+/// How many `UNSUBSCRIBE`s Redis has run (`INFO commandstats`).
+async fn unsubscribes(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_unsubscribe:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
+}
+
 /// A run published on node A before anyone connects anywhere, longer than the history: a late
 /// join on node B mid-answer opens exactly as on a single node, then gets the live tail; the
 /// client then moves back to node A and opens the same there.

@@ -29,8 +29,9 @@
 //!   events' ids: a client's `Last-Event-ID` names a position in that shared history, valid on
 //!   every node. Ids have the same `{ms}-{seq}` shape as single-node [`EventId`]s.
 //! * **Live fan-out.** A node listens to a user's live feed only while it holds a channel for
-//!   that user (connections, or retention after the last one), so no node receives traffic for
-//!   users it does not serve.
+//!   that user (connections; or the retention after the last one, or after a thread's last
+//!   event: a publish into a thread makes the publishing node a channel), so no node receives
+//!   traffic for users it does not serve.
 //! * **Delivery.** Every node, the publishing one included, delivers an event to its local
 //!   connections *only* from the live feed. The publisher never delivers it itself, so it
 //!   cannot deliver it twice; and the feed carries the events in the history's order, so every
@@ -63,7 +64,8 @@
 //!   Every node tags the frame it delivers ([`LocalChannels::deliver_in_thread`]), so thread
 //!   subscriptions filter as on one node, and a resume by id replays only the thread's events.
 //!   A thread's event is stored even when no node serves the user, and the publishing node
-//!   keeps a channel for the user (for the retention), as a single node keeps the event.
+//!   keeps a channel for the user, as a single node does: each of the thread's events, from
+//!   the feed, restarts the retention of every node's channel for the user.
 //! * **Every node folds it**, under the channel lock as a single node does, but only *in
 //!   sequence*: a node's state of a thread is *exact* while it has folded the ordinals 1, 2, 3…
 //!   without a hole. A node that starts listening mid-thread, or whose feed was interrupted

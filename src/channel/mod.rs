@@ -255,12 +255,8 @@ impl UserChannel {
         // the append: a fold that panics (a `ThreadState` is the caller's code) then leaves no
         // number taken and never sent, which every stream of the user would see as a gap.
         let seq = state.head + 1;
-        // A thread's events are kept for the retention after the last of them, not after the
-        // channel went idle: a run streaming to nobody for longer than the retention must still
-        // be there when the page opens. (The queued expiry re-queues itself at the new
-        // deadline.)
-        if thread.is_some() && !state.active && now > state.idle_since {
-            state.idle_since = now;
+        if thread.is_some() {
+            Self::keep_for_thread(&mut state, now);
         }
         let linked = thread.map(|thread| self.fold(&mut state, thread, seq, &payload));
         let id = EventId::new(self.epoch, seq);
@@ -269,6 +265,16 @@ impl UserChannel {
         let (thread, prev) = Self::link(linked);
         let receivers = self.append(&mut state, seq, frame, thread, prev, now);
         Some((id, receivers))
+    }
+
+    /// A thread's events keep an idle channel for the retention after the last of them, not
+    /// after the channel went idle: a run streaming to nobody for longer than the retention must
+    /// still be there when the page opens, and with a backplane, its node must not stop
+    /// listening mid-run. (The queued expiry re-queues itself at the new deadline.)
+    fn keep_for_thread(state: &mut State, now: Instant) {
+        if !state.active && now > state.idle_since {
+            state.idle_since = now;
+        }
     }
 
     /// Publishes a frame that a backplane finished with its own `id:` line: the next local
@@ -288,6 +294,10 @@ impl UserChannel {
         let mut state = self.lock();
         if state.closed {
             return None;
+        }
+        // From the feed as from a local publish: whichever node published it.
+        if thread.is_some() {
+            Self::keep_for_thread(&mut state, now);
         }
         // Taken only after the fold, as in `publish`.
         let seq = state.head + 1;
