@@ -132,7 +132,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
-use self::link::{read_history, read_thread, run_connection, store_snapshot};
+use self::commands::{read_history, read_thread, store_snapshot};
+use self::link::run_connection;
 use self::publisher::run_publisher;
 use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
 use self::wire::{disconnect_message, keys, thread_keys};
@@ -145,6 +146,7 @@ use crate::stats::Published;
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
+mod commands;
 mod config;
 mod link;
 mod publisher;
