@@ -3,8 +3,18 @@
 //! subscribes the node to the feeds it wants, dispatches what comes on them, checks the link,
 //! and reconnects with capped, jittered, exponential backoff. What the node's streams ask of
 //! the command connection it installs is in [`commands`](super::commands).
+//!
+//! Once a connection serves, the task dispatches while its own round trips (a `SUBSCRIBE`, the
+//! `PING`s) are in flight, one at a time, so that no live event waits for them: not for the
+//! `SUBSCRIBE` of a user who just connected, nor for a `PING` queued on a slow or stalled
+//! command connection (behind a long history read, say), which may take up to
+//! [`RedisConfig::command_timeout`](crate::backplane::RedisConfig::command_timeout). Only while a
+//! new connection subscribes to every feed again are messages held back (see [`serve`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -286,8 +296,69 @@ async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Resul
     }
 }
 
+/// A round trip the connection task makes on its link while it dispatches: a pass of
+/// [`reconcile`], or the [`ping`] of both connections. One at a time.
+type RoundTrip<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// A round trip, polled as the connection task's own work: exempt from tokio's cooperative
+/// budget, so that [`settle`] sees a reply that has come even when the task spent its budget
+/// on the messages that followed it.
+fn round_trip<'a>(
+    future: impl Future<Output = Result<(), String>> + Send + 'a,
+) -> Option<RoundTrip<'a>> {
+    Some(Box::pin(tokio::task::coop::unconstrained(future)))
+}
+
+/// `PING`s both connections, together: either can die silently while the other lives, and
+/// together, a check takes one command timeout at most.
+async fn ping(
+    shared: &Shared,
+    mut sink: PubSubSink,
+    command: &MultiplexedConnection,
+) -> Result<(), String> {
+    let pubsub = async {
+        let pong = tokio::time::timeout(shared.config.command_timeout, sink.ping::<Value>());
+        match pong.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("PING failed: {error}")),
+            Err(_) => Err("PING timed out".to_owned()),
+        }
+    };
+    let (pubsub, command) = tokio::join!(pubsub, ping_command(shared, command));
+    pubsub.and(command)
+}
+
+/// Polls the round trip in flight once more, before a message is dispatched: `Some(why)` if it
+/// ended and failed. The `redis` driver answers a request before it queues the messages it
+/// reads after the reply, so a reply read before the message has reached its round trip: a
+/// `SUBSCRIBE`'s confirmation is recorded (its feed marked confirmed) before any message read
+/// after it is dispatched, as when the task awaited its round trips.
+async fn settle(round_trip: &mut Option<RoundTrip<'_>>) -> Option<String> {
+    let pending = round_trip.as_mut()?;
+    let polled = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+    match polled {
+        Poll::Pending => None,
+        Poll::Ready(done) => {
+            *round_trip = None;
+            done.err()
+        }
+    }
+}
+
+/// The end of the round trip in flight; never, if none is.
+async fn round_trip_done(round_trip: &mut Option<RoundTrip<'_>>) -> Result<(), String> {
+    match round_trip {
+        Some(pending) => pending.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves one connection until it fails; returns why. `reconnected` if the node was connected
 /// before: with whether Redis lost its data since.
+///
+/// Once connected, the pub/sub messages are dispatched while a round trip is in flight (a
+/// `SUBSCRIBE` for a user who just connected, the periodic `PING`s): a live event waits for none
+/// of them, however slow the link or the command connection.
 async fn serve(
     shared: &Shared,
     mut sink: PubSubSink,
@@ -305,7 +376,10 @@ async fn serve(
         shared.kick_all(true);
     }
     let link = shared.set_command(command.clone());
-    // Messages that arrive meanwhile wait in the connection's buffer.
+    // Messages that arrive meanwhile wait in the connection's buffer, not dispatched: after a
+    // reconnect, to streams that missed what was published while the node did not listen, and
+    // that the kick below ends so that they resume from the history; a newer event delivered
+    // first would move their last id past that gap.
     if let Err(error) = reconcile(shared, &mut sink).await {
         return error;
     }
@@ -323,46 +397,49 @@ async fn serve(
         // down) resume properly now.
         kick_degraded(shared);
     }
-    let mut ping = tokio::time::interval(shared.config.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
+    let mut ping_tick = tokio::time::interval(shared.config.ping_interval);
+    ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping_tick.tick().await;
     let mut refresh =
         tokio::time::interval((shared.config.history_ttl / 3).max(Duration::from_millis(10)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
+    // One round trip at a time, as when the task awaited them in turn: a wake or a tick that
+    // comes while one is in flight is taken when it ends (the `Notify` keeps the wake, the
+    // interval delays the tick). So PINGs never pile up behind a slow one, and a PING left
+    // unanswered still ends the connection one command timeout after it was sent.
+    let mut in_flight: Option<RoundTrip<'_>> = None;
     loop {
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => {
+                    if let Some(error) = settle(&mut in_flight).await {
+                        return error;
+                    }
                     let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
                     shared.dispatch(message.get_channel_name(), payload);
                 }
                 None => return "the pub/sub connection closed".to_owned(),
             },
-            () = shared.wake.notified() => {
+            done = round_trip_done(&mut in_flight), if in_flight.is_some() => {
+                in_flight = None;
+                if let Err(error) = done {
+                    return error;
+                }
+            }
+            () = shared.wake.notified(), if in_flight.is_none() => {
                 if shared.link_broken(link) {
                     return "the command connection failed".to_owned();
                 }
-                if let Err(error) = reconcile(shared, &mut sink).await {
-                    return error;
-                }
-                kick_degraded(shared);
+                let mut sink = sink.clone();
+                in_flight = round_trip(async move {
+                    reconcile(shared, &mut sink).await?;
+                    kick_degraded(shared);
+                    Ok(())
+                });
             }
-            _ = ping.tick() => {
-                // Both connections: either can die silently while the other lives. Probed
-                // together, so a tick waits one command timeout at most.
-                let pubsub = async {
-                    let pong = tokio::time::timeout(shared.config.command_timeout, sink.ping::<Value>());
-                    match pong.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(error)) => Err(format!("PING failed: {error}")),
-                        Err(_) => Err("PING timed out".to_owned()),
-                    }
-                };
-                let (pubsub, command) = tokio::join!(pubsub, ping_command(shared, &command));
-                if let Err(error) = pubsub.and(command) {
-                    return error;
-                }
+            _ = ping_tick.tick(), if in_flight.is_none() => {
+                in_flight = round_trip(ping(shared, sink.clone(), &command));
             }
             _ = refresh.tick() => refresh_ttls(shared),
         }
