@@ -3,8 +3,10 @@
 //! dropped, no RST) while the other lives; a Redis restored without the tail of its history (an
 //! RDB snapshot after a crash, a failover to a lagging replica); and more than 64 node
 //! processes, or more publishes than any window the backplane keeps, going through while a
-//! node's publish waits to be retried. Every wait is bounded. Skips (printing so) without
-//! `redis-server`, except under `CI=true`.
+//! node's publish waits to be retried; and one connection slow to carry the node's commands
+//! (a `PING`, a `SUBSCRIBE` held on the way) while the live feed flows, which must not hold back
+//! the live events of the users the node listens to. Every wait is bounded. Skips (printing
+//! so) without `redis-server`, except under `CI=true`.
 #![cfg(feature = "redis")]
 
 use std::sync::Arc;
@@ -372,8 +374,10 @@ async fn a_retried_publish_runs_once_however_many_publishes_went_through_meanwhi
 // ---------------------------------------------------------------------------------------------
 // A proxy that can black-hole one connection (by accept order) and leave the others alone: a
 // TCP connection silently dropped by a stateful firewall or NAT on the way, while another
-// connection to the same Redis, kept busy by PINGs, stays up. It can also cut one connection
-// (both sides closed), and counts the bytes each connection sent towards Redis.
+// connection to the same Redis, kept busy by PINGs, stays up. It can also hold what one
+// connection sends until told to let it through (a round trip as long as the test wants, on
+// that connection only), cut one connection (both sides closed), and counts the bytes each
+// connection sent towards Redis.
 
 /// What the proxy does to one connection.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -381,6 +385,9 @@ enum Mode {
     Pass,
     /// Carries nothing either way, and stays open.
     Hole,
+    /// Holds what the node sends (in order, none dropped) until the mode changes; carries what
+    /// Redis sends. Every command sent meanwhile waits for its answer until then.
+    HoldSend,
     /// Closed, both sides.
     Cut,
 }
@@ -421,6 +428,7 @@ impl SplitProxy {
                         let (mut sr, mut sw) = server.into_split();
                         let rx2 = rx.clone();
                         let mut cut = rx.clone();
+                        let mut rx = rx;
                         let up = async move {
                             let mut buf = vec![0u8; 65536];
                             loop {
@@ -429,6 +437,11 @@ impl SplitProxy {
                                     Ok(n) => n,
                                 };
                                 sent.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                                // Held bytes wait here; what the node sends next waits in the
+                                // socket behind them.
+                                if rx.wait_for(|m| *m != Mode::HoldSend).await.is_err() {
+                                    return;
+                                }
                                 if *rx.borrow() == Mode::Pass
                                     && sw.write_all(&buf[..n]).await.is_err()
                                 {
@@ -443,7 +456,7 @@ impl SplitProxy {
                                     Ok(0) | Err(_) => return,
                                     Ok(n) => n,
                                 };
-                                if *rx2.borrow() == Mode::Pass
+                                if matches!(*rx2.borrow(), Mode::Pass | Mode::HoldSend)
                                     && cw.write_all(&buf[..n]).await.is_err()
                                 {
                                     return;
@@ -478,6 +491,16 @@ impl SplitProxy {
     /// From now on, the `nth` connection accepted carries nothing either way, and stays open.
     fn black_hole(&self, nth: usize) {
         self.set(nth, Mode::Hole);
+    }
+
+    /// From now on, what the `nth` connection accepted sends is held, until [`pass`](Self::pass).
+    fn hold_send(&self, nth: usize) {
+        self.set(nth, Mode::HoldSend);
+    }
+
+    /// The `nth` connection accepted carries everything again, what it held first.
+    fn pass(&self, nth: usize) {
+        self.set(nth, Mode::Pass);
     }
 
     /// Closes the `nth` connection accepted, both sides.
@@ -648,5 +671,152 @@ async fn a_read_failing_on_an_old_connection_leaves_the_new_link_alone() {
         Some(7),
         "carol's stream ended: {:?}",
         a.backplane.health()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live delivery while the node waits for one of its own round trips.
+
+/// How long a live event may take from its publish on B to a tab on A, on loopback, while A
+/// waits for a round trip on one of its connections. Far below the round trip, which lasts
+/// until the test has checked the deliveries (so at most `3 * DELIVERY`) and is below A's
+/// command timeout ([`SLOW_LINK_TIMEOUT`]): nothing is lost meanwhile, nothing times out.
+const DELIVERY: Duration = Duration::from_secs(1);
+
+/// A's command (and `SUBSCRIBE`) timeout in these tests: longer than any stall they inject.
+const SLOW_LINK_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Publishes `numbers` to `user` through `b`, each of which `tab` (a stream of `user`'s on
+/// another node) must get within [`DELIVERY`] of its publish, in order; `what` says what the
+/// node of the tab was waiting for.
+async fn each_delivered_at_once<E>(
+    b: &Node,
+    user: &str,
+    numbers: std::ops::RangeInclusive<u64>,
+    tab: &mut Subscription<E>,
+    what: &str,
+) {
+    for n in numbers {
+        b.publish_stored(user, n).await;
+        let next = timeout(DELIVERY, tab.next()).await.unwrap_or_else(|_| {
+            panic!("event {n} was not delivered within {DELIVERY:?}: the node waited for {what}")
+        });
+        assert_eq!(
+            next.as_ref().and_then(n_of),
+            Some(n),
+            "event {n}: got {next:?}"
+        );
+    }
+}
+
+/// The rest of `tab` after `last` is published through `b`: every event before it was
+/// delivered once, in order, with nothing in between (no gap, no duplicate, no loss signalled).
+async fn rest_in_order<E>(b: &Node, user: &str, tab: &mut Subscription<E>, last: u64) {
+    b.publish_stored(user, last).await;
+    let rest = drain(tab, Duration::from_millis(300)).await;
+    assert_eq!(
+        rest.iter()
+            .map(|(kind, n)| (matches!(kind, FrameKind::Event(_)), *n))
+            .collect::<Vec<_>>(),
+        vec![(true, Some(last))],
+        "after the stall, {user}'s tab got {rest:?}"
+    );
+}
+
+/// A's command connection answers slowly (its `PING` held for longer than the link between
+/// Redis and A's pub/sub connection takes to carry several events, though within the command
+/// timeout): a live event must not wait for that `PING`. Events published through node B while
+/// it is outstanding reach A's tab at once, each once and in order, and the late answer does
+/// not make A reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_live_event_does_not_wait_for_a_slow_ping() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = SplitProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    a_settings.command_timeout = SLOW_LINK_TIMEOUT;
+    a_settings.ping_interval = Duration::from_millis(50);
+    let a = Node::start(a_settings, Config::default()).await;
+    let b = node(redis.url()).await;
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command and one pub/sub connection"
+    );
+    let alice = UserId::from("alice");
+    let mut tab = a.hub.subscribe_async(&alice, None).await.unwrap();
+
+    // The next PING on the command connection waits for its answer until the test is done.
+    proxy.hold_send(0);
+    let before = proxy.sent(0);
+    wait_sent(&proxy, 0, before).await;
+    each_delivered_at_once(&b, "alice", 1..=3, &mut tab, "a PING's answer").await;
+    proxy.pass(0);
+
+    rest_in_order(&b, "alice", &mut tab, 4).await;
+    let health = a.backplane.health();
+    assert!(
+        health.connected && health.reconnects == 0,
+        "a PING answered within the command timeout made A reconnect: {health:?}"
+    );
+}
+
+/// A new user's feed is subscribed through a slow link (A's `SUBSCRIBE` held for longer than
+/// the link from Redis takes to carry several events, though within the timeouts): the users A
+/// already listens to must not wait for it. Their events, published through node B meanwhile,
+/// reach A's tab at once, each once and in order; the new user's subscribe completes once the
+/// `SUBSCRIBE` is answered, and A does not reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_live_event_does_not_wait_for_another_feeds_slow_subscribe() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = SplitProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    a_settings.command_timeout = SLOW_LINK_TIMEOUT;
+    a_settings.subscribe_timeout = SLOW_LINK_TIMEOUT;
+    // No PING while the SUBSCRIBE waits: the round trip is the SUBSCRIBE's alone.
+    a_settings.ping_interval = Duration::from_secs(60);
+    let a = Node::start(a_settings, Config::default()).await;
+    let b = node(redis.url()).await;
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command and one pub/sub connection"
+    );
+    let (alice, bob) = (UserId::from("alice"), UserId::from("bob"));
+    let mut alices = a.hub.subscribe_async(&alice, None).await.unwrap();
+
+    // Bob connects: A sends the SUBSCRIBE to his feed on its pub/sub connection, which holds it.
+    proxy.hold_send(1);
+    let before = proxy.sent(1);
+    let bob_joins = {
+        let hub = a.hub.clone();
+        tokio::spawn(async move { hub.subscribe_async(&bob, None).await })
+    };
+    wait_sent(&proxy, 1, before).await;
+    each_delivered_at_once(&b, "alice", 1..=3, &mut alices, "another feed's SUBSCRIBE").await;
+    assert!(
+        !bob_joins.is_finished(),
+        "bob's subscribe did not wait for its SUBSCRIBE"
+    );
+    proxy.pass(1);
+
+    let mut bobs = timeout(WAIT, bob_joins)
+        .await
+        .expect("bob's subscribe completes once the SUBSCRIBE is answered")
+        .unwrap()
+        .expect("bob subscribes");
+    rest_in_order(&b, "alice", &mut alices, 4).await;
+    rest_in_order(&b, "bob", &mut bobs, 1).await;
+    let health = a.backplane.health();
+    assert!(
+        health.connected && health.reconnects == 0 && health.listening == 2,
+        "{health:?}"
     );
 }

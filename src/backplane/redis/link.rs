@@ -1,24 +1,29 @@
 //! The connection task of the Redis backplane: connects (checking the server's version, and
 //! reading its generation marker, which tells a Redis that lost its data),
 //! subscribes the node to the feeds it wants, dispatches what comes on them, checks the link,
-//! and reconnects with capped, jittered, exponential backoff; and the catch-up read a
-//! subscribe makes through the command connection.
+//! and reconnects with capped, jittered, exponential backoff. What the node's streams ask of
+//! the command connection it installs is in [`commands`](super::commands).
+//!
+//! Once a connection serves, the task dispatches while its own round trips (a `SUBSCRIBE`, the
+//! `PING`s) are in flight, one at a time, so that no live event waits for them: not for the
+//! `SUBSCRIBE` of a user who just connected, nor for a `PING` queued on a slow or stalled
+//! command connection (behind a long history read, say), which may take up to
+//! [`RedisConfig::command_timeout`](crate::backplane::RedisConfig::command_timeout). Only while a
+//! new connection subscribes to every feed again are messages held back (see [`serve`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Value};
 use tokio_stream::StreamExt;
 
-use crate::backplane::redis::state::{Link, Shared, SnapshotWrite, classify, deadline};
-use crate::backplane::redis::wire::{
-    MIN_VERSION, parse_history, parse_thread_history, parse_version, plan_reconcile, snapshot_blob,
-};
-use crate::backplane::{History, ThreadHistory, ThreadSnapshot};
+use crate::backplane::redis::state::{Link, Shared};
+use crate::backplane::redis::wire::{MIN_VERSION, parse_version, plan_reconcile};
 use crate::error::BackplaneError;
-use crate::event_id::EventId;
-use crate::thread::ThreadId;
 
 /// Why a connection attempt failed.
 enum ConnectError {
@@ -291,8 +296,69 @@ async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Resul
     }
 }
 
+/// A round trip the connection task makes on its link while it dispatches: a pass of
+/// [`reconcile`], or the [`ping`] of both connections. One at a time.
+type RoundTrip<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// A round trip, polled as the connection task's own work: exempt from tokio's cooperative
+/// budget, so that [`settle`] sees a reply that has come even when the task spent its budget
+/// on the messages that followed it.
+fn round_trip<'a>(
+    future: impl Future<Output = Result<(), String>> + Send + 'a,
+) -> Option<RoundTrip<'a>> {
+    Some(Box::pin(tokio::task::coop::unconstrained(future)))
+}
+
+/// `PING`s both connections, together: either can die silently while the other lives, and
+/// together, a check takes one command timeout at most.
+async fn ping(
+    shared: &Shared,
+    mut sink: PubSubSink,
+    command: &MultiplexedConnection,
+) -> Result<(), String> {
+    let pubsub = async {
+        let pong = tokio::time::timeout(shared.config.command_timeout, sink.ping::<Value>());
+        match pong.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("PING failed: {error}")),
+            Err(_) => Err("PING timed out".to_owned()),
+        }
+    };
+    let (pubsub, command) = tokio::join!(pubsub, ping_command(shared, command));
+    pubsub.and(command)
+}
+
+/// Polls the round trip in flight once more, before a message is dispatched: `Some(why)` if it
+/// ended and failed. The `redis` driver answers a request before it queues the messages it
+/// reads after the reply, so a reply read before the message has reached its round trip: a
+/// `SUBSCRIBE`'s confirmation is recorded (its feed marked confirmed) before any message read
+/// after it is dispatched, as when the task awaited its round trips.
+async fn settle(round_trip: &mut Option<RoundTrip<'_>>) -> Option<String> {
+    let pending = round_trip.as_mut()?;
+    let polled = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+    match polled {
+        Poll::Pending => None,
+        Poll::Ready(done) => {
+            *round_trip = None;
+            done.err()
+        }
+    }
+}
+
+/// The end of the round trip in flight; never, if none is.
+async fn round_trip_done(round_trip: &mut Option<RoundTrip<'_>>) -> Result<(), String> {
+    match round_trip {
+        Some(pending) => pending.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves one connection until it fails; returns why. `reconnected` if the node was connected
 /// before: with whether Redis lost its data since.
+///
+/// Once connected, the pub/sub messages are dispatched while a round trip is in flight (a
+/// `SUBSCRIBE` for a user who just connected, the periodic `PING`s): a live event waits for none
+/// of them, however slow the link or the command connection.
 async fn serve(
     shared: &Shared,
     mut sink: PubSubSink,
@@ -310,7 +376,10 @@ async fn serve(
         shared.kick_all(true);
     }
     let link = shared.set_command(command.clone());
-    // Messages that arrive meanwhile wait in the connection's buffer.
+    // Messages that arrive meanwhile wait in the connection's buffer, not dispatched: after a
+    // reconnect, to streams that missed what was published while the node did not listen, and
+    // that the kick below ends so that they resume from the history; a newer event delivered
+    // first would move their last id past that gap.
     if let Err(error) = reconcile(shared, &mut sink).await {
         return error;
     }
@@ -328,225 +397,51 @@ async fn serve(
         // down) resume properly now.
         kick_degraded(shared);
     }
-    let mut ping = tokio::time::interval(shared.config.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
+    let mut ping_tick = tokio::time::interval(shared.config.ping_interval);
+    ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping_tick.tick().await;
     let mut refresh =
         tokio::time::interval((shared.config.history_ttl / 3).max(Duration::from_millis(10)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
+    // One round trip at a time, as when the task awaited them in turn: a wake or a tick that
+    // comes while one is in flight is taken when it ends (the `Notify` keeps the wake, the
+    // interval delays the tick). So PINGs never pile up behind a slow one, and a PING left
+    // unanswered still ends the connection one command timeout after it was sent.
+    let mut in_flight: Option<RoundTrip<'_>> = None;
     loop {
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => {
+                    if let Some(error) = settle(&mut in_flight).await {
+                        return error;
+                    }
                     let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
                     shared.dispatch(message.get_channel_name(), payload);
                 }
                 None => return "the pub/sub connection closed".to_owned(),
             },
-            () = shared.wake.notified() => {
+            done = round_trip_done(&mut in_flight), if in_flight.is_some() => {
+                in_flight = None;
+                if let Err(error) = done {
+                    return error;
+                }
+            }
+            () = shared.wake.notified(), if in_flight.is_none() => {
                 if shared.link_broken(link) {
                     return "the command connection failed".to_owned();
                 }
-                if let Err(error) = reconcile(shared, &mut sink).await {
-                    return error;
-                }
-                kick_degraded(shared);
+                let mut sink = sink.clone();
+                in_flight = round_trip(async move {
+                    reconcile(shared, &mut sink).await?;
+                    kick_degraded(shared);
+                    Ok(())
+                });
             }
-            _ = ping.tick() => {
-                // Both connections: either can die silently while the other lives. Probed
-                // together, so a tick waits one command timeout at most.
-                let pubsub = async {
-                    let pong = tokio::time::timeout(shared.config.command_timeout, sink.ping::<Value>());
-                    match pong.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(error)) => Err(format!("PING failed: {error}")),
-                        Err(_) => Err("PING timed out".to_owned()),
-                    }
-                };
-                let (pubsub, command) = tokio::join!(pubsub, ping_command(shared, &command));
-                if let Err(error) = pubsub.and(command) {
-                    return error;
-                }
+            _ = ping_tick.tick(), if in_flight.is_none() => {
+                in_flight = round_trip(ping(shared, sink.clone(), &command));
             }
             _ = refresh.tick() => refresh_ttls(shared),
-        }
-    }
-}
-
-/// Waits until the node listens to `feed` ([`RedisConfig::subscribe_timeout`] at most), then
-/// reads the history after `after`, within the replay bounds of `channel`.
-///
-/// [`RedisConfig::subscribe_timeout`]: crate::backplane::RedisConfig::subscribe_timeout
-pub(crate) async fn read_history(
-    shared: &Shared,
-    channel: &str,
-    history: &str,
-    feed: &str,
-    after: Option<EventId>,
-) -> Result<History, BackplaneError> {
-    wait_subscribed(shared, feed).await?;
-    let (mut command, link) = shared
-        .command_of_link()
-        .ok_or(BackplaneError::Disconnected)?;
-    let (events, bytes, age) = shared.bounds(channel);
-    let value: Value = shared
-        .history_script
-        .key(history)
-        .arg(shared.config.history_ttl.as_millis() as u64)
-        .arg(after.map(|id| id.to_string()).unwrap_or_default())
-        .arg(events)
-        .arg(bytes)
-        .arg(age.as_millis() as u64)
-        .invoke_async(&mut command)
-        .await
-        .map_err(|e| {
-            let error = classify(&e);
-            shared.command_failed(&error, link);
-            error
-        })?;
-    parse_history(value)
-        .ok_or_else(|| BackplaneError::Failed("unexpected reply to the history script".into()))
-}
-
-/// Waits until the node listens to `feed`, then reads `thread`'s snapshot and its entries
-/// after it (see the thread catch-up script).
-pub(crate) async fn read_thread(
-    shared: &Shared,
-    history: &str,
-    threads: &str,
-    feed: &str,
-    thread: &ThreadId,
-) -> Result<ThreadHistory, BackplaneError> {
-    wait_subscribed(shared, feed).await?;
-    let (mut command, link) = shared
-        .command_of_link()
-        .ok_or(BackplaneError::Disconnected)?;
-    let value: Value = shared
-        .thread_script
-        .key(history)
-        .key(threads)
-        .arg(shared.config.history_ttl.as_millis() as u64)
-        .arg(thread.as_str())
-        .invoke_async(&mut command)
-        .await
-        .map_err(|e| {
-            let error = classify(&e);
-            shared.command_failed(&error, link);
-            error
-        })?;
-    parse_thread_history(value).ok_or_else(|| {
-        BackplaneError::Failed("unexpected reply to the thread catch-up script".into())
-    })
-}
-
-/// Snapshot writes a node has in flight at most; past it, a snapshot waits for a writer.
-const SNAPSHOTS_IN_FLIGHT: usize = 64;
-
-/// Stores a thread's snapshot, newer-wins, in the background: best effort (dropped if the link
-/// is down or changes first: the nodes then read their threads back, which stores them again).
-///
-/// Past [`SNAPSHOTS_IN_FLIGHT`] writes, the snapshot waits for one to end, replacing the one of
-/// its thread that waited: it may be the thread's last for a long while (a run's end), so it
-/// is not dropped, and the waiting ones hold at most one opening per thread the node holds.
-pub(crate) fn store_snapshot(
-    shared: &Arc<Shared>,
-    threads: String,
-    thread: &ThreadId,
-    snapshot: &ThreadSnapshot,
-) {
-    let (Some((_, link)), Ok(runtime)) = (
-        shared.command_of_link(),
-        tokio::runtime::Handle::try_current(),
-    ) else {
-        return;
-    };
-    let write = SnapshotWrite {
-        link,
-        covers: snapshot.covers,
-        blob: snapshot_blob(snapshot),
-    };
-    let mut writes = shared.snapshot_writes();
-    if writes.writing >= SNAPSHOTS_IN_FLIGHT {
-        let waiting = writes.waiting.entry((threads, thread.clone())).or_insert_with(|| {
-            tracing::debug!(%thread, "backplane: too many snapshot writes in flight; one waits");
-            write.clone()
-        });
-        if waiting.covers < write.covers {
-            *waiting = write;
-        }
-        return;
-    }
-    writes.writing += 1;
-    drop(writes);
-    runtime.spawn(write_snapshots(
-        shared.clone(),
-        (threads, thread.clone()),
-        write,
-    ));
-}
-
-/// Writes a snapshot, then the waiting ones, until none waits.
-async fn write_snapshots(
-    shared: Arc<Shared>,
-    mut key: (String, ThreadId),
-    mut write: SnapshotWrite,
-) {
-    loop {
-        let (threads, thread) = &key;
-        match shared.command_of_link() {
-            Some((mut command, link)) if link == write.link => {
-                let stored: Result<i64, _> = shared
-                    .snapshot_script
-                    .key(threads)
-                    .arg(thread.as_str())
-                    .arg(write.covers.to_string())
-                    .arg(write.blob)
-                    .arg(shared.config.history_ttl.as_millis() as u64)
-                    .invoke_async(&mut command)
-                    .await;
-                if let Err(error) = stored {
-                    tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored");
-                }
-            }
-            _ => {
-                tracing::debug!(%thread, "backplane: a thread snapshot of an earlier link dropped")
-            }
-        }
-        let mut writes = shared.snapshot_writes();
-        let Some(next) = writes.waiting.keys().next().cloned() else {
-            writes.writing -= 1;
-            return;
-        };
-        let Some(next_write) = writes.waiting.remove(&next) else {
-            writes.writing -= 1;
-            return;
-        };
-        (key, write) = (next, next_write);
-    }
-}
-
-async fn wait_subscribed(shared: &Shared, feed: &str) -> Result<(), BackplaneError> {
-    let until = deadline(shared.config.subscribe_timeout);
-    let mut status = shared.status.subscribe();
-    loop {
-        status.mark_unchanged();
-        {
-            let state = shared.lock();
-            match state.wanted.get(feed) {
-                Some(wanted) if wanted.confirmed => return Ok(()),
-                Some(_) => {}
-                // The subscription holds the local channel, so this does not happen.
-                None => return Err(BackplaneError::Failed("no local channel".into())),
-            }
-        }
-        if status.borrow().link == Link::Down {
-            return Err(BackplaneError::Disconnected);
-        }
-        match tokio::time::timeout_at(until, status.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(BackplaneError::Disconnected),
-            Err(_) => return Err(BackplaneError::Timeout),
         }
     }
 }

@@ -83,7 +83,10 @@
 //! One task per node owns a pub/sub connection and a multiplexed command connection. It
 //! `SUBSCRIBE`s to a user's feed when a broadcaster of the node creates a channel for the
 //! user, `UNSUBSCRIBE`s when the channel is removed after its retention, and dispatches each
-//! message to the broadcasters by channel name. A subscribe waits until the node's `SUBSCRIBE`
+//! message to the broadcasters by channel name. It dispatches while a `SUBSCRIBE` or a `PING`
+//! (below) waits for its answer, so neither users who connect nor a slow link delay the live
+//! events of the users the node already listens to; a `SUBSCRIBE`'s confirmation is still
+//! recorded before any message that came after it. A subscribe waits until the node's `SUBSCRIBE`
 //! is confirmed ([`RedisConfig::subscribe_timeout`] at most), then reads the history in one
 //! script (`XINFO STREAM` for the last and the deleted ids, `XRANGE … COUNT` for the events),
 //! which reads nothing beyond the channel's replay bounds (events, bytes, age): a resume from
@@ -97,7 +100,8 @@
 //! A connection can die silently (a NAT or a stateful firewall forgets it: no RST, packets
 //! dropped), and the two connections die independently. So every
 //! [`RedisConfig::ping_interval`] the task `PING`s *both*, together; a `PING` unanswered
-//! within [`RedisConfig::command_timeout`] counts as a failed connection. Otherwise a dead
+//! within [`RedisConfig::command_timeout`] counts as a failed connection (meanwhile, the
+//! messages of the pub/sub connection are dispatched as they come). Otherwise a dead
 //! command connection would never be replaced while the pub/sub one lives: its commands only
 //! time out, the node would say it is connected, and every publish would end
 //! [`BackplaneError::Unknown`]. A command that times out does not by itself reconnect: Redis
@@ -132,7 +136,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
-use self::link::{read_history, read_thread, run_connection, store_snapshot};
+use self::commands::{read_history, read_thread, store_snapshot};
+use self::link::run_connection;
 use self::publisher::run_publisher;
 use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
 use self::wire::{disconnect_message, keys, thread_keys};
@@ -145,6 +150,7 @@ use crate::stats::Published;
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
+mod commands;
 mod config;
 mod link;
 mod publisher;
