@@ -295,6 +295,8 @@ pub mod redis;
 pub use self::local::LocalChannels;
 pub(crate) use self::local::LocalDelivery;
 
+#[cfg(feature = "redis-tls")]
+pub use self::redis::RedisTls;
 #[cfg(feature = "redis")]
 pub use self::redis::{BackplaneHealth, RedisBackplane, RedisConfig};
 

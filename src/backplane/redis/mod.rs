@@ -131,7 +131,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::Client;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
@@ -156,9 +155,12 @@ mod link;
 mod publisher;
 mod state;
 mod scripts;
+mod tls;
 mod wire;
 
 pub use self::config::RedisConfig;
+#[cfg(feature = "redis-tls")]
+pub use self::tls::RedisTls;
 
 /// The state of a [`RedisBackplane`], from [`RedisBackplane::health`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -261,8 +263,7 @@ impl RedisBackplane {
     /// ([`RedisConfig::validate`]): [`BackplaneError::InvalidConfig`] names what is wrong.
     pub fn new(config: RedisConfig) -> Result<Self, BackplaneError> {
         config.validate()?;
-        let client =
-            Client::open(config.url.as_str()).map_err(|e| BackplaneError::Failed(e.to_string()))?;
+        let client = config.client()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BackplaneError::Failed("the Redis backplane needs a running tokio runtime".into())
         })?;
