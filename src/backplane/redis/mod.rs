@@ -1,6 +1,18 @@
 //! [`RedisBackplane`]: the shared history in Redis streams, the live fan-out through Redis
 //! pub/sub. Needs Redis 7.0 or later (checked at every connection).
 //!
+//! # TLS
+//!
+//! A `rediss://` URL needs the cargo feature `redis-tls` (without it, [`RedisBackplane::new`]
+//! refuses it with [`BackplaneError::InvalidConfig`], naming the feature): the redis crate's
+//! rustls, with the `ring` provider, installed as the process's default provider if the
+//! process has none. The server's certificate must chain to the platform's roots (with
+//! `redis-tls-webpki-roots`: the Mozilla roots compiled in), or to the CAs of
+//! `RedisConfig::tls`, which also takes a client certificate for mutual TLS, and name the
+//! URL's host. The certificates are checked when the backplane is created; a server that
+//! cannot be trusted keeps the backplane down, retrying with backoff, the reason in
+//! [`BackplaneHealth::last_error`].
+//!
 //! # Keys
 //!
 //! For the channel name `c` (the broadcaster's [`Config::name`](crate::Config::name)) and the
@@ -189,7 +201,8 @@ pub struct BackplaneHealth {
     pub data_losses: u64,
     /// The Redis server's version, once connected.
     pub version: Option<String>,
-    /// The last connection error, if any (an unsupported server version included).
+    /// The last connection error, if any: an unsupported server version and a TLS handshake
+    /// refused (`invalid peer certificate: UnknownIssuer`, say) included.
     pub last_error: Option<String>,
 }
 
