@@ -11,7 +11,8 @@
 //! [`EventRouter::with_backplane`](crate::EventRouter::with_backplane)), the broadcaster keeps
 //! its local machinery (per-user ring, window, lag policies, caps, retention) and the backplane
 //! adds the shared history and the fan-out between nodes. The implementation this crate ships
-//! is [`RedisBackplane`] (cargo feature `redis`).
+//! is [`RedisBackplane`] (cargo feature `redis`; `redis-tls` for `rediss://` URLs, see
+//! [TLS][redis-tls]).
 //!
 //! # The model
 //!
@@ -274,9 +275,12 @@
 #![cfg_attr(
     not(feature = "redis"),
     doc = "[`RedisBackplane`]: self\n[`RedisConfig::publish_queue`]: self\n\
-           [`RedisConfig::history_ttl`]: self\n[redis-keys]: self"
+           [`RedisConfig::history_ttl`]: self\n[redis-keys]: self\n[redis-tls]: self"
 )]
-#![cfg_attr(feature = "redis", doc = "[redis-keys]: redis#keys")]
+#![cfg_attr(
+    feature = "redis",
+    doc = "[redis-keys]: redis#keys\n[redis-tls]: redis#tls"
+)]
 
 use std::future::Future;
 use std::pin::Pin;
@@ -295,6 +299,8 @@ pub mod redis;
 pub use self::local::LocalChannels;
 pub(crate) use self::local::LocalDelivery;
 
+#[cfg(feature = "redis-tls")]
+pub use self::redis::RedisTls;
 #[cfg(feature = "redis")]
 pub use self::redis::{BackplaneHealth, RedisBackplane, RedisConfig};
 

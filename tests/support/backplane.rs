@@ -1,5 +1,5 @@
 //! What the Redis backplane tests share: `redis-server` child processes on loopback (with or
-//! without persistence), the test nodes (a hub with its own backplane, and its own axum server
+//! without persistence, or over TLS with certificates made for the test), the test nodes (a hub with its own backplane, and its own axum server
 //! when a test needs HTTP) and their settings, a fault-injecting TCP proxy to put between a
 //! node and Redis, and a client that behaves like a browser's `EventSource` (reconnects with
 //! its last event id, follows `retry:`) and records everything it was told.
@@ -72,12 +72,16 @@ pub fn free_port() -> u16 {
 }
 
 /// A `redis-server` child process on a loopback port, killed on drop. Without persistence,
-/// unless started [`persistent`](Self::start_persistent).
+/// unless started [`persistent`](Self::start_persistent); plain TCP, unless started
+/// [with TLS](Self::start_tls).
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
-    /// The data directory of a persistent server (its RDB snapshot), removed on drop.
+    /// The data directory of a persistent server (its RDB snapshot), or of a TLS server (its
+    /// certificates and its log), removed on drop.
     dir: Option<PathBuf>,
+    #[cfg(feature = "redis-tls")]
+    pub tls: Option<tls::ServerTls>,
 }
 
 impl RedisServer {
@@ -86,6 +90,8 @@ impl RedisServer {
             port: free_port(),
             child: None,
             dir: None,
+            #[cfg(feature = "redis-tls")]
+            tls: None,
         };
         server.launch().await;
         server
@@ -102,13 +108,29 @@ impl RedisServer {
             port,
             child: None,
             dir: Some(dir),
+            #[cfg(feature = "redis-tls")]
+            tls: None,
         };
         server.launch().await;
         server
     }
 
     pub fn url(&self) -> String {
+        #[cfg(feature = "redis-tls")]
+        if self.tls.is_some() {
+            return format!("rediss://127.0.0.1:{}/", self.port);
+        }
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A client of the server, for the test's own commands (with the test CA and client
+    /// certificate over TLS).
+    fn client(&self) -> redis::Client {
+        #[cfg(feature = "redis-tls")]
+        if let Some(tls) = &self.tls {
+            return tls.client(&self.url());
+        }
+        redis::Client::open(self.url()).unwrap()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -118,38 +140,60 @@ impl RedisServer {
     /// Starts the process, and waits until it answers a `PING` (after loading its snapshot, if
     /// it has one).
     async fn launch(&mut self) {
+        if let Err(output) = self.try_launch().await {
+            panic!("redis-server exited at start: {output}");
+        }
+    }
+
+    /// [`launch`](Self::launch), or what the server wrote if it exited before it answered.
+    async fn try_launch(&mut self) -> Result<(), String> {
         let mut command = Command::new("redis-server");
-        command.args(["--port", &self.port.to_string()]).args([
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
+        #[cfg(feature = "redis-tls")]
+        let log = self
+            .tls
+            .as_ref()
+            .map(|tls| tls.args(&mut command, self.port));
+        #[cfg(not(feature = "redis-tls"))]
+        let log: Option<PathBuf> = None;
+        if log.is_none() {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
         if let Some(dir) = &self.dir {
             command
                 .arg("--dir")
                 .arg(dir)
                 .args(["--dbfilename", "dump.rdb"]);
         }
+        // A TLS server's output says why it did not start, if it does not: built without TLS
+        // (a "Bad directive" for `tls-port`), or a certificate it refused.
+        let output = || match &log {
+            Some(log) => Stdio::from(std::fs::File::create(log).expect("redis-server log")),
+            None => Stdio::null(),
+        };
         let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
         let url = self.url();
+        let client = self.client();
         let up = timeout(SERVER_WAIT, async {
             loop {
-                if let Ok(client) = redis::Client::open(url.as_str())
-                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                if let Ok(mut c) = client.get_multiplexed_async_connection().await
                     && redis::cmd("PING")
                         .query_async::<String>(&mut c)
                         .await
                         .is_ok()
                 {
-                    return;
+                    return Ok(());
+                }
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                    let said = log
+                        .as_ref()
+                        .and_then(|log| std::fs::read_to_string(log).ok());
+                    return Err(format!("{status}: {}", said.unwrap_or_default()));
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -159,6 +203,7 @@ impl RedisServer {
             up.is_ok(),
             "redis-server did not answer on {url} within {SERVER_WAIT:?}"
         );
+        up.unwrap()
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -207,8 +252,7 @@ impl RedisServer {
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("connect to the test redis-server")
@@ -247,6 +291,196 @@ impl Drop for RedisServer {
         self.kill();
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-server over TLS
+
+#[cfg(feature = "redis-tls")]
+pub mod tls {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use redis::{ClientTlsConfig, TlsCertificates};
+    use sse_hub::backplane::RedisTls;
+
+    use super::{RedisServer, free_port};
+
+    /// A certificate authority made for one test (ECDSA P-256, as rcgen makes them).
+    pub struct TestCa {
+        pub cert_pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    /// A certificate a [`TestCa`] issued, and its private key, both PEM.
+    pub struct Issued {
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    impl TestCa {
+        pub fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            Self {
+                cert_pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// A server certificate for `127.0.0.1` (the tests' URLs) and `localhost`.
+        pub fn server(&self) -> Issued {
+            self.issue(
+                "redis-server",
+                vec!["127.0.0.1".into(), "localhost".into()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )
+        }
+
+        /// A client certificate, for mutual TLS.
+        pub fn client(&self) -> Issued {
+            self.issue(
+                "sse-hub node",
+                Vec::new(),
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )
+        }
+
+        fn issue(&self, name: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> Issued {
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            Issued {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        }
+    }
+
+    /// Whether a TLS server asks its clients for a certificate (`--tls-auth-clients`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ClientAuth {
+        No,
+        Required,
+    }
+
+    /// The TLS of a [`RedisServer`]: its CA, and a client certificate the CA issued.
+    pub struct ServerTls {
+        pub ca: TestCa,
+        pub client: Issued,
+        auth: ClientAuth,
+        dir: PathBuf,
+    }
+
+    impl ServerTls {
+        /// The arguments of a TLS-only server on `port`; returns the file for its output.
+        pub(super) fn args(&self, command: &mut Command, port: u16) -> PathBuf {
+            let auth = match self.auth {
+                ClientAuth::No => "no",
+                ClientAuth::Required => "yes",
+            };
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.join("ca.pem"))
+                .args(["--tls-auth-clients", auth]);
+            self.dir.join("redis-server.log")
+        }
+
+        /// A client of the server for the test's own commands: trusts the CA, shows the client
+        /// certificate.
+        pub(super) fn client(&self, url: &str) -> redis::Client {
+            redis::Client::build_with_tls(
+                url,
+                TlsCertificates {
+                    client_tls: Some(ClientTlsConfig {
+                        client_cert: self.client.cert_pem.clone().into_bytes(),
+                        client_key: self.client.key_pem.clone().into_bytes(),
+                    }),
+                    root_cert: Some(self.ca.cert_pem.clone().into_bytes()),
+                },
+            )
+            .unwrap()
+        }
+
+        /// A node's TLS settings that trust the server's CA.
+        pub fn trusting(&self) -> RedisTls {
+            let mut tls = RedisTls::default();
+            tls.root_certs = Some(self.ca.cert_pem.clone().into_bytes());
+            tls
+        }
+
+        /// [`trusting`](Self::trusting), showing the client certificate the CA issued.
+        pub fn trusting_with_client_cert(&self) -> RedisTls {
+            let mut tls = self.trusting();
+            tls.client_cert = Some(self.client.cert_pem.clone().into_bytes());
+            tls.client_key = Some(self.client.key_pem.clone().into_bytes());
+            tls
+        }
+    }
+
+    impl RedisServer {
+        /// A `redis-server` that speaks only TLS (`--port 0`, `--tls-port`), with a CA and a
+        /// server certificate made for it, that asks clients for a certificate if `auth` says
+        /// so. `None`, after a `SKIPPED` line, when this redis-server was built without TLS,
+        /// except under `CI=true`, where that is a failure; any other start failure panics.
+        pub async fn start_tls(auth: ClientAuth) -> Option<Self> {
+            let port = free_port();
+            let dir = std::env::temp_dir()
+                .join(format!("sse-hub-redis-tls-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ca = TestCa::new("sse-hub test CA");
+            let server = ca.server();
+            for (file, pem) in [
+                ("ca.pem", &ca.cert_pem),
+                ("server.pem", &server.cert_pem),
+                ("server.key", &server.key_pem),
+            ] {
+                std::fs::write(dir.join(file), pem).unwrap();
+            }
+            let client = ca.client();
+            let mut redis = Self {
+                port,
+                child: None,
+                dir: Some(dir.clone()),
+                tls: Some(ServerTls {
+                    ca,
+                    client,
+                    auth,
+                    dir,
+                }),
+            };
+            let Err(output) = redis.try_launch().await else {
+                return Some(redis);
+            };
+            // A build without TLS does not know the `tls-*` directives (Redis 7.2 and later:
+            // does not have the `tls` connection type built in).
+            let without_tls = output.contains("Bad directive") || output.contains("not builtin");
+            if !without_tls {
+                panic!("redis-server did not start with TLS: {output}");
+            }
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("redis-server is built without TLS, and CI=true: {output}");
+            }
+            eprintln!("SKIPPED: this redis-server is built without TLS: {output}");
+            None
         }
     }
 }

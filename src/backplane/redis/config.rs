@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use crate::backplane::redis::tls;
+#[cfg(feature = "redis-tls")]
+use crate::backplane::redis::tls::RedisTls;
 use crate::error::BackplaneError;
 
 /// The longest duration a setting may have: long enough for any real timeout or time to live,
@@ -15,7 +18,8 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// The Redis URL, `redis://[user:password@]host:port[/db]`. Redis 7.0 or later.
+    /// The Redis URL, `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS (cargo
+    /// feature `redis-tls`; see the field `tls`). Redis 7.0 or later.
     pub url: String,
     /// The prefix of every key and pub/sub channel. Default `"sse-hub"`. Nodes that share a
     /// prefix (and a Redis) behave as one.
@@ -48,6 +52,10 @@ pub struct RedisConfig {
     /// that died silently (no RST) is replaced within `ping_interval + command_timeout`.
     /// Default 5 s; at least 10 ms.
     pub ping_interval: Duration,
+    /// The certificates of a `rediss://` connection: by default none, and the server's
+    /// certificate must chain to the default roots. See [`RedisTls`].
+    #[cfg(feature = "redis-tls")]
+    pub tls: RedisTls,
 }
 
 impl RedisConfig {
@@ -64,14 +72,31 @@ impl RedisConfig {
             reconnect_max: Duration::from_secs(5),
             publish_queue: 4096,
             ping_interval: Duration::from_secs(5),
+            #[cfg(feature = "redis-tls")]
+            tls: RedisTls::default(),
         }
+    }
+
+    /// The redis client for these settings (checked before).
+    pub(crate) fn client(&self) -> Result<redis::Client, BackplaneError> {
+        #[cfg(feature = "redis-tls")]
+        return tls::client(&self.url, &self.tls);
+        #[cfg(not(feature = "redis-tls"))]
+        return tls::client(&self.url);
     }
 
     /// Checks that the settings can work: every duration within a week (so that no deadline
     /// overflows), the timeouts and intervals above zero (a zero reconnection delay would spin),
     /// a ping interval of at least 10 ms, `reconnect_min <= reconnect_max`, a history time to
     /// live of at least a second (shorter, every publish would outlive its own history), a
-    /// queue of at least two publishes, and a prefix without `:` or whitespace.
+    /// queue of at least two publishes, a prefix without `:` or whitespace, and for TLS:
+    ///
+    /// * a `rediss://` URL is refused without the cargo feature `redis-tls` (`url`, naming the
+    ///   feature), and with a `#` fragment (`#insecure`, which checks no certificate, is not
+    ///   supported);
+    /// * `tls` (feature `redis-tls`) must be empty for a `redis://` URL, which would not use it;
+    /// * its PEM must parse: at least one valid CA certificate in `tls.root_certs`, a client
+    ///   certificate and a private key that match, given both or neither.
     pub fn validate(&self) -> Result<(), BackplaneError> {
         let invalid = |setting, problem| Err(BackplaneError::InvalidConfig { setting, problem });
         let durations = [
@@ -111,7 +136,10 @@ impl RedisConfig {
         {
             return invalid("prefix", "empty, or holds ':' or whitespace");
         }
-        Ok(())
+        #[cfg(feature = "redis-tls")]
+        return tls::check(&self.url, &self.tls);
+        #[cfg(not(feature = "redis-tls"))]
+        return tls::check(&self.url);
     }
 }
 

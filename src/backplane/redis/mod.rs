@@ -1,6 +1,18 @@
 //! [`RedisBackplane`]: the shared history in Redis streams, the live fan-out through Redis
 //! pub/sub. Needs Redis 7.0 or later (checked at every connection).
 //!
+//! # TLS
+//!
+//! A `rediss://` URL needs the cargo feature `redis-tls` (without it, [`RedisBackplane::new`]
+//! refuses it with [`BackplaneError::InvalidConfig`], naming the feature): the redis crate's
+//! rustls, with the `ring` provider, installed as the process's default provider if the
+//! process has none. The server's certificate must chain to the platform's roots (with
+//! `redis-tls-webpki-roots`: the Mozilla roots compiled in), or to the CAs of
+//! `RedisConfig::tls`, which also takes a client certificate for mutual TLS, and name the
+//! URL's host. The certificates are checked when the backplane is created; a server that
+//! cannot be trusted keeps the backplane down, retrying with backoff, the reason in
+//! [`BackplaneHealth::last_error`].
+//!
 //! # Keys
 //!
 //! For the channel name `c` (the broadcaster's [`Config::name`](crate::Config::name)) and the
@@ -131,7 +143,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::Client;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
@@ -156,9 +167,12 @@ mod link;
 mod publisher;
 mod state;
 mod scripts;
+mod tls;
 mod wire;
 
 pub use self::config::RedisConfig;
+#[cfg(feature = "redis-tls")]
+pub use self::tls::RedisTls;
 
 /// The state of a [`RedisBackplane`], from [`RedisBackplane::health`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -187,7 +201,8 @@ pub struct BackplaneHealth {
     pub data_losses: u64,
     /// The Redis server's version, once connected.
     pub version: Option<String>,
-    /// The last connection error, if any (an unsupported server version included).
+    /// The last connection error, if any: an unsupported server version and a TLS handshake
+    /// refused (`invalid peer certificate: UnknownIssuer`, say) included.
     pub last_error: Option<String>,
 }
 
@@ -261,8 +276,7 @@ impl RedisBackplane {
     /// ([`RedisConfig::validate`]): [`BackplaneError::InvalidConfig`] names what is wrong.
     pub fn new(config: RedisConfig) -> Result<Self, BackplaneError> {
         config.validate()?;
-        let client =
-            Client::open(config.url.as_str()).map_err(|e| BackplaneError::Failed(e.to_string()))?;
+        let client = config.client()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BackplaneError::Failed("the Redis backplane needs a running tokio runtime".into())
         })?;

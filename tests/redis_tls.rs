@@ -1,0 +1,321 @@
+//! The Redis backplane over TLS (`rediss://`, cargo feature `redis-tls`), against real
+//! `redis-server` processes that speak only TLS, with a CA and certificates made by each test
+//! (rcgen): nodes that trust the CA deliver and resume across nodes; a node that does not
+//! trust it, or that shows no client certificate to a server that requires one, never connects,
+//! says why in its health, and receives nothing. Settings that cannot work are refused when the
+//! backplane is created.
+//!
+//! Without `redis-server` on the `PATH`, or with one built without TLS, the server tests print
+//! `SKIPPED` and pass, except under `CI=true`, where either is a failure. Every wait is bounded.
+#![cfg(feature = "redis-tls")]
+
+use std::time::Duration;
+
+use sse_hub::Config;
+use sse_hub::backplane::{BackplaneError, BackplaneHealth, RedisBackplane, RedisConfig, RedisTls};
+use tokio::time::timeout;
+
+#[path = "support/backplane.rs"]
+mod support;
+
+use support::tls::{ClientAuth, TestCa};
+use support::{EsClient, Node, RedisServer, Seen, WAIT, id_key, redis_available, settings};
+
+/// The test settings of a node of `redis`, with `tls`.
+fn tls_settings(redis: &RedisServer, tls: RedisTls) -> RedisConfig {
+    let mut settings = settings(redis.url());
+    settings.tls = tls;
+    settings
+}
+
+/// A node of `redis` that trusts its CA (and shows the CA's client certificate), connected
+/// and served over HTTP.
+async fn trusted_node(redis: &RedisServer) -> Node {
+    let tls = redis.tls.as_ref().unwrap().trusting_with_client_cert();
+    Node::start(tls_settings(redis, tls), Config::default())
+        .await
+        .serve()
+        .await
+}
+
+/// The health of `backplane` once it reported a connection error (within [`WAIT`]).
+async fn first_error(backplane: &RedisBackplane) -> BackplaneHealth {
+    timeout(WAIT, async {
+        loop {
+            let health = backplane.health();
+            if health.last_error.is_some() {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no connection error within {WAIT:?}: {:?}",
+            backplane.health()
+        )
+    })
+}
+
+/// A client of `user` on `node`, the only node that serves `user`, once Redis says the node
+/// listens to the user's feed: from then on, every event published to `user` reaches it.
+async fn listening_client(redis: &RedisServer, node: &Node, user: &str) -> EsClient {
+    let client = EsClient::spawn(node.url(user), None, Duration::from_millis(100));
+    timeout(WAIT, async {
+        while redis.listeners(user).await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node listens to the user's feed");
+    client
+}
+
+/// The events `seen`: (id, n).
+fn events(seen: &[Seen]) -> Vec<(String, u64)> {
+    seen.iter()
+        .filter_map(|s| match s {
+            Seen::Event { id, n } => Some((id.clone().expect("an id"), *n)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn two_nodes_over_tls_deliver_across_nodes_and_resume_by_last_event_id() {
+    if !redis_available() {
+        return;
+    }
+    let Some(redis) = RedisServer::start_tls(ClientAuth::No).await else {
+        return;
+    };
+    let trusting = redis.tls.as_ref().unwrap().trusting();
+    let a = Node::start(tls_settings(&redis, trusting.clone()), Config::default())
+        .await
+        .serve()
+        .await;
+    let b = Node::start(tls_settings(&redis, trusting), Config::default())
+        .await
+        .serve()
+        .await;
+
+    let on_b = listening_client(&redis, &b, "alice").await;
+    for n in 1..=2 {
+        let published = a.publish("alice", n).await.expect("publish on A");
+        assert_eq!(
+            published.nodes(),
+            Some(1),
+            "B, and only B, listens to alice"
+        );
+    }
+    assert!(on_b.wait_for_event(WAIT, 2).await, "{:?}", on_b.seen());
+    let seen = events(&on_b.stop().await);
+    assert_eq!(seen.iter().map(|e| e.1).collect::<Vec<_>>(), [1, 2]);
+    let resume_from = seen[1].0.clone();
+
+    // Away: two more events go to the history only; the client comes back on A.
+    for n in 3..=4 {
+        a.publish_stored("alice", n).await;
+    }
+    let on_a = EsClient::spawn(
+        a.url("alice"),
+        Some(resume_from.clone()),
+        Duration::from_millis(100),
+    );
+    assert!(on_a.wait_for_event(WAIT, 4).await, "{:?}", on_a.seen());
+    b.publish("alice", 5).await.expect("publish on B");
+    assert!(on_a.wait_for_event(WAIT, 5).await, "{:?}", on_a.seen());
+    let seen = on_a.stop().await;
+    assert_eq!(
+        seen.first(),
+        Some(&Seen::Opened {
+            resumed_from: Some(resume_from.clone())
+        })
+    );
+    let resumed = events(&seen);
+    assert_eq!(
+        resumed.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [3, 4, 5],
+        "from the history after the client's id, then live: {seen:?}"
+    );
+    let mut last = id_key(&resume_from);
+    for (id, _) in &resumed {
+        assert!(id_key(id) > last, "ids in order: {seen:?}");
+        last = id_key(id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_node_that_does_not_trust_the_servers_ca_never_connects_and_says_why() {
+    if !redis_available() {
+        return;
+    }
+    let Some(redis) = RedisServer::start_tls(ClientAuth::No).await else {
+        return;
+    };
+    let trusted = trusted_node(&redis).await;
+    // One node trusts another CA; one trusts the default roots (the platform's, or the
+    // compiled-in Mozilla roots), which the test CA is not among either.
+    let mut other_ca = RedisTls::default();
+    other_ca.root_certs = Some(TestCa::new("another CA").cert_pem.into_bytes());
+    for (tls, user) in [(other_ca, "bob"), (RedisTls::default(), "carol")] {
+        let untrusting = Node::new(tls_settings(&redis, tls.clone()), Config::default())
+            .serve()
+            .await;
+        let health = first_error(&untrusting.backplane).await;
+        assert!(!health.connected, "{tls:?}: {health:?}");
+        let error = health.last_error.unwrap();
+        assert!(
+            error.contains("certificate") && error.contains("UnknownIssuer"),
+            "{tls:?}: the error says the server's certificate is not trusted: {error}"
+        );
+
+        // Its stream of the user (served degraded) gets nothing from Redis: the user's event
+        // reaches the trusted node only.
+        let on_untrusting = EsClient::spawn(untrusting.url(user), None, Duration::from_millis(100));
+        let on_trusted = listening_client(&redis, &trusted, user).await;
+        let published = trusted.publish(user, 1).await.expect("publish");
+        assert_eq!(published.nodes(), Some(1), "only the trusted node listens");
+        assert!(on_trusted.wait_for_event(WAIT, 1).await);
+        let health = untrusting.backplane.health();
+        assert_eq!(
+            (
+                health.connected,
+                health.listening,
+                health.received,
+                health.version
+            ),
+            (false, 0, 0, None),
+            "{tls:?}"
+        );
+        assert!(
+            events(&on_untrusting.stop().await).is_empty(),
+            "the untrusting node delivered an event"
+        );
+        on_trusted.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn mutual_tls_connects_with_the_client_certificate_and_not_without() {
+    if !redis_available() {
+        return;
+    }
+    let Some(redis) = RedisServer::start_tls(ClientAuth::Required).await else {
+        return;
+    };
+    let a = trusted_node(&redis).await;
+    let b = trusted_node(&redis).await;
+    let on_b = listening_client(&redis, &b, "alice").await;
+    let published = a.publish("alice", 1).await.expect("publish on A");
+    assert_eq!(published.nodes(), Some(1));
+    assert!(on_b.wait_for_event(WAIT, 1).await, "{:?}", on_b.seen());
+    on_b.stop().await;
+
+    // The CA trusted, but no certificate shown, or one from another CA.
+    let server = redis.tls.as_ref().unwrap();
+    let other = TestCa::new("another CA").client();
+    let mut foreign = server.trusting();
+    foreign.client_cert = Some(other.cert_pem.into_bytes());
+    foreign.client_key = Some(other.key_pem.into_bytes());
+    for tls in [server.trusting(), foreign] {
+        let refused = RedisBackplane::new(tls_settings(&redis, tls.clone())).unwrap();
+        let health = first_error(&refused).await;
+        assert!(!health.connected, "{tls:?}: {health:?}");
+        assert_eq!(health.version, None, "{tls:?}: no command got through");
+        let error = health.last_error.unwrap();
+        assert!(
+            error.contains("alert"),
+            "{tls:?}: the error says the server refused the handshake: {error}"
+        );
+    }
+}
+
+#[test]
+fn tls_settings_that_cannot_work_are_refused_with_a_typed_error() {
+    let ca = TestCa::new("a CA");
+    let client = ca.client();
+    let stranger = TestCa::new("another CA").client();
+    let pem = |text: &str| Some(text.as_bytes().to_vec());
+    let with = |url: &str, change: &dyn Fn(&mut RedisTls)| {
+        let mut config = RedisConfig::new(url);
+        config.tls.root_certs = pem(&ca.cert_pem);
+        change(&mut config.tls);
+        config
+    };
+    let url = "rediss://127.0.0.1:1/";
+    let cases: [(RedisConfig, &str); 9] = [
+        (
+            with(url, &|t| t.root_certs = pem("not PEM")),
+            "tls.root_certs",
+        ),
+        (
+            with(url, &|t| {
+                t.root_certs = pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            }),
+            "tls.root_certs",
+        ),
+        (
+            with(url, &|t| t.client_cert = pem(&client.cert_pem)),
+            "tls.client_key",
+        ),
+        (
+            with(url, &|t| t.client_key = pem(&client.key_pem)),
+            "tls.client_cert",
+        ),
+        (
+            with(url, &|t| {
+                t.client_cert = pem(&client.cert_pem);
+                t.client_key = pem(&client.cert_pem);
+            }),
+            "tls.client_key",
+        ),
+        (
+            with(url, &|t| {
+                t.client_cert = pem(&client.cert_pem);
+                t.client_key = pem(&stranger.key_pem);
+            }),
+            "tls.client_key",
+        ),
+        (
+            with(url, &|t| {
+                t.client_cert = pem("no certificate here");
+                t.client_key = pem(&client.key_pem);
+            }),
+            "tls.client_cert",
+        ),
+        (with("redis://127.0.0.1:1/", &|_| {}), "tls"),
+        (with("rediss://127.0.0.1:1/#insecure", &|_| {}), "url"),
+    ];
+    for (config, setting) in cases {
+        match RedisBackplane::new(config.clone()) {
+            Err(BackplaneError::InvalidConfig {
+                setting: got,
+                problem,
+            }) => {
+                assert_eq!(got, setting, "{problem}: {config:?}");
+                assert_eq!(
+                    config.validate(),
+                    Err(BackplaneError::InvalidConfig { setting, problem })
+                );
+            }
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+
+    let mut good = with(url, &|t| {
+        t.client_cert = pem(&client.cert_pem);
+        t.client_key = pem(&client.key_pem);
+    });
+    assert_eq!(good.validate(), Ok(()));
+    assert!(
+        !format!("{good:?}").contains("PRIVATE KEY"),
+        "the config's Debug shows the client key"
+    );
+    good.tls = RedisTls::default();
+    assert_eq!(good.validate(), Ok(()), "the default roots");
+}
