@@ -1045,8 +1045,9 @@ async fn a_run_rejoined_after_a_loss_survives_its_snapshot_not_reaching_redis() 
 }
 
 /// `ACL SETUSER default <rule>` on `redis`: a test's way to make a node's reconnect fail at a
-/// given step (`-subscribe`: its `SUBSCRIBE`s, after it connected and read the generation
-/// marker).
+/// given step (`resetchannels &sse-hub:generation`: its `SUBSCRIBE`s to the users' feeds,
+/// after it connected and read the generation marker; the marker's own channel stays
+/// allowed).
 async fn acl_default(redis: &RedisServer, rule: &str) {
     let mut connection = redis.connection().await;
     let _: () = redis::cmd("ACL")
@@ -1093,11 +1094,13 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
     let expected = single_opening(&reference, &alice).await;
     opening_on(&b, &alice, &expected).await;
 
-    // Redis loses everything while B cannot reach it; the new Redis refuses `SUBSCRIBE`.
+    // Redis loses everything while B cannot reach it; the new Redis refuses `SUBSCRIBE` to
+    // the feeds.
     proxy.set(support::Fault::Hold);
     redis.restart().await;
     a.wait_reconnected().await;
-    acl_default(&redis, "-subscribe").await;
+    acl_default(&redis, "resetchannels").await;
+    acl_default(&redis, "&sse-hub:generation").await;
     proxy.cut();
     proxy.set(support::Fault::None);
     let found = timeout(WAIT, async {
@@ -1115,7 +1118,7 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!b.backplane.is_connected());
     let before = b.backplane.health().reconnects;
-    acl_default(&redis, "+subscribe").await;
+    acl_default(&redis, "allchannels").await;
     wait_reconnected_after(&b, before).await;
     assert_eq!(b.backplane.health().data_losses, 1);
 
@@ -1280,4 +1283,182 @@ async fn a_thread_lost_without_its_exact_state_is_counted_once() {
     );
     a.backplane.close().await;
     b.backplane.close().await;
+}
+
+/// `FLUSHALL` on `redis`: it loses every key while every connection stays up.
+async fn flushall(redis: &RedisServer) {
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// Redis loses its data in the middle of a run *without cutting a connection* (a `FLUSHALL`),
+/// and the run goes on at once: its next events are the thread's first in Redis. No reconnect
+/// tells the nodes, yet they must do what they do when a reconnect finds the loss: count it
+/// once, end their streams (their clients come back), keep the run's exact state and put it
+/// back in Redis. So a tab open before the loss ends having received the run so far, once, and
+/// a tab that opens afterwards on any node (one that never held the thread included) opens
+/// with the whole run, then follows it to its end with no delta missing and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_run_survives_a_flushall_that_cuts_no_connection() {
+    if !redis_available() {
+        return;
+    }
+    const DELTAS: usize = 60;
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(DELTAS);
+    let publish = |range: std::ops::Range<usize>| {
+        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
+        async move {
+            for event in &events[range] {
+                a.publish_in_thread(alice, &thread(), event).await;
+                reference
+                    .broadcast_in_thread(alice, &thread(), event)
+                    .unwrap();
+            }
+        }
+    };
+    publish(0..30).await;
+    let mut tabs = Vec::new();
+    for node in [&a, &b] {
+        let mut tab = node
+            .hub
+            .subscribe_in_thread(&alice, &thread(), None)
+            .unwrap();
+        let mut seen = opening(&mut tab).await;
+        // A node's feed may deliver the last events a moment after their publish returned.
+        while text_of(&seen) != text_of(&events[..30]) {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        tabs.push((tab, seen));
+    }
+
+    // Redis loses everything, the nodes' connections stay up, and the run goes on at once.
+    flushall(&redis).await;
+    publish(30..45).await;
+    for (k, (mut tab, mut seen)) in tabs.into_iter().enumerate() {
+        seen.extend(until_end(&mut tab).await);
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+        let text = text_of(&seen);
+        assert!(
+            full_text(DELTAS).starts_with(&text) && text.len() >= text_of(&events[..30]).len(),
+            "tab {k}: the run so far, once: {text:?}"
+        );
+    }
+    let expected = single_opening(&reference, &alice).await;
+    let c = node(redis.url()).await;
+    let mut tabs = Vec::new();
+    for node in [&b, &a, &c] {
+        let opened = opening_on(node, &alice, &expected).await;
+        assert_eq!(opened[0]["type"], "RUN_STARTED");
+        let tab = node
+            .hub
+            .subscribe_in_thread(&alice, &thread(), None)
+            .unwrap();
+        tabs.push(tab);
+    }
+    publish(45..events.len()).await;
+    for (k, mut tab) in tabs.into_iter().enumerate() {
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+        assert_eq!(
+            text_of(&seen),
+            full_text(DELTAS),
+            "tab {k}: every delta, once"
+        );
+    }
+    for node in [&a, &b, &c] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0);
+    }
+    for node in [&a, &b] {
+        let health = node.backplane.health();
+        assert_eq!(health.data_losses, 1, "{health:?}");
+        assert_eq!(health.reconnects, 0, "no connection was cut");
+    }
+    assert_eq!(c.backplane.health().data_losses, 0);
+    for node in [&a, &b, &c] {
+        node.backplane.close().await;
+    }
+}
+
+/// Redis loses its data without cutting a connection (a `FLUSHALL`) while node B knows the
+/// thread without its exact state, and the first thing after is a tab opening on B: its read
+/// of the thread is what puts a new generation marker in Redis. B must take that read for one
+/// of the new Redis, not for the state it held before (it held none): it counts the thread's
+/// state unknown, once, and does not pass off what it read as the whole thread (the node that
+/// held the exact state re-seeds Redis, and a node that reads the thread back gets the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_read_that_finds_a_flushall_is_not_taken_for_the_state_before_it() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(redis.url()).await;
+    let b = node(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    let events = run(20);
+    for event in &events[..12] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    // B's feed breaks (Redis keeps its data): B no longer holds the thread's exact state.
+    let before = b.backplane.health().reconnects;
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+
+    flushall(&redis).await;
+    let mut tab = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let counted = timeout(WAIT, async {
+        while b.hub.stats().thread_states_unknown == 0 {
+            // Polled: the subscription runs the sync; a tab whose syncs failed ends, and the
+            // client opens another.
+            if let Ok(None) = timeout(Duration::from_millis(10), tab.next()).await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                tab = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+            }
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "B cannot rebuild the thread: counted");
+    for event in &events[12..14] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    let expected = single_opening(&reference, &alice).await;
+    let c = node(redis.url()).await;
+    let opened = opening_on(&c, &alice, &expected).await;
+    assert_eq!(opened[0]["type"], "RUN_STARTED");
+    assert_eq!(b.hub.stats().thread_states_unknown, 1, "once");
+    for node in [&a, &b] {
+        assert_eq!(node.backplane.health().data_losses, 1);
+    }
+    for node in [&a, &b, &c] {
+        node.backplane.close().await;
+    }
 }

@@ -176,8 +176,8 @@ impl LocalChannels {
             .map_or(0, |inner| inner.kick_user(user, false))
     }
 
-    /// [`kick`](Self::kick), when the backplane knows it lost its data while the feed was
-    /// interrupted (a Redis restarted without persistence): the node then keeps its exact
+    /// [`kick`](Self::kick), when the backplane knows it lost its data (a Redis restarted
+    /// without persistence, or flushed with every connection up): the node then keeps its exact
     /// thread states as they were, since the backplane no longer holds what they cover, and
     /// joins them to what the backplane holds afterwards (see the
     /// [backplane docs](super#threads)). Returns how many streams were open. Call it as soon

@@ -112,12 +112,15 @@
 //! * **When Redis loses *all* its data** in the middle of a run (a restart without
 //!   persistence, a flush), nothing in Redis is left to show it: the thread starts again at
 //!   its next event (ordinal 1), as a new one would. So the backplane keeps a *generation
-//!   marker* in Redis (a key with a random value, created by the first node to connect, with
-//!   no time to live; see the [Redis keys][redis-keys]); a node that reconnects and finds
-//!   another value knows Redis lost its data
-//!   (counted in the [`RedisBackplane`]'s `health().data_losses`, logged at `warn`), and tells its channels ([`LocalChannels::kick_after_loss`]). Its streams end, as
-//!   at any reconnect, but it *keeps* the exact state it held of each thread, instead of
-//!   forgetting it, since Redis no longer holds what it covers. Then:
+//!   marker* in Redis (a key with a random value and no time to live, set anew by whatever
+//!   finds it absent, which tells every node at once; see the [Redis keys][redis-keys]); a
+//!   node that finds another value, at a reconnect or while connected (a `FLUSHALL` cuts no
+//!   connection), knows Redis lost its data
+//!   (counted in the [`RedisBackplane`]'s `health().data_losses`, logged at `warn`), and tells
+//!   its channels ([`LocalChannels::kick_after_loss`]) before it dispatches any event published
+//!   after the loss. Its streams end, as at any reconnect, but it *keeps* the exact state it
+//!   held of each thread, instead of forgetting it, since Redis no longer holds what it
+//!   covers. Then:
 //!
 //!   - when the node next meets the thread (its next event on the feed, or a subscription's
 //!     sync) and Redis holds every event of the thread since it started over, and no snapshot
@@ -143,15 +146,15 @@
 //!   kept different states (one's feed lagged at the crash), the first snapshot stored is the
 //!   one the others read back, and each keeps its own state until its next interruption. A
 //!   thread that no node held (no node served the user, or every node restarted too) starts
-//!   over from what Redis holds after the loss; so does everything when Redis evicts the
-//!   marker (an `allkeys-*` eviction policy) or loses its data without cutting the nodes'
-//!   connections (a `FLUSHALL`). The backplane does not count those, but the AG-UI run state
+//!   over from what Redis holds after the loss; so does a thread whose keys Redis evicts
+//!   while it keeps the marker (an `allkeys-*` eviction policy). The backplane does not count
+//!   those, but the AG-UI run state
 //!   does: an event of a run with no `RUN_STARTED` marks the run unknown (counted in
 //!   `thread_states_unknown`), and a connection to the thread opens with a `RUN_ERROR`
 //!   (`code` `run_unknown`) until the next run starts (see
 //!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
 //!   writes where that matters (see the faults below). Conversely, a marker that goes without
-//!   the data (evicted, deleted) reads as a loss at the nodes' next reconnect (counted in
+//!   the data (evicted, deleted) reads as a loss as soon as a node looks (counted in
 //!   `data_losses`); a kept state is only joined to events that follow the last one it holds
 //!   (Redis' ids grow with time), so where Redis still holds the thread from before, the
 //!   node reads it back as after any interruption, and folds nothing twice.

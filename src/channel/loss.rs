@@ -39,9 +39,9 @@ impl BeforeLoss {
 }
 
 impl UserChannel {
-    /// With a backplane, the feed was interrupted: no thread state can be trusted any more
-    /// (the next frame or subscription of each thread syncs it again). If the backplane `lost`
-    /// its data meanwhile, the exact states are kept as they were, since the backplane no
+    /// With a backplane, the feed was interrupted, or the backplane `lost` its data: no thread
+    /// state can be trusted any more (the next frame or subscription of each thread syncs it
+    /// again). After a loss, the exact states are kept as they were, since the backplane no
     /// longer holds what they cover (see [`BeforeLoss`]).
     pub(crate) fn threads_unsynced(&self, lost: bool) {
         if self.shared.config.threads.state.is_none() {

@@ -1,16 +1,45 @@
 //! The Lua scripts the Redis backplane runs: publish (idempotent, bounded history), the
-//! catch-up read, and the thread snapshots. Text only; `wire` parses their replies.
+//! catch-up read, the thread snapshots, and the generation marker. Text only; `wire` parses
+//! their replies.
+
+/// The generation marker, as a Lua function run first by every script that creates keys:
+/// `generation(marker, fresh)` returns the marker's value, and when it is absent sets it to
+/// `fresh` and `PUBLISH`es it on the channel of the same name, in the same atomic step. So
+/// Redis never holds a key of the backplane without its marker (nothing else would show that
+/// the keys it held before are gone), and every node listening to that channel hears of a new
+/// marker before any event published after it (see the [module docs](super#faults)).
+const GENERATION_LUA: &str = r"
+local function generation(marker, fresh)
+  local value = redis.call('GET', marker)
+  if value then return value end
+  redis.call('SET', marker, fresh)
+  redis.call('PUBLISH', marker, fresh)
+  return fresh
+end
+";
+
+/// The generation script: the [`GENERATION_LUA`] function alone. `KEYS`: the marker.
+/// `ARGV`: the value for a new marker. Returns the marker's value.
+pub(crate) fn generation_lua() -> String {
+    format!("{GENERATION_LUA}return generation(KEYS[1], ARGV[1])\n")
+}
 
 /// The publish script; see the [module docs](super#publishing).
 ///
 /// `KEYS`: the history, the publish marks (a hash: node → the last publish counter of that node
-/// that ran and when the mark may be forgotten), and for a publish into a thread the thread
-/// snapshots (a hash) and the threads' recency (a sorted set). `ARGV`: feed, head, keep, slack,
-/// ttl ms, node, counter, max age ms (0: none), thread (`''`: none), max threads, how long the
-/// node's mark must be kept (ms: its retries' window and a margin).
+/// that ran and when the mark may be forgotten), for a publish into a thread the thread
+/// snapshots (a hash) and the threads' recency (a sorted set), and last the generation marker.
+/// `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms (0: none), thread (`''`:
+/// none), max threads, how long the node's mark must be kept (ms: its retries' window and a
+/// margin), the value for a new generation marker.
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
 /// already run (a retry; `id` is `''` if the history no longer holds it).
-pub(crate) const PUBLISH_LUA: &str = r"
+pub(crate) fn publish_lua() -> String {
+    format!("{GENERATION_LUA}{PUBLISH_BODY_LUA}")
+}
+
+const PUBLISH_BODY_LUA: &str = r"
+generation(KEYS[#KEYS], ARGV[12])
 local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
 local thread = ARGV[9]
 local token = node .. ':' .. ARGV[7]
@@ -122,16 +151,19 @@ end
 ";
 
 /// The thread catch-up script: creates the history if needed (as the catch-up script does),
-/// refreshes its time to live, and returns `{last-generated-id, count, snapshot, events}`:
-/// the number of events ever published into the thread, its snapshot (`''`: none), and the
-/// thread's entries after the snapshot's id, as `{id, head}`.
+/// refreshes its time to live, and returns `{last-generated-id, count, snapshot, events,
+/// generation}`: the number of events ever published into the thread, its snapshot (`''`:
+/// none), the thread's entries after the snapshot's id, as `{id, head}`, and the generation
+/// marker they were read under.
 ///
-/// `KEYS`: the history, the thread snapshots. `ARGV`: ttl ms, thread. Reads at most the whole
-/// history (bounded by the publish script's trimming).
+/// `KEYS`: the history, the thread snapshots, the generation marker. `ARGV`: ttl ms, thread,
+/// the value for a new generation marker. Reads at most the whole history (bounded by the
+/// publish script's trimming).
 pub(crate) fn thread_lua() -> String {
     format!(
-        "{CMPID_LUA}{}",
+        "{GENERATION_LUA}{CMPID_LUA}{}",
         r"
+local marker = generation(KEYS[3], ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
   redis.call('XDEL', KEYS[1], marker)
@@ -148,7 +180,7 @@ local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
 local from = '-'
 if snapshot then
   local covers = string.match(snapshot, '^(%S+)')
-  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}} end
+  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker} end
   from = '(' .. covers
 end
 local entries = redis.call('XRANGE', KEYS[1], from, '+')
@@ -162,7 +194,7 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-return {last, count, snapshot or '', mine}
+return {last, count, snapshot or '', mine, marker}
 "
     )
 }
@@ -188,7 +220,8 @@ return 1
 /// The catch-up script: creates the history if needed (with its deleted marker), refreshes its
 /// time to live, and returns `{last-generated-id, resumable-after, events}`.
 ///
-/// `ARGV`: ttl ms, the client's id (`''`: none), max events, max bytes, max age ms (0: none).
+/// `KEYS`: the history, the generation marker. `ARGV`: ttl ms, the client's id (`''`: none),
+/// max events, max bytes, max age ms (0: none), the value for a new generation marker.
 /// The events after the client's id are read only when they can be replayed: the id is within
 /// the history (the deleted marker, or an entry the stream still holds), and what follows it
 /// fits the replay bounds (events, bytes, age) of the channel. When it does not, the second
@@ -196,10 +229,11 @@ return 1
 /// the client's own entry is gone: a history restored without its tail), so that the client
 /// resumes as `expired`; nothing is read beyond the bounds.
 pub(crate) fn history_lua() -> String {
-    format!("{CMPID_LUA}{}", HISTORY_BODY_LUA)
+    format!("{GENERATION_LUA}{CMPID_LUA}{HISTORY_BODY_LUA}")
 }
 
 const HISTORY_BODY_LUA: &str = r"
+generation(KEYS[2], ARGV[6])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
   redis.call('XDEL', KEYS[1], marker)

@@ -209,13 +209,18 @@ fn entry_frame(id: &Value, head: Vec<u8>) -> Option<(EventId, Bytes)> {
     Some((parse_id(id)?, Bytes::from(frame)))
 }
 
-/// The thread catch-up script's reply.
-pub(crate) fn parse_thread_history(value: Value) -> Option<ThreadHistory> {
+/// The thread catch-up script's reply: the read, and the generation marker it was read under.
+pub(crate) fn parse_thread_history(value: Value) -> Option<(ThreadHistory, String)> {
     let Value::Array(items) = value else {
         return None;
     };
-    let [last, Value::Int(count), snapshot, Value::Array(entries)] =
-        <[Value; 4]>::try_from(items).ok()?
+    let [
+        last,
+        Value::Int(count),
+        snapshot,
+        Value::Array(entries),
+        Value::BulkString(marker),
+    ] = <[Value; 5]>::try_from(items).ok()?
     else {
         return None;
     };
@@ -234,12 +239,13 @@ pub(crate) fn parse_thread_history(value: Value) -> Option<ThreadHistory> {
         };
         events.push(entry_frame(&id, head)?);
     }
-    Some(ThreadHistory {
+    let read = ThreadHistory {
         last_id: parse_id(&last)?,
         count: u64::try_from(count).ok()?,
         snapshot,
         events,
-    })
+    };
+    Some((read, String::from_utf8(marker).ok()?))
 }
 
 /// The `redis_version` of an `INFO server` reply, as (major, minor) and as written.
