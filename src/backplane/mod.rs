@@ -154,10 +154,13 @@
 //!   (`code` `run_unknown`) until the next run starts (see
 //!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
 //!   writes where that matters (see the faults below). Conversely, a marker that goes without
-//!   the data (evicted, deleted) reads as a loss as soon as a node looks (counted in
-//!   `data_losses`); a kept state is only joined to events that follow the last one it holds
-//!   (Redis' ids grow with time), so where Redis still holds the thread from before, the
-//!   node reads it back as after any interruption, and folds nothing twice.
+//!   the data (evicted, deleted) is no loss: whatever sets it again finds keys of the backplane
+//!   in Redis, and says so in the new marker, so nothing is counted and no stream ends. (Its
+//!   search gives up after about 64 000 keys of a Redis shared with other data: the marker then
+//!   reads as a loss, counted in `data_losses`; a kept state is only joined to events that
+//!   follow the last one it holds, since Redis' ids grow with time, so where Redis still
+//!   holds the thread from before, the node reads it back as after any interruption, and
+//!   folds nothing twice.)
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.

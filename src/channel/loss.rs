@@ -141,7 +141,8 @@ impl UserChannel {
     /// numbers the thread anew from where it started over, and its ids grow with time, so
     /// those are exactly its first `ordinal` (none when kept at the loss). When they are not,
     /// Redis did not start the thread over after the state was kept: its marker went without
-    /// its data (evicted, deleted), and the read is the whole thread, as for any sync.
+    /// its data, and the node that set it again missed the data (its search gives up in a
+    /// Redis with many other keys), and the read is the whole thread, as for any sync.
     pub(super) fn sync_base(
         &self,
         entry: &mut ThreadEntry,

@@ -13,7 +13,7 @@
 //! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
 //! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread |
 //! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
-//! | `p:generation` | the generation marker: a random value with no time to live, set by the first script that finds it absent (every script that creates keys, the nodes' connections and link checks look first), which also `PUBLISH`es it on the pub/sub channel of the same name, that every node listens to; a node that reads or hears another value than the one it saw knows Redis lost its data meanwhile (see [Faults](#faults) and the [backplane docs](super#threads)) |
+//! | `p:generation` | the generation marker: a random value with no time to live, set by the first script that finds it absent (every script that creates keys, the nodes' connections and link checks look first), which also `PUBLISH`es it on the pub/sub channel of the same name, that every node listens to; a node that reads or hears another value than the one it saw knows Redis lost its data meanwhile, unless the value ends with ` kept`: set while Redis still held keys under the prefix (see [Faults](#faults) and the [backplane docs](super#threads)) |
 //!
 //! User ids are only key material: they are never parsed back from a key (the node maps the
 //! feeds it listens to back to its users), so any string is a valid user id. Channel names
@@ -135,6 +135,16 @@
 //! as the one it saw, nothing to tell). With no connection cut, it is found by the first
 //! script to run after it, or else by the next link check: within
 //! [`RedisConfig::ping_interval`].
+//!
+//! The marker can also go alone (deleted, or evicted by an `allkeys-*` policy). Whatever sets it
+//! again first looks for keys under the prefix (a `SCAN`, up to about 64 000 keys): since no
+//! key is created without the marker, one found is from before, and the new value says so (it
+//! ends with ` kept`). A node takes it as the new current marker, and counts nothing, kicks
+//! nothing. Only a search that gives up (a Redis shared with many other keys) makes such a
+//! marker read as a loss. A limit: a node disconnected through a loss *and* a later marker
+//! that went alone reads only the last one when it reconnects, and takes nothing for a loss (it
+//! forgets its thread states, as at any reconnect, and reads them back from what the other
+//! nodes put back).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

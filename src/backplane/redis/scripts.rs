@@ -8,20 +8,56 @@
 /// Redis never holds a key of the backplane without its marker (nothing else would show that
 /// the keys it held before are gone), and every node listening to that channel hears of a new
 /// marker before any event published after it (see the [module docs](super#faults)).
+///
+/// A marker gone while Redis still holds keys under the prefix went alone (deleted, evicted):
+/// the new one then ends with [`KEPT`], which tells the nodes that the data they knew is still
+/// there. Since no key is created without the marker, the keys found are from before it went.
+/// The search is a `SCAN` of the prefix, stopped at the first key, or after
+/// [`SCAN_BUDGET`] batches of 1000 (a Redis shared with many other keys): then the data counts
+/// as gone, which costs a needless loss at worst.
 const GENERATION_LUA: &str = r"
 local function generation(marker, fresh)
   local value = redis.call('GET', marker)
   if value then return value end
+  local prefix = string.sub(marker, 1, #marker - #':generation')
+  local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
+  local cursor, budget, kept = '0', SCAN_BUDGET, false
+  repeat
+    local found = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = found[1]
+    for _, key in ipairs(found[2]) do
+      if key ~= marker then kept = true end
+    end
+    budget = budget - 1
+  until kept or cursor == '0' or budget == 0
+  if kept then fresh = fresh .. KEPT end
   redis.call('SET', marker, fresh)
   redis.call('PUBLISH', marker, fresh)
   return fresh
 end
 ";
 
+/// How a generation marker set while Redis still held the backplane's keys ends: see
+/// [`GENERATION_LUA`].
+pub(crate) const KEPT: &str = " kept";
+
+/// Batches of 1000 keys the generation marker's search for kept keys reads at most.
+const SCAN_BUDGET: u32 = 64;
+
+/// [`GENERATION_LUA`] with its constants.
+fn generation_function() -> String {
+    GENERATION_LUA
+        .replace("SCAN_BUDGET", &SCAN_BUDGET.to_string())
+        .replace("KEPT", &format!("'{KEPT}'"))
+}
+
 /// The generation script: the [`GENERATION_LUA`] function alone. `KEYS`: the marker.
 /// `ARGV`: the value for a new marker. Returns the marker's value.
 pub(crate) fn generation_lua() -> String {
-    format!("{GENERATION_LUA}return generation(KEYS[1], ARGV[1])\n")
+    format!(
+        "{}return generation(KEYS[1], ARGV[1])\n",
+        generation_function()
+    )
 }
 
 /// The publish script; see the [module docs](super#publishing).
@@ -35,7 +71,7 @@ pub(crate) fn generation_lua() -> String {
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
 /// already run (a retry; `id` is `''` if the history no longer holds it).
 pub(crate) fn publish_lua() -> String {
-    format!("{GENERATION_LUA}{PUBLISH_BODY_LUA}")
+    format!("{}{PUBLISH_BODY_LUA}", generation_function())
 }
 
 const PUBLISH_BODY_LUA: &str = r"
@@ -161,7 +197,8 @@ end
 /// publish script's trimming).
 pub(crate) fn thread_lua() -> String {
     format!(
-        "{GENERATION_LUA}{CMPID_LUA}{}",
+        "{}{CMPID_LUA}{}",
+        generation_function(),
         r"
 local marker = generation(KEYS[3], ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -229,7 +266,7 @@ return 1
 /// the client's own entry is gone: a history restored without its tail), so that the client
 /// resumes as `expired`; nothing is read beyond the bounds.
 pub(crate) fn history_lua() -> String {
-    format!("{GENERATION_LUA}{CMPID_LUA}{HISTORY_BODY_LUA}")
+    format!("{}{CMPID_LUA}{HISTORY_BODY_LUA}", generation_function())
 }
 
 const HISTORY_BODY_LUA: &str = r"

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::backplane::LocalChannels;
 use crate::backplane::redis::config::RedisConfig;
+use crate::backplane::redis::scripts::KEPT;
 use crate::backplane::redis::wire::{Message, parse_message};
 use crate::error::BackplaneError;
 use crate::event_id::EventId;
@@ -341,12 +342,13 @@ impl Shared {
     }
 
     /// Redis showed its generation marker (at a connection, on the marker's channel, in a
-    /// reply): if it is new, Redis lost its data since the node saw the current one. That is
-    /// counted and logged, and told to the channels ([`kick_all`](Self::kick_all)), which
-    /// keep their exact thread states, before this returns: so before the node dispatches
-    /// anything that came after the announcement of the new marker on its feed, and before it
-    /// uses a reply read under it (a state made exact from the new data would be kept as one
-    /// from before the loss). Returns whether it was new and a loss. The first marker the node
+    /// reply): if it is new, Redis lost its data since the node saw the current one, unless
+    /// the new marker says the data was kept (it went alone: see the generation script). A
+    /// loss is counted and logged, and told to the channels ([`kick_all`](Self::kick_all)),
+    /// which keep their exact thread states, before this returns: so before the node
+    /// dispatches anything that came after the announcement of the new marker on its feed, and
+    /// before it uses a reply read under it (a state made exact from the new data would be kept
+    /// as one from before the loss). Returns whether it was a loss. The first marker the node
     /// sees is none: it had nothing before.
     ///
     /// Whoever sees a new marker first (a reconnect, the marker's channel, a thread read, the
@@ -367,6 +369,10 @@ impl Shared {
             earlier.pop_front();
         }
         earlier.extend(current.replace(value.to_owned()));
+        if value.ends_with(KEPT) {
+            tracing::info!("backplane: Redis' generation marker went, and its data stayed");
+            return false;
+        }
         self.data_losses.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("backplane: Redis lost its data (its generation marker changed)");
         // Under the lock: whoever sees the marker next waits until the channels were told.
