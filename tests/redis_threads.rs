@@ -1554,3 +1554,176 @@ async fn a_marker_deleted_while_redis_keeps_its_data_is_no_loss() {
         node.backplane.close().await;
     }
 }
+
+/// The value of `field` in alice's thread snapshots hash, if any.
+async fn thread_field(redis: &RedisServer, field: &str) -> Option<String> {
+    let mut connection = redis.connection().await;
+    redis::cmd("HGET")
+        .arg("sse-hub:threads:agui:alice")
+        .arg(field)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// Redis loses its data mid-run. Node A held the run's exact state, but its link to Redis is
+/// slow (300 ms each way); the run goes on from node B, started after the loss, which never
+/// held the thread: B folds the run from its first event in the new Redis, and stores a
+/// snapshot of that partial state before A's whole one arrives. The whole run must win
+/// wherever it is read: a tab that opens on A at once (A reads the thread back, and finds B's
+/// snapshot there) opens with the whole run, Redis ends up holding the whole run, B reads it
+/// back (its next snapshot is refused), and a node that reads the thread back afterwards (D)
+/// opens with it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_partial_snapshot_of_a_node_that_never_held_the_thread_does_not_win() {
+    if !redis_available() {
+        return;
+    }
+    const DELTAS: usize = 60;
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(DELTAS);
+    for event in &events[..20] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    let expected = single_opening(&reference, &alice).await;
+    opening_on(&a, &alice, &expected).await;
+
+    redis.restart().await;
+    a.wait_reconnected().await;
+    assert_eq!(a.backplane.health().data_losses, 1);
+    proxy.set(support::Fault::Latency(Duration::from_millis(300)));
+    let b = node(redis.url()).await;
+    let publish_on_b = |range: std::ops::Range<usize>| {
+        let (b, reference, alice, events) = (&b, &reference, &alice, &events);
+        async move {
+            for event in &events[range] {
+                b.publish_in_thread(alice, &thread(), event).await;
+                reference
+                    .broadcast_in_thread(alice, &thread(), event)
+                    .unwrap();
+            }
+        }
+    };
+    publish_on_b(20..30).await;
+    // Before A's feed brings the run's new events, a tab opens there: A reads the thread back,
+    // and its read gets to Redis after B stored its snapshot.
+    let mut tab = a.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let opened = opening(&mut tab).await;
+    assert_eq!(opened[0]["type"], "RUN_STARTED", "A kept the whole run");
+    assert_eq!(text_of(&opened), text_of(&events[..30]));
+    assert!(
+        thread_field(&redis, "s:thread-1")
+            .await
+            .is_some_and(|s| !s.contains("RUN_STARTED")),
+        "B's snapshot, without the run's start, is stored"
+    );
+    let whole = timeout(WAIT, async {
+        while !thread_field(&redis, "s:thread-1")
+            .await
+            .is_some_and(|s| s.contains("RUN_STARTED"))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(whole.is_ok(), "Redis holds the whole run again");
+
+    publish_on_b(30..events.len()).await;
+    let expected = single_opening(&reference, &alice).await;
+    opening_on(&a, &alice, &expected).await;
+    proxy.set(support::Fault::None);
+    // Everything A sent before is answered before this publish is.
+    a.publish_stored("alice", 1).await;
+    let d = node(redis.url()).await;
+    for (name, node) in [("D", &d), ("B", &b)] {
+        let opened = opening_on(node, &alice, &expected).await;
+        assert_eq!(opened[0]["type"], "RUN_STARTED", "{name}");
+    }
+    assert_eq!(a.hub.stats().thread_states_unknown, 0);
+    for node in [&a, &b, &d] {
+        node.backplane.close().await;
+    }
+}
+
+/// Redis loses its data while node B knows a thread without its exact state, and no node
+/// kept it (the node that held it is gone); the thread goes on from a node started after the
+/// loss, P, which folds it from where it started over and stores that as its snapshot before B
+/// meets the thread again. B reads the thread back: what it finds lacks the thread's start,
+/// which B knows it had, so B counts the state unknown rather than take it silently for the
+/// thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_found_started_over_by_a_node_that_knew_it_is_counted() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut config = config();
+    config.threads.state = Some(Arc::new(NumbersStates));
+    let a = Node::start(quick_settings(redis.url()), config.clone()).await;
+    let b = Node::start(quick_settings(proxy.url()), config.clone()).await;
+    let alice = UserId::from("alice");
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    for n in 0..5 {
+        a.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    // B's feed breaks (Redis keeps its data): B no longer holds the thread's exact state.
+    let before = b.backplane.health().reconnects;
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+    // A goes; then Redis loses everything.
+    a.backplane.close().await;
+    drop(a);
+    let before = b.backplane.health().reconnects;
+    redis.restart().await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    // The thread goes on from P, long enough for P to store a snapshot of what it folded,
+    // while B's link is held (a pause, shorter than its timeouts): B meets the thread again
+    // only then.
+    proxy.set(support::Fault::Hold);
+    let p = Node::start(quick_settings(redis.url()), config).await;
+    for n in 5..25 {
+        p.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    let stored = timeout(WAIT, async {
+        while snapshot_count(&mut redis.connection().await, "alice").await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(stored.is_ok(), "P stores a snapshot");
+    proxy.set(support::Fault::None);
+
+    let expected: Vec<Value> = (5..25).map(|n| json!({ "n": n })).collect();
+    opening_on(&b, &alice, &expected).await;
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "B knew the thread had more"
+    );
+    for node in [&b, &p] {
+        node.backplane.close().await;
+    }
+}

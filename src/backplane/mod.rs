@@ -131,11 +131,17 @@
 //!     counts the thread only from there). Logged at `warn`. Until a sync finds a snapshot of
 //!     the thread stored after the loss, a later interruption keeps the state again (its
 //!     snapshot may not have reached Redis);
-//!   - when Redis already holds a snapshot of the thread written after the loss (another node
-//!     went on from its kept state first), that snapshot is the thread's, as for any sync;
+//!   - when Redis already holds a snapshot of the thread that folds events from before the
+//!     loss ([`ThreadSnapshot::from_before_loss`]: another node went on from its kept state
+//!     first), that snapshot is the thread's, as for any sync. One that does not (a node that
+//!     never held the thread folded it from where Redis started it over, and stored that) is
+//!     passed over, and never replaces one that does, whatever it covers (Redis keeps which is
+//!     which): the whole thread wins, and the node that stored the partial one, its next
+//!     snapshot refused for that, reads the thread back;
 //!   - a node that knew the thread without holding an exact state of it (its sync had not
 //!     ended), or whose kept state cannot be joined (Redis no longer holds every event since
-//!     the thread started over), cannot rebuild it: the state it reads back is counted in
+//!     the thread started over), cannot rebuild it: the state it reads back (the thread since
+//!     Redis started it over, maybe from another node's snapshot of that) is counted in
 //!     [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) and logged at
 //!     `warn`, as when the history no longer reaches back to the snapshot (above). Once: the
 //!     first event that state then cannot apply (to the AG-UI run state, an event of the run
@@ -145,6 +151,9 @@
 //!   kept state (the [lost tail](#faults) of a history, which no node can see); if the nodes
 //!   kept different states (one's feed lagged at the crash), the first snapshot stored is the
 //!   one the others read back, and each keeps its own state until its next interruption. A
+//!   node that folded the thread from where Redis started it over, before the whole one was
+//!   back, opens with that partial state until its next snapshot is refused (at the thread's
+//!   next checkpoint, or `replay_events / 2` events later), or its feed is interrupted. A
 //!   thread that no node held (no node served the user, or every node restarted too) starts
 //!   over from what Redis holds after the loss; so does a thread whose keys Redis evicts
 //!   while it keeps the marker (an `allkeys-*` eviction policy). The backplane does not count
@@ -351,6 +360,11 @@ pub struct ThreadSnapshot {
     /// The state's opening ([`ThreadState::write_opening`](crate::ThreadState::write_opening)):
     /// complete SSE frames, which a fresh state folds back into the same state.
     pub opening: Bytes,
+    /// The state folds events from before the backplane last started the thread over (a node
+    /// kept it across a loss of the backplane's data, or read it from such a snapshot). Such a
+    /// snapshot outranks one that does not, whatever they cover: that one is of a node that
+    /// folded only what followed (see the [module docs](self#threads)).
+    pub from_before_loss: bool,
 }
 
 /// What a backplane holds of one thread: the answer to [`Backplane::catch_up_thread`].
@@ -473,15 +487,19 @@ pub trait Backplane: Send + Sync + 'static {
     }
 
     /// Waits (bounded) until the node listens to `user`'s live feed on `channel`, then reads
-    /// `thread`'s newest snapshot and the thread's events the history holds after it. The
-    /// default refuses.
+    /// `thread`'s newest snapshot and the thread's events the history holds after it. With
+    /// `kept` (the node kept the thread's state across a loss of the backplane's data), a
+    /// snapshot that is not [`from_before_loss`](ThreadSnapshot::from_before_loss) is passed
+    /// over, and the read holds every event the history holds of the thread: the kept state
+    /// goes on with them. The default refuses.
     fn catch_up_thread(
         &self,
         channel: &str,
         user: &UserId,
         thread: &ThreadId,
+        kept: bool,
     ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
-        let _ = (channel, user, thread);
+        let _ = (channel, user, thread, kept);
         Box::pin(std::future::ready(Err(BackplaneError::Failed(
             "this backplane does not carry threads".into(),
         ))))

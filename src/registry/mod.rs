@@ -163,6 +163,12 @@ impl LocalDelivery for Inner {
         open
     }
 
+    fn thread_outranked(&self, user: &UserId, thread: &ThreadId) {
+        if let Some(channel) = self.channel(user) {
+            channel.thread_outranked(thread);
+        }
+    }
+
     fn kick_degraded(&self, user: &UserId) {
         // The feed was not interrupted: the healthy streams, and the thread states, are exact.
         if let Some(channel) = self.channel(user) {

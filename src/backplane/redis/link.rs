@@ -415,6 +415,7 @@ pub(crate) async fn read_thread(
     threads: &str,
     feed: &str,
     thread: &ThreadId,
+    kept: bool,
 ) -> Result<ThreadHistory, BackplaneError> {
     wait_subscribed(shared, feed).await?;
     let (mut command, link) = shared
@@ -428,6 +429,7 @@ pub(crate) async fn read_thread(
         .arg(shared.config.history_ttl.as_millis() as u64)
         .arg(thread.as_str())
         .arg(shared.fresh_generation())
+        .arg(u8::from(kept))
         .invoke_async(&mut command)
         .await
         .map_err(|e| {
@@ -441,6 +443,10 @@ pub(crate) async fn read_thread(
     shared.generation_seen(&marker);
     Ok(read)
 }
+
+/// The snapshot script's answer when the stored snapshot folds events from before Redis
+/// started the thread over, and the one it was given does not.
+const OUTRANKED: i64 = 2;
 
 /// Snapshot writes a node has in flight at most; past it, a snapshot waits for a writer.
 const SNAPSHOTS_IN_FLIGHT: usize = 64;
@@ -467,6 +473,7 @@ pub(crate) fn store_snapshot(
         link,
         covers: snapshot.covers,
         blob: snapshot_blob(snapshot),
+        from_before_loss: snapshot.from_before_loss,
     };
     let mut writes = shared.snapshot_writes();
     if writes.writing >= SNAPSHOTS_IN_FLIGHT {
@@ -505,10 +512,15 @@ async fn write_snapshots(
                     .arg(write.covers.to_string())
                     .arg(write.blob)
                     .arg(shared.config.history_ttl.as_millis() as u64)
+                    .arg(u8::from(write.from_before_loss))
                     .invoke_async(&mut command)
                     .await;
-                if let Err(error) = stored {
-                    tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored");
+                match stored {
+                    Err(error) => {
+                        tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored")
+                    }
+                    Ok(OUTRANKED) => shared.snapshot_outranked(threads, thread),
+                    Ok(_) => {}
                 }
             }
             _ => {

@@ -11,7 +11,7 @@
 //! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t` |
 //! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran, and when the mark may be forgotten (ms, Redis time: twice [`RedisConfig::publish_retry`] and a minute after that publish ran) |
 //! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
-//! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread |
+//! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread, `r:<thread>` → `1` when the snapshot folds events from before Redis last started the thread over (see [`ThreadSnapshot::from_before_loss`]) |
 //! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
 //! | `p:generation` | the generation marker: a random value with no time to live, set by the first script that finds it absent (every script that creates keys, the nodes' connections and link checks look first), which also `PUBLISH`es it on the pub/sub channel of the same name, that every node listens to; a node that reads or hears another value than the one it saw knows Redis lost its data meanwhile, unless the value ends with ` kept`: set while Redis still held keys under the prefix (see [Faults](#faults) and the [backplane docs](super#threads)) |
 //!
@@ -47,10 +47,12 @@
 //! `h`), and for a thread's first event forgets the least recent threads beyond the maximum
 //! and stores an empty snapshot covering the ids before it (so that an older thread of the
 //! same name, forgotten, is not read back). Snapshots are stored by a second script, only if
-//! newer than the stored one and if the thread is still counted; a third reads a thread back
-//! (`HGET` of its count and snapshot, `XRANGE` after the snapshot's id, keeping the thread's
-//! entries), atomically, so that the read is complete exactly when the snapshot's ordinal plus
-//! the entries make the count. See the [backplane docs](super#threads).
+//! the thread is still counted and the snapshot outranks the stored one: one that folds events
+//! from before Redis started the thread over outranks one that does not, else the newer wins
+//! (a snapshot refused for its rank is answered so, and the node reads the thread back); a
+//! third reads a thread back (`HGET` of its count and snapshot, `XRANGE` after the snapshot's
+//! id, keeping the thread's entries), atomically, so that the read is complete exactly when the
+//! snapshot's ordinal plus the entries make the count. See the [backplane docs](super#threads).
 //!
 //! A history is created with a deleted marker entry, so that its `max-deleted-entry-id` is its
 //! creation: an id from before (an earlier history of the user, which expired, or a Redis that
@@ -517,14 +519,15 @@ impl Backplane for RedisBackplane {
         channel: &str,
         user: &UserId,
         thread: &ThreadId,
+        kept: bool,
     ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
         let shared = self.shared.clone();
         let keys = keys(&shared.config.prefix, channel, user);
         let (threads, _) = thread_keys(&shared.config.prefix, channel, user);
         let thread = thread.clone();
-        Box::pin(
-            async move { read_thread(&shared, &keys.history, &threads, &keys.feed, &thread).await },
-        )
+        Box::pin(async move {
+            read_thread(&shared, &keys.history, &threads, &keys.feed, &thread, kept).await
+        })
     }
 
     fn store_thread_snapshot(

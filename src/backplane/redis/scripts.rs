@@ -105,13 +105,16 @@ else
     local count = redis.call('ZCARD', KEYS[4])
     if count >= max then
       local gone = redis.call('ZPOPMIN', KEYS[4], count - max + 1)
-      for i = 1, #gone, 2 do redis.call('HDEL', KEYS[3], 'n:' .. gone[i], 's:' .. gone[i]) end
+      for i = 1, #gone, 2 do
+        redis.call('HDEL', KEYS[3], 'n:' .. gone[i], 's:' .. gone[i], 'r:' .. gone[i])
+      end
     end
     local ms, seq = string.match(id, '^(%d+)-(%d+)$')
     local before
     if seq == '0' then before = string.format('%d-18446744073709551615', tonumber(ms) - 1)
     else before = ms .. '-' .. string.format('%d', tonumber(seq) - 1) end
     redis.call('HSET', KEYS[3], 's:' .. thread, before .. ' 0\n')
+    redis.call('HDEL', KEYS[3], 'r:' .. thread)
   end
   redis.call('ZADD', KEYS[4], tonumber(string.match(id, '^(%d+)-')), thread)
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
@@ -188,13 +191,16 @@ end
 
 /// The thread catch-up script: creates the history if needed (as the catch-up script does),
 /// refreshes its time to live, and returns `{last-generated-id, count, snapshot, events,
-/// generation}`: the number of events ever published into the thread, its snapshot (`''`:
-/// none), the thread's entries after the snapshot's id, as `{id, head}`, and the generation
-/// marker they were read under.
+/// generation, from-before-loss}`: the number of events ever published into the thread, its
+/// snapshot (`''`: none), the thread's entries after the snapshot's id, as `{id, head}`, the
+/// generation marker they were read under, and 1 if the snapshot folds events from before
+/// Redis started the thread over (field `r:<thread>`), else 0.
 ///
 /// `KEYS`: the history, the thread snapshots, the generation marker. `ARGV`: ttl ms, thread,
-/// the value for a new generation marker. Reads at most the whole history (bounded by the
-/// publish script's trimming).
+/// the value for a new generation marker, and `1` to pass over a snapshot that does not fold
+/// events from before Redis started the thread over (the reader kept the thread's state across
+/// the loss, and continues it with the thread's every entry), else `0`. Reads at most the whole
+/// history (bounded by the publish script's trimming).
 pub(crate) fn thread_lua() -> String {
     format!(
         "{}{CMPID_LUA}{}",
@@ -214,10 +220,12 @@ end
 local thread = ARGV[2]
 local count = tonumber(redis.call('HGET', KEYS[2], 'n:' .. thread) or '0')
 local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
+local before = tonumber(redis.call('HGET', KEYS[2], 'r:' .. thread) or '0')
+if snapshot and before == 0 and ARGV[4] == '1' then snapshot = false end
 local from = '-'
 if snapshot then
   local covers = string.match(snapshot, '^(%S+)')
-  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker} end
+  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker, before} end
   from = '(' .. covers
 end
 local entries = redis.call('XRANGE', KEYS[1], from, '+')
@@ -231,23 +239,34 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-return {last, count, snapshot or '', mine, marker}
+if not snapshot then before = 0 end
+return {last, count, snapshot or '', mine, marker, before}
 "
     )
 }
 
 /// The snapshot script: stores a thread's snapshot if the thread is known (a publish counted
-/// it) and the snapshot is newer than the one stored. `KEYS`: the thread snapshots. `ARGV`:
-/// thread, the id it covers, the snapshot (`<id> <count>\n<opening>`), ttl ms. Returns 1 if
-/// stored, 0 if not.
+/// it) and the snapshot outranks the one stored: it folds events from before Redis started the
+/// thread over (after a loss) and the stored one does not, or both do or neither, and it is
+/// newer. `KEYS`: the thread snapshots. `ARGV`: thread, the id it covers, the snapshot
+/// (`<id> <count>\n<opening>`), ttl ms, `1` if it folds events from before Redis started the
+/// thread over, else `0` (kept in the field `r:<thread>`). Returns 1 if stored, 0 if not, 2 if
+/// not because the stored one folds events from before and this one does not.
 pub(crate) fn snapshot_lua() -> String {
     format!(
         "{CMPID_LUA}{}",
         r"
 if redis.call('HEXISTS', KEYS[1], 'n:' .. ARGV[1]) == 0 then return 0 end
 local current = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])
-if current and cmpid(string.match(current, '^(%S+)'), ARGV[2]) >= 0 then return 0 end
+local before = tonumber(ARGV[5])
+local held = tonumber(redis.call('HGET', KEYS[1], 'r:' .. ARGV[1]) or '0')
+if current then
+  if before < held then return 2 end
+  if before == held and cmpid(string.match(current, '^(%S+)'), ARGV[2]) >= 0 then return 0 end
+end
 redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[3])
+if before == 1 then redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], 1)
+else redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "

@@ -132,12 +132,14 @@ struct Generations {
 const EARLIER_GENERATIONS: usize = 8;
 
 /// A thread snapshot to write: the link it was taken on (a later link may be to a Redis that
-/// lost what it covers), the id it covers, and the stored form.
+/// lost what it covers), the id it covers, the stored form, and whether it folds events from
+/// before Redis started the thread over.
 #[derive(Clone)]
 pub(crate) struct SnapshotWrite {
     pub(crate) link: u64,
     pub(crate) covers: EventId,
     pub(crate) blob: Vec<u8>,
+    pub(crate) from_before_loss: bool,
 }
 
 pub(crate) struct Wanted {
@@ -482,6 +484,30 @@ impl Shared {
         }
         drop(state);
         self.wake.notify_one();
+    }
+
+    /// Redis refused this node's snapshot of `thread` (in the snapshots key `threads`): it holds
+    /// one that folds events from before it started the thread over, which the node's state
+    /// lacks. The node's channels read the thread back
+    /// ([`LocalChannels::thread_outranked`]).
+    pub(crate) fn snapshot_outranked(&self, threads: &str, thread: &ThreadId) {
+        let targets: Vec<_> = {
+            let state = self.lock();
+            state
+                .wanted
+                .values()
+                .filter(|wanted| &*wanted.threads[0] == threads)
+                .filter_map(|wanted| {
+                    let sinks = state.sinks.get(&wanted.channel)?;
+                    Some((sinks.clone(), wanted.user.clone()))
+                })
+                .collect()
+        };
+        for (sinks, user) in targets {
+            for sink in sinks.iter() {
+                sink.thread_outranked(&user, thread);
+            }
+        }
     }
 
     /// Whether Redis confirmed that the node listens to `feed` on the current connection.

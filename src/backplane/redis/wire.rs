@@ -67,6 +67,7 @@ fn parse_snapshot(blob: &[u8]) -> Option<ThreadSnapshot> {
         covers: EventId::parse(covers)?,
         count: count.parse().ok()?,
         opening: Bytes::copy_from_slice(&blob[newline + 1..]),
+        from_before_loss: false,
     })
 }
 
@@ -220,13 +221,17 @@ pub(crate) fn parse_thread_history(value: Value) -> Option<(ThreadHistory, Strin
         snapshot,
         Value::Array(entries),
         Value::BulkString(marker),
-    ] = <[Value; 5]>::try_from(items).ok()?
+        Value::Int(before),
+    ] = <[Value; 6]>::try_from(items).ok()?
     else {
         return None;
     };
     let snapshot = match snapshot {
         Value::BulkString(blob) if blob.is_empty() => None,
-        Value::BulkString(blob) => Some(parse_snapshot(&blob)?),
+        Value::BulkString(blob) => Some(ThreadSnapshot {
+            from_before_loss: before == 1,
+            ..parse_snapshot(&blob)?
+        }),
         _ => return None,
     };
     let mut events = Vec::with_capacity(entries.len());
