@@ -424,8 +424,11 @@ async fn a_broken_live_feed_resumes_from_the_history_without_a_gap() {
     let b = node(&redis, hub_config()).await;
     let (mut on_b, last_id) = resume_point(&b, &a).await;
 
-    let killed = redis.kill_pubsub_clients().await;
-    assert_eq!(killed, 1, "B's pub/sub connection, the only one subscribed");
+    let killed = redis.kill_feed_listeners().await;
+    assert_eq!(
+        killed, 1,
+        "B's pub/sub connection, the only one listening to a user"
+    );
     // Published while B may not be listening: only the history has them for sure.
     a.publish("alice", 2).await.unwrap();
     a.publish("alice", 3).await.unwrap();
@@ -901,6 +904,87 @@ async fn streams_ended_by_a_reconnect_carry_a_jittered_retry() {
         tail.lines().any(|line| line.starts_with("retry: ")),
         "no retry hint at the end: {tail:?}"
     );
+}
+
+/// Redis loses its data while every connection stays up (a `FLUSHALL`), and nothing is
+/// published: no reconnect shows it, yet every node finds it (its link check reads the
+/// generation marker), counts it once, and ends its streams, as when a reconnect finds it. A
+/// client comes back with its last id, is told with a `reset` that the history before it is
+/// gone, then gets every later event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_flushall_is_found_and_signalled_while_nothing_is_published() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let a = node(&redis, hub_config()).await;
+    let b = node(&redis, hub_config()).await;
+    let client = EsClient::spawn(b.url("alice"), None, Duration::from_millis(100));
+    let opened = client
+        .wait_for(WAIT, |seen| {
+            seen.iter().any(|s| matches!(s, Seen::Opened { .. }))
+        })
+        .await;
+    assert!(opened, "the client connects");
+    for n in 1..=3 {
+        a.publish_stored("alice", n).await;
+    }
+    assert!(client.wait_for_event(WAIT, 3).await);
+
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for node in [&a, &b] {
+        let found = timeout(WAIT, async {
+            while node.backplane.health().data_losses == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "the loss is found: {:?}",
+            node.backplane.health()
+        );
+    }
+    let reset = client
+        .wait_for(WAIT, |seen| {
+            seen.iter().any(|s| matches!(s, Seen::Reset(_)))
+        })
+        .await;
+    assert!(reset, "the client is told: {:?}", client.seen());
+    for n in 4..=6 {
+        a.publish_stored("alice", n).await;
+    }
+    assert!(client.wait_for_event(WAIT, 6).await);
+    let seen = client.stop().await;
+    assert_eq!(
+        seen.iter()
+            .filter_map(|s| match s {
+                Seen::Event { n, .. } => Some(*n),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6],
+        "{seen:?}"
+    );
+    let at = |wanted: &dyn Fn(&Seen) -> bool| seen.iter().position(wanted).unwrap();
+    let third = at(&|s| matches!(s, Seen::Event { n: 3, .. }));
+    let ended = at(&|s| matches!(s, Seen::Ended { .. }));
+    let reset = at(&|s| matches!(s, Seen::Reset(_)));
+    let fourth = at(&|s| matches!(s, Seen::Event { n: 4, .. }));
+    assert!(third < ended && ended < reset && reset < fourth, "{seen:?}");
+    assert_eq!(seen[reset], Seen::Reset("expired".into()));
+    let resets = seen.iter().filter(|s| matches!(s, Seen::Reset(_))).count();
+    assert_eq!(resets, 1, "{seen:?}");
+    for node in [&a, &b] {
+        let health = node.backplane.health();
+        assert_eq!(health.data_losses, 1, "counted once: {health:?}");
+        assert_eq!(health.reconnects, 0, "no connection was cut: {health:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

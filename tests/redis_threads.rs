@@ -1125,8 +1125,9 @@ async fn a_run_rejoined_after_a_loss_survives_its_snapshot_not_reaching_redis() 
 }
 
 /// `ACL SETUSER default <rule>` on `redis`: a test's way to make a node's reconnect fail at a
-/// given step (`-subscribe`: its `SUBSCRIBE`s, after it connected and read the generation
-/// marker).
+/// given step (`resetchannels &sse-hub:generation`: its `SUBSCRIBE`s to the users' feeds,
+/// after it connected and read the generation marker; the marker's own channel stays
+/// allowed).
 async fn acl_default(redis: &RedisServer, rule: &str) {
     let mut connection = redis.connection().await;
     let _: () = redis::cmd("ACL")
@@ -1159,10 +1160,12 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
     } = MidRun::start().await;
     let expected = published.wait_folded_on(&[&b]).await;
 
-    // Redis loses everything while B cannot reach it; the new Redis refuses `SUBSCRIBE`.
+    // Redis loses everything while B cannot reach it; the new Redis refuses `SUBSCRIBE` to
+    // the feeds.
     proxy.set(support::Fault::Hold);
     lose_redis_data(&mut redis, &[&a]).await;
-    acl_default(&redis, "-subscribe").await;
+    acl_default(&redis, "resetchannels").await;
+    acl_default(&redis, "&sse-hub:generation").await;
     proxy.cut();
     proxy.set(support::Fault::None);
     let found = timeout(WAIT, async {
@@ -1180,7 +1183,7 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!b.backplane.is_connected());
     let before = b.backplane.health().reconnects;
-    acl_default(&redis, "+subscribe").await;
+    acl_default(&redis, "allchannels").await;
     wait_reconnected_after(&b, before).await;
     assert_eq!(b.backplane.health().data_losses, 1);
 
@@ -1230,10 +1233,12 @@ impl sse_hub::ThreadStates for NumbersStates {
 }
 
 /// Redis keeps its data but its generation marker goes (an `allkeys-*` eviction policy evicts
-/// it, or someone deletes it): a node that reconnects reads a new marker and takes it for a
-/// loss, keeping its exact states. Redis still holds the thread from its first event, with no
-/// snapshot but the empty one its first event stored: the node must not fold those events
-/// again on top of the state it kept, which holds them already.
+/// it, or someone deletes it), then a node's feed breaks: the node that reconnects sets the
+/// marker again, and finds the data kept, so that is no loss. It reads the thread back as
+/// after any interruption; Redis holds the thread from its first event, with no snapshot but
+/// the empty one its first event stored, and the node folds each event once. (Where a node
+/// does take such a marker for a loss, its search for the data giving up first, its kept
+/// state is joined only to the events after the last one it holds: see `sync_base`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
 async fn a_marker_gone_without_the_data_does_not_fold_a_thread_twice() {
@@ -1264,6 +1269,9 @@ async fn a_marker_gone_without_the_data_does_not_fold_a_thread_twice() {
 
     let opened = opening_on(&b, &alice(), &expected).await;
     assert_eq!(opened, expected, "each event once");
+    for node in [&a, &b] {
+        assert_eq!(node.backplane.health().data_losses, 0, "no loss");
+    }
     close(&[&a, &b]).await;
 }
 
@@ -1302,4 +1310,442 @@ async fn a_thread_lost_without_its_exact_state_is_counted_once() {
         "one loss, counted once"
     );
     close(&[a, b]).await;
+}
+
+/// `FLUSHALL` on `redis`: it loses every key while every connection stays up.
+async fn flushall(redis: &RedisServer) {
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// Redis loses its data in the middle of a run *without cutting a connection* (a `FLUSHALL`),
+/// and the run goes on at once: its next events are the thread's first in Redis. No reconnect
+/// tells the nodes, yet they must do what they do when a reconnect finds the loss: count it
+/// once, end their streams (their clients come back), keep the run's exact state and put it
+/// back in Redis. So a tab open before the loss ends having received the run so far, once, and
+/// a tab that opens afterwards on any node (one that never held the thread included) opens
+/// with the whole run, then follows it to its end with no delta missing and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_run_survives_a_flushall_that_cuts_no_connection() {
+    if !redis_available() {
+        return;
+    }
+    const DELTAS: usize = 60;
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(DELTAS);
+    let publish = |range: std::ops::Range<usize>| {
+        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
+        async move {
+            for event in &events[range] {
+                a.publish_in_thread(alice, &thread(), event).await;
+                reference
+                    .broadcast_in_thread(alice, &thread(), event)
+                    .unwrap();
+            }
+        }
+    };
+    publish(0..30).await;
+    let mut tabs = Vec::new();
+    for node in [&a, &b] {
+        let mut tab = node
+            .hub
+            .subscribe_in_thread(&alice, &thread(), None)
+            .unwrap();
+        let mut seen = opening(&mut tab).await;
+        // A node's feed may deliver the last events a moment after their publish returned.
+        while text_of(&seen) != text_of(&events[..30]) {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        tabs.push((tab, seen));
+    }
+
+    // Redis loses everything, the nodes' connections stay up, and the run goes on at once.
+    flushall(&redis).await;
+    publish(30..45).await;
+    for (k, (mut tab, mut seen)) in tabs.into_iter().enumerate() {
+        seen.extend(until_end(&mut tab).await);
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+        let text = text_of(&seen);
+        assert!(
+            full_text(DELTAS).starts_with(&text) && text.len() >= text_of(&events[..30]).len(),
+            "tab {k}: the run so far, once: {text:?}"
+        );
+    }
+    let expected = single_opening(&reference, &alice).await;
+    let c = node(redis.url()).await;
+    let mut tabs = Vec::new();
+    for node in [&b, &a, &c] {
+        let opened = opening_on(node, &alice, &expected).await;
+        assert_eq!(opened[0]["type"], "RUN_STARTED");
+        let tab = node
+            .hub
+            .subscribe_in_thread(&alice, &thread(), None)
+            .unwrap();
+        tabs.push(tab);
+    }
+    publish(45..events.len()).await;
+    for (k, mut tab) in tabs.into_iter().enumerate() {
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+        assert_eq!(
+            text_of(&seen),
+            full_text(DELTAS),
+            "tab {k}: every delta, once"
+        );
+    }
+    for node in [&a, &b, &c] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0);
+    }
+    for node in [&a, &b] {
+        let health = node.backplane.health();
+        assert_eq!(health.data_losses, 1, "{health:?}");
+        assert_eq!(health.reconnects, 0, "no connection was cut");
+    }
+    assert_eq!(c.backplane.health().data_losses, 0);
+    for node in [&a, &b, &c] {
+        node.backplane.close().await;
+    }
+}
+
+/// Redis loses its data without cutting a connection (a `FLUSHALL`) while node B knows the
+/// thread without its exact state, and the first thing after is a tab opening on B: its read
+/// of the thread is what puts a new generation marker in Redis. B must take that read for one
+/// of the new Redis, not for the state it held before (it held none): it counts the thread's
+/// state unknown, once, and does not pass off what it read as the whole thread (the node that
+/// held the exact state re-seeds Redis, and a node that reads the thread back gets the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_read_that_finds_a_flushall_is_not_taken_for_the_state_before_it() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(redis.url()).await;
+    let b = node(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    let events = run(20);
+    for event in &events[..12] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    // B's feed breaks (Redis keeps its data): B no longer holds the thread's exact state.
+    let before = b.backplane.health().reconnects;
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+
+    flushall(&redis).await;
+    let mut tab = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let counted = timeout(WAIT, async {
+        while b.hub.stats().thread_states_unknown == 0 {
+            // Polled: the subscription runs the sync; a tab whose syncs failed ends, and the
+            // client opens another.
+            if let Ok(None) = timeout(Duration::from_millis(10), tab.next()).await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                tab = b.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+            }
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "B cannot rebuild the thread: counted");
+    for event in &events[12..14] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    let expected = single_opening(&reference, &alice).await;
+    let c = node(redis.url()).await;
+    let opened = opening_on(&c, &alice, &expected).await;
+    assert_eq!(opened[0]["type"], "RUN_STARTED");
+    assert_eq!(b.hub.stats().thread_states_unknown, 1, "once");
+    for node in [&a, &b] {
+        assert_eq!(node.backplane.health().data_losses, 1);
+    }
+    for node in [&a, &b, &c] {
+        node.backplane.close().await;
+    }
+}
+
+/// The generation marker is deleted (or evicted alone) while Redis keeps its data: the nodes
+/// set it again, and must not take that for a loss. Nothing is counted, no stream ends, the
+/// run goes on in every tab, and a node that reads the thread back gets the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_marker_deleted_while_redis_keeps_its_data_is_no_loss() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    // Link checks every 100 ms: one of them finds the marker gone.
+    let (a, b) = (
+        Node::start(support::settings(redis.url()), config()).await,
+        Node::start(support::settings(redis.url()), config()).await,
+    );
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(20);
+    let publish = |range: std::ops::Range<usize>| {
+        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
+        async move {
+            for event in &events[range] {
+                a.publish_in_thread(alice, &thread(), event).await;
+                reference
+                    .broadcast_in_thread(alice, &thread(), event)
+                    .unwrap();
+            }
+        }
+    };
+    publish(0..12).await;
+    let mut tabs = Vec::new();
+    for node in [&a, &b] {
+        let mut tab = node
+            .hub
+            .subscribe_in_thread(&alice, &thread(), None)
+            .unwrap();
+        let mut seen = opening(&mut tab).await;
+        while text_of(&seen) != text_of(&events[..12]) {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        tabs.push((tab, seen));
+    }
+
+    let mut connection = redis.connection().await;
+    let deleted: i64 = redis::cmd("DEL")
+        .arg("sse-hub:generation")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let back = timeout(WAIT, async {
+        loop {
+            let marker: Option<String> = redis::cmd("GET")
+                .arg("sse-hub:generation")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if marker.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "a node sets the marker again");
+    // Published after the marker was set again: every node hears of the marker first.
+    publish(12..events.len()).await;
+    for (k, (mut tab, mut seen)) in tabs.into_iter().enumerate() {
+        while !seen.iter().any(|e| e["type"] == "RUN_FINISHED") {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        assert_eq!(text_of(&seen), full_text(20), "tab {k}: every delta, once");
+    }
+    for node in [&a, &b] {
+        let health = node.backplane.health();
+        assert_eq!(health.data_losses, 0, "{health:?}");
+        assert_eq!(node.hub.stats().thread_states_unknown, 0);
+    }
+    let expected = single_opening(&reference, &alice).await;
+    let c = node(redis.url()).await;
+    let opened = opening_on(&c, &alice, &expected).await;
+    assert_eq!(opened[0]["type"], "RUN_STARTED");
+    for node in [&a, &b, &c] {
+        node.backplane.close().await;
+    }
+}
+
+/// The value of `field` in alice's thread snapshots hash, if any.
+async fn thread_field(redis: &RedisServer, field: &str) -> Option<String> {
+    let mut connection = redis.connection().await;
+    redis::cmd("HGET")
+        .arg("sse-hub:threads:agui:alice")
+        .arg(field)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// Redis loses its data mid-run. Node A held the run's exact state, but its link to Redis is
+/// slow (300 ms each way); the run goes on from node B, started after the loss, which never
+/// held the thread: B folds the run from its first event in the new Redis, and stores a
+/// snapshot of that partial state before A's whole one arrives. The whole run must win
+/// wherever it is read: a tab that opens on A at once (A reads the thread back, and finds B's
+/// snapshot there) opens with the whole run, Redis ends up holding the whole run, B reads it
+/// back (its next snapshot is refused), and a node that reads the thread back afterwards (D)
+/// opens with it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_partial_snapshot_of_a_node_that_never_held_the_thread_does_not_win() {
+    if !redis_available() {
+        return;
+    }
+    const DELTAS: usize = 60;
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node(proxy.url()).await;
+    let reference = single();
+    let alice = UserId::from("alice");
+    let events = run(DELTAS);
+    for event in &events[..20] {
+        a.publish_in_thread(&alice, &thread(), event).await;
+        reference
+            .broadcast_in_thread(&alice, &thread(), event)
+            .unwrap();
+    }
+    let expected = single_opening(&reference, &alice).await;
+    opening_on(&a, &alice, &expected).await;
+
+    redis.restart().await;
+    a.wait_reconnected().await;
+    assert_eq!(a.backplane.health().data_losses, 1);
+    proxy.set(support::Fault::Latency(Duration::from_millis(300)));
+    let b = node(redis.url()).await;
+    let publish_on_b = |range: std::ops::Range<usize>| {
+        let (b, reference, alice, events) = (&b, &reference, &alice, &events);
+        async move {
+            for event in &events[range] {
+                b.publish_in_thread(alice, &thread(), event).await;
+                reference
+                    .broadcast_in_thread(alice, &thread(), event)
+                    .unwrap();
+            }
+        }
+    };
+    publish_on_b(20..30).await;
+    // Before A's feed brings the run's new events, a tab opens there: A reads the thread back,
+    // and its read gets to Redis after B stored its snapshot.
+    let mut tab = a.hub.subscribe_in_thread(&alice, &thread(), None).unwrap();
+    let opened = opening(&mut tab).await;
+    assert_eq!(opened[0]["type"], "RUN_STARTED", "A kept the whole run");
+    assert_eq!(text_of(&opened), text_of(&events[..30]));
+    assert!(
+        thread_field(&redis, "s:thread-1")
+            .await
+            .is_some_and(|s| !s.contains("RUN_STARTED")),
+        "B's snapshot, without the run's start, is stored"
+    );
+    let whole = timeout(WAIT, async {
+        while !thread_field(&redis, "s:thread-1")
+            .await
+            .is_some_and(|s| s.contains("RUN_STARTED"))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(whole.is_ok(), "Redis holds the whole run again");
+
+    publish_on_b(30..events.len()).await;
+    let expected = single_opening(&reference, &alice).await;
+    opening_on(&a, &alice, &expected).await;
+    proxy.set(support::Fault::None);
+    // Everything A sent before is answered before this publish is.
+    a.publish_stored("alice", 1).await;
+    let d = node(redis.url()).await;
+    for (name, node) in [("D", &d), ("B", &b)] {
+        let opened = opening_on(node, &alice, &expected).await;
+        assert_eq!(opened[0]["type"], "RUN_STARTED", "{name}");
+    }
+    assert_eq!(a.hub.stats().thread_states_unknown, 0);
+    for node in [&a, &b, &d] {
+        node.backplane.close().await;
+    }
+}
+
+/// Redis loses its data while node B knows a thread without its exact state, and no node
+/// kept it (the node that held it is gone); the thread goes on from a node started after the
+/// loss, P, which folds it from where it started over and stores that as its snapshot before B
+/// meets the thread again. B reads the thread back: what it finds lacks the thread's start,
+/// which B knows it had, so B counts the state unknown rather than take it silently for the
+/// thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_found_started_over_by_a_node_that_knew_it_is_counted() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let mut config = config();
+    config.threads.state = Some(Arc::new(NumbersStates));
+    let a = Node::start(quick_settings(redis.url()), config.clone()).await;
+    let b = Node::start(quick_settings(proxy.url()), config.clone()).await;
+    let alice = UserId::from("alice");
+    let _plain = b.hub.subscribe(&alice).unwrap();
+    let listening = timeout(WAIT, async {
+        while b.backplane.health().listening < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "B listens to alice");
+    for n in 0..5 {
+        a.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    // B's feed breaks (Redis keeps its data): B no longer holds the thread's exact state.
+    let before = b.backplane.health().reconnects;
+    proxy.set(support::Fault::Hold);
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+    // A goes; then Redis loses everything.
+    a.backplane.close().await;
+    drop(a);
+    let before = b.backplane.health().reconnects;
+    redis.restart().await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    // The thread goes on from P, long enough for P to store a snapshot of what it folded,
+    // while B's link is held (a pause, shorter than its timeouts): B meets the thread again
+    // only then.
+    proxy.set(support::Fault::Hold);
+    let p = Node::start(quick_settings(redis.url()), config).await;
+    for n in 5..25 {
+        p.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    let stored = timeout(WAIT, async {
+        while snapshot_count(&mut redis.connection().await, "alice").await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(stored.is_ok(), "P stores a snapshot");
+    proxy.set(support::Fault::None);
+
+    let expected: Vec<Value> = (5..25).map(|n| json!({ "n": n })).collect();
+    opening_on(&b, &alice, &expected).await;
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "B knew the thread had more"
+    );
+    for node in [&b, &p] {
+        node.backplane.close().await;
+    }
 }

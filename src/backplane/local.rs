@@ -9,8 +9,8 @@ use bytes::Bytes;
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
 
-/// What a broadcaster does for its backplane: the three ways frames and orders come back from
-/// the shared bus into one node. Implemented by the registry; a [`Backplane`](super::Backplane) reaches it only
+/// What a broadcaster does for its backplane: the ways frames and orders come back from the
+/// shared bus into one node. Implemented by the registry; a [`Backplane`](super::Backplane) reaches it only
 /// through [`LocalChannels`].
 pub(crate) trait LocalDelivery: Send + Sync {
     /// Publishes a finished frame to the user's local channel, if there is one; returns the
@@ -23,6 +23,8 @@ pub(crate) trait LocalDelivery: Send + Sync {
     /// Ends the user's local streams, keeping the channel; returns how many were open. With
     /// `lost`, the backplane lost its data meanwhile (see [`LocalChannels::kick_after_loss`]).
     fn kick_user(&self, user: &UserId, lost: bool) -> usize;
+    /// See [`LocalChannels::thread_outranked`].
+    fn thread_outranked(&self, user: &UserId, thread: &ThreadId);
     /// Ends the user's degraded local streams only.
     fn kick_degraded(&self, user: &UserId);
 }
@@ -176,8 +178,8 @@ impl LocalChannels {
             .map_or(0, |inner| inner.kick_user(user, false))
     }
 
-    /// [`kick`](Self::kick), when the backplane knows it lost its data while the feed was
-    /// interrupted (a Redis restarted without persistence): the node then keeps its exact
+    /// [`kick`](Self::kick), when the backplane knows it lost its data (a Redis restarted
+    /// without persistence, or flushed with every connection up): the node then keeps its exact
     /// thread states as they were, since the backplane no longer holds what they cover, and
     /// joins them to what the backplane holds afterwards (see the
     /// [backplane docs](super#threads)). Returns how many streams were open. Call it as soon
@@ -187,6 +189,17 @@ impl LocalChannels {
         self.inner
             .upgrade()
             .map_or(0, |inner| inner.kick_user(user, true))
+    }
+
+    /// The backplane refused this node's snapshot of `user`'s `thread`: it holds one that is
+    /// [`from_before_loss`](super::ThreadSnapshot::from_before_loss), and this node's state is
+    /// not (it folded the thread from where the backplane started it over after a loss, before
+    /// a node that kept the whole thread put it back). The state is dropped, and read back at
+    /// the thread's next event or subscription, which then open with the whole thread.
+    pub fn thread_outranked(&self, user: &UserId, thread: &ThreadId) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.thread_outranked(user, thread);
+        }
     }
 
     /// Ends `user`'s *degraded* local streams only: those whose

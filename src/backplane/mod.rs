@@ -115,12 +115,15 @@
 //! * **When Redis loses *all* its data** in the middle of a run (a restart without
 //!   persistence, a flush), nothing in Redis is left to show it: the thread starts again at
 //!   its next event (ordinal 1), as a new one would. So the backplane keeps a *generation
-//!   marker* in Redis (a key with a random value, created by the first node to connect, with
-//!   no time to live; see the [Redis keys][redis-keys]); a node that reconnects and finds
-//!   another value knows Redis lost its data
-//!   (counted in the [`RedisBackplane`]'s `health().data_losses`, logged at `warn`), and tells its channels ([`LocalChannels::kick_after_loss`]). Its streams end, as
-//!   at any reconnect, but it *keeps* the exact state it held of each thread, instead of
-//!   forgetting it, since Redis no longer holds what it covers. Then:
+//!   marker* in Redis (a key with a random value and no time to live, set anew by whatever
+//!   finds it absent, which tells every node at once; see the [Redis keys][redis-keys]); a
+//!   node that finds another value, at a reconnect or while connected (a `FLUSHALL` cuts no
+//!   connection), knows Redis lost its data
+//!   (counted in the [`RedisBackplane`]'s `health().data_losses`, logged at `warn`), and tells
+//!   its channels ([`LocalChannels::kick_after_loss`]) before it dispatches any event published
+//!   after the loss. Its streams end, as at any reconnect, but it *keeps* the exact state it
+//!   held of each thread, instead of forgetting it, since Redis no longer holds what it
+//!   covers. Then:
 //!
 //!   - when the node next meets the thread (its next event on the feed, or a subscription's
 //!     sync) and Redis holds every event of the thread since it started over, and no snapshot
@@ -131,11 +134,17 @@
 //!     counts the thread only from there). Logged at `warn`. Until a sync finds a snapshot of
 //!     the thread stored after the loss, a later interruption keeps the state again (its
 //!     snapshot may not have reached Redis);
-//!   - when Redis already holds a snapshot of the thread written after the loss (another node
-//!     went on from its kept state first), that snapshot is the thread's, as for any sync;
+//!   - when Redis already holds a snapshot of the thread that folds events from before the
+//!     loss ([`ThreadSnapshot::from_before_loss`]: another node went on from its kept state
+//!     first), that snapshot is the thread's, as for any sync. One that does not (a node that
+//!     never held the thread folded it from where Redis started it over, and stored that) is
+//!     passed over, and never replaces one that does, whatever it covers (Redis keeps which is
+//!     which): the whole thread wins, and the node that stored the partial one, its next
+//!     snapshot refused for that, reads the thread back;
 //!   - a node that knew the thread without holding an exact state of it (its sync had not
 //!     ended), or whose kept state cannot be joined (Redis no longer holds every event since
-//!     the thread started over), cannot rebuild it: the state it reads back is counted in
+//!     the thread started over), cannot rebuild it: the state it reads back (the thread since
+//!     Redis started it over, maybe from another node's snapshot of that) is counted in
 //!     [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) and logged at
 //!     `warn`, as when the history no longer reaches back to the snapshot (above). Once: the
 //!     first event that state then cannot apply (to the AG-UI run state, an event of the run
@@ -145,19 +154,25 @@
 //!   kept state (the [lost tail](#faults) of a history, which no node can see); if the nodes
 //!   kept different states (one's feed lagged at the crash), the first snapshot stored is the
 //!   one the others read back, and each keeps its own state until its next interruption. A
+//!   node that folded the thread from where Redis started it over, before the whole one was
+//!   back, opens with that partial state until its next snapshot is refused (at the thread's
+//!   next checkpoint, or `replay_events / 2` events later), or its feed is interrupted. A
 //!   thread that no node held (no node served the user, or every node restarted too) starts
-//!   over from what Redis holds after the loss; so does everything when Redis evicts the
-//!   marker (an `allkeys-*` eviction policy) or loses its data without cutting the nodes'
-//!   connections (a `FLUSHALL`). The backplane does not count those, but the AG-UI run state
+//!   over from what Redis holds after the loss; so does a thread whose keys Redis evicts
+//!   while it keeps the marker (an `allkeys-*` eviction policy). The backplane does not count
+//!   those, but the AG-UI run state
 //!   does: an event of a run with no `RUN_STARTED` marks the run unknown (counted in
 //!   `thread_states_unknown`), and a connection to the thread opens with a `RUN_ERROR`
 //!   (`code` `run_unknown`) until the next run starts (see
 //!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
 //!   writes where that matters (see the faults below). Conversely, a marker that goes without
-//!   the data (evicted, deleted) reads as a loss at the nodes' next reconnect (counted in
-//!   `data_losses`); a kept state is only joined to events that follow the last one it holds
-//!   (Redis' ids grow with time), so where Redis still holds the thread from before, the
-//!   node reads it back as after any interruption, and folds nothing twice.
+//!   the data (evicted, deleted) is no loss: whatever sets it again finds keys of the backplane
+//!   in Redis, and says so in the new marker, so nothing is counted and no stream ends. (Its
+//!   search gives up after about 64 000 keys of a Redis shared with other data: the marker then
+//!   reads as a loss, counted in `data_losses`; a kept state is only joined to events that
+//!   follow the last one it holds, since Redis' ids grow with time, so where Redis still
+//!   holds the thread from before, the node reads it back as after any interruption, and
+//!   folds nothing twice.)
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.
@@ -353,6 +368,11 @@ pub struct ThreadSnapshot {
     /// The state's opening ([`ThreadState::write_opening`](crate::ThreadState::write_opening)):
     /// complete SSE frames, which a fresh state folds back into the same state.
     pub opening: Bytes,
+    /// The state folds events from before the backplane last started the thread over (a node
+    /// kept it across a loss of the backplane's data, or read it from such a snapshot). Such a
+    /// snapshot outranks one that does not, whatever they cover: that one is of a node that
+    /// folded only what followed (see the [module docs](self#threads)).
+    pub from_before_loss: bool,
 }
 
 /// What a backplane holds of one thread: the answer to [`Backplane::catch_up_thread`].
@@ -475,15 +495,19 @@ pub trait Backplane: Send + Sync + 'static {
     }
 
     /// Waits (bounded) until the node listens to `user`'s live feed on `channel`, then reads
-    /// `thread`'s newest snapshot and the thread's events the history holds after it. The
-    /// default refuses.
+    /// `thread`'s newest snapshot and the thread's events the history holds after it. With
+    /// `kept` (the node kept the thread's state across a loss of the backplane's data), a
+    /// snapshot that is not [`from_before_loss`](ThreadSnapshot::from_before_loss) is passed
+    /// over, and the read holds every event the history holds of the thread: the kept state
+    /// goes on with them. The default refuses.
     fn catch_up_thread(
         &self,
         channel: &str,
         user: &UserId,
         thread: &ThreadId,
+        kept: bool,
     ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
-        let _ = (channel, user, thread);
+        let _ = (channel, user, thread, kept);
         Box::pin(std::future::ready(Err(BackplaneError::Failed(
             "this backplane does not carry threads".into(),
         ))))

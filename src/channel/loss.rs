@@ -3,8 +3,9 @@
 //! nothing before it. A node that held a thread's exact state *keeps* it ([`BeforeLoss`]), and
 //! goes on from it with the thread's new events when the backplane holds every one of them,
 //! re-seeding the backplane with the whole thread; a node that knew the thread without an exact
-//! state cannot, and counts the state it reads back as unknown. See the
-//! [backplane docs](crate::backplane#threads).
+//! state cannot, and counts the state it reads back as unknown. The re-seeded snapshot outranks
+//! the snapshots of nodes that folded the thread only from where it started over, which read it
+//! back once the backplane refuses theirs. See the [backplane docs](crate::backplane#threads).
 
 use super::*;
 
@@ -39,9 +40,9 @@ impl BeforeLoss {
 }
 
 impl UserChannel {
-    /// With a backplane, the feed was interrupted: no thread state can be trusted any more
-    /// (the next frame or subscription of each thread syncs it again). If the backplane `lost`
-    /// its data meanwhile, the exact states are kept as they were, since the backplane no
+    /// With a backplane, the feed was interrupted, or the backplane `lost` its data: no thread
+    /// state can be trusted any more (the next frame or subscription of each thread syncs it
+    /// again). After a loss, the exact states are kept as they were, since the backplane no
     /// longer holds what they cover (see [`BeforeLoss`]).
     pub(crate) fn threads_unsynced(&self, lost: bool) {
         if self.shared.config.threads.state.is_none() {
@@ -118,10 +119,12 @@ impl UserChannel {
                 self.warn_rejoined(entry);
                 entry.reseed = true;
                 entry.rejoined = true;
+                entry.from_before_loss = true;
                 kept
             }
             _ => {
                 entry.rejoined = false;
+                entry.from_before_loss = false;
                 self.shared.thread_state_resized(entry.bytes, 0);
                 entry.bytes = 0;
                 states.create(thread)
@@ -132,16 +135,19 @@ impl UserChannel {
     /// The state a sync folds `read` into, and, if it is the one kept from before a loss, how
     /// many of the read's events it holds already. After a loss, the backplane holds the
     /// thread whole since it started over when it stores no snapshot of it and every event
-    /// after: the kept state is then what came before. A stored snapshot is another node's
-    /// (which went on from its own kept state first, or folded the thread from its new start),
-    /// and is the thread's, as for any sync. A node that knew the thread without an exact
-    /// state counts it unknown.
+    /// after: the kept state is then what came before. A node that kept its state reads past a
+    /// snapshot of a node that folded the thread only from where it started over (see
+    /// [`SyncStart::kept`]); one that folds what came before too is another node's that went
+    /// on from its kept state first, and is the thread's, as for any sync. A node that knew the
+    /// thread without an exact state, and reads it only since it started over (with or without
+    /// such a snapshot), counts it unknown.
     ///
     /// The kept state holds the read's events up to the last it folded (`covers`): Redis
     /// numbers the thread anew from where it started over, and its ids grow with time, so
     /// those are exactly its first `ordinal` (none when kept at the loss). When they are not,
     /// Redis did not start the thread over after the state was kept: its marker went without
-    /// its data (evicted, deleted), and the read is the whole thread, as for any sync.
+    /// its data, and the node that set it again missed the data (its search gives up in a
+    /// Redis with many other keys), and the read is the whole thread, as for any sync.
     pub(super) fn sync_base(
         &self,
         entry: &mut ThreadEntry,
@@ -149,7 +155,10 @@ impl UserChannel {
         states: &Arc<dyn ThreadStates>,
         thread: &ThreadId,
     ) -> (Box<dyn ThreadState>, Option<usize>) {
-        let whole = read.is_complete() && read.snapshot.as_ref().is_none_or(|s| s.count == 0);
+        let complete = read.is_complete();
+        let whole = complete && read.snapshot.as_ref().is_none_or(|s| s.count == 0);
+        // What a node that never held the thread folded from where it started over.
+        let restarted = complete && read.snapshot.as_ref().is_none_or(|s| !s.from_before_loss);
         match std::mem::replace(&mut entry.before_loss, BeforeLoss::Nothing) {
             BeforeLoss::Kept {
                 state,
@@ -164,12 +173,35 @@ impl UserChannel {
                     (states.create(thread), None)
                 }
             }
-            BeforeLoss::Unknown if whole => {
+            BeforeLoss::Unknown if restarted => {
                 self.lost_unknown(entry);
                 entry.before_loss = BeforeLoss::Counted;
                 (states.create(thread), None)
             }
             _ => (states.create(thread), None),
         }
+    }
+
+    /// The backplane refused this node's snapshot of `thread`: it holds one that folds events
+    /// from before it started the thread over after a loss, and this state, folded from where it
+    /// started over, does not. The state is dropped, so that the thread's next event or
+    /// subscription reads the whole thread back (see
+    /// [`LocalChannels::thread_outranked`](crate::backplane::LocalChannels::thread_outranked)).
+    /// A state that folds events from before too, or one not exact any more, stays.
+    pub(crate) fn thread_outranked(&self, thread: &ThreadId) {
+        let mut state = self.lock();
+        let Some(entry) = state.threads.iter_mut().find(|t| t.id.same(thread)) else {
+            return;
+        };
+        if entry.from_before_loss || !matches!(entry.sync, Sync::Exact { .. }) {
+            return;
+        }
+        tracing::info!(channel = %self.shared.config.name, user = %self.user, thread = %entry.id, "the backplane holds the thread from before it lost its data, and this node's state of it does not: read back");
+        entry.state = None;
+        entry.sync = Sync::Inexact;
+        entry.dirty_since = None;
+        entry.reseed = false;
+        self.shared.thread_state_resized(entry.bytes, 0);
+        entry.bytes = 0;
     }
 }

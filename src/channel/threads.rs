@@ -39,6 +39,11 @@ pub(super) struct ThreadEntry {
     /// Until then, a feed interruption keeps it as a loss does: its snapshot may not have
     /// reached the backplane.
     pub(super) rejoined: bool,
+    /// With a backplane: the state folds events from before the backplane last started the
+    /// thread over (joined from a kept one, or read from a snapshot that does), so its
+    /// snapshots outrank those of states that fold only what followed (see
+    /// [`ThreadSnapshot::from_before_loss`]).
+    pub(super) from_before_loss: bool,
 }
 
 /// With a backplane, whether a node's state of a thread is the thread's. A node folds the
@@ -76,6 +81,11 @@ pub(crate) struct SyncStart {
     pub(crate) token: u64,
     pub(crate) from_seq: u64,
     pub(crate) done: Arc<Notify>,
+    /// The node kept the thread's state across a loss of the backplane's data: the read passes
+    /// over a snapshot that lacks what came before (see [`Backplane::catch_up_thread`]).
+    ///
+    /// [`Backplane::catch_up_thread`]: crate::backplane::Backplane::catch_up_thread
+    pub(crate) kept: bool,
 }
 
 /// Where a thread's state stands when a subscription wants it exact.
@@ -171,6 +181,7 @@ impl UserChannel {
             before_loss: BeforeLoss::Nothing,
             reseed: false,
             rejoined: false,
+            from_before_loss: false,
         });
         let last = state.threads.len() - 1;
         state.threads.swap(0, last);
@@ -304,6 +315,7 @@ impl UserChannel {
                 token: SYNC_TOKENS.fetch_add(1, Ordering::Relaxed),
                 from_seq: seq - 1,
                 done: Arc::new(Notify::new()),
+                kept: matches!(entry.before_loss, BeforeLoss::Kept { .. }),
             };
             entry.sync = Sync::Syncing {
                 token: start.token,
@@ -350,6 +362,7 @@ impl UserChannel {
             covers: entry.last_id,
             count,
             opening: Bytes::from(opening),
+            from_before_loss: entry.from_before_loss,
         }
     }
 
@@ -391,6 +404,7 @@ impl UserChannel {
                     token: SYNC_TOKENS.fetch_add(1, Ordering::Relaxed),
                     from_seq: head,
                     done: Arc::new(Notify::new()),
+                    kept: matches!(entry.before_loss, BeforeLoss::Kept { .. }),
                 };
                 entry.sync = Sync::Syncing {
                     token: start.token,
@@ -503,6 +517,8 @@ impl UserChannel {
             entry.before_loss = BeforeLoss::Nothing;
         }
         entry.rejoined = rejoin.is_some();
+        entry.from_before_loss =
+            entry.rejoined || read.snapshot.as_ref().is_some_and(|s| s.from_before_loss);
         if entry.rejoined {
             self.warn_rejoined(entry);
             // Until the thread's first new event, the backplane does not count it, and

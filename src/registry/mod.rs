@@ -152,8 +152,8 @@ impl LocalDelivery for Inner {
         };
         let open = channel.receiver_count();
         // Called by the backplane, which ends the streams when its feed was interrupted too:
-        // the thread states may have missed events, and are read back from it (or, if it lost
-        // its data, kept until they can be joined to what it holds afterwards). Without a
+        // the thread states may have missed events, and are read back from it; or when it lost
+        // its data, and they are kept until they can be joined to what it holds afterwards. Without a
         // backplane (`disconnect_user` on one node) they are exact and the only copy of the
         // threads: a reconnect opens from them, so they stay.
         if self.backplane.is_some() {
@@ -161,6 +161,12 @@ impl LocalDelivery for Inner {
         }
         channel.kick();
         open
+    }
+
+    fn thread_outranked(&self, user: &UserId, thread: &ThreadId) {
+        if let Some(channel) = self.channel(user) {
+            channel.thread_outranked(thread);
+        }
     }
 
     fn kick_degraded(&self, user: &UserId) {

@@ -24,7 +24,7 @@ async fn sync_thread(
 ) {
     let name = channel.shared.config.name.clone();
     let read = backplane
-        .catch_up_thread(&name, &channel.user, &thread)
+        .catch_up_thread(&name, &channel.user, &thread, start.kept)
         .await;
     if let Err(error) = &read {
         tracing::debug!(channel = %name, user = %channel.user, %thread, %error, "thread sync: the backplane could not be read");

@@ -270,6 +270,44 @@ impl RedisServer {
         n
     }
 
+    /// Kills the pub/sub connections that listen to some user's feed (every node's listens to
+    /// the generation marker's channel too): breaks the live feed of the nodes that serve a
+    /// user, and only theirs, while Redis stays up; returns how many connections were killed.
+    pub async fn kill_feed_listeners(&self) -> i64 {
+        let mut connection = self.connection().await;
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await
+            .expect("CLIENT LIST TYPE pubsub");
+        let field = |line: &str, name: &str| {
+            line.split(' ')
+                .find_map(|f| f.strip_prefix(name))
+                .map(str::to_owned)
+        };
+        let mut killed = 0;
+        for line in clients.lines() {
+            let subscriptions: u64 = field(line, "sub=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if subscriptions < 2 {
+                continue;
+            }
+            let id = field(line, "id=").expect("a client id");
+            let gone: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .query_async(&mut connection)
+                .await
+                .expect("CLIENT KILL ID");
+            killed += gone;
+        }
+        killed
+    }
+
     /// `CLIENT KILL TYPE pubsub`: breaks every node's live feed while Redis stays up; returns
     /// how many connections were killed.
     pub async fn kill_pubsub_clients(&self) -> i64 {

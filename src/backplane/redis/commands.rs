@@ -32,11 +32,13 @@ pub(crate) async fn read_history(
     let value: Value = shared
         .history_script
         .key(history)
+        .key(&shared.generation_key)
         .arg(shared.config.history_ttl.as_millis() as u64)
         .arg(after.map(|id| id.to_string()).unwrap_or_default())
         .arg(events)
         .arg(bytes)
         .arg(age.as_millis() as u64)
+        .arg(shared.fresh_generation())
         .invoke_async(&mut command)
         .await
         .map_err(|e| {
@@ -49,13 +51,16 @@ pub(crate) async fn read_history(
 }
 
 /// Waits until the node listens to `feed`, then reads `thread`'s snapshot and its entries
-/// after it (see the thread catch-up script).
+/// after it (see the thread catch-up script). A read under a generation marker the node had
+/// not seen tells the node's channels of the loss first (which makes the sync that asked for
+/// it fail: it started before the loss, and the next one reads the thread again).
 pub(crate) async fn read_thread(
     shared: &Shared,
     history: &str,
     threads: &str,
     feed: &str,
     thread: &ThreadId,
+    kept: bool,
 ) -> Result<ThreadHistory, BackplaneError> {
     wait_subscribed(shared, feed).await?;
     let (mut command, link) = shared
@@ -65,8 +70,11 @@ pub(crate) async fn read_thread(
         .thread_script
         .key(history)
         .key(threads)
+        .key(&shared.generation_key)
         .arg(shared.config.history_ttl.as_millis() as u64)
         .arg(thread.as_str())
+        .arg(shared.fresh_generation())
+        .arg(u8::from(kept))
         .invoke_async(&mut command)
         .await
         .map_err(|e| {
@@ -74,10 +82,16 @@ pub(crate) async fn read_thread(
             shared.command_failed(&error, link);
             error
         })?;
-    parse_thread_history(value).ok_or_else(|| {
-        BackplaneError::Failed("unexpected reply to the thread catch-up script".into())
-    })
+    let unexpected =
+        || BackplaneError::Failed("unexpected reply to the thread catch-up script".into());
+    let (read, marker) = parse_thread_history(value).ok_or_else(unexpected)?;
+    shared.generation_seen(&marker);
+    Ok(read)
 }
+
+/// The snapshot script's answer when the stored snapshot folds events from before Redis
+/// started the thread over, and the one it was given does not.
+const OUTRANKED: i64 = 2;
 
 /// Snapshot writes a node has in flight at most; past it, a snapshot waits for a writer.
 const SNAPSHOTS_IN_FLIGHT: usize = 64;
@@ -104,6 +118,7 @@ pub(crate) fn store_snapshot(
         link,
         covers: snapshot.covers,
         blob: snapshot_blob(snapshot),
+        from_before_loss: snapshot.from_before_loss,
     };
     let mut writes = shared.snapshot_writes();
     if writes.writing >= SNAPSHOTS_IN_FLIGHT {
@@ -142,10 +157,15 @@ async fn write_snapshots(
                     .arg(write.covers.to_string())
                     .arg(write.blob)
                     .arg(shared.config.history_ttl.as_millis() as u64)
+                    .arg(u8::from(write.from_before_loss))
                     .invoke_async(&mut command)
                     .await;
-                if let Err(error) = stored {
-                    tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored");
+                match stored {
+                    Err(error) => {
+                        tracing::debug!(%thread, %error, "backplane: a thread snapshot could not be stored")
+                    }
+                    Ok(OUTRANKED) => shared.snapshot_outranked(threads, thread),
+                    Ok(_) => {}
                 }
             }
             _ => {

@@ -47,9 +47,12 @@ pub struct RedisConfig {
     /// [`EventRouter`](crate::EventRouter) queues an AG-UI or A2A event for two channels at
     /// once (all or none). Default 4096.
     pub publish_queue: usize,
-    /// How often both connections (pub/sub and command) are checked with a `PING`, answered
-    /// within [`command_timeout`](Self::command_timeout) or the node reconnects: a connection
-    /// that died silently (no RST) is replaced within `ping_interval + command_timeout`.
+    /// How often both connections (pub/sub and command) are checked (a `PING`; a read of the
+    /// generation marker on the command connection), answered within
+    /// [`command_timeout`](Self::command_timeout) or the node reconnects: a connection that
+    /// died silently (no RST) is replaced within `ping_interval + command_timeout`, and a
+    /// loss of Redis' data that cut no connection and that no publish or read showed first is
+    /// found within `ping_interval` (see the [module docs](super#faults)).
     /// Default 5 s; at least 10 ms.
     pub ping_interval: Duration,
     /// The certificates of a `rediss://` connection: by default none, and the server's

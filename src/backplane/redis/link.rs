@@ -1,12 +1,14 @@
 //! The connection task of the Redis backplane: connects (checking the server's version, and
 //! reading its generation marker, which tells a Redis that lost its data),
-//! subscribes the node to the feeds it wants, dispatches what comes on them, checks the link,
-//! and reconnects with capped, jittered, exponential backoff. What the node's streams ask of
-//! the command connection it installs is in [`commands`](super::commands).
+//! subscribes the node to the feeds it wants, dispatches what comes on them, checks the link
+//! (and the generation marker, whose loss no reconnect shows when Redis loses its data
+//! without cutting a connection), and reconnects with capped, jittered, exponential backoff.
+//! What the node's streams ask of the command connection it installs is in
+//! [`commands`](super::commands).
 //!
 //! Once a connection serves, the task dispatches while its own round trips (a `SUBSCRIBE`, the
-//! `PING`s) are in flight, one at a time, so that no live event waits for them: not for the
-//! `SUBSCRIBE` of a user who just connected, nor for a `PING` queued on a slow or stalled
+//! link checks) are in flight, one at a time, so that no live event waits for them: not for the
+//! `SUBSCRIBE` of a user who just connected, nor for a check queued on a slow or stalled
 //! command connection (behind a long history read, say), which may take up to
 //! [`RedisConfig::command_timeout`](crate::backplane::RedisConfig::command_timeout). Only while a
 //! new connection subscribes to every feed again are messages held back (see [`serve`]).
@@ -75,15 +77,22 @@ async fn connect(shared: &Shared) -> Result<Connected, ConnectError> {
             .to_string(),
         ));
     }
-    let pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
+    let mut pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
         .await
         .map_err(|_| ConnectError::Io("connecting timed out".to_owned()))?
+        .map_err(io)?;
+    // Before the marker is read: a marker set after the read is then heard of on this
+    // connection, before any event that follows it.
+    tokio::time::timeout(timeout, pubsub.subscribe(&shared.generation_key))
+        .await
+        .map_err(|_| ConnectError::Io("SUBSCRIBE timed out".to_owned()))?
         .map_err(io)?;
     for script in [
         &shared.publish_script,
         &shared.history_script,
         &shared.thread_script,
         &shared.snapshot_script,
+        &shared.generation_script,
     ] {
         script.load_async(&mut command).await.map_err(io)?;
     }
@@ -98,28 +107,20 @@ async fn connect(shared: &Shared) -> Result<Connected, ConnectError> {
 }
 
 /// The server's generation marker (`<prefix>:generation`), created with a new random value if
-/// absent. Nothing else writes or deletes it, and it has no time to live: a value other than
-/// the one the node saw on its previous connection means Redis lost its data in between (a
-/// restart without persistence, a flush), which nothing else in Redis can show, since every
-/// key went with it.
+/// absent (and said on its channel: see the generation script). Nothing else writes or deletes
+/// it, and it has no time to live: a value other than the one the node saw last means Redis
+/// lost its data in between (a restart without persistence, a flush), which nothing else in
+/// Redis can show, since every key went with it.
 async fn generation(
     shared: &Shared,
     command: &mut MultiplexedConnection,
 ) -> redis::RedisResult<String> {
-    let key = format!("{}:generation", shared.config.prefix);
-    let fresh = format!("{}-{:016x}", shared.node, fastrand::u64(..));
-    let (generation,): (String,) = redis::pipe()
-        .atomic()
-        .cmd("SET")
-        .arg(&key)
-        .arg(fresh)
-        .arg("NX")
-        .ignore()
-        .cmd("GET")
-        .arg(&key)
-        .query_async(command)
-        .await?;
-    Ok(generation)
+    shared
+        .generation_script
+        .key(&shared.generation_key)
+        .arg(shared.fresh_generation())
+        .invoke_async(command)
+        .await
 }
 
 /// The connection task: connects, serves until the connection fails, reconnects with backoff.
@@ -128,7 +129,6 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
     let mut backoff = config.reconnect_min;
     let mut ever_connected = false;
     let mut failing = false;
-    let mut generation: Option<String> = None;
     loop {
         match connect(&shared).await {
             Ok(connected) => {
@@ -138,24 +138,17 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
                         .reconnects
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                let lost = generation
-                    .replace(connected.generation)
-                    .is_some_and(|seen| Some(&seen) != generation.as_ref());
-                if lost {
-                    shared
-                        .data_losses
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(
-                        "backplane: Redis lost its data since the last connection (its generation marker changed)"
-                    );
-                }
-                let reconnected = ever_connected.then_some(lost);
+                // A loss is told to the channels here, at once: if this connection failed
+                // before it served, the next one would read the new marker as the one it saw,
+                // and could never tell them; and before it serves any read (see
+                // `generation_seen`).
+                shared.generation_seen(&connected.generation);
                 let error = serve(
                     &shared,
                     connected.sink,
                     connected.stream,
                     connected.command,
-                    reconnected,
+                    ever_connected,
                 )
                 .await;
                 ever_connected = true;
@@ -276,23 +269,33 @@ fn kick_degraded(shared: &Shared) {
     }
 }
 
-/// `PING`s the command connection, within the command timeout: `Err` (why) if it does not
-/// answer. Commands on a connection that went silently dead only ever time out, and a timeout
-/// alone does not mean the connection is dead (Redis may just be slow: a publish then waits
-/// for its answer, see the publisher), so without this probe nothing would replace it: the
-/// node would say it is connected while every publish ends
+/// Reads the generation marker on the command connection, within the command timeout: `Err`
+/// (why) if it does not answer. Commands on a connection that went silently dead only ever
+/// time out, and a timeout alone does not mean the connection is dead (Redis may just be slow:
+/// a publish then waits for its answer, see the publisher), so without this probe nothing
+/// would replace it: the node would say it is connected while every publish ends
 /// [`BackplaneError::Unknown`](crate::error::BackplaneError::Unknown).
+///
+/// The probe reads the marker so that a loss no reconnect shows (a `FLUSHALL`) is found even
+/// while nothing runs a script: each script that creates keys sets a missing marker and says
+/// so on its channel first, but none may run for a while.
 async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Result<(), String> {
-    // A clone of the connection the node uses, with its own response timeout: a PING queued
+    // A clone of the connection the node uses, with its own response timeout: a probe queued
     // behind a publish pipeline waits for it, as any command would.
     let mut command = command.clone();
     command.set_response_timeout(shared.config.command_timeout);
-    let ping = redis::cmd("PING");
-    let pong = ping.query_async::<Value>(&mut command);
-    match tokio::time::timeout(shared.config.command_timeout, pong).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("PING on the command connection failed: {error}")),
-        Err(_) => Err("PING on the command connection timed out".to_owned()),
+    let marker = generation(shared, &mut command);
+    match tokio::time::timeout(shared.config.command_timeout, marker).await {
+        Ok(Ok(marker)) => {
+            shared.generation_seen(&marker);
+            Ok(())
+        }
+        Ok(Err(error)) => Err(format!(
+            "reading the generation marker on the command connection failed: {error}"
+        )),
+        Err(_) => {
+            Err("reading the generation marker on the command connection timed out".to_owned())
+        }
     }
 }
 
@@ -354,27 +357,18 @@ async fn round_trip_done(round_trip: &mut Option<RoundTrip<'_>>) -> Result<(), S
 }
 
 /// Serves one connection until it fails; returns why. `reconnected` if the node was connected
-/// before: with whether Redis lost its data since.
+/// before.
 ///
 /// Once connected, the pub/sub messages are dispatched while a round trip is in flight (a
-/// `SUBSCRIBE` for a user who just connected, the periodic `PING`s): a live event waits for none
-/// of them, however slow the link or the command connection.
+/// `SUBSCRIBE` for a user who just connected, the periodic link checks): a live event waits for
+/// none of them, however slow the link or the command connection.
 async fn serve(
     shared: &Shared,
     mut sink: PubSubSink,
     mut stream: PubSubStream,
     command: MultiplexedConnection,
-    reconnected: Option<bool>,
+    reconnected: bool,
 ) -> String {
-    // A loss is told to the channels first (they keep their exact thread states): at once,
-    // since if this connection fails before the kick below, the next one reads the new marker
-    // as the one it saw and could never tell them; and before this link serves any read, so
-    // that a state they keep holds nothing of the new Redis (a sync that reads it and ends
-    // before the kick below would be kept as from before the loss, then joined to the same
-    // events again).
-    if reconnected == Some(true) {
-        shared.kick_all(true);
-    }
     let link = shared.set_command(command.clone());
     // Messages that arrive meanwhile wait in the connection's buffer, not dispatched: after a
     // reconnect, to streams that missed what was published while the node did not listen, and
@@ -384,12 +378,13 @@ async fn serve(
         return error;
     }
     shared.set_link(Link::Connected, None);
-    if reconnected.is_some() {
+    if reconnected {
         tracing::info!("backplane: reconnected to Redis");
         // What was published while the node did not listen is only in the histories. The
         // streams end with a jittered `retry:` (see `SseConfig::shutdown_retry_jitter`), so
-        // their clients do not all come back at once. After a loss, the states kept above
-        // stay kept (and one joined since is kept with what it holds of the new Redis).
+        // their clients do not all come back at once. After a loss, the states kept when it
+        // was found stay kept (and one joined since is kept with what it holds of the new
+        // Redis).
         shared.lock().to_kick.clear();
         shared.kick_all(false);
     } else {

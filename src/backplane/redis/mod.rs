@@ -23,9 +23,9 @@
 //! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t` |
 //! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran, and when the mark may be forgotten (ms, Redis time: twice [`RedisConfig::publish_retry`] and a minute after that publish ran) |
 //! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
-//! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread |
+//! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread, `r:<thread>` → `1` when the snapshot folds events from before Redis last started the thread over (see [`ThreadSnapshot::from_before_loss`]) |
 //! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
-//! | `p:generation` | the generation marker: a random value, set by the first node to connect (`SET NX`), with no time to live; a node that reconnects and reads another value knows Redis lost its data meanwhile (see the [backplane docs](super#threads)) |
+//! | `p:generation` | the generation marker: a random value with no time to live, set by the first script that finds it absent (every script that creates keys, the nodes' connections and link checks look first), which also `PUBLISH`es it on the pub/sub channel of the same name, that every node listens to; a node that reads or hears another value than the one it saw knows Redis lost its data meanwhile, unless the value ends with ` kept`: set while Redis still held keys under the prefix (see [Faults](#faults) and the [backplane docs](super#threads)) |
 //!
 //! User ids are only key material: they are never parsed back from a key (the node maps the
 //! feeds it listens to back to its users), so any string is a valid user id. Channel names
@@ -59,10 +59,12 @@
 //! `h`), and for a thread's first event forgets the least recent threads beyond the maximum
 //! and stores an empty snapshot covering the ids before it (so that an older thread of the
 //! same name, forgotten, is not read back). Snapshots are stored by a second script, only if
-//! newer than the stored one and if the thread is still counted; a third reads a thread back
-//! (`HGET` of its count and snapshot, `XRANGE` after the snapshot's id, keeping the thread's
-//! entries), atomically, so that the read is complete exactly when the snapshot's ordinal plus
-//! the entries make the count. See the [backplane docs](super#threads).
+//! the thread is still counted and the snapshot outranks the stored one: one that folds events
+//! from before Redis started the thread over outranks one that does not, else the newer wins
+//! (a snapshot refused for its rank is answered so, and the node reads the thread back); a
+//! third reads a thread back (`HGET` of its count and snapshot, `XRANGE` after the snapshot's
+//! id, keeping the thread's entries), atomically, so that the read is complete exactly when the
+//! snapshot's ordinal plus the entries make the count. See the [backplane docs](super#threads).
 //!
 //! A history is created with a deleted marker entry, so that its `max-deleted-entry-id` is its
 //! creation: an id from before (an earlier history of the user, which expired, or a Redis that
@@ -83,9 +85,9 @@
 //!
 //! A node also drops a feed message whose token it already dispatched (the last 8192 tokens,
 //! so bounded memory). That is not what makes retries idempotent, and its length is no bound on
-//! the guarantees: a publish runs twice only if Redis lost its mark (a restart or failover that
-//! lost data), which also cut every node's pub/sub connection, and a node ends its streams when
-//! it connects again before it dispatches anything from the new connection. So the second copy
+//! the guarantees: a publish runs twice only if Redis lost its mark (a restart, failover or
+//! flush that lost data), and every node learns of that loss (see [Faults](#faults)) and ends
+//! its streams before it dispatches anything published after it. So the second copy
 //! only reaches streams that resumed since, with a `reset` (their ids are gone from the
 //! history); the window spares most of them that copy live. Tokens are never reused (a random
 //! node id per backplane, and a counter), so forgetting one never drops a new event.
@@ -111,7 +113,8 @@
 //!
 //! A connection can die silently (a NAT or a stateful firewall forgets it: no RST, packets
 //! dropped), and the two connections die independently. So every
-//! [`RedisConfig::ping_interval`] the task `PING`s *both*, together; a `PING` unanswered
+//! [`RedisConfig::ping_interval`] the task checks *both*, together (a `PING` on the pub/sub
+//! one; on the command one, a read of the generation marker: below); a check unanswered
 //! within [`RedisConfig::command_timeout`] counts as a failed connection (meanwhile, the
 //! messages of the pub/sub connection are dispatched as they come). Otherwise a dead
 //! command connection would never be replaced while the pub/sub one lives: its commands only
@@ -126,17 +129,40 @@
 //! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),
 //! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
 //! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
-//! resume from the history. If the generation marker changed meanwhile (`p:generation`, read
-//! at every connection), Redis lost its data: the node says so to its channels at once, which
-//! keep their thread states (see the [backplane docs](super#threads)), before it subscribes
-//! (a reconnect that fails then would leave the next one, which reads the new marker as the
-//! one it saw, nothing to tell) and before the new connection serves any read (a state read
-//! from the new Redis is not one from before the loss). While it is down, publishes
+//! resume from the history. While it is down, publishes
 //! fail at once and are delivered locally without an id, and subscribes are degraded (see the
 //! [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
 //! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
 //! own channels. Histories of users every node left expire after
 //! [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the users they serve.
+//!
+//! Redis can lose its data with or without cutting the connections (a restart without
+//! persistence; a `FLUSHALL`, a failover to a replica without the data). The generation marker
+//! (`p:generation`) shows it: it goes with the data, and whatever finds it absent sets a new
+//! random value and announces it on its channel in the same atomic step. A node that sees a
+//! value other than the one it saw (read at every connection and every link check, returned
+//! by every thread read, heard on the channel) knows Redis lost its data: it counts it once
+//! ([`BackplaneHealth::data_losses`]), logs it, and tells its channels before it goes on,
+//! which keep their thread states (see the [backplane docs](super#threads)) and end their
+//! streams, whose clients resume from the history (a `reset`: what it held is gone). Since every
+//! script that creates keys sets a missing marker first, nothing is published into a Redis
+//! that lost its data before the announcement, and a node hears it before any event published
+//! after it, on the same connection: no event of the new Redis is dispatched, and no read of it
+//! used, as if from before the loss. Found at a reconnect, the loss is told before the node
+//! subscribes (a reconnect that fails then would leave the next one, which reads the new marker
+//! as the one it saw, nothing to tell). With no connection cut, it is found by the first
+//! script to run after it, or else by the next link check: within
+//! [`RedisConfig::ping_interval`].
+//!
+//! The marker can also go alone (deleted, or evicted by an `allkeys-*` policy). Whatever sets it
+//! again first looks for keys under the prefix (a `SCAN`, up to about 64 000 keys): since no
+//! key is created without the marker, one found is from before, and the new value says so (it
+//! ends with ` kept`). A node takes it as the new current marker, and counts nothing, kicks
+//! nothing. Only a search that gives up (a Redis shared with many other keys) makes such a
+//! marker read as a loss. A limit: a node disconnected through a loss *and* a later marker
+//! that went alone reads only the last one when it reconnects, and takes nothing for a loss (it
+//! forgets its thread states, as at any reconnect, and reads them back from what the other
+//! nodes put back).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -163,6 +189,7 @@ use crate::user_id::UserId;
 
 mod commands;
 mod config;
+mod generation;
 mod link;
 mod publisher;
 mod state;
@@ -196,8 +223,9 @@ pub struct BackplaneHealth {
     pub received: u64,
     /// Feed messages dropped because their event was dispatched already.
     pub duplicates_dropped: u64,
-    /// Reconnects that found Redis had lost its data since the previous connection (a restart
-    /// without persistence, a flush): its generation marker changed (see the [keys](self#keys)).
+    /// Times the node found that Redis had lost its data (a restart without persistence, a
+    /// flush), at a reconnect or while connected: its generation marker changed (see
+    /// [Faults](self#faults)).
     pub data_losses: u64,
     /// The Redis server's version, once connected.
     pub version: Option<String>,
@@ -512,14 +540,15 @@ impl Backplane for RedisBackplane {
         channel: &str,
         user: &UserId,
         thread: &ThreadId,
+        kept: bool,
     ) -> BoxFuture<'static, Result<ThreadHistory, BackplaneError>> {
         let shared = self.shared.clone();
         let keys = keys(&shared.config.prefix, channel, user);
         let (threads, _) = thread_keys(&shared.config.prefix, channel, user);
         let thread = thread.clone();
-        Box::pin(
-            async move { read_thread(&shared, &keys.history, &threads, &keys.feed, &thread).await },
-        )
+        Box::pin(async move {
+            read_thread(&shared, &keys.history, &threads, &keys.feed, &thread, kept).await
+        })
     }
 
     fn store_thread_snapshot(

@@ -173,20 +173,22 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
     }
     let hash = shared.publish_script.get_hash();
     let mark_ttl = mark_ttl(shared.config.publish_retry);
+    let fresh = shared.fresh_generation();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for job in batch {
         let keep = job.channels.history_len() as u64;
         let command = pipe.cmd("EVALSHA").arg(hash);
         match job.thread.as_deref() {
-            None => command.arg(2).arg(&job.history).arg(&job.marks),
+            None => command.arg(3).arg(&job.history).arg(&job.marks),
             Some((_, threads, recency)) => command
-                .arg(4)
+                .arg(5)
                 .arg(&job.history)
                 .arg(&job.marks)
                 .arg(threads)
                 .arg(recency),
         };
+        command.arg(&shared.generation_key);
         command
             .arg(&job.feed)
             .arg(&job.head[..])
@@ -202,7 +204,8 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
                     .map_or("", |(thread, _, _)| thread.as_str()),
             )
             .arg(job.channels.max_threads())
-            .arg(mark_ttl.as_millis() as u64);
+            .arg(mark_ttl.as_millis() as u64)
+            .arg(&fresh);
     }
     for _ in 0..2 {
         let results = match pipe

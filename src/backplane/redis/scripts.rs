@@ -1,16 +1,81 @@
 //! The Lua scripts the Redis backplane runs: publish (idempotent, bounded history), the
-//! catch-up read, and the thread snapshots. Text only; `wire` parses their replies.
+//! catch-up read, the thread snapshots, and the generation marker. Text only; `wire` parses
+//! their replies.
+
+/// The generation marker, as a Lua function run first by every script that creates keys:
+/// `generation(marker, fresh)` returns the marker's value, and when it is absent sets it to
+/// `fresh` and `PUBLISH`es it on the channel of the same name, in the same atomic step. So
+/// Redis never holds a key of the backplane without its marker (nothing else would show that
+/// the keys it held before are gone), and every node listening to that channel hears of a new
+/// marker before any event published after it (see the [module docs](super#faults)).
+///
+/// A marker gone while Redis still holds keys under the prefix went alone (deleted, evicted):
+/// the new one then ends with [`KEPT`], which tells the nodes that the data they knew is still
+/// there. Since no key is created without the marker, the keys found are from before it went.
+/// The search is a `SCAN` of the prefix, stopped at the first key, or after
+/// [`SCAN_BUDGET`] batches of 1000 (a Redis shared with many other keys): then the data counts
+/// as gone, which costs a needless loss at worst.
+const GENERATION_LUA: &str = r"
+local function generation(marker, fresh)
+  local value = redis.call('GET', marker)
+  if value then return value end
+  local prefix = string.sub(marker, 1, #marker - #':generation')
+  local pattern = string.gsub(prefix, '[%*%?%[%]\\]', '\\%0') .. ':*'
+  local cursor, budget, kept = '0', SCAN_BUDGET, false
+  repeat
+    local found = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = found[1]
+    for _, key in ipairs(found[2]) do
+      if key ~= marker then kept = true end
+    end
+    budget = budget - 1
+  until kept or cursor == '0' or budget == 0
+  if kept then fresh = fresh .. KEPT end
+  redis.call('SET', marker, fresh)
+  redis.call('PUBLISH', marker, fresh)
+  return fresh
+end
+";
+
+/// How a generation marker set while Redis still held the backplane's keys ends: see
+/// [`GENERATION_LUA`].
+pub(crate) const KEPT: &str = " kept";
+
+/// Batches of 1000 keys the generation marker's search for kept keys reads at most.
+const SCAN_BUDGET: u32 = 64;
+
+/// [`GENERATION_LUA`] with its constants.
+fn generation_function() -> String {
+    GENERATION_LUA
+        .replace("SCAN_BUDGET", &SCAN_BUDGET.to_string())
+        .replace("KEPT", &format!("'{KEPT}'"))
+}
+
+/// The generation script: the [`GENERATION_LUA`] function alone. `KEYS`: the marker.
+/// `ARGV`: the value for a new marker. Returns the marker's value.
+pub(crate) fn generation_lua() -> String {
+    format!(
+        "{}return generation(KEYS[1], ARGV[1])\n",
+        generation_function()
+    )
+}
 
 /// The publish script; see the [module docs](super#publishing).
 ///
 /// `KEYS`: the history, the publish marks (a hash: node → the last publish counter of that node
-/// that ran and when the mark may be forgotten), and for a publish into a thread the thread
-/// snapshots (a hash) and the threads' recency (a sorted set). `ARGV`: feed, head, keep, slack,
-/// ttl ms, node, counter, max age ms (0: none), thread (`''`: none), max threads, how long the
-/// node's mark must be kept (ms: its retries' window and a margin).
+/// that ran and when the mark may be forgotten), for a publish into a thread the thread
+/// snapshots (a hash) and the threads' recency (a sorted set), and last the generation marker.
+/// `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms (0: none), thread (`''`:
+/// none), max threads, how long the node's mark must be kept (ms: its retries' window and a
+/// margin), the value for a new generation marker.
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
 /// already run (a retry; `id` is `''` if the history no longer holds it).
-pub(crate) const PUBLISH_LUA: &str = r"
+pub(crate) fn publish_lua() -> String {
+    format!("{}{PUBLISH_BODY_LUA}", generation_function())
+}
+
+const PUBLISH_BODY_LUA: &str = r"
+generation(KEYS[#KEYS], ARGV[12])
 local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
 local thread = ARGV[9]
 local token = node .. ':' .. ARGV[7]
@@ -40,13 +105,16 @@ else
     local count = redis.call('ZCARD', KEYS[4])
     if count >= max then
       local gone = redis.call('ZPOPMIN', KEYS[4], count - max + 1)
-      for i = 1, #gone, 2 do redis.call('HDEL', KEYS[3], 'n:' .. gone[i], 's:' .. gone[i]) end
+      for i = 1, #gone, 2 do
+        redis.call('HDEL', KEYS[3], 'n:' .. gone[i], 's:' .. gone[i], 'r:' .. gone[i])
+      end
     end
     local ms, seq = string.match(id, '^(%d+)-(%d+)$')
     local before
     if seq == '0' then before = string.format('%d-18446744073709551615', tonumber(ms) - 1)
     else before = ms .. '-' .. string.format('%d', tonumber(seq) - 1) end
     redis.call('HSET', KEYS[3], 's:' .. thread, before .. ' 0\n')
+    redis.call('HDEL', KEYS[3], 'r:' .. thread)
   end
   redis.call('ZADD', KEYS[4], tonumber(string.match(id, '^(%d+)-')), thread)
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
@@ -122,16 +190,23 @@ end
 ";
 
 /// The thread catch-up script: creates the history if needed (as the catch-up script does),
-/// refreshes its time to live, and returns `{last-generated-id, count, snapshot, events}`:
-/// the number of events ever published into the thread, its snapshot (`''`: none), and the
-/// thread's entries after the snapshot's id, as `{id, head}`.
+/// refreshes its time to live, and returns `{last-generated-id, count, snapshot, events,
+/// generation, from-before-loss}`: the number of events ever published into the thread, its
+/// snapshot (`''`: none), the thread's entries after the snapshot's id, as `{id, head}`, the
+/// generation marker they were read under, and 1 if the snapshot folds events from before
+/// Redis started the thread over (field `r:<thread>`), else 0.
 ///
-/// `KEYS`: the history, the thread snapshots. `ARGV`: ttl ms, thread. Reads at most the whole
+/// `KEYS`: the history, the thread snapshots, the generation marker. `ARGV`: ttl ms, thread,
+/// the value for a new generation marker, and `1` to pass over a snapshot that does not fold
+/// events from before Redis started the thread over (the reader kept the thread's state across
+/// the loss, and continues it with the thread's every entry), else `0`. Reads at most the whole
 /// history (bounded by the publish script's trimming).
 pub(crate) fn thread_lua() -> String {
     format!(
-        "{CMPID_LUA}{}",
+        "{}{CMPID_LUA}{}",
+        generation_function(),
         r"
+local marker = generation(KEYS[3], ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
   redis.call('XDEL', KEYS[1], marker)
@@ -145,10 +220,12 @@ end
 local thread = ARGV[2]
 local count = tonumber(redis.call('HGET', KEYS[2], 'n:' .. thread) or '0')
 local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
+local before = tonumber(redis.call('HGET', KEYS[2], 'r:' .. thread) or '0')
+if snapshot and before == 0 and ARGV[4] == '1' then snapshot = false end
 local from = '-'
 if snapshot then
   local covers = string.match(snapshot, '^(%S+)')
-  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}} end
+  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker, before} end
   from = '(' .. covers
 end
 local entries = redis.call('XRANGE', KEYS[1], from, '+')
@@ -162,23 +239,34 @@ for _, entry in ipairs(entries) do
     end
   end
 end
-return {last, count, snapshot or '', mine}
+if not snapshot then before = 0 end
+return {last, count, snapshot or '', mine, marker, before}
 "
     )
 }
 
 /// The snapshot script: stores a thread's snapshot if the thread is known (a publish counted
-/// it) and the snapshot is newer than the one stored. `KEYS`: the thread snapshots. `ARGV`:
-/// thread, the id it covers, the snapshot (`<id> <count>\n<opening>`), ttl ms. Returns 1 if
-/// stored, 0 if not.
+/// it) and the snapshot outranks the one stored: it folds events from before Redis started the
+/// thread over (after a loss) and the stored one does not, or both do or neither, and it is
+/// newer. `KEYS`: the thread snapshots. `ARGV`: thread, the id it covers, the snapshot
+/// (`<id> <count>\n<opening>`), ttl ms, `1` if it folds events from before Redis started the
+/// thread over, else `0` (kept in the field `r:<thread>`). Returns 1 if stored, 0 if not, 2 if
+/// not because the stored one folds events from before and this one does not.
 pub(crate) fn snapshot_lua() -> String {
     format!(
         "{CMPID_LUA}{}",
         r"
 if redis.call('HEXISTS', KEYS[1], 'n:' .. ARGV[1]) == 0 then return 0 end
 local current = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])
-if current and cmpid(string.match(current, '^(%S+)'), ARGV[2]) >= 0 then return 0 end
+local before = tonumber(ARGV[5])
+local held = tonumber(redis.call('HGET', KEYS[1], 'r:' .. ARGV[1]) or '0')
+if current then
+  if before < held then return 2 end
+  if before == held and cmpid(string.match(current, '^(%S+)'), ARGV[2]) >= 0 then return 0 end
+end
 redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[3])
+if before == 1 then redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], 1)
+else redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "
@@ -188,7 +276,8 @@ return 1
 /// The catch-up script: creates the history if needed (with its deleted marker), refreshes its
 /// time to live, and returns `{last-generated-id, resumable-after, events}`.
 ///
-/// `ARGV`: ttl ms, the client's id (`''`: none), max events, max bytes, max age ms (0: none).
+/// `KEYS`: the history, the generation marker. `ARGV`: ttl ms, the client's id (`''`: none),
+/// max events, max bytes, max age ms (0: none), the value for a new generation marker.
 /// The events after the client's id are read only when they can be replayed: the id is within
 /// the history (the deleted marker, or an entry the stream still holds), and what follows it
 /// fits the replay bounds (events, bytes, age) of the channel. When it does not, the second
@@ -196,10 +285,11 @@ return 1
 /// the client's own entry is gone: a history restored without its tail), so that the client
 /// resumes as `expired`; nothing is read beyond the bounds.
 pub(crate) fn history_lua() -> String {
-    format!("{CMPID_LUA}{}", HISTORY_BODY_LUA)
+    format!("{}{CMPID_LUA}{HISTORY_BODY_LUA}", generation_function())
 }
 
 const HISTORY_BODY_LUA: &str = r"
+generation(KEYS[2], ARGV[6])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local marker = redis.call('XADD', KEYS[1], '*', 'f', '')
   redis.call('XDEL', KEYS[1], marker)

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::backplane::LocalChannels;
 use crate::backplane::redis::config::RedisConfig;
+use crate::backplane::redis::generation::{Generations, Marker};
 use crate::backplane::redis::wire::{Message, parse_message};
 use crate::error::BackplaneError;
 use crate::event_id::EventId;
@@ -56,6 +57,9 @@ pub(crate) struct Shared {
     pub(crate) history_script: Script,
     pub(crate) thread_script: Script,
     pub(crate) snapshot_script: Script,
+    pub(crate) generation_script: Script,
+    /// The generation marker's key, which is also the channel that says a new one.
+    pub(crate) generation_key: String,
     /// This node's id in publish tokens: random per backplane.
     pub(crate) node: String,
     state: Mutex<State>,
@@ -73,8 +77,10 @@ pub(crate) struct Shared {
     pub(crate) publish_retries: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
-    /// Reconnects that found Redis had lost its data (its generation marker changed).
+    /// Times the node found that Redis had lost its data (its generation marker changed).
     pub(crate) data_losses: AtomicU64,
+    /// The generation markers the node has seen: see [`Generations`].
+    generations: Mutex<Generations>,
     /// Thread snapshots being written, and those waiting for a writer.
     snapshot_writes: Mutex<SnapshotWrites>,
     pub(crate) connected_gauge: metrics::Gauge,
@@ -111,12 +117,14 @@ pub(crate) struct SnapshotWrites {
 }
 
 /// A thread snapshot to write: the link it was taken on (a later link may be to a Redis that
-/// lost what it covers), the id it covers, and the stored form.
+/// lost what it covers), the id it covers, the stored form, and whether it folds events from
+/// before Redis started the thread over.
 #[derive(Clone)]
 pub(crate) struct SnapshotWrite {
     pub(crate) link: u64,
     pub(crate) covers: EventId,
     pub(crate) blob: Vec<u8>,
+    pub(crate) from_before_loss: bool,
 }
 
 pub(crate) struct Wanted {
@@ -207,13 +215,16 @@ impl Shared {
             link: Link::Connecting,
             confirmations: 0,
         };
+        let generation_key = format!("{}:generation", config.prefix);
         Self {
             config,
             client,
-            publish_script: Script::new(crate::backplane::redis::scripts::PUBLISH_LUA),
+            publish_script: Script::new(&crate::backplane::redis::scripts::publish_lua()),
             history_script: Script::new(&crate::backplane::redis::scripts::history_lua()),
             thread_script: Script::new(&crate::backplane::redis::scripts::thread_lua()),
             snapshot_script: Script::new(&crate::backplane::redis::scripts::snapshot_lua()),
+            generation_script: Script::new(&crate::backplane::redis::scripts::generation_lua()),
+            generation_key,
             node: format!("{:016x}", fastrand::u64(..)),
             state: Mutex::new(State {
                 wanted: HashMap::new(),
@@ -239,6 +250,7 @@ impl Shared {
             received: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
             data_losses: AtomicU64::new(0),
+            generations: Mutex::new(Generations::default()),
             snapshot_writes: Mutex::new(SnapshotWrites::default()),
             connected_gauge: metrics::gauge!(crate::metrics::BACKPLANE_CONNECTED),
         }
@@ -311,6 +323,40 @@ impl Shared {
             .send_modify(|status| status.confirmations = status.confirmations.wrapping_add(1));
     }
 
+    /// A value for a new generation marker, should a script find none: random, never reused.
+    pub(crate) fn fresh_generation(&self) -> String {
+        format!("{}-{:016x}", self.node, fastrand::u64(..))
+    }
+
+    /// Redis showed its generation marker (at a connection, on the marker's channel, in a
+    /// reply): if it is new, Redis lost its data since the node saw the current one, unless
+    /// the new marker says the data was kept (it went alone: see the generation script). A
+    /// loss is counted and logged, and told to the channels ([`kick_all`](Self::kick_all)),
+    /// which keep their exact thread states, before this returns: so before the node
+    /// dispatches anything that came after the announcement of the new marker on its feed, and
+    /// before it uses a reply read under it (a state made exact from the new data would be kept
+    /// as one from before the loss). Returns whether it was a loss. The first marker the node
+    /// sees is none: it had nothing before.
+    ///
+    /// Whoever sees a new marker first (a reconnect, the marker's channel, a thread read, the
+    /// link check) tells the channels; the others find it current, so a loss counts once.
+    pub(crate) fn generation_seen(&self, value: &str) -> bool {
+        let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        match generations.see(value) {
+            Marker::Known => return false,
+            Marker::Kept => {
+                tracing::info!("backplane: Redis' generation marker went, and its data stayed");
+                return false;
+            }
+            Marker::Lost => {}
+        }
+        self.data_losses.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("backplane: Redis lost its data (its generation marker changed)");
+        // Under the lock: whoever sees the marker next waits until the channels were told.
+        self.kick_all(true);
+        true
+    }
+
     /// The connection was lost: nothing is subscribed any more, everything wanted is to be
     /// subscribed again.
     pub(crate) fn lost(&self, error: String) {
@@ -339,9 +385,19 @@ impl Shared {
     }
 
     /// A message from a feed: a frame to the broadcasters of its channel, for its user, unless
-    /// its publish token was dispatched already; or a disconnect from another node.
+    /// its publish token was dispatched already; or a disconnect from another node. Or a new
+    /// generation marker, on its own channel ([`generation_seen`](Self::generation_seen)).
     pub(crate) fn dispatch(&self, feed: &str, payload: Bytes) {
         self.received.fetch_add(1, Ordering::Relaxed);
+        if feed == self.generation_key {
+            match std::str::from_utf8(&payload) {
+                Ok(value) => {
+                    self.generation_seen(value);
+                }
+                Err(_) => tracing::debug!("backplane: unreadable generation marker ignored"),
+            }
+            return;
+        }
         let Some(message) = parse_message(payload) else {
             tracing::debug!(%feed, "backplane: unreadable feed message ignored");
             return;
@@ -403,6 +459,30 @@ impl Shared {
         }
         drop(state);
         self.wake.notify_one();
+    }
+
+    /// Redis refused this node's snapshot of `thread` (in the snapshots key `threads`): it holds
+    /// one that folds events from before it started the thread over, which the node's state
+    /// lacks. The node's channels read the thread back
+    /// ([`LocalChannels::thread_outranked`]).
+    pub(crate) fn snapshot_outranked(&self, threads: &str, thread: &ThreadId) {
+        let targets: Vec<_> = {
+            let state = self.lock();
+            state
+                .wanted
+                .values()
+                .filter(|wanted| &*wanted.threads[0] == threads)
+                .filter_map(|wanted| {
+                    let sinks = state.sinks.get(&wanted.channel)?;
+                    Some((sinks.clone(), wanted.user.clone()))
+                })
+                .collect()
+        };
+        for (sinks, user) in targets {
+            for sink in sinks.iter() {
+                sink.thread_outranked(&user, thread);
+            }
+        }
     }
 
     /// Whether Redis confirmed that the node listens to `feed` on the current connection.

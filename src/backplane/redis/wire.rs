@@ -67,6 +67,7 @@ fn parse_snapshot(blob: &[u8]) -> Option<ThreadSnapshot> {
         covers: EventId::parse(covers)?,
         count: count.parse().ok()?,
         opening: Bytes::copy_from_slice(&blob[newline + 1..]),
+        from_before_loss: false,
     })
 }
 
@@ -209,19 +210,28 @@ fn entry_frame(id: &Value, head: Vec<u8>) -> Option<(EventId, Bytes)> {
     Some((parse_id(id)?, Bytes::from(frame)))
 }
 
-/// The thread catch-up script's reply.
-pub(crate) fn parse_thread_history(value: Value) -> Option<ThreadHistory> {
+/// The thread catch-up script's reply: the read, and the generation marker it was read under.
+pub(crate) fn parse_thread_history(value: Value) -> Option<(ThreadHistory, String)> {
     let Value::Array(items) = value else {
         return None;
     };
-    let [last, Value::Int(count), snapshot, Value::Array(entries)] =
-        <[Value; 4]>::try_from(items).ok()?
+    let [
+        last,
+        Value::Int(count),
+        snapshot,
+        Value::Array(entries),
+        Value::BulkString(marker),
+        Value::Int(before),
+    ] = <[Value; 6]>::try_from(items).ok()?
     else {
         return None;
     };
     let snapshot = match snapshot {
         Value::BulkString(blob) if blob.is_empty() => None,
-        Value::BulkString(blob) => Some(parse_snapshot(&blob)?),
+        Value::BulkString(blob) => Some(ThreadSnapshot {
+            from_before_loss: before == 1,
+            ..parse_snapshot(&blob)?
+        }),
         _ => return None,
     };
     let mut events = Vec::with_capacity(entries.len());
@@ -234,12 +244,13 @@ pub(crate) fn parse_thread_history(value: Value) -> Option<ThreadHistory> {
         };
         events.push(entry_frame(&id, head)?);
     }
-    Some(ThreadHistory {
+    let read = ThreadHistory {
         last_id: parse_id(&last)?,
         count: u64::try_from(count).ok()?,
         snapshot,
         events,
-    })
+    };
+    Some((read, String::from_utf8(marker).ok()?))
 }
 
 /// The `redis_version` of an `INFO server` reply, as (major, minor) and as written.
