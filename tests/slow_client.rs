@@ -609,9 +609,15 @@ async fn recover_beyond_the_window_says_how_many_it_lost() {
     assert!(!ended);
     let found = assert_gaps_counted(&got, 3000);
     // At the last marker: lost, everything between what was queued for the client and the
-    // window; the window's 64 follow.
+    // window; at least the window's 64 follow (more when the stream caught up before the
+    // publisher was done, the rest then coming through the ring: every event is either
+    // delivered or counted, above).
     let &(k, missed) = found.last().unwrap();
-    assert_eq!(k + missed, 3000 - 64, "the window's 64 follow the marker");
+    assert!(
+        3000 - (k + missed) >= 64,
+        "the window's 64 follow the marker: only {} did",
+        3000 - (k + missed)
+    );
     let total: u64 = found.iter().map(|(_, m)| m).sum();
     assert_eq!(hub.stats().events_missed, total);
 }
