@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use redis::Value;
+use redis::{ScriptInvocation, Value};
 
 use crate::backplane::redis::state::{Link, Shared, SnapshotWrite, classify, deadline};
 use crate::backplane::redis::wire::{parse_history, parse_thread_history, snapshot_blob};
@@ -24,13 +24,9 @@ pub(crate) async fn read_history(
     feed: &str,
     after: Option<EventId>,
 ) -> Result<History, BackplaneError> {
-    wait_subscribed(shared, feed).await?;
-    let (mut command, link) = shared
-        .command_of_link()
-        .ok_or(BackplaneError::Disconnected)?;
     let (events, bytes, age) = shared.bounds(channel);
-    let value: Value = shared
-        .history_script
+    let mut script = shared.history_script.prepare_invoke();
+    script
         .key(history)
         .key(&shared.generation_key)
         .arg(shared.config.history_ttl.as_millis() as u64)
@@ -38,14 +34,8 @@ pub(crate) async fn read_history(
         .arg(events)
         .arg(bytes)
         .arg(age.as_millis() as u64)
-        .arg(shared.fresh_generation())
-        .invoke_async(&mut command)
-        .await
-        .map_err(|e| {
-            let error = classify(&e);
-            shared.command_failed(&error, link);
-            error
-        })?;
+        .arg(shared.fresh_generation());
+    let value = run_when_subscribed(shared, feed, &script).await?;
     parse_history(value)
         .ok_or_else(|| BackplaneError::Failed("unexpected reply to the history script".into()))
 }
@@ -62,31 +52,40 @@ pub(crate) async fn read_thread(
     thread: &ThreadId,
     kept: bool,
 ) -> Result<ThreadHistory, BackplaneError> {
-    wait_subscribed(shared, feed).await?;
-    let (mut command, link) = shared
-        .command_of_link()
-        .ok_or(BackplaneError::Disconnected)?;
-    let value: Value = shared
-        .thread_script
+    let mut script = shared.thread_script.prepare_invoke();
+    script
         .key(history)
         .key(threads)
         .key(&shared.generation_key)
         .arg(shared.config.history_ttl.as_millis() as u64)
         .arg(thread.as_str())
         .arg(shared.fresh_generation())
-        .arg(u8::from(kept))
-        .invoke_async(&mut command)
-        .await
-        .map_err(|e| {
-            let error = classify(&e);
-            shared.command_failed(&error, link);
-            error
-        })?;
+        .arg(u8::from(kept));
+    let value = run_when_subscribed(shared, feed, &script).await?;
     let unexpected =
         || BackplaneError::Failed("unexpected reply to the thread catch-up script".into());
     let (read, marker) = parse_thread_history(value).ok_or_else(unexpected)?;
     shared.generation_seen(&marker);
     Ok(read)
+}
+
+/// Waits until the node listens to `feed`, then runs `script` on the command connection: so
+/// that what it reads and what the feed delivers after it leave no gap. A failure that shows
+/// the connection broken is told to the link task.
+async fn run_when_subscribed(
+    shared: &Shared,
+    feed: &str,
+    script: &ScriptInvocation<'_>,
+) -> Result<Value, BackplaneError> {
+    wait_subscribed(shared, feed).await?;
+    let (mut command, link) = shared
+        .command_of_link()
+        .ok_or(BackplaneError::Disconnected)?;
+    script.invoke_async(&mut command).await.map_err(|e| {
+        let error = classify(&e);
+        shared.command_failed(&error, link);
+        error
+    })
 }
 
 /// The snapshot script's answer when the stored snapshot folds events from before Redis
