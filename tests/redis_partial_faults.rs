@@ -22,6 +22,7 @@ use tokio::time::timeout;
 #[path = "support/backplane.rs"]
 mod support;
 
+use sse_hub::backplane::RedisConfig;
 use support::{Fault, FaultProxy, Node, RedisServer, WAIT, redis_available, settings};
 
 /// A node of the Redis at `url`, with the test settings.
@@ -709,6 +710,33 @@ async fn each_delivered_at_once<E>(
     }
 }
 
+/// A Redis, node A reaching it through a [`SplitProxy`] (its command connection first, then
+/// its pub/sub one), with the slow link's command timeout and `tune`'s settings, and node B
+/// reaching it directly.
+async fn a_behind_a_split_proxy(
+    tune: impl FnOnce(&mut RedisConfig),
+) -> (RedisServer, SplitProxy, Node, Node) {
+    let redis = RedisServer::start().await;
+    let proxy = SplitProxy::start(redis.addr()).await;
+    let mut a_settings = settings(proxy.url());
+    a_settings.command_timeout = SLOW_LINK_TIMEOUT;
+    tune(&mut a_settings);
+    let a = Node::start(a_settings, Config::default()).await;
+    let b = node(redis.url()).await;
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command and one pub/sub connection"
+    );
+    (redis, proxy, a, b)
+}
+
+/// Holds what connection `i` sends next; returns how much it had sent.
+fn hold_next(proxy: &SplitProxy, i: usize) -> u64 {
+    proxy.hold_send(i);
+    proxy.sent(i)
+}
+
 /// The rest of `tab` after `last` is published through `b`: every event before it was
 /// delivered once, in order, with nothing in between (no gap, no duplicate, no loss signalled).
 async fn rest_in_order<E>(b: &Node, user: &str, tab: &mut Subscription<E>, last: u64) {
@@ -734,24 +762,15 @@ async fn a_live_event_does_not_wait_for_a_slow_ping() {
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = SplitProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    a_settings.command_timeout = SLOW_LINK_TIMEOUT;
-    a_settings.ping_interval = Duration::from_millis(50);
-    let a = Node::start(a_settings, Config::default()).await;
-    let b = node(redis.url()).await;
-    assert_eq!(
-        proxy.accepted(),
-        2,
-        "one command and one pub/sub connection"
-    );
+    let (_redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
+        settings.ping_interval = Duration::from_millis(50);
+    })
+    .await;
     let alice = UserId::from("alice");
     let mut tab = a.hub.subscribe_async(&alice, None).await.unwrap();
 
     // The next PING on the command connection waits for its answer until the test is done.
-    proxy.hold_send(0);
-    let before = proxy.sent(0);
+    let before = hold_next(&proxy, 0);
     wait_sent(&proxy, 0, before).await;
     each_delivered_at_once(&b, "alice", 1..=3, &mut tab, "a PING's answer").await;
     proxy.pass(0);
@@ -775,26 +794,17 @@ async fn a_live_event_does_not_wait_for_another_feeds_slow_subscribe() {
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = SplitProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    a_settings.command_timeout = SLOW_LINK_TIMEOUT;
-    a_settings.subscribe_timeout = SLOW_LINK_TIMEOUT;
-    // No PING while the SUBSCRIBE waits: the round trip is the SUBSCRIBE's alone.
-    a_settings.ping_interval = Duration::from_secs(60);
-    let a = Node::start(a_settings, Config::default()).await;
-    let b = node(redis.url()).await;
-    assert_eq!(
-        proxy.accepted(),
-        2,
-        "one command and one pub/sub connection"
-    );
+    let (_redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
+        settings.subscribe_timeout = SLOW_LINK_TIMEOUT;
+        // No PING while the SUBSCRIBE waits: the round trip is the SUBSCRIBE's alone.
+        settings.ping_interval = Duration::from_secs(60);
+    })
+    .await;
     let (alice, bob) = (UserId::from("alice"), UserId::from("bob"));
     let mut alices = a.hub.subscribe_async(&alice, None).await.unwrap();
 
     // Bob connects: A sends the SUBSCRIBE to his feed on its pub/sub connection, which holds it.
-    proxy.hold_send(1);
-    let before = proxy.sent(1);
+    let before = hold_next(&proxy, 1);
     let bob_joins = {
         let hub = a.hub.clone();
         tokio::spawn(async move { hub.subscribe_async(&bob, None).await })
