@@ -21,7 +21,8 @@ pub struct BackplaneHealth {
     pub reconnects: u64,
     /// Publishes that surely did not go through Redis (delivered locally only, without an id).
     pub publish_failures: u64,
-    /// Publishes whose outcome stayed unknown ([`BackplaneError::Unknown`]).
+    /// Publishes whose outcome stayed unknown
+    /// ([`BackplaneError::Unknown`](crate::backplane::BackplaneError::Unknown)).
     pub publish_unknown: u64,
     /// Batches of publishes sent again because their outcome was unknown.
     pub publish_retries: u64,
