@@ -1597,3 +1597,36 @@ async fn a_stream_that_lags_while_it_skips_what_its_catch_up_covered_lost_and_re
         server.abort();
     }
 }
+
+/// A Redis that may evict the backplane's keys (any `maxmemory-policy` but `noeviction`: every
+/// key of the backplane has a time to live, so `volatile-*` ones too) is one a node must name
+/// to its operator: read at every connection, and reported in its health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_node_reports_the_eviction_policy_of_its_redis_at_every_connection() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let a = node(&redis, hub_config()).await;
+    assert_eq!(
+        a.backplane.health().eviction_policy.as_deref(),
+        Some("noeviction")
+    );
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    redis.kill_pubsub_clients().await;
+    a.wait_reconnected().await;
+    assert_eq!(
+        a.backplane.health().eviction_policy.as_deref(),
+        Some("volatile-lru"),
+        "read again at the reconnect"
+    );
+    a.backplane.close().await;
+}

@@ -1749,3 +1749,91 @@ async fn a_thread_found_started_over_by_a_node_that_knew_it_is_counted() {
         node.backplane.close().await;
     }
 }
+
+/// Redis drops alice's thread keys mid-run, the generation marker staying: an eviction under
+/// an `allkeys-*` or `volatile-*` policy (every key of the backplane has a time to live), or
+/// someone deleting them. The thread's count goes with them, so Redis numbers its next event
+/// 1 again, with a newer id, while the nodes have folded 12 already. That is no duplicate: the
+/// nodes, which hold the run's exact state, go on from it, and put it back in Redis. So a tab
+/// that opens later on the publishing node, on a node that served alice throughout, and on a
+/// node that reads the thread back opens with the whole run; nothing is counted lost, since
+/// nothing is. A genuine duplicate (a copy of the run's first event, its old id and ordinal 1,
+/// on the feed) is still dropped, not folded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_whose_keys_redis_evicted_mid_run_goes_on_whole() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
+    let _plain = serve(&b, &alice()).await;
+    let published = Published::new(run(40));
+    let events = &published.events;
+    published.publish(&a, 0..12).await;
+    published.wait_folded_on(&[&a, &b]).await;
+
+    let mut connection = redis.connection().await;
+    // The run's first event, for a copy of it (below).
+    let first: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("sse-hub:agui:alice")
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let (first_id, fields) = &first[0];
+    let head = &fields.iter().find(|(k, _)| k == "f").unwrap().1;
+    assert!(head.contains("RUN_STARTED"));
+    let deleted: i64 = redis::cmd("DEL")
+        .arg("sse-hub:threads:agui:alice")
+        .arg("sse-hub:thread-age:agui:alice")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the thread's count, snapshot and recency");
+    published.publish(&a, 12..events.len()).await;
+
+    // Then a copy of the run's first event, under another token (so that the feed's window of
+    // tokens does not drop it): the nodes hold it already. A node dispatches its feed's
+    // messages one after the other: once it takes the message after the copy, it is done with
+    // the copy.
+    let received = [&a, &b].map(|node| node.backplane.health().received);
+    let copy = format!("copy:1 1 8\nthread-1{head}id: {first_id}\n\n");
+    let reached: i64 = redis::cmd("PUBLISH")
+        .arg("sse-hub:live:agui:alice")
+        .arg(copy)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(reached, 2, "both nodes hear the copy");
+    a.publish_stored("alice", 0).await;
+    for (node, before) in [&a, &b].into_iter().zip(received) {
+        let dispatched = timeout(WAIT, async {
+            while node.backplane.health().received < before + 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(dispatched.is_ok(), "the node dispatched the copy");
+    }
+
+    published.assert_opens_whole_on(&a, events.len()).await;
+    published.assert_opens_whole_on(&b, events.len()).await;
+    let back = timeout(WAIT, async {
+        while thread_field(&redis, "r:thread-1").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the whole run is back in Redis");
+    let c = node(redis.url()).await;
+    published.assert_opens_whole_on(&c, events.len()).await;
+    for node in [&a, &b, &c] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0, "nothing lost");
+        assert_eq!(node.backplane.health().data_losses, 0, "no data loss");
+    }
+    close(&[&a, &b, &c]).await;
+}

@@ -158,10 +158,8 @@
 //!   back, opens with that partial state until its next snapshot is refused (at the thread's
 //!   next checkpoint, or `replay_events / 2` events later), or its feed is interrupted. A
 //!   thread that no node held (no node served the user, or every node restarted too) starts
-//!   over from what Redis holds after the loss; so does a thread whose keys Redis evicts
-//!   while it keeps the marker (an `allkeys-*` eviction policy). The backplane does not count
-//!   those, but the AG-UI run state
-//!   does: an event of a run with no `RUN_STARTED` marks the run unknown (counted in
+//!   over from what Redis holds after the loss. The backplane does not count those, but the
+//!   AG-UI run state does: an event of a run with no `RUN_STARTED` marks the run unknown (counted in
 //!   `thread_states_unknown`), and a connection to the thread opens with a `RUN_ERROR`
 //!   (`code` `run_unknown`) until the next run starts (see
 //!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
@@ -173,6 +171,14 @@
 //!   follow the last one it holds, since Redis' ids grow with time, so where Redis still
 //!   holds the thread from before, the node reads it back as after any interruption, and
 //!   folds nothing twice.)
+//! * **When Redis drops a thread's keys alone** (evicted: Redis must run with
+//!   `maxmemory-policy noeviction`, see [Eviction][redis-eviction]; or deleted), it numbers the
+//!   thread's next event 1 again, with no loss to announce. A node that folded the thread
+//!   exactly sees an event numbered at or below what it folded, yet newer than it (a copy of
+//!   one it folded has its id or an older one, and is dropped), and handles it as a loss of
+//!   that thread alone: it keeps its state and goes on from it, putting the whole thread back
+//!   in Redis (logged at `warn`; `tests/redis_threads.rs`). A thread no node held starts over
+//!   from what Redis holds, as above.
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.
@@ -290,11 +296,12 @@
 #![cfg_attr(
     not(feature = "redis"),
     doc = "[`RedisBackplane`]: self\n[`RedisConfig::publish_queue`]: self\n\
-           [`RedisConfig::history_ttl`]: self\n[redis-keys]: self\n[redis-tls]: self"
+           [`RedisConfig::history_ttl`]: self\n[redis-keys]: self\n[redis-tls]: self\n\
+           [redis-eviction]: self"
 )]
 #![cfg_attr(
     feature = "redis",
-    doc = "[redis-keys]: redis#keys\n[redis-tls]: redis#tls"
+    doc = "[redis-keys]: redis#keys\n[redis-tls]: redis#tls\n[redis-eviction]: redis#eviction"
 )]
 
 use std::future::Future;

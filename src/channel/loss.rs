@@ -85,6 +85,27 @@ impl UserChannel {
         }
     }
 
+    /// An event of the thread newer than the state, numbered at or below what the state folded:
+    /// the backplane started the thread over without losing the rest of its data (Redis
+    /// evicted or someone deleted the thread's keys, its generation marker staying), so no
+    /// loss was announced. Handled as after a loss: the exact state held is kept, to go on
+    /// from with the thread's events since it started over (and put back in the backplane);
+    /// without one, the thread's state is unknown, counted when it is read back.
+    pub(super) fn started_over(&self, entry: &mut ThreadEntry) {
+        let shared = &self.shared;
+        tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane numbers the thread from the start again (its keys were evicted or deleted: Redis must run with maxmemory-policy noeviction)");
+        entry.before_loss = match entry.state.take() {
+            Some(held) => BeforeLoss::Kept {
+                state: held,
+                ordinal: 0,
+                covers: entry.last_id,
+            },
+            None => BeforeLoss::Unknown,
+        };
+        entry.sync = Sync::Inexact;
+        entry.reseed = false;
+    }
+
     /// A state kept from before the backplane lost its data was joined to the thread's new
     /// events: logged, since what the backplane confirmed and no node received before the loss
     /// is gone (see the backplane docs, *Threads*).

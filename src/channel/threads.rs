@@ -281,7 +281,14 @@ impl UserChannel {
             return entry.id.key();
         }
         let next = match &entry.sync {
-            Sync::Exact { ordinal: have } if ordinal <= *have => return entry.id.key(),
+            // Folded already: a copy (a catch-up read ahead of the feed, a retry).
+            Sync::Exact { ordinal: have } if ordinal <= *have && id <= entry.last_id => {
+                return entry.id.key();
+            }
+            Sync::Exact { ordinal: have } if ordinal <= *have => {
+                self.started_over(entry);
+                false
+            }
             Sync::Exact { ordinal: have } => ordinal == have + 1,
             Sync::Inexact => false,
             Sync::Syncing { .. } => return entry.id.key(),

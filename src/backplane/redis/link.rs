@@ -24,7 +24,9 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio_stream::StreamExt;
 
 use crate::backplane::redis::state::{Link, Shared};
-use crate::backplane::redis::wire::{MIN_VERSION, parse_version, plan_reconcile};
+use crate::backplane::redis::wire::{
+    MIN_VERSION, parse_eviction_policy, parse_version, plan_reconcile,
+};
 use crate::error::BackplaneError;
 
 /// Why a connection attempt failed.
@@ -77,6 +79,7 @@ async fn connect(shared: &Shared) -> Result<Connected, ConnectError> {
             .to_string(),
         ));
     }
+    eviction_policy(shared, &mut command).await.map_err(io)?;
     let mut pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
         .await
         .map_err(|_| ConnectError::Io("connecting timed out".to_owned()))?
@@ -104,6 +107,29 @@ async fn connect(shared: &Shared) -> Result<Connected, ConnectError> {
         command,
         generation,
     })
+}
+
+/// Reads the server's `maxmemory-policy`, and warns if Redis may evict the backplane's keys:
+/// every one of them has a time to live, so even a `volatile-*` policy may. Redis then drops
+/// keys without losing the rest of its data, which the generation marker does not show (see
+/// the [module docs](super#eviction)).
+async fn eviction_policy(
+    shared: &Shared,
+    command: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(command)
+        .await?;
+    let policy = parse_eviction_policy(&info);
+    if let Some(policy) = policy.as_deref().filter(|p| *p != "noeviction") {
+        tracing::warn!(
+            policy,
+            "Redis may evict the backplane's keys (its maxmemory-policy is not noeviction): an evicted history loses its replay, evicted publish marks let a retried publish be stored twice, and a thread whose keys go starts over; run Redis with maxmemory-policy noeviction"
+        );
+    }
+    shared.lock().eviction_policy = policy;
+    Ok(())
 }
 
 /// The server's generation marker (`<prefix>:generation`), created with a new random value if

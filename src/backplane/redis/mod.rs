@@ -163,13 +163,28 @@
 //! that went alone reads only the last one when it reconnects, and takes nothing for a loss (it
 //! forgets its thread states, as at any reconnect, and reads them back from what the other
 //! nodes put back).
+//!
+//! # Eviction
+//!
+//! Redis must run with `maxmemory-policy noeviction` (the default): every key of the backplane
+//! has a time to live, so a `volatile-*` policy may evict them as well as an `allkeys-*` one,
+//! and a key that goes alone, the rest of the data staying, is no loss the generation marker
+//! shows. An evicted history loses its replay (a resume from before gets `expired`); evicted
+//! publish marks let a retried publish be stored twice; evicted thread keys start the thread
+//! over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes the
+//! thread as started over: if it holds the thread's exact state, it goes on from it and puts
+//! it back in Redis, as after a loss (see the [backplane docs](super#threads)); if not, it
+//! counts the state it reads back in
+//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown). Both are logged at
+//! `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
+//! state's `run_unknown`. The node reads the policy at every connection
+//! ([`BackplaneHealth::eviction_policy`]), and logs at `warn` any other than `noeviction`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -190,6 +205,7 @@ use crate::user_id::UserId;
 mod commands;
 mod config;
 mod generation;
+mod health;
 mod link;
 mod publisher;
 mod state;
@@ -198,41 +214,9 @@ mod tls;
 mod wire;
 
 pub use self::config::RedisConfig;
+pub use self::health::BackplaneHealth;
 #[cfg(feature = "redis-tls")]
 pub use self::tls::RedisTls;
-
-/// The state of a [`RedisBackplane`], from [`RedisBackplane::health`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct BackplaneHealth {
-    /// Both connections are up and every user the node serves is subscribed to.
-    pub connected: bool,
-    /// Users (per channel) the node serves, whose live events it should receive.
-    pub serving: usize,
-    /// Of those, the ones Redis confirmed the node listens to.
-    pub listening: usize,
-    /// Connections established after a failure.
-    pub reconnects: u64,
-    /// Publishes that surely did not go through Redis (delivered locally only, without an id).
-    pub publish_failures: u64,
-    /// Publishes whose outcome stayed unknown ([`BackplaneError::Unknown`]).
-    pub publish_unknown: u64,
-    /// Batches of publishes sent again because their outcome was unknown.
-    pub publish_retries: u64,
-    /// Messages received from Redis.
-    pub received: u64,
-    /// Feed messages dropped because their event was dispatched already.
-    pub duplicates_dropped: u64,
-    /// Times the node found that Redis had lost its data (a restart without persistence, a
-    /// flush), at a reconnect or while connected: its generation marker changed (see
-    /// [Faults](self#faults)).
-    pub data_losses: u64,
-    /// The Redis server's version, once connected.
-    pub version: Option<String>,
-    /// The last connection error, if any: an unsupported server version and a TLS handshake
-    /// refused (`invalid peer certificate: UnknownIssuer`, say) included.
-    pub last_error: Option<String>,
-}
 
 /// The Redis [`Backplane`]: see the [module docs](self) and the [backplane model](super).
 ///
@@ -407,26 +391,6 @@ impl RedisBackplane {
             outcome.await.unwrap_or(Err(BackplaneError::Closed))
         });
         (job, outcome)
-    }
-
-    /// The backplane's state and counters.
-    pub fn health(&self) -> BackplaneHealth {
-        let shared = &self.shared;
-        let state = shared.lock();
-        BackplaneHealth {
-            connected: shared.link() == Link::Connected,
-            serving: state.wanted.len(),
-            listening: state.wanted.values().filter(|w| w.confirmed).count(),
-            reconnects: shared.reconnects.load(Ordering::Relaxed),
-            publish_failures: shared.publish_failures.load(Ordering::Relaxed),
-            publish_unknown: shared.publish_unknown.load(Ordering::Relaxed),
-            publish_retries: shared.publish_retries.load(Ordering::Relaxed),
-            received: shared.received.load(Ordering::Relaxed),
-            duplicates_dropped: shared.duplicates_dropped.load(Ordering::Relaxed),
-            data_losses: shared.data_losses.load(Ordering::Relaxed),
-            version: state.version.clone(),
-            last_error: state.last_error.clone(),
-        }
     }
 }
 

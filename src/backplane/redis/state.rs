@@ -100,6 +100,8 @@ pub(crate) struct State {
     pub(crate) sinks: HashMap<Arc<str>, Arc<[LocalChannels]>>,
     pub(crate) last_error: Option<String>,
     pub(crate) version: Option<String>,
+    /// The server's `maxmemory-policy`, read at every connection.
+    pub(crate) eviction_policy: Option<String>,
     /// The newest link whose command connection failed with a broken connection (0: none):
     /// the connection task serving that link reconnects.
     pub(crate) broken_link: u64,
@@ -234,6 +236,7 @@ impl Shared {
                 sinks: HashMap::new(),
                 last_error: None,
                 version: None,
+                eviction_policy: None,
                 broken_link: 0,
                 recent: VecDeque::with_capacity(RECENT_TOKENS),
                 recent_set: HashSet::with_capacity(RECENT_TOKENS),

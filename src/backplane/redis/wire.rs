@@ -265,6 +265,14 @@ pub(crate) fn parse_version(info: &str) -> Option<((u64, u64), String)> {
     Some(((major, minor), line.to_owned()))
 }
 
+/// The `maxmemory_policy` of an `INFO memory` reply.
+pub(crate) fn parse_eviction_policy(info: &str) -> Option<String> {
+    let policy = info
+        .lines()
+        .find_map(|line| line.strip_prefix("maxmemory_policy:"))?;
+    Some(policy.trim().to_owned())
+}
+
 /// Feed names.
 pub(crate) type Feeds = Vec<Arc<str>>;
 
@@ -386,6 +394,12 @@ mod tests {
         assert!(parse_version("redis_version:6.2.14\r\n").unwrap().0 < MIN_VERSION);
         assert!(parse_version("redis_version:7.4.1").unwrap().0 >= MIN_VERSION);
         assert_eq!(parse_version("nothing"), None);
+        let memory = "# Memory\r\nmaxmemory:0\r\nmaxmemory_policy:allkeys-lru\r\n";
+        assert_eq!(
+            parse_eviction_policy(memory).as_deref(),
+            Some("allkeys-lru")
+        );
+        assert_eq!(parse_eviction_policy("nothing"), None);
     }
 
     #[test]
