@@ -1312,6 +1312,28 @@ async fn a_thread_lost_without_its_exact_state_is_counted_once() {
     close(&[a, b]).await;
 }
 
+/// A tab on the thread on each of `nodes`, read until it holds the text of `published` (a
+/// node's feed may deliver the last events a moment after their publish returned): each tab
+/// with what it got.
+async fn tabs_caught_up(
+    nodes: &[&Node],
+    published: &[Value],
+) -> Vec<(Subscription<Value>, Vec<Value>)> {
+    let mut tabs = Vec::new();
+    for node in nodes {
+        let mut tab = node
+            .hub
+            .subscribe_in_thread(&alice(), &thread(), None)
+            .unwrap();
+        let mut seen = opening(&mut tab).await;
+        while text_of(&seen) != text_of(published) {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        tabs.push((tab, seen));
+    }
+    tabs
+}
+
 /// `FLUSHALL` on `redis`: it loses every key while every connection stays up.
 async fn flushall(redis: &RedisServer) {
     let mut connection = redis.connection().await;
@@ -1337,38 +1359,15 @@ async fn a_run_survives_a_flushall_that_cuts_no_connection() {
     const DELTAS: usize = 60;
     let redis = RedisServer::start().await;
     let (a, b) = (node(redis.url()).await, node(redis.url()).await);
-    let reference = single();
-    let alice = UserId::from("alice");
-    let events = run(DELTAS);
-    let publish = |range: std::ops::Range<usize>| {
-        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
-        async move {
-            for event in &events[range] {
-                a.publish_in_thread(alice, &thread(), event).await;
-                reference
-                    .broadcast_in_thread(alice, &thread(), event)
-                    .unwrap();
-            }
-        }
-    };
-    publish(0..30).await;
-    let mut tabs = Vec::new();
-    for node in [&a, &b] {
-        let mut tab = node
-            .hub
-            .subscribe_in_thread(&alice, &thread(), None)
-            .unwrap();
-        let mut seen = opening(&mut tab).await;
-        // A node's feed may deliver the last events a moment after their publish returned.
-        while text_of(&seen) != text_of(&events[..30]) {
-            seen.extend(datas(&next(&mut tab).await));
-        }
-        tabs.push((tab, seen));
-    }
+    let alice = alice();
+    let published = Published::new(run(DELTAS));
+    let events = &published.events;
+    published.publish(&a, 0..30).await;
+    let tabs = tabs_caught_up(&[&a, &b], &events[..30]).await;
 
     // Redis loses everything, the nodes' connections stay up, and the run goes on at once.
     flushall(&redis).await;
-    publish(30..45).await;
+    published.publish(&a, 30..45).await;
     for (k, (mut tab, mut seen)) in tabs.into_iter().enumerate() {
         seen.extend(until_end(&mut tab).await);
         assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
@@ -1378,7 +1377,7 @@ async fn a_run_survives_a_flushall_that_cuts_no_connection() {
             "tab {k}: the run so far, once: {text:?}"
         );
     }
-    let expected = single_opening(&reference, &alice).await;
+    let expected = published.expected().await;
     let c = node(redis.url()).await;
     let mut tabs = Vec::new();
     for node in [&b, &a, &c] {
@@ -1390,7 +1389,7 @@ async fn a_run_survives_a_flushall_that_cuts_no_connection() {
             .unwrap();
         tabs.push(tab);
     }
-    publish(45..events.len()).await;
+    published.publish(&a, 45..events.len()).await;
     for (k, mut tab) in tabs.into_iter().enumerate() {
         let mut seen = Vec::new();
         while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
@@ -1505,33 +1504,11 @@ async fn a_marker_deleted_while_redis_keeps_its_data_is_no_loss() {
         Node::start(support::settings(redis.url()), config()).await,
         Node::start(support::settings(redis.url()), config()).await,
     );
-    let reference = single();
-    let alice = UserId::from("alice");
-    let events = run(20);
-    let publish = |range: std::ops::Range<usize>| {
-        let (a, reference, alice, events) = (&a, &reference, &alice, &events);
-        async move {
-            for event in &events[range] {
-                a.publish_in_thread(alice, &thread(), event).await;
-                reference
-                    .broadcast_in_thread(alice, &thread(), event)
-                    .unwrap();
-            }
-        }
-    };
-    publish(0..12).await;
-    let mut tabs = Vec::new();
-    for node in [&a, &b] {
-        let mut tab = node
-            .hub
-            .subscribe_in_thread(&alice, &thread(), None)
-            .unwrap();
-        let mut seen = opening(&mut tab).await;
-        while text_of(&seen) != text_of(&events[..12]) {
-            seen.extend(datas(&next(&mut tab).await));
-        }
-        tabs.push((tab, seen));
-    }
+    let alice = alice();
+    let published = Published::new(run(20));
+    let events = &published.events;
+    published.publish(&a, 0..12).await;
+    let tabs = tabs_caught_up(&[&a, &b], &events[..12]).await;
 
     let mut connection = redis.connection().await;
     let deleted: i64 = redis::cmd("DEL")
@@ -1556,7 +1533,7 @@ async fn a_marker_deleted_while_redis_keeps_its_data_is_no_loss() {
     .await;
     assert!(back.is_ok(), "a node sets the marker again");
     // Published after the marker was set again: every node hears of the marker first.
-    publish(12..events.len()).await;
+    published.publish(&a, 12..events.len()).await;
     for (k, (mut tab, mut seen)) in tabs.into_iter().enumerate() {
         while !seen.iter().any(|e| e["type"] == "RUN_FINISHED") {
             seen.extend(datas(&next(&mut tab).await));
@@ -1568,7 +1545,7 @@ async fn a_marker_deleted_while_redis_keeps_its_data_is_no_loss() {
         assert_eq!(health.data_losses, 0, "{health:?}");
         assert_eq!(node.hub.stats().thread_states_unknown, 0);
     }
-    let expected = single_opening(&reference, &alice).await;
+    let expected = published.expected().await;
     let c = node(redis.url()).await;
     let opened = opening_on(&c, &alice, &expected).await;
     assert_eq!(opened[0]["type"], "RUN_STARTED");
