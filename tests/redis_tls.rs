@@ -19,7 +19,9 @@ use tokio::time::timeout;
 mod support;
 
 use support::tls::{ClientAuth, TestCa};
-use support::{EsClient, Node, RedisServer, Seen, WAIT, id_key, redis_available, settings};
+use support::{
+    EsClient, Node, RedisServer, Seen, WAIT, id_key, listening_client, redis_available, settings,
+};
 
 /// The test settings of a node of `redis`, with `tls`.
 fn tls_settings(redis: &RedisServer, tls: RedisTls) -> RedisConfig {
@@ -56,20 +58,6 @@ async fn first_error(backplane: &RedisBackplane) -> BackplaneHealth {
             backplane.health()
         )
     })
-}
-
-/// A client of `user` on `node`, the only node that serves `user`, once Redis says the node
-/// listens to the user's feed: from then on, every event published to `user` reaches it.
-async fn listening_client(redis: &RedisServer, node: &Node, user: &str) -> EsClient {
-    let client = EsClient::spawn(node.url(user), None, Duration::from_millis(100));
-    timeout(WAIT, async {
-        while redis.listeners(user).await == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the node listens to the user's feed");
-    client
 }
 
 /// The events `seen`: (id, n).

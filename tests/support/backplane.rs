@@ -1034,6 +1034,23 @@ impl EsClient {
         }
     }
 
+    /// Waits (bounded) until a client spawned without a last event id got its stream's
+    /// priming `id:`, which the stream sends once it caught up: the node listens to the user's
+    /// feed and read the history. That id is the stream's horizon: an event published before
+    /// its catch-up read is not the stream's to receive (it is neither replayed to a fresh
+    /// client nor delivered live), even one published after Redis counted the node as a
+    /// listener; every event published once this returns `true` reaches the stream.
+    pub async fn wait_primed(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.last_id().is_none() {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// Waits (bounded) until the event numbered `n` was seen.
     pub async fn wait_for_event(&self, within: Duration, n: u64) -> bool {
         self.wait_for(within, |seen| {
@@ -1049,6 +1066,28 @@ impl EsClient {
         let _ = self.task.await;
         seen.lock().unwrap().clone()
     }
+}
+
+/// A client of `user` on `node`, the only node that serves `user`, once Redis says the node
+/// listens to the user's feed and the stream is primed ([`EsClient::wait_primed`]): from then
+/// on, every event published to `user` reaches it. Redis counting the listener is not enough:
+/// the stream's catch-up reads the history after that, and an event published in between is
+/// before the stream's start.
+pub async fn listening_client(redis: &RedisServer, node: &Node, user: &str) -> EsClient {
+    let client = EsClient::spawn(node.url(user), None, Duration::from_millis(100));
+    timeout(WAIT, async {
+        while redis.listeners(user).await == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the node listens to the user's feed");
+    assert!(
+        client.wait_primed(WAIT).await,
+        "the stream was not primed: {:?}",
+        client.seen()
+    );
+    client
 }
 
 enum Parsed {
