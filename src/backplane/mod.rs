@@ -290,6 +290,12 @@
 //!   sync [`subscribe_from`](crate::Broadcaster::subscribe_from) and
 //!   [`sse_response`](crate::Broadcaster::sse_response) work too: the subscription catches up
 //!   when first polled, and the SSE body sends its priming `id:` after that.
+//! * A fresh subscription (no `Last-Event-ID`) starts where its catch-up finds the history:
+//!   its priming id is the history's last id then. So an event published after the response's
+//!   head went out but before that read (the node was already listening) is before the
+//!   stream's start, and is not delivered to it, as an event published just before a
+//!   single-node subscribe is not. A client that must not miss what follows its connect waits
+//!   for the priming id (or resumes from an id it has).
 //!
 // Without the `redis` feature these items do not exist: the links then point at this page's
 // own account of them, so that the docs build without warnings under any set of features.
