@@ -35,8 +35,8 @@ async fn publish_marker(node: &Node, user: &str) {
 mod support;
 
 use support::{
-    EsClient, Fault, FaultProxy, Hub, Node, RedisServer, Seen, WAIT, id_key, listening_client,
-    quick_settings, redis_available, settings,
+    EsClient, Fault, FaultProxy, Hub, Node, RedisServer, Seen, WAIT, first_error, id_key,
+    listening_client, quick_settings, redis_available, settings,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1159,17 +1159,7 @@ async fn redis_older_than_7_is_refused_clearly() {
         }
     });
     let backplane = RedisBackplane::new(quick_settings(format!("redis://{addr}/"))).unwrap();
-    let refused = timeout(WAIT, async {
-        loop {
-            let health = backplane.health();
-            if health.last_error.is_some() {
-                return health;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let refused = first_error(&backplane).await;
     assert!(!refused.connected);
     assert_eq!(refused.version.as_deref(), Some("6.2.14"));
     let error = refused.last_error.unwrap();

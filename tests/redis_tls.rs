@@ -12,15 +12,15 @@
 use std::time::Duration;
 
 use sse_hub::Config;
-use sse_hub::backplane::{BackplaneError, BackplaneHealth, RedisBackplane, RedisConfig, RedisTls};
-use tokio::time::timeout;
+use sse_hub::backplane::{BackplaneError, RedisBackplane, RedisConfig, RedisTls};
 
 #[path = "support/backplane.rs"]
 mod support;
 
 use support::tls::{ClientAuth, TestCa};
 use support::{
-    EsClient, Node, RedisServer, Seen, WAIT, id_key, listening_client, redis_available, settings,
+    EsClient, Node, RedisServer, Seen, WAIT, first_error, id_key, listening_client,
+    redis_available, settings,
 };
 
 /// The test settings of a node of `redis`, with `tls`.
@@ -38,26 +38,6 @@ async fn trusted_node(redis: &RedisServer) -> Node {
         .await
         .serve()
         .await
-}
-
-/// The health of `backplane` once it reported a connection error (within [`WAIT`]).
-async fn first_error(backplane: &RedisBackplane) -> BackplaneHealth {
-    timeout(WAIT, async {
-        loop {
-            let health = backplane.health();
-            if health.last_error.is_some() {
-                return health;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "no connection error within {WAIT:?}: {:?}",
-            backplane.health()
-        )
-    })
 }
 
 /// The events `seen`: (id, n).

@@ -24,7 +24,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sse_hub::backplane::{RedisBackplane, RedisConfig};
+use sse_hub::backplane::{BackplaneHealth, RedisBackplane, RedisConfig};
 use sse_hub::{
     Broadcaster, Config, EventId, LastEventId, PublishError, Published, ThreadId, UserId,
 };
@@ -672,6 +672,26 @@ impl Drop for Node {
             server.abort();
         }
     }
+}
+
+/// The health of `backplane` once it reported a connection error (within [`WAIT`]).
+pub async fn first_error(backplane: &RedisBackplane) -> BackplaneHealth {
+    timeout(WAIT, async {
+        loop {
+            let health = backplane.health();
+            if health.last_error.is_some() {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no connection error within {WAIT:?}: {:?}",
+            backplane.health()
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
