@@ -19,7 +19,7 @@ mod support;
 #[path = "support/split_proxy.rs"]
 mod split_proxy;
 
-use split_proxy::{SplitProxy, hold_next, wait_sent};
+use split_proxy::{SLOW, SplitProxy, hold_next, wait_sent};
 use support::{
     EsClient, Node, RedisServer, Seen, WAIT, listening_client, redis_available, settings,
 };
@@ -71,6 +71,19 @@ fn events(client: &EsClient) -> Vec<u64> {
         "a loss, an end or an event without an id: {seen:?}"
     );
     client.numbers()
+}
+
+/// New users connecting to `node`, one every 2 ms (several per round trip of a [`SLOW`]
+/// link), until the task is aborted.
+fn keep_users_connecting(node: &Node) -> tokio::task::JoinHandle<()> {
+    let hub = node.hub.clone();
+    tokio::spawn(async move {
+        let mut streams = Vec::new();
+        for i in 0.. {
+            streams.push(hub.subscribe(&UserId::from(format!("user-{i}"))));
+            tokio::time::sleep(SLOW / 12).await;
+        }
+    })
 }
 
 /// Events published while a stream's catch-up read waits for its answer are dispatched live,
@@ -171,4 +184,52 @@ async fn a_user_who_leaves_and_comes_back_while_the_subscribe_waits_is_listened_
         health.connected && health.listening == health.serving && health.reconnects == 0,
         "{health:?}"
     );
+}
+
+/// Users keep connecting to node A (several per `SUBSCRIBE` round trip of its slow pub/sub
+/// link) when its command connection goes silently dead. Its link checks must still run: the
+/// node replaces the dead connection within about `ping_interval + command_timeout`, not once
+/// users stop connecting. Meanwhile, and after, alice's stream gets every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_dead_command_connection_is_replaced_while_users_keep_connecting() {
+    if !redis_available() {
+        return;
+    }
+    let (redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
+        settings.command_timeout = Duration::from_millis(300);
+        settings.ping_interval = Duration::from_millis(100);
+    })
+    .await;
+    let alice = listening_client(&redis, &a, "alice").await;
+    b.publish_stored("alice", 1).await;
+
+    // Every SUBSCRIBE takes SLOW at least, and new users connect meanwhile.
+    proxy.slow(1);
+    let churn = keep_users_connecting(&a);
+    // Let the users' SUBSCRIBEs follow each other, then the command connection dies.
+    tokio::time::sleep(SLOW * 4).await;
+    proxy.black_hole(0);
+    b.publish_stored("alice", 2).await;
+
+    let replaced = timeout(Duration::from_secs(3), async {
+        while a.backplane.health().reconnects == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let health = a.backplane.health();
+    churn.abort();
+    assert!(
+        replaced.is_ok(),
+        "the dead command connection was not replaced within 3 s while users kept connecting \
+         (ping_interval 100 ms, command_timeout 300 ms): {health:?}"
+    );
+    a.wait_connected(true).await;
+    for n in 3..=4 {
+        a.publish_stored("alice", n).await;
+    }
+    assert!(alice.wait_for_event(WAIT, 4).await, "{:?}", alice.seen());
+    let numbers = alice.numbers();
+    assert_eq!(numbers, [1, 2, 3, 4], "{:?}", alice.seen());
 }

@@ -11,7 +11,10 @@
 //! `SUBSCRIBE` of a user who just connected, nor for a check queued on a slow or stalled
 //! command connection (behind a long history read, say), which may take up to
 //! [`RedisConfig::command_timeout`](crate::backplane::RedisConfig::command_timeout). Only while a
-//! new connection subscribes to every feed again are messages held back (see [`serve`]).
+//! new connection subscribes to every feed again are messages held back (see [`serve`]). Once
+//! serving, a round trip (un)subscribes one batch of feeds at most, and a link check that came
+//! due meanwhile takes its turn with the next: users who keep connecting never hold the checks
+//! off, so a dead connection is still replaced within a check.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -207,50 +210,55 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
 
 /// (Un)subscribes what changed, until nothing is left to do.
 async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
+    while reconcile_pass(shared, sink).await? {}
+    Ok(())
+}
+
+/// (Un)subscribes the next batch of what changed; `Ok(true)` if more is left to do.
+async fn reconcile_pass(shared: &Shared, sink: &mut PubSubSink) -> Result<bool, String> {
     let timeout = shared.config.command_timeout;
-    loop {
-        let (subscribe, unsubscribe) = {
-            let mut state = shared.lock();
-            let plan = plan_reconcile(
-                &state.dirty,
-                |f| state.wanted.contains_key(f),
-                &state.subscribed,
-            );
-            for feed in &plan.batch {
-                state.dirty.remove(feed);
-            }
-            for feed in &plan.unsubscribe {
-                state.subscribed.remove(feed);
-            }
-            if plan.batch.is_empty() {
-                return Ok(());
-            }
-            (plan.subscribe, plan.unsubscribe)
-        };
-        if !unsubscribe.is_empty() {
-            let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();
-            tokio::time::timeout(timeout, sink.unsubscribe(&names))
-                .await
-                .map_err(|_| "UNSUBSCRIBE timed out".to_owned())?
-                .map_err(|e| format!("UNSUBSCRIBE failed: {e}"))?;
+    let (subscribe, unsubscribe) = {
+        let mut state = shared.lock();
+        let plan = plan_reconcile(
+            &state.dirty,
+            |f| state.wanted.contains_key(f),
+            &state.subscribed,
+        );
+        for feed in &plan.batch {
+            state.dirty.remove(feed);
         }
-        if !subscribe.is_empty() {
-            let names: Vec<&str> = subscribe.iter().map(|k| &**k).collect();
-            tokio::time::timeout(timeout, sink.subscribe(&names))
-                .await
-                .map_err(|_| "SUBSCRIBE timed out".to_owned())?
-                .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
-            let mut state = shared.lock();
-            for feed in subscribe {
-                if let Some(wanted) = state.wanted.get_mut(&feed) {
-                    wanted.confirmed = true;
-                }
-                state.subscribed.insert(feed);
-            }
-            drop(state);
-            shared.confirmed();
+        for feed in &plan.unsubscribe {
+            state.subscribed.remove(feed);
         }
+        if plan.batch.is_empty() {
+            return Ok(false);
+        }
+        (plan.subscribe, plan.unsubscribe)
+    };
+    if !unsubscribe.is_empty() {
+        let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();
+        tokio::time::timeout(timeout, sink.unsubscribe(&names))
+            .await
+            .map_err(|_| "UNSUBSCRIBE timed out".to_owned())?
+            .map_err(|e| format!("UNSUBSCRIBE failed: {e}"))?;
     }
+    if !subscribe.is_empty() {
+        let names: Vec<&str> = subscribe.iter().map(|k| &**k).collect();
+        tokio::time::timeout(timeout, sink.subscribe(&names))
+            .await
+            .map_err(|_| "SUBSCRIBE timed out".to_owned())?
+            .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
+        let mut state = shared.lock();
+        for feed in subscribe {
+            if let Some(wanted) = state.wanted.get_mut(&feed) {
+                wanted.confirmed = true;
+            }
+            state.subscribed.insert(feed);
+        }
+        drop(state);
+        shared.confirmed();
+    }
+    Ok(!shared.lock().dirty.is_empty())
 }
 
 /// Refreshes the time to live of the histories (and publish marks) of the users the node
@@ -453,8 +461,14 @@ async fn serve(
                     return "the command connection failed".to_owned();
                 }
                 let mut sink = sink.clone();
+                // One batch per round trip, what is left waking the task again: users who keep
+                // connecting would otherwise keep one round trip going for as long as they
+                // come, and no link check (nor a broken command connection) would be taken
+                // meanwhile. The wake and a due check are then taken in turn.
                 in_flight = round_trip(async move {
-                    reconcile(shared, &mut sink).await?;
+                    if reconcile_pass(shared, &mut sink).await? {
+                        shared.wake.notify_one();
+                    }
                     kick_degraded(shared);
                     Ok(())
                 });
