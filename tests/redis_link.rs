@@ -233,3 +233,44 @@ async fn a_dead_command_connection_is_replaced_while_users_keep_connecting() {
     let numbers = alice.numbers();
     assert_eq!(numbers, [1, 2, 3, 4], "{:?}", alice.seen());
 }
+
+/// Node A's pub/sub connection breaks while users keep connecting, and the new connections are
+/// slow: after a reconnect, A subscribes again to the users it served, and holds the live
+/// feed back meanwhile (its streams, which missed what was published while A did not listen,
+/// must end before any newer event reaches them). That must end once those users are
+/// subscribed, not once users stop connecting: else A stays disconnected, with every new
+/// stream degraded and the feed's messages piling up, unbounded, in the connection's buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_reconnect_subscribes_again_while_users_keep_connecting() {
+    if !redis_available() {
+        return;
+    }
+    let (redis, proxy, a, b) = a_behind_a_split_proxy(|_| {}).await;
+    let alice = listening_client(&redis, &a, "alice").await;
+    b.publish_stored("alice", 1).await;
+    assert!(alice.wait_for_event(WAIT, 1).await, "{:?}", alice.seen());
+
+    let churn = keep_users_connecting(&a);
+    tokio::time::sleep(SLOW * 4).await;
+    proxy.slow_new();
+    proxy.cut(1);
+    let reconnected = timeout(Duration::from_secs(3), async {
+        let health = || a.backplane.health();
+        while health().reconnects == 0 || !health().connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let health = a.backplane.health();
+    churn.abort();
+    assert!(
+        reconnected.is_ok(),
+        "A did not serve within 3 s of its reconnect while users kept connecting: {health:?}"
+    );
+    for n in 2..=3 {
+        b.publish_stored("alice", n).await;
+    }
+    assert!(alice.wait_for_event(WAIT, 3).await, "{:?}", alice.seen());
+    assert_eq!(alice.numbers(), [1, 2, 3], "{:?}", alice.seen());
+}

@@ -208,9 +208,15 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
     }
 }
 
-/// (Un)subscribes what changed, until nothing is left to do.
-async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
-    while reconcile_pass(shared, sink).await? {}
+/// (Un)subscribes what changed, until none of the feeds to do when called is left (those of
+/// the users who came meanwhile may be).
+async fn reconcile_wanted_now(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
+    let mut pending: Vec<Arc<str>> = shared.lock().dirty.iter().cloned().collect();
+    while !pending.is_empty() {
+        reconcile_pass(shared, sink).await?;
+        let state = shared.lock();
+        pending.retain(|feed| state.dirty.contains(feed));
+    }
     Ok(())
 }
 
@@ -407,8 +413,11 @@ async fn serve(
     // Messages that arrive meanwhile wait in the connection's buffer, not dispatched: after a
     // reconnect, to streams that missed what was published while the node did not listen, and
     // that the kick below ends so that they resume from the history; a newer event delivered
-    // first would move their last id past that gap.
-    if let Err(error) = reconcile(shared, &mut sink).await {
+    // first would move their last id past that gap. Only the feeds wanted now, not those of
+    // users who connect meanwhile (round trips, once the link serves): under a steady stream of
+    // them, "until none is left" would never end, with the messages piling up in that buffer,
+    // which is unbounded.
+    if let Err(error) = reconcile_wanted_now(shared, &mut sink).await {
         return error;
     }
     shared.set_link(Link::Connected, None);
