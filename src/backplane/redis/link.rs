@@ -161,7 +161,6 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
     loop {
         match connect(&shared).await {
             Ok(connected) => {
-                backoff = config.reconnect_min;
                 if ever_connected {
                     shared
                         .reconnects
@@ -183,7 +182,17 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
                 ever_connected = true;
                 failing = false;
                 tracing::warn!(%error, "backplane: connection to Redis lost; reconnecting");
+                // A link that served (every feed subscribed) is retried at once, the backoff
+                // reset. One lost before it served (its `SUBSCRIBE`s refused, by an ACL say, or
+                // timed out) is a failed attempt, and waits as one: else the task would
+                // reconnect at once, again and again, as fast as Redis answers.
+                let served = shared.link() == Link::Connected;
                 shared.lost(error);
+                if served {
+                    backoff = config.reconnect_min;
+                } else {
+                    backoff = wait(backoff, config.reconnect_max).await;
+                }
             }
             Err(ConnectError::Unsupported(error)) => {
                 tracing::error!(%error, "backplane: refusing this Redis server");
@@ -199,13 +208,19 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
                 }
                 failing = true;
                 shared.set_link(Link::Down, Some(error));
-                let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
-                tokio::time::sleep(backoff + jitter).await;
-                // Both are at most a week (validated): no overflow.
-                backoff = (backoff * 2).min(config.reconnect_max);
+                backoff = wait(backoff, config.reconnect_max).await;
             }
         }
     }
+}
+
+/// Sleeps `backoff`, with up to 20 % of jitter; returns the next backoff: doubled, at most
+/// `max`.
+async fn wait(backoff: Duration, max: Duration) -> Duration {
+    let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
+    tokio::time::sleep(backoff + jitter).await;
+    // Both are at most a week (validated): no overflow.
+    (backoff * 2).min(max)
 }
 
 /// (Un)subscribes what changed, until none of the feeds to do when called is left (those of
