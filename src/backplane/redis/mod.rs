@@ -310,7 +310,8 @@ impl RedisBackplane {
     }
 
     /// Whether the backplane is connected now: both connections up, and every user the node
-    /// serves subscribed to.
+    /// served when they were made subscribed to. A user who connected since is subscribed to
+    /// while the link serves (see [`BackplaneHealth::listening`]).
     pub fn is_connected(&self) -> bool {
         self.shared.link() == Link::Connected
     }
