@@ -187,6 +187,69 @@ async fn a_user_who_leaves_and_comes_back_while_the_subscribe_waits_is_listened_
     );
 }
 
+/// Node A's pub/sub connection breaks while its `SUBSCRIBE` to a new user's feed (bob's) waits
+/// for its answer: the round trip dies with the connection, and A reconnects. Alice's stream,
+/// live all along, ends and resumes; bob's, still catching up, completes on the new link. Each
+/// gets every event from its start on, once, in order, those published while A did not listen
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_reconnect_while_a_subscribe_waits_leaves_no_gap_and_no_duplicate() {
+    if !redis_available() {
+        return;
+    }
+    let (redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
+        settings.command_timeout = Duration::from_secs(8);
+        settings.subscribe_timeout = Duration::from_secs(8);
+        settings.ping_interval = Duration::from_secs(60);
+    })
+    .await;
+    let (alice, bob) = (UserId::from("alice"), UserId::from("bob"));
+    // B serves both, so that every event is stored whoever listens.
+    let _alice_on_b = b.hub.subscribe_async(&alice, None).await.unwrap();
+    let _bob_on_b = b.hub.subscribe_async(&bob, None).await.unwrap();
+    let alices = listening_client(&redis, &a, "alice").await;
+    b.publish_stored("alice", 1).await;
+    assert!(alices.wait_for_event(WAIT, 1).await, "{:?}", alices.seen());
+
+    let before = hold_next(&proxy, 1);
+    let bobs = EsClient::spawn(a.url("bob"), None, RETRY);
+    wait_sent(&proxy, 1, before).await;
+    b.publish_stored("alice", 2).await;
+    b.publish_stored("bob", 1).await;
+    assert!(alices.wait_for_event(WAIT, 2).await, "{:?}", alices.seen());
+    proxy.cut(1);
+    b.publish_stored("alice", 3).await;
+    b.publish_stored("bob", 2).await;
+    a.wait_reconnected().await;
+
+    assert!(bobs.wait_primed(WAIT).await, "{:?}", bobs.seen());
+    b.publish_stored("alice", 4).await;
+    b.publish_stored("bob", 3).await;
+    assert!(alices.wait_for_event(WAIT, 4).await, "{:?}", alices.seen());
+    assert!(bobs.wait_for_event(WAIT, 3).await, "{:?}", bobs.seen());
+    assert_eq!(alices.numbers(), [1, 2, 3, 4], "{:?}", alices.seen());
+    // Bob's stream starts where its read found his history, on the old link or the new one:
+    // from there on, every event, once.
+    let bobs_numbers = bobs.numbers();
+    assert!(
+        [&[1, 2, 3][..], &[2, 3], &[3]].contains(&bobs_numbers.as_slice()),
+        "{:?}",
+        bobs.seen()
+    );
+    for client in [&alices, &bobs] {
+        assert!(
+            !client
+                .seen()
+                .iter()
+                .any(|s| matches!(s, Seen::Reset(_) | Seen::Lagged(_))),
+            "{:?}",
+            client.seen()
+        );
+    }
+    assert_eq!(a.backplane.health().reconnects, 1);
+}
+
 /// Users keep connecting to node A (several per `SUBSCRIBE` round trip of its slow pub/sub
 /// link) when its command connection goes silently dead. Its link checks must still run: the
 /// node replaces the dead connection within about `ping_interval + command_timeout`, not once
