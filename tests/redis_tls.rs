@@ -2,8 +2,8 @@
 //! `redis-server` processes that speak only TLS, with a CA and certificates made by each test
 //! (rcgen): nodes that trust the CA deliver and resume across nodes; a node that does not
 //! trust it, or that shows no client certificate to a server that requires one, never connects,
-//! says why in its health, and receives nothing. Settings that cannot work are refused when the
-//! backplane is created.
+//! says why in its health, and receives nothing; a handshake that is never answered times out
+//! and is retried. Settings that cannot work are refused when the backplane is created.
 //!
 //! Without `redis-server` on the `PATH`, or with one built without TLS, the server tests print
 //! `SKIPPED` and pass, except under `CI=true`, where either is a failure. Every wait is bounded.
@@ -286,4 +286,46 @@ fn tls_settings_that_cannot_work_are_refused_with_a_typed_error() {
     );
     good.tls = RedisTls::default();
     assert_eq!(good.validate(), Ok(()), "the default roots");
+}
+
+/// A server that takes the TCP connection and never answers the TLS handshake (a TLS port
+/// behind a stalled proxy, say): each attempt must give up within the command timeout, say
+/// why in the health, and be retried with backoff; the connection task must not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_answers_times_out_and_is_retried() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let silent = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            // Holds every connection open, reading nothing, answering nothing.
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(socket);
+            }
+        }
+    });
+    let mut config = RedisConfig::new(format!("rediss://127.0.0.1:{port}/"));
+    config.tls.root_certs = Some(TestCa::new("a CA").cert_pem.into_bytes());
+    config.command_timeout = Duration::from_millis(300);
+    config.reconnect_min = Duration::from_millis(20);
+    config.reconnect_max = Duration::from_millis(200);
+    let backplane = RedisBackplane::new(config).unwrap();
+    let health = first_error(&backplane).await;
+    assert!(!health.connected, "{health:?}");
+    let error = health.last_error.unwrap();
+    assert!(
+        error.contains("timed out"),
+        "the error says the attempt timed out: {error}"
+    );
+    let retried = tokio::time::timeout(WAIT, async {
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(retried.is_ok(), "not retried: {:?}", backplane.health());
+    silent.abort();
 }

@@ -37,8 +37,9 @@ pub struct RedisConfig {
     /// [`BackplaneError::Unknown`]. Retries are idempotent: an event is stored and delivered
     /// once however often it is sent. Default 10 s.
     pub publish_retry: Duration,
-    /// The first reconnection delay; it doubles on each failed attempt. Default 100 ms; more
-    /// than zero.
+    /// The first reconnection delay; it doubles on each failed attempt (a connection lost
+    /// before it subscribed to every feed counts as one), and a connection that served resets
+    /// it. Default 100 ms; more than zero.
     pub reconnect_min: Duration,
     /// The longest reconnection delay. Default 5 s; at least `reconnect_min`.
     pub reconnect_max: Duration,

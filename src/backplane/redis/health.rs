@@ -11,7 +11,9 @@ use super::state::Link;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BackplaneHealth {
-    /// Both connections are up and every user the node serves is subscribed to.
+    /// Both connections are up, and every user the node served when they were made is
+    /// subscribed to. Users who connected since are subscribed to while the link serves: until
+    /// Redis confirms it, [`listening`](Self::listening) is below [`serving`](Self::serving).
     pub connected: bool,
     /// Users (per channel) the node serves, whose live events it should receive.
     pub serving: usize,
@@ -41,7 +43,8 @@ pub struct BackplaneHealth {
     /// always tell (see [Eviction](super#eviction)); logged at `warn` at every connection.
     pub eviction_policy: Option<String>,
     /// The last connection error, if any: an unsupported server version and a TLS handshake
-    /// refused (`invalid peer certificate: UnknownIssuer`, say) included.
+    /// refused (`invalid peer certificate: UnknownIssuer`, say) included. Kept once the link
+    /// is up again, as the last one seen: [`connected`](Self::connected) says whether it is.
     pub last_error: Option<String>,
 }
 

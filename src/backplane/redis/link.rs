@@ -11,7 +11,10 @@
 //! `SUBSCRIBE` of a user who just connected, nor for a check queued on a slow or stalled
 //! command connection (behind a long history read, say), which may take up to
 //! [`RedisConfig::command_timeout`](crate::backplane::RedisConfig::command_timeout). Only while a
-//! new connection subscribes to every feed again are messages held back (see [`serve`]).
+//! new connection subscribes to every feed again are messages held back (see [`serve`]). Once
+//! serving, a round trip (un)subscribes one batch of feeds at most, and a link check that came
+//! due meanwhile takes its turn with the next: users who keep connecting never hold the checks
+//! off, so a dead connection is still replaced within a check.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -158,7 +161,6 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
     loop {
         match connect(&shared).await {
             Ok(connected) => {
-                backoff = config.reconnect_min;
                 if ever_connected {
                     shared
                         .reconnects
@@ -180,7 +182,17 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
                 ever_connected = true;
                 failing = false;
                 tracing::warn!(%error, "backplane: connection to Redis lost; reconnecting");
+                // A link that served (every feed subscribed) is retried at once, the backoff
+                // reset. One lost before it served (its `SUBSCRIBE`s refused, by an ACL say, or
+                // timed out) is a failed attempt, and waits as one: else the task would
+                // reconnect at once, again and again, as fast as Redis answers.
+                let served = shared.link() == Link::Connected;
                 shared.lost(error);
+                if served {
+                    backoff = config.reconnect_min;
+                } else {
+                    backoff = wait(backoff, config.reconnect_max).await;
+                }
             }
             Err(ConnectError::Unsupported(error)) => {
                 tracing::error!(%error, "backplane: refusing this Redis server");
@@ -196,61 +208,78 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
                 }
                 failing = true;
                 shared.set_link(Link::Down, Some(error));
-                let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
-                tokio::time::sleep(backoff + jitter).await;
-                // Both are at most a week (validated): no overflow.
-                backoff = (backoff * 2).min(config.reconnect_max);
+                backoff = wait(backoff, config.reconnect_max).await;
             }
         }
     }
 }
 
-/// (Un)subscribes what changed, until nothing is left to do.
-async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
-    let timeout = shared.config.command_timeout;
-    loop {
-        let (subscribe, unsubscribe) = {
-            let mut state = shared.lock();
-            let plan = plan_reconcile(
-                &state.dirty,
-                |f| state.wanted.contains_key(f),
-                &state.subscribed,
-            );
-            for feed in &plan.batch {
-                state.dirty.remove(feed);
-            }
-            for feed in &plan.unsubscribe {
-                state.subscribed.remove(feed);
-            }
-            if plan.batch.is_empty() {
-                return Ok(());
-            }
-            (plan.subscribe, plan.unsubscribe)
-        };
-        if !unsubscribe.is_empty() {
-            let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();
-            tokio::time::timeout(timeout, sink.unsubscribe(&names))
-                .await
-                .map_err(|_| "UNSUBSCRIBE timed out".to_owned())?
-                .map_err(|e| format!("UNSUBSCRIBE failed: {e}"))?;
-        }
-        if !subscribe.is_empty() {
-            let names: Vec<&str> = subscribe.iter().map(|k| &**k).collect();
-            tokio::time::timeout(timeout, sink.subscribe(&names))
-                .await
-                .map_err(|_| "SUBSCRIBE timed out".to_owned())?
-                .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
-            let mut state = shared.lock();
-            for feed in subscribe {
-                if let Some(wanted) = state.wanted.get_mut(&feed) {
-                    wanted.confirmed = true;
-                }
-                state.subscribed.insert(feed);
-            }
-            drop(state);
-            shared.confirmed();
-        }
+/// Sleeps `backoff`, with up to 20 % of jitter; returns the next backoff: doubled, at most
+/// `max`.
+async fn wait(backoff: Duration, max: Duration) -> Duration {
+    let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
+    tokio::time::sleep(backoff + jitter).await;
+    // Both are at most a week (validated): no overflow.
+    (backoff * 2).min(max)
+}
+
+/// (Un)subscribes what changed, until none of the feeds to do when called is left (those of
+/// the users who came meanwhile may be).
+async fn reconcile_wanted_now(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
+    let mut pending: Vec<Arc<str>> = shared.lock().dirty.iter().cloned().collect();
+    while !pending.is_empty() {
+        reconcile_pass(shared, sink).await?;
+        let state = shared.lock();
+        pending.retain(|feed| state.dirty.contains(feed));
     }
+    Ok(())
+}
+
+/// (Un)subscribes the next batch of what changed; `Ok(true)` if more is left to do.
+async fn reconcile_pass(shared: &Shared, sink: &mut PubSubSink) -> Result<bool, String> {
+    let timeout = shared.config.command_timeout;
+    let (subscribe, unsubscribe) = {
+        let mut state = shared.lock();
+        let plan = plan_reconcile(
+            &state.dirty,
+            |f| state.wanted.contains_key(f),
+            &state.subscribed,
+        );
+        for feed in &plan.batch {
+            state.dirty.remove(feed);
+        }
+        for feed in &plan.unsubscribe {
+            state.subscribed.remove(feed);
+        }
+        if plan.batch.is_empty() {
+            return Ok(false);
+        }
+        (plan.subscribe, plan.unsubscribe)
+    };
+    if !unsubscribe.is_empty() {
+        let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();
+        tokio::time::timeout(timeout, sink.unsubscribe(&names))
+            .await
+            .map_err(|_| "UNSUBSCRIBE timed out".to_owned())?
+            .map_err(|e| format!("UNSUBSCRIBE failed: {e}"))?;
+    }
+    if !subscribe.is_empty() {
+        let names: Vec<&str> = subscribe.iter().map(|k| &**k).collect();
+        tokio::time::timeout(timeout, sink.subscribe(&names))
+            .await
+            .map_err(|_| "SUBSCRIBE timed out".to_owned())?
+            .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
+        let mut state = shared.lock();
+        for feed in subscribe {
+            if let Some(wanted) = state.wanted.get_mut(&feed) {
+                wanted.confirmed = true;
+            }
+            state.subscribed.insert(feed);
+        }
+        drop(state);
+        shared.confirmed();
+    }
+    Ok(!shared.lock().dirty.is_empty())
 }
 
 /// Refreshes the time to live of the histories (and publish marks) of the users the node
@@ -399,8 +428,11 @@ async fn serve(
     // Messages that arrive meanwhile wait in the connection's buffer, not dispatched: after a
     // reconnect, to streams that missed what was published while the node did not listen, and
     // that the kick below ends so that they resume from the history; a newer event delivered
-    // first would move their last id past that gap.
-    if let Err(error) = reconcile(shared, &mut sink).await {
+    // first would move their last id past that gap. Only the feeds wanted now, not those of
+    // users who connect meanwhile (round trips, once the link serves): under a steady stream of
+    // them, "until none is left" would never end, with the messages piling up in that buffer,
+    // which is unbounded.
+    if let Err(error) = reconcile_wanted_now(shared, &mut sink).await {
         return error;
     }
     shared.set_link(Link::Connected, None);
@@ -453,8 +485,14 @@ async fn serve(
                     return "the command connection failed".to_owned();
                 }
                 let mut sink = sink.clone();
+                // One batch per round trip, what is left waking the task again: users who keep
+                // connecting would otherwise keep one round trip going for as long as they
+                // come, and no link check (nor a broken command connection) would be taken
+                // meanwhile. The wake and a due check are then taken in turn.
                 in_flight = round_trip(async move {
-                    reconcile(shared, &mut sink).await?;
+                    if reconcile_pass(shared, &mut sink).await? {
+                        shared.wake.notify_one();
+                    }
                     kick_degraded(shared);
                     Ok(())
                 });

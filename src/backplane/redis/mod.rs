@@ -129,9 +129,11 @@
 //! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),
 //! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
 //! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
-//! resume from the history. While it is down, publishes
-//! fail at once and are delivered locally without an id, and subscribes are degraded (see the
-//! [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
+//! resume from the history. The first attempt after a connection that served is at once; a
+//! connection lost before it served (its `SUBSCRIBE`s refused, by an ACL say, or timed out)
+//! counts as a failed attempt, so that the task does not reconnect in a loop. While it is
+//! down, publishes fail at once and are delivered locally without an id, and subscribes are
+//! degraded (see the [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
 //! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
 //! own channels. Histories of users every node left expire after
 //! [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the users they serve.
@@ -308,7 +310,8 @@ impl RedisBackplane {
     }
 
     /// Whether the backplane is connected now: both connections up, and every user the node
-    /// serves subscribed to.
+    /// served when they were made subscribed to. A user who connected since is subscribed to
+    /// while the link serves (see [`BackplaneHealth::listening`]).
     pub fn is_connected(&self) -> bool {
         self.shared.link() == Link::Connected
     }
