@@ -9,7 +9,6 @@
 //! so) without `redis-server`, except under `CI=true`.
 #![cfg(feature = "redis")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,7 +22,9 @@ use tokio::time::timeout;
 mod support;
 
 use sse_hub::backplane::RedisConfig;
-use support::{Fault, FaultProxy, Node, RedisServer, WAIT, redis_available, settings};
+use support::{
+    Fault, FaultProxy, Node, RedisServer, SplitProxy, WAIT, redis_available, settings, wait_sent,
+};
 
 /// A node of the Redis at `url`, with the test settings.
 async fn node(url: String) -> Node {
@@ -372,161 +373,6 @@ async fn a_retried_publish_runs_once_however_many_publishes_went_through_meanwhi
     bobs_reader.abort();
 }
 
-// ---------------------------------------------------------------------------------------------
-// A proxy that can black-hole one connection (by accept order) and leave the others alone: a
-// TCP connection silently dropped by a stateful firewall or NAT on the way, while another
-// connection to the same Redis, kept busy by PINGs, stays up. It can also hold what one
-// connection sends until told to let it through (a round trip as long as the test wants, on
-// that connection only), cut one connection (both sides closed), and counts the bytes each
-// connection sent towards Redis.
-
-/// What the proxy does to one connection.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Pass,
-    /// Carries nothing either way, and stays open.
-    Hole,
-    /// Holds what the node sends (in order, none dropped) until the mode changes; carries what
-    /// Redis sends. Every command sent meanwhile waits for its answer until then.
-    HoldSend,
-    /// Closed, both sides.
-    Cut,
-}
-
-struct SplitProxy {
-    addr: std::net::SocketAddr,
-    #[allow(clippy::type_complexity)]
-    connections: Arc<
-        std::sync::Mutex<
-            Vec<(
-                tokio::sync::watch::Sender<Mode>,
-                Arc<std::sync::atomic::AtomicU64>,
-            )>,
-        >,
-    >,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SplitProxy {
-    async fn start(upstream: std::net::SocketAddr) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();
-        let task = {
-            let connections = connections.clone();
-            tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let (mode, _) = tokio::sync::watch::channel(Mode::Pass);
-                    let rx = mode.subscribe();
-                    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-                    connections.lock().unwrap().push((mode, sent.clone()));
-                    tokio::spawn(async move {
-                        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        let (mut cr, mut cw) = client.into_split();
-                        let (mut sr, mut sw) = server.into_split();
-                        let rx2 = rx.clone();
-                        let mut cut = rx.clone();
-                        let mut rx = rx;
-                        let up = async move {
-                            let mut buf = vec![0u8; 65536];
-                            loop {
-                                let n = match cr.read(&mut buf).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => n,
-                                };
-                                sent.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
-                                // Held bytes wait here; what the node sends next waits in the
-                                // socket behind them.
-                                if rx.wait_for(|m| *m != Mode::HoldSend).await.is_err() {
-                                    return;
-                                }
-                                if *rx.borrow() == Mode::Pass
-                                    && sw.write_all(&buf[..n]).await.is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        };
-                        let down = async move {
-                            let mut buf = vec![0u8; 65536];
-                            loop {
-                                let n = match sr.read(&mut buf).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => n,
-                                };
-                                if matches!(*rx2.borrow(), Mode::Pass | Mode::HoldSend)
-                                    && cw.write_all(&buf[..n]).await.is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        };
-                        // Returning drops both sockets: the cut closes both sides.
-                        tokio::select! {
-                            () = up => {},
-                            () = down => {},
-                            _ = cut.wait_for(|m| *m == Mode::Cut) => {},
-                        }
-                    });
-                }
-            })
-        };
-        Self {
-            addr,
-            connections,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}/", self.addr)
-    }
-
-    fn set(&self, nth: usize, mode: Mode) {
-        self.connections.lock().unwrap()[nth].0.send_replace(mode);
-    }
-
-    /// From now on, the `nth` connection accepted carries nothing either way, and stays open.
-    fn black_hole(&self, nth: usize) {
-        self.set(nth, Mode::Hole);
-    }
-
-    /// From now on, what the `nth` connection accepted sends is held, until [`pass`](Self::pass).
-    fn hold_send(&self, nth: usize) {
-        self.set(nth, Mode::HoldSend);
-    }
-
-    /// The `nth` connection accepted carries everything again, what it held first.
-    fn pass(&self, nth: usize) {
-        self.set(nth, Mode::Pass);
-    }
-
-    /// Closes the `nth` connection accepted, both sides.
-    fn cut(&self, nth: usize) {
-        self.set(nth, Mode::Cut);
-    }
-
-    /// The bytes the `nth` connection sent towards Redis, carried or not.
-    fn sent(&self, nth: usize) -> u64 {
-        self.connections.lock().unwrap()[nth]
-            .1
-            .load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn accepted(&self) -> usize {
-        self.connections.lock().unwrap().len()
-    }
-}
-
-impl Drop for SplitProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The command connection goes silently dead (its packets dropped, no RST) while the pub/sub
 /// connection stays up, so the pub/sub PINGs keep passing and every command just times out.
 /// The node must notice (its probe of the command connection goes unanswered), reconnect, say
@@ -589,17 +435,6 @@ async fn a_silently_dead_command_connection_is_replaced() {
     assert!(health.connected && health.reconnects >= 1, "{health:?}");
     let error = health.last_error.unwrap_or_default();
     assert!(error.contains("command connection"), "last error: {error}");
-}
-
-/// Waits (bounded) until `proxy`'s `nth` connection sent more than `than` bytes towards Redis.
-async fn wait_sent(proxy: &SplitProxy, nth: usize, than: u64) {
-    let sent = timeout(WAIT, async {
-        while proxy.sent(nth) <= than {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(sent.is_ok(), "connection {nth} sent nothing more");
 }
 
 /// A history read still in flight on the node's *old* command connection when the node has

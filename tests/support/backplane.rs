@@ -900,6 +900,186 @@ async fn pump(
 }
 
 // ---------------------------------------------------------------------------------------------
+// A proxy that can black-hole one connection (by accept order) and leave the others alone: a
+// TCP connection silently dropped by a stateful firewall or NAT on the way, while another
+// connection to the same Redis, kept busy by PINGs, stays up. It can also hold what one
+// connection sends until told to let it through (a round trip as long as the test wants, on
+// that connection only), cut one connection (both sides closed), and counts the bytes each
+// connection sent towards Redis. Or hold what Redis sends on one connection (the node's live
+// feed lagging while its commands flow).
+
+/// What a [`SplitProxy`] does to one connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Pass,
+    /// Carries nothing either way, and stays open.
+    Hole,
+    /// Holds what the node sends (in order, none dropped) until the mode changes; carries what
+    /// Redis sends. Every command sent meanwhile waits for its answer until then.
+    HoldSend,
+    /// Holds what Redis sends (in order, none dropped) until the mode changes; carries what the
+    /// node sends. On the pub/sub connection: the node's feed lags while its commands flow.
+    HoldReceive,
+    /// Closed, both sides.
+    Cut,
+}
+
+/// A proxy whose connections (numbered in accept order) each have their own [`Mode`].
+pub struct SplitProxy {
+    pub addr: std::net::SocketAddr,
+    #[allow(clippy::type_complexity)]
+    connections: Arc<
+        std::sync::Mutex<
+            Vec<(
+                tokio::sync::watch::Sender<Mode>,
+                Arc<std::sync::atomic::AtomicU64>,
+            )>,
+        >,
+    >,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SplitProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();
+        let task = {
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let (mode, _) = tokio::sync::watch::channel(Mode::Pass);
+                    let rx = mode.subscribe();
+                    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                    connections.lock().unwrap().push((mode, sent.clone()));
+                    tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (mut cr, mut cw) = client.into_split();
+                        let (mut sr, mut sw) = server.into_split();
+                        let mut rx2 = rx.clone();
+                        let mut cut = rx.clone();
+                        let mut rx = rx;
+                        let up = async move {
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let n = match cr.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                sent.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                                // Held bytes wait here; what the node sends next waits in the
+                                // socket behind them.
+                                if rx.wait_for(|m| *m != Mode::HoldSend).await.is_err() {
+                                    return;
+                                }
+                                if matches!(*rx.borrow(), Mode::Pass | Mode::HoldReceive)
+                                    && sw.write_all(&buf[..n]).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        };
+                        let down = async move {
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let n = match sr.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if rx2.wait_for(|m| *m != Mode::HoldReceive).await.is_err() {
+                                    return;
+                                }
+                                if matches!(*rx2.borrow(), Mode::Pass | Mode::HoldSend)
+                                    && cw.write_all(&buf[..n]).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        };
+                        // Returning drops both sockets: the cut closes both sides.
+                        tokio::select! {
+                            () = up => {},
+                            () = down => {},
+                            _ = cut.wait_for(|m| *m == Mode::Cut) => {},
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    pub fn set(&self, nth: usize, mode: Mode) {
+        self.connections.lock().unwrap()[nth].0.send_replace(mode);
+    }
+
+    /// From now on, the `nth` connection accepted carries nothing either way, and stays open.
+    pub fn black_hole(&self, nth: usize) {
+        self.set(nth, Mode::Hole);
+    }
+
+    /// From now on, what the `nth` connection accepted sends is held, until [`pass`](Self::pass).
+    pub fn hold_send(&self, nth: usize) {
+        self.set(nth, Mode::HoldSend);
+    }
+
+    /// From now on, what Redis sends on the `nth` connection accepted is held, until
+    /// [`pass`](Self::pass).
+    pub fn hold_receive(&self, nth: usize) {
+        self.set(nth, Mode::HoldReceive);
+    }
+
+    /// The `nth` connection accepted carries everything again, what it held first.
+    pub fn pass(&self, nth: usize) {
+        self.set(nth, Mode::Pass);
+    }
+
+    /// Closes the `nth` connection accepted, both sides.
+    pub fn cut(&self, nth: usize) {
+        self.set(nth, Mode::Cut);
+    }
+
+    /// The bytes the `nth` connection sent towards Redis, carried or not.
+    pub fn sent(&self, nth: usize) -> u64 {
+        self.connections.lock().unwrap()[nth]
+            .1
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.connections.lock().unwrap().len()
+    }
+}
+
+impl Drop for SplitProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits (bounded) until `proxy`'s `nth` connection sent more than `than` bytes towards Redis.
+pub async fn wait_sent(proxy: &SplitProxy, nth: usize, than: u64) {
+    let sent = timeout(WAIT, async {
+        while proxy.sent(nth) <= than {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(sent.is_ok(), "connection {nth} sent nothing more");
+}
+
+// ---------------------------------------------------------------------------------------------
 // an EventSource-like client
 
 /// What a client was told, in order.
