@@ -22,7 +22,10 @@ use tokio::time::timeout;
 #[path = "support/backplane.rs"]
 mod support;
 
-use support::{FaultProxy, Hub, Node, RedisServer, WAIT, quick_settings, redis_available};
+use sse_hub::backplane::Backplane;
+use support::{
+    FaultProxy, Hub, Node, RedisServer, SplitProxy, WAIT, quick_settings, redis_available,
+};
 
 /// A config that folds AG-UI runs per thread, with a short history: 32 events.
 fn config() -> Config {
@@ -1815,4 +1818,224 @@ async fn a_thread_whose_keys_redis_evicted_mid_run_goes_on_whole() {
         assert_eq!(node.backplane.health().data_losses, 0, "no data loss");
     }
     close(&[&a, &b, &c]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Losses found while a node's live feed lags its commands.
+
+/// The scene of the tests in which node B's live feed lags its commands: a Redis, node A on
+/// it, node B on it through a [`SplitProxy`] (its command connection first, then its pub/sub
+/// one) serving alice a plain stream (so that B folds her thread from its first event), and a
+/// tab on the thread on each node, caught up with the first 12 events of her run (a 40-delta
+/// answer) published through A. B checks its link only every minute: a check's `PING` on the
+/// held feed would wait, and the test's reads are the only round trips B makes.
+struct LaggingFeed {
+    redis: RedisServer,
+    proxy: SplitProxy,
+    a: Node,
+    b: Node,
+    _plain: Subscription<Value>,
+    tabs: Vec<(Subscription<Value>, Vec<Value>)>,
+    published: Published,
+}
+
+impl LaggingFeed {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let proxy = SplitProxy::start(redis.addr()).await;
+        let a = node(redis.url()).await;
+        let mut settings = quick_settings(proxy.url());
+        settings.command_timeout = Duration::from_secs(8);
+        settings.ping_interval = Duration::from_secs(60);
+        let b = Node::start(settings, config()).await;
+        assert_eq!(
+            proxy.accepted(),
+            2,
+            "one command and one pub/sub connection"
+        );
+        let plain = serve(&b, &alice()).await;
+        let published = Published::new(run(40));
+        published.publish(&a, 0..12).await;
+        let tabs = tabs_caught_up(&[&a, &b], &published.events[..12]).await;
+        Self {
+            redis,
+            proxy,
+            a,
+            b,
+            _plain: plain,
+            tabs,
+            published,
+        }
+    }
+
+    /// From now on, what Redis sends on B's pub/sub connection waits in the proxy, in order.
+    fn hold_b_feed(&self) {
+        self.proxy.hold_receive(1);
+    }
+
+    /// B's feed carries what it held, then the rest.
+    fn release_b_feed(&self) {
+        self.proxy.pass(1);
+    }
+
+    /// B reads a thread it does not hold on its command connection, as a tab opening on it
+    /// does; whether B took the read.
+    async fn b_reads_another_thread(&self) -> bool {
+        let other = ThreadId::new("thread-2").unwrap();
+        let read = self
+            .b
+            .backplane
+            .catch_up_thread("agui", &alice(), &other, false);
+        timeout(WAIT, read)
+            .await
+            .expect("the read is answered")
+            .is_ok()
+    }
+
+    /// Waits until B found `losses` losses of Redis' data.
+    async fn wait_b_found(&self, losses: u64) {
+        let found = timeout(WAIT, async {
+            while self.b.backplane.health().data_losses < losses {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "B found the loss: {:?}",
+            self.b.backplane.health()
+        );
+    }
+
+    /// The tabs opened before the losses end, each having received the run so far, in order
+    /// and once, at least the first `before` events' text.
+    async fn tabs_end_with_the_run_so_far(&mut self, before: usize) {
+        for (k, (mut tab, mut seen)) in std::mem::take(&mut self.tabs).into_iter().enumerate() {
+            seen.extend(until_end(&mut tab).await);
+            assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+            let text = text_of(&seen);
+            assert!(
+                full_text(40).starts_with(&text)
+                    && text.len() >= text_of(&self.published.events[..before]).len(),
+                "tab {k}: the run so far, once: {text:?}"
+            );
+        }
+    }
+
+    /// The run goes on through A from event `from`: tabs that open on A, on B and on a node
+    /// that never held the thread open with the whole run (a single node's opening), then
+    /// follow it to its end with every delta once; no node counted a state unknown, and A and
+    /// B each found `losses` losses.
+    async fn run_goes_on_whole_everywhere(self, from: usize, losses: u64) {
+        let Self {
+            redis,
+            a,
+            b,
+            published,
+            ..
+        } = self;
+        let events = &published.events;
+        published.publish(&a, from..30).await;
+        let c = node(redis.url()).await;
+        let mut tabs = Vec::new();
+        for (name, node) in [("B", &b), ("A", &a), ("C", &c)] {
+            published.assert_opens_whole_on(node, 30).await;
+            let tab = node
+                .hub
+                .subscribe_in_thread(&alice(), &thread(), None)
+                .unwrap();
+            tabs.push((name, tab));
+        }
+        published.publish(&a, 30..events.len()).await;
+        for (name, mut tab) in tabs {
+            let mut seen = Vec::new();
+            while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
+                seen.extend(datas(&next(&mut tab).await));
+            }
+            assert_eq!(seen[0]["type"], "RUN_STARTED", "tab on {name}");
+            assert_eq!(
+                text_of(&seen),
+                full_text(40),
+                "tab on {name}: every delta, once"
+            );
+        }
+        for node in [&a, &b, &c] {
+            assert_eq!(
+                node.hub.stats().thread_states_unknown,
+                0,
+                "nothing was lost"
+            );
+        }
+        for (name, node) in [("A", &a), ("B", &b)] {
+            let health = node.backplane.health();
+            assert_eq!(health.data_losses, losses, "{name}: {health:?}");
+        }
+        close(&[&a, &b, &c]).await;
+    }
+}
+
+/// Waits until Redis holds a snapshot of alice's thread that folds events from before it
+/// started the thread over (a node put the whole run back).
+async fn wait_whole_snapshot(redis: &RedisServer) {
+    let back = timeout(WAIT, async {
+        while thread_field(redis, "r:thread-1").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the whole run is back in Redis");
+}
+
+/// B's feed lags while the run goes on (4 events confirmed by Redis wait on B's pub/sub
+/// connection), then Redis loses its data (a `FLUSHALL`), and B's read of another thread on its
+/// command connection is what finds the new generation marker. The events from before the loss
+/// still reach B's feed, after the read: B must keep its state of the run with them (as A does,
+/// whose feed did not lag), not as it was when the read came back. Every tab, on every node,
+/// then opens with the whole run, and follows it with every delta once; the loss counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_loss_read_before_the_feed_brings_the_events_before_it_keeps_them() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    scene.hold_b_feed();
+    scene.published.publish(&scene.a, 12..16).await;
+    flushall(&scene.redis).await;
+    // Whatever B makes of the read (it ran under a marker its feed has not announced yet), the
+    // events it holds come first.
+    scene.b_reads_another_thread().await;
+    scene.release_b_feed();
+    scene.wait_b_found(1).await;
+    scene.tabs_end_with_the_run_so_far(12).await;
+    scene.run_goes_on_whole_everywhere(16, 1).await;
+}
+
+/// Redis loses its data twice in quick succession while B's feed lags: events from before the
+/// first loss, the first new marker's announcement, events of the thread started over, the
+/// second announcement and the thread started over again all wait on B's pub/sub connection
+/// when B's read on its command connection shows the second marker. B must take the losses in
+/// the order its feed brings them: each counted once, the run kept whole across both (A, whose
+/// feed did not lag, holds it so and put it back in Redis), and no event folded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn two_losses_read_before_the_feed_brings_the_first_count_and_fold_once() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    scene.hold_b_feed();
+    scene.published.publish(&scene.a, 12..14).await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 14..17).await;
+    // A put the whole run back in the Redis of the first loss; then the second.
+    wait_whole_snapshot(&scene.redis).await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 17..20).await;
+    wait_whole_snapshot(&scene.redis).await;
+    scene.b_reads_another_thread().await;
+    scene.release_b_feed();
+    scene.wait_b_found(2).await;
+    scene.tabs_end_with_the_run_so_far(12).await;
+    scene.run_goes_on_whole_everywhere(20, 2).await;
 }
