@@ -954,14 +954,33 @@ impl MidRun {
     /// thread; then Redis loses everything, and both nodes reconnect to the new one, B having
     /// found the loss.
     async fn b_loses_the_exact_state_then_redis_its_data(&mut self) {
+        self.b_loses_the_exact_state().await;
+        lose_redis_data(&mut self.redis, &[&self.a, &self.b]).await;
+        assert_eq!(self.b.backplane.health().data_losses, 1);
+    }
+
+    /// B's feed breaks while Redis keeps its data, so B no longer trusts its state of the
+    /// thread; B reconnects.
+    async fn b_loses_the_exact_state(&self) {
         let before = self.b.backplane.health().reconnects;
         self.proxy.set(support::Fault::Hold);
         self.proxy.cut();
         self.proxy.set(support::Fault::None);
         wait_reconnected_after(&self.b, before).await;
-        lose_redis_data(&mut self.redis, &[&self.a, &self.b]).await;
-        assert_eq!(self.b.backplane.health().data_losses, 1);
     }
+}
+
+/// Redis drops alice's thread keys alone (its count, snapshot and recency), as an eviction
+/// does, the generation marker and the history staying.
+async fn evict_thread_keys(redis: &RedisServer) {
+    let mut connection = redis.connection().await;
+    let deleted: i64 = redis::cmd("DEL")
+        .arg("sse-hub:threads:agui:alice")
+        .arg("sse-hub:thread-age:agui:alice")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the thread's count, snapshot and recency");
 }
 
 /// Redis restarts without persistence in the middle of a run: every key is gone, the thread's
@@ -1769,13 +1788,7 @@ async fn a_thread_whose_keys_redis_evicted_mid_run_goes_on_whole() {
     let (first_id, fields) = &first[0];
     let head = &fields.iter().find(|(k, _)| k == "f").unwrap().1;
     assert!(head.contains("RUN_STARTED"));
-    let deleted: i64 = redis::cmd("DEL")
-        .arg("sse-hub:threads:agui:alice")
-        .arg("sse-hub:thread-age:agui:alice")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 2, "the thread's count, snapshot and recency");
+    evict_thread_keys(&redis).await;
     published.publish(&a, 12..events.len()).await;
 
     // Then a copy of the run's first event, under another token (so that the feed's window of
@@ -2038,4 +2051,82 @@ async fn two_losses_read_before_the_feed_brings_the_first_count_and_fold_once() 
     scene.wait_b_found(2).await;
     scene.tabs_end_with_the_run_so_far(12).await;
     scene.run_goes_on_whole_everywhere(20, 2).await;
+}
+
+/// Redis evicts alice's thread keys mid-run while node B knows the thread without its exact
+/// state (its feed broke, and nothing made it read the thread back since), and the run goes on
+/// from A, which held it and puts the whole run back. B meets the thread again at its first
+/// event numbered from 1: it must not take that for the thread's start. Tabs that open on B,
+/// and on a node started after the eviction (C), open with the whole run, and follow it to its
+/// end with every delta once; nothing is counted lost, since nothing is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_evicted_while_a_node_knew_it_inexactly_opens_whole_there() {
+    if !redis_available() {
+        return;
+    }
+    let scene = MidRun::start().await;
+    scene.b_loses_the_exact_state().await;
+    evict_thread_keys(&scene.redis).await;
+    let MidRun {
+        redis,
+        proxy,
+        a,
+        b,
+        published,
+        ..
+    } = &scene;
+    let events = &published.events;
+    // B's link pauses until A, which folded the run, put it back in Redis: B then meets the
+    // thread's new events with the whole run there to read.
+    let received = b.backplane.health().received;
+    proxy.set(support::Fault::Hold);
+    published.publish(a, 12..16).await;
+    wait_whole_snapshot(redis).await;
+    proxy.set(support::Fault::None);
+    let dispatched = timeout(WAIT, async {
+        while b.backplane.health().received < received + 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(dispatched.is_ok(), "B's feed brought the run's new events");
+    // B's feed brought them: a tab opening on B now opens with the whole run, at once.
+    let mut tab = b
+        .hub
+        .subscribe_in_thread(&alice(), &thread(), None)
+        .unwrap();
+    assert_eq!(
+        opening(&mut tab).await,
+        published.expected().await,
+        "B's first opening"
+    );
+    let c = node(redis.url()).await;
+    let mut tabs = Vec::new();
+    for (name, node) in [("B", b), ("C", &c), ("A", a)] {
+        published.assert_opens_whole_on(node, 16).await;
+        let tab = node
+            .hub
+            .subscribe_in_thread(&alice(), &thread(), None)
+            .unwrap();
+        tabs.push((name, tab));
+    }
+    published.publish(a, 16..events.len()).await;
+    for (name, mut tab) in tabs {
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab on {name}");
+        assert_eq!(
+            text_of(&seen),
+            full_text(20),
+            "tab on {name}: every delta, once"
+        );
+    }
+    for node in [a, b, &c] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0, "nothing lost");
+        assert_eq!(node.backplane.health().data_losses, 0, "no data loss");
+    }
+    close(&[a, b, &c]).await;
 }

@@ -89,8 +89,10 @@ impl UserChannel {
     /// the backplane started the thread over without losing the rest of its data (Redis
     /// evicted or someone deleted the thread's keys, its generation marker staying), so no
     /// loss was announced. Handled as after a loss: the exact state held is kept, to go on
-    /// from with the thread's events since it started over (and put back in the backplane);
-    /// without one, the thread's state is unknown, counted when it is read back.
+    /// from with the thread's events since it started over (and put back in the backplane).
+    /// A node without an exact state notices it only at the thread's first event numbered
+    /// 1 again, newer than the last it folded, which it then reads back rather than take for
+    /// the thread's start (see `fold_remote_at`).
     pub(super) fn started_over(&self, entry: &mut ThreadEntry) {
         let shared = &self.shared;
         tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane numbers the thread from the start again (its keys were evicted or deleted: Redis must run with maxmemory-policy noeviction)");
