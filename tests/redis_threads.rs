@@ -25,6 +25,7 @@ mod support;
 use sse_hub::backplane::Backplane;
 use support::{
     FaultProxy, Hub, Node, RedisServer, SplitProxy, WAIT, quick_settings, redis_available,
+    wait_sent,
 };
 
 /// A config that folds AG-UI runs per thread, with a short history: 32 events.
@@ -1935,10 +1936,17 @@ impl LaggingFeed {
         }
     }
 
-    /// The run goes on through A from event `from`: tabs that open on A, on B and on a node
-    /// that never held the thread open with the whole run (a single node's opening), then
-    /// follow it to its end with every delta once; no node counted a state unknown, and A and
-    /// B each found `losses` losses.
+    /// From now on, what B sends on its command connection waits in the proxy, in order (its
+    /// snapshot writes among it); returns how much it had sent.
+    fn hold_b_commands(&self) -> u64 {
+        self.proxy.hold_send(0);
+        self.proxy.sent(0)
+    }
+
+    /// The run goes on through A from event `from` (at least to its 30th): tabs that open on
+    /// A, on B and on a node that never held the thread open with the whole run (a single
+    /// node's opening), then follow it to its end with every delta once; no node counted a
+    /// state unknown, and A and B each found `losses` losses.
     async fn run_goes_on_whole_everywhere(self, from: usize, losses: u64) {
         let Self {
             redis,
@@ -1948,18 +1956,19 @@ impl LaggingFeed {
             ..
         } = self;
         let events = &published.events;
-        published.publish(&a, from..30).await;
+        let mid = from.max(30);
+        published.publish(&a, from..mid).await;
         let c = node(redis.url()).await;
         let mut tabs = Vec::new();
         for (name, node) in [("B", &b), ("A", &a), ("C", &c)] {
-            published.assert_opens_whole_on(node, 30).await;
+            published.assert_opens_whole_on(node, mid).await;
             let tab = node
                 .hub
                 .subscribe_in_thread(&alice(), &thread(), None)
                 .unwrap();
             tabs.push((name, tab));
         }
-        published.publish(&a, 30..events.len()).await;
+        published.publish(&a, mid..events.len()).await;
         for (name, mut tab) in tabs {
             let mut seen = Vec::new();
             while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
@@ -2129,4 +2138,44 @@ async fn a_thread_evicted_while_a_node_knew_it_inexactly_opens_whole_there() {
         assert_eq!(node.backplane.health().data_losses, 0, "no data loss");
     }
     close(&[a, b, &c]).await;
+}
+
+/// B's snapshot of the run, taken after a first loss of Redis' data (so it folds events from
+/// before that loss, and outranks a snapshot that does not), waits on B's slow command
+/// connection while Redis loses its data a second time and the run goes on. When it reaches
+/// the new Redis, it must not pass for the new thread's: it covers nothing of what Redis holds
+/// now. It does not: the new Redis refuses it until the thread's first event there, and any
+/// snapshot of the thread since it started over covers a newer id, written before it (it is
+/// refused) or after it (it replaces it), B's own put-back following it on the same
+/// connection. Tabs on every node open with the whole run, then follow it with every delta
+/// once; each loss counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_snapshot_written_late_across_a_second_loss_does_not_win() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 12..14).await;
+    wait_whole_snapshot(&scene.redis).await;
+    scene.wait_b_found(1).await;
+    scene.tabs_end_with_the_run_so_far(12).await;
+    // B's next snapshot (due `replay_events / 2` events after its put-back) waits on its way.
+    let before = scene.hold_b_commands();
+    scene.published.publish(&scene.a, 14..32).await;
+    wait_sent(&scene.proxy, 0, before).await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 32..34).await;
+    wait_whole_snapshot(&scene.redis).await;
+    scene.wait_b_found(2).await;
+    scene.proxy.pass(0);
+    // B's publish is answered after everything B sent before it.
+    scene.b.publish_stored("alice", 0).await;
+    let mut connection = scene.redis.connection().await;
+    assert!(
+        snapshot_count(&mut connection, "alice").await <= 2,
+        "the late snapshot (numbered in the Redis before the second loss) is not the thread's"
+    );
+    scene.run_goes_on_whole_everywhere(34, 2).await;
 }
