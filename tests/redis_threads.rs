@@ -1251,6 +1251,18 @@ impl sse_hub::ThreadState for Numbers {
 #[derive(Debug)]
 struct NumbersStates;
 
+/// [`config`], folding threads of `{"n": n}` events into the list of their numbers.
+fn numbers_config() -> Config {
+    let mut config = config();
+    config.threads.state = Some(Arc::new(NumbersStates));
+    config
+}
+
+/// A node of `redis` with [`numbers_config`].
+async fn node_numbers(redis: &RedisServer) -> Node {
+    Node::start(quick_settings(redis.url()), numbers_config()).await
+}
+
 impl sse_hub::ThreadStates for NumbersStates {
     fn create(&self, _: &ThreadId) -> Box<dyn sse_hub::ThreadState> {
         Box::new(Numbers::default())
@@ -2178,4 +2190,72 @@ async fn a_snapshot_written_late_across_a_second_loss_does_not_win() {
         "the late snapshot (numbered in the Redis before the second loss) is not the thread's"
     );
     scene.run_goes_on_whole_everywhere(34, 2).await;
+}
+
+/// Redis loses its data mid-thread. Node B kept the thread's exact state, but its link pauses,
+/// then breaks, so that it misses what follows; the thread goes on from P, started after the
+/// loss, which folds it from where Redis started it over and stores that (a partial snapshot),
+/// for longer than the history holds (it trims the first events since the loss). B's kept state
+/// can then not be joined (Redis no longer holds every event since the thread started over):
+/// the most there is, is P's partial snapshot and the events after it. B opens with that, and
+/// counts its own loss; it must not fold the trimmed history alone, nor store that over P's
+/// snapshot: a node that reads the thread afterwards (D) opens with P's state too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_kept_state_that_cannot_be_joined_leaves_the_partial_snapshot_whole() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node_numbers(&redis).await;
+    let b = Node::start(quick_settings(proxy.url()), numbers_config()).await;
+    let alice = alice();
+    let _plain = serve(&b, &alice).await;
+    let numbers = |range: Range<u64>| -> Vec<Value> { range.map(|n| json!({ "n": n })).collect() };
+    for n in 0..5 {
+        a.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    opening_on(&b, &alice, &numbers(0..5)).await;
+    a.backplane.close().await;
+    drop(a);
+    let before = b.backplane.health().reconnects;
+    redis.restart().await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    // B's link pauses; the thread goes on from P past what the history holds.
+    proxy.set(support::Fault::Hold);
+    let p = node_numbers(&redis).await;
+    for n in 5..50 {
+        p.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    let stored = timeout(WAIT, async {
+        while snapshot_count(&mut redis.connection().await, "alice").await < 32 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(stored.is_ok(), "P stores its snapshots");
+    // B's link breaks, dropping what it held: B missed the thread's new events.
+    let before = b.backplane.health().reconnects;
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+
+    let partial = numbers(5..50);
+    opening_on(&p, &alice, &partial).await;
+    opening_on(&b, &alice, &partial).await;
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "B knew the thread had more"
+    );
+    let d = node_numbers(&redis).await;
+    opening_on(&d, &alice, &partial).await;
+    for node in [&b, &p, &d] {
+        node.backplane.close().await;
+    }
 }

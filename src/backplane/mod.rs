@@ -138,9 +138,10 @@
 //!     loss ([`ThreadSnapshot::from_before_loss`]: another node went on from its kept state
 //!     first), that snapshot is the thread's, as for any sync. One that does not (a node that
 //!     never held the thread folded it from where Redis started it over, and stored that) is
-//!     passed over, and never replaces one that does, whatever it covers (Redis keeps which is
-//!     which): the whole thread wins, and the node that stored the partial one, its next
-//!     snapshot refused for that, reads the thread back;
+//!     passed over while Redis still holds every event since it started the thread over (else
+//!     it is the most there is: see below), and never replaces one that does, whatever it
+//!     covers (Redis keeps which is which): the whole thread wins, and the node that stored the
+//!     partial one, its next snapshot refused for that, reads the thread back;
 //!   - a node that knew the thread without holding an exact state of it (its sync had not
 //!     ended), or whose kept state cannot be joined (Redis no longer holds every event since
 //!     the thread started over), cannot rebuild it: the state it reads back (the thread since

@@ -160,10 +160,13 @@ impl UserChannel {
     /// thread whole since it started over when it stores no snapshot of it and every event
     /// after: the kept state is then what came before. A node that kept its state reads past a
     /// snapshot of a node that folded the thread only from where it started over (see
-    /// [`SyncStart::kept`]); one that folds what came before too is another node's that went
-    /// on from its kept state first, and is the thread's, as for any sync. A node that knew the
-    /// thread without an exact state, and reads it only since it started over (with or without
-    /// such a snapshot), counts it unknown.
+    /// [`SyncStart::kept`]) while the history holds the thread whole since it started over;
+    /// one that folds what came before too is another node's that went on from its kept state
+    /// first, and is the thread's, as for any sync. A node that knew the thread without an
+    /// exact state, and reads it only since it started over (with or without such a snapshot),
+    /// counts it unknown; so does one whose kept state cannot be joined because the history no
+    /// longer holds the thread whole since it started over (the read is then the partial
+    /// snapshot and the events after it: the most there is).
     ///
     /// The kept state holds the read's events up to the last it folded (`covers`): Redis
     /// numbers the thread anew from where it started over, and its ids grow with time, so
@@ -196,7 +199,10 @@ impl UserChannel {
                     (states.create(thread), None)
                 }
             }
-            BeforeLoss::Unknown if restarted => {
+            // Kept, but the backplane no longer holds every event since it started the
+            // thread over: the read is the most there is (another node's snapshot of the
+            // thread since then), which lacks what the kept state held.
+            BeforeLoss::Unknown | BeforeLoss::Kept { .. } if restarted => {
                 self.lost_unknown(entry);
                 entry.before_loss = BeforeLoss::Counted;
                 (states.create(thread), None)

@@ -199,8 +199,11 @@ end
 /// `KEYS`: the history, the thread snapshots, the generation marker. `ARGV`: ttl ms, thread,
 /// the value for a new generation marker, and `1` to pass over a snapshot that does not fold
 /// events from before Redis started the thread over (the reader kept the thread's state across
-/// the loss, and continues it with the thread's every entry), else `0`. Reads at most the whole
-/// history (bounded by the publish script's trimming).
+/// the loss, and continues it with the thread's every entry), else `0`. Such a snapshot is
+/// passed over only when the history still holds every entry of the thread (as many as its
+/// count): otherwise it holds more of the thread than the history does, and is returned (the
+/// reader cannot join its state, and reads the most there is). Reads at most the whole history
+/// (bounded by the publish script's trimming), twice at most.
 pub(crate) fn thread_lua() -> String {
     format!(
         "{}{CMPID_LUA}{}",
@@ -218,29 +221,30 @@ for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then last = info[i + 1] end
 end
 local thread = ARGV[2]
+local function after(from)
+  local mine = {}
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], from, '+')) do
+    local fields = entry[2]
+    for i = 5, #fields, 2 do
+      if fields[i] == 'h' and fields[i + 1] == thread then
+        mine[#mine + 1] = {entry[1], fields[2]}
+        break
+      end
+    end
+  end
+  return mine
+end
 local count = tonumber(redis.call('HGET', KEYS[2], 'n:' .. thread) or '0')
 local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
 local before = tonumber(redis.call('HGET', KEYS[2], 'r:' .. thread) or '0')
-if snapshot and before == 0 and ARGV[4] == '1' then snapshot = false end
-local from = '-'
-if snapshot then
-  local covers = string.match(snapshot, '^(%S+)')
-  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker, before} end
-  from = '(' .. covers
+if snapshot and before == 0 and ARGV[4] == '1' then
+  local all = after('-')
+  if #all == count then return {last, count, '', all, marker, 0} end
 end
-local entries = redis.call('XRANGE', KEYS[1], from, '+')
-local mine = {}
-for _, entry in ipairs(entries) do
-  local fields = entry[2]
-  for i = 5, #fields, 2 do
-    if fields[i] == 'h' and fields[i + 1] == thread then
-      mine[#mine + 1] = {entry[1], fields[2]}
-      break
-    end
-  end
-end
-if not snapshot then before = 0 end
-return {last, count, snapshot or '', mine, marker, before}
+if not snapshot then return {last, count, '', after('-'), marker, 0} end
+local covers = string.match(snapshot, '^(%S+)')
+if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker, before} end
+return {last, count, snapshot, after('(' .. covers), marker, before}
 "
     )
 }
