@@ -2259,3 +2259,76 @@ async fn a_kept_state_that_cannot_be_joined_leaves_the_partial_snapshot_whole() 
         node.backplane.close().await;
     }
 }
+
+/// How many times Redis ran `XINFO` (the catch-up scripts call it), from `INFO commandstats`.
+async fn xinfo_calls(redis: &RedisServer) -> u64 {
+    let mut connection = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // `cmdstat_xinfo|stream:calls=N,...` (Redis 7 counts each subcommand).
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_xinfo"))
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Node B reads the run back (its feed broke) and Redis answers the read from before it
+/// evicts the thread's keys; the answer reaches B only after B's feed brought the run's next
+/// events, numbered from 1 again. B folds them after the read, as a sync does, so its state
+/// numbers the thread further than Redis does: the event after them, numbered 4, is at or
+/// below that, with a newer id, and B takes the thread for started over there, not at 1, and
+/// reads it back with its state kept. Tabs on B and on a node that never held the thread then
+/// open with the whole run and follow it with every delta once, and nothing is counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_found_started_over_past_its_first_event_is_read_back_whole() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    // B's feed breaks: B reconnects (command connection 2, pub/sub 3) without the exact state.
+    let before = scene.b.backplane.health().reconnects;
+    scene.proxy.cut(1);
+    wait_reconnected_after(&scene.b, before).await;
+    assert_eq!(scene.proxy.accepted(), 4, "B's second link");
+    // A's tab goes on; B's ends.
+    scene.tabs.remove(0);
+    scene.tabs_end_with_the_run_so_far(12).await;
+    let (redis, a, b, published) = (&scene.redis, &scene.a, &scene.b, &scene.published);
+
+    // The run's next event reaches B, which reads the thread back; Redis runs the read, its
+    // answer held.
+    scene.proxy.hold_receive(2);
+    let reads = xinfo_calls(redis).await;
+    published.publish(a, 12..13).await;
+    let ran = timeout(WAIT, async {
+        while xinfo_calls(redis).await <= reads {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(ran.is_ok(), "Redis ran B's read");
+    evict_thread_keys(redis).await;
+    let received = b.backplane.health().received;
+    published.publish(a, 13..16).await;
+    let dispatched = timeout(WAIT, async {
+        while b.backplane.health().received < received + 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(dispatched.is_ok(), "B's feed brought the run's new events");
+    scene.proxy.pass(2);
+    published.publish(a, 16..20).await;
+    scene.run_goes_on_whole_everywhere(20, 0).await;
+}
