@@ -125,7 +125,7 @@ async fn eviction_policy(
     if let Some(policy) = policy.as_deref().filter(|p| *p != "noeviction") {
         tracing::warn!(
             policy,
-            "Redis may evict the backplane's keys (its maxmemory-policy is not noeviction): an evicted history loses its replay, evicted publish marks let a retried publish be stored twice, and a thread whose keys go starts over; run Redis with maxmemory-policy noeviction"
+            "Redis may evict the backplane's keys (its maxmemory-policy is not noeviction): an evicted history loses its replay, evicted publish marks let a retried publish be stored twice once the history no longer holds it, and a thread whose keys go starts over; run Redis with maxmemory-policy noeviction"
         );
     }
     shared.lock().eviction_policy = policy;

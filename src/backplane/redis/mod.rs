@@ -175,13 +175,16 @@
 //! Redis must run with `maxmemory-policy noeviction` (the default): every key of the backplane
 //! has a time to live, so a `volatile-*` policy may evict them as well as an `allkeys-*` one,
 //! and a key that goes alone, the rest of the data staying, is no loss the generation marker
-//! shows. An evicted history loses its replay (a resume from before gets `expired`); evicted
-//! publish marks let a retried publish be stored twice; evicted thread keys start the thread
-//! over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes the
-//! thread as started over: if it holds the thread's exact state, it goes on from it and puts
-//! it back in Redis, as after a loss (see the [backplane docs](super#threads)); if not, it
-//! counts the state it reads back in
-//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown). Both are logged at
+//! shows. An evicted history loses its replay (a resume from before gets `expired`); a retry
+//! whose publish mark was evicted looks for its event in the history by its token, and is
+//! stored twice only if the history no longer holds it either; evicted thread keys start the
+//! thread over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes
+//! the thread as started over: if it holds the thread's exact state, it goes on from it and
+//! puts it back in Redis, as after a loss (see the [backplane docs](super#threads)); if it
+//! folded the thread before without holding its exact state now, it reads the thread back at
+//! its first event numbered 1 again (whole if a node put it back; if none did yet, rebuilt
+//! from the history and counted in
+//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown)). Both are logged at
 //! `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
 //! state's `run_unknown`. The node reads the policy at every connection
 //! ([`BackplaneHealth::eviction_policy`]), and logs at `warn` any other than `noeviction`.

@@ -67,7 +67,9 @@ pub(crate) fn generation_lua() -> String {
 /// snapshots (a hash) and the threads' recency (a sorted set), and last the generation marker.
 /// `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms (0: none), thread (`''`:
 /// none), max threads, how long the node's mark must be kept (ms: its retries' window and a
-/// margin), the value for a new generation marker.
+/// margin), the value for a new generation marker, and `1` for a retry (else `0`): a retry
+/// whose mark does not say it ran (Redis evicted the marks) still finds its event in the
+/// history by its token, while the history holds it, and is not stored again.
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
 /// already run (a retry; `id` is `''` if the history no longer holds it).
 pub(crate) fn publish_lua() -> String {
@@ -80,13 +82,15 @@ local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
 local thread = ARGV[9]
 local token = node .. ':' .. ARGV[7]
 local seen = redis.call('HGET', KEYS[2], node)
-if seen and tonumber(string.match(seen, '^(%d+)')) >= counter then
+local ran = seen and tonumber(string.match(seen, '^(%d+)')) >= counter
+-- A retry whose mark went (evicted) looks for its event in the history too.
+if ran or ARGV[13] == '1' then
   local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', tonumber(ARGV[3]) + tonumber(ARGV[4]))
   local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
   for _, entry in ipairs(recent) do
     if entry[2][4] == token then return {entry[1], nodes, 1} end
   end
-  return {'', nodes, 1}
+  if ran then return {'', nodes, 1} end
 end
 local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then
