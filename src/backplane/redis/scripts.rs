@@ -204,9 +204,11 @@ end
 /// the value for a new generation marker, and `1` to pass over a snapshot that does not fold
 /// events from before Redis started the thread over (the reader kept the thread's state across
 /// the loss, and continues it with the thread's every entry), else `0`. Such a snapshot is
-/// passed over only when the history still holds every entry of the thread (as many as its
-/// count): otherwise it holds more of the thread than the history does, and is returned (the
-/// reader cannot join its state, and reads the most there is). Reads at most the whole history
+/// passed over only when the history still holds every entry of the thread since Redis
+/// started it over (at least as many as its count; more when Redis dropped the thread's keys
+/// alone, and its entries from before are still there): otherwise it holds more of the thread
+/// than the history does, and is returned (the reader cannot join its state, and reads the
+/// most there is). Reads at most the whole history
 /// (bounded by the publish script's trimming), twice at most.
 pub(crate) fn thread_lua() -> String {
     format!(
@@ -243,7 +245,7 @@ local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
 local before = tonumber(redis.call('HGET', KEYS[2], 'r:' .. thread) or '0')
 if snapshot and before == 0 and ARGV[4] == '1' then
   local all = after('-')
-  if #all == count then return {last, count, '', all, marker, 0} end
+  if #all >= count then return {last, count, '', all, marker, 0} end
 end
 if not snapshot then return {last, count, '', after('-'), marker, 0} end
 local covers = string.match(snapshot, '^(%S+)')
