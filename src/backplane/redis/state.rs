@@ -333,26 +333,17 @@ impl Shared {
 
     /// Redis showed its generation marker, at a connection or on the marker's channel: if it is
     /// new, Redis lost its data since the node saw the current one, unless the new marker says
-    /// the data was kept (it went alone: see the generation script). A loss is counted and
-    /// logged, and told to the channels ([`kick_all`](Self::kick_all)), which keep their exact
-    /// thread states, before this returns: so before the node dispatches anything that came
-    /// after the announcement of the new marker on its feed. Returns whether it was a loss. The
-    /// first marker the node sees is none: it had nothing before.
+    /// the data was kept (it went alone: see the generation script). A loss is counted, logged
+    /// and told to the channels ([`kick_all`](Self::kick_all)), which keep their exact thread
+    /// states, before this returns: before the node dispatches what followed the announcement
+    /// on its feed. Returns whether it was a loss; the first marker the node sees is none.
     ///
-    /// Only there, in the feed's order: a marker is announced on its channel in the same
-    /// atomic step that sets it, so every event the feed brings before the announcement is from
-    /// before the loss, and every one after it from after. A reply on the command connection
-    /// (the link check, a thread read) may show the new marker while events from before the
-    /// loss still wait in the feed's buffer (the feed lags the commands): taken from the reply,
-    /// the loss would keep the thread states without them, and, after two losses, take the
-    /// first one's announcement, still to come, for a third. Such a reply waits for nothing: the
-    /// feed brings the announcement (a marker set after the node subscribed to its channel, at
-    /// the connection, is announced to it), or the feed breaks and the next connection reads
-    /// the marker. A thread read under a marker the node does not know yet is not used
-    /// ([`generation_known`](Self::generation_known)).
-    ///
-    /// Whoever sees a new marker first (a reconnect, the marker's channel) tells the channels;
-    /// the others find it current, so a loss counts once.
+    /// Only there: a marker is announced in the same atomic step that sets it, so the feed
+    /// brings it after every event from before the loss and before every one after. A reply
+    /// (a link check, a thread read) may show it while the lagging feed still brings events
+    /// from before, which the kept states would lack. The feed announces every marker set since
+    /// the node subscribed (at the connection), or breaks and the next connection reads it. A
+    /// thread read under a marker not known yet is not used ([`Self::generation_known`]).
     pub(crate) fn generation_seen(&self, value: &str) -> bool {
         let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
         match generations.see(value) {
@@ -370,9 +361,8 @@ impl Shared {
         true
     }
 
-    /// Whether `value`, a marker a reply on the command connection showed, is the node's
-    /// current one or an earlier one: a read under a marker the feed has not announced yet is
-    /// of data the node's feed has not reached (see [`generation_seen`](Self::generation_seen)).
+    /// Whether a reply's marker is the node's current one or an earlier one (see
+    /// [`generation_seen`](Self::generation_seen)).
     pub(crate) fn generation_known(&self, value: &str) -> bool {
         let generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
         generations.knows(value)
