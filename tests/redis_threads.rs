@@ -2332,3 +2332,30 @@ async fn a_thread_found_started_over_past_its_first_event_is_read_back_whole() {
     published.publish(a, 16..20).await;
     scene.run_goes_on_whole_everywhere(20, 0).await;
 }
+
+/// Redis evicts alice's thread keys while B's feed lags: B's exact state is behind A's when
+/// the run goes on, numbered from 1 again, and B meets those events only after the last ones
+/// from before. B, behind, takes the thread for started over as A, ahead, does: every node
+/// (and a node that never held the thread) opens with the whole run, the tabs open before the
+/// eviction follow it with every delta once, and nothing is counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_evicted_while_a_node_lagged_behind_goes_on_whole_there() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    scene.hold_b_feed();
+    scene.published.publish(&scene.a, 12..14).await;
+    evict_thread_keys(&scene.redis).await;
+    scene.published.publish(&scene.a, 14..17).await;
+    scene.release_b_feed();
+    let events = &scene.published.events;
+    for (k, (tab, seen)) in scene.tabs.iter_mut().enumerate() {
+        while text_of(seen) != text_of(&events[..17]) {
+            seen.extend(datas(&next(tab).await));
+        }
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+    }
+    scene.run_goes_on_whole_everywhere(17, 0).await;
+}
