@@ -208,8 +208,8 @@ end
 /// started it over (at least as many as its count; more when Redis dropped the thread's keys
 /// alone, and its entries from before are still there): otherwise it holds more of the thread
 /// than the history does, and is returned (the reader cannot join its state, and reads the
-/// most there is). Reads at most the whole history
-/// (bounded by the publish script's trimming), twice at most.
+/// most there is). Reads at most the whole history (bounded by the publish script's
+/// trimming), twice at most.
 pub(crate) fn thread_lua() -> String {
     format!(
         "{}{CMPID_LUA}{}",
