@@ -165,6 +165,68 @@ async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
     }
 }
 
+/// A publish whose reply was lost is retried after Redis evicted the user's publish marks (an
+/// evicting `maxmemory-policy`: every key of the backplane has a time to live), so no mark
+/// says the publish ran. The retry finds the event in the history by its token instead, and
+/// does not store it again: a client resuming from before it receives it once, as the live tab
+/// did, and the publish is answered with the event's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_retried_publish_whose_mark_redis_evicted_runs_once() {
+    if !redis_available() {
+        return;
+    }
+    let (redis, proxy, a, b) = patient_and_direct_nodes().await;
+    let alice = UserId::from("alice");
+    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+    let id0 = a.publish_stored("alice", 0).await;
+    assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
+
+    let publishing = publish_with_reply_cut(&proxy, &a);
+    let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
+    assert_eq!(n_of(&live), Some(1), "the publish ran once");
+    // A is kept away from Redis while Redis evicts alice's publish marks.
+    proxy.set(Fault::Hold);
+    proxy.cut();
+    let mut connection = redis.connection().await;
+    let marks: Vec<String> = redis::cmd("KEYS")
+        .arg("sse-hub:marks:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&marks)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "alice's publish marks: {marks:?}");
+
+    proxy.set(Fault::None);
+    let answered = timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the retried publish is answered")
+        .unwrap()
+        .expect("the retried publish is confirmed");
+    assert_eq!(answered.id, live.id(), "the retry answers the event's id");
+
+    let mut resumed = b
+        .hub
+        .subscribe_async(&alice, Some(&id0.to_string()))
+        .await
+        .unwrap();
+    let got = drain(&mut resumed, Duration::from_millis(500)).await;
+    let ones = got.iter().filter(|(_, n)| *n == Some(1)).count();
+    assert_eq!(
+        ones, 1,
+        "event 1 published once was replayed {ones} times: {got:?}"
+    );
+    let rest = drain(&mut tab, Duration::from_millis(300)).await;
+    assert!(
+        rest.iter().all(|(_, n)| *n != Some(1)),
+        "the live tab got event 1 again: {rest:?}"
+    );
+}
+
 /// A publish whose reply was lost is retried with its token, and the publish marks make it run
 /// once. Node ids are random per process, so restarts and autoscaling add marks: here more
 /// than 64 node processes publish to the user while a node's retry is held back by a

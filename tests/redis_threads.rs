@@ -21,7 +21,11 @@ use tokio::time::timeout;
 
 #[path = "support/backplane.rs"]
 mod support;
+#[path = "support/split_proxy.rs"]
+mod split_proxy;
 
+use split_proxy::{SplitProxy, wait_sent};
+use sse_hub::backplane::Backplane;
 use support::{FaultProxy, Hub, Node, RedisServer, WAIT, quick_settings, redis_available};
 
 /// A config that folds AG-UI runs per thread, with a short history: 32 events.
@@ -951,14 +955,33 @@ impl MidRun {
     /// thread; then Redis loses everything, and both nodes reconnect to the new one, B having
     /// found the loss.
     async fn b_loses_the_exact_state_then_redis_its_data(&mut self) {
+        self.b_loses_the_exact_state().await;
+        lose_redis_data(&mut self.redis, &[&self.a, &self.b]).await;
+        assert_eq!(self.b.backplane.health().data_losses, 1);
+    }
+
+    /// B's feed breaks while Redis keeps its data, so B no longer trusts its state of the
+    /// thread; B reconnects.
+    async fn b_loses_the_exact_state(&self) {
         let before = self.b.backplane.health().reconnects;
         self.proxy.set(support::Fault::Hold);
         self.proxy.cut();
         self.proxy.set(support::Fault::None);
         wait_reconnected_after(&self.b, before).await;
-        lose_redis_data(&mut self.redis, &[&self.a, &self.b]).await;
-        assert_eq!(self.b.backplane.health().data_losses, 1);
     }
+}
+
+/// Redis drops alice's thread keys alone (its count, snapshot and recency), as an eviction
+/// does, the generation marker and the history staying.
+async fn evict_thread_keys(redis: &RedisServer) {
+    let mut connection = redis.connection().await;
+    let deleted: i64 = redis::cmd("DEL")
+        .arg("sse-hub:threads:agui:alice")
+        .arg("sse-hub:thread-age:agui:alice")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the thread's count, snapshot and recency");
 }
 
 /// Redis restarts without persistence in the middle of a run: every key is gone, the thread's
@@ -1227,6 +1250,18 @@ impl sse_hub::ThreadState for Numbers {
 
 #[derive(Debug)]
 struct NumbersStates;
+
+/// [`config`], folding threads of `{"n": n}` events into the list of their numbers.
+fn numbers_config() -> Config {
+    let mut config = config();
+    config.threads.state = Some(Arc::new(NumbersStates));
+    config
+}
+
+/// A node of `redis` with [`numbers_config`].
+async fn node_numbers(redis: &RedisServer) -> Node {
+    Node::start(quick_settings(redis.url()), numbers_config()).await
+}
 
 impl sse_hub::ThreadStates for NumbersStates {
     fn create(&self, _: &ThreadId) -> Box<dyn sse_hub::ThreadState> {
@@ -1766,13 +1801,7 @@ async fn a_thread_whose_keys_redis_evicted_mid_run_goes_on_whole() {
     let (first_id, fields) = &first[0];
     let head = &fields.iter().find(|(k, _)| k == "f").unwrap().1;
     assert!(head.contains("RUN_STARTED"));
-    let deleted: i64 = redis::cmd("DEL")
-        .arg("sse-hub:threads:agui:alice")
-        .arg("sse-hub:thread-age:agui:alice")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 2, "the thread's count, snapshot and recency");
+    evict_thread_keys(&redis).await;
     published.publish(&a, 12..events.len()).await;
 
     // Then a copy of the run's first event, under another token (so that the feed's window of
@@ -1815,4 +1844,518 @@ async fn a_thread_whose_keys_redis_evicted_mid_run_goes_on_whole() {
         assert_eq!(node.backplane.health().data_losses, 0, "no data loss");
     }
     close(&[&a, &b, &c]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Losses found while a node's live feed lags its commands.
+
+/// The scene of the tests in which node B's live feed lags its commands: a Redis, node A on
+/// it, node B on it through a [`SplitProxy`] (its command connection first, then its pub/sub
+/// one) serving alice a plain stream (so that B folds her thread from its first event), and a
+/// tab on the thread on each node, caught up with the first 12 events of her run (a 40-delta
+/// answer) published through A. B checks its link only every minute: a check's `PING` on the
+/// held feed would wait, and the test's reads are the only round trips B makes.
+struct LaggingFeed {
+    redis: RedisServer,
+    proxy: SplitProxy,
+    a: Node,
+    b: Node,
+    _plain: Subscription<Value>,
+    tabs: Vec<(Subscription<Value>, Vec<Value>)>,
+    published: Published,
+}
+
+impl LaggingFeed {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let proxy = SplitProxy::start(redis.addr()).await;
+        let a = node(redis.url()).await;
+        let mut settings = quick_settings(proxy.url());
+        settings.command_timeout = Duration::from_secs(8);
+        settings.ping_interval = Duration::from_secs(60);
+        let b = Node::start(settings, config()).await;
+        assert_eq!(
+            proxy.accepted(),
+            2,
+            "one command and one pub/sub connection"
+        );
+        let plain = serve(&b, &alice()).await;
+        let published = Published::new(run(40));
+        published.publish(&a, 0..12).await;
+        let tabs = tabs_caught_up(&[&a, &b], &published.events[..12]).await;
+        Self {
+            redis,
+            proxy,
+            a,
+            b,
+            _plain: plain,
+            tabs,
+            published,
+        }
+    }
+
+    /// From now on, what Redis sends on B's pub/sub connection waits in the proxy, in order.
+    fn hold_b_feed(&self) {
+        self.proxy.hold_receive(1);
+    }
+
+    /// B's feed carries what it held, then the rest.
+    fn release_b_feed(&self) {
+        self.proxy.pass(1);
+    }
+
+    /// B reads a thread it does not hold on its command connection, as a tab opening on it
+    /// does; whether B took the read.
+    async fn b_reads_another_thread(&self) -> bool {
+        let other = ThreadId::new("thread-2").unwrap();
+        let read = self
+            .b
+            .backplane
+            .catch_up_thread("agui", &alice(), &other, false);
+        timeout(WAIT, read)
+            .await
+            .expect("the read is answered")
+            .is_ok()
+    }
+
+    /// Waits until B found `losses` losses of Redis' data.
+    async fn wait_b_found(&self, losses: u64) {
+        let found = timeout(WAIT, async {
+            while self.b.backplane.health().data_losses < losses {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "B found the loss: {:?}",
+            self.b.backplane.health()
+        );
+    }
+
+    /// The tabs opened before the losses end, each having received the run so far, in order
+    /// and once, at least the first `before` events' text.
+    async fn tabs_end_with_the_run_so_far(&mut self, before: usize) {
+        for (k, (mut tab, mut seen)) in std::mem::take(&mut self.tabs).into_iter().enumerate() {
+            seen.extend(until_end(&mut tab).await);
+            assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+            let text = text_of(&seen);
+            assert!(
+                full_text(40).starts_with(&text)
+                    && text.len() >= text_of(&self.published.events[..before]).len(),
+                "tab {k}: the run so far, once: {text:?}"
+            );
+        }
+    }
+
+    /// From now on, what B sends on its command connection waits in the proxy, in order (its
+    /// snapshot writes among it); returns how much it had sent.
+    fn hold_b_commands(&self) -> u64 {
+        self.proxy.hold_send(0);
+        self.proxy.sent(0)
+    }
+
+    /// The run goes on through A from event `from` (at least to its 30th): tabs that open on
+    /// A, on B and on a node that never held the thread open with the whole run (a single
+    /// node's opening), then follow it to its end with every delta once; no node counted a
+    /// state unknown, and A and B each found `losses` losses.
+    async fn run_goes_on_whole_everywhere(self, from: usize, losses: u64) {
+        let Self {
+            redis,
+            a,
+            b,
+            published,
+            ..
+        } = self;
+        let events = &published.events;
+        let mid = from.max(30);
+        published.publish(&a, from..mid).await;
+        let c = node(redis.url()).await;
+        let mut tabs = Vec::new();
+        for (name, node) in [("B", &b), ("A", &a), ("C", &c)] {
+            published.assert_opens_whole_on(node, mid).await;
+            let tab = node
+                .hub
+                .subscribe_in_thread(&alice(), &thread(), None)
+                .unwrap();
+            tabs.push((name, tab));
+        }
+        published.publish(&a, mid..events.len()).await;
+        for (name, mut tab) in tabs {
+            let mut seen = Vec::new();
+            while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
+                seen.extend(datas(&next(&mut tab).await));
+            }
+            assert_eq!(seen[0]["type"], "RUN_STARTED", "tab on {name}");
+            assert_eq!(
+                text_of(&seen),
+                full_text(40),
+                "tab on {name}: every delta, once"
+            );
+        }
+        for node in [&a, &b, &c] {
+            assert_eq!(
+                node.hub.stats().thread_states_unknown,
+                0,
+                "nothing was lost"
+            );
+        }
+        for (name, node) in [("A", &a), ("B", &b)] {
+            let health = node.backplane.health();
+            assert_eq!(health.data_losses, losses, "{name}: {health:?}");
+        }
+        close(&[&a, &b, &c]).await;
+    }
+}
+
+/// Waits until Redis holds a snapshot of alice's thread that folds events from before it
+/// started the thread over (a node put the whole run back).
+async fn wait_whole_snapshot(redis: &RedisServer) {
+    let back = timeout(WAIT, async {
+        while thread_field(redis, "r:thread-1").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the whole run is back in Redis");
+}
+
+/// B's feed lags while the run goes on (4 events confirmed by Redis wait on B's pub/sub
+/// connection), then Redis loses its data (a `FLUSHALL`), and B's read of another thread on its
+/// command connection is what finds the new generation marker. The events from before the loss
+/// still reach B's feed, after the read: B must keep its state of the run with them (as A does,
+/// whose feed did not lag), not as it was when the read came back. Every tab, on every node,
+/// then opens with the whole run, and follows it with every delta once; the loss counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_loss_read_before_the_feed_brings_the_events_before_it_keeps_them() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    scene.hold_b_feed();
+    scene.published.publish(&scene.a, 12..16).await;
+    flushall(&scene.redis).await;
+    // Whatever B makes of the read (it ran under a marker its feed has not announced yet), the
+    // events it holds come first.
+    scene.b_reads_another_thread().await;
+    scene.release_b_feed();
+    scene.wait_b_found(1).await;
+    scene.tabs_end_with_the_run_so_far(12).await;
+    scene.run_goes_on_whole_everywhere(16, 1).await;
+}
+
+/// Redis loses its data twice in quick succession while B's feed lags: events from before the
+/// first loss, the first new marker's announcement, events of the thread started over, the
+/// second announcement and the thread started over again all wait on B's pub/sub connection
+/// when B's read on its command connection shows the second marker. B must take the losses in
+/// the order its feed brings them: each counted once, the run kept whole across both (A, whose
+/// feed did not lag, holds it so and put it back in Redis), and no event folded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn two_losses_read_before_the_feed_brings_the_first_count_and_fold_once() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    scene.hold_b_feed();
+    scene.published.publish(&scene.a, 12..14).await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 14..17).await;
+    // A put the whole run back in the Redis of the first loss; then the second.
+    wait_whole_snapshot(&scene.redis).await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 17..20).await;
+    wait_whole_snapshot(&scene.redis).await;
+    scene.b_reads_another_thread().await;
+    scene.release_b_feed();
+    scene.wait_b_found(2).await;
+    scene.tabs_end_with_the_run_so_far(12).await;
+    scene.run_goes_on_whole_everywhere(20, 2).await;
+}
+
+/// Redis evicts alice's thread keys mid-run while node B knows the thread without its exact
+/// state (its feed broke, and nothing made it read the thread back since), and the run goes on
+/// from A, which held it and puts the whole run back. B meets the thread again at its first
+/// event numbered from 1: it must not take that for the thread's start. Tabs that open on B,
+/// and on a node started after the eviction (C), open with the whole run, and follow it to its
+/// end with every delta once; nothing is counted lost, since nothing is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_evicted_while_a_node_knew_it_inexactly_opens_whole_there() {
+    if !redis_available() {
+        return;
+    }
+    let scene = MidRun::start().await;
+    scene.b_loses_the_exact_state().await;
+    evict_thread_keys(&scene.redis).await;
+    let MidRun {
+        redis,
+        proxy,
+        a,
+        b,
+        published,
+        ..
+    } = &scene;
+    let events = &published.events;
+    // B's link pauses until A, which folded the run, put it back in Redis: B then meets the
+    // thread's new events with the whole run there to read.
+    let received = b.backplane.health().received;
+    proxy.set(support::Fault::Hold);
+    published.publish(a, 12..16).await;
+    wait_whole_snapshot(redis).await;
+    proxy.set(support::Fault::None);
+    let dispatched = timeout(WAIT, async {
+        while b.backplane.health().received < received + 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(dispatched.is_ok(), "B's feed brought the run's new events");
+    // B's feed brought them: a tab opening on B now opens with the whole run, at once.
+    let mut tab = b
+        .hub
+        .subscribe_in_thread(&alice(), &thread(), None)
+        .unwrap();
+    assert_eq!(
+        opening(&mut tab).await,
+        published.expected().await,
+        "B's first opening"
+    );
+    let c = node(redis.url()).await;
+    let mut tabs = Vec::new();
+    for (name, node) in [("B", b), ("C", &c), ("A", a)] {
+        published.assert_opens_whole_on(node, 16).await;
+        let tab = node
+            .hub
+            .subscribe_in_thread(&alice(), &thread(), None)
+            .unwrap();
+        tabs.push((name, tab));
+    }
+    published.publish(a, 16..events.len()).await;
+    for (name, mut tab) in tabs {
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &Value| e["type"] == "RUN_FINISHED") {
+            seen.extend(datas(&next(&mut tab).await));
+        }
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab on {name}");
+        assert_eq!(
+            text_of(&seen),
+            full_text(20),
+            "tab on {name}: every delta, once"
+        );
+    }
+    for node in [a, b, &c] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0, "nothing lost");
+        assert_eq!(node.backplane.health().data_losses, 0, "no data loss");
+    }
+    close(&[a, b, &c]).await;
+}
+
+/// B's snapshot of the run, taken after a first loss of Redis' data (so it folds events from
+/// before that loss, and outranks a snapshot that does not), waits on B's slow command
+/// connection while Redis loses its data a second time and the run goes on. When it reaches
+/// the new Redis, it must not pass for the new thread's: it covers nothing of what Redis holds
+/// now. It does not: the new Redis refuses it until the thread's first event there, and any
+/// snapshot of the thread since it started over covers a newer id, written before it (it is
+/// refused) or after it (it replaces it), B's own put-back following it on the same
+/// connection. Tabs on every node open with the whole run, then follow it with every delta
+/// once; each loss counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_snapshot_written_late_across_a_second_loss_does_not_win() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 12..14).await;
+    wait_whole_snapshot(&scene.redis).await;
+    scene.wait_b_found(1).await;
+    scene.tabs_end_with_the_run_so_far(12).await;
+    // B's next snapshot (due `replay_events / 2` events after its put-back) waits on its way.
+    let before = scene.hold_b_commands();
+    scene.published.publish(&scene.a, 14..32).await;
+    wait_sent(&scene.proxy, 0, before).await;
+    flushall(&scene.redis).await;
+    scene.published.publish(&scene.a, 32..34).await;
+    wait_whole_snapshot(&scene.redis).await;
+    scene.wait_b_found(2).await;
+    scene.proxy.pass(0);
+    // B's publish is answered after everything B sent before it.
+    scene.b.publish_stored("alice", 0).await;
+    let mut connection = scene.redis.connection().await;
+    assert!(
+        snapshot_count(&mut connection, "alice").await <= 2,
+        "the late snapshot (numbered in the Redis before the second loss) is not the thread's"
+    );
+    scene.run_goes_on_whole_everywhere(34, 2).await;
+}
+
+/// Redis loses its data mid-thread. Node B kept the thread's exact state, but its link pauses,
+/// then breaks, so that it misses what follows; the thread goes on from P, started after the
+/// loss, which folds it from where Redis started it over and stores that (a partial snapshot),
+/// for longer than the history holds (it trims the first events since the loss). B's kept state
+/// can then not be joined (Redis no longer holds every event since the thread started over):
+/// the most there is, is P's partial snapshot and the events after it. B opens with that, and
+/// counts its own loss; it must not fold the trimmed history alone, nor store that over P's
+/// snapshot: a node that reads the thread afterwards (D) opens with P's state too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_kept_state_that_cannot_be_joined_leaves_the_partial_snapshot_whole() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let a = node_numbers(&redis).await;
+    let b = Node::start(quick_settings(proxy.url()), numbers_config()).await;
+    let alice = alice();
+    let _plain = serve(&b, &alice).await;
+    let numbers = |range: Range<u64>| -> Vec<Value> { range.map(|n| json!({ "n": n })).collect() };
+    for n in 0..5 {
+        a.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    opening_on(&b, &alice, &numbers(0..5)).await;
+    a.backplane.close().await;
+    drop(a);
+    let before = b.backplane.health().reconnects;
+    redis.restart().await;
+    wait_reconnected_after(&b, before).await;
+    assert_eq!(b.backplane.health().data_losses, 1);
+
+    // B's link pauses; the thread goes on from P past what the history holds.
+    proxy.set(support::Fault::Hold);
+    let p = node_numbers(&redis).await;
+    for n in 5..50 {
+        p.publish_in_thread(&alice, &thread(), &json!({ "n": n }))
+            .await;
+    }
+    let stored = timeout(WAIT, async {
+        while snapshot_count(&mut redis.connection().await, "alice").await < 32 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(stored.is_ok(), "P stores its snapshots");
+    // B's link breaks, dropping what it held: B missed the thread's new events.
+    let before = b.backplane.health().reconnects;
+    proxy.cut();
+    proxy.set(support::Fault::None);
+    wait_reconnected_after(&b, before).await;
+
+    let partial = numbers(5..50);
+    opening_on(&p, &alice, &partial).await;
+    opening_on(&b, &alice, &partial).await;
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "B knew the thread had more"
+    );
+    let d = node_numbers(&redis).await;
+    opening_on(&d, &alice, &partial).await;
+    for node in [&b, &p, &d] {
+        node.backplane.close().await;
+    }
+}
+
+/// How many times Redis ran `XINFO` (the catch-up scripts call it), from `INFO commandstats`.
+async fn xinfo_calls(redis: &RedisServer) -> u64 {
+    let mut connection = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // `cmdstat_xinfo|stream:calls=N,...` (Redis 7 counts each subcommand).
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_xinfo"))
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Node B reads the run back (its feed broke) and Redis answers the read from before it
+/// evicts the thread's keys; the answer reaches B only after B's feed brought the run's next
+/// events, numbered from 1 again. B folds them after the read, as a sync does, so its state
+/// numbers the thread further than Redis does: the event after them, numbered 4, is at or
+/// below that, with a newer id, and B takes the thread for started over there, not at 1, and
+/// reads it back with its state kept. Tabs on B and on a node that never held the thread then
+/// open with the whole run and follow it with every delta once, and nothing is counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_found_started_over_past_its_first_event_is_read_back_whole() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    // B's feed breaks: B reconnects (command connection 2, pub/sub 3) without the exact state.
+    let before = scene.b.backplane.health().reconnects;
+    scene.proxy.cut(1);
+    wait_reconnected_after(&scene.b, before).await;
+    assert_eq!(scene.proxy.accepted(), 4, "B's second link");
+    // A's tab goes on; B's ends.
+    scene.tabs.remove(0);
+    scene.tabs_end_with_the_run_so_far(12).await;
+    let (redis, a, b, published) = (&scene.redis, &scene.a, &scene.b, &scene.published);
+
+    // The run's next event reaches B, which reads the thread back; Redis runs the read, its
+    // answer held.
+    scene.proxy.hold_receive(2);
+    let reads = xinfo_calls(redis).await;
+    published.publish(a, 12..13).await;
+    let ran = timeout(WAIT, async {
+        while xinfo_calls(redis).await <= reads {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(ran.is_ok(), "Redis ran B's read");
+    evict_thread_keys(redis).await;
+    let received = b.backplane.health().received;
+    published.publish(a, 13..16).await;
+    let dispatched = timeout(WAIT, async {
+        while b.backplane.health().received < received + 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(dispatched.is_ok(), "B's feed brought the run's new events");
+    scene.proxy.pass(2);
+    published.publish(a, 16..20).await;
+    scene.run_goes_on_whole_everywhere(20, 0).await;
+}
+
+/// Redis evicts alice's thread keys while B's feed lags: B's exact state is behind A's when
+/// the run goes on, numbered from 1 again, and B meets those events only after the last ones
+/// from before. B, behind, takes the thread for started over as A, ahead, does: every node
+/// (and a node that never held the thread) opens with the whole run, the tabs open before the
+/// eviction follow it with every delta once, and nothing is counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_thread_evicted_while_a_node_lagged_behind_goes_on_whole_there() {
+    if !redis_available() {
+        return;
+    }
+    let mut scene = LaggingFeed::start().await;
+    scene.hold_b_feed();
+    scene.published.publish(&scene.a, 12..14).await;
+    evict_thread_keys(&scene.redis).await;
+    scene.published.publish(&scene.a, 14..17).await;
+    scene.release_b_feed();
+    let events = &scene.published.events;
+    for (k, (tab, seen)) in scene.tabs.iter_mut().enumerate() {
+        while text_of(seen) != text_of(&events[..17]) {
+            seen.extend(datas(&next(tab).await));
+        }
+        assert_eq!(seen[0]["type"], "RUN_STARTED", "tab {k}");
+    }
+    scene.run_goes_on_whole_everywhere(17, 0).await;
 }

@@ -138,9 +138,10 @@
 //!     loss ([`ThreadSnapshot::from_before_loss`]: another node went on from its kept state
 //!     first), that snapshot is the thread's, as for any sync. One that does not (a node that
 //!     never held the thread folded it from where Redis started it over, and stored that) is
-//!     passed over, and never replaces one that does, whatever it covers (Redis keeps which is
-//!     which): the whole thread wins, and the node that stored the partial one, its next
-//!     snapshot refused for that, reads the thread back;
+//!     passed over while Redis still holds every event since it started the thread over (else
+//!     it is the most there is: see below), and never replaces one that does, whatever it
+//!     covers (Redis keeps which is which): the whole thread wins, and the node that stored the
+//!     partial one, its next snapshot refused for that, reads the thread back;
 //!   - a node that knew the thread without holding an exact state of it (its sync had not
 //!     ended), or whose kept state cannot be joined (Redis no longer holds every event since
 //!     the thread started over), cannot rebuild it: the state it reads back (the thread since
@@ -177,15 +178,21 @@
 //!   exactly sees an event numbered at or below what it folded, yet newer than it (a copy of
 //!   one it folded has its id or an older one, and is dropped), and handles it as a loss of
 //!   that thread alone: it keeps its state and goes on from it, putting the whole thread back
-//!   in Redis (logged at `warn`; `tests/redis_threads.rs`). A thread no node held starts over
-//!   from what Redis holds, as above.
+//!   in Redis (logged at `warn`; `tests/redis_threads.rs`). A node that folded the thread
+//!   before but holds no exact state of it now (its feed was interrupted) takes the event
+//!   numbered 1 again with a newer id for the thread started over too, not for its start: it
+//!   reads the thread back, and so opens with the whole run another node put back. A thread no
+//!   node held starts over from what Redis holds, as above; a node that reads it back before
+//!   any node put it back finds the history holding more of the thread's events than Redis
+//!   counts, and counts its state unknown (rebuilt from those events).
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.
 //! * **Bounds**: the backplane keeps at most
 //!   [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) threads
 //!   per (channel, user) (the thread published to least recently is forgotten, snapshot and
-//!   count; a node that still holds it starts it over at its next ordinal 1).
+//!   count; its next event is numbered 1 again, and a node that knew it handles that as a
+//!   thread whose keys Redis dropped, above).
 //!
 //! # Faults
 //!

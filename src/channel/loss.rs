@@ -89,8 +89,10 @@ impl UserChannel {
     /// the backplane started the thread over without losing the rest of its data (Redis
     /// evicted or someone deleted the thread's keys, its generation marker staying), so no
     /// loss was announced. Handled as after a loss: the exact state held is kept, to go on
-    /// from with the thread's events since it started over (and put back in the backplane);
-    /// without one, the thread's state is unknown, counted when it is read back.
+    /// from with the thread's events since it started over (and put back in the backplane).
+    /// A node without an exact state notices it only at the thread's first event numbered
+    /// 1 again, newer than the last it folded, which it then reads back rather than take for
+    /// the thread's start (see `fold_remote_at`).
     pub(super) fn started_over(&self, entry: &mut ThreadEntry) {
         let shared = &self.shared;
         tracing::warn!(channel = %shared.config.name, user = %self.user, thread = %entry.id, "the backplane numbers the thread from the start again (its keys were evicted or deleted: Redis must run with maxmemory-policy noeviction)");
@@ -158,10 +160,13 @@ impl UserChannel {
     /// thread whole since it started over when it stores no snapshot of it and every event
     /// after: the kept state is then what came before. A node that kept its state reads past a
     /// snapshot of a node that folded the thread only from where it started over (see
-    /// [`SyncStart::kept`]); one that folds what came before too is another node's that went
-    /// on from its kept state first, and is the thread's, as for any sync. A node that knew the
-    /// thread without an exact state, and reads it only since it started over (with or without
-    /// such a snapshot), counts it unknown.
+    /// [`SyncStart::kept`]) while the history holds the thread whole since it started over;
+    /// one that folds what came before too is another node's that went on from its kept state
+    /// first, and is the thread's, as for any sync. A node that knew the thread without an
+    /// exact state, and reads it only since it started over (with or without such a snapshot),
+    /// counts it unknown; so does one whose kept state cannot be joined because the history no
+    /// longer holds the thread whole since it started over (the read is then the partial
+    /// snapshot and the events after it: the most there is).
     ///
     /// The kept state holds the read's events up to the last it folded (`covers`): Redis
     /// numbers the thread anew from where it started over, and its ids grow with time, so
@@ -194,7 +199,10 @@ impl UserChannel {
                     (states.create(thread), None)
                 }
             }
-            BeforeLoss::Unknown if restarted => {
+            // Kept, but the backplane no longer holds every event since it started the
+            // thread over: the read is the most there is (another node's snapshot of the
+            // thread since then), which lacks what the kept state held.
+            BeforeLoss::Unknown | BeforeLoss::Kept { .. } if restarted => {
                 self.lost_unknown(entry);
                 entry.before_loss = BeforeLoss::Counted;
                 (states.create(thread), None)

@@ -295,9 +295,14 @@ impl UserChannel {
         };
         // A node that knew the thread without its exact state when the backplane lost it
         // reads it back, even from its first event: another node may have put the whole
-        // thread back by then.
+        // thread back by then. So does one that folded events of the thread before, holds no
+        // exact state of it now (its feed was interrupted, say), and kept none across a loss:
+        // a first event newer than those is the thread started over (its keys evicted), not
+        // its start, and another node may hold it whole.
         let unknown = matches!(entry.before_loss, BeforeLoss::Unknown);
-        if !next && ordinal == 1 && !unknown {
+        let knew = entry.last_id != EventId::new(0, 0)
+            && !matches!(entry.before_loss, BeforeLoss::Kept { .. });
+        if !next && ordinal == 1 && !unknown && !knew {
             // The thread starts here (it is new, or the backplane forgot it, or lost it):
             // nothing before, in the backplane.
             let base = self.restart_base(entry, &states, thread);

@@ -3,8 +3,10 @@
 //! connection to the same Redis, kept busy by PINGs, stays up. It can also hold what one
 //! connection sends until told to let it through (a round trip as long as the test wants, on
 //! that connection only), cut one connection (both sides closed), and counts the bytes each
-//! connection sent towards Redis. Or it slows what one connection sends ([`Mode::Slow`]): a
-//! link with a long round trip that still carries everything.
+//! connection sent towards Redis. Or it holds what Redis sends on one connection
+//! ([`Mode::HoldReceive`]: on the pub/sub connection, the node's live feed lags while its
+//! commands flow), or slows what one connection sends ([`Mode::Slow`]): a link with a long
+//! round trip that still carries everything.
 
 #![allow(dead_code)]
 
@@ -27,6 +29,9 @@ pub enum Mode {
     /// Holds what the node sends (in order, none dropped) until the mode changes; carries what
     /// Redis sends. Every command sent meanwhile waits for its answer until then.
     HoldSend,
+    /// Holds what Redis sends (in order, none dropped) until the mode changes; carries what the
+    /// node sends. On the pub/sub connection: the node's feed lags while its commands flow.
+    HoldReceive,
     /// Closed, both sides.
     Cut,
     /// Carries everything, what the node sends each chunk [`SLOW`] late: a long round trip.
@@ -73,7 +78,7 @@ impl SplitProxy {
                         };
                         let (mut cr, mut cw) = client.into_split();
                         let (mut sr, mut sw) = server.into_split();
-                        let rx2 = rx.clone();
+                        let mut rx2 = rx.clone();
                         let mut cut = rx.clone();
                         let mut rx = rx;
                         let up = async move {
@@ -93,7 +98,7 @@ impl SplitProxy {
                                 if mode == Mode::Slow {
                                     tokio::time::sleep(SLOW).await;
                                 }
-                                if matches!(mode, Mode::Pass | Mode::Slow)
+                                if matches!(mode, Mode::Pass | Mode::Slow | Mode::HoldReceive)
                                     && sw.write_all(&buf[..n]).await.is_err()
                                 {
                                     return;
@@ -107,6 +112,9 @@ impl SplitProxy {
                                     Ok(0) | Err(_) => return,
                                     Ok(n) => n,
                                 };
+                                if rx2.wait_for(|m| *m != Mode::HoldReceive).await.is_err() {
+                                    return;
+                                }
                                 if matches!(*rx2.borrow(), Mode::Pass | Mode::HoldSend | Mode::Slow)
                                     && cw.write_all(&buf[..n]).await.is_err()
                                 {
@@ -148,6 +156,12 @@ impl SplitProxy {
     /// From now on, what the `nth` connection accepted sends is held, until [`pass`](Self::pass).
     pub fn hold_send(&self, nth: usize) {
         self.set(nth, Mode::HoldSend);
+    }
+
+    /// From now on, what Redis sends on the `nth` connection accepted is held, until
+    /// [`pass`](Self::pass).
+    pub fn hold_receive(&self, nth: usize) {
+        self.set(nth, Mode::HoldReceive);
     }
 
     /// The `nth` connection accepted carries everything again, what it held first.

@@ -41,9 +41,11 @@ pub(crate) async fn read_history(
 }
 
 /// Waits until the node listens to `feed`, then reads `thread`'s snapshot and its entries
-/// after it (see the thread catch-up script). A read under a generation marker the node had
-/// not seen tells the node's channels of the loss first (which makes the sync that asked for
-/// it fail: it started before the loss, and the next one reads the thread again).
+/// after it (see the thread catch-up script). A read under a generation marker the node does
+/// not know yet fails: it is of a Redis that lost the data the node's feed still brings (the
+/// feed lags the command connection), and the node takes the loss in only when its feed
+/// announces it (see [`Shared::generation_seen`]). The sync that asked for it fails, and the
+/// next one reads the thread again.
 pub(crate) async fn read_thread(
     shared: &Shared,
     history: &str,
@@ -65,7 +67,12 @@ pub(crate) async fn read_thread(
     let unexpected =
         || BackplaneError::Failed("unexpected reply to the thread catch-up script".into());
     let (read, marker) = parse_thread_history(value).ok_or_else(unexpected)?;
-    shared.generation_seen(&marker);
+    if !shared.generation_known(&marker) {
+        return Err(BackplaneError::Failed(
+            "the thread was read under a generation marker the node's feed has not announced yet"
+                .into(),
+        ));
+    }
     Ok(read)
 }
 

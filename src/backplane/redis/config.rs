@@ -53,7 +53,8 @@ pub struct RedisConfig {
     /// [`command_timeout`](Self::command_timeout) or the node reconnects: a connection that
     /// died silently (no RST) is replaced within `ping_interval + command_timeout`, and a
     /// loss of Redis' data that cut no connection and that no publish or read showed first is
-    /// found within `ping_interval` (see the [module docs](super#faults)).
+    /// found within `ping_interval` (the check sets the marker again, and the node's feed
+    /// announces it: see the [module docs](super#faults)).
     /// Default 5 s; at least 10 ms.
     pub ping_interval: Duration,
     /// The certificates of a `rediss://` connection: by default none, and the server's

@@ -10,6 +10,10 @@ use crate::backplane::redis::scripts::KEPT;
 /// may reach the node after it heard of the new one (a thread read sent before the loss,
 /// answered after the announcement was dispatched): such a marker is not new, and says
 /// nothing. Marker values are random and never reused.
+///
+/// A node takes a new marker in only at a connection and from its feed, in the feed's order
+/// (see [`Shared::generation_seen`](super::state::Shared::generation_seen)); a reply under a
+/// marker it does not [know](Self::knows) yet is of data its feed has not reached.
 #[derive(Default)]
 pub(crate) struct Generations {
     current: Option<String>,
@@ -32,6 +36,12 @@ pub(crate) enum Marker {
 }
 
 impl Generations {
+    /// Whether `value` is the current marker or an earlier one: a reply read under it is of
+    /// data the node's feed has reached.
+    pub(crate) fn knows(&self, value: &str) -> bool {
+        self.current.as_deref() == Some(value) || self.earlier.iter().any(|e| e == value)
+    }
+
     /// Takes in a marker Redis showed, and says what it means.
     pub(crate) fn see(&mut self, value: &str) -> Marker {
         match self.current.as_deref() {
@@ -62,7 +72,9 @@ mod tests {
     #[test]
     fn a_marker_is_new_once_and_a_late_reply_under_an_old_one_says_nothing() {
         let mut generations = Generations::default();
+        assert!(!generations.knows("a"));
         assert_eq!(generations.see("a"), Marker::Known, "the first marker");
+        assert!(generations.knows("a") && !generations.knows("b"));
         assert_eq!(generations.see("a"), Marker::Known);
         assert_eq!(generations.see("b"), Marker::Lost);
         assert_eq!(generations.see("b"), Marker::Known, "counted once");
@@ -71,6 +83,7 @@ mod tests {
             Marker::Known,
             "a reply read before the loss"
         );
+        assert!(generations.knows("a") && generations.knows("b"));
         assert_eq!(generations.see(&format!("c{KEPT}")), Marker::Kept);
     }
 }

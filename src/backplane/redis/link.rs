@@ -128,7 +128,7 @@ async fn eviction_policy(
     if let Some(policy) = policy.as_deref().filter(|p| *p != "noeviction") {
         tracing::warn!(
             policy,
-            "Redis may evict the backplane's keys (its maxmemory-policy is not noeviction): an evicted history loses its replay, evicted publish marks let a retried publish be stored twice, and a thread whose keys go starts over; run Redis with maxmemory-policy noeviction"
+            "Redis may evict the backplane's keys (its maxmemory-policy is not noeviction): an evicted history loses its replay, evicted publish marks let a retried publish be stored twice once the history no longer holds it, and a thread whose keys go starts over; run Redis with maxmemory-policy noeviction"
         );
     }
     shared.lock().eviction_policy = policy;
@@ -331,20 +331,19 @@ fn kick_degraded(shared: &Shared) {
 /// would replace it: the node would say it is connected while every publish ends
 /// [`BackplaneError::Unknown`](crate::error::BackplaneError::Unknown).
 ///
-/// The probe reads the marker so that a loss no reconnect shows (a `FLUSHALL`) is found even
-/// while nothing runs a script: each script that creates keys sets a missing marker and says
-/// so on its channel first, but none may run for a while.
+/// The probe runs the generation script so that a loss no reconnect shows (a `FLUSHALL`) is
+/// found even while nothing runs a script: each script that creates keys sets a missing marker
+/// and says so on its channel first, but none may run for a while. The probe's reply is not
+/// where the node learns of it: the announcement on the node's feed is, in the feed's order
+/// (see [`Shared::generation_seen`]).
 async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Result<(), String> {
     // A clone of the connection the node uses, with its own response timeout: a probe queued
     // behind a publish pipeline waits for it, as any command would.
     let mut command = command.clone();
     command.set_response_timeout(shared.config.command_timeout);
-    let marker = generation(shared, &mut command);
-    match tokio::time::timeout(shared.config.command_timeout, marker).await {
-        Ok(Ok(marker)) => {
-            shared.generation_seen(&marker);
-            Ok(())
-        }
+    let probe = generation(shared, &mut command);
+    match tokio::time::timeout(shared.config.command_timeout, probe).await {
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(format!(
             "reading the generation marker on the command connection failed: {error}"
         )),

@@ -25,7 +25,7 @@
 //! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
 //! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread, `r:<thread>` → `1` when the snapshot folds events from before Redis last started the thread over (see [`ThreadSnapshot::from_before_loss`]) |
 //! | `p:thread-age:c:u` | the threads' recency: a sorted set, thread → the time of its last event (ms), to forget the least recent past [`ThreadConfig::max_threads_per_user`](crate::ThreadConfig::max_threads_per_user) |
-//! | `p:generation` | the generation marker: a random value with no time to live, set by the first script that finds it absent (every script that creates keys, the nodes' connections and link checks look first), which also `PUBLISH`es it on the pub/sub channel of the same name, that every node listens to; a node that reads or hears another value than the one it saw knows Redis lost its data meanwhile, unless the value ends with ` kept`: set while Redis still held keys under the prefix (see [Faults](#faults) and the [backplane docs](super#threads)) |
+//! | `p:generation` | the generation marker: a random value with no time to live, set by the first script that finds it absent (every script that creates keys, the nodes' connections and link checks look first), which also `PUBLISH`es it on the pub/sub channel of the same name, that every node listens to; a node that reads another value at a connection, or hears one on the channel, than the one it saw knows Redis lost its data meanwhile, unless the value ends with ` kept`: set while Redis still held keys under the prefix (see [Faults](#faults) and the [backplane docs](super#threads)) |
 //!
 //! User ids are only key material: they are never parsed back from a key (the node maps the
 //! feeds it listens to back to its users), so any string is a valid user id. Channel names
@@ -142,19 +142,25 @@
 //! persistence; a `FLUSHALL`, a failover to a replica without the data). The generation marker
 //! (`p:generation`) shows it: it goes with the data, and whatever finds it absent sets a new
 //! random value and announces it on its channel in the same atomic step. A node that sees a
-//! value other than the one it saw (read at every connection and every link check, returned
-//! by every thread read, heard on the channel) knows Redis lost its data: it counts it once
-//! ([`BackplaneHealth::data_losses`]), logs it, and tells its channels before it goes on,
-//! which keep their thread states (see the [backplane docs](super#threads)) and end their
-//! streams, whose clients resume from the history (a `reset`: what it held is gone). Since every
-//! script that creates keys sets a missing marker first, nothing is published into a Redis
-//! that lost its data before the announcement, and a node hears it before any event published
-//! after it, on the same connection: no event of the new Redis is dispatched, and no read of it
-//! used, as if from before the loss. Found at a reconnect, the loss is told before the node
-//! subscribes (a reconnect that fails then would leave the next one, which reads the new marker
-//! as the one it saw, nothing to tell). With no connection cut, it is found by the first
-//! script to run after it, or else by the next link check: within
-//! [`RedisConfig::ping_interval`].
+//! value other than the one it saw (read at every connection, heard on the channel) knows
+//! Redis lost its data: it counts it once ([`BackplaneHealth::data_losses`]), logs it, and
+//! tells its channels before it goes on, which keep their thread states (see the [backplane
+//! docs](super#threads)) and end their streams, whose clients resume from the history (a
+//! `reset`: what it held is gone). Since every script that creates keys sets a missing marker
+//! first, nothing is published into a Redis that lost its data before the announcement, and a
+//! node hears it before any event published after it, and after every event published before
+//! it, on the same connection: no event of the new Redis is dispatched as if from before the
+//! loss, and every event from before it that reached the node's feed is in the states it keeps.
+//! So while connected, a node takes a new marker in only from its feed, in the feed's order,
+//! however many losses follow each other: a reply on its command connection (a link check, a
+//! thread read) may show the new marker while the feed, lagging, still brings events from
+//! before; a thread read under a marker the feed has not announced yet is not used (the sync
+//! that asked for it fails, and the next one reads again). Found at a reconnect, the loss is
+//! told before the node subscribes (a reconnect that fails then would leave the next one, which
+//! reads the new marker as the one it saw, nothing to tell). With no connection cut, the marker
+//! is set again by the first script to run after the loss, or else by the next link check,
+//! which runs the generation script: within [`RedisConfig::ping_interval`], and the feed
+//! announces it.
 //!
 //! The marker can also go alone (deleted, or evicted by an `allkeys-*` policy). Whatever sets it
 //! again first looks for keys under the prefix (a `SCAN`, up to about 64 000 keys): since no
@@ -171,13 +177,16 @@
 //! Redis must run with `maxmemory-policy noeviction` (the default): every key of the backplane
 //! has a time to live, so a `volatile-*` policy may evict them as well as an `allkeys-*` one,
 //! and a key that goes alone, the rest of the data staying, is no loss the generation marker
-//! shows. An evicted history loses its replay (a resume from before gets `expired`); evicted
-//! publish marks let a retried publish be stored twice; evicted thread keys start the thread
-//! over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes the
-//! thread as started over: if it holds the thread's exact state, it goes on from it and puts
-//! it back in Redis, as after a loss (see the [backplane docs](super#threads)); if not, it
-//! counts the state it reads back in
-//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown). Both are logged at
+//! shows. An evicted history loses its replay (a resume from before gets `expired`); a retry
+//! whose publish mark was evicted looks for its event in the history by its token, and is
+//! stored twice only if the history no longer holds it either; evicted thread keys start the
+//! thread over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes
+//! the thread as started over: if it holds the thread's exact state, it goes on from it and
+//! puts it back in Redis, as after a loss (see the [backplane docs](super#threads)); if it
+//! folded the thread before without holding its exact state now, it reads the thread back at
+//! its first event numbered 1 again (whole if a node put it back; if none did yet, rebuilt
+//! from the history and counted in
+//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown)). Both are logged at
 //! `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
 //! state's `run_unknown`. The node reads the policy at every connection
 //! ([`BackplaneHealth::eviction_policy`]), and logs at `warn` any other than `noeviction`.

@@ -6,7 +6,9 @@
 //! script records, per history, the last counter of each node that ran, and runs a publish
 //! only if its counter is newer: so a batch sent again (after a timeout, or a connection cut
 //! after the write) runs at most once, whichever copy Redis reads first, and the retry answers
-//! with the id the first run gave. A publish is delivered locally without an id only when it
+//! with the id the first run gave. A retry whose mark Redis evicted (the marks go alone under
+//! an evicting `maxmemory-policy`) finds its event in the history by its token instead, while
+//! the history holds it. A publish is delivered locally without an id only when it
 //! surely did not reach Redis (no connection when it was sent, or an error reply): then it is
 //! in no history and on no other node, and the local copy is the only one.
 
@@ -162,7 +164,8 @@ fn mark_ttl(publish_retry: Duration) -> Duration {
     publish_retry * 2 + Duration::from_secs(60)
 }
 
-/// Sends the batch as one pipeline; one result per job, in order.
+/// Sends the batch as one pipeline; one result per job, in order. `wait` is set for a retry,
+/// which the script then also looks for in the history (see the publish script).
 async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Attempt {
     let Some((mut command, link)) = shared.command_of_link() else {
         return Attempt::NotSent(BackplaneError::Disconnected);
@@ -205,7 +208,8 @@ async fn attempt(shared: &Shared, batch: &[Job], wait: Option<Duration>) -> Atte
             )
             .arg(job.channels.max_threads())
             .arg(mark_ttl.as_millis() as u64)
-            .arg(&fresh);
+            .arg(&fresh)
+            .arg(u8::from(wait.is_some()));
     }
     for _ in 0..2 {
         let results = match pipe

@@ -67,7 +67,9 @@ pub(crate) fn generation_lua() -> String {
 /// snapshots (a hash) and the threads' recency (a sorted set), and last the generation marker.
 /// `ARGV`: feed, head, keep, slack, ttl ms, node, counter, max age ms (0: none), thread (`''`:
 /// none), max threads, how long the node's mark must be kept (ms: its retries' window and a
-/// margin), the value for a new generation marker.
+/// margin), the value for a new generation marker, and `1` for a retry (else `0`): a retry
+/// whose mark does not say it ran (Redis evicted the marks) still finds its event in the
+/// history by its token, while the history holds it, and is not stored again.
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
 /// already run (a retry; `id` is `''` if the history no longer holds it).
 pub(crate) fn publish_lua() -> String {
@@ -80,13 +82,15 @@ local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
 local thread = ARGV[9]
 local token = node .. ':' .. ARGV[7]
 local seen = redis.call('HGET', KEYS[2], node)
-if seen and tonumber(string.match(seen, '^(%d+)')) >= counter then
+local ran = seen and tonumber(string.match(seen, '^(%d+)')) >= counter
+-- A retry whose mark went (evicted) looks for its event in the history too.
+if ran or ARGV[13] == '1' then
   local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', tonumber(ARGV[3]) + tonumber(ARGV[4]))
   local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
   for _, entry in ipairs(recent) do
     if entry[2][4] == token then return {entry[1], nodes, 1} end
   end
-  return {'', nodes, 1}
+  if ran then return {'', nodes, 1} end
 end
 local nodes = redis.call('PUBSUB', 'NUMSUB', feed)[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -199,8 +203,13 @@ end
 /// `KEYS`: the history, the thread snapshots, the generation marker. `ARGV`: ttl ms, thread,
 /// the value for a new generation marker, and `1` to pass over a snapshot that does not fold
 /// events from before Redis started the thread over (the reader kept the thread's state across
-/// the loss, and continues it with the thread's every entry), else `0`. Reads at most the whole
-/// history (bounded by the publish script's trimming).
+/// the loss, and continues it with the thread's every entry), else `0`. Such a snapshot is
+/// passed over only when the history still holds every entry of the thread since Redis
+/// started it over (at least as many as its count; more when Redis dropped the thread's keys
+/// alone, and its entries from before are still there): otherwise it holds more of the thread
+/// than the history does, and is returned (the reader cannot join its state, and reads the
+/// most there is). Reads at most the whole history (bounded by the publish script's
+/// trimming), twice at most.
 pub(crate) fn thread_lua() -> String {
     format!(
         "{}{CMPID_LUA}{}",
@@ -218,29 +227,30 @@ for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then last = info[i + 1] end
 end
 local thread = ARGV[2]
+local function after(from)
+  local mine = {}
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], from, '+')) do
+    local fields = entry[2]
+    for i = 5, #fields, 2 do
+      if fields[i] == 'h' and fields[i + 1] == thread then
+        mine[#mine + 1] = {entry[1], fields[2]}
+        break
+      end
+    end
+  end
+  return mine
+end
 local count = tonumber(redis.call('HGET', KEYS[2], 'n:' .. thread) or '0')
 local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
 local before = tonumber(redis.call('HGET', KEYS[2], 'r:' .. thread) or '0')
-if snapshot and before == 0 and ARGV[4] == '1' then snapshot = false end
-local from = '-'
-if snapshot then
-  local covers = string.match(snapshot, '^(%S+)')
-  if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker, before} end
-  from = '(' .. covers
+if snapshot and before == 0 and ARGV[4] == '1' then
+  local all = after('-')
+  if #all >= count then return {last, count, '', all, marker, 0} end
 end
-local entries = redis.call('XRANGE', KEYS[1], from, '+')
-local mine = {}
-for _, entry in ipairs(entries) do
-  local fields = entry[2]
-  for i = 5, #fields, 2 do
-    if fields[i] == 'h' and fields[i + 1] == thread then
-      mine[#mine + 1] = {entry[1], fields[2]}
-      break
-    end
-  end
-end
-if not snapshot then before = 0 end
-return {last, count, snapshot or '', mine, marker, before}
+if not snapshot then return {last, count, '', after('-'), marker, 0} end
+local covers = string.match(snapshot, '^(%S+)')
+if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker, before} end
+return {last, count, snapshot, after('(' .. covers), marker, before}
 "
     )
 }

@@ -331,18 +331,19 @@ impl Shared {
         format!("{}-{:016x}", self.node, fastrand::u64(..))
     }
 
-    /// Redis showed its generation marker (at a connection, on the marker's channel, in a
-    /// reply): if it is new, Redis lost its data since the node saw the current one, unless
-    /// the new marker says the data was kept (it went alone: see the generation script). A
-    /// loss is counted and logged, and told to the channels ([`kick_all`](Self::kick_all)),
-    /// which keep their exact thread states, before this returns: so before the node
-    /// dispatches anything that came after the announcement of the new marker on its feed, and
-    /// before it uses a reply read under it (a state made exact from the new data would be kept
-    /// as one from before the loss). Returns whether it was a loss. The first marker the node
-    /// sees is none: it had nothing before.
+    /// Redis showed its generation marker, at a connection or on the marker's channel: if it is
+    /// new, Redis lost its data since the node saw the current one, unless the new marker says
+    /// the data was kept (it went alone: see the generation script). A loss is counted, logged
+    /// and told to the channels ([`kick_all`](Self::kick_all)), which keep their exact thread
+    /// states, before this returns: before the node dispatches what followed the announcement
+    /// on its feed. Returns whether it was a loss; the first marker the node sees is none.
     ///
-    /// Whoever sees a new marker first (a reconnect, the marker's channel, a thread read, the
-    /// link check) tells the channels; the others find it current, so a loss counts once.
+    /// Only there: a marker is announced in the same atomic step that sets it, so the feed
+    /// brings it after every event from before the loss and before every one after. A reply
+    /// (a link check, a thread read) may show it while the lagging feed still brings events
+    /// from before, which the kept states would lack. The feed announces every marker set since
+    /// the node subscribed (at the connection), or breaks and the next connection reads it. A
+    /// thread read under a marker not known yet is not used ([`Self::generation_known`]).
     pub(crate) fn generation_seen(&self, value: &str) -> bool {
         let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
         match generations.see(value) {
@@ -358,6 +359,13 @@ impl Shared {
         // Under the lock: whoever sees the marker next waits until the channels were told.
         self.kick_all(true);
         true
+    }
+
+    /// Whether a reply's marker is the node's current one or an earlier one (see
+    /// [`generation_seen`](Self::generation_seen)).
+    pub(crate) fn generation_known(&self, value: &str) -> bool {
+        let generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        generations.knows(value)
     }
 
     /// The connection was lost: nothing is subscribed any more, everything wanted is to be
