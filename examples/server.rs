@@ -18,6 +18,15 @@
 //! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3001 cargo run --features redis --example server
 //! ```
 //!
+//! A `rediss://` URL (TLS, the `redis-tls` feature) trusts the platform's roots; for a server
+//! whose certificate a private CA signed, `REDIS_CA` names a PEM file of the CA certificates to
+//! trust instead (a file that cannot be read or holds no PEM certificate stops the server at
+//! startup, naming `REDIS_CA`):
+//!
+//! ```text
+//! REDIS_URL=rediss://redis.internal:6380 REDIS_CA=/etc/redis/ca.pem cargo run --features redis-tls --example server
+//! ```
+//!
 //! The first line the server prints on standard output is `listening on http://HOST:PORT`, with
 //! the real port (tools that start it with port 0 read it from there); logs go to standard
 //! error (`RUST_LOG=debug` for more). `HEARTBEAT_MS` sets the idle time before a heartbeat, in
@@ -61,7 +70,11 @@
 //! came); a thread name that is empty, over 256 bytes or not UTF-8, or a `thread` given more
 //! than once, is `400` `invalid_thread`;
 //! a body over 64 KiB is `413`; a user's 17th connection on a
-//! channel is `429`; and after shutdown began, `503`.
+//! channel is `429`; and after shutdown began, `503`. So are the refusals no handler of the
+//! demo writes: a path that is not UTF-8 once percent-decoded is `400` `invalid_path`, a body
+//! that cannot be read (a broken chunked coding) `400` `unreadable_body`, and, from
+//! [`sse_hub::serve`] over HTTP/1.1, a request head over 64 KiB `431`
+//! `request_head_too_large` and one that cannot be parsed `400` `malformed_request`.
 //!
 //! # Authentication in a real application
 //!
@@ -129,16 +142,24 @@ use serde_json::json;
 use sse_hub::models::{A2AEvent, AgUiEvent, AnalyticsEvent, SystemEvent};
 use sse_hub::sse::error_response;
 use sse_hub::{
-    Channel, Config, EventRouter, LastEventId, PublishError, Route, Routed, SubscribeError,
-    ThreadQuery, UserId,
+    Channel, EventRouter, LastEventId, PublishError, Route, Routed, SubscribeError, ThreadQuery,
+    UserId,
 };
 use tokio::sync::Notify;
+
+#[path = "server/env.rs"]
+mod env;
+#[path = "server/signals.rs"]
+mod signals;
+
+use env::router_from_env;
+use signals::Signals;
 
 /// The address listened on when `ADDR` is not set.
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 
 /// The largest `POST` body accepted. An event's frame is limited to 64 KiB too
-/// ([`Config::max_frame_bytes`]), so a bigger body could never be published anyway.
+/// ([`Config::max_frame_bytes`](sse_hub::Config::max_frame_bytes)), so a bigger body could never be published anyway.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long the open connections may take to close after shutdown began, before the process
@@ -161,6 +182,8 @@ The sse-hub demo server. It takes no arguments; its settings are environment var
   ADDR=HOST:PORT     where to listen (default 127.0.0.1:3000; port 0 picks a free one)
   HEARTBEAT_MS=N     idle milliseconds before a heartbeat (default 15000)
   REDIS_URL=URL      share channels with every server on this Redis (feature `redis`)
+  REDIS_CA=FILE      PEM CA certificates to trust for a rediss:// REDIS_URL, instead of
+                     the default roots (feature `redis-tls`)
   RUST_LOG=FILTER    log filter for standard error (default info)
 
 The first line on standard output is `listening on http://HOST:PORT`. Routes: see the
@@ -284,12 +307,6 @@ async fn run() -> Result<(), String> {
     tracing::info!("stopped");
     Ok(())
 }
-
-/// The Redis backplane, to close on shutdown.
-#[cfg(feature = "redis")]
-type Backplane = Option<sse_hub::backplane::RedisBackplane>;
-#[cfg(not(feature = "redis"))]
-type Backplane = Option<std::convert::Infallible>;
 
 fn routes(app: App) -> Router {
     Router::new()
@@ -449,54 +466,6 @@ async fn route<E: DeserializeOwned + Route + Sync>(
         .map_err(Refusal::Publish)
 }
 
-/// The router: on its own, or, with `REDIS_URL` set, sharing its channels with every server on
-/// that Redis.
-async fn router_from_env() -> Result<(EventRouter, Backplane), String> {
-    let Some(url) = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        return Ok((EventRouter::new(config_from_env()?), None));
-    };
-    #[cfg(feature = "redis")]
-    {
-        use sse_hub::backplane::{RedisBackplane, RedisConfig};
-        let backplane = RedisBackplane::new(RedisConfig::new(url))
-            .map_err(|e| format!("cannot use REDIS_URL: {e}"))?;
-        if backplane.wait_connected(Duration::from_secs(5)).await {
-            tracing::info!("sharing events with every server on the same Redis (REDIS_URL)");
-        } else {
-            tracing::warn!(
-                "Redis (REDIS_URL) is not reachable yet: serving, and connecting in the background"
-            );
-        }
-        Ok((
-            EventRouter::with_backplane(config_from_env()?, Arc::new(backplane.clone())),
-            Some(backplane),
-        ))
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        let _ = url;
-        Err(
-            "REDIS_URL is set, but this build has no Redis support: run it with --features redis"
-                .to_owned(),
-        )
-    }
-}
-
-/// The router's config: the defaults, with the heartbeat interval from `HEARTBEAT_MS` if set.
-fn config_from_env() -> Result<Config, String> {
-    let mut config = Config::default();
-    if let Some(ms) = std::env::var("HEARTBEAT_MS").ok().filter(|v| !v.is_empty()) {
-        let ms: u64 = ms.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
-            format!("HEARTBEAT_MS must be a positive number of milliseconds, got {ms:?}")
-        })?;
-        config.sse.heartbeat_interval = Duration::from_millis(ms);
-    }
-    Ok(config)
-}
-
 /// The `400` for a body that is not an event of `channel`'s type, saying what is wrong.
 fn invalid_event(channel: Channel, body: &[u8], error: &serde_json::Error) -> Refusal {
     let (kind, expected) = match channel {
@@ -605,45 +574,4 @@ fn channel_and_user(
         .parse()
         .map_err(|unknown| Refusal::new(StatusCode::NOT_FOUND, "unknown_channel", unknown))?;
     Ok((channel, UserId::from(user)))
-}
-
-/// Ctrl-C and, on Unix, SIGTERM: registered up front, so no signal is missed.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {})
-    }
-
-    /// Waits for the first signal and names it.
-    #[cfg(unix)]
-    async fn recv(mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-
-    #[cfg(not(unix))]
-    async fn recv(self) -> &'static str {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "Ctrl-C",
-            Err(_) => std::future::pending().await,
-        }
-    }
 }

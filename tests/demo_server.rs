@@ -11,7 +11,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{
-    DemoServer, SseStream, WAIT, client, delete, get, post, publish, send, stats, wait_connections,
+    DemoServer, SseStream, WAIT, client, delete, get, post, publish, run_demo, send, send_raw,
+    stats, wait_connections,
 };
 
 fn text_message(delta: &str) -> Value {
@@ -308,6 +309,98 @@ async fn bad_input_is_a_clear_json_error_and_changes_nothing() {
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
+/// Every error the demo answers is the JSON error, those no handler of the demo writes
+/// included: the extractors' rejections (axum answers them in plain text unless the handler
+/// maps them) and the request heads `sse_hub::serve` refuses before any handler runs (hyper
+/// answers them with an empty body).
+#[tokio::test]
+async fn every_error_is_a_json_error() {
+    let server = DemoServer::start();
+    let client = client();
+    for (method, path, status, code) in [
+        // Not UTF-8 once percent-decoded: the path extractor refuses it.
+        (
+            Method::GET,
+            "/events/agui/%FF",
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            Method::POST,
+            "/events/agui/%FF",
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            Method::DELETE,
+            "/events/agui/%FF",
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            Method::GET,
+            "/events/agui/u?thread=a&thread=b",
+            StatusCode::BAD_REQUEST,
+            "invalid_thread",
+        ),
+        (
+            Method::POST,
+            "/events/agui/u?thread=",
+            StatusCode::BAD_REQUEST,
+            "invalid_thread",
+        ),
+        (
+            Method::POST,
+            "/events/a2a/u?thread=t",
+            StatusCode::BAD_REQUEST,
+            "invalid_thread",
+        ),
+        (
+            Method::OPTIONS,
+            "/events/agui/u",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/events/agui",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        let body = (method == Method::POST).then(|| text_message("x").to_string().into_bytes());
+        let reply = send(&client, method.clone(), &server.url(path), body).await;
+        let message = reply.assert_error(status, code);
+        println!("{method} {path}: {status} {message}");
+    }
+
+    let cookie = "c".repeat(65 * 1024);
+    for (request, status, code) in [
+        // A chunked body that is not: the body extractor fails to read it.
+        (
+            "POST /events/agui/u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\nzz\r\n"
+                .to_owned(),
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+        ),
+        (
+            format!("GET /events/agui/u HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n"),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_head_too_large",
+        ),
+        (
+            "GET /events/agui/u HTTP/1.1\r\nHost t\r\n\r\n".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+    ] {
+        let reply = send_raw(server.addr, request.as_bytes()).await;
+        let message = reply.assert_error(status, code);
+        println!("{}: {status} {message}", request.lines().next().unwrap());
+    }
+}
+
 #[tokio::test]
 async fn the_17th_connection_of_a_user_is_429() {
     let server = DemoServer::start();
@@ -412,61 +505,20 @@ async fn sigterm_with_clients_connected_exits_cleanly_and_promptly() {
 #[test]
 fn help_names_the_settings_and_unknown_arguments_are_refused() {
     for flag in ["--help", "-h"] {
-        let (code, stdout, _) = run_demo_with(&[flag]);
+        let (code, stdout, _) = run_demo(&[flag], &[]);
         assert_eq!(code, Some(0), "{flag}");
-        for setting in ["ADDR", "HEARTBEAT_MS", "REDIS_URL", "RUST_LOG"] {
+        for setting in ["ADDR", "HEARTBEAT_MS", "REDIS_URL", "REDIS_CA", "RUST_LOG"] {
             assert!(
                 stdout.contains(setting),
                 "{flag} does not name {setting}: {stdout}"
             );
         }
     }
-    let (code, stdout, stderr) = run_demo_with(&["--port", "8080"]);
+    let (code, stdout, stderr) = run_demo(&["--port", "8080"], &[]);
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains("--port") && stderr.contains("ADDR"),
         "{stderr}"
     );
     assert!(stdout.is_empty(), "it started: {stdout}");
-}
-
-/// Runs the demo with `args` and returns its exit code and output; one that is still running
-/// after 10 s (it started serving) is killed and fails the test.
-fn run_demo_with(args: &[&str]) -> (Option<i32>, String, String) {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(support::server_binary())
-        .args(args)
-        .env("ADDR", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the demo server");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the demo server") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the demo server given {args:?} was still running after 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stdout, stderr)
 }

@@ -3,7 +3,9 @@
 //! (rcgen): nodes that trust the CA deliver and resume across nodes; a node that does not
 //! trust it, or that shows no client certificate to a server that requires one, never connects,
 //! says why in its health, and receives nothing; a handshake that is never answered times out
-//! and is retried. Settings that cannot work are refused when the backplane is created.
+//! and is retried. Settings that cannot work are refused when the backplane is created. The
+//! demo server reaches such a Redis with the CA in `REDIS_CA`, and refuses to start with a
+//! `REDIS_CA` it cannot use.
 //!
 //! Without `redis-server` on the `PATH`, or with one built without TLS, the server tests print
 //! `SKIPPED` and pass, except under `CI=true`, where either is a failure. Every wait is bounded.
@@ -16,6 +18,9 @@ use sse_hub::backplane::{BackplaneError, RedisBackplane, RedisConfig, RedisTls};
 
 #[path = "support/backplane.rs"]
 mod support;
+
+#[path = "support/mod.rs"]
+mod demo;
 
 use support::tls::{ClientAuth, TestCa};
 use support::{
@@ -328,4 +333,69 @@ async fn a_tls_handshake_that_never_answers_times_out_and_is_retried() {
     .await;
     assert!(retried.is_ok(), "not retried: {:?}", backplane.health());
     silent.abort();
+}
+
+/// The demo server's `REDIS_CA`: with a `rediss://` `REDIS_URL` whose server certificate the
+/// test CA signed, it connects (the default roots would not trust it: see
+/// `a_node_that_does_not_trust_the_servers_ca_never_connects_and_says_why`), and an event
+/// published over HTTP goes through Redis to an SSE client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn the_demo_server_trusts_the_ca_in_redis_ca() {
+    if !redis_available() {
+        return;
+    }
+    let Some(redis) = RedisServer::start_tls(ClientAuth::No).await else {
+        return;
+    };
+    let ca = redis.tls.as_ref().unwrap().ca_file();
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let server = demo::DemoServer::start_with_env(&[
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_CA", ca.to_str().expect("a UTF-8 path")),
+    ]);
+    let stream = server.url("/events/agui/ada");
+    // Primed: the demo listens to ada's feed on Redis, and read its history.
+    let client = EsClient::spawn(stream.clone(), None, Duration::from_millis(100));
+    assert!(client.wait_primed(WAIT).await, "{:?}", client.seen());
+    let event = serde_json::json!({"type": "CUSTOM", "name": "n", "value": {"n": 1}});
+    let id = demo::publish(&demo::client(), &stream, &event).await;
+    assert!(client.wait_for_event(WAIT, 1).await, "{:?}", client.seen());
+    assert_eq!(
+        events(&client.stop().await),
+        [(id, 1)],
+        "the event, with the id Redis gave it"
+    );
+}
+
+/// A `REDIS_CA` the demo cannot use stops it at startup with a message naming `REDIS_CA`:
+/// no file there, a file that holds no PEM certificate, and a CA for a `redis://` URL (which
+/// would not use it) or for no `REDIS_URL` at all.
+#[test]
+fn the_demo_server_refuses_a_redis_ca_it_cannot_use() {
+    let dir = std::env::temp_dir().join(format!("sse-hub-redis-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not-pem.txt");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let good = dir.join("ca.pem");
+    std::fs::write(&good, TestCa::new("a CA").cert_pem).unwrap();
+    let missing = dir.join("missing.pem");
+    let tls_url = "rediss://127.0.0.1:1/";
+    for (url, ca, says) in [
+        (tls_url, &missing, "cannot read REDIS_CA"),
+        (tls_url, &not_pem, "no PEM certificate"),
+        ("redis://127.0.0.1:1/", &good, "not a rediss:// URL"),
+        ("", &good, "REDIS_URL is not:"),
+    ] {
+        let ca = ca.to_str().unwrap();
+        let (code, stdout, stderr) = demo::run_demo(&[], &[("REDIS_URL", url), ("REDIS_CA", ca)]);
+        assert_eq!(code, Some(1), "{url} {ca}: {stderr}");
+        assert!(
+            stderr.contains("REDIS_CA") && stderr.contains(says),
+            "{url} {ca}: the message names REDIS_CA and says {says:?}: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{url} {ca}: it started: {stdout}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

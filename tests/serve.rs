@@ -8,9 +8,9 @@
 mod common;
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::raw::Raw;
 use common::{Served, SseClient, WAIT, bounded, router};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -195,64 +195,6 @@ async fn the_demo_server_serves_its_streams_over_h2c() {
 }
 
 // The lean HTTP/1.1 path: a `GET` with `Accept: text/event-stream` (what `EventSource` sends).
-
-/// A raw HTTP/1.1 connection, for what a library client hides: the exact head, the chunks,
-/// several requests on one connection.
-struct Raw {
-    stream: tokio::net::TcpStream,
-    input: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr) -> Self {
-        let stream = bounded("connect", WAIT, tokio::net::TcpStream::connect(addr))
-            .await
-            .expect("connect");
-        Self {
-            stream,
-            input: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, request: &str) {
-        use tokio::io::AsyncWriteExt;
-        self.stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write");
-    }
-
-    /// Reads the response head, lowercased, so that header names can be matched as text.
-    async fn read_head_lowercase(&mut self) -> String {
-        let head = self.read_through(b"\r\n\r\n").await;
-        String::from_utf8_lossy(&head).to_ascii_lowercase()
-    }
-
-    /// Reads until `needle` has arrived; returns everything up to and including it.
-    async fn read_through(&mut self, needle: &[u8]) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            if let Some(at) = common::find(&self.input, needle) {
-                return self.input.drain(..at + needle.len()).collect();
-            }
-            let mut buf = [0u8; 4096];
-            let n = bounded(
-                &format!("{:?}", String::from_utf8_lossy(needle)),
-                WAIT,
-                self.stream.read(&mut buf),
-            )
-            .await
-            .expect("read");
-            assert!(
-                n > 0,
-                "closed before {:?}; got {:?}",
-                String::from_utf8_lossy(needle),
-                String::from_utf8_lossy(&self.input)
-            );
-            self.input.extend_from_slice(&buf[..n]);
-        }
-    }
-}
 
 const SSE_GET: &str = "Accept: text/event-stream\r\n";
 
@@ -539,10 +481,7 @@ async fn a_lean_stream_whose_client_stops_reading_is_closed_by_the_stall_timeout
     let stream = bounded("connect", WAIT, socket.connect(addr))
         .await
         .expect("connect");
-    let mut raw = Raw {
-        stream,
-        input: Vec::new(),
-    };
+    let mut raw = Raw::from(stream);
     raw.send(&get("/events/ada", SSE_GET)).await;
     raw.read_through(b"\n\n\r\n").await;
     let user = UserId::from("ada");
@@ -777,33 +716,6 @@ async fn a_handlers_transfer_codings_go_out_on_one_line_ending_in_chunked_on_bot
                 .collect();
             assert_eq!(codings, ["gzip, chunked"], "lean {lean}, {path}: {head}");
             raw.read_through(b"9\r\ndata: x\n\n\r\n0\r\n\r\n").await;
-        }
-        server.shut_down().await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_head_that_cannot_be_parsed_is_refused_by_hyper_with_400_and_no_body_on_both_paths() {
-    // What the README says of hyper's own refusals: before any handler runs, so with no JSON
-    // body (a head too long is 431, `a_request_head_is_held_to_the_same_limit_...`).
-    let hub: Broadcaster<Value> = Broadcaster::new(Config::default());
-    for lean in [false, true] {
-        let server = start_with(&hub, lean).await;
-        for bad in [
-            "GET /events/ada HTTP/1.1\r\nHost: test\r\nAccept text/event-stream\r\n\r\n",
-            "GET /events/ada HTTP/1.1\r\nHost: test\r\nContent-Length: x\r\n\r\n",
-        ] {
-            let mut raw = Raw::connect(server.addr).await;
-            raw.send(bad).await;
-            let head = raw.read_head_lowercase().await;
-            assert!(
-                head.starts_with("http/1.1 400 bad request\r\n"),
-                "lean {lean}: {head}"
-            );
-            assert!(
-                head.contains("content-length: 0\r\n"),
-                "lean {lean}: {head}"
-            );
         }
         server.shut_down().await;
     }

@@ -15,6 +15,11 @@
 //! away is noticed at once (as hyper does), and a request pipelined behind the stream is kept
 //! for afterwards; unlike hyper, the reading goes on past it (up to [`MAX_PIPELINED`]), so a
 //! client that pipelined a request, or sent a stray empty line, is still noticed going away.
+//!
+//! The heads read here (see [`head`]) are every head of the connection until one that is not
+//! for this path, so a head hyper would refuse before any handler runs (too long, or one it
+//! cannot parse) is answered here too: with hyper's status, and the library's JSON error body
+//! where hyper's is empty.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -32,12 +37,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower_service::Service;
 
-/// The longest request head served here: a longer one is handed to hyper, which has its own
-/// limit (once read whole, see [`read_to_end_of_head`]).
-const MAX_HEAD: usize = 8 * 1024;
-
-/// The most headers a request read here may have.
-const MAX_HEADERS: usize = 64;
+use super::head::{self, Head, MAX_HEADERS, Refusal, read_head};
 
 /// Bytes the client may send while its stream is written (a pipelined request, a stray empty
 /// line) that are read and kept for after the response; past them the socket is no longer read
@@ -89,135 +89,42 @@ where
                 };
             }
         };
-        match head {
+        let end = match head {
             Err(_) => return Outcome::Close,
-            Ok(None) => return Outcome::Hyper(Bytes::from(buffered)),
-            Ok(Some(end)) => match parse(&buffered[..end]) {
-                None => return Outcome::Hyper(Bytes::from(buffered)),
-                Some((request, close)) => {
-                    buffered.drain(..end);
-                    buffered.shrink_to_fit();
-                    let mut router = router.clone();
-                    let Ok(response) = router.call(request).await;
-                    let keep_alive = !close && !*draining.borrow();
-                    match respond(io, response, keep_alive, &mut buffered).await {
-                        Ok(true) if !*draining.borrow() => continue,
-                        _ => return Outcome::Close,
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// Reads until `buffered` holds a whole request head; returns its length, or `None` when the
-/// bytes cannot start a request for this path (HTTP/2's preface, read whole, or a head too
-/// long, read to its end or `max_head`). `Err` when the connection closes or fails first.
-async fn read_head<I>(
-    io: &mut I,
-    buffered: &mut Vec<u8>,
-    max_head: usize,
-) -> io::Result<Option<usize>>
-where
-    I: AsyncRead + Unpin,
-{
-    loop {
-        if buffered.starts_with(super::HTTP2_PREFACE) {
-            return Ok(None);
-        }
-        // Nothing yet, or the start of the HTTP/2 preface: read on, under the caller's timeout,
-        // until all of it has come (or a byte that is not its), so that hyper is not left
-        // waiting for the rest with no timeout. httparse would take it for a head it cannot
-        // parse.
-        if !super::protocol_unknown(buffered) {
-            // httparse finds the end of the head as hyper does, lines ending in a bare LF included
-            // (RFC 9112, 2.2); a head it cannot parse is hyper's to answer.
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::Request::new(&mut headers).parse(buffered) {
-                Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
-                Ok(httparse::Status::Partial) => {}
-                // hyper takes more headers than this path.
-                Err(httparse::Error::TooManyHeaders) => {
-                    return read_to_end_of_head(io, buffered, max_head)
-                        .await
-                        .map(|()| None);
-                }
-                Err(_) => return Ok(None),
-            }
-            if buffered.len() >= MAX_HEAD {
-                return read_to_end_of_head(io, buffered, max_head)
-                    .await
-                    .map(|()| None);
-            }
-        }
-        read_more(io, buffered, MAX_HEAD).await?;
-    }
-}
-
-/// Reads on until `buffered` holds the end of a request head (an empty line) or `max_head`
-/// bytes. A head that is not for this path but still coming is handed to hyper only once it
-/// is whole (or too long for hyper too), under the caller's timeout: hyper's own head timer
-/// would start afresh, and a client trickling a long head would get twice the timeout.
-async fn read_to_end_of_head<I>(
-    io: &mut I,
-    buffered: &mut Vec<u8>,
-    max_head: usize,
-) -> io::Result<()>
-where
-    I: AsyncRead + Unpin,
-{
-    // Empty lines before the request line are not its end (RFC 9112, 2.2).
-    let start = buffered
-        .iter()
-        .position(|byte| !matches!(byte, b'\r' | b'\n'))
-        .unwrap_or(buffered.len());
-    let mut scanned = start;
-    loop {
-        // Only what came since the last look (and the two bytes before it): a head trickled a
-        // byte at a time is not searched again from its start each time.
-        let from = scanned.saturating_sub(2).max(start);
-        let fresh = &buffered[from..];
-        if fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n") {
-            return Ok(());
-        }
-        scanned = buffered.len();
-        if buffered.len() >= max_head {
-            return Ok(());
-        }
-        read_more(io, buffered, max_head).await?;
-    }
-}
-
-/// Reads once into `buffered`, growing it (to at most `limit`) when it is full. `Err` when the
-/// connection closes or fails.
-async fn read_more<I>(io: &mut I, buffered: &mut Vec<u8>, limit: usize) -> io::Result<()>
-where
-    I: AsyncRead + Unpin,
-{
-    if buffered.capacity() == buffered.len() {
-        let grow = if buffered.is_empty() {
-            1024
-        } else {
-            buffered.len()
+            Ok(Head::Hyper) => return Outcome::Hyper(Bytes::from(buffered)),
+            Ok(Head::Refused(refusal)) => return refuse(io, refusal).await,
+            Ok(Head::Whole(end)) => end,
         };
-        buffered.reserve_exact(grow.min(limit.saturating_sub(buffered.len()).max(1)));
-    }
-    let read = poll_fn(|cx| {
-        let spare = buffered.spare_capacity_mut();
-        let mut buf = ReadBuf::uninit(spare);
-        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => Poll::Pending,
+        let Some((request, close)) = parse(&buffered[..end]) else {
+            // Not a stream: hyper's, unless hyper would refuse the head before any handler.
+            return match head::refusal(&buffered[..end], max_head) {
+                Some(refusal) => refuse(io, refusal).await,
+                None => Outcome::Hyper(Bytes::from(buffered)),
+            };
+        };
+        buffered.drain(..end);
+        buffered.shrink_to_fit();
+        let mut router = router.clone();
+        let Ok(response) = router.call(request).await;
+        let keep_alive = !close && !*draining.borrow();
+        match respond(io, response, keep_alive, &mut buffered).await {
+            Ok(true) if !*draining.borrow() => continue,
+            _ => return Outcome::Close,
         }
-    })
-    .await?;
-    if read == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    // SAFETY: `poll_read` initialised `read` bytes of the spare capacity.
-    unsafe { buffered.set_len(buffered.len() + read) };
-    Ok(())
+}
+
+/// Answers a head hyper would refuse as hyper does (the same status, then the connection
+/// closes, with whatever the client sent after the head unread), but with the JSON error body
+/// every other error of the library has, where hyper's is empty.
+async fn refuse<I>(io: &mut I, refusal: Refusal) -> Outcome
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!(?refusal, "request head refused");
+    let mut unread = Vec::new();
+    let _ = respond(io, refusal.into_response(), false, &mut unread).await;
+    Outcome::Close
 }
 
 /// Parses a request head: a request for this path becomes a `Request` with an empty body, and

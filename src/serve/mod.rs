@@ -74,6 +74,21 @@
 //!   hyper's timer starts once the first byte shows HTTP/1.1, so a head may take up to twice
 //!   the timeout from the connect. After the preface, an HTTP/2 client that goes silent is
 //!   found by the HTTP/2 pings ([`Serve::http2_keep_alive`]), not by this timeout.
+//! * **A request head hyper refuses gets a JSON body.** hyper answers a head before any
+//!   handler runs when it is too long (`431`: its end is not within [`Serve::max_buf_size`]
+//!   bytes, or it has more than 100 header lines), its target is over 65 534 bytes (`414`), or
+//!   it cannot be parsed (`400`: a bad request line or header line, a `Content-Length` that is
+//!   not one number, a `Transfer-Encoding` that does not end in `chunked`), with an empty body,
+//!   and closes the connection. Over HTTP/1.1 the lean path reads the heads first and answers
+//!   these itself, with the same status and the library's JSON error body
+//!   (`{"error": "request_head_too_large" | "uri_too_long" | "malformed_request", "message":
+//!   ...}`, as [`error_response`](crate::sse::error_response) makes), then closes the
+//!   connection too: a request sent after such a head is not served. The checks are hyper's,
+//!   so a head hyper takes is still served. Two cases keep hyper's empty body: a head that
+//!   comes after a request the lean path handed to hyper (a request that is not an SSE stream)
+//!   on the same connection, and every head with [`Serve::lean_http1`] off. Over HTTP/2 a head
+//!   over the limit is refused by the h2 crate itself: a `431` that no handler sees, or past
+//!   four times the limit, the connection closed.
 //! * **The router is shared**, not cloned per connection: `axum::serve` re-builds the router's
 //!   route table for each connection (about 1 KB each for a router of one route).
 //! * **Graceful shutdown**: once the future given to [`Serve::with_graceful_shutdown`] resolves,
@@ -118,6 +133,7 @@ use tokio_io_timeout::TimeoutStream;
 
 use crate::config::HEARTBEAT_INTERVAL;
 
+mod head;
 mod lean;
 mod rewind;
 
@@ -215,7 +231,8 @@ impl<L, F> Serve<L, F> {
 
     /// The largest request head accepted (over HTTP/2, the largest header list, as RFC 9113
     /// counts it), and the most an HTTP/1.1 connection buffers before it writes; at least
-    /// 8 KiB. Default [`DEFAULT_MAX_BUF_SIZE`].
+    /// 8 KiB. Default [`DEFAULT_MAX_BUF_SIZE`]. A longer head is refused with `431` (over
+    /// HTTP/1.1 with a JSON body: see the [module docs](self)).
     pub fn max_buf_size(mut self, bytes: usize) -> Self {
         self.settings.max_buf_size = bytes.max(8 * 1024);
         self
@@ -244,7 +261,9 @@ impl<L, F> Serve<L, F> {
     }
 
     /// Whether SSE requests over HTTP/1.1 are answered on the lean path (see the
-    /// [module docs](self)); default `true`. With `false`, hyper serves every request.
+    /// [module docs](self)); default `true`. With `false`, hyper serves every request, and
+    /// answers a request head it refuses (too long, or one it cannot parse) with its status
+    /// and an empty body, where the lean path gives the library's JSON error body.
     pub fn lean_http1(mut self, enabled: bool) -> Self {
         self.settings.lean_http1 = enabled;
         self

@@ -9,6 +9,8 @@
 // Each test crate that includes this module uses only part of it.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;

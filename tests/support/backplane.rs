@@ -458,6 +458,11 @@ pub mod tls {
             .unwrap()
         }
 
+        /// The file of the server's CA certificate, PEM.
+        pub fn ca_file(&self) -> PathBuf {
+            self.dir.join("ca.pem")
+        }
+
         /// A node's TLS settings that trust the server's CA.
         pub fn trusting(&self) -> RedisTls {
             let mut tls = RedisTls::default();

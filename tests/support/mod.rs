@@ -66,8 +66,21 @@ pub fn server_binary() -> &'static Path {
                 cargo.args(["--profile", other]);
             }
         }
-        if cfg!(feature = "redis") {
-            cargo.args(["--features", "redis"]);
+        // The features the test was built with, so that the binary is the one `cargo test`
+        // built (`redis-tls`: `REDIS_CA` and `rediss://`).
+        let features: Vec<&str> = [
+            ("redis", cfg!(feature = "redis")),
+            ("redis-tls", cfg!(feature = "redis-tls")),
+            (
+                "redis-tls-webpki-roots",
+                cfg!(feature = "redis-tls-webpki-roots"),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(feature, on)| on.then_some(feature))
+        .collect();
+        if !features.is_empty() {
+            cargo.args(["--features", &features.join(",")]);
         }
         let status = cargo
             .status()
@@ -282,6 +295,86 @@ pub async fn send(
         content_type,
         body,
     }
+}
+
+/// Sends `request` as it is on a connection of its own and reads the answer to the server's
+/// close (a request the server refuses ends its connection; others should say
+/// `Connection: close`), within [`WAIT`]: for what an HTTP client will not send.
+pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect within WAIT")
+        .expect("connect");
+    tcp.write_all(request).await.expect("write the request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        // A server that closes with some of the request unread resets the connection: what
+        // came before is the answer.
+        while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+            response.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the server answers and closes the connection within WAIT");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {text:?}"));
+    let head = head.to_ascii_lowercase();
+    let status = head
+        .strip_prefix("http/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(|value| value.trim().to_owned())
+    };
+    if let Some(length) = header("content-length") {
+        assert_eq!(length, body.len().to_string(), "the whole body: {text:?}");
+    }
+    Reply {
+        status,
+        content_type: header("content-type").unwrap_or_default(),
+        body: Bytes::from(body.to_owned()),
+    }
+}
+
+/// Runs the demo with `args` and `env` and returns its exit code and output; one that is still
+/// running after 10 s (it started serving) is killed and fails the test.
+pub fn run_demo(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    let mut child = Command::new(server_binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the demo server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the demo server") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the demo server given {args:?} {env:?} was still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let mut out = child.stdout.take().unwrap();
+    out.read_to_string(&mut stdout).unwrap();
+    let mut err = child.stderr.take().unwrap();
+    err.read_to_string(&mut stderr).unwrap();
+    (status.code(), stdout, stderr)
 }
 
 pub async fn get(client: &reqwest::Client, url: &str) -> Reply {
