@@ -1,11 +1,13 @@
 //! Follow-ups of the Redis data-loss work, against a real `redis-server`, with the faults
-//! injected (a `FLUSHALL`, a restart without persistence, a node's live
+//! injected (a `FLUSHALL`, a restart without persistence, thread keys evicted, a node's live
 //! feed held in a proxy while its commands flow):
 //!
 //! * a plain SSE client that resumes with `Last-Event-ID` across a loss, on the node that saw
 //!   it, on a node whose feed was behind, on a node started after it, and reading its own
 //!   stream too slowly to keep up, receives every event once and in order, or is told in-band
 //!   (`reset`, `lagged`) before the first one after a gap: never a silent gap;
+//! * a node that reads back a thread whose keys Redis evicted, before any node put it back,
+//!   rebuilds the run whole from the history, and does not count it unknown;
 //! * a tab that opens on a node whose feed announces Redis' new generation marker late (its
 //!   thread reads are refused meanwhile) opens with the whole run once the feed caught up, and
 //!   follows it with every event once.
@@ -385,6 +387,83 @@ async fn thread_field(redis: &RedisServer, field: &str) -> Option<String> {
         .query_async(&mut connection)
         .await
         .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. An evicted thread read back before any node put it back.
+
+/// Redis drops alice's thread keys alone (its count, snapshot and recency), as an eviction
+/// does, the generation marker and the history staying.
+async fn evict_thread_keys(redis: &RedisServer) {
+    let mut connection = redis.connection().await;
+    let deleted: i64 = redis::cmd("DEL")
+        .arg("sse-hub:threads:agui:alice")
+        .arg("sse-hub:thread-age:agui:alice")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the thread's count, snapshot and recency");
+}
+
+/// Redis evicts alice's thread keys (its count, snapshot and recency: an `allkeys-*` or
+/// `volatile-*` policy), the history keeping every event of the run. Before any node puts the
+/// run back (nothing was published since), a node that never held the thread opens a tab on
+/// it: it reads the thread back from the history, which holds the run from its first event, so
+/// its tab opens with the whole run, and follows it; that is no state it cannot rebuild, and
+/// is not counted in `thread_states_unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn an_evicted_thread_read_back_whole_is_not_counted_unknown() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let a = Node::start(settings(redis.url()), numbers_config()).await;
+    publish(&a, 1..13).await;
+    evict_thread_keys(&redis).await;
+
+    let c = Node::start(settings(redis.url()), numbers_config()).await;
+    let (opened, mut tab) = open_tab(&c).await;
+    assert_eq!(opened, (1..13).collect::<Vec<_>>(), "the whole run");
+    assert_eq!(
+        c.hub.stats().thread_states_unknown,
+        0,
+        "rebuilt whole: nothing unknown"
+    );
+    publish(&a, 13..16).await;
+    assert_eq!(follow(&mut tab, 15).await, vec![13, 14, 15], "each once");
+    let (opened, _) = open_tab(&c).await;
+    assert_eq!(opened, (1..16).collect::<Vec<_>>());
+    for node in [&a, &c] {
+        assert_eq!(node.hub.stats().thread_states_unknown, 0, "nothing lost");
+    }
+    a.backplane.close().await;
+    c.backplane.close().await;
+}
+
+/// The same, but the run is longer than the history (32 events): the history no longer holds
+/// the thread's first event, so the node that reads it back cannot rebuild the run whole. It
+/// opens with what the history holds, and counts that state unknown, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn an_evicted_thread_whose_start_was_trimmed_is_counted_unknown() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let a = Node::start(settings(redis.url()), numbers_config()).await;
+    publish(&a, 1..61).await;
+    evict_thread_keys(&redis).await;
+
+    let c = Node::start(settings(redis.url()), numbers_config()).await;
+    let (opened, _) = open_tab(&c).await;
+    assert!(
+        !opened.is_empty() && opened[0] > 1 && opened.ends_with(&[59, 60]),
+        "what the history holds, not the run's start: {opened:?}"
+    );
+    assert_eq!(c.hub.stats().thread_states_unknown, 1, "counted, once");
+    a.backplane.close().await;
+    c.backplane.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------
