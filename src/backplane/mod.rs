@@ -182,9 +182,13 @@
 //!   before but holds no exact state of it now (its feed was interrupted) takes the event
 //!   numbered 1 again with a newer id for the thread started over too, not for its start: it
 //!   reads the thread back, and so opens with the whole run another node put back. A thread no
-//!   node held starts over from what Redis holds, as above; a node that reads it back before
-//!   any node put it back finds the history holding more of the thread's events than Redis
-//!   counts, and counts its state unknown (rebuilt from those events).
+//!   node held starts over from what Redis holds, as above. A node that reads it back before
+//!   anything was published into it again (so before any node put it back) finds no snapshot
+//!   and the history holding more of the thread's events than Redis counts: it rebuilds the
+//!   thread from the history, from the thread's first event (marked in its entry), which is
+//!   the whole thread and not counted; if the history no longer holds that event, from what it
+//!   holds, counted unknown. It then meets the thread's next event numbered 1 again as a
+//!   node that held the thread's exact state does.
 //! * **Local only**: an event published into a thread while the backplane is unreachable is
 //!   delivered to this node's thread subscriptions without an id (as any such event) and is
 //!   not folded: it is in no history, and no other node has it.
@@ -401,7 +405,10 @@ pub struct ThreadHistory {
     /// The last id the user's history ever issued (`0-0` if none): the read covers every
     /// event up to it.
     pub last_id: EventId,
-    /// How many events were ever published into the thread (since it was last forgotten).
+    /// How many events were ever published into the thread (since it was last forgotten). A
+    /// backplane that forgot the thread's count and snapshot (Redis evicted them) while its
+    /// history still holds the thread from its first event, nothing published into it since,
+    /// may answer the thread whole from there: those events, with their number here.
     pub count: u64,
     /// The thread's newest snapshot, if any.
     pub snapshot: Option<ThreadSnapshot>,

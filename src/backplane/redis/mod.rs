@@ -20,7 +20,7 @@
 //!
 //! | key | what |
 //! |---|---|
-//! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t` |
+//! | `p:c:u` | the user's history: a stream whose entry ids are the event ids, each entry holding the frame's `event:`/`data:` lines in its field `f` and its publish token in `t`; for an event published into a thread, the thread in `h`, and `s` = `1` on the thread's first event |
 //! | `p:marks:c:u` | the publish marks: a hash, node → the last publish counter of that node that ran, and when the mark may be forgotten (ms, Redis time: twice [`RedisConfig::publish_retry`] and a minute after that publish ran) |
 //! | `p:live:c:u` | the user's *feed*: the pub/sub channel that carries the finished frames, each after its publish token line (for an event published into a thread: `token ordinal length`, then the thread's name) |
 //! | `p:threads:c:u` | the thread snapshots: a hash, `s:<thread>` → `<id> <ordinal>\n` and the opening's frames (the snapshot covers every event of the thread up to that id), `n:<thread>` → the number of events published into the thread, `r:<thread>` → `1` when the snapshot folds events from before Redis last started the thread over (see [`ThreadSnapshot::from_before_loss`]) |
@@ -56,15 +56,19 @@
 //!
 //! A publish into a thread is stored even when no node listens; the script also counts the
 //! event in the thread (its ordinal, sent on the feed), adds the thread to the entry (field
-//! `h`), and for a thread's first event forgets the least recent threads beyond the maximum
-//! and stores an empty snapshot covering the ids before it (so that an older thread of the
-//! same name, forgotten, is not read back). Snapshots are stored by a second script, only if
-//! the thread is still counted and the snapshot outranks the stored one: one that folds events
-//! from before Redis started the thread over outranks one that does not, else the newer wins
-//! (a snapshot refused for its rank is answered so, and the node reads the thread back); a
-//! third reads a thread back (`HGET` of its count and snapshot, `XRANGE` after the snapshot's
-//! id, keeping the thread's entries), atomically, so that the read is complete exactly when the
-//! snapshot's ordinal plus the entries make the count. See the [backplane docs](super#threads).
+//! `h`; `s` marks the thread's first event), and for a thread's first event forgets the least
+//! recent threads beyond the maximum and stores an empty snapshot covering the ids before it
+//! (so that an older thread of the same name, forgotten, is not read back). Snapshots are
+//! stored by a second script, only if the thread is still counted and the snapshot outranks
+//! the stored one: one that folds events from before Redis started the thread over outranks
+//! one that does not, else the newer wins (a snapshot refused for its rank is answered so, and
+//! the node reads the thread back); a third reads a thread back (`HGET` of its count and
+//! snapshot, `XRANGE` after the snapshot's id, keeping the thread's entries), atomically, so
+//! that the read is complete exactly when the snapshot's ordinal plus the entries make the
+//! count. A thread whose keys went (evicted, or
+//! the thread forgotten) with nothing published into it since has no snapshot and no count:
+//! its read is the thread's entries from its newest first event on, complete if the history
+//! still holds that event (see [Eviction](#eviction)). See the [backplane docs](super#threads).
 //!
 //! A history is created with a deleted marker entry, so that its `max-deleted-entry-id` is its
 //! creation: an id from before (an earlier history of the user, which expired, or a Redis that
@@ -188,7 +192,10 @@
 //! from the history and counted in
 //! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown)). Both are logged at
 //! `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
-//! state's `run_unknown`. The node reads the policy at every connection
+//! state's `run_unknown`. A node that reads an evicted thread back before anything was
+//! published into it again rebuilds it from the history, whole if the history still holds the
+//! thread's first event (not counted: nothing is lost), else from what it holds, counted in
+//! `thread_states_unknown`. The node reads the policy at every connection
 //! ([`BackplaneHealth::eviction_policy`]), and logs at `warn` any other than `noeviction`.
 
 use std::sync::Arc;

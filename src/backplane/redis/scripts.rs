@@ -103,7 +103,13 @@ if thread == '' then
   id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token)
 else
   ordinal = redis.call('HINCRBY', KEYS[3], 'n:' .. thread, 1)
-  id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token, 'h', thread)
+  -- The thread's first event says so in its entry (field `s`): a read of a thread whose keys
+  -- went finds where it starts in the history.
+  if ordinal == 1 then
+    id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token, 'h', thread, 's', '1')
+  else
+    id = redis.call('XADD', KEYS[1], '*', 'f', ARGV[2], 't', token, 'h', thread)
+  end
   if ordinal == 1 then
     local max = tonumber(ARGV[10])
     local count = redis.call('ZCARD', KEYS[4])
@@ -208,8 +214,12 @@ end
 /// started it over (at least as many as its count; more when Redis dropped the thread's keys
 /// alone, and its entries from before are still there): otherwise it holds more of the thread
 /// than the history does, and is returned (the reader cannot join its state, and reads the
-/// most there is). Reads at most the whole history (bounded by the publish script's
-/// trimming), twice at most.
+/// most there is). A thread with no snapshot and fewer events counted than the history holds
+/// (its keys went, evicted or forgotten, and nothing was published into it since) is read
+/// from its newest first event (the entry the publish script marks `s`), the count being the
+/// entries from there: the thread whole, which the reader folds as such; if the history no
+/// longer holds any first event of it, the read is all its entries and stays incomplete.
+/// Reads at most the whole history (bounded by the publish script's trimming), twice at most.
 pub(crate) fn thread_lua() -> String {
     format!(
         "{}{CMPID_LUA}{}",
@@ -228,17 +238,18 @@ for i = 1, #info, 2 do
 end
 local thread = ARGV[2]
 local function after(from)
-  local mine = {}
+  local mine, start = {}, 0
   for _, entry in ipairs(redis.call('XRANGE', KEYS[1], from, '+')) do
     local fields = entry[2]
     for i = 5, #fields, 2 do
       if fields[i] == 'h' and fields[i + 1] == thread then
         mine[#mine + 1] = {entry[1], fields[2]}
+        if fields[i + 2] == 's' then start = #mine end
         break
       end
     end
   end
-  return mine
+  return mine, start
 end
 local count = tonumber(redis.call('HGET', KEYS[2], 'n:' .. thread) or '0')
 local snapshot = redis.call('HGET', KEYS[2], 's:' .. thread)
@@ -247,7 +258,19 @@ if snapshot and before == 0 and ARGV[4] == '1' then
   local all = after('-')
   if #all >= count then return {last, count, '', all, marker, 0} end
 end
-if not snapshot then return {last, count, '', after('-'), marker, 0} end
+if not snapshot then
+  local all, start = after('-')
+  -- The thread's keys went (evicted, or the thread forgotten) and nothing was published into
+  -- it since: the history holds the thread whole from its newest first event, if it still
+  -- holds that one (only the oldest entries are trimmed), and what precedes it is of an
+  -- earlier thread of that name.
+  if #all > count and start > 0 then
+    local whole = {}
+    for i = start, #all do whole[#whole + 1] = all[i] end
+    return {last, #whole, '', whole, marker, 0}
+  end
+  return {last, count, '', all, marker, 0}
+end
 local covers = string.match(snapshot, '^(%S+)')
 if cmpid(covers, last) >= 0 then return {last, count, snapshot, {}, marker, before} end
 return {last, count, snapshot, after('(' .. covers), marker, before}
