@@ -19,7 +19,7 @@ mod support;
 #[path = "support/split_proxy.rs"]
 mod split_proxy;
 
-use split_proxy::{SLOW, SplitProxy, hold_next, wait_sent};
+use split_proxy::{SLOW, SplitProxy, hold_next, node_behind_split_proxy, wait_sent};
 use support::{
     EsClient, Node, RedisServer, Seen, WAIT, listening_client, quick_settings, redis_available,
     settings,
@@ -34,20 +34,27 @@ async fn a_behind_a_split_proxy(
     tune: impl FnOnce(&mut RedisConfig),
 ) -> (RedisServer, SplitProxy, Node, Node) {
     let redis = RedisServer::start().await;
-    let proxy = SplitProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    tune(&mut a_settings);
-    let a = Node::start(a_settings, Config::default())
-        .await
-        .serve()
-        .await;
+    let (proxy, a) = node_behind_split_proxy(
+        &redis,
+        |url| {
+            let mut a_settings = settings(url);
+            tune(&mut a_settings);
+            a_settings
+        },
+        Config::default(),
+    )
+    .await;
+    let a = a.serve().await;
     let b = Node::start(settings(redis.url()), Config::default()).await;
-    assert_eq!(
-        proxy.accepted(),
-        2,
-        "one command and one pub/sub connection"
-    );
     (redis, proxy, a, b)
+}
+
+/// Round trips that wait on a held connection for as long as a test holds them (up to 8 s)
+/// rather than fail, and no link check: the round trips on A's connections are the test's.
+fn held_round_trips(settings: &mut RedisConfig) {
+    settings.command_timeout = Duration::from_secs(8);
+    settings.subscribe_timeout = Duration::from_secs(8);
+    settings.ping_interval = Duration::from_secs(60);
 }
 
 /// Waits (bounded) until `node` holds `n` open streams.
@@ -98,13 +105,7 @@ async fn a_live_event_that_comes_while_its_users_catch_up_read_waits_reaches_eac
     if !redis_available() {
         return;
     }
-    let (redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
-        settings.command_timeout = Duration::from_secs(8);
-        settings.subscribe_timeout = Duration::from_secs(8);
-        // No link check: the command connection's round trips are the reads alone.
-        settings.ping_interval = Duration::from_secs(60);
-    })
-    .await;
+    let (redis, proxy, a, b) = a_behind_a_split_proxy(held_round_trips).await;
     let first = listening_client(&redis, &a, "alice").await;
     let id1 = b.publish_stored("alice", 1).await;
     b.publish_stored("alice", 2).await;
@@ -154,12 +155,7 @@ async fn a_user_who_leaves_and_comes_back_while_the_subscribe_waits_is_listened_
     if !redis_available() {
         return;
     }
-    let (_redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
-        settings.command_timeout = Duration::from_secs(8);
-        settings.subscribe_timeout = Duration::from_secs(8);
-        settings.ping_interval = Duration::from_secs(60);
-    })
-    .await;
+    let (_redis, proxy, a, b) = a_behind_a_split_proxy(held_round_trips).await;
     let bob = UserId::from("bob");
     // B serves bob too, so that his history exists whoever listens.
     let _on_b = b.hub.subscribe_async(&bob, None).await.unwrap();
@@ -198,12 +194,7 @@ async fn a_reconnect_while_a_subscribe_waits_leaves_no_gap_and_no_duplicate() {
     if !redis_available() {
         return;
     }
-    let (redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
-        settings.command_timeout = Duration::from_secs(8);
-        settings.subscribe_timeout = Duration::from_secs(8);
-        settings.ping_interval = Duration::from_secs(60);
-    })
-    .await;
+    let (redis, proxy, a, b) = a_behind_a_split_proxy(held_round_trips).await;
     let (alice, bob) = (UserId::from("alice"), UserId::from("bob"));
     // B serves both, so that every event is stored whoever listens.
     let _alice_on_b = b.hub.subscribe_async(&alice, None).await.unwrap();

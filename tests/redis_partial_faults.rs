@@ -23,7 +23,7 @@ mod support;
 #[path = "support/split_proxy.rs"]
 mod split_proxy;
 
-use split_proxy::{SplitProxy, hold_next, wait_sent};
+use split_proxy::{SplitProxy, hold_next, node_behind_split_proxy, wait_sent};
 use sse_hub::backplane::RedisConfig;
 use support::{Fault, FaultProxy, Node, RedisServer, WAIT, redis_available, settings};
 
@@ -165,6 +165,76 @@ async fn a_history_restored_without_its_tail_resumes_a_lost_id_as_expired() {
     }
 }
 
+/// The scene of the tests of a publish retried after a while: [`patient_and_direct_nodes`], a
+/// tab of alice's on B that got her event 0 (published through A), and A's publish of
+/// `{"n": 1}` to her with its reply cut after Redis ran it: the tab got it once, live, and A
+/// will send it again. A is then kept away from Redis (its connection cut, the next ones held:
+/// a partition) until [`heal`](Self::heal).
+struct RetriedPublish {
+    redis: RedisServer,
+    proxy: FaultProxy,
+    /// Node A, kept alive: its publish waits to be retried.
+    _a: Node,
+    b: Node,
+    alice: UserId,
+    tab: Subscription<Value>,
+    /// The id of alice's event 0: a client resuming from it must get event 1 once.
+    id0: EventId,
+    publishing: tokio::task::JoinHandle<Result<Published, PublishError>>,
+    /// Event 1 as the tab got it.
+    live: Frame,
+}
+
+impl RetriedPublish {
+    async fn start() -> Self {
+        let (redis, proxy, a, b) = patient_and_direct_nodes().await;
+        let alice = UserId::from("alice");
+        let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+        let id0 = a.publish_stored("alice", 0).await;
+        assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
+
+        let publishing = publish_with_reply_cut(&proxy, &a);
+        let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
+        assert_eq!(n_of(&live), Some(1), "the publish ran once");
+        proxy.set(Fault::Hold);
+        proxy.cut();
+        Self {
+            redis,
+            proxy,
+            _a: a,
+            b,
+            alice,
+            tab,
+            id0,
+            publishing,
+            live,
+        }
+    }
+
+    /// The partition heals: A sends its publish of 1 again. Its answer.
+    async fn heal(&mut self) -> Result<Published, PublishError> {
+        self.proxy.set(Fault::None);
+        timeout(Duration::from_secs(30), &mut self.publishing)
+            .await
+            .expect("the retried publish is answered")
+            .unwrap()
+    }
+
+    /// What a client of alice's that resumes on B from event 0 (a reload, another tab, a node
+    /// change) gets within 500 ms, and how many times event 1 is among it.
+    async fn resumed_from_event_0(&self) -> (Vec<(FrameKind, Option<u64>)>, usize) {
+        let mut resumed = self
+            .b
+            .hub
+            .subscribe_async(&self.alice, Some(&self.id0.to_string()))
+            .await
+            .unwrap();
+        let got = drain(&mut resumed, Duration::from_millis(500)).await;
+        let ones = got.iter().filter(|(_, n)| *n == Some(1)).count();
+        (got, ones)
+    }
+}
+
 /// A publish whose reply was lost is retried after Redis evicted the user's publish marks (an
 /// evicting `maxmemory-policy`: every key of the backplane has a time to live), so no mark
 /// says the publish ran. The retry finds the event in the history by its token instead, and
@@ -176,19 +246,9 @@ async fn a_retried_publish_whose_mark_redis_evicted_runs_once() {
     if !redis_available() {
         return;
     }
-    let (redis, proxy, a, b) = patient_and_direct_nodes().await;
-    let alice = UserId::from("alice");
-    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
-    let id0 = a.publish_stored("alice", 0).await;
-    assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
-
-    let publishing = publish_with_reply_cut(&proxy, &a);
-    let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
-    assert_eq!(n_of(&live), Some(1), "the publish ran once");
-    // A is kept away from Redis while Redis evicts alice's publish marks.
-    proxy.set(Fault::Hold);
-    proxy.cut();
-    let mut connection = redis.connection().await;
+    let mut scene = RetriedPublish::start().await;
+    // While A is kept away from Redis, Redis evicts alice's publish marks.
+    let mut connection = scene.redis.connection().await;
     let marks: Vec<String> = redis::cmd("KEYS")
         .arg("sse-hub:marks:*")
         .query_async(&mut connection)
@@ -201,26 +261,22 @@ async fn a_retried_publish_whose_mark_redis_evicted_runs_once() {
         .unwrap();
     assert_eq!(deleted, 1, "alice's publish marks: {marks:?}");
 
-    proxy.set(Fault::None);
-    let answered = timeout(Duration::from_secs(30), publishing)
+    let answered = scene
+        .heal()
         .await
-        .expect("the retried publish is answered")
-        .unwrap()
         .expect("the retried publish is confirmed");
-    assert_eq!(answered.id, live.id(), "the retry answers the event's id");
+    assert_eq!(
+        answered.id,
+        scene.live.id(),
+        "the retry answers the event's id"
+    );
 
-    let mut resumed = b
-        .hub
-        .subscribe_async(&alice, Some(&id0.to_string()))
-        .await
-        .unwrap();
-    let got = drain(&mut resumed, Duration::from_millis(500)).await;
-    let ones = got.iter().filter(|(_, n)| *n == Some(1)).count();
+    let (got, ones) = scene.resumed_from_event_0().await;
     assert_eq!(
         ones, 1,
         "event 1 published once was replayed {ones} times: {got:?}"
     );
-    let rest = drain(&mut tab, Duration::from_millis(300)).await;
+    let rest = drain(&mut scene.tab, Duration::from_millis(300)).await;
     assert!(
         rest.iter().all(|(_, n)| *n != Some(1)),
         "the live tab got event 1 again: {rest:?}"
@@ -239,46 +295,26 @@ async fn a_retried_publish_runs_once_however_many_nodes_published_to_the_user() 
     if !redis_available() {
         return;
     }
-    let (redis, proxy, a, b) = patient_and_direct_nodes().await;
-    let alice = UserId::from("alice");
-    let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
-    let id0 = a.publish_stored("alice", 0).await;
-    assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
-
-    let publishing = publish_with_reply_cut(&proxy, &a);
-    let live = timeout(WAIT, tab.next()).await.unwrap().unwrap();
-    assert_eq!(n_of(&live), Some(1), "the publish ran once");
     // A network partition keeps A away from Redis for a while.
-    proxy.set(Fault::Hold);
-    proxy.cut();
+    let mut scene = RetriedPublish::start().await;
 
     // Meanwhile 70 other node processes (restarts, autoscaling, short-lived publishers)
     // publish to alice: each has its own random node id.
     for i in 0..70 {
-        let other = node(redis.url()).await;
+        let other = node(scene.redis.url()).await;
         other.publish_stored("alice", 100 + i).await;
         other.backplane.close().await;
     }
 
     // The partition heals: A retries its publish of 1.
-    proxy.set(Fault::None);
-    let answered = timeout(Duration::from_secs(30), publishing)
-        .await
-        .expect("the retried publish is answered")
-        .unwrap();
+    let answered = scene.heal().await;
     eprintln!(
         "A's publish of 1 answered {answered:?}; live copy {:?}",
-        live.id()
+        scene.live.id()
     );
 
-    // A client that resumes from before event 1 (a reload, another tab, a node change).
-    let mut resumed = b
-        .hub
-        .subscribe_async(&alice, Some(&id0.to_string()))
-        .await
-        .unwrap();
-    let got = drain(&mut resumed, Duration::from_millis(500)).await;
-    let ones = got.iter().filter(|(_, n)| *n == Some(1)).count();
+    // A client that resumes from before event 1.
+    let (got, ones) = scene.resumed_from_event_0().await;
     assert_eq!(
         ones,
         1,
@@ -446,23 +482,16 @@ async fn a_silently_dead_command_connection_is_replaced() {
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start().await;
-    let proxy = SplitProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    a_settings.command_timeout = Duration::from_millis(300);
-    a_settings.publish_retry = Duration::from_secs(1);
-    let a = Node::start(a_settings, Config::default()).await;
-    let b = node(redis.url()).await;
+    // Connection 0 is A's command connection.
+    let (_redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
+        settings.command_timeout = Duration::from_millis(300);
+        settings.publish_retry = Duration::from_secs(1);
+    })
+    .await;
     let alice = UserId::from("alice");
     let mut tab = b.hub.subscribe_async(&alice, None).await.unwrap();
     a.publish_stored("alice", 1).await;
     assert_eq!(drain(&mut tab, Duration::from_millis(300)).await.len(), 1);
-    // The backplane opened its command connection first, then its pub/sub connection.
-    assert_eq!(
-        proxy.accepted(),
-        2,
-        "one command and one pub/sub connection"
-    );
     proxy.black_hole(0);
 
     // For 12 s (a dozen publish_retry, forty command timeouts), publish once in a while.
@@ -511,18 +540,19 @@ async fn a_read_failing_on_an_old_connection_leaves_the_new_link_alone() {
         return;
     }
     let redis = RedisServer::start().await;
-    let proxy = SplitProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    // The read waits on the silent connection for longer than the test needs, and no idle
-    // check runs: the faults are the test's.
-    a_settings.command_timeout = Duration::from_secs(5);
-    a_settings.ping_interval = Duration::from_secs(60);
-    let a = Node::start(a_settings, Config::default()).await;
-    assert_eq!(
-        proxy.accepted(),
-        2,
-        "one command and one pub/sub connection"
-    );
+    let (proxy, a) = node_behind_split_proxy(
+        &redis,
+        |url| {
+            let mut a_settings = settings(url);
+            // The read waits on the silent connection for longer than the test needs, and no
+            // idle check runs: the faults are the test's.
+            a_settings.command_timeout = Duration::from_secs(5);
+            a_settings.ping_interval = Duration::from_secs(60);
+            a_settings
+        },
+        Config::default(),
+    )
+    .await;
     let (alice, bob, carol) = (
         UserId::from("alice"),
         UserId::from("bob"),
@@ -615,17 +645,18 @@ async fn a_behind_a_split_proxy(
     tune: impl FnOnce(&mut RedisConfig),
 ) -> (RedisServer, SplitProxy, Node, Node) {
     let redis = RedisServer::start().await;
-    let proxy = SplitProxy::start(redis.addr()).await;
-    let mut a_settings = settings(proxy.url());
-    a_settings.command_timeout = SLOW_LINK_TIMEOUT;
-    tune(&mut a_settings);
-    let a = Node::start(a_settings, Config::default()).await;
+    let (proxy, a) = node_behind_split_proxy(
+        &redis,
+        |url| {
+            let mut a_settings = settings(url);
+            a_settings.command_timeout = SLOW_LINK_TIMEOUT;
+            tune(&mut a_settings);
+            a_settings
+        },
+        Config::default(),
+    )
+    .await;
     let b = node(redis.url()).await;
-    assert_eq!(
-        proxy.accepted(),
-        2,
-        "one command and one pub/sub connection"
-    );
     (redis, proxy, a, b)
 }
 

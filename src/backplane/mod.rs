@@ -178,7 +178,7 @@
 //!   exactly sees an event numbered at or below what it folded, yet newer than it (a copy of
 //!   one it folded has its id or an older one, and is dropped), and handles it as a loss of
 //!   that thread alone: it keeps its state and goes on from it, putting the whole thread back
-//!   in Redis (logged at `warn`; `tests/redis_threads.rs`). A node that folded the thread
+//!   in Redis (logged at `warn`; `tests/redis_thread_started_over.rs`). A node that folded the thread
 //!   before but holds no exact state of it now (its feed was interrupted) takes the event
 //!   numbered 1 again with a newer id for the thread started over too, not for its start: it
 //!   reads the thread back, and so opens with the whole run another node put back. A thread no

@@ -13,9 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sse_hub::Config;
+use sse_hub::backplane::RedisConfig;
 use tokio::time::timeout;
 
-use crate::support::WAIT;
+use crate::support::{Node, RedisServer, WAIT};
 
 /// How late [`Mode::Slow`] carries each chunk the node sends.
 pub const SLOW: Duration = Duration::from_millis(25);
@@ -217,4 +219,23 @@ pub async fn wait_sent(proxy: &SplitProxy, nth: usize, than: u64) {
 pub fn hold_next(proxy: &SplitProxy, i: usize) -> u64 {
     proxy.hold_send(i);
     proxy.sent(i)
+}
+
+/// A node of `config` reaching `redis` through a new [`SplitProxy`], with the settings
+/// `settings` makes of the proxy's URL. Once connected, the node has opened its command
+/// connection first (connection 0), then its pub/sub one (1), and no other: what the tests
+/// hold, slow or cut by number.
+pub async fn node_behind_split_proxy(
+    redis: &RedisServer,
+    settings: impl FnOnce(String) -> RedisConfig,
+    config: Config,
+) -> (SplitProxy, Node) {
+    let proxy = SplitProxy::start(redis.addr()).await;
+    let node = Node::start(settings(proxy.url()), config).await;
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command and one pub/sub connection"
+    );
+    (proxy, node)
 }
