@@ -7,7 +7,10 @@
 //!   stream too slowly to keep up, receives every event once and in order, or is told in-band
 //!   (`reset`, `lagged`) before the first one after a gap: never a silent gap;
 //! * a node that reads back a thread whose keys Redis evicted, before any node put it back,
-//!   rebuilds the run whole from the history, and does not count it unknown;
+//!   rebuilds the run whole from the history, and does not count it unknown; but once an event
+//!   was published into it again (numbered 1), a node that folded the run before and lost its
+//!   exact state reads back only the thread since then, and counts it unknown, until a node
+//!   that held the run puts it back;
 //! * a tab that opens on a node whose feed announces Redis' new generation marker late (its
 //!   thread reads are refused meanwhile) opens with the whole run once the feed caught up, and
 //!   follows it with every event once.
@@ -358,8 +361,13 @@ async fn wait_opens(node: &Node, expected: std::ops::Range<u64>) {
     let expected: Vec<u64> = expected.collect();
     let mut last = Vec::new();
     let opened = timeout(WAIT, async {
-        while last != expected {
+        loop {
             last = open_tab(node).await.0;
+            if last == expected {
+                break;
+            }
+            // A tab opens at once when the state is exact: poll, yielding to the timeout.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
@@ -464,6 +472,140 @@ async fn an_evicted_thread_whose_start_was_trimmed_is_counted_unknown() {
     assert_eq!(c.hub.stats().thread_states_unknown, 1, "counted, once");
     a.backplane.close().await;
     c.backplane.close().await;
+}
+
+/// A node of the same channel that folds no thread state: it only publishes.
+fn publisher_config() -> Config {
+    let mut config = numbers_config();
+    config.threads.state = None;
+    config
+}
+
+/// Node `b` serves alice through `proxy` (so it folds her thread), and folds the run 1 to 12
+/// published through `publisher`; then its feed breaks once, so that it knows the thread
+/// without its exact state, and its new feed (connection 3) is held.
+async fn knows_thread_inexactly(publisher: &Node, b: &Node, proxy: &SplitProxy) {
+    wait_until("B listens to alice", async || {
+        b.backplane.health().listening >= 1
+    })
+    .await;
+    publish(publisher, 1..13).await;
+    wait_opens(b, 1..13).await;
+    let before = b.backplane.health().reconnects;
+    proxy.cut(1);
+    wait_until("B reconnected", async || {
+        b.backplane.health().reconnects > before && b.backplane.is_connected()
+    })
+    .await;
+    assert_eq!(proxy.accepted(), 4, "B's second link");
+    proxy.hold_receive(3);
+}
+
+/// Node B folded alice's thread, then lost its exact state (its feed broke, and is held while
+/// the run goes on: 13 to 16). Redis evicts the thread's keys, and the run's next event (17)
+/// is numbered 1 again; no node holds the run to put it back. Once B's feed catches up, B
+/// cannot rebuild the run (Redis holds only the thread since it started over): its tab opens
+/// with event 17 alone, and that state is counted in `thread_states_unknown`, once, rather
+/// than taken for the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_renumbered_thread_read_back_without_its_run_is_counted_unknown() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy = SplitProxy::start(redis.addr()).await;
+    // A only publishes, and folds no thread state (a node that publishes folds the thread
+    // too, and would put the run back).
+    let a = Node::start(settings(redis.url()), publisher_config()).await;
+    let b = Node::start(lagging_settings(proxy.url()), numbers_config()).await;
+    let _plain = b.hub.subscribe(&alice()).unwrap();
+    knows_thread_inexactly(&a, &b, &proxy).await;
+    publish(&a, 13..17).await;
+    evict_thread_keys(&redis).await;
+    publish(&a, 17..18).await;
+    assert_eq!(
+        thread_field(&redis, "n:thread-1").await.as_deref(),
+        Some("1")
+    );
+    proxy.pass(3);
+
+    // Its feed delivered 13 to 17 (a publish reaches the feeds a moment after it returns).
+    wait_opens(&b, 17..18).await;
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "B opens with the thread since Redis started it over, which lacks 1 to 16: counted"
+    );
+    let (opened, mut tab) = open_tab(&b).await;
+    assert_eq!(opened, vec![17]);
+    publish(&a, 18..21).await;
+    assert_eq!(follow(&mut tab, 20).await, vec![18, 19, 20], "each once");
+    assert_eq!(b.hub.stats().thread_states_unknown, 1, "once");
+    assert_eq!(a.hub.stats().thread_states_unknown, 0);
+    a.backplane.close().await;
+    b.backplane.close().await;
+}
+
+/// The same, but node A folds the run exactly: it takes event 17, numbered 1 again, for the
+/// thread started over, goes on from its state and puts the whole run back in Redis. Its
+/// command connection is held meanwhile (its read and its put-back wait), so B reads the
+/// thread back first: B opens with event 17 alone, counted unknown once. Once A's put-back
+/// lands, B's next snapshot is refused for it (at most `replay_events / 2` events later), B
+/// reads the run back, and opens with the whole run; A counts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_renumbered_thread_read_before_the_put_back_is_counted_then_read_whole() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let proxy_a = SplitProxy::start(redis.addr()).await;
+    let proxy_b = SplitProxy::start(redis.addr()).await;
+    // P only publishes, folding nothing; A and B serve alice.
+    let p = Node::start(settings(redis.url()), publisher_config()).await;
+    let a = Node::start(lagging_settings(proxy_a.url()), numbers_config()).await;
+    let b = Node::start(lagging_settings(proxy_b.url()), numbers_config()).await;
+    let _on_a = a.hub.subscribe(&alice()).unwrap();
+    let _on_b = b.hub.subscribe(&alice()).unwrap();
+    wait_until("A listens to alice", async || {
+        a.backplane.health().listening >= 1
+    })
+    .await;
+    knows_thread_inexactly(&p, &b, &proxy_b).await;
+    publish(&p, 13..17).await;
+    wait_opens(&a, 1..17).await;
+
+    // A's command connection (its first) is held: its read back and put-back wait.
+    proxy_a.hold_send(0);
+    evict_thread_keys(&redis).await;
+    publish(&p, 17..18).await;
+    proxy_b.pass(3);
+    wait_opens(&b, 17..18).await;
+    assert_eq!(
+        b.hub.stats().thread_states_unknown,
+        1,
+        "B read the thread before A put it back: counted"
+    );
+    assert_eq!(
+        thread_field(&redis, "r:thread-1").await,
+        None,
+        "not put back"
+    );
+
+    proxy_a.pass(0);
+    wait_until("A put the whole run back", async || {
+        thread_field(&redis, "r:thread-1").await.is_some()
+    })
+    .await;
+    publish(&p, 18..40).await;
+    wait_opens(&a, 1..40).await;
+    wait_opens(&b, 1..40).await;
+    assert_eq!(b.hub.stats().thread_states_unknown, 1, "once");
+    assert_eq!(a.hub.stats().thread_states_unknown, 0, "A held the run");
+    for node in [&p, &a, &b] {
+        node.backplane.close().await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

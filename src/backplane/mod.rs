@@ -181,7 +181,12 @@
 //!   in Redis (logged at `warn`; `tests/redis_thread_started_over.rs`). A node that folded the thread
 //!   before but holds no exact state of it now (its feed was interrupted) takes the event
 //!   numbered 1 again with a newer id for the thread started over too, not for its start: it
-//!   reads the thread back, and so opens with the whole run another node put back. A thread no
+//!   reads the thread back, and so opens with the whole run another node put back. If none did
+//!   yet (no node held the run, or its put-back had not landed), the read (at that event, or
+//!   at a subscription's sync) holds only the thread since Redis started it over after every
+//!   event the node folded: the node opens with that and counts it in
+//!   [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown), once, until a
+//!   put-back refuses its snapshot and it reads the whole run back. A thread no
 //!   node held starts over from what Redis holds, as above. A node that reads it back before
 //!   anything was published into it again (so before any node put it back) finds no snapshot
 //!   and the history holding more of the thread's events than Redis counts: it rebuilds the

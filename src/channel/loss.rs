@@ -39,6 +39,15 @@ impl BeforeLoss {
     }
 }
 
+/// Whether `read` holds the thread only since Redis started it over after every event the
+/// entry folded: its snapshot is the empty one a thread's first event stores, covering the ids
+/// before that event, which follows the entry's last.
+fn started_after(read: &ThreadHistory, entry: &ThreadEntry) -> bool {
+    read.snapshot
+        .as_ref()
+        .is_some_and(|s| s.count == 0 && s.covers >= entry.last_id)
+}
+
 impl UserChannel {
     /// With a backplane, the feed was interrupted, or the backplane `lost` its data: no thread
     /// state can be trusted any more (the next frame or subscription of each thread syncs it
@@ -166,7 +175,9 @@ impl UserChannel {
     /// exact state, and reads it only since it started over (with or without such a snapshot),
     /// counts it unknown; so does one whose kept state cannot be joined because the history no
     /// longer holds the thread whole since it started over (the read is then the partial
-    /// snapshot and the events after it: the most there is).
+    /// snapshot and the events after it: the most there is), and one that folded the thread
+    /// before, lost its exact state since, and reads only the thread Redis started over after
+    /// all it folded (its keys evicted, an event numbered 1 again, no node's put-back yet).
     ///
     /// The kept state holds the read's events up to the last it folded (`covers`): Redis
     /// numbers the thread anew from where it started over, and its ids grow with time, so
@@ -203,6 +214,14 @@ impl UserChannel {
             // thread over: the read is the most there is (another node's snapshot of the
             // thread since then), which lacks what the kept state held.
             BeforeLoss::Unknown | BeforeLoss::Kept { .. } if restarted => {
+                self.lost_unknown(entry);
+                entry.before_loss = BeforeLoss::Counted;
+                (states.create(thread), None)
+            }
+            // Folded the thread before, and the read starts it over after all of that (Redis
+            // dropped its keys, and numbered an event 1 again, with no node's put-back yet):
+            // the read lacks what it folded.
+            BeforeLoss::Nothing if restarted && entry.folded && started_after(read, entry) => {
                 self.lost_unknown(entry);
                 entry.before_loss = BeforeLoss::Counted;
                 (states.create(thread), None)

@@ -22,6 +22,9 @@ pub(super) struct ThreadEntry {
     /// may read the history ahead of the node's feed, so the frames the feed still brings up
     /// to it are in the state already: a subscription skips them.
     pub(super) last_id: EventId,
+    /// With a backplane: the last exact state held folded some of the thread's events (a
+    /// sync of a thread with none sets `last_id` all the same).
+    pub(super) folded: bool,
     /// With a backplane: the sequence number of the first event folded since the last
     /// snapshot was written, if any.
     pub(super) dirty_since: Option<u64>,
@@ -176,6 +179,7 @@ impl UserChannel {
                 Sync::Exact { ordinal: 0 }
             },
             last_id: EventId::new(0, 0),
+            folded: false,
             dirty_since: None,
             checkpoint: 0,
             before_loss: BeforeLoss::Nothing,
@@ -340,6 +344,7 @@ impl UserChannel {
         self.fold_into(entry, &data_of(frame), seq);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = id;
+        entry.folded = true;
         let checkpoint = entry.state.as_ref().map_or(0, |s| s.checkpoint());
         let crossed = std::mem::replace(&mut entry.checkpoint, checkpoint) != checkpoint;
         let reseed = std::mem::take(&mut entry.reseed);
@@ -524,6 +529,7 @@ impl UserChannel {
         entry.state = Some(fresh);
         entry.sync = Sync::Exact { ordinal };
         entry.last_id = last_id;
+        entry.folded = ordinal > 0;
         if ordinal > 0 && matches!(entry.before_loss, BeforeLoss::Counted) {
             // It folded events already, uncounted: the first of the lost run was among them.
             entry.before_loss = BeforeLoss::Nothing;
