@@ -192,10 +192,11 @@
 //! if none did yet (none held it, or its put-back has not landed), the read holds only the
 //! thread since Redis started it over, which lacks the run this node folded: the node opens
 //! with that, and counts it once in
-//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) (the history's older events of the thread are not joined to it: Redis no longer counts
-//! them). A put-back landing later outranks that node's snapshot, which is refused at its next
-//! checkpoint (at most `replay_events / 2` events later): the node then reads the whole run
-//! back. Both are logged at `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
+//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) (the history's older
+//! events of the thread are not joined to it: Redis no longer counts them). A put-back landing
+//! later outranks that node's snapshot, which is refused at its next checkpoint (at most
+//! `replay_events / 2` events later): the node then reads the whole run back. Both are logged
+//! at `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
 //! state's `run_unknown`. A node that reads an evicted thread back before anything was
 //! published into it again rebuilds it from the history, whole if the history still holds the
 //! thread's first event (not counted: nothing is lost), else from what it holds, counted in
