@@ -19,37 +19,23 @@
 //! (printing so) without `redis-server`, except under `CI=true`, as the other Redis tests do.
 #![cfg(feature = "redis")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sse_hub::{Config, FrameKind, Subscription, ThreadId, UserId};
+use sse_hub::{Config, FrameKind, Subscription};
 use tokio::time::timeout;
 
 #[path = "support/backplane.rs"]
 mod support;
 #[path = "support/split_proxy.rs"]
 mod split_proxy;
+#[path = "support/thread_runs.rs"]
+mod thread_runs;
 
 use split_proxy::SplitProxy;
 use support::{EsClient, Node, RedisServer, Seen, WAIT, redis_available, settings};
-
-fn alice() -> UserId {
-    UserId::from("alice")
-}
-
-fn thread() -> ThreadId {
-    ThreadId::new("thread-1").unwrap()
-}
-
-async fn flushall(redis: &RedisServer) {
-    let mut connection = redis.connection().await;
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-}
+use thread_runs::{alice, evict_thread_keys, flushall, numbers_config, thread, thread_field};
 
 /// Settings of a node whose feed the test holds in a [`SplitProxy`]: it checks its link only
 /// every minute (a check's `PING` on the held feed would time out and reconnect, which is not
@@ -270,51 +256,6 @@ async fn plain_resumes_across_a_restart_miss_nothing_silently() {
 // ---------------------------------------------------------------------------------------------
 // Threads: a small state whose opening shows exactly what it folded.
 
-/// A thread state that folds the numbers `n` of `{"n": n}` events, in order; its opening is
-/// one `{"n":…}` frame per number, so it folds back into the same state.
-#[derive(Debug, Default)]
-struct Numbers(Vec<u64>);
-
-impl sse_hub::ThreadState for Numbers {
-    fn fold(&mut self, data: &[u8]) -> sse_hub::Folded {
-        let value: Value = serde_json::from_slice(data).unwrap();
-        match value["n"].as_u64() {
-            Some(n) => {
-                self.0.push(n);
-                sse_hub::Folded::Applied
-            }
-            None => sse_hub::Folded::Ignored,
-        }
-    }
-
-    fn write_opening(&self, out: &mut Vec<u8>) {
-        for n in &self.0 {
-            out.extend_from_slice(format!("data: {{\"n\":{n}}}\n\n").as_bytes());
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.0.len() * 8
-    }
-}
-
-#[derive(Debug)]
-struct NumbersStates;
-
-impl sse_hub::ThreadStates for NumbersStates {
-    fn create(&self, _: &ThreadId) -> Box<dyn sse_hub::ThreadState> {
-        Box::new(Numbers::default())
-    }
-}
-
-/// Threads of `{"n": n}` events folded into their numbers; a history of 32 events.
-fn numbers_config() -> Config {
-    let mut config = Config::named("agui");
-    config.replay_events = 32;
-    config.threads.state = Some(Arc::new(NumbersStates));
-    config
-}
-
 /// The numbers of the `{"n": …}` data lines of a frame.
 fn numbers(bytes: &[u8]) -> Vec<u64> {
     std::str::from_utf8(bytes)
@@ -387,31 +328,8 @@ async fn follow(tab: &mut Subscription<Value>, last: u64) -> Vec<u64> {
     seen
 }
 
-async fn thread_field(redis: &RedisServer, field: &str) -> Option<String> {
-    let mut connection = redis.connection().await;
-    redis::cmd("HGET")
-        .arg("sse-hub:threads:agui:alice")
-        .arg(field)
-        .query_async(&mut connection)
-        .await
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 // 2. An evicted thread read back before any node put it back.
-
-/// Redis drops alice's thread keys alone (its count, snapshot and recency), as an eviction
-/// does, the generation marker and the history staying.
-async fn evict_thread_keys(redis: &RedisServer) {
-    let mut connection = redis.connection().await;
-    let deleted: i64 = redis::cmd("DEL")
-        .arg("sse-hub:threads:agui:alice")
-        .arg("sse-hub:thread-age:agui:alice")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 2, "the thread's count, snapshot and recency");
-}
 
 /// Redis evicts alice's thread keys (its count, snapshot and recency: an `allkeys-*` or
 /// `volatile-*` policy), the history keeping every event of the run. Before any node puts the

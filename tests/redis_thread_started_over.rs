@@ -11,11 +11,10 @@
 #![cfg(feature = "redis")]
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sse_hub::{Config, Subscription, ThreadId};
+use sse_hub::Subscription;
 use tokio::time::timeout;
 
 #[path = "support/backplane.rs"]
@@ -26,60 +25,14 @@ mod thread_runs;
 use support::{FaultProxy, Node, RedisServer, WAIT, quick_settings, redis_available};
 use thread_runs::{
     MidRun, Published, alice, break_feeds, break_link_through, close, config, datas,
-    evict_thread_keys, full_text, next, node, opening, opening_on, run, serve, snapshot_count,
-    tabs_caught_up, text_of, thread, thread_field, wait_received, wait_reconnected_after,
-    wait_whole_snapshot,
+    evict_thread_keys, full_text, next, node, numbers_config, opening, opening_on, run, serve,
+    snapshot_count, tabs_caught_up, text_of, thread, thread_field, wait_received,
+    wait_reconnected_after, wait_whole_snapshot,
 };
-
-/// A thread state for [`a_marker_gone_without_the_data_does_not_fold_a_thread_twice`]: the
-/// numbers `n` folded, in order; its opening is one `{"n":…}` frame per number, so it folds
-/// back into the same state. Its checkpoint never changes (the trait's default), so a node
-/// writes its snapshot only every `replay_events / 2` events.
-#[derive(Debug, Default)]
-struct Numbers(Vec<u64>);
-
-impl sse_hub::ThreadState for Numbers {
-    fn fold(&mut self, data: &[u8]) -> sse_hub::Folded {
-        let value: Value = serde_json::from_slice(data).unwrap();
-        match value["n"].as_u64() {
-            Some(n) => {
-                self.0.push(n);
-                sse_hub::Folded::Applied
-            }
-            None => sse_hub::Folded::Ignored,
-        }
-    }
-
-    fn write_opening(&self, out: &mut Vec<u8>) {
-        for n in &self.0 {
-            out.extend_from_slice(format!("data: {{\"n\":{n}}}\n\n").as_bytes());
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.0.len() * 8
-    }
-}
-
-#[derive(Debug)]
-struct NumbersStates;
-
-/// [`config`], folding threads of `{"n": n}` events into the list of their numbers.
-fn numbers_config() -> Config {
-    let mut config = config();
-    config.threads.state = Some(Arc::new(NumbersStates));
-    config
-}
 
 /// A node of `redis` with [`numbers_config`].
 async fn node_numbers(redis: &RedisServer) -> Node {
     Node::start(quick_settings(redis.url()), numbers_config()).await
-}
-
-impl sse_hub::ThreadStates for NumbersStates {
-    fn create(&self, _: &ThreadId) -> Box<dyn sse_hub::ThreadState> {
-        Box::new(Numbers::default())
-    }
 }
 
 /// `command` (`GET`, `DEL`) on the generation marker, `sse-hub:generation`: the value Redis

@@ -536,3 +536,48 @@ pub async fn wait_received(node: &Node, before: u64, more: u64, what: &str) {
     .await;
     assert!(dispatched.is_ok(), "{what}");
 }
+
+/// A thread state: the numbers `n` of `{"n": n}` events folded, in order; its opening is one
+/// `{"n":…}` frame per number, so it folds back into the same state. Its checkpoint never changes (the trait's default), so a node
+/// writes its snapshot only every `replay_events / 2` events.
+#[derive(Debug, Default)]
+pub struct Numbers(Vec<u64>);
+
+impl sse_hub::ThreadState for Numbers {
+    fn fold(&mut self, data: &[u8]) -> sse_hub::Folded {
+        let value: Value = serde_json::from_slice(data).unwrap();
+        match value["n"].as_u64() {
+            Some(n) => {
+                self.0.push(n);
+                sse_hub::Folded::Applied
+            }
+            None => sse_hub::Folded::Ignored,
+        }
+    }
+
+    fn write_opening(&self, out: &mut Vec<u8>) {
+        for n in &self.0 {
+            out.extend_from_slice(format!("data: {{\"n\":{n}}}\n\n").as_bytes());
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.len() * 8
+    }
+}
+
+#[derive(Debug)]
+pub struct NumbersStates;
+
+/// [`config`], folding threads of `{"n": n}` events into the list of their numbers.
+pub fn numbers_config() -> Config {
+    let mut config = config();
+    config.threads.state = Some(Arc::new(NumbersStates));
+    config
+}
+
+impl sse_hub::ThreadStates for NumbersStates {
+    fn create(&self, _: &ThreadId) -> Box<dyn sse_hub::ThreadState> {
+        Box::new(Numbers::default())
+    }
+}
