@@ -48,6 +48,20 @@ fn started_after(read: &ThreadHistory, entry: &ThreadEntry) -> bool {
         .is_some_and(|s| s.count == 0 && s.covers >= entry.last_id)
 }
 
+/// Whether a read of the thread only since Redis started it over lacks what the node held:
+/// * kept (but the backplane no longer holds every event since it started the thread over,
+///   so the read is the most there is, another node's snapshot of the thread since then), or
+///   known without an exact state, when the loss came;
+/// * or, with no loss, folded before, and the read starts the thread over after all of that
+///   (Redis dropped its keys and numbered an event 1 again, with no node's put-back yet).
+fn lacks_what_it_held(before: &BeforeLoss, entry: &ThreadEntry, read: &ThreadHistory) -> bool {
+    match before {
+        BeforeLoss::Unknown | BeforeLoss::Kept { .. } => true,
+        BeforeLoss::Nothing => entry.folded && started_after(read, entry),
+        BeforeLoss::Counted => false,
+    }
+}
+
 impl UserChannel {
     /// With a backplane, the feed was interrupted, or the backplane `lost` its data: no thread
     /// state can be trusted any more (the next frame or subscription of each thread syncs it
@@ -210,18 +224,7 @@ impl UserChannel {
                     (states.create(thread), None)
                 }
             }
-            // Kept, but the backplane no longer holds every event since it started the
-            // thread over: the read is the most there is (another node's snapshot of the
-            // thread since then), which lacks what the kept state held.
-            BeforeLoss::Unknown | BeforeLoss::Kept { .. } if restarted => {
-                self.lost_unknown(entry);
-                entry.before_loss = BeforeLoss::Counted;
-                (states.create(thread), None)
-            }
-            // Folded the thread before, and the read starts it over after all of that (Redis
-            // dropped its keys, and numbered an event 1 again, with no node's put-back yet):
-            // the read lacks what it folded.
-            BeforeLoss::Nothing if restarted && entry.folded && started_after(read, entry) => {
+            before if restarted && lacks_what_it_held(&before, entry, read) => {
                 self.lost_unknown(entry);
                 entry.before_loss = BeforeLoss::Counted;
                 (states.create(thread), None)
