@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example loadgen -- --connections 1000 --users 100 --rate 15000 --seconds 10
 //! cargo run --release --example loadgen -- --design replaced --connections 1000 --users 100 --rate 15000
+//! cargo run --release --example loadgen -- --design bare --connections 1000 --users 1000 --rate 400000 --seconds 5
 //! cargo run --release --example loadgen -- --connections 19900 --users 19900 --rate 0 --seconds 20 --heartbeat-ms 1000
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:3000 --server-pid 1234 --connections 100 --users 10 --rate 2000
 //! ```
@@ -15,9 +16,13 @@
 //! replaced design is served by `axum::serve` unless `--serve` says otherwise), serving
 //! `GET /events/{channel}/{user}` through sse-hub's `EventRouter::channel_response` (or, with
 //! `--design replaced`, through a re-implementation of the design sse-hub replaces, an axum `Sse`
-//! over an unbounded mpsc per connection). A publisher thread in the same process publishes
-//! straight through the broadcaster at `--rate` events per second (event `i` to user `i % U`),
-//! so the publish path is measured without the overhead of an HTTP POST. It wakes every
+//! over an unbounded mpsc per connection; with `--design bare`, through the limit of sse-hub's
+//! own design: a map of per-user `broadcast::Sender<Bytes>` of frames the publisher encodes
+//! once, each connection's body a bare stream over its receiver, served as the hub design is,
+//! lean HTTP/1.1 path included, so that what separates the two is what sse-hub adds to that
+//! skeleton; `loadgen/bare.rs` says what it leaves out). A publisher thread in the same process
+//! publishes straight through the broadcaster at `--rate` events per second (event `i` to user
+//! `i % U`), so the publish path is measured without the overhead of an HTTP POST. It wakes every
 //! `--tick-us` (1 ms by default) and publishes what is due, as a token-streaming agent does; the
 //! send timestamp is taken at each publish, so the tick adds nothing to the measured latency. Because the server is
 //! alone in this process, `/proc/self/stat` (utime + stime) is its CPU, `/proc/self/statm` its
@@ -109,6 +114,9 @@ fn heap_bytes() -> isize {
 #[allow(unused)]
 mod common;
 
+#[path = "loadgen/bare.rs"]
+mod bare;
+
 // ---------------------------------------------------------------------------------------------
 // Options
 
@@ -168,7 +176,7 @@ impl Default for Options {
 
 const USAGE: &str = "usage: loadgen [--connections C] [--users U] [--rate R events/s] [--seconds T]
                [--addr HOST:PORT [--server-pid PID]] [--policy recover|notify|disconnect]
-               [--design hub|replaced] [--serve sse-hub|axum] [--http2 STREAMS_PER_CONN] [--capacity N] [--heartbeat-ms MS] [--clients K]
+               [--design hub|replaced|bare] [--serve sse-hub|axum] [--http2 STREAMS_PER_CONN] [--capacity N] [--heartbeat-ms MS] [--clients K]
                [--sources S] [--channel agui] [--pad BYTES] [--drain-ms MS] [--tick-us US]";
 
 fn parse_options() -> Result<Options, String> {
@@ -220,7 +228,7 @@ fn parse_options() -> Result<Options, String> {
     if !["recover", "notify", "disconnect"].contains(&o.policy.as_str()) {
         return Err(format!("unknown policy {}", o.policy));
     }
-    if !["hub", "replaced"].contains(&o.design.as_str()) {
+    if !["hub", "replaced", "bare"].contains(&o.design.as_str()) {
         return Err(format!("unknown design {}", o.design));
     }
     // The replaced design is served as it was, by axum::serve, unless told otherwise.
@@ -541,6 +549,7 @@ mod servers {
 enum Publisher {
     Hub(sse_hub::EventRouter, sse_hub::Channel),
     Replaced(common::replaced::GenericBroadcaster),
+    Bare(std::sync::Arc<bare::Hub>),
     Http(SocketAddr, String),
 }
 
@@ -578,6 +587,20 @@ fn publish(
                         .and_then(|p| broadcaster.broadcast_payload(&hub_users[u], p))
                         .is_ok();
                     failed += u64::from(!ok);
+                    sent += 1;
+                }
+                std::thread::sleep(tick);
+            }
+        }
+        Publisher::Bare(hub) => {
+            while sent < total && Instant::now() < deadline {
+                let due = ((start.elapsed().as_secs_f64() * options.rate as f64) as u64).min(total);
+                while sent < due {
+                    let u = (sent % users.len() as u64) as usize;
+                    seqs[u] += 1;
+                    let json = event_json(seqs[u], now_ns(), &pad);
+                    // A user with no connection is no failure, as with the hub design.
+                    hub.send(&hub_users[u], hub.frame(&json, seqs[u]));
                     sent += 1;
                 }
                 std::thread::sleep(tick);
@@ -1332,6 +1355,9 @@ fn main() {
                 let (router, app) =
                     servers::hub(o.capacity, &o.policy, heartbeat, per_user, o.users);
                 (app, Publisher::Hub(router, sse_hub::Channel::AgUi))
+            } else if o.design == "bare" {
+                let (hub, app) = bare::server(o.capacity, heartbeat);
+                (app, Publisher::Bare(hub))
             } else {
                 let (broadcaster, app) = servers::replaced(heartbeat);
                 (app, Publisher::Replaced(broadcaster))

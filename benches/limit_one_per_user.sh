@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Issue 13's one-connection-per-user target, measured against the design's own limit: rounds of
+# the load generator's one-per-user scenario (the line of benches/run.sh: 1 000 users with one
+# connection each, 400 000 events/s offered, 5 s), each round running, one after the other,
+#
+#   hub       sse-hub (EventRouter::channel_response, served by sse_hub::serve)
+#   bare      the limit of that design (loadgen --design bare: a broadcast::Sender<Bytes> per
+#             user, frames encoded once, a bare body stream, served by sse_hub::serve too)
+#   replaced  the design sse-hub replaces (served by axum::serve, as in benches/run.sh)
+#
+# then prints, per design, the median and range of server CPU per delivery (all, and user space
+# alone), and per round the ratios replaced/hub and replaced/bare with their median and range.
+# The rounds are interleaved so that a change in the machine's load touches every design alike;
+# run it on a quiet machine (the load average is printed at the start and the end).
+#
+#   CARGO_TARGET_DIR=/work/target-bench benches/limit_one_per_user.sh [--rounds N] [--seconds S]
+#                                                                       [--capacity C]
+#
+# About 12 s per design and round with the defaults (3 rounds: 2 minutes). The summary lines
+# and the load generator's output go to $OUT (default $CARGO_TARGET_DIR/limit-one-per-user).
+#
+# A design that lost events, or signalled losses, did less work than the others, so its CPU per
+# delivery is not comparable: the script warns. The bare design has no replay window, so a
+# connection that falls further behind than the ring (--capacity, the load generator's 16 by
+# default) loses events where sse-hub back-fills them; a larger --capacity (given to sse-hub
+# and the bare design alike) keeps that from happening.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=3
+SECONDS_PER_RUN=5
+CAPACITY=16
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --capacity) CAPACITY=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--seconds S] [--capacity C]" >&2; exit 2 ;;
+  esac
+done
+
+TARGET=${CARGO_TARGET_DIR:-target}
+OUT=${OUT:-$TARGET/limit-one-per-user}
+mkdir -p "$OUT"
+: > "$OUT/summaries.txt"
+: > "$OUT/loadgen.log"
+
+cargo build --release --example loadgen
+LOADGEN="$TARGET/release/examples/loadgen"
+
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+SCENARIO=(--connections 1000 --users 1000 --rate 400000 --seconds "$SECONDS_PER_RUN"
+  --capacity "$CAPACITY")
+for round in $(seq 1 "$ROUNDS"); do
+  for design in hub bare replaced; do
+    echo "== round $round, $design: ${SCENARIO[*]}" | tee -a "$OUT/loadgen.log"
+    "$LOADGEN" "${SCENARIO[@]}" --design "$design" 2>&1 | tee -a "$OUT/loadgen.log" |
+      grep '^summary' | sed "s/^summary /summary round=$round /" | tee -a "$OUT/summaries.txt" ||
+      echo "round $round, $design: no summary (see $OUT/loadgen.log)" >&2
+  done
+done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$OUT/summaries.txt" <<'EOF'
+import statistics
+import sys
+
+designs = ["hub", "bare", "replaced"]
+runs = {}  # (round, design) -> {key: value}
+for line in open(sys.argv[1]):
+    fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+    runs[(fields["round"], fields["design"])] = fields
+rounds = sorted({r for r, _ in runs}, key=int)
+warnings = []
+
+def spread(values, unit=""):
+    """The median and [min..max]: ratios (unit "x") and writes ("w") to 2 decimals."""
+    if not values:
+        return "n/a"
+    digits = 2 if unit in ("x", "w") else 0
+    suffix = "x" if unit == "x" else ""
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f}{suffix} [{lo:.{digits}f}..{hi:.{digits}f}]"
+
+print()
+print("| design | server CPU ns/delivery | of which user space | writes/delivery | deliveries/s "
+      "| lost | signalled |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for d in designs:
+    got = [runs[(r, d)] for r in rounds if (r, d) in runs]
+    cpu = [float(f["server_cpu_ns_per_delivery"]) for f in got]
+    user = [float(f["server_user_cpu_ns_per_delivery"]) for f in got]
+    writes = [float(f["server_writes_per_delivery"]) for f in got]
+    rate = [float(f["deliveries_per_sec"]) for f in got]
+    lost = sum(int(f["lost"]) for f in got)
+    signalled = sum(int(f["signalled"]) for f in got)
+    print(f"| {d} | {spread(cpu)} | {spread(user)} | {spread(writes, 'w')} | {spread(rate)} "
+          f"| {lost} | {signalled} |")
+    if lost or signalled:
+        # Events not delivered are work not done: the CPU per delivery is not comparable.
+        warnings.append(f"warning: {d} lost {lost} and signalled {signalled} events: its CPU per "
+                        "delivery is not comparable")
+
+print()
+print("| round | replaced/hub | replaced/bare | replaced/hub, user space | replaced/bare, user space |")
+print("|---|---:|---:|---:|---:|")
+ratios = {k: [] for k in ["hub", "bare", "hub-user", "bare-user"]}
+for r in rounds:
+    if not all((r, d) in runs for d in designs):
+        print(f"| {r} | (a design has no summary) | | | |")
+        continue
+    row = []
+    for d in ["hub", "bare"]:
+        for key, suffix in [("server_cpu_ns_per_delivery", ""),
+                            ("server_user_cpu_ns_per_delivery", "-user")]:
+            mine = float(runs[(r, d)][key])
+            ratio = float(runs[(r, "replaced")][key]) / mine if mine > 0 else float("nan")
+            ratios[d + suffix].append(ratio)
+    print(f"| {r} | {ratios['hub'][-1]:.2f}x | {ratios['bare'][-1]:.2f}x "
+          f"| {ratios['hub-user'][-1]:.2f}x | {ratios['bare-user'][-1]:.2f}x |")
+print(f"| median [range] | {spread(ratios['hub'], 'x')} | {spread(ratios['bare'], 'x')} "
+      f"| {spread(ratios['hub-user'], 'x')} | {spread(ratios['bare-user'], 'x')} |")
+for warning in warnings:
+    print(warning)
+EOF
