@@ -101,9 +101,10 @@ pub struct Stats {
     /// Times a subscription fell behind the ring.
     pub lag_events: u64,
     /// Events that subscriptions skipped and signalled with `lagged` (the gaps); a thread
-    /// stream opened from its state ends instead. For a thread subscription, every event the
-    /// window dropped from its gap, other threads' included: an upper bound on its own losses
-    /// (see [`subscription`](crate::subscription#gaps)).
+    /// stream opened from its state ends instead. For a thread subscription, its own events
+    /// that the window still held and its policy skipped, plus every event the window dropped
+    /// from its gap, other threads' included: an upper bound on its own losses, exact when the
+    /// window dropped none of the gap (see [`subscription`](crate::subscription#gaps)).
     pub events_missed: u64,
     /// Events that lagging subscriptions recovered from the replay window.
     pub events_recovered: u64,
