@@ -21,7 +21,7 @@ use common::{Served, SseClient, TestServer, WAIT, count, http_client, wait_until
 use futures_util::{FutureExt, StreamExt};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
-use sse_hub::metrics::{EVENTS_MISSED, FRAMES_DELIVERED, LAG_EVENTS};
+use sse_hub::metrics::{EVENTS_MISSED, FRAMES_DELIVERED, LAG_EVENTS, RESETS, SUBSCRIBES_REJECTED};
 use sse_hub::{
     Broadcaster, Config, Folded, Frame, FrameKind, LagPolicy, LastEventId, SseResponse,
     Subscription, ThreadId, ThreadState, ThreadStates, UserId,
@@ -46,12 +46,26 @@ impl Counters {
 
     /// A counter's total so far, for the one broadcaster each test creates.
     fn get(&mut self, name: &str) -> u64 {
+        self.get_with(name, None)
+    }
+
+    /// A counter's total so far, for one `reason` label when given.
+    fn get_with(&mut self, name: &str, reason: Option<&str>) -> u64 {
         for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
             if let DebugValue::Counter(n) = value {
-                *self.totals.entry(key.key().name().to_owned()).or_default() += n;
+                let key = key.key();
+                let series = match key.labels().find(|l| l.key() == "reason") {
+                    Some(label) => format!("{}|{}", key.name(), label.value()),
+                    None => key.name().to_owned(),
+                };
+                *self.totals.entry(series).or_default() += n;
             }
         }
-        self.totals.get(name).copied().unwrap_or(0)
+        let series = match reason {
+            Some(reason) => format!("{name}|{reason}"),
+            None => name.to_owned(),
+        };
+        self.totals.get(&series).copied().unwrap_or(0)
     }
 }
 
@@ -317,4 +331,69 @@ async fn a_lagging_thread_subscription_counts_its_skipped_events_and_every_dropp
         let own_lost = 4 + if policy == LagPolicy::Notify { 2 } else { 0 };
         assert!(expected_missed >= own_lost);
     }
+}
+
+/// Over HTTP, a reset resume, a refused subscribe, a replay and a shutdown: `frames_delivered`
+/// counts the replayed and live events each stream got, never the `reset`; each refusal is
+/// counted once by reason, and opens no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_a_refusal_a_replay_and_a_shutdown_count_what_their_docs_say() {
+    let recorder = DebuggingRecorder::new();
+    let mut counters = Counters::new(&recorder);
+    let mut config = Config::named("edges");
+    config.retention = Duration::from_secs(3600);
+    config.max_connections_per_user = 1;
+    let hub = hub_under(&recorder, config);
+    let alice = UserId::from("alice");
+    let server = TestServer::start(common::router(hub.clone())).await;
+    let client = http_client();
+    let url = server.events_url("alice");
+
+    // A reset: a control frame, not a delivered event.
+    let mut reset = SseClient::resume(&client, &url, "garbage").await;
+    let first = reset.expect_event().await;
+    assert_eq!(first.event, "reset");
+    let start = hub.subscribe(&alice);
+    assert!(start.is_err(), "one connection per user");
+    drop(reset);
+    wait_until("the reset stream to close", WAIT, || {
+        hub.stats().connections == 0
+    })
+    .await;
+    let start = hub.subscribe(&alice).unwrap().start_id().to_string();
+    for n in 0..5 {
+        hub.broadcast(&alice, &json!({ "mark": n })).unwrap();
+    }
+
+    // A replay of 5, a refusal, 2 live events, then the shutdown ends the stream.
+    let mut tab = SseClient::resume(&client, &url, &start).await;
+    for _ in 0..5 {
+        tab.expect_event().await;
+    }
+    let refused = client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "too_many_connections");
+    for n in 5..7 {
+        hub.broadcast(&alice, &json!({ "mark": n })).unwrap();
+        tab.expect_event().await;
+    }
+    hub.shutdown();
+    assert!(tab.read_to_end(WAIT).await.is_empty());
+    let refused = client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    wait_until("the stream to close", WAIT, || hub.stats().connections == 0).await;
+
+    assert_eq!(counters.get(FRAMES_DELIVERED), 7, "5 replayed and 2 live");
+    assert_eq!(counters.get_with(RESETS, Some("malformed")), 1);
+    assert_eq!(hub.stats().resets, 1);
+    // The in-process subscribe refused above, and the HTTP one.
+    assert_eq!(
+        counters.get_with(SUBSCRIBES_REJECTED, Some("too_many_connections")),
+        2
+    );
+    assert_eq!(
+        counters.get_with(SUBSCRIBES_REJECTED, Some("shutting_down")),
+        1
+    );
 }
