@@ -60,8 +60,11 @@ pub const THREAD_STATES_UNKNOWN: &str = "sse_hub_thread_states_unknown_total";
 /// Events after which a thread state dropped its oldest parts to stay within its byte cap.
 pub const THREAD_STATES_TRIMMED: &str = "sse_hub_thread_states_trimmed_total";
 /// Events that could not go through the backplane: delivered to the publishing node's
-/// connections only, without an id (or, still queued when the backplane was dropped, delivered
-/// nowhere). Registered only for broadcasters with a backplane.
+/// connections only, without an id; and the publishes abandoned when the backplane was dropped
+/// unclosed: delivered nowhere if still queued, but one that Redis had already run, its answer
+/// still on the way, was delivered by every node but this one (the node cannot tell, so a
+/// drop's count is an upper bound on its losses). Registered only for broadcasters with a
+/// backplane.
 pub const BACKPLANE_FAILURES: &str = "sse_hub_backplane_failures_total";
 /// 1 while the Redis backplane is connected, 0 otherwise (gauge, without labels: one backplane
 /// serves every channel of a node).

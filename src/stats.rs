@@ -113,8 +113,9 @@ pub struct Stats {
     pub resets: u64,
     /// Events published on this node that could not go through the
     /// [backplane](crate::backplane): delivered to this node's connections only, without an
-    /// id, and in no history; and those still queued when the backplane was dropped, which
-    /// were delivered nowhere.
+    /// id, and in no history; and those the backplane abandoned when it was dropped unclosed:
+    /// delivered nowhere if still queued, or, if Redis had run one whose answer was still on
+    /// the way, delivered by the other nodes (this node cannot tell: an upper bound).
     pub backplane_failures: u64,
     /// Bytes held by per-thread states ([`ThreadState`](crate::ThreadState)).
     pub thread_state_bytes: usize,
