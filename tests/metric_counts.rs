@@ -21,7 +21,10 @@ use common::{Served, SseClient, TestServer, WAIT, count, http_client, wait_until
 use futures_util::{FutureExt, StreamExt};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
-use sse_hub::metrics::{EVENTS_MISSED, FRAMES_DELIVERED, LAG_EVENTS, RESETS, SUBSCRIBES_REJECTED};
+use sse_hub::metrics::{
+    EVENTS_MISSED, FRAMES_DELIVERED, LAG_EVENTS, RESETS, SUBSCRIBES_REJECTED, THREAD_STATE_BYTES,
+    THREAD_STATES_TRIMMED, THREAD_STATES_UNKNOWN, THREADS_EVICTED,
+};
 use sse_hub::{
     Broadcaster, Config, Folded, Frame, FrameKind, LagPolicy, LastEventId, SseResponse,
     Subscription, ThreadId, ThreadState, ThreadStates, UserId,
@@ -34,6 +37,7 @@ type Hub = Broadcaster<Value>;
 struct Counters {
     snapshotter: Snapshotter,
     totals: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, f64>,
 }
 
 impl Counters {
@@ -41,6 +45,7 @@ impl Counters {
         Self {
             snapshotter: recorder.snapshotter(),
             totals: BTreeMap::new(),
+            gauges: BTreeMap::new(),
         }
     }
 
@@ -49,9 +54,20 @@ impl Counters {
         self.get_with(name, None)
     }
 
+    /// A gauge's value: sse-hub moves gauges by deltas and each snapshot resets them, so the
+    /// snapshots add up.
+    fn gauge(&mut self, name: &str) -> f64 {
+        self.get(name);
+        self.gauges.get(name).copied().unwrap_or(0.0)
+    }
+
     /// A counter's total so far, for one `reason` label when given.
     fn get_with(&mut self, name: &str, reason: Option<&str>) -> u64 {
         for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
+            if let DebugValue::Gauge(v) = value {
+                *self.gauges.entry(key.key().name().to_owned()).or_default() += v.into_inner();
+                continue;
+            }
             if let DebugValue::Counter(n) = value {
                 let key = key.key();
                 let series = match key.labels().find(|l| l.key() == "reason") {
@@ -182,6 +198,14 @@ struct Seen(Vec<u64>);
 impl ThreadState for Seen {
     fn fold(&mut self, data: &[u8]) -> Folded {
         let value: Value = serde_json::from_slice(data).unwrap();
+        // What a real state reports when an event does not apply, or when it trimmed itself.
+        if value["fail"] == true {
+            return Folded::Unknown;
+        }
+        if value["trim"] == true {
+            self.0.clear();
+            return Folded::Trimmed;
+        }
         match value["n"].as_u64() {
             Some(n) => {
                 self.0.push(n);
@@ -396,4 +420,64 @@ async fn a_reset_a_refusal_a_replay_and_a_shutdown_count_what_their_docs_say() {
         counters.get_with(SUBSCRIBES_REJECTED, Some("shutting_down")),
         1
     );
+}
+
+/// The thread-state counters count events, once each, as their docs say: `unknown` and
+/// `trimmed` per event whose fold said so (not per thread), `evicted` per thread forgotten at
+/// the cap; the bytes gauge follows the states, and falls by an evicted thread's bytes.
+#[test]
+fn thread_state_counters_count_each_event_and_eviction_once() {
+    let recorder = DebuggingRecorder::new();
+    let mut counters = Counters::new(&recorder);
+    let mut config = Config::named("states");
+    config.threads.state = Some(Arc::new(SeenStates));
+    config.threads.max_threads_per_user = 2;
+    let hub = hub_under(&recorder, config);
+    let alice = UserId::from("alice");
+    let (a, b, c) = (
+        ThreadId::new("a").unwrap(),
+        ThreadId::new("b").unwrap(),
+        ThreadId::new("c").unwrap(),
+    );
+    let publish = |thread: &ThreadId, event: Value| {
+        hub.broadcast_in_thread(&alice, thread, &event).unwrap();
+    };
+    for event in [
+        json!({"n": 1}),
+        json!({"fail": true}),
+        json!({"fail": true}),
+        json!({"n": 2}),
+        json!({"trim": true}),
+        json!({"n": 3}),
+        json!({"trim": true}),
+    ] {
+        publish(&a, event);
+    }
+    for n in 0..4 {
+        publish(&b, json!({ "n": n }));
+    }
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.thread_states_unknown, stats.thread_states_trimmed),
+        (2, 2)
+    );
+    assert_eq!(counters.get(THREAD_STATES_UNKNOWN), 2);
+    assert_eq!(counters.get(THREAD_STATES_TRIMMED), 2);
+    // `a` holds nothing (trimmed last), `b` four numbers of 8 bytes.
+    assert_eq!(stats.thread_state_bytes, 32);
+    assert_eq!(counters.gauge(THREAD_STATE_BYTES), 32.0);
+    assert_eq!(counters.get(THREADS_EVICTED), 0);
+
+    // A third thread at a cap of two forgets `a`, published to least recently.
+    publish(&c, json!({"n": 9}));
+    let stats = hub.stats();
+    assert_eq!(stats.threads_evicted, 1);
+    assert_eq!(counters.get(THREADS_EVICTED), 1);
+    assert_eq!(stats.thread_state_bytes, 40);
+    assert_eq!(counters.gauge(THREAD_STATE_BYTES), 40.0);
+    // Evicting `b` next gives its 32 bytes back.
+    publish(&a, json!({"n": 10}));
+    assert_eq!(counters.get(THREADS_EVICTED), 2);
+    assert_eq!(hub.stats().thread_state_bytes, 16);
+    assert_eq!(counters.gauge(THREAD_STATE_BYTES), 16.0);
 }
