@@ -34,7 +34,8 @@ pub enum FrameKind {
     /// The opening of a thread stream: the frames that rebuild the thread's state so far (see
     /// [`ThreadState`](crate::ThreadState)), without ids.
     Opening,
-    /// `missed` events were lost to this subscription.
+    /// `missed` events were lost to this subscription (for a thread subscription, an upper
+    /// bound on its own losses: see [`subscription`](crate::subscription#gaps)).
     Lagged {
         /// How many.
         missed: u64,

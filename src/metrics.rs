@@ -12,16 +12,22 @@ use crate::reason::ResetReason;
 /// Events published. With a backplane, counted on the node that published them once the
 /// backplane took them, not on the nodes its feed delivers them to.
 pub const EVENTS_PUBLISHED: &str = "sse_hub_events_published_total";
-/// Published events yielded to connections, with an id or without (flushed in batches per
-/// subscription). Not the control events (`lagged`, `reset`) nor a thread stream's opening,
-/// which are no published event. Counted when the subscription yields them: an SSE body
-/// whose client goes away drops what it had not written yet.
+/// Published events yielded to connections, with an id or without (added in batches of 256
+/// per subscription, and when it is dropped). Not the control events (`lagged`, `reset`) nor a
+/// thread stream's opening, which are no published event. Counted when the subscription
+/// yields them; through an [`SseBody`](crate::sse::SseBody), when the body hands them to the
+/// HTTP server in a chunk: a frame the body held back for its next chunk (it did not fit in
+/// [`MAX_CHUNK`](crate::sse::MAX_CHUNK)) is not counted if the client goes away first. Frames
+/// the server took but had not written when the client went away, and bytes the kernel had not
+/// sent, are counted: at most one chunk per closed connection, plus its socket's buffers.
 pub const FRAMES_DELIVERED: &str = "sse_hub_frames_delivered_total";
 /// Times a subscription fell behind the ring.
 pub const LAG_EVENTS: &str = "sse_hub_lag_events_total";
 /// Events lost to lagging subscriptions and signalled with `lagged` (a thread stream opened
-/// from its state ends instead). For a thread subscription, every event the window dropped
-/// from its gap, other threads' included: an upper bound on its own losses.
+/// from its state ends instead). For a thread subscription: its own events that the window
+/// still held and its policy skipped (`Notify`, `Disconnect`), plus every event the window
+/// dropped from its gap, other threads' included (the window no longer knows whose they
+/// were): an upper bound on its own losses, exact when the window dropped none of the gap.
 pub const EVENTS_MISSED: &str = "sse_hub_events_missed_total";
 /// Events lagging subscriptions recovered from the replay window.
 pub const EVENTS_RECOVERED: &str = "sse_hub_events_recovered_total";
@@ -54,8 +60,11 @@ pub const THREAD_STATES_UNKNOWN: &str = "sse_hub_thread_states_unknown_total";
 /// Events after which a thread state dropped its oldest parts to stay within its byte cap.
 pub const THREAD_STATES_TRIMMED: &str = "sse_hub_thread_states_trimmed_total";
 /// Events that could not go through the backplane: delivered to the publishing node's
-/// connections only, without an id (or, still queued when the backplane was dropped, delivered
-/// nowhere). Registered only for broadcasters with a backplane.
+/// connections only, without an id; and the publishes abandoned when the backplane was dropped
+/// unclosed: delivered nowhere if still queued, but one that Redis had already run, its answer
+/// still on the way, was delivered by every node but this one (the node cannot tell, so a
+/// drop's count is an upper bound on its losses). Registered only for broadcasters with a
+/// backplane.
 pub const BACKPLANE_FAILURES: &str = "sse_hub_backplane_failures_total";
 /// 1 while the Redis backplane is connected, 0 otherwise (gauge, without labels: one backplane
 /// serves every channel of a node).

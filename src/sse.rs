@@ -58,7 +58,7 @@ pub use crate::config::{Heartbeat, SseConfig};
 use crate::error::{InvalidThread, PublishError, SubscribeError};
 use crate::event_id::MAX_EVENT_ID_LEN;
 use crate::registry::Broadcaster;
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, counts_delivered};
 use crate::thread::ThreadId;
 use crate::user_id::UserId;
 use crate::wire::SseFrame;
@@ -129,6 +129,9 @@ pub struct SseBody<E> {
     done: bool,
     /// A frame that was ready but did not fit in the last chunk.
     carry: Option<Bytes>,
+    /// The carried frame is a published event, counted delivered when the subscription
+    /// yielded it: if the body is dropped before sending it, the count is taken back.
+    carry_counted: bool,
     /// Where frames ready together are joined into one chunk. Kept while the connection has a
     /// backlog, so that its allocation is reused once hyper has written the last chunk; released
     /// as soon as a poll finds one frame or none.
@@ -159,6 +162,7 @@ impl<E> SseBody<E> {
             shutdown_retry_jitter: config.shutdown_retry_jitter,
             done: false,
             carry: None,
+            carry_counted: false,
             scratch: BytesMut::new(),
         }
     }
@@ -211,6 +215,7 @@ impl<E> Stream for SseBody<E> {
         }
         // A frame that did not fit in the last chunk goes first in this one.
         if let Some(carried) = this.carry.take() {
+            this.carry_counted = false;
             chunk.push(carried, &mut this.scratch);
         }
         // Every frame ready now goes out in one chunk, up to `MAX_CHUNK` bytes: hyper then
@@ -220,12 +225,12 @@ impl<E> Stream for SseBody<E> {
         while !this.done {
             match Pin::new(&mut this.subscription).poll_next(cx) {
                 Poll::Ready(Some(frame)) => {
-                    let bytes = frame.into_bytes();
-                    if !chunk.fits(bytes.len()) {
-                        this.carry = Some(bytes);
+                    if !chunk.fits(frame.bytes().len()) {
+                        this.carry_counted = counts_delivered(&frame);
+                        this.carry = Some(frame.into_bytes());
                         break;
                     }
-                    chunk.push(bytes, &mut this.scratch);
+                    chunk.push(frame.into_bytes(), &mut this.scratch);
                 }
                 Poll::Ready(None) => {
                     this.done = true;
@@ -331,6 +336,10 @@ impl Chunk {
 
 impl<E> Drop for SseBody<E> {
     fn drop(&mut self) {
+        // A frame held for the next chunk was never handed to the server: not delivered.
+        if self.carry.is_some() && self.carry_counted {
+            self.subscription.uncount_last();
+        }
         if !self.done {
             let _entered = self.span.enter();
             tracing::trace!("client gone: the connection closed before the stream ended");

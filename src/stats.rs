@@ -101,9 +101,10 @@ pub struct Stats {
     /// Times a subscription fell behind the ring.
     pub lag_events: u64,
     /// Events that subscriptions skipped and signalled with `lagged` (the gaps); a thread
-    /// stream opened from its state ends instead. For a thread subscription, every event the
-    /// window dropped from its gap, other threads' included: an upper bound on its own losses
-    /// (see [`subscription`](crate::subscription#gaps)).
+    /// stream opened from its state ends instead. For a thread subscription, its own events
+    /// that the window still held and its policy skipped, plus every event the window dropped
+    /// from its gap, other threads' included: an upper bound on its own losses, exact when the
+    /// window dropped none of the gap (see [`subscription`](crate::subscription#gaps)).
     pub events_missed: u64,
     /// Events that lagging subscriptions recovered from the replay window.
     pub events_recovered: u64,
@@ -112,8 +113,9 @@ pub struct Stats {
     pub resets: u64,
     /// Events published on this node that could not go through the
     /// [backplane](crate::backplane): delivered to this node's connections only, without an
-    /// id, and in no history; and those still queued when the backplane was dropped, which
-    /// were delivered nowhere.
+    /// id, and in no history; and those the backplane abandoned when it was dropped unclosed:
+    /// delivered nowhere if still queued, or, if Redis had run one whose answer was still on
+    /// the way, delivered by the other nodes (this node cannot tell: an upper bound).
     pub backplane_failures: u64,
     /// Bytes held by per-thread states ([`ThreadState`](crate::ThreadState)).
     pub thread_state_bytes: usize,

@@ -310,7 +310,9 @@ fn frames_delivered_counts_events_read_flushed_every_256_and_on_drop() {
         let mut tab2 = hub.subscribe(&alice).unwrap();
         publish(&hub, &alice, 300);
 
-        for _ in 0..255 {
+        // A batch is added once the next frame is read: the count of the last frame read
+        // stays with the subscription, which an SSE body that never sent it takes back.
+        for _ in 0..256 {
             unconstrained(tab1.next()).now_or_never().unwrap().unwrap();
         }
         probe.take();
@@ -318,7 +320,7 @@ fn frames_delivered_counts_events_read_flushed_every_256_and_on_drop() {
         unconstrained(tab1.next()).now_or_never().unwrap().unwrap();
         probe.take();
         assert_eq!(probe.counter(FRAMES_DELIVERED, "deliver"), 256);
-        assert_eq!(drain(&mut tab1).len(), 44);
+        assert_eq!(drain(&mut tab1).len(), 43);
         assert_eq!(drain(&mut tab2).len(), 300);
         // Read but not yet flushed: 44 + 300 - 256 (tab2's first batch).
         probe.take();

@@ -753,3 +753,60 @@ async fn a_live_event_does_not_wait_for_another_feeds_slow_subscribe() {
         "{health:?}"
     );
 }
+
+/// `backplane_failures` counts every publish a dropped backplane abandoned, as its docs say,
+/// including one Redis had already run: its answer was on the way back when the backplane went,
+/// so node A cannot know, and counts it, while node B delivered it. The docs bound the count so
+/// (it is no proof of a loss for such a publish).
+#[test]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+fn a_publish_abandoned_after_redis_ran_it_is_counted_though_another_node_delivered_it() {
+    use sse_hub::Broadcaster;
+    use sse_hub::backplane::RedisBackplane;
+    use std::sync::Arc;
+    if !redis_available() {
+        return;
+    }
+    let runtime = |workers| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (main, a_runtime) = (runtime(2), runtime(1));
+    let alice = UserId::from("alice");
+    let (redis, proxy, b, mut tab) = main.block_on(async {
+        let redis = RedisServer::start().await;
+        let proxy = SplitProxy::start(redis.addr()).await;
+        let b = node(redis.url()).await;
+        let tab = b.hub.subscribe_async(&alice, None).await.unwrap();
+        (redis, proxy, b, tab)
+    });
+    // A's tasks run on their own runtime, so that dropping it drops them as a process exit does.
+    let a: support::Hub = a_runtime.block_on(async {
+        let backplane = RedisBackplane::new(settings(proxy.url())).unwrap();
+        assert!(backplane.wait_connected(WAIT).await);
+        Broadcaster::with_backplane(Config::default(), Arc::new(backplane))
+    });
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command and one pub/sub connection"
+    );
+    // Redis's answers on A's command connection are held: A's publish runs, A never hears.
+    proxy.hold_receive(0);
+    a.broadcast(&alice, &json!({ "n": 1 })).unwrap();
+    let delivered = main.block_on(async { timeout(WAIT, tab.next()).await });
+    let frame = delivered.expect("B delivers the event").expect("a frame");
+    assert_eq!(n_of(&frame), Some(1));
+    drop(a_runtime);
+    assert_eq!(
+        a.stats().backplane_failures,
+        1,
+        "the abandoned publish is counted, though Redis ran it"
+    );
+    main.block_on(async move {
+        drop((tab, b, proxy, redis));
+    });
+}

@@ -121,6 +121,48 @@ async fn a_run_streaming_to_nobody_past_the_retention_keeps_its_node_listening()
         .await;
 }
 
+/// The same on a node that only receives the run: alice's channel on node B, held by nothing
+/// but the thread's events its feed brings from node A, is not swept while the run streams
+/// (each event restarts the retention wherever it was published), so B keeps counting it among
+/// its retained channels, keeps listening, and opens the run whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_run_streaming_from_another_node_keeps_the_receiving_nodes_channel() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let a = node(redis.url()).await;
+    let mut config = config();
+    config.retention = Duration::from_millis(600);
+    let mut settings = quick_settings(redis.url());
+    settings.command_timeout = Duration::from_secs(2);
+    let b = Node::start(settings, config).await;
+    // A tab on B opens and leaves: B holds alice's channel, retained, listening to her feed.
+    drop(
+        b.hub
+            .subscribe_async(&UserId::from("alice"), None)
+            .await
+            .unwrap(),
+    );
+    let published = Published::new(run(30));
+    // An event every 50 ms from A: about two seconds, three of B's retentions.
+    for i in 0..published.events.len() {
+        published.publish(&a, i..i + 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.hub.sweep();
+        assert_eq!(
+            b.hub.stats().retained_channels,
+            1,
+            "B dropped alice's channel mid-run, after event {i}"
+        );
+    }
+    assert_eq!(unsubscribes(&redis).await, 0, "B stopped listening mid-run");
+    published
+        .assert_opens_whole_on(&b, published.events.len())
+        .await;
+}
+
 /// How many `UNSUBSCRIBE`s Redis has run (`INFO commandstats`).
 async fn unsubscribes(redis: &RedisServer) -> u64 {
     let info: String = redis::cmd("INFO")

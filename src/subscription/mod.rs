@@ -31,9 +31,10 @@
 //! A subscription to one thread counts differently: whether it lost anything is decided by
 //! following its thread's chain of events (`channel/chain.rs`; where a link cannot be
 //! followed it errs toward a loss, never toward silence), but how many is not known
-//! without more memory per thread, so N in its `lagged` (and in the metrics) is every event the
-//! window dropped from the gap, other threads' included: an upper bound on its own losses,
-//! never fewer.
+//! without more memory per thread, so N in its `lagged` (and in the metrics) is its own events
+//! that the window still held and the policy skipped (`Notify`, `Disconnect`; `Recover`
+//! delivers them), plus every event the window dropped from the gap, other threads' included:
+//! an upper bound on its own losses, never fewer, and exact when the window dropped none.
 //!
 //! # Ending
 //!
@@ -393,13 +394,22 @@ impl<E> Subscription<E> {
 
     fn count_delivered(&mut self) {
         self.delivered += 1;
-        if self.delivered == DELIVERED_FLUSH {
+        // Flushed one frame past a batch, keeping that frame's count here: a body that did not
+        // send the last frame it took gives its count back (`uncount_last`), and a metric
+        // cannot go down once added to.
+        if self.delivered > DELIVERED_FLUSH {
             self.channel
                 .shared
                 .metrics
-                .delivered(u64::from(self.delivered));
-            self.delivered = 0;
+                .delivered(u64::from(DELIVERED_FLUSH));
+            self.delivered = 1;
         }
+    }
+
+    /// Takes back the count of the last frame yielded, which the caller never sent on: an SSE
+    /// body that held it for its next chunk and was dropped first (see [`counts_delivered`]).
+    pub(crate) fn uncount_last(&mut self) {
+        self.delivered = self.delivered.saturating_sub(1);
     }
 }
 
@@ -413,7 +423,7 @@ impl<E> Stream for Subscription<E> {
         }
         loop {
             if let Some(frame) = this.pending.pop_front() {
-                if matches!(frame.kind(), FrameKind::Event(_) | FrameKind::Unnumbered) {
+                if counts_delivered(&frame) {
                     this.count_delivered();
                 }
                 return Poll::Ready(Some(frame));
@@ -463,6 +473,12 @@ impl<E> Stream for Subscription<E> {
             }
         }
     }
+}
+
+/// Whether yielding `frame` counts in `frames_delivered`: a published event, with an id or
+/// without; not a control frame, nor a thread stream's opening.
+pub(crate) fn counts_delivered(frame: &Frame) -> bool {
+    matches!(frame.kind(), FrameKind::Event(_) | FrameKind::Unnumbered)
 }
 
 /// The frame yielded for the event `seq` of the local channel; with a backplane, its id is the

@@ -246,8 +246,9 @@ pub use self::tls::RedisTls;
 /// Cheap to clone: clones share the connections. Create one per node (per process) and share
 /// it, as an `Arc<dyn Backplane>`, between the broadcasters of the node. Before dropping the
 /// last clone, [`close`](Self::close) it: the publishes still queued are sent; dropping it
-/// abandons them (they are counted in
-/// [`Stats::backplane_failures`](crate::Stats::backplane_failures) and logged).
+/// abandons them, and any sent but not yet answered (they are counted in
+/// [`Stats::backplane_failures`](crate::Stats::backplane_failures) and logged, though Redis may
+/// have run one of those sent, and the other nodes delivered it).
 ///
 /// ```no_run
 /// use std::sync::Arc;

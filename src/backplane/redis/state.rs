@@ -185,10 +185,10 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         if self.reply.is_some() {
-            // Neither sent, nor delivered locally: count it where the broadcaster counts
-            // backplane failures, and say so.
+            // Not delivered locally, not confirmed: still queued, or sent and unanswered (Redis
+            // may have run it). Counted where the broadcaster counts backplane failures.
             self.channels.count_failure();
-            tracing::warn!(user = %self.user, "backplane dropped with a publish still queued: the event is lost");
+            tracing::warn!(user = %self.user, "backplane dropped with a publish unconfirmed: the event is lost, unless Redis ran it");
         }
     }
 }
