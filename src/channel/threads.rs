@@ -20,7 +20,8 @@ pub(super) struct ThreadEntry {
     pub(super) sync: Sync,
     /// With a backplane: the state covers every event of the thread up to this id. A sync
     /// may read the history ahead of the node's feed, so the frames the feed still brings up
-    /// to it are in the state already: a subscription skips them.
+    /// to it are in the state already (or were numbered before Redis started the thread over,
+    /// and are no part of it): a subscription skips them, and so does the fold.
     pub(super) last_id: EventId,
     /// With a backplane: the last exact state held folded some of the thread's events (a
     /// sync of a thread with none sets `last_id` all the same).
@@ -285,10 +286,10 @@ impl UserChannel {
             return entry.id.key();
         }
         let next = match &entry.sync {
-            // Folded already: a copy (a catch-up read ahead of the feed, a retry).
-            Sync::Exact { ordinal: have } if ordinal <= *have && id <= entry.last_id => {
-                return entry.id.key();
-            }
+            // Covered already, whatever its ordinal: a copy (a catch-up read ahead of the feed,
+            // a retry), or an event of the thread from before Redis numbered it anew, which a
+            // read ahead of the feed passed over (its ordinal may even follow the read's).
+            Sync::Exact { .. } if id <= entry.last_id => return entry.id.key(),
             Sync::Exact { ordinal: have } if ordinal <= *have => {
                 self.started_over(entry);
                 false

@@ -196,7 +196,9 @@
 //! events of the thread are not joined to it: Redis no longer counts them). A put-back landing
 //! later outranks that node's snapshot, which is refused at its next checkpoint (at most
 //! `replay_events / 2` events later): the node then reads the whole run back. Both are logged
-//! at `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
+//! at `warn`. A read that ran ahead of the node's feed (a tab's) covers the older frames the
+//! feed still brings, numbered before Redis started the thread over: none is folded on top of
+//! it, whatever its ordinal. A thread evicted while no node held it starts over unseen, but for the AG-UI run
 //! state's `run_unknown`. A node that reads an evicted thread back before anything was
 //! published into it again rebuilds it from the history, whole if the history still holds the
 //! thread's first event (not counted: nothing is lost), else from what it holds, counted in
