@@ -23,8 +23,10 @@ pub(super) struct ThreadEntry {
     /// to it are in the state already (or were numbered before Redis started the thread over,
     /// and are no part of it): a subscription skips them, and so does the fold.
     pub(super) last_id: EventId,
-    /// With a backplane: the last exact state held folded some of the thread's events (a
-    /// sync of a thread with none sets `last_id` all the same).
+    /// With a backplane: the last exact state held folded some of the thread's events. The one
+    /// notion of "the node knew the thread" when the thread's first event comes again
+    /// (`fold_remote_at`) or a read holds it only since Redis started it over (`sync_base`):
+    /// not `last_id`, which a sync of a thread with no event sets too (to the user's last id).
     pub(super) folded: bool,
     /// With a backplane: the sequence number of the first event folded since the last
     /// snapshot was written, if any.
@@ -303,10 +305,13 @@ impl UserChannel {
         // thread back by then. So does one that folded events of the thread before, holds no
         // exact state of it now (its feed was interrupted, say), and kept none across a loss:
         // a first event newer than those is the thread started over (its keys evicted), not
-        // its start, and another node may hold it whole.
+        // its start, and another node may hold it whole. One that folded none (it read the
+        // thread while it had no event) lacks nothing: it takes the event for the thread's
+        // start, as a node that never met the thread does, and folds what its feed brings; a
+        // read would run ahead of that feed, which may still bring the run Redis numbered anew
+        // since (see `ThreadEntry::folded`).
         let unknown = matches!(entry.before_loss, BeforeLoss::Unknown);
-        let knew = entry.last_id != EventId::new(0, 0)
-            && !matches!(entry.before_loss, BeforeLoss::Kept { .. });
+        let knew = entry.folded && !matches!(entry.before_loss, BeforeLoss::Kept { .. });
         if !next && ordinal == 1 && !unknown && !knew {
             // The thread starts here (it is new, or the backplane forgot it, or lost it):
             // nothing before, in the backplane.

@@ -186,7 +186,9 @@
 //! stored twice only if the history no longer holds it either; evicted thread keys start the
 //! thread over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes
 //! the thread as started over: if it holds the thread's exact state, it goes on from it and
-//! puts it back in Redis, as after a loss (see the [backplane docs](super#threads)); if it
+//! puts it back in Redis, as after a loss (see the [backplane docs](super#threads)); one that
+//! folded none of it (it read the thread while it had no event) takes that event for the
+//! thread's start, as one that never met the thread does; if it
 //! folded the thread before without holding its exact state now, it reads the thread back at
 //! its first event numbered 1 again (or when a tab opens first): whole if a node put it back;
 //! if none did yet (none held it, or its put-back has not landed), the read holds only the
