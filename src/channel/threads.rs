@@ -569,11 +569,12 @@ impl UserChannel {
     /// number it covers and the id of the channel's last frame: taken under the lock that
     /// deliveries take, so that the live tail follows it with no gap and no duplicate.
     /// Also the id the state covers: the frames up to it that the feed still brings are in
-    /// the opening.
+    /// the opening; and what the subscription must not deliver after it (see `Joined`).
+    #[allow(clippy::type_complexity)]
     pub(crate) fn thread_opening(
         &self,
         thread: &ThreadId,
-    ) -> Option<(Bytes, u64, EventId, EventId)> {
+    ) -> Option<(Bytes, u64, EventId, EventId, Option<HoldBack>)> {
         let state = self.lock();
         let entry = state.threads.iter().find(|t| t.id.same(thread))?;
         if !matches!(entry.sync, Sync::Exact { .. }) {
@@ -588,6 +589,7 @@ impl UserChannel {
             state.head,
             state.last_remote_id,
             entry.last_id,
+            entry.state.as_ref().and_then(|s| s.holds_back_until()),
         ))
     }
 }
