@@ -45,7 +45,10 @@ use thread_runs::{
 /// [`SplitProxy`] (so it folds her thread: its plain stream, returned, keeps it listening),
 /// and a tab on B opens her thread before anything was published into it, after a plain
 /// event: B's read of the thread holds no event, and covers that event's id. The tab closes;
-/// B's feed then breaks, and its new feed is held.
+/// B's feed then breaks, and its new feed is held. (Not every run gets there: in about one run
+/// in four, B's state of the thread covers no id when its feed brings the run's first event,
+/// for a reason not yet found; B then knew nothing of the thread either way, and the tests
+/// still check what it must do, but do not tell the two notions of "knew" apart.)
 async fn synced_before_the_run() -> (RedisServer, SplitProxy, Node, Node, Subscription<Value>) {
     let redis = RedisServer::start().await;
     let proxy = SplitProxy::start(redis.addr()).await;
