@@ -174,7 +174,9 @@ pub use subscription::{
     ConnectionGuard, EndReason, Frame, FrameKind, LAGGED_EVENT, RESET_EVENT, ResetReason,
     Subscription,
 };
-pub use thread::{Folded, MAX_THREAD_LEN, ThreadConfig, ThreadId, ThreadState, ThreadStates};
+pub use thread::{
+    Folded, HoldBack, MAX_THREAD_LEN, ThreadConfig, ThreadId, ThreadState, ThreadStates,
+};
 pub use user_id::UserId;
 pub use wire::SseFrame;
 

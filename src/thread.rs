@@ -211,7 +211,20 @@ pub trait ThreadState: Send + 'static {
     fn checkpoint(&self) -> u8 {
         0
     }
+
+    /// For a connection that opens now: the thread's next events it must not be sent, up to
+    /// the first for which the returned test (of the event's SSE data) holds, which it gets
+    /// with the rest. `None` (the default): every event follows the opening. The AG-UI run
+    /// state opens a run whose start it lacks with a `RUN_ERROR`, after which the official
+    /// client refuses anything but a `RUN_STARTED`: such a connection is not sent the rest of
+    /// that run.
+    fn holds_back_until(&self) -> Option<HoldBack> {
+        None
+    }
 }
+
+/// A test of an event's SSE data: see [`ThreadState::holds_back_until`].
+pub type HoldBack = fn(&[u8]) -> bool;
 
 /// Creates the [`ThreadState`] of each new thread of a channel.
 pub trait ThreadStates: fmt::Debug + Send + Sync + 'static {

@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sse_hub::{Config, FrameKind, Subscription};
 use tokio::time::timeout;
 
@@ -32,30 +32,16 @@ mod support;
 mod split_proxy;
 #[path = "support/thread_runs.rs"]
 mod thread_runs;
+#[path = "support/numbers_tabs.rs"]
+mod numbers_tabs;
 
+use numbers_tabs::{
+    break_then_hold_feed, follow, knows_thread_inexactly, lagging_settings, numbers, open_tab,
+    publish, publisher_config, wait_opens, wait_until,
+};
 use split_proxy::SplitProxy;
 use support::{EsClient, Node, RedisServer, Seen, WAIT, redis_available, settings};
 use thread_runs::{alice, evict_thread_keys, flushall, numbers_config, thread, thread_field};
-
-/// Settings of a node whose feed the test holds in a [`SplitProxy`]: it checks its link only
-/// every minute (a check's `PING` on the held feed would time out and reconnect, which is not
-/// the fault under test), with a long command timeout.
-fn lagging_settings(url: String) -> sse_hub::backplane::RedisConfig {
-    let mut settings = settings(url);
-    settings.command_timeout = Duration::from_secs(8);
-    settings.ping_interval = Duration::from_secs(60);
-    settings
-}
-
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let waited = timeout(WAIT, async {
-        while !done().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "{what}");
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. Plain resumes across a loss.
@@ -254,81 +240,6 @@ async fn plain_resumes_across_a_restart_miss_nothing_silently() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Threads: a small state whose opening shows exactly what it folded.
-
-/// The numbers of the `{"n": …}` data lines of a frame.
-fn numbers(bytes: &[u8]) -> Vec<u64> {
-    std::str::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok()?["n"].as_u64())
-        .collect()
-}
-
-async fn publish(node: &Node, range: std::ops::Range<u64>) {
-    for n in range {
-        node.publish_in_thread(&alice(), &thread(), &json!({ "n": n }))
-            .await;
-    }
-}
-
-/// A tab on alice's thread on `node`, as a client that comes back when its stream ends before
-/// it opened: its opening (the numbers) once one is taken, and the tab.
-async fn open_tab(node: &Node) -> (Vec<u64>, Subscription<Value>) {
-    timeout(WAIT, async {
-        loop {
-            let mut tab = node
-                .hub
-                .subscribe_in_thread(&alice(), &thread(), None)
-                .unwrap();
-            match tab.next().await {
-                Some(frame) if frame.kind() == FrameKind::Opening => {
-                    return (numbers(frame.bytes()), tab);
-                }
-                Some(frame) => panic!("a thread stream opens: {frame:?}"),
-                // Ended before it opened (its syncs failed): the client comes back.
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
-    .expect("a tab opens")
-}
-
-/// Waits until a tab on `node` opens with the numbers `expected` (its feed delivered every
-/// event published: a publish returns when Redis ran it, and reaches the feeds a moment later).
-async fn wait_opens(node: &Node, expected: std::ops::Range<u64>) {
-    let expected: Vec<u64> = expected.collect();
-    let mut last = Vec::new();
-    let opened = timeout(WAIT, async {
-        loop {
-            last = open_tab(node).await.0;
-            if last == expected {
-                break;
-            }
-            // A tab opens at once when the state is exact: poll, yielding to the timeout.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(opened.is_ok(), "opens with {expected:?}, not {last:?}");
-}
-
-/// Reads `tab` until it delivered `last`: the numbers it delivered.
-async fn follow(tab: &mut Subscription<Value>, last: u64) -> Vec<u64> {
-    let mut seen = Vec::new();
-    while seen.last() != Some(&last) {
-        let frame = timeout(WAIT, tab.next())
-            .await
-            .expect("a frame in time")
-            .expect("the stream goes on");
-        seen.extend(numbers(frame.bytes()));
-    }
-    seen
-}
-
-// ---------------------------------------------------------------------------------------------
 // 2. An evicted thread read back before any node put it back.
 
 /// Redis evicts alice's thread keys (its count, snapshot and recency: an `allkeys-*` or
@@ -390,33 +301,6 @@ async fn an_evicted_thread_whose_start_was_trimmed_is_counted_unknown() {
     assert_eq!(c.hub.stats().thread_states_unknown, 1, "counted, once");
     a.backplane.close().await;
     c.backplane.close().await;
-}
-
-/// A node of the same channel that folds no thread state: it only publishes.
-fn publisher_config() -> Config {
-    let mut config = numbers_config();
-    config.threads.state = None;
-    config
-}
-
-/// Node `b` serves alice through `proxy` (so it folds her thread), and folds the run 1 to 12
-/// published through `publisher`; then its feed breaks once, so that it knows the thread
-/// without its exact state, and its new feed (connection 3) is held.
-async fn knows_thread_inexactly(publisher: &Node, b: &Node, proxy: &SplitProxy) {
-    wait_until("B listens to alice", async || {
-        b.backplane.health().listening >= 1
-    })
-    .await;
-    publish(publisher, 1..13).await;
-    wait_opens(b, 1..13).await;
-    let before = b.backplane.health().reconnects;
-    proxy.cut(1);
-    wait_until("B reconnected", async || {
-        b.backplane.health().reconnects > before && b.backplane.is_connected()
-    })
-    .await;
-    assert_eq!(proxy.accepted(), 4, "B's second link");
-    proxy.hold_receive(3);
 }
 
 /// Node B folded alice's thread, then lost its exact state (its feed broke, and is held while
@@ -555,16 +439,8 @@ async fn a_tab_on_a_node_told_of_a_loss_late_opens_whole_once_its_feed_catches_u
     publish(&a, 1..13).await;
     wait_opens(&a, 1..13).await;
 
-    // B's feed breaks: it reconnects (command connection 2, pub/sub 3) without the exact state.
-    let before = b.backplane.health().reconnects;
-    proxy.cut(1);
-    wait_until("B reconnected", async || {
-        b.backplane.health().reconnects > before && b.backplane.is_connected()
-    })
-    .await;
-    assert_eq!(proxy.accepted(), 4, "B's second link");
-
-    proxy.hold_receive(3);
+    // B's feed breaks: it reconnects without the exact state, and its new feed is held.
+    break_then_hold_feed(&b, &proxy).await;
     publish(&a, 13..17).await;
     flushall(&redis).await;
     publish(&a, 17..21).await;

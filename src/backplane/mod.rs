@@ -160,9 +160,11 @@
 //!   next checkpoint, or `replay_events / 2` events later), or its feed is interrupted. A
 //!   thread that no node held (no node served the user, or every node restarted too) starts
 //!   over from what Redis holds after the loss. The backplane does not count those, but the
-//!   AG-UI run state does: an event of a run with no `RUN_STARTED` marks the run unknown (counted in
-//!   `thread_states_unknown`), and a connection to the thread opens with a `RUN_ERROR`
-//!   (`code` `run_unknown`) until the next run starts (see
+//!   AG-UI run state marks the run unknown at an event of it with no `RUN_STARTED` (counted in
+//!   `thread_states_unknown` by a node that folds that event from its feed; not by one that
+//!   reads it back), and a connection to the thread opens with a `RUN_ERROR` (`code`
+//!   `run_unknown`) until the next run starts, and is sent that run, not the rest of the
+//!   unknown one (see
 //!   [`run_state`](crate::run_state#edge-cases)). Use persistence that keeps acknowledged
 //!   writes where that matters (see the faults below). Conversely, a marker that goes without
 //!   the data (evicted, deleted) is no loss: whatever sets it again finds keys of the backplane

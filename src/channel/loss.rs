@@ -168,7 +168,12 @@ impl UserChannel {
                 entry.from_before_loss = true;
                 kept
             }
-            _ => {
+            before => {
+                // Counted when read back, and nothing folded since: the first event it cannot
+                // apply is that same loss (see `BeforeLoss::Counted`).
+                if matches!(before, BeforeLoss::Counted) {
+                    entry.before_loss = before;
+                }
                 entry.rejoined = false;
                 entry.from_before_loss = false;
                 self.shared.thread_state_resized(entry.bytes, 0);

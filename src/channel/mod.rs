@@ -38,7 +38,7 @@ use crate::event_id::{EventId, next_epoch};
 use crate::expiry::ExpiryQueue;
 use crate::reason::ResetReason;
 use crate::shared::Shared;
-use crate::thread::{Folded, ThreadId, ThreadKey, ThreadState, ThreadStates};
+use crate::thread::{Folded, HoldBack, ThreadId, ThreadKey, ThreadState, ThreadStates};
 use crate::user_id::UserId;
 use crate::wire::frame_id;
 
@@ -170,6 +170,9 @@ pub(crate) struct Joined {
     /// For a thread subscription on a channel that folds threads: the thread state's opening,
     /// which covers every event up to `position`.
     pub(crate) opening: Option<Bytes>,
+    /// With the opening: the thread's events the subscription must not deliver after it (see
+    /// [`ThreadState::holds_back_until`](crate::ThreadState::holds_back_until)).
+    pub(crate) holds_back: Option<HoldBack>,
     /// The thread the subscription filters on, sharing the channel's allocation of its name.
     pub(crate) thread: Option<ThreadId>,
     /// With a backplane: the thread's state is not known exact here; the subscription must
@@ -361,6 +364,10 @@ impl UserChannel {
             }
             Bytes::from(opening)
         });
+        let holds_back = opening
+            .as_ref()
+            .and(entry.and_then(|t| t.state.as_ref()))
+            .and_then(|thread_state| thread_state.holds_back_until());
         let thread_id = entry.map(|t| t.id.clone()).or_else(|| thread.cloned());
         let covered = entry.map_or(EventId::new(0, 0), |t| t.last_id);
         let receiver = self.sender.subscribe();
@@ -380,6 +387,7 @@ impl UserChannel {
             kicks: self.kicks.load(Ordering::Acquire),
             degraded_kicks: self.degraded_kicks.load(Ordering::Acquire),
             opening,
+            holds_back,
             thread: thread_id,
             needs_sync,
             remote_id: state.last_remote_id,

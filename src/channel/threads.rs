@@ -20,10 +20,13 @@ pub(super) struct ThreadEntry {
     pub(super) sync: Sync,
     /// With a backplane: the state covers every event of the thread up to this id. A sync
     /// may read the history ahead of the node's feed, so the frames the feed still brings up
-    /// to it are in the state already: a subscription skips them.
+    /// to it are in the state already (or were numbered before Redis started the thread over,
+    /// and are no part of it): a subscription skips them, and so does the fold.
     pub(super) last_id: EventId,
-    /// With a backplane: the last exact state held folded some of the thread's events (a
-    /// sync of a thread with none sets `last_id` all the same).
+    /// With a backplane: the last exact state held folded some of the thread's events. The one
+    /// notion of "the node knew the thread" when the thread's first event comes again
+    /// (`fold_remote_at`) or a read holds it only since Redis started it over (`sync_base`):
+    /// not `last_id`, which a sync of a thread with no event sets too (to the user's last id).
     pub(super) folded: bool,
     /// With a backplane: the sequence number of the first event folded since the last
     /// snapshot was written, if any.
@@ -285,10 +288,10 @@ impl UserChannel {
             return entry.id.key();
         }
         let next = match &entry.sync {
-            // Folded already: a copy (a catch-up read ahead of the feed, a retry).
-            Sync::Exact { ordinal: have } if ordinal <= *have && id <= entry.last_id => {
-                return entry.id.key();
-            }
+            // Covered already, whatever its ordinal: a copy (a catch-up read ahead of the feed,
+            // a retry), or an event of the thread from before Redis numbered it anew, which a
+            // read ahead of the feed passed over (its ordinal may even follow the read's).
+            Sync::Exact { .. } if id <= entry.last_id => return entry.id.key(),
             Sync::Exact { ordinal: have } if ordinal <= *have => {
                 self.started_over(entry);
                 false
@@ -302,10 +305,13 @@ impl UserChannel {
         // thread back by then. So does one that folded events of the thread before, holds no
         // exact state of it now (its feed was interrupted, say), and kept none across a loss:
         // a first event newer than those is the thread started over (its keys evicted), not
-        // its start, and another node may hold it whole.
+        // its start, and another node may hold it whole. One that folded none (it read the
+        // thread while it had no event) lacks nothing: it takes the event for the thread's
+        // start, as a node that never met the thread does, and folds what its feed brings; a
+        // read would run ahead of that feed, which may still bring the run Redis numbered anew
+        // since (see `ThreadEntry::folded`).
         let unknown = matches!(entry.before_loss, BeforeLoss::Unknown);
-        let knew = entry.last_id != EventId::new(0, 0)
-            && !matches!(entry.before_loss, BeforeLoss::Kept { .. });
+        let knew = entry.folded && !matches!(entry.before_loss, BeforeLoss::Kept { .. });
         if !next && ordinal == 1 && !unknown && !knew {
             // The thread starts here (it is new, or the backplane forgot it, or lost it):
             // nothing before, in the backplane.
@@ -563,11 +569,12 @@ impl UserChannel {
     /// number it covers and the id of the channel's last frame: taken under the lock that
     /// deliveries take, so that the live tail follows it with no gap and no duplicate.
     /// Also the id the state covers: the frames up to it that the feed still brings are in
-    /// the opening.
+    /// the opening; and what the subscription must not deliver after it (see `Joined`).
+    #[allow(clippy::type_complexity)]
     pub(crate) fn thread_opening(
         &self,
         thread: &ThreadId,
-    ) -> Option<(Bytes, u64, EventId, EventId)> {
+    ) -> Option<(Bytes, u64, EventId, EventId, Option<HoldBack>)> {
         let state = self.lock();
         let entry = state.threads.iter().find(|t| t.id.same(thread))?;
         if !matches!(entry.sync, Sync::Exact { .. }) {
@@ -582,6 +589,7 @@ impl UserChannel {
             state.head,
             state.last_remote_id,
             entry.last_id,
+            entry.state.as_ref().and_then(|s| s.holds_back_until()),
         ))
     }
 }

@@ -97,9 +97,12 @@
 //!   [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) and logged), and the
 //!   opening says so in-band, with the one event the client accepts first besides
 //!   `RUN_STARTED`: `{"type":"RUN_ERROR","message":…,"code":"run_unknown"}`
-//!   ([`RUN_UNKNOWN_CODE`]). The client reports the run as failed (and refuses the rest of that
-//!   run); the thread's next `RUN_STARTED` starts it afresh, and that run opens whole, as its
-//!   input has the thread's messages.
+//!   ([`RUN_UNKNOWN_CODE`]). The client reports the run as failed, and after a `RUN_ERROR`
+//!   refuses anything but a `RUN_STARTED` (it would stop reading the connection, the next run
+//!   with it): so a connection that opens so is not sent the rest of that run
+//!   ([`ThreadState::holds_back_until`](crate::ThreadState::holds_back_until)), but the thread's
+//!   next `RUN_STARTED` and what follows, which the client takes as a new run; that run opens
+//!   whole, as its input has the thread's messages.
 //!   A `RUN_ERROR` alone is no such event: an agent that fails before its run starts sends
 //!   just that, and the client takes it first, as a whole (failed) run; the thread then opens
 //!   with nothing, as one with no run, and nothing is counted.

@@ -97,8 +97,9 @@ impl ThreadRun {
         let mut o = Opening::default();
         if self.run_unknown {
             // The one event besides `RUN_STARTED` that the client accepts first: it fails the
-            // run it cannot be given, and accepts the next `RUN_STARTED` after it. Folded back
-            // (a backplane's snapshot), it marks the run unknown again.
+            // run it cannot be given, and accepts the next `RUN_STARTED` after it, and nothing
+            // else (the connection is not sent the rest of the run: `holds_back_until`).
+            // Folded back (a backplane's snapshot), it marks the run unknown again.
             o.event(|buf| {
                 buf.extend_from_slice(br#"{"type":"RUN_ERROR","message":"#);
                 write_str(

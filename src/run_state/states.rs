@@ -1,6 +1,6 @@
 //! [`RunStates`]: the AG-UI run state as a broadcaster's per-thread state.
 
-use crate::thread::{Folded, ThreadId, ThreadState, ThreadStates};
+use crate::thread::{Folded, HoldBack, ThreadId, ThreadState, ThreadStates};
 
 use super::ThreadRun;
 
@@ -81,4 +81,19 @@ impl ThreadState for ThreadRun {
             Some(_) => 2,
         }
     }
+
+    /// Until the next `RUN_STARTED` when the run cannot be rebuilt: the opening is its
+    /// `RUN_ERROR`, after which the official client refuses the rest of the run (and would
+    /// stop reading the connection, the next run with it).
+    fn holds_back_until(&self) -> Option<HoldBack> {
+        self.run_unknown.then_some(starts_a_run as HoldBack)
+    }
+}
+
+/// Whether an event (its JSON) is a `RUN_STARTED`. Read only while a connection waits for one,
+/// and parsed only when its bytes name the type.
+fn starts_a_run(data: &[u8]) -> bool {
+    memchr::memmem::find(data, b"RUN_STARTED").is_some()
+        && serde_json::from_slice::<serde_json::Value>(data)
+            .is_ok_and(|event| event["type"] == "RUN_STARTED")
 }

@@ -64,8 +64,9 @@ use crate::config::LagPolicy;
 use crate::event_id::EventId;
 pub use crate::frame::{Frame, FrameKind, LAGGED_EVENT, RESET_EVENT};
 pub use crate::reason::{EndReason, ResetReason};
-use crate::thread::{ThreadId, ThreadKey};
+use crate::thread::{HoldBack, ThreadId, ThreadKey};
 use crate::user_id::UserId;
+use crate::wire::data_of;
 
 mod remote;
 
@@ -118,6 +119,9 @@ struct ThreadFilter {
     /// The stream opened with its thread state's opening: it never yields control frames, and
     /// a loss the window cannot cover ends it (its reconnect opens from the state again).
     opened_from_state: bool,
+    /// The thread's events it does not deliver after that opening, up to the first that
+    /// passes this test (see [`ThreadState::holds_back_until`](crate::ThreadState)).
+    holds_back: Option<HoldBack>,
 }
 
 /// The replaced crate's name for the RAII handle of a connection: a [`Subscription`] is that
@@ -164,6 +168,7 @@ impl<E> Subscription<E> {
                     thread: Some(ThreadFilter {
                         id,
                         opened_from_state: joined.opening.is_some() || joined.needs_sync,
+                        holds_back: joined.holds_back,
                     }),
                 })
             }),
@@ -211,12 +216,18 @@ impl<E> Subscription<E> {
         let opened = self
             .thread()
             .and_then(|t| self.channel.thread_opening(&t.id));
-        let Some(remote) = self.ext.as_mut().and_then(|ext| ext.remote.as_mut()) else {
+        let Some(ext) = self.ext.as_mut() else {
+            return;
+        };
+        let Some(remote) = ext.remote.as_mut() else {
             return;
         };
         match opened {
-            Some((opening, head, start, covered)) => {
+            Some((opening, head, start, covered, holds_back)) => {
                 remote.opened_at(start, covered);
+                if let Some(filter) = ext.thread.as_mut() {
+                    filter.holds_back = holds_back;
+                }
                 self.position = head;
                 if !opening.is_empty() {
                     self.pending.push_back(Frame::opening(opening));
@@ -387,6 +398,22 @@ impl<E> Subscription<E> {
         self.ext.as_ref()?.thread.as_ref()
     }
 
+    /// Whether `frame`, an event of its thread, is one the opening holds back: the first that
+    /// passes the test ends the holding back (see `ThreadFilter::holds_back`).
+    fn held_back(&mut self, frame: &Frame) -> bool {
+        let Some(filter) = self.ext.as_mut().and_then(|ext| ext.thread.as_mut()) else {
+            return false;
+        };
+        let Some(resumes) = filter.holds_back else {
+            return false;
+        };
+        if resumes(&data_of(frame.bytes())) {
+            filter.holds_back = None;
+            return false;
+        }
+        true
+    }
+
     /// Whether a frame tagged `thread` is for this subscription.
     fn wants(&self, thread: Option<ThreadKey>) -> bool {
         ThreadKey::admits(self.thread().map(|t| t.id.key()), thread)
@@ -424,6 +451,9 @@ impl<E> Stream for Subscription<E> {
         loop {
             if let Some(frame) = this.pending.pop_front() {
                 if counts_delivered(&frame) {
+                    if this.held_back(&frame) {
+                        continue;
+                    }
                     this.count_delivered();
                 }
                 return Poll::Ready(Some(frame));
@@ -456,6 +486,9 @@ impl<E> Stream for Subscription<E> {
                         let Some(frame) = event_frame(this.remote_mut(), epoch, seq, frame) else {
                             continue;
                         };
+                        if this.held_back(&frame) {
+                            continue;
+                        }
                         this.count_delivered();
                         return Poll::Ready(Some(frame));
                     }

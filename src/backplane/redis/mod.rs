@@ -186,7 +186,9 @@
 //! stored twice only if the history no longer holds it either; evicted thread keys start the
 //! thread over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes
 //! the thread as started over: if it holds the thread's exact state, it goes on from it and
-//! puts it back in Redis, as after a loss (see the [backplane docs](super#threads)); if it
+//! puts it back in Redis, as after a loss (see the [backplane docs](super#threads)); one that
+//! folded none of it (it read the thread while it had no event) takes that event for the
+//! thread's start, as one that never met the thread does; if it
 //! folded the thread before without holding its exact state now, it reads the thread back at
 //! its first event numbered 1 again (or when a tab opens first): whole if a node put it back;
 //! if none did yet (none held it, or its put-back has not landed), the read holds only the
@@ -196,7 +198,9 @@
 //! events of the thread are not joined to it: Redis no longer counts them). A put-back landing
 //! later outranks that node's snapshot, which is refused at its next checkpoint (at most
 //! `replay_events / 2` events later): the node then reads the whole run back. Both are logged
-//! at `warn`. A thread evicted while no node held it starts over unseen, but for the AG-UI run
+//! at `warn`. A read that ran ahead of the node's feed (a tab's) covers the older frames the
+//! feed still brings, numbered before Redis started the thread over: none is folded on top of
+//! it, whatever its ordinal. A thread evicted while no node held it starts over unseen, but for the AG-UI run
 //! state's `run_unknown`. A node that reads an evicted thread back before anything was
 //! published into it again rebuilds it from the history, whole if the history still holds the
 //! thread's first event (not counted: nothing is lost), else from what it holds, counted in
