@@ -4,8 +4,7 @@
 //! `redis-server` on loopback, each fault injected by a proxy that holds, slows or black-holes
 //! one of the node's two connections. Every client must get each event once, in order, from
 //! its start on; and no stream of users who keep connecting may keep the node from checking
-//! its link or from serving again after a reconnect, nor a link that fails as soon as it is
-//! made, from backing off. Every wait is bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
+//! its link or from serving again after a reconnect. Every wait is bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
 #![cfg(feature = "redis")]
 
 use std::time::Duration;
@@ -21,8 +20,7 @@ mod split_proxy;
 
 use split_proxy::{SLOW, SplitProxy, hold_next, node_behind_split_proxy, wait_sent};
 use support::{
-    EsClient, Node, RedisServer, Seen, WAIT, listening_client, quick_settings, redis_available,
-    settings,
+    EsClient, Node, RedisServer, Seen, WAIT, listening_client, redis_available, settings,
 };
 
 /// The longest `retry:` the test clients wait before they reconnect.
@@ -328,60 +326,4 @@ async fn a_reconnect_subscribes_again_while_users_keep_connecting() {
     }
     assert!(alice.wait_for_event(WAIT, 3).await, "{:?}", alice.seen());
     assert_eq!(alice.numbers(), [1, 2, 3], "{:?}", alice.seen());
-}
-
-/// Redis refuses the node's `SUBSCRIBE` to a user's feed (an ACL lets the node's Redis user
-/// reach the generation channel only): every connection is lost as soon as it subscribes to
-/// the user. The node must retry with its backoff, as for a connection it cannot make, and not
-/// reconnect in a loop (two connections, scripts and reads each time, at once, again and
-/// again).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
-async fn a_link_lost_as_soon_as_it_is_made_is_retried_with_backoff() {
-    if !redis_available() {
-        return;
-    }
-    let redis = RedisServer::start().await;
-    let mut admin = redis.connection().await;
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "node",
-            "on",
-            ">secret",
-            "~*",
-            "resetchannels",
-            "&sse-hub:generation",
-            "+@all",
-        ])
-        .query_async::<()>(&mut admin)
-        .await
-        .expect("ACL SETUSER");
-    let url = format!("redis://node:secret@127.0.0.1:{}/", redis.port);
-    // Nothing to subscribe to yet: the first connection serves.
-    let a = Node::start(quick_settings(url), Config::default()).await;
-    let _tab = a.hub.subscribe(&UserId::from("alice"));
-    let refused = timeout(WAIT, async {
-        loop {
-            let health = a.backplane.health();
-            let error = health.last_error.as_deref().unwrap_or_default();
-            if error.to_ascii_lowercase().contains("noperm") {
-                return health;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the SUBSCRIBE is not refused: {:?}", a.backplane.health()));
-
-    // Backoff from 20 ms, doubling up to 200 ms: under ten more attempts in a second.
-    let window = Duration::from_secs(1);
-    tokio::time::sleep(window).await;
-    let health = a.backplane.health();
-    let attempts = health.reconnects - refused.reconnects;
-    assert!(
-        attempts <= 15,
-        "{attempts} reconnects in {window:?} to a Redis that refuses the node's SUBSCRIBE: {health:?}"
-    );
-    assert!(!health.connected, "{health:?}");
 }

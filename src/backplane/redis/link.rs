@@ -14,7 +14,8 @@
 //! new connection subscribes to every feed again are messages held back (see [`serve`]). Once
 //! serving, a round trip (un)subscribes one batch of feeds at most, and a link check that came
 //! due meanwhile takes its turn with the next: users who keep connecting never hold the checks
-//! off, so a dead connection is still replaced within a check.
+//! off, so a dead connection is still replaced within a check. A round trip records Redis's
+//! answers (see [`reconcile`](super::reconcile)), a refusal included.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,10 +27,11 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Value};
 use tokio_stream::StreamExt;
 
-use crate::backplane::redis::state::{Link, Shared};
-use crate::backplane::redis::wire::{
-    MIN_VERSION, parse_eviction_policy, parse_version, plan_reconcile,
+use crate::backplane::redis::reconcile::{
+    kick_degraded, reconcile_pass, reconcile_wanted_now, retry_refused,
 };
+use crate::backplane::redis::state::{Link, Shared};
+use crate::backplane::redis::wire::{MIN_VERSION, parse_eviction_policy, parse_version};
 use crate::error::BackplaneError;
 
 /// Why a connection attempt failed.
@@ -182,10 +184,10 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
                 ever_connected = true;
                 failing = false;
                 tracing::warn!(%error, "backplane: connection to Redis lost; reconnecting");
-                // A link that served (every feed subscribed) is retried at once, the backoff
-                // reset. One lost before it served (its `SUBSCRIBE`s refused, by an ACL say, or
-                // timed out) is a failed attempt, and waits as one: else the task would
-                // reconnect at once, again and again, as fast as Redis answers.
+                // A link that served (every feed subscribed, or refused: see `reconcile`) is
+                // retried at once, the backoff reset. One lost before it served (its
+                // `SUBSCRIBE`s timed out, its connection cut) is a failed attempt, and waits as
+                // one: else the task would reconnect at once, again and again.
                 let served = shared.link() == Link::Connected;
                 shared.lost(error);
                 if served {
@@ -223,65 +225,6 @@ async fn wait(backoff: Duration, max: Duration) -> Duration {
     (backoff * 2).min(max)
 }
 
-/// (Un)subscribes what changed, until none of the feeds to do when called is left (those of
-/// the users who came meanwhile may be).
-async fn reconcile_wanted_now(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
-    let mut pending: Vec<Arc<str>> = shared.lock().dirty.iter().cloned().collect();
-    while !pending.is_empty() {
-        reconcile_pass(shared, sink).await?;
-        let state = shared.lock();
-        pending.retain(|feed| state.dirty.contains(feed));
-    }
-    Ok(())
-}
-
-/// (Un)subscribes the next batch of what changed; `Ok(true)` if more is left to do.
-async fn reconcile_pass(shared: &Shared, sink: &mut PubSubSink) -> Result<bool, String> {
-    let timeout = shared.config.command_timeout;
-    let (subscribe, unsubscribe) = {
-        let mut state = shared.lock();
-        let plan = plan_reconcile(
-            &state.dirty,
-            |f| state.wanted.contains_key(f),
-            &state.subscribed,
-        );
-        for feed in &plan.batch {
-            state.dirty.remove(feed);
-        }
-        for feed in &plan.unsubscribe {
-            state.subscribed.remove(feed);
-        }
-        if plan.batch.is_empty() {
-            return Ok(false);
-        }
-        (plan.subscribe, plan.unsubscribe)
-    };
-    if !unsubscribe.is_empty() {
-        let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();
-        tokio::time::timeout(timeout, sink.unsubscribe(&names))
-            .await
-            .map_err(|_| "UNSUBSCRIBE timed out".to_owned())?
-            .map_err(|e| format!("UNSUBSCRIBE failed: {e}"))?;
-    }
-    if !subscribe.is_empty() {
-        let names: Vec<&str> = subscribe.iter().map(|k| &**k).collect();
-        tokio::time::timeout(timeout, sink.subscribe(&names))
-            .await
-            .map_err(|_| "SUBSCRIBE timed out".to_owned())?
-            .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
-        let mut state = shared.lock();
-        for feed in subscribe {
-            if let Some(wanted) = state.wanted.get_mut(&feed) {
-                wanted.confirmed = true;
-            }
-            state.subscribed.insert(feed);
-        }
-        drop(state);
-        shared.confirmed();
-    }
-    Ok(!shared.lock().dirty.is_empty())
-}
-
 /// Refreshes the time to live of the histories (and publish marks) of the users the node
 /// serves.
 fn refresh_ttls(shared: &Shared) {
@@ -316,14 +259,6 @@ fn refresh_ttls(shared: &Shared) {
     });
 }
 
-/// Ends the streams served degraded, now that the backplane is connected.
-fn kick_degraded(shared: &Shared) {
-    let kick: Vec<Arc<str>> = shared.lock().to_kick.drain().collect();
-    if !kick.is_empty() {
-        shared.end_degraded(&kick);
-    }
-}
-
 /// Reads the generation marker on the command connection, within the command timeout: `Err`
 /// (why) if it does not answer. Commands on a connection that went silently dead only ever
 /// time out, and a timeout alone does not mean the connection is dead (Redis may just be slow:
@@ -354,7 +289,7 @@ async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Resul
 }
 
 /// A round trip the connection task makes on its link while it dispatches: a pass of
-/// [`reconcile`], or the [`ping`] of both connections. One at a time.
+/// [`reconcile_pass`], or the [`ping`] of both connections. One at a time.
 type RoundTrip<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// A round trip, polled as the connection task's own work: exempt from tokio's cooperative
@@ -497,6 +432,7 @@ async fn serve(
                 });
             }
             _ = ping_tick.tick(), if in_flight.is_none() => {
+                retry_refused(shared);
                 in_flight = round_trip(ping(shared, sink.clone(), &command));
             }
             _ = refresh.tick() => refresh_ttls(shared),

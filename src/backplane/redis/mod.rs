@@ -134,8 +134,13 @@
 //! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
 //! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
 //! resume from the history. The first attempt after a connection that served is at once; a
-//! connection lost before it served (its `SUBSCRIBE`s refused, by an ACL say, or timed out)
-//! counts as a failed attempt, so that the task does not reconnect in a loop. While it is
+//! connection lost before it served (its `SUBSCRIBE`s timed out, say) counts as a failed
+//! attempt, so that the task does not reconnect in a loop. A `SUBSCRIBE` Redis refuses (an
+//! error reply: an ACL that does not grant the node's Redis user that user's channel) is the
+//! user's, not the link's: the other users are served, and that user's streams degraded (see
+//! [`BackplaneHealth::refused`]) until Redis accepts it, asked again with backoff. Redis 7
+//! refuses a `SUBSCRIBE` of several channels as a whole when it refuses one: the node then
+//! subscribes each of them alone, so that only the refused ones are. While it is
 //! down, publishes fail at once and are delivered locally without an id, and subscribes are
 //! degraded (see the [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
 //! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
@@ -212,9 +217,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
 use self::commands::{read_history, read_thread, store_snapshot};
+use self::feeds::Wanted;
 use self::link::run_connection;
 use self::publisher::run_publisher;
-use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
+use self::state::{Job, Link, Queued, Shared, deadline};
 use self::wire::{disconnect_message, keys, thread_keys};
 use super::{
     Backplane, BackplaneError, BoxFuture, History, LocalChannels, Outcome, PublishRequest,
@@ -227,10 +233,12 @@ use crate::user_id::UserId;
 
 mod commands;
 mod config;
+mod feeds;
 mod generation;
 mod health;
 mod link;
 mod publisher;
+mod reconcile;
 mod state;
 mod scripts;
 mod tls;
@@ -472,6 +480,7 @@ impl Backplane for RedisBackplane {
         }
         if let Some((feed, _)) = state.wanted.remove_entry(keys.feed.as_str()) {
             state.to_kick.remove(&feed);
+            state.refused.remove(&feed);
             state.dirty.insert(feed);
         }
         drop(state);
