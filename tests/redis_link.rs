@@ -4,7 +4,9 @@
 //! `redis-server` on loopback, each fault injected by a proxy that holds, slows or black-holes
 //! one of the node's two connections. Every client must get each event once, in order, from
 //! its start on; and no stream of users who keep connecting may keep the node from checking
-//! its link or from serving again after a reconnect. Every wait is bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
+//! its link or from serving again after a reconnect, nor may a link check waiting on the
+//! command connection hold off a new user's `SUBSCRIBE` on the pub/sub one. Every wait is
+//! bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
 #![cfg(feature = "redis")]
 
 use std::time::Duration;
@@ -326,4 +328,54 @@ async fn a_reconnect_subscribes_again_while_users_keep_connecting() {
     }
     assert!(alice.wait_for_event(WAIT, 3).await, "{:?}", alice.seen());
     assert_eq!(alice.numbers(), [1, 2, 3], "{:?}", alice.seen());
+}
+
+/// A user connects to node A while a link check waits for its answer on A's command
+/// connection, which Redis is slow to give (held longer than the subscribe timeout, within the
+/// command timeout). The user's `SUBSCRIBE` goes on the pub/sub connection, which is fine: it
+/// must not wait for the check. The stream's catch-up read then waits on the command
+/// connection, within its timeout, and the stream opens as documented for a subscribe that
+/// caught up: primed with the history's last id, then every event, not degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_new_users_subscribe_does_not_wait_for_a_link_check_on_the_command_connection() {
+    if !redis_available() {
+        return;
+    }
+    let (_redis, proxy, a, b) = a_behind_a_split_proxy(|settings| {
+        settings.subscribe_timeout = Duration::from_millis(500);
+        settings.command_timeout = Duration::from_secs(5);
+        settings.ping_interval = Duration::from_millis(100);
+    })
+    .await;
+    let bob = UserId::from("bob");
+    // B serves bob too, so that his history exists whoever listens.
+    let _on_b = b.hub.subscribe_async(&bob, None).await.unwrap();
+    let last = b.publish_stored("bob", 1).await;
+
+    // Redis's answers on A's command connection are held from now on. A link check is sent
+    // every 100 ms, one at a time, so after three intervals one waits for its answer (sent
+    // before the hold and not answered yet, or sent since).
+    proxy.hold_receive(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = EsClient::spawn(a.url("bob"), None, RETRY);
+    // Longer than the subscribe timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.pass(0);
+
+    assert!(client.wait_primed(WAIT).await, "{:?}", client.seen());
+    assert_eq!(
+        client.last_id(),
+        Some(last.to_string()),
+        "the stream is not primed with the history's last id (0-0: served degraded): {:?}",
+        client.seen()
+    );
+    b.publish_stored("bob", 2).await;
+    assert!(client.wait_for_event(WAIT, 2).await, "{:?}", client.seen());
+    assert_eq!(events(&client), [2], "{:?}", client.seen());
+    let health = a.backplane.health();
+    assert!(
+        health.connected && health.reconnects == 0 && health.listening == health.serving,
+        "{health:?}"
+    );
 }

@@ -7,14 +7,17 @@
 //! [`commands`](super::commands).
 //!
 //! Once a connection serves, the task dispatches while its own round trips (a `SUBSCRIBE`, the
-//! link checks) are in flight, one at a time, so that no live event waits for them: not for the
-//! `SUBSCRIBE` of a user who just connected, nor for a check queued on a slow or stalled
-//! command connection (behind a long history read, say), which may take up to
+//! link checks) are in flight, so that no live event waits for them: not for the `SUBSCRIBE` of
+//! a user who just connected, nor for a check queued on a slow or stalled command connection
+//! (behind a long history read, say), which may take up to
 //! [`RedisConfig::command_timeout`](crate::backplane::RedisConfig::command_timeout). Only while a
 //! new connection subscribes to every feed again are messages held back (see [`serve`]). Once
-//! serving, a round trip (un)subscribes one batch of feeds at most, and a link check that came
-//! due meanwhile takes its turn with the next: users who keep connecting never hold the checks
-//! off, so a dead connection is still replaced within a check. A round trip records Redis's
+//! serving, the (un)subscribes and the link checks are two kinds of round trips, each one at a
+//! time, and neither waits for the other: users who keep connecting never hold the checks off,
+//! so a dead connection is still replaced within a check, and a check stalled on the command
+//! connection does not hold off the `SUBSCRIBE` of a user who connects meanwhile, which goes on
+//! the pub/sub connection (its catch-up read then waits on the command connection, within the
+//! command timeout). A round trip (un)subscribes one batch of feeds at most, recording Redis's
 //! answers (see [`reconcile`](super::reconcile)), a refusal included.
 
 use std::future::Future;
@@ -289,7 +292,7 @@ async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Resul
 }
 
 /// A round trip the connection task makes on its link while it dispatches: a pass of
-/// [`reconcile_pass`], or the [`ping`] of both connections. One at a time.
+/// [`reconcile_pass`], or the [`ping`] of both connections. One of each at a time.
 type RoundTrip<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// A round trip, polled as the connection task's own work: exempt from tokio's cooperative
@@ -320,7 +323,7 @@ async fn ping(
     pubsub.and(command)
 }
 
-/// Polls the round trip in flight once more, before a message is dispatched: `Some(why)` if it
+/// Polls a round trip in flight once more, before a message is dispatched: `Some(why)` if it
 /// ended and failed. The `redis` driver answers a request before it queues the messages it
 /// reads after the reply, so a reply read before the message has reached its round trip: a
 /// `SUBSCRIBE`'s confirmation is recorded (its feed marked confirmed) before any message read
@@ -337,7 +340,7 @@ async fn settle(round_trip: &mut Option<RoundTrip<'_>>) -> Option<String> {
     }
 }
 
-/// The end of the round trip in flight; never, if none is.
+/// The end of a round trip in flight; never, if none is.
 async fn round_trip_done(round_trip: &mut Option<RoundTrip<'_>>) -> Result<(), String> {
     match round_trip {
         Some(pending) => pending.await,
@@ -391,39 +394,53 @@ async fn serve(
         tokio::time::interval((shared.config.history_ttl / 3).max(Duration::from_millis(10)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
-    // One round trip at a time, as when the task awaited them in turn: a wake or a tick that
-    // comes while one is in flight is taken when it ends (the `Notify` keeps the wake, the
-    // interval delays the tick). So PINGs never pile up behind a slow one, and a PING left
-    // unanswered still ends the connection one command timeout after it was sent.
-    let mut in_flight: Option<RoundTrip<'_>> = None;
+    // Two kinds of round trips, each one at a time, as when the task awaited them in turn: the
+    // passes that (un)subscribe, on the pub/sub connection, and the link checks, on both. A
+    // wake that comes while a pass is in flight is taken when it ends (the `Notify` keeps it),
+    // a tick while a check is, when it ends (the interval delays it): so PINGs never pile up
+    // behind a slow one, and a PING left unanswered still ends the connection one command
+    // timeout after it was sent. Neither kind waits for the other: a new user's `SUBSCRIBE`
+    // does not wait for a check stalled on the command connection (the user would be served
+    // degraded while the pub/sub connection answers at once), nor a check for users who keep
+    // connecting.
+    let mut pass: Option<RoundTrip<'_>> = None;
+    let mut check: Option<RoundTrip<'_>> = None;
     loop {
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => {
-                    if let Some(error) = settle(&mut in_flight).await {
-                        return error;
+                    for round_trip in [&mut pass, &mut check] {
+                        if let Some(error) = settle(round_trip).await {
+                            return error;
+                        }
                     }
                     let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
                     shared.dispatch(message.get_channel_name(), payload);
                 }
                 None => return "the pub/sub connection closed".to_owned(),
             },
-            done = round_trip_done(&mut in_flight), if in_flight.is_some() => {
-                in_flight = None;
+            done = round_trip_done(&mut pass), if pass.is_some() => {
+                pass = None;
                 if let Err(error) = done {
                     return error;
                 }
             }
-            () = shared.wake.notified(), if in_flight.is_none() => {
+            done = round_trip_done(&mut check), if check.is_some() => {
+                check = None;
+                if let Err(error) = done {
+                    return error;
+                }
+            }
+            () = shared.wake.notified(), if pass.is_none() => {
                 if shared.link_broken(link) {
                     return "the command connection failed".to_owned();
                 }
                 let mut sink = sink.clone();
-                // One batch per round trip, what is left waking the task again: users who keep
-                // connecting would otherwise keep one round trip going for as long as they
-                // come, and no link check (nor a broken command connection) would be taken
-                // meanwhile. The wake and a due check are then taken in turn.
-                in_flight = round_trip(async move {
+                // One batch per pass, what is left waking the task again: users who keep
+                // connecting would otherwise keep one pass going for as long as they come, and
+                // a broken command connection (which the wake looks for) would not be taken
+                // meanwhile.
+                pass = round_trip(async move {
                     if reconcile_pass(shared, &mut sink).await? {
                         shared.wake.notify_one();
                     }
@@ -431,9 +448,9 @@ async fn serve(
                     Ok(())
                 });
             }
-            _ = ping_tick.tick(), if in_flight.is_none() => {
+            _ = ping_tick.tick(), if check.is_none() => {
                 retry_refused(shared);
-                in_flight = round_trip(ping(shared, sink.clone(), &command));
+                check = round_trip(ping(shared, sink.clone(), &command));
             }
             _ = refresh.tick() => refresh_ttls(shared),
         }

@@ -101,10 +101,12 @@
 //! One task per node owns a pub/sub connection and a multiplexed command connection. It
 //! `SUBSCRIBE`s to a user's feed when a broadcaster of the node creates a channel for the
 //! user, `UNSUBSCRIBE`s when the channel is removed after its retention, and dispatches each
-//! message to the broadcasters by channel name. It dispatches while a `SUBSCRIBE` or a `PING`
-//! (below) waits for its answer, so neither users who connect nor a slow link delay the live
-//! events of the users the node already listens to; a `SUBSCRIBE`'s confirmation is still
-//! recorded before any message that came after it. A subscribe waits until the node's `SUBSCRIBE`
+//! message to the broadcasters by channel name. It dispatches while a `SUBSCRIBE` or a link
+//! check (below) waits for its answer, and neither waits for the other, so neither users who
+//! connect nor a slow link delay the live events of the users the node already listens to, and
+//! a check stalled on the command connection does not delay a new user's `SUBSCRIBE`; a
+//! `SUBSCRIBE`'s confirmation is still recorded before any message that came after it. A
+//! subscribe waits until the node's `SUBSCRIBE`
 //! is confirmed ([`RedisConfig::subscribe_timeout`] at most), then reads the history in one
 //! script (`XINFO STREAM` for the last and the deleted ids, `XRANGE … COUNT` for the events),
 //! which reads nothing beyond the channel's replay bounds (events, bytes, age): a resume from
