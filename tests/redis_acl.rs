@@ -2,7 +2,8 @@
 //! to one user's feed: that user's streams are served degraded, saying so in-band, and the
 //! node's health reports it; the node's link stays up, and its other users get every event of
 //! the other node, once, in order, after a reconnect too; the refused user is asked again with
-//! backoff, and served once Redis accepts. Real `redis-server` (7.0 or later: it refuses a
+//! backoff, and served once Redis accepts; a publish to that user from that node stores
+//! nothing. Real `redis-server` (7.0 or later: it refuses a
 //! `SUBSCRIBE` of several channels as a whole), real SSE clients on loopback, every wait
 //! bounded. Skips (printing so) without `redis-server`, except under `CI=true`.
 #![cfg(feature = "redis")]
@@ -269,4 +270,48 @@ async fn a_refused_subscribe_is_asked_again_with_backoff_on_a_link_that_stays_up
         health.connected && health.reconnects == 0 && health.refused == 1,
         "{health:?}"
     );
+}
+
+/// Node B's Redis user may not use mallory's feed, so B's publish to mallory cannot go
+/// through: B's caller is told it failed (and B's own streams get the event without an id,
+/// as for any publish that surely did not reach Redis). Then it must not be in mallory's
+/// history either: a client of node A's (whose Redis user may) that resumes from before it
+/// must not get it, with an id, from the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
+async fn a_publish_redis_refuses_to_announce_is_not_stored() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    scope_node_user(&redis, &["alice"]).await;
+    let a = Node::start(settings(redis.url()), Config::default())
+        .await
+        .serve()
+        .await;
+    let b = Node::start(settings(as_node_user(&redis.url())), Config::default()).await;
+    let first = EsClient::spawn(a.url("mallory"), None, RETRY);
+    assert!(first.wait_primed(WAIT).await, "{:?}", first.seen());
+    let start = first.last_id().expect("primed");
+
+    let refused = b.publish("mallory", 1).await;
+    assert!(
+        matches!(refused, Err(sse_hub::PublishError::Backplane(_))),
+        "{refused:?}"
+    );
+    a.publish_stored("mallory", 2).await;
+    assert!(first.wait_for_event(WAIT, 2).await, "{:?}", first.seen());
+    let resumed = EsClient::spawn(a.url("mallory"), Some(start), RETRY);
+    assert!(
+        resumed.wait_for_event(WAIT, 2).await,
+        "{:?}",
+        resumed.seen()
+    );
+    assert_eq!(
+        resumed.numbers(),
+        [2],
+        "a publish its caller was told failed is in the history: {:?}",
+        resumed.seen()
+    );
+    assert_eq!(first.numbers(), [2], "{:?}", first.seen());
 }
