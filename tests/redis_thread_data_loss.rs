@@ -25,7 +25,7 @@ use thread_runs::{
     MidRun, Published, alice, assert_kept_through_one_loss, break_feeds, break_link_through, close,
     datas, flushall, full_text, lose_redis_data, next, node, opening, opening_on, run, serve,
     tabs_caught_up, text_of, thread, until_end, until_finished, wait_counted_unknown,
-    wait_reconnected_after, wait_snapshot,
+    wait_snapshot,
 };
 
 /// Redis restarts without persistence in the middle of a run: every key is gone, the thread's
@@ -190,10 +190,9 @@ async fn a_run_rejoined_after_a_loss_survives_its_snapshot_not_reaching_redis() 
     close(&[&a, &b, &c]).await;
 }
 
-/// `ACL SETUSER default <rule>` on `redis`: a test's way to make a node's reconnect fail at a
-/// given step (`resetchannels &sse-hub:generation`: its `SUBSCRIBE`s to the users' feeds,
-/// after it connected and read the generation marker; the marker's own channel stays
-/// allowed).
+/// `ACL SETUSER default <rule>` on `redis`: a test's way to have Redis refuse a node's
+/// `SUBSCRIBE`s to the users' feeds (`resetchannels &sse-hub:generation`), after it connected
+/// and read the generation marker (the marker's own channel stays allowed).
 async fn acl_default(redis: &RedisServer, rule: &str) {
     let mut connection = redis.connection().await;
     let _: () = redis::cmd("ACL")
@@ -205,14 +204,14 @@ async fn acl_default(redis: &RedisServer, rule: &str) {
         .unwrap();
 }
 
-/// Redis loses its data, and the first reconnect of a node that finds it out fails after it
-/// read the generation marker (its `SUBSCRIBE`s are refused). The node must still keep its
-/// exact state of the thread: its next reconnect reads the new marker as the one it saw, so
-/// only the first could tell its channels, and a tab that opens on it must show the whole run,
-/// not a thread started over from nothing.
+/// Redis loses its data, and the first reconnect of a node that finds it out has its
+/// `SUBSCRIBE`s refused after it read the generation marker (the node serves, its users
+/// refused, until Redis takes them). The node must still keep its exact state of the thread:
+/// only that reconnect reads the new marker as new, and a tab that opens on it once Redis takes
+/// the user's `SUBSCRIBE` must show the whole run, not a thread started over from nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(missing_redis, ignore = "redis-server not found (see build.rs)")]
-async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
+async fn a_loss_found_by_a_reconnect_whose_subscribes_are_refused_still_keeps_the_thread() {
     if !redis_available() {
         return;
     }
@@ -245,12 +244,26 @@ async fn a_loss_found_by_a_reconnect_that_then_fails_still_keeps_the_thread() {
         "B finds the loss: {:?}",
         b.backplane.health()
     );
-    // Its reconnect fails, and the next ones too, until Redis takes `SUBSCRIBE` again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!b.backplane.is_connected());
-    let before = b.backplane.health().reconnects;
+    // Its reconnect serves, the user refused, until Redis takes `SUBSCRIBE` again.
+    let refused = timeout(WAIT, async {
+        while b.backplane.health().refused == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "{:?}", b.backplane.health());
     acl_default(&redis, "allchannels").await;
-    wait_reconnected_after(&b, before).await;
+    let listening = timeout(WAIT, async {
+        loop {
+            let health = b.backplane.health();
+            if health.connected && health.refused == 0 && health.listening == health.serving {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(listening.is_ok(), "{:?}", b.backplane.health());
     assert_eq!(b.backplane.health().data_losses, 1);
 
     let opened = opening_on(&b, &alice(), &expected).await;

@@ -244,16 +244,18 @@
 //!   published between the snapshot and the crash are missing from its resume without a
 //!   `reset`. Use persistence that does not lose acknowledged writes (AOF with
 //!   `appendfsync always`, `WAIT` on replicas) where that matters.
-//! * **A subscribe whose catch-up fails** (the backplane down, or too slow to confirm the feed
-//!   or to read the history) is served *degraded*: no priming id, no history, and only frames
-//!   without an id (events published on this node that could not go through). It cannot
-//!   vouch for any id, so it never sends one: at the first live event with an id it ends (as
-//!   it does as soon as the backplane is connected; the user's other streams, whose catch-up
-//!   went through, stay), and the client resumes from its own last id, in order, without a
-//!   gap. A client that came without an id has none to resume from,
-//!   and a fresh start would skip what was published while it was degraded: it is primed with
-//!   `0-0`, the position before every event, so that its reconnect opens with a `reset`
-//!   (`expired`).
+//! * **A subscribe whose catch-up fails** (the backplane down, too slow to confirm the feed or
+//!   to read the history, or refusing to let the node listen to the user's feed, as a Redis ACL
+//!   may: the node asks again with backoff, and serves its other users meanwhile) is served
+//!   *degraded*: no priming id, no history, and only frames without an id (events published on
+//!   this node that could not go through). It cannot vouch for any id, so it never sends one:
+//!   at the first live event with an id it ends (as it does as soon as the node is connected
+//!   and listens to the user's feed; the user's other streams, whose catch-up went through,
+//!   stay), and the client resumes from its own last id, in order, without a gap. A client that
+//!   came without an id has none to resume from, and a fresh start would skip what was
+//!   published while it was degraded: it is primed with `0-0`, the position before every
+//!   event, so that its reconnect opens with a `reset` (`expired`). That opening is how the
+//!   stream says it is degraded: `id: 0-0`, or no priming `id:` for a client that sent one.
 //! * **[`Broadcaster::disconnect_user`](crate::Broadcaster::disconnect_user)** ends the user's
 //!   streams on every node (best effort while the backplane is unreachable).
 //!   [`Config::max_connections_per_user`](crate::Config::max_connections_per_user) is a cap per

@@ -204,7 +204,13 @@ async fn wait_subscribed(shared: &Shared, feed: &str) -> Result<(), BackplaneErr
             let state = shared.lock();
             match state.wanted.get(feed) {
                 Some(wanted) if wanted.confirmed => return Ok(()),
-                Some(_) => {}
+                Some(_) => {
+                    // Served degraded at once: Redis will not have the node listen to the
+                    // user before the next attempt, a backoff away.
+                    if let Some(refused) = state.refused.get(feed) {
+                        return Err(BackplaneError::Failed(refused.error.clone()));
+                    }
+                }
                 // The subscription holds the local channel, so this does not happen.
                 None => return Err(BackplaneError::Failed("no local channel".into())),
             }

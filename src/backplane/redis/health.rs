@@ -12,13 +12,24 @@ use super::state::Link;
 #[non_exhaustive]
 pub struct BackplaneHealth {
     /// Both connections are up, and every user the node served when they were made is
-    /// subscribed to. Users who connected since are subscribed to while the link serves: until
-    /// Redis confirms it, [`listening`](Self::listening) is below [`serving`](Self::serving).
+    /// subscribed to, or was [`refused`](Self::refused). Users who connected since are
+    /// subscribed to while the link serves: until Redis confirms it,
+    /// [`listening`](Self::listening) is below [`serving`](Self::serving).
     pub connected: bool,
     /// Users (per channel) the node serves, whose live events it should receive.
     pub serving: usize,
     /// Of those, the ones Redis confirmed the node listens to.
     pub listening: usize,
+    /// Of those, the ones whose `SUBSCRIBE` Redis refused (an ACL that does not grant the
+    /// node's Redis user their channel, say; the reason is in
+    /// [`last_error`](Self::last_error)). The link stays up for the others. Their streams are
+    /// served degraded (see the [backplane docs](crate::backplane#faults): a client that
+    /// came without a last event id is primed with `0-0`, one with an id gets no priming id,
+    /// and no event with an id comes), and the node asks again with backoff
+    /// ([`RedisConfig::reconnect_min`](super::RedisConfig::reconnect_min) doubling up to
+    /// [`reconnect_max`](super::RedisConfig::reconnect_max)), at its link checks; once Redis
+    /// accepts, those streams end, and their clients resume from the history.
+    pub refused: usize,
     /// Connections established after a failure.
     pub reconnects: u64,
     /// Publishes that surely did not go through Redis (delivered locally only, without an id).
@@ -42,9 +53,11 @@ pub struct BackplaneHealth {
     /// lets Redis evict the backplane's keys under memory pressure, which the node cannot
     /// always tell (see [Eviction](super#eviction)); logged at `warn` at every connection.
     pub eviction_policy: Option<String>,
-    /// The last connection error, if any: an unsupported server version and a TLS handshake
-    /// refused (`invalid peer certificate: UnknownIssuer`, say) included. Kept once the link
-    /// is up again, as the last one seen: [`connected`](Self::connected) says whether it is.
+    /// The last connection error, if any: an unsupported server version, a TLS handshake
+    /// refused (`invalid peer certificate: UnknownIssuer`, say) and a `SUBSCRIBE` to a user's
+    /// feed refused (naming the feed: see [`refused`](Self::refused)) included. Kept once the
+    /// link is up again, as the last one seen: [`connected`](Self::connected) says whether it
+    /// is.
     pub last_error: Option<String>,
 }
 
@@ -57,6 +70,7 @@ impl RedisBackplane {
             connected: shared.link() == Link::Connected,
             serving: state.wanted.len(),
             listening: state.wanted.values().filter(|w| w.confirmed).count(),
+            refused: state.refused.len(),
             reconnects: shared.reconnects.load(Ordering::Relaxed),
             publish_failures: shared.publish_failures.load(Ordering::Relaxed),
             publish_unknown: shared.publish_unknown.load(Ordering::Relaxed),

@@ -7,14 +7,18 @@
 //! [`commands`](super::commands).
 //!
 //! Once a connection serves, the task dispatches while its own round trips (a `SUBSCRIBE`, the
-//! link checks) are in flight, one at a time, so that no live event waits for them: not for the
-//! `SUBSCRIBE` of a user who just connected, nor for a check queued on a slow or stalled
-//! command connection (behind a long history read, say), which may take up to
+//! link checks) are in flight, so that no live event waits for them: not for the `SUBSCRIBE` of
+//! a user who just connected, nor for a check queued on a slow or stalled command connection
+//! (behind a long history read, say), which may take up to
 //! [`RedisConfig::command_timeout`](crate::backplane::RedisConfig::command_timeout). Only while a
 //! new connection subscribes to every feed again are messages held back (see [`serve`]). Once
-//! serving, a round trip (un)subscribes one batch of feeds at most, and a link check that came
-//! due meanwhile takes its turn with the next: users who keep connecting never hold the checks
-//! off, so a dead connection is still replaced within a check.
+//! serving, the (un)subscribes and the link checks are two kinds of round trips, each one at a
+//! time, and neither waits for the other: users who keep connecting never hold the checks off,
+//! so a dead connection is still replaced within a check, and a check stalled on the command
+//! connection does not hold off the `SUBSCRIBE` of a user who connects meanwhile, which goes on
+//! the pub/sub connection (its catch-up read then waits on the command connection, within the
+//! command timeout). A round trip (un)subscribes one batch of feeds at most, recording Redis's
+//! answers (see [`reconcile`](super::reconcile)), a refusal included.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,10 +30,11 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Value};
 use tokio_stream::StreamExt;
 
-use crate::backplane::redis::state::{Link, Shared};
-use crate::backplane::redis::wire::{
-    MIN_VERSION, parse_eviction_policy, parse_version, plan_reconcile,
+use crate::backplane::redis::reconcile::{
+    kick_degraded, reconcile_pass, reconcile_wanted_now, retry_refused,
 };
+use crate::backplane::redis::state::{Link, Shared};
+use crate::backplane::redis::wire::{MIN_VERSION, parse_eviction_policy, parse_version};
 use crate::error::BackplaneError;
 
 /// Why a connection attempt failed.
@@ -182,10 +187,10 @@ pub(crate) async fn run_connection(shared: Arc<Shared>) {
                 ever_connected = true;
                 failing = false;
                 tracing::warn!(%error, "backplane: connection to Redis lost; reconnecting");
-                // A link that served (every feed subscribed) is retried at once, the backoff
-                // reset. One lost before it served (its `SUBSCRIBE`s refused, by an ACL say, or
-                // timed out) is a failed attempt, and waits as one: else the task would
-                // reconnect at once, again and again, as fast as Redis answers.
+                // A link that served (every feed subscribed, or refused: see `reconcile`) is
+                // retried at once, the backoff reset. One lost before it served (its
+                // `SUBSCRIBE`s timed out, its connection cut) is a failed attempt, and waits as
+                // one: else the task would reconnect at once, again and again.
                 let served = shared.link() == Link::Connected;
                 shared.lost(error);
                 if served {
@@ -223,65 +228,6 @@ async fn wait(backoff: Duration, max: Duration) -> Duration {
     (backoff * 2).min(max)
 }
 
-/// (Un)subscribes what changed, until none of the feeds to do when called is left (those of
-/// the users who came meanwhile may be).
-async fn reconcile_wanted_now(shared: &Shared, sink: &mut PubSubSink) -> Result<(), String> {
-    let mut pending: Vec<Arc<str>> = shared.lock().dirty.iter().cloned().collect();
-    while !pending.is_empty() {
-        reconcile_pass(shared, sink).await?;
-        let state = shared.lock();
-        pending.retain(|feed| state.dirty.contains(feed));
-    }
-    Ok(())
-}
-
-/// (Un)subscribes the next batch of what changed; `Ok(true)` if more is left to do.
-async fn reconcile_pass(shared: &Shared, sink: &mut PubSubSink) -> Result<bool, String> {
-    let timeout = shared.config.command_timeout;
-    let (subscribe, unsubscribe) = {
-        let mut state = shared.lock();
-        let plan = plan_reconcile(
-            &state.dirty,
-            |f| state.wanted.contains_key(f),
-            &state.subscribed,
-        );
-        for feed in &plan.batch {
-            state.dirty.remove(feed);
-        }
-        for feed in &plan.unsubscribe {
-            state.subscribed.remove(feed);
-        }
-        if plan.batch.is_empty() {
-            return Ok(false);
-        }
-        (plan.subscribe, plan.unsubscribe)
-    };
-    if !unsubscribe.is_empty() {
-        let names: Vec<&str> = unsubscribe.iter().map(|k| &**k).collect();
-        tokio::time::timeout(timeout, sink.unsubscribe(&names))
-            .await
-            .map_err(|_| "UNSUBSCRIBE timed out".to_owned())?
-            .map_err(|e| format!("UNSUBSCRIBE failed: {e}"))?;
-    }
-    if !subscribe.is_empty() {
-        let names: Vec<&str> = subscribe.iter().map(|k| &**k).collect();
-        tokio::time::timeout(timeout, sink.subscribe(&names))
-            .await
-            .map_err(|_| "SUBSCRIBE timed out".to_owned())?
-            .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
-        let mut state = shared.lock();
-        for feed in subscribe {
-            if let Some(wanted) = state.wanted.get_mut(&feed) {
-                wanted.confirmed = true;
-            }
-            state.subscribed.insert(feed);
-        }
-        drop(state);
-        shared.confirmed();
-    }
-    Ok(!shared.lock().dirty.is_empty())
-}
-
 /// Refreshes the time to live of the histories (and publish marks) of the users the node
 /// serves.
 fn refresh_ttls(shared: &Shared) {
@@ -316,14 +262,6 @@ fn refresh_ttls(shared: &Shared) {
     });
 }
 
-/// Ends the streams served degraded, now that the backplane is connected.
-fn kick_degraded(shared: &Shared) {
-    let kick: Vec<Arc<str>> = shared.lock().to_kick.drain().collect();
-    if !kick.is_empty() {
-        shared.end_degraded(&kick);
-    }
-}
-
 /// Reads the generation marker on the command connection, within the command timeout: `Err`
 /// (why) if it does not answer. Commands on a connection that went silently dead only ever
 /// time out, and a timeout alone does not mean the connection is dead (Redis may just be slow:
@@ -354,7 +292,7 @@ async fn ping_command(shared: &Shared, command: &MultiplexedConnection) -> Resul
 }
 
 /// A round trip the connection task makes on its link while it dispatches: a pass of
-/// [`reconcile`], or the [`ping`] of both connections. One at a time.
+/// [`reconcile_pass`], or the [`ping`] of both connections. One of each at a time.
 type RoundTrip<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// A round trip, polled as the connection task's own work: exempt from tokio's cooperative
@@ -385,7 +323,7 @@ async fn ping(
     pubsub.and(command)
 }
 
-/// Polls the round trip in flight once more, before a message is dispatched: `Some(why)` if it
+/// Polls a round trip in flight once more, before a message is dispatched: `Some(why)` if it
 /// ended and failed. The `redis` driver answers a request before it queues the messages it
 /// reads after the reply, so a reply read before the message has reached its round trip: a
 /// `SUBSCRIBE`'s confirmation is recorded (its feed marked confirmed) before any message read
@@ -402,7 +340,7 @@ async fn settle(round_trip: &mut Option<RoundTrip<'_>>) -> Option<String> {
     }
 }
 
-/// The end of the round trip in flight; never, if none is.
+/// The end of a round trip in flight; never, if none is.
 async fn round_trip_done(round_trip: &mut Option<RoundTrip<'_>>) -> Result<(), String> {
     match round_trip {
         Some(pending) => pending.await,
@@ -456,39 +394,53 @@ async fn serve(
         tokio::time::interval((shared.config.history_ttl / 3).max(Duration::from_millis(10)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
-    // One round trip at a time, as when the task awaited them in turn: a wake or a tick that
-    // comes while one is in flight is taken when it ends (the `Notify` keeps the wake, the
-    // interval delays the tick). So PINGs never pile up behind a slow one, and a PING left
-    // unanswered still ends the connection one command timeout after it was sent.
-    let mut in_flight: Option<RoundTrip<'_>> = None;
+    // Two kinds of round trips, each one at a time, as when the task awaited them in turn: the
+    // passes that (un)subscribe, on the pub/sub connection, and the link checks, on both. A
+    // wake that comes while a pass is in flight is taken when it ends (the `Notify` keeps it),
+    // a tick while a check is, when it ends (the interval delays it): so PINGs never pile up
+    // behind a slow one, and a PING left unanswered still ends the connection one command
+    // timeout after it was sent. Neither kind waits for the other: a new user's `SUBSCRIBE`
+    // does not wait for a check stalled on the command connection (the user would be served
+    // degraded while the pub/sub connection answers at once), nor a check for users who keep
+    // connecting.
+    let mut pass: Option<RoundTrip<'_>> = None;
+    let mut check: Option<RoundTrip<'_>> = None;
     loop {
         tokio::select! {
             message = stream.next() => match message {
                 Some(message) => {
-                    if let Some(error) = settle(&mut in_flight).await {
-                        return error;
+                    for round_trip in [&mut pass, &mut check] {
+                        if let Some(error) = settle(round_trip).await {
+                            return error;
+                        }
                     }
                     let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
                     shared.dispatch(message.get_channel_name(), payload);
                 }
                 None => return "the pub/sub connection closed".to_owned(),
             },
-            done = round_trip_done(&mut in_flight), if in_flight.is_some() => {
-                in_flight = None;
+            done = round_trip_done(&mut pass), if pass.is_some() => {
+                pass = None;
                 if let Err(error) = done {
                     return error;
                 }
             }
-            () = shared.wake.notified(), if in_flight.is_none() => {
+            done = round_trip_done(&mut check), if check.is_some() => {
+                check = None;
+                if let Err(error) = done {
+                    return error;
+                }
+            }
+            () = shared.wake.notified(), if pass.is_none() => {
                 if shared.link_broken(link) {
                     return "the command connection failed".to_owned();
                 }
                 let mut sink = sink.clone();
-                // One batch per round trip, what is left waking the task again: users who keep
-                // connecting would otherwise keep one round trip going for as long as they
-                // come, and no link check (nor a broken command connection) would be taken
-                // meanwhile. The wake and a due check are then taken in turn.
-                in_flight = round_trip(async move {
+                // One batch per pass, what is left waking the task again: users who keep
+                // connecting would otherwise keep one pass going for as long as they come, and
+                // a broken command connection (which the wake looks for) would not be taken
+                // meanwhile.
+                pass = round_trip(async move {
                     if reconcile_pass(shared, &mut sink).await? {
                         shared.wake.notify_one();
                     }
@@ -496,8 +448,9 @@ async fn serve(
                     Ok(())
                 });
             }
-            _ = ping_tick.tick(), if in_flight.is_none() => {
-                in_flight = round_trip(ping(shared, sink.clone(), &command));
+            _ = ping_tick.tick(), if check.is_none() => {
+                retry_refused(shared);
+                check = round_trip(ping(shared, sink.clone(), &command));
             }
             _ = refresh.tick() => refresh_ttls(shared),
         }

@@ -101,10 +101,12 @@
 //! One task per node owns a pub/sub connection and a multiplexed command connection. It
 //! `SUBSCRIBE`s to a user's feed when a broadcaster of the node creates a channel for the
 //! user, `UNSUBSCRIBE`s when the channel is removed after its retention, and dispatches each
-//! message to the broadcasters by channel name. It dispatches while a `SUBSCRIBE` or a `PING`
-//! (below) waits for its answer, so neither users who connect nor a slow link delay the live
-//! events of the users the node already listens to; a `SUBSCRIBE`'s confirmation is still
-//! recorded before any message that came after it. A subscribe waits until the node's `SUBSCRIBE`
+//! message to the broadcasters by channel name. It dispatches while a `SUBSCRIBE` or a link
+//! check (below) waits for its answer, and neither waits for the other, so neither users who
+//! connect nor a slow link delay the live events of the users the node already listens to, and
+//! a check stalled on the command connection does not delay a new user's `SUBSCRIBE`; a
+//! `SUBSCRIBE`'s confirmation is still recorded before any message that came after it. A
+//! subscribe waits until the node's `SUBSCRIBE`
 //! is confirmed ([`RedisConfig::subscribe_timeout`] at most), then reads the history in one
 //! script (`XINFO STREAM` for the last and the deleted ids, `XRANGE … COUNT` for the events),
 //! which reads nothing beyond the channel's replay bounds (events, bytes, age): a resume from
@@ -134,8 +136,13 @@
 //! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
 //! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
 //! resume from the history. The first attempt after a connection that served is at once; a
-//! connection lost before it served (its `SUBSCRIBE`s refused, by an ACL say, or timed out)
-//! counts as a failed attempt, so that the task does not reconnect in a loop. While it is
+//! connection lost before it served (its `SUBSCRIBE`s timed out, say) counts as a failed
+//! attempt, so that the task does not reconnect in a loop. A `SUBSCRIBE` Redis refuses (an
+//! error reply: an ACL that does not grant the node's Redis user that user's channel) is the
+//! user's, not the link's: the other users are served, and that user's streams degraded (see
+//! [`BackplaneHealth::refused`]) until Redis accepts it, asked again with backoff. Redis 7
+//! refuses a `SUBSCRIBE` of several channels as a whole when it refuses one: the node then
+//! subscribes each of them alone, so that only the refused ones are. While it is
 //! down, publishes fail at once and are delivered locally without an id, and subscribes are
 //! degraded (see the [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
 //! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
@@ -216,9 +223,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
 use self::commands::{read_history, read_thread, store_snapshot};
+use self::feeds::Wanted;
 use self::link::run_connection;
 use self::publisher::run_publisher;
-use self::state::{Job, Link, Queued, Shared, Wanted, deadline};
+use self::state::{Job, Link, Queued, Shared, deadline};
 use self::wire::{disconnect_message, keys, thread_keys};
 use super::{
     Backplane, BackplaneError, BoxFuture, History, LocalChannels, Outcome, PublishRequest,
@@ -231,10 +239,12 @@ use crate::user_id::UserId;
 
 mod commands;
 mod config;
+mod feeds;
 mod generation;
 mod health;
 mod link;
 mod publisher;
+mod reconcile;
 mod state;
 mod scripts;
 mod tls;
@@ -477,6 +487,7 @@ impl Backplane for RedisBackplane {
         }
         if let Some((feed, _)) = state.wanted.remove_entry(keys.feed.as_str()) {
             state.to_kick.remove(&feed);
+            state.refused.remove(&feed);
             state.dirty.insert(feed);
         }
         drop(state);

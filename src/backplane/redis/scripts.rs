@@ -71,12 +71,18 @@ pub(crate) fn generation_lua() -> String {
 /// whose mark does not say it ran (Redis evicted the marks) still finds its event in the
 /// history by its token, while the history holds it, and is not stored again.
 /// Returns `false` (nothing stored), or `{id, nodes}`, or `{id, nodes, 1}` when the publish had
-/// already run (a retry; `id` is `''` if the history no longer holds it).
+/// already run (a retry; `id` is `''` if the history no longer holds it); a `NOPERM` error,
+/// having written nothing, if the node's Redis user may not `PUBLISH` to the feed (an ACL).
 pub(crate) fn publish_lua() -> String {
     format!("{}{PUBLISH_BODY_LUA}", generation_function())
 }
 
 const PUBLISH_BODY_LUA: &str = r"
+-- A Redis user whose ACL does not grant the feed's channel would store the event, then fail at
+-- its PUBLISH: refused before anything is written, an error reply means nothing was stored.
+if not redis.acl_check_cmd('PUBLISH', ARGV[1]) then
+  return redis.error_reply('NOPERM this user has no permissions to PUBLISH to ' .. ARGV[1])
+end
 generation(KEYS[#KEYS], ARGV[12])
 local feed, node, counter = ARGV[1], ARGV[6], tonumber(ARGV[7])
 local thread = ARGV[9]

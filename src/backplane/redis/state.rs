@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::backplane::LocalChannels;
 use crate::backplane::redis::config::RedisConfig;
+use crate::backplane::redis::feeds::{Refused, Wanted};
 use crate::backplane::redis::generation::{Generations, Marker};
 use crate::backplane::redis::wire::{Message, parse_message};
 use crate::error::BackplaneError;
@@ -93,6 +94,8 @@ pub(crate) struct State {
     pub(crate) subscribed: HashSet<Arc<str>>,
     /// Feeds to (un)subscribe: whether they are wanted changed since the last pass.
     pub(crate) dirty: HashSet<Arc<str>>,
+    /// Wanted feeds whose `SUBSCRIBE` Redis refused, asked again with backoff.
+    pub(crate) refused: HashMap<Arc<str>, Refused>,
     /// Feeds whose degraded local streams must end once the backplane is connected: a
     /// subscribe on them was served degraded.
     pub(crate) to_kick: HashSet<Arc<str>>,
@@ -127,19 +130,6 @@ pub(crate) struct SnapshotWrite {
     pub(crate) covers: EventId,
     pub(crate) blob: Vec<u8>,
     pub(crate) from_before_loss: bool,
-}
-
-pub(crate) struct Wanted {
-    /// Local channels (one per broadcaster of that name) that want it.
-    pub(crate) count: usize,
-    pub(crate) channel: Arc<str>,
-    pub(crate) user: UserId,
-    pub(crate) history: Arc<str>,
-    pub(crate) marks: Arc<str>,
-    /// The thread snapshots and the threads' recency.
-    pub(crate) threads: [Arc<str>; 2],
-    /// Redis confirmed the `SUBSCRIBE` on the current connection.
-    pub(crate) confirmed: bool,
 }
 
 /// What the publish queue carries, in order.
@@ -232,6 +222,7 @@ impl Shared {
                 wanted: HashMap::new(),
                 subscribed: HashSet::new(),
                 dirty: HashSet::new(),
+                refused: HashMap::new(),
                 to_kick: HashSet::new(),
                 sinks: HashMap::new(),
                 last_error: None,
@@ -320,7 +311,8 @@ impl Shared {
         self.status.send_modify(|status| status.link = link);
     }
 
-    /// Wakes the subscribes waiting for Redis to confirm their feed.
+    /// Wakes the subscribes waiting for Redis to answer their feed's `SUBSCRIBE`: to confirm
+    /// it, or to refuse it.
     pub(crate) fn confirmed(&self) {
         self.status
             .send_modify(|status| status.confirmations = status.confirmations.wrapping_add(1));
@@ -369,7 +361,7 @@ impl Shared {
     }
 
     /// The connection was lost: nothing is subscribed any more, everything wanted is to be
-    /// subscribed again.
+    /// subscribed again (the feeds Redis refused too, their refusals kept for their backoff).
     pub(crate) fn lost(&self, error: String) {
         self.command.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
         let mut state = self.lock();
