@@ -535,7 +535,18 @@ async fn the_stream_survives_the_tower_http_layers_commonly_stacked() {
         data(&tab.expect_event().await)["type"],
         "TEXT_MESSAGE_START"
     );
+    // Shutdown mid-run, through the layers: `serve` returns (within `WAIT`), and the stream
+    // ends with a jittered `retry:`.
     app.shut_down().await;
+    tab.read_to_end(WAIT).await;
+    assert!(
+        matches!(tab.end(), Some(common::End::Complete)),
+        "{:?}",
+        tab.end()
+    );
+    let raw = tab.raw_text();
+    let last = raw.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("retry: "), "{raw:?}");
 }
 
 /// The process-wide statics are used from each `#[tokio::test]`'s own runtime, one after the
