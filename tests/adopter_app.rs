@@ -242,7 +242,8 @@ fn data(event: &eventsource_stream::Event) -> Value {
 fn started(thread: &str, run: &str) -> Value {
     json!({"type": "RUN_STARTED", "threadId": thread, "runId": run, "input": {
         "threadId": thread, "runId": run, "tools": [], "context": [], "state": {},
-        "forwardedProps": {}, "messages": [{"id": format!("u-{run}"), "role": "user", "content": "hi"}],
+        "forwardedProps": {},
+        "messages": [{"id": format!("u-{run}"), "role": "user", "content": "hi"}],
     }})
 }
 
