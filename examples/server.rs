@@ -87,7 +87,7 @@
 //! use axum::extract::{FromRequestParts, Path, State};
 //! use axum::http::{StatusCode, request::Parts};
 //! use axum::response::{IntoResponse, Response};
-//! use sse_hub::{Channel, EventRouter, LastEventId, UserId};
+//! use sse_hub::{Channel, EventRouter, LastEventId, UserId, sse::error_response};
 //!
 //! /// The signed-in user, from the session cookie.
 //! struct CurrentUser(UserId);
@@ -96,8 +96,10 @@
 //!     type Rejection = Response;
 //!
 //!     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+//!         let unauthorized =
+//!             || error_response(StatusCode::UNAUTHORIZED, "unauthorized", "sign in");
 //!         let subject = my_auth::session_subject(&parts.headers) // your session check
-//!             .ok_or_else(|| StatusCode::UNAUTHORIZED.into_response())?;
+//!             .ok_or_else(unauthorized)?;
 //!         Ok(CurrentUser(UserId::from(subject)))
 //!     }
 //! }
@@ -120,7 +122,9 @@
 //!
 //! Publishing is the backend's business: agents and services call
 //! [`EventRouter::route`] in-process, or an internal endpoint like this demo's `POST`, after
-//! checking that the caller may publish for that user.
+//! checking that the caller may publish for that user; [`sse_hub::EventBody`] reads such a
+//! body with the JSON refusals this demo writes by hand. `tests/adopter_app.rs` is such an
+//! application, end to end.
 
 use std::future::IntoFuture;
 use std::io::Write;

@@ -149,6 +149,7 @@ pub mod subscription; // Subscription: lag policy, resume, backplane catch-up.
 mod registry; //      Broadcaster: user channels by user; publish, subscribe, retention.
 // Adapters.
 pub mod sse; //       SseResponse, LastEventId: a subscription served over axum.
+pub mod event_body; // EventBody: an event in a request body, refused with a JSON error.
 pub mod listener; //  StallTimeout: close connections whose writes stall.
 pub mod serve; //     serve: a Router over HTTP/1.1 and HTTP/2, tuned for SSE, in one call.
 pub mod models; //    AG-UI, A2A, system, analytics and context event models.
@@ -159,6 +160,7 @@ mod router; //        EventRouter: one event to the channels that carry it.
 pub use config::{Config, HEARTBEAT_INTERVAL, HEARTBEAT_JSON, Heartbeat, LagPolicy, SseConfig};
 pub use encode::{Named, Payload, ToSse};
 pub use error::{EncodeError, FrameError, InvalidThread, PublishError, SubscribeError};
+pub use event_body::EventBody;
 pub use event_id::{EventId, MAX_EVENT_ID_LEN};
 pub use listener::StallTimeout;
 pub use registry::Broadcaster;

@@ -6,7 +6,8 @@
 //!
 //! * Headers: `Content-Type: text/event-stream`, `Cache-Control: no-cache` and
 //!   `X-Accel-Buffering: no` (so nginx does not buffer the stream). Never compress this
-//!   response: compression buffers it.
+//!   response: compression buffers it. (tower-http's `CompressionLayer` leaves
+//!   `text/event-stream` alone by default; a predicate of your own must too.)
 //! * The first bytes go out at once: the `retry:` hint and a priming `id:` (the subscription's
 //!   [start id](Subscription::start_id)), so clients and proxies see the stream open, and a
 //!   client that reconnects before its first event still resumes without loss. (With a
@@ -20,7 +21,9 @@
 //!   replaced crate's `event: heartbeat` with data [`HEARTBEAT_JSON`], or a
 //!   comment line, or nothing. It keeps proxies from cutting idle connections and finds dead
 //!   peers: a failed write ends the response, which drops the subscription, and the user's
-//!   connection count falls at once.
+//!   connection count falls at once. A timeout on the silence between a response's chunks
+//!   (tower-http's `ResponseBodyTimeoutLayer`, a proxy's read timeout) must be longer than the
+//!   interval, or it cuts every idle stream.
 //! * When the broadcaster shuts down, each stream ends after a last `retry:` hint with jitter, so
 //!   clients do not all come back at the same moment; the response then completes and axum's
 //!   graceful shutdown is not held up.

@@ -59,6 +59,14 @@ pub type AnalyticsBroadcaster = Broadcaster<AnalyticsEvent>;
 
 /// The process-wide AG-UI broadcaster, for drop-in use in place of the replaced crate's static.
 /// It folds each thread's run ([`RunStates`]), as the AG-UI channel of every router does.
+///
+/// The four statics are created on first use, with the defaults: install the `metrics`
+/// recorder before that first use, as before creating any broadcaster. They work from any
+/// tokio runtime, one after another or at once (each `#[tokio::test]` has its own), but they
+/// are one set per process: every test of a test binary shares their users' channels, and
+/// [`shutdown`](Broadcaster::shutdown) on one refuses every later subscribe and publish on it
+/// for the rest of the process. Tests, and applications that want their own [`Config`], build an
+/// [`EventRouter`] and pass it in (an axum `State`).
 pub static AGUI_BROADCASTER: LazyLock<AgUiBroadcaster> = LazyLock::new(|| {
     let mut config = Config::named(Channel::AgUi.as_str());
     config.threads.state = Some(Arc::new(RunStates::default()));

@@ -54,10 +54,12 @@ pub(super) enum Outcome {
 
 /// Serves requests of the lean kind on `io` one after another, until the connection closes or
 /// a request of another kind comes (then handed to hyper with the bytes read). `max_head` is
-/// hyper's limit on a request head; `draining` is true once graceful shutdown began.
+/// hyper's limit on a request head; `draining` is true once graceful shutdown began. Each request
+/// gets `peer` as axum's `ConnectInfo` (see `peer`).
 pub(super) async fn serve<I>(
     io: &mut I,
     router: &Router,
+    peer: Option<std::net::SocketAddr>,
     header_read_timeout: Option<Duration>,
     max_head: usize,
     draining: &mut tokio::sync::watch::Receiver<bool>,
@@ -95,7 +97,7 @@ where
             Ok(Head::Refused(refusal)) => return refuse(io, refusal).await,
             Ok(Head::Whole(end)) => end,
         };
-        let Some((request, close)) = parse(&buffered[..end]) else {
+        let Some((mut request, close)) = parse(&buffered[..end]) else {
             // Not a stream: hyper's, unless hyper would refuse the head before any handler.
             return match head::refusal(&buffered[..end], max_head) {
                 Some(refusal) => refuse(io, refusal).await,
@@ -104,6 +106,7 @@ where
         };
         buffered.drain(..end);
         buffered.shrink_to_fit();
+        super::peer::insert(&mut request, peer);
         let mut router = router.clone();
         let Ok(response) = router.call(request).await;
         let keep_alive = !close && !*draining.borrow();

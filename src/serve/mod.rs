@@ -91,6 +91,12 @@
 //!   four times the limit, the connection closed.
 //! * **The router is shared**, not cloned per connection: `axum::serve` re-builds the router's
 //!   route table for each connection (about 1 KB each for a router of one route).
+//! * **The client's address** comes with every request as axum's
+//!   [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), on the lean path and hyper's,
+//!   as `axum::serve` gives it to a router made with `into_make_service_with_connect_info`
+//!   (`serve` takes a `Router`, so it has no such variant): for a listener whose address is a
+//!   `std::net::SocketAddr` (a `TcpListener`, or one adapted with `ListenerExt`). A Unix
+//!   socket's requests have none.
 //! * **Graceful shutdown**: once the future given to [`Serve::with_graceful_shutdown`] resolves,
 //!   no new connection is accepted, every connection is asked to close once its responses are
 //!   complete (HTTP/2 connections get a `GOAWAY`), and `serve` returns when all are closed. SSE
@@ -117,6 +123,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::{Future, IntoFuture, Pending};
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +142,7 @@ use crate::config::HEARTBEAT_INTERVAL;
 
 mod head;
 mod lean;
+mod peer;
 mod rewind;
 
 /// The default of [`Serve::max_concurrent_streams`]: how many requests (SSE streams) one
@@ -375,10 +383,11 @@ where
         let (closed, open) = watch::channel(());
         let mut shutdown = pin!(shutdown);
         loop {
-            let (io, _addr) = tokio::select! {
+            let (io, addr) = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = &mut shutdown => break,
             };
+            let peer = peer::socket_addr(&addr);
             if settings.tcp_nodelay
                 && let Some(tcp) = (&io as &dyn Any).downcast_ref::<tokio::net::TcpStream>()
             {
@@ -394,7 +403,7 @@ where
             let open = open.clone();
             let settings = settings.clone();
             tokio::spawn(async move {
-                connection(io, router, builder, &settings, drain_signal).await;
+                connection(io, router, peer, builder, &settings, drain_signal).await;
                 drop(open);
             });
         }
@@ -415,6 +424,7 @@ where
 async fn connection<I>(
     io: Pin<Box<TimeoutStream<I>>>,
     router: Router,
+    peer: Option<SocketAddr>,
     builder: Arc<Builder<TokioExecutor>>,
     settings: &Settings,
     drain_signal: watch::Receiver<bool>,
@@ -422,7 +432,7 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut draining = drain_signal.clone();
-    let served = serve_connection(io, router, builder, settings, drain_signal);
+    let served = serve_connection(io, router, peer, builder, settings, drain_signal);
     // The bound on a graceful close (see the module docs): a connection whose responses have
     // not completed a stall timeout after shutdown began is dropped, with whatever it still
     // serves. Without a stall timeout, the close waits as long as the responses take.
@@ -448,6 +458,7 @@ async fn connection<I>(
 async fn serve_connection<I>(
     mut io: Pin<Box<TimeoutStream<I>>>,
     router: Router,
+    peer: Option<SocketAddr>,
     builder: Arc<Builder<TokioExecutor>>,
     settings: &Settings,
     mut drain_signal: watch::Receiver<bool>,
@@ -458,6 +469,7 @@ async fn serve_connection<I>(
         match lean::serve(
             &mut io,
             &router,
+            peer,
             settings.header_read_timeout,
             settings.max_buf_size,
             &mut drain_signal,
@@ -479,7 +491,7 @@ async fn serve_connection<I>(
     // connection state in its task.
     Box::pin(with_hyper(
         rewind::Rewind::new(prefix, io),
-        router,
+        peer::WithPeer { router, peer },
         builder,
         drain_signal,
     ))
@@ -537,7 +549,7 @@ where
 
 async fn with_hyper<I>(
     io: rewind::Rewind<Pin<Box<TimeoutStream<I>>>>,
-    router: Router,
+    router: peer::WithPeer,
     builder: Arc<Builder<TokioExecutor>>,
     mut drain_signal: watch::Receiver<bool>,
 ) where
