@@ -610,7 +610,7 @@ async fn a_read_failing_on_an_old_connection_leaves_the_new_link_alone() {
 /// waits for a round trip on one of its connections. Far below the round trip, which lasts
 /// until the test has checked the deliveries (so at most `3 * DELIVERY`) and is below A's
 /// command timeout ([`SLOW_LINK_TIMEOUT`]): nothing is lost meanwhile, nothing times out.
-const DELIVERY: Duration = Duration::from_secs(1);
+const DELIVERY: Duration = Duration::from_secs(2);
 
 /// A's command (and `SUBSCRIBE`) timeout in these tests: longer than any stall they inject.
 const SLOW_LINK_TIMEOUT: Duration = Duration::from_secs(8);

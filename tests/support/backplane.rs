@@ -727,9 +727,28 @@ pub struct FaultProxy {
 
 struct ProxyInner {
     connections: Mutex<JoinSet<()>>,
+    /// How many cuts so far. A connection's tasks end asynchronously after a cut (an abort
+    /// takes effect when the runtime next polls them), so a pump that the end of a fault wakes
+    /// first could still forward what it held: each pump checks, before it forwards anything,
+    /// that no cut came since its connection was accepted.
+    cuts: AtomicU64,
     cut_mid_reply: AtomicBool,
     /// Bytes read from the nodes' side, held or not.
     from_nodes: AtomicU64,
+}
+
+impl ProxyInner {
+    /// Closes every connection, dropping what it held: see [`cuts`](Self::cuts).
+    fn cut(&self) {
+        let mut connections = self.connections.lock().unwrap();
+        self.cuts.fetch_add(1, Ordering::SeqCst);
+        connections.abort_all();
+    }
+
+    /// Whether a cut came since a connection accepted after `cuts` cuts.
+    fn cut_since(&self, cuts: u64) -> bool {
+        self.cuts.load(Ordering::SeqCst) != cuts
+    }
 }
 
 impl FaultProxy {
@@ -739,6 +758,7 @@ impl FaultProxy {
         let (fault, _) = watch::channel(Fault::None);
         let inner = Arc::new(ProxyInner {
             connections: Mutex::new(JoinSet::new()),
+            cuts: AtomicU64::new(0),
             cut_mid_reply: AtomicBool::new(false),
             from_nodes: AtomicU64::new(0),
         });
@@ -749,11 +769,11 @@ impl FaultProxy {
                 while let Ok((client, _)) = listener.accept().await {
                     let inner2 = inner.clone();
                     let rx = fault.subscribe();
-                    inner
-                        .connections
-                        .lock()
-                        .unwrap()
-                        .spawn(carry(client, upstream, rx, inner2));
+                    // Under the lock that a cut takes: counted before the cut, or after it and
+                    // not aborted by it.
+                    let mut connections = inner.connections.lock().unwrap();
+                    let cuts = inner.cuts.load(Ordering::SeqCst);
+                    connections.spawn(carry(client, upstream, rx, inner2, cuts));
                 }
             })
         };
@@ -773,9 +793,10 @@ impl FaultProxy {
         self.fault.send_replace(fault);
     }
 
-    /// Closes every connection now (both sides), dropping what it held.
+    /// Closes every connection now (both sides), dropping what it held: nothing it held is
+    /// forwarded afterwards, even if the fault ends at once.
     pub fn cut(&self) {
-        self.inner.connections.lock().unwrap().abort_all();
+        self.inner.cut();
     }
 
     /// How many bytes the nodes have sent towards Redis so far, including those held.
@@ -796,16 +817,21 @@ impl Drop for FaultProxy {
     }
 }
 
-/// One proxied connection: two pumps; when either side closes, both close.
+/// One proxied connection, accepted after `cuts` cuts: two pumps; when either side closes,
+/// both close.
 async fn carry(
     client: TokioStream,
     upstream: SocketAddr,
     fault: watch::Receiver<Fault>,
     inner: Arc<ProxyInner>,
+    cuts: u64,
 ) {
     // Even the connect is held while the fault lasts.
     let mut wait = fault.clone();
     let _ = wait.wait_for(|f| *f != Fault::Hold).await;
+    if inner.cut_since(cuts) {
+        return;
+    }
     let Ok(server) = TokioStream::connect(upstream).await else {
         return;
     };
@@ -818,32 +844,43 @@ async fn carry(
         client_read,
         server_write,
         fault.clone(),
-        Side::Node(inner.clone()),
+        Side::Node,
+        inner.clone(),
+        cuts,
     ));
-    pumps.spawn(pump(server_read, client_write, fault, Side::Redis(inner)));
+    pumps.spawn(pump(
+        server_read,
+        client_write,
+        fault,
+        Side::Redis,
+        inner,
+        cuts,
+    ));
     // The first pump to end (a close, an error, a cut) ends the connection: dropping the
     // set aborts the other.
     let _ = pumps.join_next().await;
 }
 
 /// Which side a pump reads from.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     /// The node's: its bytes are counted.
-    Node(Arc<ProxyInner>),
+    Node,
     /// Redis's: its replies may be cut midway.
-    Redis(Arc<ProxyInner>),
+    Redis,
 }
 
+/// Carries what `from` (on `side`) sends to `to`, as the fault says, for a connection accepted
+/// after `cuts` cuts.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     fault: watch::Receiver<Fault>,
     side: Side,
+    inner: Arc<ProxyInner>,
+    cuts: u64,
 ) {
-    let (counted, replies) = match side {
-        Side::Node(inner) => (Some(inner), None),
-        Side::Redis(inner) => (None, Some(inner)),
-    };
+    let counted = (side == Side::Node).then(|| inner.clone());
     let (queue, mut chunks) = mpsc::unbounded_channel::<(Instant, Bytes)>();
     let writer = async move {
         let mut fault = fault;
@@ -865,13 +902,18 @@ async fn pump(
                     }
                 }
             }
-            if let Some(inner) = &replies
+            // Cut while this chunk waited (or was about to be written): it is dropped, as a
+            // closed socket drops it, not forwarded by a pump that runs before its abort.
+            if inner.cut_since(cuts) {
+                return;
+            }
+            if side == Side::Redis
                 && chunk.len() > 1
                 && inner.cut_mid_reply.swap(false, Ordering::SeqCst)
             {
                 let _ = to.write_all(&chunk[..chunk.len() / 2]).await;
                 let _ = to.flush().await;
-                inner.connections.lock().unwrap().abort_all();
+                inner.cut();
                 return;
             }
             if to.write_all(&chunk).await.is_err() {

@@ -28,9 +28,14 @@ pub fn config() -> Config {
 
 /// A node of the Redis at `url`: quick reconnects, a 2 s command timeout.
 pub async fn node(url: String) -> Node {
+    node_with(url, config()).await
+}
+
+/// [`node`] with `config`.
+pub async fn node_with(url: String, config: Config) -> Node {
     let mut settings = quick_settings(url);
     settings.command_timeout = Duration::from_secs(2);
-    Node::start(settings, config()).await
+    Node::start(settings, config).await
 }
 
 /// The single-node reference: the same events, folded by a hub without a backplane.
