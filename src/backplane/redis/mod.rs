@@ -118,97 +118,90 @@
 //! # Faults
 //!
 //! A connection can die silently (a NAT or a stateful firewall forgets it: no RST, packets
-//! dropped), and the two connections die independently. So every
-//! [`RedisConfig::ping_interval`] the task checks *both*, together (a `PING` on the pub/sub
-//! one; on the command one, a read of the generation marker: below); a check unanswered
-//! within [`RedisConfig::command_timeout`] counts as a failed connection (meanwhile, the
-//! messages of the pub/sub connection are dispatched as they come). Otherwise a dead
-//! command connection would never be replaced while the pub/sub one lives: its commands only
-//! time out, the node would say it is connected, and every publish would end
-//! [`BackplaneError::Unknown`]. A command that times out does not by itself reconnect: Redis
-//! may only be slow, and a publish then waits for its answer (see above). A command that fails
-//! with a broken connection does, but only if it was sent on the current connection: one sent
-//! before a reconnect (a slow history read, a publish waiting for its answer) may fail long
-//! after, which says nothing of the new connection.
+//! dropped), and the two connections die independently. So every [`RedisConfig::ping_interval`] the
+//! task checks *both*, together (a `PING` on the pub/sub one; on the command one, a read of the
+//! generation marker: below); a check unanswered within [`RedisConfig::command_timeout`] counts as
+//! a failed connection (meanwhile, the messages of the pub/sub connection are dispatched as they
+//! come). Otherwise a dead command connection would never be replaced while the pub/sub one lives:
+//! its commands only time out, the node would say it is connected, and every publish would end
+//! [`BackplaneError::Unknown`]. A command that times out does not by itself reconnect: Redis may
+//! only be slow, and a publish then waits for its answer (see above). A command that fails with a
+//! broken connection does, but only if it was sent on the current connection: one sent before a
+//! reconnect (a slow history read, a publish waiting for its answer) may fail long after, which
+//! says nothing of the new connection.
 //!
 //! When a connection fails, the task reconnects with capped exponential backoff
-//! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter),
-//! `SUBSCRIBE`s again to every user the node serves, then ends the node's local streams, since
-//! it cannot know what it missed meanwhile: clients reconnect (after a jittered `retry:`) and
-//! resume from the history. The first attempt after a connection that served is at once; a
-//! connection lost before it served (its `SUBSCRIBE`s timed out, say) counts as a failed
-//! attempt, so that the task does not reconnect in a loop. A `SUBSCRIBE` Redis refuses (an
-//! error reply: an ACL that does not grant the node's Redis user that user's channel) is the
-//! user's, not the link's: the other users are served, and that user's streams degraded (see
-//! [`BackplaneHealth::refused`]) until Redis accepts it, asked again with backoff. Redis 7
-//! refuses a `SUBSCRIBE` of several channels as a whole when it refuses one: the node then
-//! subscribes each of them alone, so that only the refused ones are. While it is
-//! down, publishes fail at once and are delivered locally without an id, and subscribes are
-//! degraded (see the [module docs](super#faults)). Nothing grows while Redis is down: the publish queue is
-//! bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is the node's
-//! own channels. Histories of users every node left expire after
+//! ([`RedisConfig::reconnect_min`] to [`RedisConfig::reconnect_max`], with jitter), `SUBSCRIBE`s
+//! again to every user the node serves, then ends the node's local streams, since it cannot know
+//! what it missed meanwhile: clients reconnect (after a jittered `retry:`) and resume from the
+//! history. The first attempt after a connection that served is at once; a connection lost before
+//! it served (its `SUBSCRIBE`s timed out, say) counts as a failed attempt, so that the task does
+//! not reconnect in a loop. A `SUBSCRIBE` Redis refuses (an error reply: an ACL that does not grant
+//! the node's Redis user that user's channel) is the user's, not the link's: the other users are
+//! served, and that user's streams degraded (see [`BackplaneHealth::refused`]) until Redis accepts
+//! it, asked again with backoff. Redis 7 refuses a `SUBSCRIBE` of several channels as a whole when
+//! it refuses one: the node then subscribes each of them alone, so that only the refused ones are.
+//! While it is down, publishes fail at once and are delivered locally without an id, and subscribes
+//! are degraded (see the [module docs](super#faults)). Nothing grows while Redis is down: the
+//! publish queue is bounded ([`RedisConfig::publish_queue`]), and the set of users to listen to is
+//! the node's own channels. Histories of users every node left expire after
 //! [`RedisConfig::history_ttl`]; the nodes refresh the time to live of the users they serve.
 //!
-//! Redis can lose its data with or without cutting the connections (a restart without
-//! persistence; a `FLUSHALL`, a failover to a replica without the data). The generation marker
-//! (`p:generation`) shows it: it goes with the data, and whatever finds it absent sets a new
-//! random value and announces it on its channel in the same atomic step. A node that sees a
-//! value other than the one it saw (read at every connection, heard on the channel) knows
-//! Redis lost its data: it counts it once ([`BackplaneHealth::data_losses`]), logs it, and
-//! tells its channels before it goes on, which keep their thread states (see the [backplane
-//! docs](super#threads)) and end their streams, whose clients resume from the history (a
-//! `reset`: what it held is gone). Since every script that creates keys sets a missing marker
-//! first, nothing is published into a Redis that lost its data before the announcement, and a
-//! node hears it before any event published after it, and after every event published before
-//! it, on the same connection: no event of the new Redis is dispatched as if from before the
-//! loss, and every event from before it that reached the node's feed is in the states it keeps.
-//! So while connected, a node takes a new marker in only from its feed, in the feed's order,
-//! however many losses follow each other: a reply on its command connection (a link check, a
-//! thread read) may show the new marker while the feed, lagging, still brings events from
-//! before; a thread read under a marker the feed has not announced yet is not used (the sync
-//! that asked for it fails, and the next one reads again). Found at a reconnect, the loss is
-//! told before the node subscribes (a reconnect that fails then would leave the next one, which
-//! reads the new marker as the one it saw, nothing to tell). With no connection cut, the marker
-//! is set again by the first script to run after the loss, or else by the next link check,
-//! which runs the generation script: within [`RedisConfig::ping_interval`], and the feed
-//! announces it.
+//! Redis can lose its data with or without cutting the connections (a restart without persistence;
+//! a `FLUSHALL`, a failover to a replica without the data). The generation marker (`p:generation`)
+//! shows it: it goes with the data, and whatever finds it absent sets a new random value and
+//! announces it on its channel in the same atomic step. A node that sees a value other than the one
+//! it saw (read at every connection, heard on the channel) knows Redis lost its data: it counts it
+//! once ([`BackplaneHealth::data_losses`]), logs it, and tells its channels before it goes on,
+//! which keep their thread states (see the [backplane docs](super#threads)) and end their streams,
+//! whose clients resume from the history (a `reset`: what it held is gone). Since every script that
+//! creates keys sets a missing marker first, nothing is published into a Redis that lost its data
+//! before the announcement, and a node hears it before any event published after it, and after
+//! every event published before it, on the same connection: no event of the new Redis is dispatched
+//! as if from before the loss, and every event from before it that reached the node's feed is in
+//! the states it keeps. So while connected, a node takes a new marker in only from its feed, in the
+//! feed's order, however many losses follow each other: a reply on its command connection (a link
+//! check, a thread read) may show the new marker while the feed, lagging, still brings events from
+//! before; a thread read under a marker the feed has not announced yet is not used (the sync that
+//! asked for it fails, and the next one reads again). Found at a reconnect, the loss is told before
+//! the node subscribes (a reconnect that fails then would leave the next one, which reads the new
+//! marker as the one it saw, nothing to tell). With no connection cut, the marker is set again by
+//! the first script to run after the loss, or else by the next link check, which runs the
+//! generation script: within [`RedisConfig::ping_interval`], and the feed announces it.
 //!
 //! The marker can also go alone (deleted, or evicted by an `allkeys-*` policy). Whatever sets it
-//! again first looks for keys under the prefix (a `SCAN`, up to about 64 000 keys): since no
-//! key is created without the marker, one found is from before, and the new value says so (it
-//! ends with ` kept`). A node takes it as the new current marker, and counts nothing, kicks
-//! nothing. Only a search that gives up (a Redis shared with many other keys) makes such a
-//! marker read as a loss. A limit: a node disconnected through a loss *and* a later marker
-//! that went alone reads only the last one when it reconnects, and takes nothing for a loss (it
-//! forgets its thread states, as at any reconnect, and reads them back from what the other
-//! nodes put back).
+//! again first looks for keys under the prefix (a `SCAN`, up to about 64 000 keys): since no key is
+//! created without the marker, one found is from before, and the new value says so (it ends with `
+//! kept`). A node takes it as the new current marker, and counts nothing, kicks nothing. Only a
+//! search that gives up (a Redis shared with many other keys) makes such a marker read as a loss. A
+//! limit: a node disconnected through a loss *and* a later marker that went alone reads only the
+//! last one when it reconnects, and takes nothing for a loss (it forgets its thread states, as at
+//! any reconnect, and reads them back from what the other nodes put back).
 //!
 //! # Eviction
 //!
-//! Redis must run with `maxmemory-policy noeviction` (the default): every key of the backplane
-//! has a time to live, so a `volatile-*` policy may evict them as well as an `allkeys-*` one,
-//! and a key that goes alone, the rest of the data staying, is no loss the generation marker
-//! shows. An evicted history loses its replay (a resume from before gets `expired`); a retry
-//! whose publish mark was evicted looks for its event in the history by its token, and is
-//! stored twice only if the history no longer holds it either; evicted thread keys start the
-//! thread over at ordinal 1. A node that sees a thread's ordinal go back with a newer id takes
-//! the thread as started over: if it holds the thread's exact state, it goes on from it and
-//! puts it back in Redis, as after a loss (see the [backplane docs](super#threads)); one that
-//! folded none of it (it read the thread while it had no event) takes that event for the
-//! thread's start, as one that never met the thread does; if it
-//! folded the thread before without holding its exact state now, it reads the thread back at
-//! its first event numbered 1 again (or when a tab opens first): whole if a node put it back;
-//! if none did yet (none held it, or its put-back has not landed), the read holds only the
-//! thread since Redis started it over, which lacks the run this node folded: the node opens
-//! with that, and counts it once in
-//! [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) (the history's older
-//! events of the thread are not joined to it: Redis no longer counts them). A put-back landing
-//! later outranks that node's snapshot, which is refused at its next checkpoint (at most
-//! `replay_events / 2` events later): the node then reads the whole run back. Both are logged
-//! at `warn`. A read that ran ahead of the node's feed (a tab's) covers the older frames the
-//! feed still brings, numbered before Redis started the thread over: none is folded on top of
-//! it, whatever its ordinal. A thread evicted while no node held it starts over unseen, but for the AG-UI run
-//! state's `run_unknown`. A node that reads an evicted thread back before anything was
+//! Redis must run with `maxmemory-policy noeviction` (the default): every key of the backplane has
+//! a time to live, so a `volatile-*` policy may evict them as well as an `allkeys-*` one, and a key
+//! that goes alone, the rest of the data staying, is no loss the generation marker shows. An
+//! evicted history loses its replay (a resume from before gets `expired`); a retry whose publish
+//! mark was evicted looks for its event in the history by its token, and is stored twice only if
+//! the history no longer holds it either; evicted thread keys start the thread over at ordinal 1. A
+//! node that sees a thread's ordinal go back with a newer id takes the thread as started over: if
+//! it holds the thread's exact state, it goes on from it and puts it back in Redis, as after a loss
+//! (see the [backplane docs](super#threads)); one that folded none of it (it read the thread while
+//! it had no event) takes that event for the thread's start, as one that never met the thread does;
+//! if it folded the thread before without holding its exact state now, it reads the thread back at
+//! its first event numbered 1 again (or when a tab opens first): whole if a node put it back; if
+//! none did yet (none held it, or its put-back has not landed), the read holds only the thread
+//! since Redis started it over, which lacks the run this node folded: the node opens with that, and
+//! counts it once in [`Stats::thread_states_unknown`](crate::Stats::thread_states_unknown) (the
+//! history's older events of the thread are not joined to it: Redis no longer counts them). A
+//! put-back landing later outranks that node's snapshot, which is refused at its next checkpoint
+//! (at most `replay_events / 2` events later): the node then reads the whole run back. Both are
+//! logged at `warn`. A read that ran ahead of the node's feed (a tab's) covers the older frames the
+//! feed still brings, numbered before Redis started the thread over: none is folded on top of it,
+//! whatever its ordinal. A thread evicted while no node held it starts over unseen, but for the
+//! AG-UI run state's `run_unknown`. A node that reads an evicted thread back before anything was
 //! published into it again rebuilds it from the history, whole if the history still holds the
 //! thread's first event (not counted: nothing is lost), else from what it holds, counted in
 //! `thread_states_unknown`. The node reads the policy at every connection
