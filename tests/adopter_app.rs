@@ -14,15 +14,12 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use common::{SseClient, WAIT, bounded};
+use common::{Served, SseClient, WAIT, bounded};
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use sse_hub::models::AgUiEvent;
 use sse_hub::sse::error_response;
 use sse_hub::{Channel, Config, EventBody, EventRouter, LastEventId, ThreadQuery, UserId};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// The signed-in user: `Authorization: Bearer user:{id}`, the id percent-encoded (a real app
 /// checks a token).
@@ -117,10 +114,8 @@ fn app(router: EventRouter) -> Router {
 }
 
 struct App {
-    addr: SocketAddr,
+    served: Served,
     router: EventRouter,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
     http: reqwest::Client,
     metrics: metrics_util::debugging::Snapshotter,
 }
@@ -136,20 +131,11 @@ impl App {
         let recorder = metrics_util::debugging::DebuggingRecorder::new();
         let metrics = recorder.snapshotter();
         let router = metrics::with_local_recorder(&recorder, || EventRouter::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let (stop, stopped) = oneshot::channel::<()>();
         let ending = router.clone();
-        let server =
-            sse_hub::serve(listener, build(router.clone())).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-                ending.shutdown();
-            });
+        let served = Served::start(build(router.clone()), true, move || ending.shutdown()).await;
         Self {
-            addr,
+            served,
             router,
-            stop: Some(stop),
-            task: Some(tokio::spawn(server.into_future())),
             http: common::http_client(),
             metrics,
         }
@@ -173,7 +159,7 @@ impl App {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.served.addr)
     }
 
     /// A browser tab of `user`: a client that sends the user's token on every request.
@@ -213,21 +199,8 @@ impl App {
         (status, body)
     }
 
-    async fn shut_down(mut self) {
-        let _ = self.stop.take().expect("once").send(());
-        let task = self.task.take().expect("once");
-        bounded("serve to return after the shutdown signal", WAIT, task)
-            .await
-            .expect("the server task")
-            .expect("serve");
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    async fn shut_down(self) {
+        self.served.shut_down().await;
     }
 }
 

@@ -17,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use common::seen::SeenStates;
 use common::{Served, SseClient, TestServer, WAIT, count, http_client, wait_until};
 use futures_util::{FutureExt, StreamExt};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
@@ -26,8 +27,8 @@ use sse_hub::metrics::{
     THREAD_STATES_TRIMMED, THREAD_STATES_UNKNOWN, THREADS_EVICTED,
 };
 use sse_hub::{
-    Broadcaster, Config, Folded, Frame, FrameKind, LagPolicy, LastEventId, SseResponse,
-    Subscription, ThreadId, ThreadState, ThreadStates, UserId,
+    Broadcaster, Config, Frame, FrameKind, LagPolicy, LastEventId, SseResponse, Subscription,
+    ThreadId, UserId,
 };
 use tokio::task::unconstrained;
 
@@ -189,53 +190,6 @@ async fn frames_delivered_counts_what_a_dropped_body_handed_to_the_lean_http1_pa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_delivered_counts_what_a_dropped_body_handed_to_hyper_under_sse_hub_serve() {
     a_stream_dropped_mid_backlog_counts_what_its_body_handed_over(Some(false)).await;
-}
-
-/// A thread state that opens with one frame `{"seen":[...]}` listing every `n` folded.
-#[derive(Debug, Default)]
-struct Seen(Vec<u64>);
-
-impl ThreadState for Seen {
-    fn fold(&mut self, data: &[u8]) -> Folded {
-        let value: Value = serde_json::from_slice(data).unwrap();
-        // What a real state reports when an event does not apply, or when it trimmed itself.
-        if value["fail"] == true {
-            return Folded::Unknown;
-        }
-        if value["trim"] == true {
-            self.0.clear();
-            return Folded::Trimmed;
-        }
-        match value["n"].as_u64() {
-            Some(n) => {
-                self.0.push(n);
-                Folded::Applied
-            }
-            None => Folded::Ignored,
-        }
-    }
-
-    fn write_opening(&self, out: &mut Vec<u8>) {
-        if self.0.is_empty() {
-            return;
-        }
-        out.extend_from_slice(b"data: ");
-        serde_json::to_writer(&mut *out, &json!({ "seen": self.0 })).unwrap();
-        out.extend_from_slice(b"\n\n");
-    }
-
-    fn bytes(&self) -> usize {
-        self.0.len() * 8
-    }
-}
-
-#[derive(Debug)]
-struct SeenStates;
-
-impl ThreadStates for SeenStates {
-    fn create(&self, _thread: &ThreadId) -> Box<dyn ThreadState> {
-        Box::new(Seen::default())
-    }
 }
 
 /// `GET /events/{user}?thread=T`: the thread's stream, as an application serves it.

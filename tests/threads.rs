@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::seen::SeenStates;
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 use sse_hub::{
@@ -42,51 +43,6 @@ fn ready<E>(sub: &mut sse_hub::Subscription<E>) -> Vec<Frame> {
         frames.push(frame);
     }
     frames
-}
-
-/// A thread state for the tests: remembers every `n` folded, and opens with one frame
-/// `{"seen":[...]}`. Events without `n` are ignored; `{"fail":true}` cannot be applied;
-/// `{"panic":true}` panics (a caller's state with a bug).
-#[derive(Debug, Default)]
-struct Seen(Vec<u64>);
-
-impl ThreadState for Seen {
-    fn fold(&mut self, data: &[u8]) -> Folded {
-        let value: Value = serde_json::from_slice(data).unwrap();
-        if value["fail"] == true {
-            return Folded::Unknown;
-        }
-        assert!(value["panic"] != true, "the state panics");
-        match value["n"].as_u64() {
-            Some(n) => {
-                self.0.push(n);
-                Folded::Applied
-            }
-            None => Folded::Ignored,
-        }
-    }
-
-    fn write_opening(&self, out: &mut Vec<u8>) {
-        if self.0.is_empty() {
-            return;
-        }
-        out.extend_from_slice(b"data: ");
-        serde_json::to_writer(&mut *out, &json!({ "seen": self.0 })).unwrap();
-        out.extend_from_slice(b"\n\n");
-    }
-
-    fn bytes(&self) -> usize {
-        self.0.len() * 8
-    }
-}
-
-#[derive(Debug)]
-struct SeenStates;
-
-impl ThreadStates for SeenStates {
-    fn create(&self, _thread: &ThreadId) -> Box<dyn ThreadState> {
-        Box::new(Seen::default())
-    }
 }
 
 fn folding(config: Config) -> Hub {

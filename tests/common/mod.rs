@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod seen;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
