@@ -4,19 +4,22 @@
 # connection each, 400 000 events/s offered, 5 s), each round running, one after the other,
 #
 #   hub       sse-hub (EventRouter::channel_response, served by sse_hub::serve)
-#   bare      the limit of that design (loadgen --design bare: a broadcast::Sender<Bytes> per
-#             user, frames encoded once, a bare body stream, served by sse_hub::serve too)
+#   bare-joined  the skeleton of that design (loadgen --design bare-joined: a
+#             broadcast::Sender<Bytes> per user, frames encoded once, a bare body stream joining
+#             the frames ready together into one chunk as sse-hub does, served by sse_hub::serve)
+#   bare      the same skeleton writing each frame alone (loadgen --design bare)
 #   replaced  the design sse-hub replaces (served by axum::serve, as in benches/run.sh)
 #
 # then prints, per design, the median and range of server CPU per delivery (all, and user space
-# alone), and per round the ratios replaced/hub and replaced/bare with their median and range.
+# alone), and per round the ratios of the replaced design to each other design, with their
+# median and range. DESIGNS="hub replaced" (say) runs a subset; it must include replaced.
 # The rounds are interleaved so that a change in the machine's load touches every design alike;
 # run it on a quiet machine (the load average is printed at the start and the end).
 #
 #   CARGO_TARGET_DIR=/work/target-bench benches/limit_one_per_user.sh [--rounds N] [--seconds S]
 #                                                                       [--capacity C]
 #
-# About 12 s per design and round with the defaults (3 rounds: 2 minutes). The summary lines
+# About 12 s per design and round with the defaults (3 rounds: under 3 minutes). The summary lines
 # and the load generator's output go to $OUT (default $CARGO_TARGET_DIR/limit-one-per-user).
 #
 # A design that lost events, or signalled losses, did less work than the others, so its CPU per
@@ -30,6 +33,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=3
 SECONDS_PER_RUN=5
 CAPACITY=16
+DESIGNS=${DESIGNS:-hub bare-joined bare replaced}
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -52,7 +56,7 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 SCENARIO=(--connections 1000 --users 1000 --rate 400000 --seconds "$SECONDS_PER_RUN"
   --capacity "$CAPACITY")
 for round in $(seq 1 "$ROUNDS"); do
-  for design in hub bare replaced; do
+  for design in $DESIGNS; do
     echo "== round $round, $design: ${SCENARIO[*]}" | tee -a "$OUT/loadgen.log"
     "$LOADGEN" "${SCENARIO[@]}" --design "$design" 2>&1 | tee -a "$OUT/loadgen.log" |
       grep '^summary' | sed "s/^summary /summary round=$round /" | tee -a "$OUT/summaries.txt" ||
@@ -61,11 +65,12 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$OUT/summaries.txt" <<'EOF'
+python3 - "$OUT/summaries.txt" "$DESIGNS" <<'EOF'
 import statistics
 import sys
 
-designs = ["hub", "bare", "replaced"]
+designs = sys.argv[2].split()
+others = [d for d in designs if d != "replaced"]
 runs = {}  # (round, design) -> {key: value}
 for line in open(sys.argv[1]):
     fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
@@ -102,24 +107,24 @@ for d in designs:
                         "delivery is not comparable")
 
 print()
-print("| round | replaced/hub | replaced/bare | replaced/hub, user space | replaced/bare, user space |")
-print("|---|---:|---:|---:|---:|")
-ratios = {k: [] for k in ["hub", "bare", "hub-user", "bare-user"]}
+print("| round | " + " | ".join(f"replaced/{d}" for d in others) + " | "
+      + " | ".join(f"replaced/{d}, user space" for d in others) + " |")
+print("|---|" + "---:|" * (2 * len(others)))
+ratios = {d + s: [] for d in others for s in ["", "-user"]}
 for r in rounds:
     if not all((r, d) in runs for d in designs):
-        print(f"| {r} | (a design has no summary) | | | |")
+        print(f"| {r} | (a design has no summary) |")
         continue
-    row = []
-    for d in ["hub", "bare"]:
+    for d in others:
         for key, suffix in [("server_cpu_ns_per_delivery", ""),
                             ("server_user_cpu_ns_per_delivery", "-user")]:
             mine = float(runs[(r, d)][key])
             ratio = float(runs[(r, "replaced")][key]) / mine if mine > 0 else float("nan")
             ratios[d + suffix].append(ratio)
-    print(f"| {r} | {ratios['hub'][-1]:.2f}x | {ratios['bare'][-1]:.2f}x "
-          f"| {ratios['hub-user'][-1]:.2f}x | {ratios['bare-user'][-1]:.2f}x |")
-print(f"| median [range] | {spread(ratios['hub'], 'x')} | {spread(ratios['bare'], 'x')} "
-      f"| {spread(ratios['hub-user'], 'x')} | {spread(ratios['bare-user'], 'x')} |")
+    cells = [f"{ratios[d][-1]:.2f}x" for d in others] + [f"{ratios[d + '-user'][-1]:.2f}x" for d in others]
+    print(f"| {r} | " + " | ".join(cells) + " |")
+cells = [spread(ratios[d], "x") for d in others] + [spread(ratios[d + "-user"], "x") for d in others]
+print("| median [range] | " + " | ".join(cells) + " |")
 for warning in warnings:
     print(warning)
 EOF

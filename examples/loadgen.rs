@@ -20,7 +20,8 @@
 //! own design: a map of per-user `broadcast::Sender<Bytes>` of frames the publisher encodes
 //! once, each connection's body a bare stream over its receiver, served as the hub design is,
 //! lean HTTP/1.1 path included, so that what separates the two is what sse-hub adds to that
-//! skeleton; `loadgen/bare.rs` says what it leaves out). A publisher thread in the same process
+//! skeleton; `loadgen/bare.rs` says what it leaves out; `--design bare-joined` is the same
+//! skeleton joining the frames ready together into one chunk, as sse-hub does). A publisher thread in the same process
 //! publishes straight through the broadcaster at `--rate` events per second (event `i` to user
 //! `i % U`), so the publish path is measured without the overhead of an HTTP POST. It wakes every
 //! `--tick-us` (1 ms by default) and publishes what is due, as a token-streaming agent does; the
@@ -176,7 +177,7 @@ impl Default for Options {
 
 const USAGE: &str = "usage: loadgen [--connections C] [--users U] [--rate R events/s] [--seconds T]
                [--addr HOST:PORT [--server-pid PID]] [--policy recover|notify|disconnect]
-               [--design hub|replaced|bare] [--serve sse-hub|axum] [--http2 STREAMS_PER_CONN] [--capacity N] [--heartbeat-ms MS] [--clients K]
+               [--design hub|replaced|bare|bare-joined] [--serve sse-hub|axum] [--http2 STREAMS_PER_CONN] [--capacity N] [--heartbeat-ms MS] [--clients K]
                [--sources S] [--channel agui] [--pad BYTES] [--drain-ms MS] [--tick-us US]";
 
 fn parse_options() -> Result<Options, String> {
@@ -228,7 +229,7 @@ fn parse_options() -> Result<Options, String> {
     if !["recover", "notify", "disconnect"].contains(&o.policy.as_str()) {
         return Err(format!("unknown policy {}", o.policy));
     }
-    if !["hub", "replaced", "bare"].contains(&o.design.as_str()) {
+    if !["hub", "replaced", "bare", "bare-joined"].contains(&o.design.as_str()) {
         return Err(format!("unknown design {}", o.design));
     }
     // The replaced design is served as it was, by axum::serve, unless told otherwise.
@@ -1355,8 +1356,9 @@ fn main() {
                 let (router, app) =
                     servers::hub(o.capacity, &o.policy, heartbeat, per_user, o.users);
                 (app, Publisher::Hub(router, sse_hub::Channel::AgUi))
-            } else if o.design == "bare" {
-                let (hub, app) = bare::server(o.capacity, heartbeat);
+            } else if o.design.starts_with("bare") {
+                let joined = o.design == "bare-joined";
+                let (hub, app) = bare::server(o.capacity, heartbeat, joined);
                 (app, Publisher::Bare(hub))
             } else {
                 let (broadcaster, app) = servers::replaced(heartbeat);

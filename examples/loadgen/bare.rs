@@ -8,8 +8,10 @@
 //! number is the one the publisher already keeps for the event's value. Everything else sse-hub
 //! does is left out: no replay window, no sequence numbers kept per channel, no connection
 //! cap, no retention or removal of idle channels (a user's sender stays for the process's
-//! life), no opening `retry:`/`id:` frame, no coalescing of ready frames into one chunk, no
-//! metrics or stats. A connection that falls more than the ring's capacity behind gets a
+//! life), no opening `retry:`/`id:` frame, no metrics or stats, and (but with `joined`, the
+//! load generator's `--design bare-joined`) no joining of ready frames into one chunk: joined,
+//! a poll takes every frame ready, up to sse-hub's `MAX_CHUNK`, into one chunk, so the skeleton
+//! writes as seldom as sse-hub does. A connection that falls more than the ring's capacity behind gets a
 //! `lagged` frame as sse-hub's `Notify` policy sends it (so the load generator counts the loss
 //! as signalled), and goes on with the next frame.
 //!
@@ -33,7 +35,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use futures_core::Stream;
 use sse_hub::UserId;
@@ -51,6 +53,8 @@ pub struct Hub {
     heartbeat_frame: Bytes,
     /// The `{epoch}-` of every frame's id: one random epoch, as sse-hub draws one per channel.
     id_prefix: String,
+    /// Whether a poll joins the frames ready together into one chunk.
+    joined: bool,
 }
 
 impl Hub {
@@ -76,7 +80,7 @@ impl Hub {
 }
 
 /// The bare server's channels and app (`GET /events/{channel}/{user}`, any channel name).
-pub fn server(capacity: usize, heartbeat: Duration) -> (Arc<Hub>, Router) {
+pub fn server(capacity: usize, heartbeat: Duration, joined: bool) -> (Arc<Hub>, Router) {
     let hub = Arc::new(Hub {
         channels: DashMap::default(),
         capacity: capacity.max(1),
@@ -86,6 +90,7 @@ pub fn server(capacity: usize, heartbeat: Duration) -> (Arc<Hub>, Router) {
             sse_hub::HEARTBEAT_JSON
         )),
         id_prefix: format!("{}-", fastrand::u64(..)),
+        joined,
     });
     let app = Router::new()
         .route("/events/{channel}/{user}", get(stream))
@@ -108,6 +113,8 @@ async fn stream(
         interval: hub.heartbeat,
         sleep: Box::pin(tokio::time::sleep(hub.heartbeat)),
         last_write: None,
+        joined: hub.joined,
+        carry: None,
     };
     // sse-hub's response headers.
     let mut response = Response::new(Body::from_stream(body));
@@ -129,6 +136,28 @@ struct BareBody {
     sleep: Pin<Box<Sleep>>,
     /// When the last frame was written, if it was since the heartbeat timer was last armed.
     last_write: Option<Instant>,
+    /// Whether ready frames are joined into one chunk.
+    joined: bool,
+    /// Joined: a frame that was ready but did not fit in the last chunk.
+    carry: Option<Bytes>,
+}
+
+impl BareBody {
+    /// The next frame ready, if any: the carried one first, then the receiver's (a loss as
+    /// sse-hub's `lagged` frame).
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(frame) = self.carry.take() {
+            return Poll::Ready(Some(frame));
+        }
+        Pin::new(&mut self.frames).poll_next(cx).map(|next| {
+            next.map(|item| match item {
+                Ok(frame) => frame,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Bytes::from(format!(
+                    "event: lagged\ndata: {{\"type\":\"lagged\",\"missed\":{missed}}}\n\n"
+                )),
+            })
+        })
+    }
 }
 
 impl Stream for BareBody {
@@ -136,16 +165,31 @@ impl Stream for BareBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.frames).poll_next(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+        match this.poll_frame(cx) {
+            Poll::Ready(Some(frame)) => {
                 this.last_write = Some(Instant::now());
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
-                this.last_write = Some(Instant::now());
-                let lagged =
-                    format!("event: lagged\ndata: {{\"type\":\"lagged\",\"missed\":{missed}}}\n\n");
-                return Poll::Ready(Some(Ok(Bytes::from(lagged))));
+                if !this.joined {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                // One frame alone goes as it is, as in sse-hub's body: no copy.
+                let Poll::Ready(Some(second)) = this.poll_frame(cx) else {
+                    return Poll::Ready(Some(Ok(frame)));
+                };
+                if frame.len() + second.len() > sse_hub::sse::MAX_CHUNK {
+                    this.carry = Some(second);
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                let mut chunk = BytesMut::with_capacity(frame.len() + second.len());
+                chunk.extend_from_slice(&frame);
+                chunk.extend_from_slice(&second);
+                while let Poll::Ready(Some(next)) = this.poll_frame(cx) {
+                    if chunk.len() + next.len() > sse_hub::sse::MAX_CHUNK {
+                        this.carry = Some(next);
+                        break;
+                    }
+                    chunk.extend_from_slice(&next);
+                }
+                return Poll::Ready(Some(Ok(chunk.freeze())));
             }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
