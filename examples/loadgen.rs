@@ -554,6 +554,34 @@ enum Publisher {
     Http(SocketAddr, String),
 }
 
+/// Publishes `total` events at `options.rate` from this thread, event `i` to user
+/// `i % seqs.len()` (whose sequence number it takes), waking every `options.tick_us`, as
+/// `publish` does it; returns how many were sent and how many `publish` said failed.
+fn publish_paced(
+    options: &Options,
+    total: u64,
+    seqs: &mut [u64],
+    pad: &str,
+    mut publish: impl FnMut(usize, u64, &str) -> bool,
+) -> (u64, u64) {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(options.seconds + 60.0);
+    let tick = Duration::from_micros(options.tick_us.max(1));
+    let (mut sent, mut failed) = (0u64, 0u64);
+    while sent < total && Instant::now() < deadline {
+        let due = ((start.elapsed().as_secs_f64() * options.rate as f64) as u64).min(total);
+        while sent < due {
+            let u = (sent % seqs.len() as u64) as usize;
+            seqs[u] += 1;
+            let json = event_json(seqs[u], now_ns(), pad);
+            failed += u64::from(!publish(u, seqs[u], &json));
+            sent += 1;
+        }
+        std::thread::sleep(tick);
+    }
+    (sent, failed)
+}
+
 /// Publishes `rate` events per second for `seconds`, event `i` to user `i % users`; returns
 /// how many were published and how many failed.
 fn publish(
@@ -578,34 +606,18 @@ fn publish(
         Publisher::Hub(router, channel) => {
             let broadcaster = router.agui().clone();
             debug_assert_eq!(channel, sse_hub::Channel::AgUi);
-            while sent < total && Instant::now() < deadline {
-                let due = ((start.elapsed().as_secs_f64() * options.rate as f64) as u64).min(total);
-                while sent < due {
-                    let u = (sent % users.len() as u64) as usize;
-                    seqs[u] += 1;
-                    let json = event_json(seqs[u], now_ns(), &pad);
-                    let ok = sse_hub::Payload::from_text(None, &json)
-                        .and_then(|p| broadcaster.broadcast_payload(&hub_users[u], p))
-                        .is_ok();
-                    failed += u64::from(!ok);
-                    sent += 1;
-                }
-                std::thread::sleep(tick);
-            }
+            (sent, failed) = publish_paced(options, total, &mut seqs, &pad, |u, _, json| {
+                sse_hub::Payload::from_text(None, json)
+                    .and_then(|p| broadcaster.broadcast_payload(&hub_users[u], p))
+                    .is_ok()
+            });
         }
         Publisher::Bare(hub) => {
-            while sent < total && Instant::now() < deadline {
-                let due = ((start.elapsed().as_secs_f64() * options.rate as f64) as u64).min(total);
-                while sent < due {
-                    let u = (sent % users.len() as u64) as usize;
-                    seqs[u] += 1;
-                    let json = event_json(seqs[u], now_ns(), &pad);
-                    // A user with no connection is no failure, as with the hub design.
-                    hub.send(&hub_users[u], hub.frame(&json, seqs[u]));
-                    sent += 1;
-                }
-                std::thread::sleep(tick);
-            }
+            (sent, failed) = publish_paced(options, total, &mut seqs, &pad, |u, seq, json| {
+                // A user with no connection is no failure, as with the hub design.
+                hub.send(&hub_users[u], hub.frame(json, seq));
+                true
+            });
         }
         Publisher::Replaced(broadcaster) => rt.block_on(async {
             while sent < total && Instant::now() < deadline {
